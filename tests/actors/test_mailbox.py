@@ -32,7 +32,7 @@ async def test_full_mailbox_makes_the_sender_wait_until_there_is_room(autojump_c
 
 
 async def test_send_nowait_on_a_full_mailbox_raises_and_sends_nothing() -> None:
-    """``send_nowait`` reports a full mailbox as MailboxFullError and leaves the buffer as it was."""
+    """``send_nowait`` reports a full mailbox as MailboxFullError and leaves the buffer alone."""
     mailbox = Mailbox[str]("tiny", capacity=1)
     mailbox.address.send_nowait("a")
     with pytest.raises(MailboxFullError, match="'tiny' is full"):

@@ -36,7 +36,8 @@ async def test_balancing_pool_hands_work_to_whichever_member_is_free(
         await workers.router.send(Work(7))
         await journal.wait_for(1, "work")
         [(idle, _, _)] = journal.events(event="work")
-        assert idle not in busy and len(busy) == 2
+        assert idle not in busy
+        assert len(busy) == 2
         first.set()
         second.set()
 

@@ -57,7 +57,7 @@ async def test_children_start_in_order_each_only_after_the_previous_is_ready(
 async def test_start_child_returns_a_working_address_and_refuses_duplicates(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """start_child waits for ready and returns the address; a second child of the same name fails."""
+    """start_child waits for ready and returns the address; a duplicate name fails."""
     journal = Journal()
     async with open_supervisor("root", backoff=FAST) as root:
         address = await root.start_child(worker_spec("w", journal))
@@ -72,7 +72,7 @@ async def test_start_child_returns_a_working_address_and_refuses_duplicates(
 async def test_a_child_that_fails_before_ready_fails_supervisor_start_and_stops_earlier_ones(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """OTP: if an initial child cannot start, the ones already started are stopped and start fails."""
+    """OTP: if an initial child cannot start, those already started are stopped; start fails."""
     journal = Journal()
     specs = [worker_spec("ok", journal), worker_spec("bad", journal, fail_start=True)]
     with pytest.raises(ChildStartError, match="could not start 'bad'") as caught:
@@ -117,7 +117,8 @@ async def test_crashed_child_is_restarted_and_messages_already_in_its_mailbox_ar
         assert len(journal.events("w", "start")) == 2
         child = (await root.statistics()).child("w")
         assert (child.state, child.restarts) == ("running", 1)
-        assert child.last_error is not None and "Boom" in child.last_error
+        assert child.last_error is not None
+        assert "Boom" in child.last_error
 
 
 @deadline(30)
@@ -169,7 +170,7 @@ async def test_one_for_one_restarts_only_the_crashed_child(
 async def test_one_for_all_restarts_every_sibling_after_stopping_them_in_reverse_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Under one_for_all a crash of one child stops the others (last first) and restarts all, in order."""
+    """one_for_all: a crash stops the others (last first), then restarts all in order."""
     journal = Journal()
     a, b, c = (worker_spec(name, journal) for name in "abc")
     async with open_supervisor(
@@ -264,7 +265,8 @@ async def test_escalation_from_a_nested_supervisor_is_a_crash_its_parent_restart
         with trio.fail_after(1):  # the address minted before the restart still works
             assert await ask(leaf.address, lambda reply_to: Ping(reply_to)) == "leaf"
         nested = stats.child("inner").supervisor
-        assert nested is not None and nested.child("leaf").state == "running"
+        assert nested is not None
+        assert nested.child("leaf").state == "running"
 
 
 @deadline(60)
@@ -346,7 +348,7 @@ async def test_graceful_shutdown_stops_children_in_reverse_order_after_draining(
 async def test_a_child_that_does_not_stop_is_cancelled_after_its_grace(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A child busy past its shutdown grace is cancelled; the rest of shutdown is not held up longer."""
+    """A child busy past its shutdown grace is cancelled; shutdown is not held up longer."""
     journal = Journal()
     stuck = worker_spec("stuck", journal, shutdown_grace_seconds=2.0)
     started = trio.current_time()
@@ -355,7 +357,8 @@ async def test_a_child_that_does_not_stop_is_cancelled_after_its_grace(
         await journal.wait_for(1, "hold")
     elapsed = trio.current_time() - started
     assert 2.0 <= elapsed < 2.5
-    assert journal.events("stuck", "exit") and not journal.events("stuck", "drained")
+    assert journal.events("stuck", "exit")
+    assert not journal.events("stuck", "drained")
 
 
 @deadline(60)
@@ -425,11 +428,13 @@ async def test_statistics_report_mailbox_depth_states_and_nested_trees(
         await busy.address.send(Work(1))
         await busy.address.send(Work(2))
         stats = root.statistics_nowait()
-        assert stats.name == "root" and stats.strategy == "one_for_one"
+        assert stats.name == "root"
+        assert stats.strategy == "one_for_one"
         assert stats.child("busy").mailbox.depth == 2
         assert stats.child("busy").state == "running"
         nested = stats.child("inner").supervisor
-        assert nested is not None and [c.name for c in nested.children] == ["leaf"]
+        assert nested is not None
+        assert [c.name for c in nested.children] == ["leaf"]
         assert stats == await root.statistics()
         nested_ref = SupervisorRef(inner.address)
         assert (await nested_ref.statistics()).child("leaf").state == "running"

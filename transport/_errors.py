@@ -1,0 +1,88 @@
+"""Errors of the transport layer. Third-party errors (psycopg, redis-py, cattrs) are mapped
+to these inside `transport/`, so nothing above it handles a library's exception types.
+
+``retryable`` tells callers whether the same operation may succeed if tried again
+later (a connection dropped, a serialization conflict) or will fail the same way.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.define(auto_exc=True)
+class TransportError(Exception):
+    """Base class of every transport error."""
+
+    message: str
+    retryable: bool = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.define(auto_exc=True)
+class LocalServiceError(TransportError):
+    """A local PostgreSQL or Redis could not be found, started or stopped."""
+
+
+@attrs.define(auto_exc=True)
+class StorageError(TransportError):
+    """PostgreSQL rejected an operation (a bug or bad data; not retryable by default)."""
+
+    sqlstate: str | None = None
+
+
+@attrs.define(auto_exc=True)
+class StorageUnavailableError(StorageError):
+    """PostgreSQL cannot be reached or the pool had no connection in time. Retryable."""
+
+    retryable: bool = True
+
+
+@attrs.define(auto_exc=True)
+class StorageConflictError(StorageError):
+    """A concurrent transaction conflicted (serialization failure, deadlock). Retryable."""
+
+    retryable: bool = True
+
+
+@attrs.define(auto_exc=True)
+class UniqueViolationError(StorageError):
+    """A row with the same unique key exists already."""
+
+    constraint: str | None = None
+
+
+@attrs.define(auto_exc=True)
+class StorageTimeoutError(StorageError):
+    """A statement ran past ``statement_timeout`` or was cancelled. Retryable."""
+
+    retryable: bool = True
+
+
+@attrs.define(auto_exc=True)
+class MigrationError(StorageError):
+    """A schema migration is missing, changed after it was applied, or failed."""
+
+
+@attrs.define(auto_exc=True)
+class StreamError(TransportError):
+    """Redis rejected a streams command (e.g. the consumer group does not exist)."""
+
+
+@attrs.define(auto_exc=True)
+class StreamUnavailableError(StreamError):
+    """Redis cannot be reached or timed out. Retryable."""
+
+    retryable: bool = True
+
+
+@attrs.define(auto_exc=True)
+class CodecError(TransportError):
+    """Bytes could not be decoded into the expected message type (or a value encoded).
+
+    ``errors`` lists each problem with its path, e.g. ``"expected int @ $.attempt"``.
+    """
+
+    errors: tuple[str, ...] = ()

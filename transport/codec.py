@@ -1,0 +1,131 @@
+"""JSON wire codec for frozen attrs messages, built on cattrs (orjson preconf converter).
+
+A protocol is a union of attrs classes; on the wire each message is a JSON object
+tagged with its class name under ``"type"``. Decoding is strict: unknown fields, a
+missing or unknown tag and values of the wrong type are all rejected with a
+`CodecError` whose ``errors`` name each problem and its path (``expected int @ $.attempt``).
+
+Example::
+
+    WorkerInbound = StartRun | CancelRun
+    WIRE: Final = WireCodec[WorkerInbound](WorkerInbound)
+    raw = WIRE.encode(StartRun(run_id="r1"))
+    message = WIRE.decode(raw)
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
+
+import attrs
+import cattrs
+import orjson
+from cattrs.preconf.orjson import OrjsonConverter, make_converter
+from cattrs.strategies import configure_tagged_union
+
+from ._errors import CodecError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+M = TypeVar("M")
+T = TypeVar("T")
+
+TAG: Final = "type"
+"""The JSON key that names a message's class."""
+
+
+def _members(protocol: object) -> tuple[type, ...]:
+    if typing.get_origin(protocol) in (typing.Union, types.UnionType):
+        return tuple(typing.get_args(protocol))
+    if isinstance(protocol, type):
+        return (protocol,)
+    raise TypeError(f"a protocol is an attrs class or a union of them, not {protocol!r}")
+
+
+def make_wire_converter(*protocols: object) -> OrjsonConverter:
+    """Build a private strict converter; every union among ``protocols`` is tagged by ``"type"``.
+
+    Use this directly for values that are not messages of one protocol; prefer
+    `WireCodec` for a protocol, which also maps errors.
+    """
+    converter = make_converter(forbid_extra_keys=True)  # never the global converter
+    for protocol in protocols:
+        if len(_members(protocol)) > 1:
+            configure_tagged_union(protocol, converter, tag_name=TAG)
+    return converter
+
+
+def describe_structure_error(exc: Exception, path: str = "$") -> tuple[str, ...]:
+    """Turn a cattrs (or plain) structuring error into readable ``problem @ path`` lines."""
+    if isinstance(exc, cattrs.BaseValidationError | KeyError | ValueError | TypeError):
+        return tuple(cattrs.transform_error(exc, path=path))
+    return (f"{exc} @ {path}",)
+
+
+class WireCodec(Generic[M]):
+    """Encodes and decodes the messages of one protocol. Build as ``WireCodec[Proto](Proto)``.
+
+    Args:
+        protocol: an attrs class or a union of attrs classes (the ``M`` of the codec).
+        also: further unions that appear nested inside messages, to tag them as well.
+    """
+
+    def __init__(self, protocol: object, *, also: Sequence[object] = ()) -> None:
+        self._protocol = protocol
+        self._classes: Mapping[str, type] = {cls.__name__: cls for cls in _members(protocol)}
+        for cls in self._classes.values():
+            if not attrs.has(cls):
+                raise TypeError(f"{cls!r} is not an attrs class")
+        self._tagged = len(self._classes) > 1
+        self.converter = make_wire_converter(protocol, *also)
+
+    def encode(self, message: M) -> bytes:
+        """Return the JSON bytes of ``message``.
+
+        Raises:
+            CodecError: ``message`` holds a value JSON cannot carry.
+        """
+        try:
+            return self.converter.dumps(message, unstructure_as=self._protocol)
+        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+            raise CodecError(f"cannot encode {type(message).__name__}: {exc}") from exc
+
+    def decode(self, raw: bytes | bytearray | memoryview | str) -> M:
+        """Parse ``raw`` into one of the protocol's messages.
+
+        Raises:
+            CodecError: not JSON, not an object, a missing or unknown tag, an unknown field,
+                a missing field or a value of the wrong type. Nothing is partially built.
+        """
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CodecError(f"not valid JSON: {exc}", errors=(f"{exc} @ $",)) from None
+        return self.structure(document)
+
+    def structure(self, document: object) -> M:
+        """Build a message from already-parsed JSON (see `decode` for the errors)."""
+        if not isinstance(document, dict):
+            kind = type(document).__name__
+            raise CodecError(f"expected a JSON object, got {kind}", errors=("not an object @ $",))
+        if self._tagged:
+            tag = document.get(TAG)
+            if tag not in self._classes:
+                expected = ", ".join(sorted(self._classes))
+                problem = "missing" if tag is None else f"unknown ({tag!r})"
+                raise CodecError(
+                    f"message type {problem}; expected one of: {expected}",
+                    errors=(f"{problem} message type @ $.{TAG}",),
+                )
+        try:
+            return cast("M", self.converter.structure(document, self._protocol))  # type: ignore[arg-type]
+        except (cattrs.BaseValidationError, KeyError, ValueError, TypeError) as exc:
+            errors = describe_structure_error(exc)
+            raise CodecError("invalid message: " + "; ".join(errors), errors=errors) from None
+
+    def unstructure(self, message: M) -> object:
+        """Return ``message`` as plain JSON-compatible data (dicts, lists, strings, numbers)."""
+        return self.converter.unstructure(message, unstructure_as=self._protocol)

@@ -1,0 +1,451 @@
+"""Redis Streams over redis-py's sync client, run in threads behind trio.
+
+`RedisStreams` is the shared, thread-limited client for short commands: publishing
+(pipelined batches, one thread hop per batch), consumer-group creation, acks, pending
+inspection and ``XAUTOCLAIM``. Blocking reads go through a `StreamReader`, which owns
+a dedicated connection and thread so that a long ``XREADGROUP ... BLOCK`` can never
+starve the shared pool.
+
+Cancellation of a blocked read is the subtle part: Redis delivers entries to whoever
+is blocked, so an abandoned read would swallow the next entry (it would sit in the
+consumer's pending list until claimed). `StreamReader.read` therefore never abandons
+its thread: on cancel it sends ``CLIENT UNBLOCK`` for its connection, waits for the
+read to return, and keeps anything that arrived meanwhile for the next call.
+
+Every entry carries one field, ``m``, holding the payload bytes (see `transport.codec`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Final, TypeVar, cast
+
+import attrs
+import redis
+import redis.exceptions
+import trio
+
+from ._errors import StreamError, StreamUnavailableError
+from ._threads import run_sync_interruptible
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+FIELD: Final = b"m"
+"""The single field of each stream entry; its value is the payload."""
+
+MAX_BLOCK_MS: Final = 10_000
+"""Upper bound for ``block_ms``: a blocked read always comes back within this time."""
+
+_UNBLOCK_RETRY_SECONDS: Final = 0.002
+_SOCKET_SLACK_SECONDS: Final = 5.0
+
+
+@attrs.frozen
+class StreamEntry:
+    """One entry read from a stream."""
+
+    stream: str
+    entry_id: str
+    payload: bytes
+
+
+@attrs.frozen
+class PendingSummary:
+    """``XPENDING`` summary of a consumer group on one stream."""
+
+    count: int
+    smallest_id: str | None
+    largest_id: str | None
+    consumers: Mapping[str, int]
+    """Pending entries per consumer name."""
+
+
+@attrs.frozen
+class PendingEntry:
+    """One delivered-but-unacknowledged entry."""
+
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+
+
+@attrs.frozen
+class AutoClaimed:
+    """What ``XAUTOCLAIM`` took over, and where to continue scanning (``"0-0"``: done)."""
+
+    entries: tuple[StreamEntry, ...]
+    next_start: str
+    deleted_ids: tuple[str, ...]
+    """Pending ids whose entries were deleted from the stream (removed from the PEL)."""
+
+
+@contextlib.contextmanager
+def _mapped_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StreamUnavailableError(f"redis unavailable during {what}: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StreamError(f"redis rejected {what}: {exc}") from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(
+    stream: str, raw: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]
+) -> list[StreamEntry]:
+    entries = []
+    for entry_id, fields in raw:
+        if fields is None:  # deleted from the stream while pending
+            continue
+        entries.append(StreamEntry(stream, _text(entry_id), fields.get(FIELD, b"")))
+    return entries
+
+
+def _read_reply(reply: object) -> list[StreamEntry]:
+    """Normalise an ``XREADGROUP`` reply into entries.
+
+    RESP2 replies ``[[stream, [(id, fields), ...]], ...]``; RESP3 replies
+    ``{stream: [[(id, fields), ...]]}``, one level deeper.
+    """
+    if not reply:
+        return []
+    pairs = cast(
+        "Iterable[tuple[bytes, list[object]]]",
+        reply.items() if isinstance(reply, Mapping) else reply,
+    )
+    entries: list[StreamEntry] = []
+    for stream, raw in pairs:
+        flat = raw[0] if raw and isinstance(raw[0], list) else raw
+        entries.extend(
+            _entries(_text(stream), cast("list[tuple[bytes, Mapping[bytes, bytes] | None]]", flat))
+        )
+    return entries
+
+
+def _client(url: str, *, socket_timeout: float, **options: object) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        health_check_interval=0,
+        **options,
+    )
+
+
+class RedisStreams:
+    """Short Redis Streams commands from trio, via a thread-limited redis-py client.
+
+    Args:
+        url: ``redis://host:port/db``.
+        max_threads: at most this many commands run at once (and as many connections).
+        socket_timeout_seconds: a command that gets no reply in this time fails with
+            `StreamUnavailableError` (the bound on a thread stuck on a dead server).
+    """
+
+    def __init__(
+        self, url: str, *, max_threads: int = 8, socket_timeout_seconds: float = 5.0
+    ) -> None:
+        self.url = url
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._client = _client(
+            url, socket_timeout=socket_timeout_seconds, max_connections=max_threads
+        )
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        def call() -> T:
+            with _mapped_errors(what):
+                return fn()
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await trio.to_thread.run_sync(self._client.close)
+
+    async def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            StreamUnavailableError: it does not.
+        """
+        await self._call("PING", self._client.ping)
+
+    async def publish(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:
+        """Append one entry to ``stream`` and return its id.
+
+        Args:
+            maxlen: trim the stream to about this many entries (``MAXLEN ~``).
+
+        Cancellation: the entry may or may not have been added.
+        """
+        return await self._call(
+            "XADD", lambda: _text(self._client.xadd(stream, {FIELD: payload}, maxlen=maxlen))
+        )
+
+    async def publish_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Append many ``(stream, payload)`` entries in one pipelined round trip.
+
+        Returns:
+            The new entry ids, in order.
+
+        Cancellation: any prefix of the batch may have been added.
+        """
+        if not entries:
+            return []
+
+        def pipelined() -> list[str]:
+            pipe = self._client.pipeline(transaction=False)
+            for stream, payload in entries:
+                pipe.xadd(stream, {FIELD: payload})
+            return [_text(entry_id) for entry_id in pipe.execute()]
+
+        return await self._call("XADD pipeline", pipelined)
+
+    async def ensure_group(self, stream: str, group: str, *, start_id: str = "0") -> bool:
+        """Create consumer group ``group`` on ``stream`` (and the stream) unless it exists.
+
+        Args:
+            start_id: the first entry the group delivers: ``"0"`` for everything,
+                ``"$"`` for entries added from now on.
+
+        Returns:
+            True if the group was created, False if it existed already.
+        """
+
+        def create() -> bool:
+            try:
+                self._client.xgroup_create(stream, group, id=start_id, mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" in str(exc):
+                    return False
+                raise
+            return True
+
+        return await self._call("XGROUP CREATE", create)
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
+        """Acknowledge entries (remove them from the group's pending list); return how many."""
+        if not entry_ids:
+            return 0
+        return await self._call("XACK", lambda: int(self._client.xack(stream, group, *entry_ids)))
+
+    async def pending_summary(self, stream: str, group: str) -> PendingSummary:
+        """Return the group's pending-entries summary on ``stream``."""
+
+        def summary() -> PendingSummary:
+            raw = self._client.xpending(stream, group)
+            smallest, largest = raw.get("min"), raw.get("max")
+            return PendingSummary(
+                count=int(raw["pending"]),
+                smallest_id=None if smallest is None else _text(smallest),
+                largest_id=None if largest is None else _text(largest),
+                consumers={
+                    _text(item["name"]): int(item["pending"]) for item in raw.get("consumers") or ()
+                },
+            )
+
+        return await self._call("XPENDING", summary)
+
+    async def pending(
+        self,
+        stream: str,
+        group: str,
+        *,
+        count: int = 100,
+        consumer: str | None = None,
+        min_idle_ms: int | None = None,
+    ) -> list[PendingEntry]:
+        """List up to ``count`` pending entries, oldest first, optionally filtered."""
+
+        def entries() -> list[PendingEntry]:
+            rows = self._client.xpending_range(
+                stream, group, min="-", max="+", count=count, consumername=consumer,
+                idle=min_idle_ms,
+            )  # fmt: skip
+            return [
+                PendingEntry(
+                    entry_id=_text(row["message_id"]),
+                    consumer=_text(row["consumer"]),
+                    idle_ms=int(row["time_since_delivered"]),
+                    deliveries=int(row["times_delivered"]),
+                )
+                for row in rows
+            ]
+
+        return await self._call("XPENDING", entries)
+
+    async def autoclaim(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start: str = "0-0",
+        count: int = 100,
+    ) -> AutoClaimed:
+        """Take over entries pending longer than ``min_idle_ms`` (their consumer likely died).
+
+        Claimed entries move to ``consumer``'s pending list with their delivery count
+        increased. Continue from ``next_start`` until it is ``"0-0"`` to scan everything.
+        """
+
+        def claim() -> AutoClaimed:
+            raw = self._client.xautoclaim(
+                stream, group, consumer, min_idle_ms, start_id=start, count=count
+            )
+            deleted = raw[2] if len(raw) > 2 else ()  # Redis >= 7 reports deleted ids
+            return AutoClaimed(
+                entries=tuple(_entries(stream, raw[1])),
+                next_start=_text(raw[0]),
+                deleted_ids=tuple(_text(entry_id) for entry_id in deleted),
+            )
+
+        return await self._call("XAUTOCLAIM", claim)
+
+    async def length(self, stream: str) -> int:
+        """Return the number of entries in ``stream`` (0 if it does not exist)."""
+        return await self._call("XLEN", lambda: int(self._client.xlen(stream)))
+
+    async def delete(self, *keys: str) -> int:
+        """Delete keys (streams and their groups); return how many existed."""
+        if not keys:
+            return 0
+        return await self._call("DEL", lambda: int(self._client.delete(*keys)))
+
+    async def unblock(self, client_id: int) -> bool:
+        """Unblock the connection ``client_id`` if it is blocked (its read returns empty)."""
+        return await self._call(
+            "CLIENT UNBLOCK", lambda: bool(self._client.client_unblock(client_id))
+        )
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, group: str, consumer: str) -> AsyncIterator[StreamReader]:
+        """Open a `StreamReader` for ``consumer`` in ``group``, on its own connection."""
+        reader = await trio.to_thread.run_sync(StreamReader, self, group, consumer)
+        try:
+            yield reader
+        finally:
+            with trio.move_on_after(5, shield=True):
+                await trio.to_thread.run_sync(reader.close_sync)
+
+
+class StreamReader:
+    """One consumer's blocking ``XREADGROUP``, on a dedicated connection and thread.
+
+    Build it with `RedisStreams.open_reader`. Not for concurrent use: one read at a time.
+    """
+
+    def __init__(self, streams: RedisStreams, group: str, consumer: str) -> None:
+        self.group = group
+        self.consumer = consumer
+        self._streams = streams
+        self._limiter = trio.CapacityLimiter(1)
+        self._stash: list[StreamEntry] = []
+        self._client_id: int | None = None
+        with _mapped_errors("connect"):
+            self._client = _client(
+                streams.url,
+                socket_timeout=MAX_BLOCK_MS / 1000 + _SOCKET_SLACK_SECONDS,
+                single_connection_client=True,
+            )
+            connection = self._client.connection
+            assert connection is not None
+            connection.register_connect_callback(self._remember_client_id)  # type: ignore[no-untyped-call]
+            self._client_id = int(self._client.client_id())
+
+    def _remember_client_id(self, connection: redis.Connection) -> None:
+        connection.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
+        self._client_id = int(connection.read_response())
+
+    def close_sync(self) -> None:
+        """Close the reader's connection (blocking; `RedisStreams.open_reader` calls it)."""
+        self._client.close()
+
+    async def read(
+        self, streams: Sequence[str], *, count: int, block_ms: int | None = None
+    ) -> list[StreamEntry]:
+        """Read up to ``count`` new entries (``>``) from ``streams`` for this consumer.
+
+        Args:
+            block_ms: wait up to this long for an entry (at most `MAX_BLOCK_MS`);
+                None returns at once.
+
+        Returns:
+            Entries, possibly none. They are pending for this consumer until acked.
+
+        Raises:
+            ValueError: ``block_ms`` out of range or ``count`` < 1.
+            StreamError: e.g. a group does not exist (create it with ``ensure_group``).
+            StreamUnavailableError: Redis is unreachable.
+
+        Cancellation: loses nothing. The blocked command is unblocked on the server and
+            awaited; entries it had already received are returned by the next `read`.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        if block_ms is not None and not 0 <= block_ms <= MAX_BLOCK_MS:
+            raise ValueError(f"block_ms must be within 0..{MAX_BLOCK_MS}, got {block_ms}")
+        if self._stash:
+            taken, self._stash = self._stash[:count], self._stash[count:]
+            return taken
+        return await self._run_read({stream: ">" for stream in streams}, count, block_ms)
+
+    async def read_own_pending(self, streams: Sequence[str], *, count: int) -> list[StreamEntry]:
+        """Re-read entries delivered to this consumer earlier but never acked (id ``0``).
+
+        Use it when a consumer restarts under the same name.
+        """
+        return await self._run_read({stream: "0" for stream in streams}, count, None)
+
+    async def _run_read(
+        self, streams: Mapping[str, str], count: int, block_ms: int | None
+    ) -> list[StreamEntry]:
+        def xreadgroup() -> None:
+            with _mapped_errors("XREADGROUP"):
+                reply = self._client.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    dict(streams),  # type: ignore[arg-type]
+                    count=count,
+                    block=block_ms,
+                )
+            # Stashed in the thread, so a read whose caller was cancelled loses nothing.
+            self._stash.extend(_read_reply(reply))
+
+        await run_sync_interruptible(
+            xreadgroup,
+            limiter=self._limiter,
+            interrupt=self._unblock_until_finished,
+            interrupt_grace_seconds=(block_ms or 0) / 1000 + 1,
+        )
+        taken, self._stash = self._stash[:count], self._stash[count:]
+        return taken
+
+    async def _unblock_until_finished(self, finished: Callable[[], bool]) -> None:
+        # The read may not have reached Redis yet, so CLIENT UNBLOCK can miss it: retry.
+        while not finished():
+            if self._client_id is not None:
+                with contextlib.suppress(StreamUnavailableError):
+                    if await self._streams.unblock(self._client_id):
+                        return
+            await trio.sleep(_UNBLOCK_RETRY_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def open_redis_streams(url: str, *, max_threads: int = 8) -> AsyncIterator[RedisStreams]:
+    """Open a `RedisStreams` client for the duration of the block."""
+    streams = RedisStreams(url, max_threads=max_threads)
+    try:
+        yield streams
+    finally:
+        with trio.move_on_after(5, shield=True):
+            await streams.aclose()
