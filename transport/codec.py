@@ -48,8 +48,10 @@ def _members(protocol: object) -> tuple[type, ...]:
 def make_wire_converter(*protocols: object) -> OrjsonConverter:
     """Build a private strict converter; every union among ``protocols`` is tagged by ``"type"``.
 
-    Use this directly for values that are not messages of one protocol; prefer
-    `WireCodec` for a protocol, which also maps errors.
+    List nested unions before the unions whose members contain them: cattrs builds
+    (and caches) a class's hooks when its union is configured. Use this directly for
+    values that are not messages of one protocol; prefer `WireCodec` for a protocol,
+    which also maps errors.
     """
     converter = make_converter(forbid_extra_keys=True)  # never the global converter
     for protocol in protocols:
@@ -80,7 +82,7 @@ class WireCodec(Generic[M]):
             if not attrs.has(cls):
                 raise TypeError(f"{cls!r} is not an attrs class")
         self._tagged = len(self._classes) > 1
-        self.converter = make_wire_converter(protocol, *also)
+        self.converter = make_wire_converter(*also, protocol)
 
     def encode(self, message: M) -> bytes:
         """Return the JSON bytes of ``message``.

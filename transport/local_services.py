@@ -120,9 +120,11 @@ class LocalService:
                 cwd="/",
             )
         deadline = time.monotonic() + self.startup_seconds
-        while not self._accepts_connections():
+        while True:
             if self._process.poll() is not None:
                 raise self._failure("exited during startup")
+            if self._serving():
+                break
             if time.monotonic() > deadline:
                 self.kill()
                 raise self._failure(f"did not accept connections within {self.startup_seconds} s")
@@ -197,7 +199,8 @@ class LocalService:
     def _command(self) -> tuple[list[str], ServiceUser]:
         raise NotImplementedError
 
-    def _accepts_connections(self) -> bool:
+    def _serving(self) -> bool:
+        """True once *this* server (not another one on the port) accepts connections."""
         raise NotImplementedError
 
     def _after_ready(self) -> None:
@@ -319,12 +322,14 @@ class LocalPostgres(LocalService):
             argv += ["-c", f"{key}={value}"]
         return argv, self._user
 
-    def _accepts_connections(self) -> bool:
+    def _serving(self) -> bool:
+        assert self._cluster is not None
         try:
-            psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
+            with psycopg.connect(self.url_for("postgres"), connect_timeout=2) as conn:
+                row = conn.execute("SELECT current_setting('data_directory')").fetchone()
         except psycopg.OperationalError:
             return False
-        return True
+        return row is not None and Path(str(row[0])).resolve() == self._cluster.resolve()
 
     def _after_ready(self) -> None:
         with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
@@ -363,10 +368,10 @@ class LocalRedis(LocalService):
         ]  # fmt: skip
         return argv, ServiceUser("current", None, None)
 
-    def _accepts_connections(self) -> bool:
+    def _serving(self) -> bool:
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
         try:
-            return bool(client.ping())
+            return bool(client.info("server").get("process_id") == self.pid)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         finally:

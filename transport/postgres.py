@@ -147,6 +147,7 @@ class PostgresStore:
         name: str = "aiki",
     ) -> None:
         self.url = url
+        self._connect_timeout_seconds = connect_timeout_seconds
         self._limiter = trio.CapacityLimiter(max_size)
         self._cancel_limiter = trio.CapacityLimiter(max_size)
         timeout_ms = int(statement_timeout_seconds * 1000)
@@ -178,7 +179,7 @@ class PostgresStore:
 
         def open_pool() -> None:
             with mapped_errors():
-                self._pool.open(wait=wait)
+                self._pool.open(wait=wait, timeout=self._connect_timeout_seconds)
 
         await trio.to_thread.run_sync(open_pool)
 
