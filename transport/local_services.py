@@ -8,7 +8,8 @@ no persistence at all, so a restart loses every key, as a failover without repli
 would.
 
 The API is synchronous (subprocesses, sockets): call it from plain code, a session
-fixture, or ``trio.to_thread.run_sync``.
+fixture, or ``trio.to_thread.run_sync``. Servers inherit the caller's signal mask, so
+start them before blocking SIGINT/SIGTERM, or they will not hear `LocalService.stop`.
 
 Example::
 

@@ -1,0 +1,56 @@
+"""The public surface of each package is pinned: changing it is a deliberate act."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import actors
+import aiki
+import transport
+
+EXPECTED = {
+    "aiki": ["AikiError", "__version__"],
+    "actors": [
+        "DEFAULT_CAPACITY", "LEAF_INTENSITY", "ROOT_INTENSITY", "Actor", "ActorError",
+        "ActorStoppedError", "Address", "Backoff", "ChildSpec", "ChildStartError", "ChildState",
+        "ChildStatistics", "Destination", "DuplicateChildError", "GetStatistics", "Mailbox",
+        "MailboxFullError", "MailboxStatistics", "Pool", "RestartIntensity",
+        "RestartIntensityExceeded", "RestartType", "Router", "Routing", "RunningSupervisor",
+        "StartChild", "Startable", "Strategy", "Supervisor", "SupervisorMsg", "SupervisorRef",
+        "SupervisorStatistics", "TerminateChild", "UnknownChildError", "answer", "ask",
+        "open_supervisor", "pool", "supervisor_spec",
+    ],
+    "transport": [
+        "CodecError", "LocalPostgres", "LocalRedis", "LocalServiceError", "Migration",
+        "MigrationError", "PostgresStore", "RedisStreams", "Services", "StorageConflictError",
+        "StorageError", "StorageTimeoutError", "StorageUnavailableError", "StreamEntry",
+        "StreamError", "StreamReader", "StreamUnavailableError", "Transaction", "TransportError",
+        "UniqueViolationError", "WireCodec", "apply_migrations", "apply_migrations_sync",
+        "load_migrations", "make_wire_converter", "open_postgres_store", "open_redis_streams",
+        "services_from_env", "start_local_postgres", "start_local_redis",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED))
+def test_public_names_are_pinned(package: str) -> None:
+    """__all__ matches the pinned list exactly, and every name in it resolves."""
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(EXPECTED[package])
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize("module", [actors, transport, aiki])
+def test_every_public_name_is_documented(module: object) -> None:
+    """Every exported class and function has a docstring."""
+    undocumented = [
+        name
+        for name in module.__all__  # type: ignore[attr-defined]
+        if (inspect.isclass(obj := getattr(module, name)) or inspect.isfunction(obj))
+        and not (obj.__doc__ or "").strip()
+    ]
+    assert undocumented == []
