@@ -204,11 +204,24 @@ class PostgresStore:
             waits until the transaction has rolled back (or, if it was already
             committing, committed) before raising `trio.Cancelled`.
         """
+        return await self._run(work, single_statement=False)
+
+    async def _run(self, work: Callable[[Transaction], T], *, single_statement: bool) -> T:
         holder: list[psycopg.Connection[Row]] = []
 
         def run() -> T:
             with mapped_errors(), self._pool.connection() as connection:
                 holder.append(connection)
+                if single_statement:
+                    # One statement is atomic on its own: autocommit saves BEGIN and COMMIT.
+                    connection.autocommit = True
+                    try:
+                        return work(Transaction(connection))
+                    finally:
+                        # A broken connection may refuse this; the pool discards it anyway,
+                        # and transaction() below works in either mode.
+                        with contextlib.suppress(psycopg.Error):
+                            connection.autocommit = False
                 with connection.transaction():
                     return work(Transaction(connection))
 
@@ -225,16 +238,19 @@ class PostgresStore:
         )
 
     async def execute(self, sql: str, params: Params | None = None) -> int:
-        """Run one statement in its own transaction; return the affected row count."""
-        return await self.transact(lambda tx: tx.execute(sql, params))
+        """Run one statement on its own (atomic by itself); return the affected row count.
+
+        Raises and cancels like `transact`.
+        """
+        return await self._run(lambda tx: tx.execute(sql, params), single_statement=True)
 
     async def fetch_all(self, sql: str, params: Params | None = None) -> list[Row]:
-        """Run one query in its own transaction and return every row."""
-        return await self.transact(lambda tx: tx.fetch_all(sql, params))
+        """Run one query on its own and return every row."""
+        return await self._run(lambda tx: tx.fetch_all(sql, params), single_statement=True)
 
     async def fetch_one(self, sql: str, params: Params | None = None) -> Row | None:
-        """Run one query in its own transaction and return its first row, or None."""
-        return await self.transact(lambda tx: tx.fetch_one(sql, params))
+        """Run one query on its own and return its first row, or None."""
+        return await self._run(lambda tx: tx.fetch_one(sql, params), single_statement=True)
 
     def statistics(self) -> PoolStatistics:
         """Return the pool's current counters."""

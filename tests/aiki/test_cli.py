@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 import redis
 
+from transport import LocalPostgres
+
 AIKI = [sys.executable, "-m", "aiki"]
 
 
@@ -79,6 +81,7 @@ def test_services_runs_servers_until_interrupted(tmp_path: Path) -> None:
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "killing it" not in stderr, "servers must stop on their stop signal, not by SIGKILL"
+    LocalPostgres(tmp_path / "svc" / "postgres").remove()  # with a cluster relocated for root
     with_timeout = redis.Redis.from_url(urls["AIKI_TEST_REDIS_URL"], socket_connect_timeout=1)
     try:
         with_timeout.ping()

@@ -1,0 +1,1 @@
+"""Aiki's benchmark suite: ``python -m benchmarks <name>`` (see benchmarks/README.md)."""

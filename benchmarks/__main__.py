@@ -1,0 +1,20 @@
+"""``python -m benchmarks <name> [options]``: run one benchmark of the suite."""
+
+from __future__ import annotations
+
+import sys
+
+from . import bench_foundations
+
+SUITES = {"foundations": bench_foundations.main}
+
+
+def main() -> None:
+    """Dispatch to the named benchmark."""
+    if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
+        print(f"usage: python -m benchmarks {{{','.join(SUITES)}}} [--runs N] [--json PATH]")
+        raise SystemExit(2)
+    SUITES[sys.argv[1]](sys.argv[2:])
+
+
+main()
