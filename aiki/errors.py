@@ -1,7 +1,187 @@
-"""Public errors of the Aiki SDK. Every error Aiki raises to users derives from `AikiError`."""
+"""Public errors of the Aiki SDK. Every error Aiki raises to users derives from `AikiError`.
+
+Errors returned by the server carry a stable ``code`` (also in the HTTP body), and the
+client raises the matching class below, so applications catch types, not strings.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
 
+import attrs
+
+
+@attrs.define(auto_exc=True)
 class AikiError(Exception):
     """Base class of every error the Aiki SDK raises."""
+
+    message: str
+
+    code: ClassVar[str] = "error"
+    """Stable identifier of the error kind, as sent by the server."""
+    http_status: ClassVar[int] = 500
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@attrs.define(auto_exc=True)
+class NonRetryableError(AikiError):
+    """Raise this (or a subclass) from a task or workflow to fail it without retrying.
+
+    Any exception with a truthy ``non_retryable`` attribute is treated the same way.
+    """
+
+    code: ClassVar[str] = "non_retryable"
+
+
+@attrs.define(auto_exc=True)
+class ValidationError(AikiError, ValueError):
+    """A payload does not fit its declared type, or a request is malformed.
+
+    ``errors`` lists each problem with its path, e.g. ``"expected int @ $.quantity"``.
+    Nothing was stored.
+    """
+
+    errors: tuple[str, ...] = ()
+
+    code: ClassVar[str] = "validation_error"
+    http_status: ClassVar[int] = 422
+
+
+@attrs.define(auto_exc=True)
+class BadRequestError(ValidationError):
+    """The request itself is malformed (not JSON, unknown operation, missing fields)."""
+
+    code: ClassVar[str] = "bad_request"
+    http_status: ClassVar[int] = 400
+
+
+@attrs.define(auto_exc=True)
+class PayloadTooLargeError(ValidationError):
+    """A request or payload exceeds the server's size limit."""
+
+    code: ClassVar[str] = "payload_too_large"
+    http_status: ClassVar[int] = 413
+
+
+@attrs.define(auto_exc=True)
+class NotFoundError(AikiError, LookupError):
+    """Something named in a request does not exist."""
+
+    code: ClassVar[str] = "not_found"
+    http_status: ClassVar[int] = 404
+
+
+@attrs.define(auto_exc=True)
+class WorkflowNotFoundError(NotFoundError):
+    """No worker has registered this workflow version, so runs of it cannot be started."""
+
+    code: ClassVar[str] = "workflow_not_found"
+
+
+@attrs.define(auto_exc=True)
+class RunNotFoundError(NotFoundError):
+    """No run has this ID (or reference ID)."""
+
+    code: ClassVar[str] = "run_not_found"
+
+
+@attrs.define(auto_exc=True)
+class ConflictError(AikiError):
+    """The request conflicts with the current state."""
+
+    code: ClassVar[str] = "conflict"
+    http_status: ClassVar[int] = 409
+
+
+@attrs.define(auto_exc=True)
+class ReferenceConflictError(ConflictError):
+    """A run with this reference ID exists with a different input (conflict policy ``error``).
+
+    ``run_id`` is the existing run.
+    """
+
+    run_id: str = ""
+
+    code: ClassVar[str] = "reference_conflict"
+
+
+@attrs.define(auto_exc=True)
+class StaleRevisionError(ConflictError):
+    """A write carried a revision the run no longer has: another owner took over (fencing)."""
+
+    code: ClassVar[str] = "stale_revision"
+
+
+@attrs.define(auto_exc=True)
+class InvalidTransitionError(ConflictError):
+    """The run's state machine does not allow this transition from its current status."""
+
+    code: ClassVar[str] = "invalid_transition"
+
+
+@attrs.define(auto_exc=True)
+class UnavailableError(AikiError):
+    """The server or its storage is temporarily unavailable. Retry later."""
+
+    code: ClassVar[str] = "unavailable"
+    http_status: ClassVar[int] = 503
+
+
+@attrs.define(auto_exc=True)
+class NonDeterminismError(NonRetryableError):
+    """Replay found the workflow code no longer matches the run's recorded history.
+
+    ``unconsumed`` names the recorded task calls (``address#seq``) the code skipped.
+    """
+
+    unconsumed: tuple[str, ...] = ()
+
+    code: ClassVar[str] = "non_determinism"
+
+
+@attrs.define(auto_exc=True)
+class TaskFailedError(AikiError):
+    """A task failed for good (retries exhausted or non-retryable).
+
+    Raised from the task call inside the workflow; ``cause`` describes the last failure.
+    """
+
+    task: str = ""
+    attempts: int = 0
+    cause: ErrorInfo | None = None
+
+    code: ClassVar[str] = "task_failed"
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """Why a run or task failed: the exception type, its message, and more.
+
+    Attributes:
+        type: the exception's qualified class name, e.g. ``"payments.CardDeclined"``.
+        message: ``str(exception)``.
+        traceback: the formatted traceback from the worker, if any.
+        non_retryable: whether the failure stopped retries by itself.
+        code: the Aiki error code for Aiki's own errors (e.g. ``"non_determinism"``).
+        cause: the underlying failure, e.g. the task failure that failed the run.
+    """
+
+    type: str
+    message: str
+    traceback: str | None = None
+    non_retryable: bool = False
+    code: str | None = None
+    cause: ErrorInfo | None = None
+
+
+ERRORS_BY_CODE: dict[str, type[AikiError]] = {
+    cls.code: cls
+    for cls in (
+        AikiError, ValidationError, BadRequestError, PayloadTooLargeError, NotFoundError,
+        WorkflowNotFoundError, RunNotFoundError, ConflictError, ReferenceConflictError,
+        StaleRevisionError, InvalidTransitionError, UnavailableError,
+    )
+}  # fmt: skip
+"""The exception class the client raises for each server error code."""

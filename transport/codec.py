@@ -1,7 +1,8 @@
 """JSON wire codec for frozen attrs messages, built on cattrs (orjson preconf converter).
 
 A protocol is a union of attrs classes; on the wire each message is a JSON object
-tagged with its class name under ``"type"``. Decoding is strict: unknown fields, a
+tagged with its class name under ``"type"``. Fields annotated ``object`` carry any JSON
+value as is (user payloads the transport does not interpret). Decoding is strict: unknown fields, a
 missing or unknown tag and values of the wrong type are all rejected with a
 `CodecError` whose ``errors`` name each problem and its path (``expected int @ $.attempt``).
 
@@ -45,6 +46,10 @@ def _members(protocol: object) -> tuple[type, ...]:
     raise TypeError(f"a protocol is an attrs class or a union of them, not {protocol!r}")
 
 
+def _passthrough(value: object, _: type) -> object:
+    return value
+
+
 def make_wire_converter(*protocols: object) -> OrjsonConverter:
     """Build a private strict converter; every union among ``protocols`` is tagged by ``"type"``.
 
@@ -54,6 +59,8 @@ def make_wire_converter(*protocols: object) -> OrjsonConverter:
     which also maps errors.
     """
     converter = make_converter(forbid_extra_keys=True)  # never the global converter
+    # Exactly `object` (a dispatch on the class would catch every subclass too).
+    converter.register_structure_hook_func(lambda cls: cls is object, _passthrough)
     for protocol in protocols:
         if len(_members(protocol)) > 1:
             configure_tagged_union(protocol, converter, tag_name=TAG)

@@ -231,11 +231,30 @@ class RedisStreams:
 
         return await self._call("XGROUP CREATE", create)
 
-    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> int:
-        """Acknowledge entries (remove them from the group's pending list); return how many."""
+    async def ack(
+        self, stream: str, group: str, entry_ids: Sequence[str], *, delete: bool = False
+    ) -> int:
+        """Acknowledge entries (remove them from the group's pending list); return how many.
+
+        Args:
+            delete: also delete the entries from the stream (``XDEL``), in the same round
+                trip; right when one group consumes the stream and acked entries are done.
+        """
         if not entry_ids:
             return 0
-        return await self._call("XACK", lambda: int(self._client.xack(stream, group, *entry_ids)))
+        if not delete:
+            return await self._call(
+                "XACK", lambda: int(self._client.xack(stream, group, *entry_ids))
+            )
+
+        def ack_and_delete() -> int:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xack(stream, group, *entry_ids)
+            pipe.xdel(stream, *entry_ids)
+            acked, _deleted = pipe.execute()
+            return int(acked)
+
+        return await self._call("XACK+XDEL", ack_and_delete)
 
     async def pending_summary(self, stream: str, group: str) -> PendingSummary:
         """Return the group's pending-entries summary on ``stream``."""

@@ -102,3 +102,16 @@ def test_protocols_must_be_attrs_classes() -> None:
     """Building a codec over something that is not an attrs class fails at once."""
     with pytest.raises(TypeError, match="not an attrs class"):
         WireCodec[int](int)
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    payload: object
+    note: str = ""
+
+
+def test_object_fields_carry_any_json_value_unchanged() -> None:
+    """A field typed ``object`` passes JSON through untouched (user payloads)."""
+    codec = WireCodec[Envelope](Envelope)
+    document = {"a": [1, 2.5, None, {"b": True}], "c": "x"}
+    assert codec.decode(codec.encode(Envelope(payload=document))) == Envelope(payload=document)

@@ -205,3 +205,16 @@ async def test_an_entry_racing_a_cancel_is_delivered_exactly_once(
             await streams.ack(stream_key, GROUP, [entry_id])
         assert (await streams.pending_summary(stream_key, GROUP)).count == 0
     assert outcomes["kept for next read"] > 0, outcomes
+
+
+@deadline(10)
+async def test_ack_with_delete_removes_entries_from_the_stream(
+    streams: RedisStreams, stream_key: str
+) -> None:
+    """ack(delete=True) acknowledges and deletes in one round trip: the stream shrinks."""
+    await streams.publish_many([(stream_key, b"a"), (stream_key, b"b")])
+    async with streams.open_reader(GROUP, "c1") as reader:
+        entries = await reader.read([stream_key], count=2)
+    assert await streams.ack(stream_key, GROUP, [entries[0].entry_id], delete=True) == 1
+    assert await streams.length(stream_key) == 1
+    assert (await streams.pending_summary(stream_key, GROUP)).count == 1

@@ -1,0 +1,48 @@
+"""Run states and the transitions between them. The server checks every transition here."""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+RunStatus = Literal[
+    "scheduled",
+    "queued",
+    "running",
+    "paused",
+    "sleeping",
+    "awaiting_event",
+    "awaiting_retry",
+    "awaiting_child_workflow",
+    "stalled",
+    "completed",
+    "failed",
+    "cancelled",
+]
+
+ALL_STATUSES: Final[frozenset[str]] = frozenset(get_args(RunStatus))
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+WAITING: Final[frozenset[str]] = frozenset(
+    {"sleeping", "awaiting_event", "awaiting_retry", "awaiting_child_workflow"}
+)
+
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "scheduled": frozenset({"queued", "cancelled"}),
+    "queued": frozenset({"running", "paused", "stalled", "cancelled"}),
+    # running -> queued: the claim was released (recovery, or the worker gave the run back).
+    "running": frozenset({"completed", "failed", "cancelled", "paused", "queued"} | WAITING),
+    "paused": frozenset({"queued", "cancelled"}),
+    "sleeping": frozenset({"queued", "paused", "cancelled"}),
+    "awaiting_event": frozenset({"queued", "paused", "cancelled"}),
+    "awaiting_retry": frozenset({"queued", "paused", "cancelled"}),
+    "awaiting_child_workflow": frozenset({"queued", "paused", "cancelled"}),
+    "stalled": frozenset({"queued", "cancelled"}),
+    "completed": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+"""For each status, the statuses a run may move to next."""
+
+
+def can_transition(current: str, target: str) -> bool:
+    """True if a run in ``current`` may move to ``target``."""
+    return target in TRANSITIONS.get(current, frozenset())

@@ -1,0 +1,148 @@
+"""The Aiki server process: a supervision tree over PostgreSQL and Redis.
+
+::
+
+    server (one_for_one)
+    ├── dispatcher   outbox → Redis Streams
+    ├── timers       awaiting_retry → queued when due
+    └── api          HTTP + WebSocket on one port (hypercorn, trio)
+
+The server owns all state in PostgreSQL and never imports or runs user code: what it
+knows of workflows (names, versions, input schemas) it learns from workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from actors import (
+    ChildSpec,
+    Mailbox,
+    MailboxFullError,
+    RestartIntensity,
+    Startable,
+    open_supervisor,
+)
+from transport import (
+    Migration,
+    PostgresStore,
+    apply_migrations,
+    load_migrations,
+    open_postgres_store,
+    open_redis_streams,
+)
+
+from ._api import Api, Listening, build_app
+from ._dispatcher import Dispatcher, Wake, poke
+from ._operations import Operations
+from ._timers import RetryScheduled, Timers
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT: Final = 8470
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """How to run a server.
+
+    Args:
+        database_url: PostgreSQL (libpq URL).
+        redis_url: Redis (``redis://host:port/db``).
+        host: interface to listen on.
+        port: TCP port; 0 picks a free one (the URL is reported when listening).
+        max_body_bytes: largest accepted request body or WebSocket frame.
+        pool_size: PostgreSQL connections (and concurrent transactions).
+    """
+
+    database_url: str
+    redis_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = 2 * 1024 * 1024
+    pool_size: int = 10
+
+
+def migrations() -> list[Migration]:
+    """The server's schema migrations, in order."""
+    return load_migrations(importlib.resources.files(__name__) / "migrations")
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a server until ``shutdown_trigger`` returns, then shut down gracefully.
+
+    Reports the API's URL through ``task_status`` once it listens.
+
+    Raises:
+        transport.StorageUnavailableError: PostgreSQL could not be reached at start.
+        transport.StreamUnavailableError: Redis could not be reached at start.
+        actors.RestartIntensityExceeded: (in an ExceptionGroup) the tree gave up.
+    """
+    async with (
+        open_postgres_store(config.database_url, max_size=config.pool_size) as store,
+        open_redis_streams(config.redis_url) as streams,
+    ):
+        await streams.ping()
+        await apply_migrations(store, migrations())
+        dispatcher_box = Mailbox[Wake]("dispatcher", capacity=1)
+        timers_box = Mailbox[RetryScheduled]("timers", capacity=16)
+        ops = Operations(
+            store,
+            on_queued=functools.partial(poke, dispatcher_box.address),
+            on_retry_scheduled=lambda delay: _schedule(timers_box, delay),
+        )
+        await ops.load_registry()
+        listening = Listening()
+        app = build_app(ops, max_body_bytes=config.max_body_bytes,
+                        health_checks=(store_check(store), streams.ping))  # fmt: skip
+        children: list[Startable] = [
+            ChildSpec(name="dispatcher", factory=lambda: Dispatcher(store, streams),
+                      mailbox=dispatcher_box),
+            ChildSpec(name="timers", factory=lambda: Timers(store, dispatcher_poke(dispatcher_box)),
+                      mailbox=timers_box),
+            ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
+        ]  # fmt: skip
+        async with open_supervisor(
+            "server", children, intensity=RestartIntensity(max_restarts=5, within_seconds=30)
+        ):
+            task_status.started(listening.urls[0])
+            await shutdown_trigger()
+            logger.info("server shutting down")
+
+
+def dispatcher_poke(box: Mailbox[Wake]) -> Callable[[], None]:
+    """A callable that wakes the dispatcher."""
+    return functools.partial(poke, box.address)
+
+
+def _schedule(box: Mailbox[RetryScheduled], delay: float) -> None:
+    try:
+        box.address.send_nowait(RetryScheduled(delay))
+    except MailboxFullError:  # the timers re-scan soon anyway
+        logger.debug("timers mailbox full; retry at +%.3f s found by the next scan", delay)
+
+
+def store_check(store: PostgresStore) -> Callable[[], Awaitable[None]]:
+    """A health check that runs ``SELECT 1``."""
+
+    async def postgres() -> None:
+        await store.fetch_one("SELECT 1")
+
+    return postgres
+
+
+__all__ = ["DEFAULT_PORT", "ServerConfig", "migrations", "serve"]

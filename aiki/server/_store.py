@@ -1,0 +1,496 @@
+"""The server's SQL: each function runs inside one `transport.Transaction` (one thread hop).
+
+Writes that move a run are single statements built from data-modifying CTEs: the run
+row, its transition history and its outbox row change together in one round trip.
+Worker writes are *fenced*: they apply only while the run still has the revision the
+worker was given when it claimed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import orjson
+
+from transport import make_wire_converter
+
+from .._protocol import RecordTask, RunInfo, StartOptions, TransitionRun, VersionSpec
+from .._replay import RecordedTask
+from ..errors import BadRequestError, ErrorInfo
+from ..retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from transport import Transaction
+    from transport.postgres import Row
+
+    from .._states import RunStatus
+
+_CONVERT: Final = make_wire_converter()
+
+RUN_COLUMNS: Final = (
+    "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
+    "attempt, retry, created_at, updated_at"
+)
+
+
+def as_int(value: object) -> int:
+    """A column value known to be an integer."""
+    assert isinstance(value, int), value
+    return value
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _optional_json(value: object) -> str | None:
+    return None if value is None else _json(value)
+
+
+def error_json(error: ErrorInfo | None) -> str | None:
+    """The JSON text stored for an error."""
+    return None if error is None else _json(_CONVERT.unstructure(error))
+
+
+def run_info(row: Row) -> RunInfo:
+    """Build a `RunInfo` from a row selected with `RUN_COLUMNS`."""
+    (run_id, workflow, version, status, revision, input_, output, error, reference_id, pool,
+     attempt, retry, created_at, updated_at) = row  # fmt: skip
+    return RunInfo(
+        id=str(run_id),
+        workflow=str(workflow),
+        version=str(version),
+        status=status,  # type: ignore[arg-type]
+        revision=as_int(revision),
+        input=input_,
+        output=output,
+        error=None if error is None else _CONVERT.structure(error, ErrorInfo),
+        reference_id=None if reference_id is None else str(reference_id),
+        pool=None if pool is None else str(pool),
+        attempt=as_int(attempt),
+        retry=None if retry is None else _CONVERT.structure(retry, RetryPolicy),
+        created_at=created_at,  # type: ignore[arg-type]
+        updated_at=updated_at,  # type: ignore[arg-type]
+    )
+
+
+def new_run_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so new runs append to the primary-key index."""
+    millis = dt.datetime.now(dt.UTC).timestamp() * 1000
+    value = (int(millis) << 80) | int.from_bytes(uuid.uuid4().bytes[6:], "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def parse_run_id(text: str) -> uuid.UUID | None:
+    """The UUID in ``text``, or None if it is not one (then no such run exists)."""
+    try:
+        return uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def insert_run(
+    tx: Transaction, *, run_id: uuid.UUID, workflow: str, version: str, input_json: object,
+    input_hash: str, options: StartOptions,
+) -> RunInfo | None:  # fmt: skip
+    """Create a queued run with its history and outbox rows; None if the reference ID exists."""
+    row = tx.fetch_one(
+        f"""
+        WITH run AS (
+            INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
+                                   reference_id, pool, retry)
+            VALUES (%(id)s, %(workflow)s, %(version)s, 'queued', 1, %(input)s::jsonb, %(hash)s,
+                    %(reference)s, %(pool)s, %(retry)s::jsonb)
+            ON CONFLICT (workflow, version, reference_id) WHERE reference_id IS NOT NULL
+            DO NOTHING
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, NULL, 'queued', 1, 'started' FROM run
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+        )
+        SELECT {RUN_COLUMNS} FROM run
+        """,
+        {
+            "id": run_id, "workflow": workflow, "version": version, "input": _json(input_json),
+            "hash": input_hash, "reference": options.reference_id, "pool": options.pool,
+            "retry": None if options.retry is None else _json(_CONVERT.unstructure(options.retry)),
+        },
+    )  # fmt: skip
+    return None if row is None else run_info(row)
+
+
+def find_by_reference(
+    tx: Transaction, workflow: str, version: str, reference_id: str
+) -> tuple[RunInfo, str] | None:
+    """The run with this reference ID, and its input hash."""
+    row = tx.fetch_one(
+        f"SELECT {RUN_COLUMNS}, input_hash FROM aiki_runs"
+        " WHERE workflow = %s AND version = %s AND reference_id = %s",
+        (workflow, version, reference_id),
+    )
+    return None if row is None else (run_info(row[:-1]), str(row[-1]))
+
+
+def get_run(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
+    """The run with this ID."""
+    row = tx.fetch_one(f"SELECT {RUN_COLUMNS} FROM aiki_runs WHERE id = %s", (run_id,))
+    return None if row is None else run_info(row)
+
+
+def _encode_cursor(run: RunInfo) -> str:
+    raw = f"{run.created_at.isoformat()}|{run.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return dt.datetime.fromisoformat(created), uuid.UUID(run_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"invalid cursor {cursor!r}", errors=("invalid @ $.cursor",)) from exc
+
+
+def list_runs(
+    tx: Transaction, *, workflow: str | None, version: str | None, statuses: tuple[str, ...],
+    limit: int, cursor: str | None,
+) -> tuple[list[RunInfo], str | None]:  # fmt: skip
+    """A page of runs, newest first, and the cursor of the next page (None at the end)."""
+    after_at, after_id = _decode_cursor(cursor) if cursor else (None, None)
+    rows = tx.fetch_all(
+        f"""
+        SELECT {RUN_COLUMNS} FROM aiki_runs
+        WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+          AND (%(version)s::text IS NULL OR version = %(version)s)
+          AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+          AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
+        ORDER BY created_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {"workflow": workflow, "version": version, "statuses": list(statuses),
+         "after_at": after_at, "after_id": after_id, "limit": limit + 1},
+    )  # fmt: skip
+    runs = [run_info(row) for row in rows[:limit]]
+    return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
+
+
+def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | None:
+    """The run's status and revision."""
+    row = tx.fetch_one("SELECT status, revision FROM aiki_runs WHERE id = %s", (run_id,))
+    return None if row is None else (row[0], as_int(row[1]))  # type: ignore[return-value]
+
+
+# -- claims and worker writes -------------------------------------------------------------------
+
+
+def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
+    """Move a queued run to running for ``worker_id``, bumping its revision."""
+    row = tx.fetch_one(
+        f"""
+        WITH claimed AS (
+            UPDATE aiki_runs SET status = 'running', revision = revision + 1,
+                                 worker_id = %(worker)s, updated_at = now()
+            WHERE id = %(id)s AND status = 'queued'
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'queued', 'running', revision, 'claimed', %(worker)s FROM claimed
+        )
+        SELECT {RUN_COLUMNS} FROM claimed
+        """,
+        {"id": run_id, "worker": worker_id},
+    )
+    return None if row is None else run_info(row)
+
+
+def recorded_tasks(
+    tx: Transaction, run_id: uuid.UUID
+) -> tuple[list[RecordedTask], list[tuple[str, int, int]]]:
+    """Final task outcomes of a run, and (address, seq, attempts) of unfinished tasks."""
+    rows = tx.fetch_all(
+        "SELECT address, seq, name, state, attempts, output, error FROM aiki_tasks"
+        " WHERE run_id = %s",
+        (run_id,),
+    )
+    final, unfinished = [], []
+    for address, seq, name, state, attempts, output, error in rows:
+        if state == "running":
+            unfinished.append((str(address), as_int(seq), as_int(attempts)))
+        else:
+            final.append(RecordedTask(
+                address=str(address), seq=as_int(seq), name=str(name), state=state,  # type: ignore[arg-type]
+                output=output, error=error, attempts=as_int(attempts),
+            ))  # fmt: skip
+    return final, unfinished
+
+
+_FENCE: Final = """
+    owner AS (
+        SELECT id FROM aiki_runs
+        WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+        FOR SHARE
+    )"""
+
+
+def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool:
+    """Store a task attempt's outcome if the run still has the writer's revision.
+
+    Returns:
+        False if the write was fenced out (the caller checks why); True otherwise,
+        including a repeated report of an outcome already final (idempotent).
+    """
+    params = {
+        "run": run_id, "revision": request.revision, "address": request.address,
+        "seq": request.seq, "name": request.name, "attempt": request.attempt,
+        "input": _json(request.input), "output": _optional_json(request.output),
+        "error": error_json(request.error),
+        "state": "running" if request.state == "attempt_failed" else request.state,
+    }  # fmt: skip
+    if request.state == "attempt_failed":
+        row = tx.fetch_one(
+            f"""
+            WITH {_FENCE}, task AS (
+                INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input)
+                SELECT id, %(address)s, %(seq)s, %(name)s, 'running', %(attempt)s, %(input)s::jsonb
+                FROM owner
+                ON CONFLICT (run_id, address, seq) DO UPDATE
+                    SET attempts = GREATEST(aiki_tasks.attempts, EXCLUDED.attempts),
+                        updated_at = now()
+                    WHERE aiki_tasks.state = 'running'
+                RETURNING run_id
+            )
+            INSERT INTO aiki_task_attempts (run_id, address, seq, attempt, error)
+            SELECT run_id, %(address)s, %(seq)s, %(attempt)s, %(error)s::jsonb FROM task
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+            """,
+            params,
+        )
+    else:
+        row = tx.fetch_one(
+            f"""
+            WITH {_FENCE}
+            INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input, output,
+                                    error)
+            SELECT id, %(address)s, %(seq)s, %(name)s, %(state)s, %(attempt)s, %(input)s::jsonb,
+                   %(output)s::jsonb, %(error)s::jsonb
+            FROM owner
+            ON CONFLICT (run_id, address, seq) DO UPDATE
+                SET state = EXCLUDED.state, attempts = EXCLUDED.attempts,
+                    output = EXCLUDED.output, error = EXCLUDED.error, updated_at = now()
+                WHERE aiki_tasks.state = 'running'
+            RETURNING 1
+            """,
+            params,
+        )
+    if row is not None:
+        return True
+    # Nothing written: fenced out, or the outcome was already final (a repeated report).
+    still_owner = tx.fetch_one(
+        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'",
+        (run_id, request.revision),
+    )
+    return still_owner is not None
+
+
+def transition_run(
+    tx: Transaction, request: TransitionRun, run_id: uuid.UUID, worker_id: str | None
+) -> RunInfo | None:
+    """Move a running run held at ``request.revision``; None if fenced out."""
+    row = tx.fetch_one(
+        f"""
+        WITH moved AS (
+            UPDATE aiki_runs
+            SET status = %(status)s, revision = revision + 1, output = %(output)s::jsonb,
+                error = %(error)s::jsonb, worker_id = NULL, updated_at = now(),
+                wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
+                               ELSE now() + make_interval(secs => %(delay)s::float8) END
+            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'running', status, revision, %(reason)s, %(worker)s FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision)
+            SELECT id, revision FROM moved WHERE status = 'queued'
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {
+            "status": request.status, "output": _optional_json(request.output),
+            "error": error_json(request.error), "delay": request.retry_delay_seconds,
+            "run": run_id, "revision": request.revision, "reason": request.reason,
+            "worker": worker_id,
+        },
+    )  # fmt: skip
+    return None if row is None else run_info(row)
+
+
+REQUEUEABLE: Final = ("running", "stalled")
+
+
+def requeue_run(tx: Transaction, run_id: uuid.UUID, reason: str) -> RunInfo | None:
+    """Release the claim of a running (or stalled) run and queue it again."""
+    row = tx.fetch_one(
+        f"""
+        WITH old AS (
+            SELECT id, status FROM aiki_runs WHERE id = %(run)s FOR UPDATE
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   worker_id = NULL, updated_at = now()
+            FROM old WHERE r.id = old.id AND old.status = ANY(%(from)s::text[])
+            RETURNING old.status AS from_status, {_prefixed("r")}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'queued', revision, %(reason)s FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {"run": run_id, "from": list(REQUEUEABLE), "reason": reason},
+    )
+    return None if row is None else run_info(row)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in RUN_COLUMNS.split(","))
+
+
+# -- timers --------------------------------------------------------------------------------------
+
+
+def requeue_due_retries(tx: Transaction, limit: int) -> int:
+    """Queue runs whose retry delay has passed, as a new attempt; return how many.
+
+    Failed tasks of the previous attempt are deleted so they run again; completed tasks
+    stay recorded and are replayed.
+    """
+    row = tx.fetch_one(
+        """
+        WITH due AS (
+            SELECT id FROM aiki_runs
+            WHERE status = 'awaiting_retry' AND wake_at <= now()
+            ORDER BY wake_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ), cleared AS (
+            DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   attempt = r.attempt + 1, wake_at = NULL, updated_at = now()
+            FROM due WHERE r.id = due.id
+            RETURNING r.id, r.revision
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'awaiting_retry', 'queued', revision, 'retry' FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT count(*) FROM moved
+        """,
+        {"limit": limit},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+def next_wake(tx: Transaction) -> dt.datetime | None:
+    """When the earliest waiting retry is due."""
+    row = tx.fetch_one("SELECT min(wake_at) FROM aiki_runs WHERE status = 'awaiting_retry'")
+    return None if row is None else row[0]  # type: ignore[return-value]
+
+
+# -- outbox --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OutboxEntry:
+    """A run to publish: where, and at which revision."""
+
+    outbox_id: int
+    run_id: str
+    revision: int
+    workflow: str
+    version: str
+    pool: str | None
+
+
+def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[OutboxEntry]:
+    """Take up to ``limit`` unpublished outbox rows for ``lease_seconds``."""
+    rows = tx.fetch_all(
+        """
+        UPDATE aiki_outbox o SET leased_until = now() + make_interval(secs => %(lease)s)
+        FROM aiki_runs r
+        WHERE o.id IN (
+            SELECT id FROM aiki_outbox
+            WHERE leased_until IS NULL OR leased_until < now()
+            ORDER BY id LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AND r.id = o.run_id
+        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool
+        """,
+        {"lease": lease_seconds, "limit": limit},
+    )
+    return [
+        OutboxEntry(
+            as_int(oid),
+            str(run_id),
+            as_int(rev),
+            str(wf),
+            str(ver),
+            None if pool is None else str(pool),
+        )
+        for oid, run_id, rev, wf, ver, pool in rows
+    ]
+
+
+def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
+    """Forget outbox rows once their runs are published."""
+    tx.execute("DELETE FROM aiki_outbox WHERE id = ANY(%s)", (outbox_ids,))
+
+
+# -- workers and versions ------------------------------------------------------------------------
+
+
+def register_worker(
+    tx: Transaction, worker_id: str, versions: tuple[VersionSpec, ...],
+    pools: tuple[str | None, ...], concurrency: int,
+) -> None:  # fmt: skip
+    """Record a worker and the versions it serves (with their input schemas)."""
+    tx.execute_many(
+        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema)"
+        " VALUES (%s, %s, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
+        " SET input_schema = EXCLUDED.input_schema, registered_at = now()",
+        [(spec.workflow, spec.version, _optional_json(spec.input_schema)) for spec in versions],
+    )
+    tx.execute(
+        "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
+        " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
+        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
+        (worker_id, _json([[v.workflow, v.version] for v in versions]), _json(list(pools)),
+         concurrency),
+    )  # fmt: skip
+
+
+def registered_versions(tx: Transaction) -> dict[tuple[str, str], object]:
+    """Every registered workflow version and its input schema."""
+    rows = tx.fetch_all("SELECT workflow, version, input_schema FROM aiki_workflow_versions")
+    return {(str(wf), str(ver)): schema for wf, ver, schema in rows}
+
+
+def heartbeat(tx: Transaction, worker_id: str) -> bool:
+    """Mark a worker as seen now; False if it never registered."""
+    return (
+        tx.execute("UPDATE aiki_workers SET last_seen_at = now() WHERE id = %s", (worker_id,)) > 0
+    )

@@ -1,0 +1,122 @@
+"""User payload types: strict JSON conversion and a JSON Schema that agrees with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import Literal, TypedDict
+
+import attrs
+import jsonschema
+import pytest
+
+from aiki._payload import PayloadType
+from aiki.errors import ValidationError
+
+
+@attrs.frozen
+class Item:
+    sku: str
+    quantity: int
+
+
+@attrs.frozen
+class Order:
+    id: str
+    items: list[Item]
+    note: str | None = None
+
+
+@dataclasses.dataclass
+class Address:
+    street: str
+    zip_code: str = "00000"
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Shipment(TypedDict):
+    carrier: Literal["dhl", "ups"]
+    weight_kg: float
+    to: Address
+    at: dt.datetime
+    color: Color
+
+
+ORDER = Order(id="o1", items=[Item("a", 2), Item("b", 1)])
+SHIPMENT: Shipment = {
+    "carrier": "dhl", "weight_kg": 2, "to": Address("Main St 1"),
+    "at": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), "color": Color.RED,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [(Order, ORDER), (Shipment, SHIPMENT), (list[int], [1, 2]), (dict[str, float], {"x": 1.5}),
+     (int, 3), (str, "s"), (bool, True), (None, None), (tuple[int, str], (1, "a"))],
+)  # fmt: skip
+def test_values_round_trip_through_json(annotation: object, value: object) -> None:
+    """Declared types convert to JSON data and back to an equal value."""
+    payload = PayloadType(annotation, "input")
+    assert payload.from_json(payload.to_json(value)) == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "data", "problem"),
+    [
+        (int, "5", "expected int"),
+        (int, True, "expected int"),
+        (float, "1.5", "expected float"),
+        (str, 5, "expected str"),
+        (Order, {"id": "o", "items": [{"sku": "a", "quantity": "two"}]}, "@ $.items[0].quantity"),
+        (Order, {"id": "o", "items": [], "extra": 1}, "extra fields found (extra)"),
+        (Order, {"items": []}, "required field missing @ $.id"),
+        (Shipment, {**SHIPMENT, "carrier": "fedex"}, "@ $.carrier"),
+    ],
+)
+def test_data_that_does_not_fit_is_rejected_with_its_path(
+    annotation: object, data: object, problem: str
+) -> None:
+    """Strict: no string-to-number coercion, no unknown keys, paths point at the problem."""
+    payload = PayloadType(annotation, "input of shop@1")
+    if annotation is Shipment:
+        data = {**payload.to_json(SHIPMENT), "carrier": "fedex"}  # type: ignore[dict-item]
+    with pytest.raises(ValidationError) as caught:
+        payload.from_json(data)
+    assert any(problem in error for error in caught.value.errors), caught.value.errors
+    assert "input of shop@1" in str(caught.value)
+
+
+def test_to_json_rejects_a_value_of_the_wrong_type() -> None:
+    """Passing a value that does not fit the declared type fails before anything is sent."""
+    with pytest.raises(ValidationError):
+        PayloadType(Order, "input").to_json({"id": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "good", "bad"),
+    [
+        (Order, ORDER, [{"id": "o", "items": [{"sku": "a", "quantity": "2"}]},
+                        {"id": "o", "items": [], "x": 1}, {"items": []}, []]),
+        (Shipment, SHIPMENT, [{"carrier": "dhl"}, "x"]),
+        (list[int], [1], [["1"], [1.5], {"a": 1}]),
+        (int | None, None, ["1", 1.5]),
+    ],
+)  # fmt: skip
+def test_the_json_schema_agrees_with_the_converter(
+    annotation: object, good: object, bad: list[object]
+) -> None:
+    """What the server validates (the schema) matches what workers accept (the converter)."""
+    payload = PayloadType(annotation, "input")
+    schema = payload.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator.validate(payload.to_json(good))  # type: ignore[arg-type]
+    for data in bad:
+        assert not validator.is_valid(data), data
+        with pytest.raises(ValidationError):
+            payload.from_json(data)
