@@ -85,7 +85,8 @@ class RunNotifier:
 
     def notify(self, run_id: str) -> None:
         """The run changed (call after the transaction committed)."""
-        if event := self._events.pop(run_id, None):
+        event = self._events.pop(run_id, None)
+        if event is not None:
             event.set()
 
 
