@@ -14,8 +14,9 @@ EMAIL = task_address("email", None)
 
 
 def done(address: str, seq: int = 0, output: object = "ok") -> RecordedTask:
-    return RecordedTask(address=address, seq=seq, name=address.split(":")[0], state="completed",
-                        output=output)  # fmt: skip
+    return RecordedTask(
+        address=address, seq=seq, name=address.split(":")[0], state="completed", output=output
+    )
 
 
 def test_addresses_depend_on_name_and_canonical_input_only() -> None:
@@ -46,7 +47,7 @@ def test_recorded_calls_are_returned_without_running_and_new_ones_follow() -> No
 def test_repeated_calls_replay_in_occurrence_order_then_continue_numbering() -> None:
     """Two recorded calls of the same address replay in seq order; a third is seq 2."""
     log = ReplayLog([done(CHARGE_A, 1, "second"), done(CHARGE_A, 0, "first")])
-    outputs = [log.call(CHARGE_A).output for _ in range(2)]  # type: ignore[union-attr]
+    outputs = [log.call(CHARGE_A).output for _ in range(2)]
     assert outputs == ["first", "second"]
     assert log.call(CHARGE_A) == NewCall(address=CHARGE_A, seq=2)
 
@@ -85,6 +86,12 @@ def test_a_recorded_call_with_changed_input_is_caught() -> None:
 
 def test_failed_outcomes_replay_too() -> None:
     """A task that failed for good is replayed as that failure, not run again."""
-    failed = RecordedTask(address=SHIP, seq=0, name="ship", state="failed",
-                          error={"type": "Boom", "message": "no"}, attempts=3)  # fmt: skip
+    failed = RecordedTask(
+        address=SHIP,
+        seq=0,
+        name="ship",
+        state="failed",
+        error={"type": "Boom", "message": "no"},
+        attempts=3,
+    )
     assert ReplayLog([failed]).call(SHIP) == failed

@@ -29,7 +29,7 @@ def _blocked_in_xreadgroup(redis_url: str, reader: StreamReader) -> bool:
     """True when Redis shows the reader's connection blocked in XREADGROUP."""
     client = redis.Redis.from_url(redis_url)
     try:
-        entries = client.client_list(client_id=[reader._client_id])  # type: ignore[list-item]
+        entries = client.client_list(client_id=[reader._client_id])
     finally:
         client.close()
     return bool(entries) and entries[0]["cmd"] == "xreadgroup" and "b" in entries[0]["flags"]

@@ -31,8 +31,8 @@ async def test_start_creates_a_queued_run_that_can_be_read_back(api: Api, workfl
     started = await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER})
     run = started["run"]
     assert started["created"] is True
-    assert (run["status"], run["revision"], run["input"]) == ("queued", 1, ORDER)  # type: ignore[index]
-    again = await api.ok("get_run", {"run_id": run["id"]})  # type: ignore[index]
+    assert (run["status"], run["revision"], run["input"]) == ("queued", 1, ORDER)
+    again = await api.ok("get_run", {"run_id": run["id"]})
     assert again == run
 
 
@@ -45,15 +45,15 @@ async def test_bad_requests_get_clear_4xx_errors_and_store_nothing(
     status, body = await api.call(
         "start_run", {"workflow": workflow, "version": "9.9", "input": ORDER}
     )
-    assert (status, body["error"]["code"]) == (404, "workflow_not_found")  # type: ignore[index]
-    assert "not registered" in body["error"]["message"]  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (404, "workflow_not_found")
+    assert "not registered" in body["error"]["message"]
 
     bad_input = {"id": "o-1", "quantity": "two", "extra": True}
     status, body = await api.call(
         "start_run", {"workflow": workflow, "version": "1.0", "input": bad_input}
     )
-    assert (status, body["error"]["code"]) == (422, "validation_error")  # type: ignore[index]
-    errors = body["error"]["errors"]  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (422, "validation_error")
+    errors = body["error"]["errors"]
     assert any("@ $.quantity" in error for error in errors), errors
     assert any("extra" in error for error in errors), errors
 
@@ -63,13 +63,13 @@ async def test_bad_requests_get_clear_4xx_errors_and_store_nothing(
 
     status, body = await api.call("start_run", {"workflow": workflow, "version": "1.0", "nope": 1})
     assert status == 400
-    assert "nope" in body["error"]["message"]  # type: ignore[index]
+    assert "nope" in body["error"]["message"]
 
     status, body = await api.call("explode", {})
-    assert (status, body["error"]["code"]) == (404, "not_found")  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (404, "not_found")
 
     status, body = await api.call("get_run", {"run_id": "not-a-uuid"})
-    assert (status, body["error"]["code"]) == (404, "run_not_found")  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (404, "run_not_found")
     assert await _count_runs(pg_url) == 0
 
 
@@ -86,24 +86,28 @@ async def test_reference_ids_make_starts_idempotent(api: Api, workflow: str, pg_
     """Same reference and input: the same run. Different input: a conflict, unless
     return_existing is asked for."""
     await register(api, workflow)
-    body = {"workflow": workflow, "version": "1.0", "input": ORDER,
-            "options": {"reference_id": "order-1"}}  # fmt: skip
+    body = {
+        "workflow": workflow,
+        "version": "1.0",
+        "input": ORDER,
+        "options": {"reference_id": "order-1"},
+    }
     first = await api.ok("start_run", body)
     second = await api.ok("start_run", body)
     assert second["created"] is False
-    assert second["run"]["id"] == first["run"]["id"]  # type: ignore[index]
+    assert second["run"]["id"] == first["run"]["id"]
 
     changed = {**body, "input": {"id": "o-1", "quantity": 3}}
     status, error = await api.call("start_run", changed)
-    assert (status, error["error"]["code"]) == (409, "reference_conflict")  # type: ignore[index]
-    assert error["error"]["run_id"] == first["run"]["id"]  # type: ignore[index]
+    assert (status, error["error"]["code"]) == (409, "reference_conflict")
+    assert error["error"]["run_id"] == first["run"]["id"]
 
     lenient = {**changed, "options": {"reference_id": "order-1", "conflict": "return_existing"}}
-    assert (await api.ok("start_run", lenient))["run"]["id"] == first["run"]["id"]  # type: ignore[index]
+    assert (await api.ok("start_run", lenient))["run"]["id"] == first["run"]["id"]
     found = await api.ok(
         "get_run", {"workflow": workflow, "version": "1.0", "reference_id": "order-1"}
     )
-    assert found["id"] == first["run"]["id"]  # type: ignore[index]
+    assert found["id"] == first["run"]["id"]
     assert await _count_runs(pg_url) == 1
 
 
@@ -113,12 +117,16 @@ async def test_concurrent_starts_with_one_reference_create_one_run(
 ) -> None:
     """Racing starts with the same reference ID all get the same run."""
     await register(api, workflow)
-    body = {"workflow": workflow, "version": "1.0", "input": ORDER,
-            "options": {"reference_id": "race"}}  # fmt: skip
+    body = {
+        "workflow": workflow,
+        "version": "1.0",
+        "input": ORDER,
+        "options": {"reference_id": "race"},
+    }
     ids: set[str] = set()
 
     async def start() -> None:
-        ids.add((await api.ok("start_run", body))["run"]["id"])  # type: ignore[index]
+        ids.add((await api.ok("start_run", body))["run"]["id"])
 
     async with trio.open_nursery() as nursery:
         for _ in range(8):
@@ -131,9 +139,9 @@ async def _start_and_claim(api: Api, workflow: str, worker: str = "w1") -> dict[
     run = (await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER}))[
         "run"
     ]
-    claimed = await api.ok("claim_run", {"run_id": run["id"], "worker_id": worker})  # type: ignore[index]
+    claimed = await api.ok("claim_run", {"run_id": run["id"], "worker_id": worker})
     assert claimed["type"] == "RunClaimed", claimed
-    return claimed["run"]  # type: ignore[return-value]
+    return claimed["run"]
 
 
 @deadline(30)
@@ -146,12 +154,23 @@ async def test_a_claimed_run_completes_with_its_task_outcomes_recorded(
     assert (run["status"], run["revision"]) == ("running", 2)
     rejected = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w2"})
     assert rejected["type"] == "ClaimRejected"
-    task = {"run_id": run["id"], "revision": 2, "address": "charge:abc", "seq": 0,
-            "name": "charge", "attempt": 1, "state": "completed", "input": ORDER, "output": "ch_1"}  # fmt: skip
+    task = {
+        "run_id": run["id"],
+        "revision": 2,
+        "address": "charge:abc",
+        "seq": 0,
+        "name": "charge",
+        "attempt": 1,
+        "state": "completed",
+        "input": ORDER,
+        "output": "ch_1",
+    }
     await api.ok("record_task", task)
     await api.ok("record_task", task)  # a repeated report is idempotent
-    done = await api.ok("transition_run", {"run_id": run["id"], "revision": 2,
-                                           "status": "completed", "output": {"receipt": "r1"}})  # fmt: skip
+    done = await api.ok(
+        "transition_run",
+        {"run_id": run["id"], "revision": 2, "status": "completed", "output": {"receipt": "r1"}},
+    )
     assert (done["status"], done["revision"]) == ("completed", 3)
     final = await api.ok("get_run", {"run_id": run["id"]})
     assert (final["status"], final["output"]) == ("completed", {"receipt": "r1"})
@@ -168,17 +187,27 @@ async def test_a_stale_write_is_rejected_and_leaves_the_run_unchanged(
     assert (requeued["status"], requeued["revision"]) == ("queued", 3)
     before = await api.ok("get_run", {"run_id": run["id"]})
 
-    stale_task = {"run_id": run["id"], "revision": 2, "address": "charge:abc", "seq": 0,
-                  "name": "charge", "attempt": 1, "state": "completed", "output": "late"}  # fmt: skip
+    stale_task = {
+        "run_id": run["id"],
+        "revision": 2,
+        "address": "charge:abc",
+        "seq": 0,
+        "name": "charge",
+        "attempt": 1,
+        "state": "completed",
+        "output": "late",
+    }
     status, body = await api.call("record_task", stale_task)
-    assert (status, body["error"]["code"]) == (409, "stale_revision")  # type: ignore[index]
-    status, body = await api.call("transition_run", {"run_id": run["id"], "revision": 2,
-                                                     "status": "completed", "output": "late"})  # fmt: skip
-    assert (status, body["error"]["code"]) == (409, "stale_revision")  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (409, "stale_revision")
+    status, body = await api.call(
+        "transition_run",
+        {"run_id": run["id"], "revision": 2, "status": "completed", "output": "late"},
+    )
+    assert (status, body["error"]["code"]) == (409, "stale_revision")
     assert await api.ok("get_run", {"run_id": run["id"]}) == before
 
     reclaimed = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w2"})
-    assert reclaimed["run"]["revision"] == 4  # type: ignore[index]
+    assert reclaimed["run"]["revision"] == 4
 
 
 @deadline(30)
@@ -186,15 +215,17 @@ async def test_invalid_transitions_are_refused(api: Api, workflow: str) -> None:
     """A worker cannot move a run anywhere the state machine forbids, or fail it silently."""
     await register(api, workflow)
     run = await _start_and_claim(api, workflow)
-    status, body = await api.call("transition_run", {"run_id": run["id"], "revision": 2,
-                                                     "status": "scheduled"})  # fmt: skip
-    assert (status, body["error"]["code"]) == (409, "invalid_transition")  # type: ignore[index]
-    status, body = await api.call("transition_run", {"run_id": run["id"], "revision": 2,
-                                                     "status": "failed"})  # fmt: skip
+    status, body = await api.call(
+        "transition_run", {"run_id": run["id"], "revision": 2, "status": "scheduled"}
+    )
+    assert (status, body["error"]["code"]) == (409, "invalid_transition")
+    status, body = await api.call(
+        "transition_run", {"run_id": run["id"], "revision": 2, "status": "failed"}
+    )
     assert status == 400  # failing needs an error
     await api.ok("transition_run", {"run_id": run["id"], "revision": 2, "status": "completed"})
     status, body = await api.call("requeue_run", {"run_id": run["id"]})
-    assert (status, body["error"]["code"]) == (409, "invalid_transition")  # type: ignore[index]
+    assert (status, body["error"]["code"]) == (409, "invalid_transition")
 
 
 @deadline(30)
@@ -205,15 +236,20 @@ async def test_wait_run_is_answered_when_the_status_is_reached(api: Api, workflo
     seen: list[dict[str, object]] = []
 
     async def waiter() -> None:
-        seen.append(await api.ok("wait_run", {"run_id": run["id"], "statuses": ["completed"],
-                                              "timeout_seconds": 20}))  # fmt: skip
+        seen.append(
+            await api.ok(
+                "wait_run", {"run_id": run["id"], "statuses": ["completed"], "timeout_seconds": 20}
+            )
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         assert not seen
-        await api.ok("transition_run", {"run_id": run["id"], "revision": 2,
-                                        "status": "completed", "output": 1})  # fmt: skip
+        await api.ok(
+            "transition_run",
+            {"run_id": run["id"], "revision": 2, "status": "completed", "output": 1},
+        )
     assert seen[0]["status"] == "completed"
 
 
@@ -224,8 +260,9 @@ async def test_wait_run_times_out_with_the_current_state(api: Api, workflow: str
     run = (await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER}))[
         "run"
     ]
-    reply = await api.ok("wait_run", {"run_id": run["id"], "statuses": ["completed"],  # type: ignore[index]
-                                      "timeout_seconds": 0.2})  # fmt: skip
+    reply = await api.ok(
+        "wait_run", {"run_id": run["id"], "statuses": ["completed"], "timeout_seconds": 0.2}
+    )
     assert reply["status"] == "queued"
 
 
@@ -234,17 +271,21 @@ async def test_list_runs_filters_and_pages(api: Api, workflow: str) -> None:
     """Runs come newest first, filtered by workflow and status, in pages linked by cursors."""
     await register(api, workflow)
     for quantity in range(5):
-        await api.ok("start_run", {"workflow": workflow, "version": "1.0",
-                                   "input": {"id": "o", "quantity": quantity}})  # fmt: skip
+        await api.ok(
+            "start_run",
+            {"workflow": workflow, "version": "1.0", "input": {"id": "o", "quantity": quantity}},
+        )
     claimed = await _start_and_claim(api, workflow)
     page = await api.ok("list_runs", {"workflow": workflow, "statuses": ["queued"], "limit": 3})
-    assert [run["input"]["quantity"] for run in page["runs"]] == [4, 3, 2]  # type: ignore[index, union-attr]
-    rest = await api.ok("list_runs", {"workflow": workflow, "statuses": ["queued"], "limit": 3,
-                                      "cursor": page["next_cursor"]})  # fmt: skip
-    assert [run["input"]["quantity"] for run in rest["runs"]] == [1, 0]  # type: ignore[index, union-attr]
+    assert [run["input"]["quantity"] for run in page["runs"]] == [4, 3, 2]
+    rest = await api.ok(
+        "list_runs",
+        {"workflow": workflow, "statuses": ["queued"], "limit": 3, "cursor": page["next_cursor"]},
+    )
+    assert [run["input"]["quantity"] for run in rest["runs"]] == [1, 0]
     assert rest["next_cursor"] is None
     running = await api.ok("list_runs", {"workflow": workflow, "statuses": ["running"]})
-    assert [run["id"] for run in running["runs"]] == [claimed["id"]]  # type: ignore[index, union-attr]
+    assert [run["id"] for run in running["runs"]] == [claimed["id"]]
     status, _ = await api.call("list_runs", {"limit": 0})
     assert status == 400
 
@@ -263,7 +304,7 @@ async def test_queued_runs_are_published_to_their_stream(
         ]
         async with streams.open_reader(GROUP, "t") as reader:
             [entry] = await reader.read([stream], count=10, block_ms=5000)
-        assert QUEUED_RUN.decode(entry.payload).run_id == run["id"]  # type: ignore[index]
+        assert QUEUED_RUN.decode(entry.payload).run_id == run["id"]
         await streams.delete(stream)
 
 
