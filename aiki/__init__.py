@@ -1,17 +1,96 @@
 """Aiki: durable workflows as ordinary async Python, on trio.
 
-This package is the product: the SDK users import, the server and worker processes
-and the command line. It builds on `transport` (Redis Streams, PostgreSQL, codecs) and
-`actors` (the supervised actor runtime).
+Define workflows and tasks, serve them from workers, start and watch runs from any
+application::
+
+    import aiki
+
+    orders = aiki.workflow("order-processing")
+
+    @aiki.task(retry=aiki.retry.fixed(3, delay_seconds=1))
+    async def charge(order: Order) -> str: ...
+
+    @orders.version("1.0.0")
+    async def process_order(run: aiki.Run[Order], order: Order) -> Receipt:
+        return Receipt(charge_id=await charge.start(run, order))
+
+    worker = aiki.Worker(process_order)          # aiki worker app:worker
+
+    async with aiki.Client(url) as client:       # in your application
+        handle = await process_order.start(client, order)
+        result = await handle.wait_for_status("completed")
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import retry as retry
+from ._protocol import RunInfo as RunInfo
+from ._protocol import RunPage as RunPage
+from ._run_context import Run as Run
+from ._states import RunStatus as RunStatus
+from ._task import Task as Task
+from ._task import task as task
+from ._workflow import Workflow as Workflow
+from ._workflow import WorkflowVersion as WorkflowVersion
+from ._workflow import workflow as workflow
+from .client import Client as Client
+from .client import RunHandle as RunHandle
+from .client import RunResult as RunResult
 from .errors import AikiError as AikiError
+from .errors import BadRequestError as BadRequestError
+from .errors import ConflictError as ConflictError
+from .errors import ErrorInfo as ErrorInfo
+from .errors import InvalidTransitionError as InvalidTransitionError
+from .errors import NonDeterminismError as NonDeterminismError
+from .errors import NonRetryableError as NonRetryableError
+from .errors import NotFoundError as NotFoundError
+from .errors import PayloadTooLargeError as PayloadTooLargeError
+from .errors import ReferenceConflictError as ReferenceConflictError
+from .errors import RunNotFoundError as RunNotFoundError
+from .errors import StaleRevisionError as StaleRevisionError
+from .errors import TaskFailedError as TaskFailedError
+from .errors import UnavailableError as UnavailableError
+from .errors import ValidationError as ValidationError
+from .errors import WorkflowNotFoundError as WorkflowNotFoundError
+from .retry import RetryPolicy as RetryPolicy
+from .worker import Worker as Worker
 
 try:
     __version__ = version("aiki")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
-__all__ = ["AikiError", "__version__"]
+__all__ = [
+    "AikiError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "ErrorInfo",
+    "InvalidTransitionError",
+    "NonDeterminismError",
+    "NonRetryableError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ReferenceConflictError",
+    "RetryPolicy",
+    "Run",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFoundError",
+    "RunPage",
+    "RunResult",
+    "RunStatus",
+    "StaleRevisionError",
+    "Task",
+    "TaskFailedError",
+    "UnavailableError",
+    "ValidationError",
+    "Worker",
+    "Workflow",
+    "WorkflowNotFoundError",
+    "WorkflowVersion",
+    "__version__",
+    "retry",
+    "task",
+    "workflow",
+]

@@ -77,6 +77,15 @@ class PayloadType(Generic[T]):
         Raises:
             ValidationError: ``value`` is not of the declared type (nothing was sent).
         """
+        annotation = self.annotation
+        is_class = isinstance(annotation, type) and (
+            attrs.has(annotation) or dataclasses.is_dataclass(annotation)
+        )
+        if is_class and not isinstance(value, typing.cast("type", annotation)):
+            raise ValidationError(
+                f"{self.role} must be a {self.describe()}, got {type(value).__name__}",
+                errors=(f"expected {self.describe()}, got {type(value).__name__} @ $",),
+            )
         try:
             data = CONVERTER.unstructure(value, unstructure_as=self.annotation)
             orjson.dumps(data)
@@ -137,14 +146,18 @@ def _class_schema(cls: type, definitions: dict[str, JsonSchema]) -> JsonSchema:
         if attrs.has(cls):
             fields = attrs.fields(cls)
             props = {field.alias or field.name: hints.get(field.name, Any) for field in fields}
-            required = [field.alias or field.name for field in fields
-                        if field.default is attrs.NOTHING]  # fmt: skip
+            required = [
+                field.alias or field.name for field in fields if field.default is attrs.NOTHING
+            ]
         elif dataclasses.is_dataclass(cls):
             fields_ = dataclasses.fields(cls)
             props = {field.name: hints.get(field.name, Any) for field in fields_}
-            required = [field.name for field in fields_
-                        if field.default is dataclasses.MISSING
-                        and field.default_factory is dataclasses.MISSING]  # fmt: skip
+            required = [
+                field.name
+                for field in fields_
+                if field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ]
         else:  # TypedDict
             props = dict(hints)
             required = sorted(getattr(cls, "__required_keys__", props))
@@ -181,8 +194,12 @@ def _schema(tp: object, definitions: dict[str, JsonSchema]) -> JsonSchema:
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return {"type": "array", "items": _schema(args[0], definitions)}
-        return {"type": "array", "prefixItems": [_schema(arg, definitions) for arg in args],
-                "minItems": len(args), "maxItems": len(args)}  # fmt: skip
+        return {
+            "type": "array",
+            "prefixItems": [_schema(arg, definitions) for arg in args],
+            "minItems": len(args),
+            "maxItems": len(args),
+        }
     if origin in (dict, typing.Mapping, typing.MutableMapping):
         values = _schema(args[1], definitions) if len(args) == 2 else {}
         return {"type": "object", "additionalProperties": values}

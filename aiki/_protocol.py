@@ -290,9 +290,16 @@ OPERATIONS: Final[dict[str, Operation]] = {
 """Every operation by name, as used in URLs and WebSocket frames."""
 
 OPERATION_OF: Final[dict[type, str]] = {
-    StartRun: "start_run", GetRun: "get_run", ListRuns: "list_runs", WaitRun: "wait_run",
-    RegisterWorker: "register_worker", ClaimRun: "claim_run", RecordTask: "record_task",
-    TransitionRun: "transition_run", Heartbeat: "heartbeat", RequeueRun: "requeue_run",
-}  # fmt: skip
+    StartRun: "start_run",
+    GetRun: "get_run",
+    ListRuns: "list_runs",
+    WaitRun: "wait_run",
+    RegisterWorker: "register_worker",
+    ClaimRun: "claim_run",
+    RecordTask: "record_task",
+    TransitionRun: "transition_run",
+    Heartbeat: "heartbeat",
+    RequeueRun: "requeue_run",
+}
 
 ERROR_BODY: Final = WireCodec[ErrorBody](ErrorBody)

@@ -1,20 +1,25 @@
 """The ``aiki`` command line.
 
-- ``aiki demo``: run the end-to-end demo against local (or configured) PostgreSQL and Redis;
-- ``aiki services``: start a local PostgreSQL and Redis and keep them up, printing the
-  environment variables that point the test suite or your app at them.
+- ``aiki dev module:worker``: databases, a server and a worker in one command;
+- ``aiki server``: the server process (PostgreSQL and Redis given by URL);
+- ``aiki worker module:worker``: a worker process serving the workflows of ``worker``;
+- ``aiki services``: a local PostgreSQL and Redis, kept up until interrupted;
+- ``aiki demo``: the foundations demo (actors, Redis Streams, PostgreSQL).
 
-``AIKI_DATABASE_URL`` and ``AIKI_REDIS_URL`` make both commands use existing servers.
+``AIKI_DATABASE_URL``, ``AIKI_REDIS_URL`` and ``AIKI_SERVER_URL`` supply the URLs.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
@@ -22,6 +27,11 @@ import trio
 from transport import LocalServiceError, TransportError, services_from_env
 
 from . import __version__
+from .errors import AikiError
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 class _NoTracebacks(logging.Filter):
@@ -72,8 +82,11 @@ def demo(jobs: int, recorders: int, data_dir: Path | None, verbose: bool) -> Non
         raise click.ClickException(str(exc)) from exc
     try:
         click.echo(f"  postgres {services.database_url}\n  redis    {services.redis_url}")
-        trio.run(lambda: run_demo(services.database_url, services.redis_url, jobs=jobs,
-                                  recorders=recorders))  # fmt: skip
+        trio.run(
+            lambda: run_demo(
+                services.database_url, services.redis_url, jobs=jobs, recorders=recorders
+            )
+        )
     except TransportError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -113,3 +126,162 @@ def services(data_dir: Path) -> None:
         signal.sigwait(watched)
     finally:
         running.stop()
+
+
+async def _until_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _run(main_fn: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main_fn`` under trio; report startup failures as clean CLI errors."""
+    try:
+        trio.run(main_fn)
+    except* (TransportError, AikiError) as group:
+        message = "; ".join(str(error) for error in group.exceptions)
+        raise click.ClickException(message) from None
+
+
+def _load_worker(target: str) -> Worker:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"expected module:attribute, got {target!r}", param_hint="TARGET")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="TARGET"
+        ) from None
+    found = getattr(module, attribute, None)
+    if not isinstance(found, Worker):
+        raise click.BadParameter(
+            f"{target} is {type(found).__name__}, not an aiki.Worker", param_hint="TARGET"
+        )
+    return found
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8470, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--database-url",
+    envvar="AIKI_DATABASE_URL",
+    required=True,
+    help="PostgreSQL URL [env AIKI_DATABASE_URL].",
+)
+@click.option(
+    "--redis-url", envvar="AIKI_REDIS_URL", required=True, help="Redis URL [env AIKI_REDIS_URL]."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
+def server(host: str, port: int, database_url: str, redis_url: str, verbose: bool) -> None:
+    """Run the Aiki server (API, dispatcher, timers) until SIGINT/SIGTERM."""
+    from .server import ServerConfig, serve
+
+    _configure_logging(verbose)
+    config = ServerConfig(database_url=database_url, redis_url=redis_url, host=host, port=port)
+
+    async def main_fn() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                functools.partial(serve, config, shutdown_trigger=_until_signal)
+            )
+            click.echo(f"aiki server listening on {url}")
+            sys.stdout.flush()
+
+    _run(main_fn)
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "--server-url",
+    envvar="AIKI_SERVER_URL",
+    default="http://127.0.0.1:8470",
+    show_default=True,
+    help="The server [env AIKI_SERVER_URL].",
+)
+@click.option(
+    "--redis-url", envvar="AIKI_REDIS_URL", required=True, help="Redis URL [env AIKI_REDIS_URL]."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs at once (default: the Worker's own setting).",
+)
+@click.option(
+    "--shutdown-grace",
+    default=30.0,
+    show_default=True,
+    help="Seconds runs in progress may take to finish on shutdown.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
+def worker(
+    target: str,
+    server_url: str,
+    redis_url: str,
+    concurrency: int | None,
+    shutdown_grace: float,
+    verbose: bool,
+) -> None:
+    """Run a worker serving TARGET (module:attribute naming an aiki.Worker)."""
+    from .worker import WorkerConfig, run_worker
+
+    _configure_logging(verbose)
+    served = _load_worker(target)
+    if concurrency is not None:
+        served.concurrency = concurrency
+    config = WorkerConfig(
+        server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace
+    )
+
+    async def main_fn() -> None:
+        async with trio.open_nursery() as nursery:
+            worker_id = await nursery.start(
+                functools.partial(run_worker, served, config, shutdown_trigger=_until_signal)
+            )
+            click.echo(
+                f"aiki worker {worker_id} serving "
+                + ", ".join(f"{w}@{v}" for w, v in served.versions)
+            )
+            sys.stdout.flush()
+
+    _run(main_fn)
+
+
+@main.command()
+@click.argument("target")
+@click.option("--port", default=8470, show_default=True, help="The server's port (0: any).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".aiki/dev"),
+    show_default=True,
+    help="Where the local databases keep their data between sessions.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Runs at once.")
+@click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
+def dev(target: str, port: int, data_dir: Path, concurrency: int | None, verbose: bool) -> None:
+    """Run PostgreSQL, Redis, a server and a worker for TARGET, until Ctrl-C."""
+    from .dev import open_dev
+
+    _configure_logging(verbose)
+    served = _load_worker(target)
+    if concurrency is not None:
+        served.concurrency = concurrency
+
+    data_path = data_dir.resolve()
+
+    async def main_fn() -> None:
+        async with open_dev(served, data_dir=data_path, port=port) as env:
+            click.echo(f"aiki dev: server {env.url}, worker {env.worker_id}")
+            click.echo(f"  export AIKI_SERVER_URL={env.url}")
+            click.echo(f"  export AIKI_DATABASE_URL={env.services.database_url}")
+            click.echo(f"  export AIKI_REDIS_URL={env.services.redis_url}")
+            click.echo("Ctrl-C stops everything.")
+            sys.stdout.flush()
+            await _until_signal()
+
+    _run(main_fn)

@@ -261,8 +261,10 @@ class Sweeper:
 
 async def run_demo(database_url: str, redis_url: str, *, jobs: int, recorders: int) -> DemoReport:
     """Publish ``jobs`` jobs and let the supervision tree record them; return what happened."""
-    async with open_postgres_store(database_url, max_size=recorders + 2) as store, \
-            open_redis_streams(redis_url, max_threads=recorders + 4) as streams:  # fmt: skip
+    async with (
+        open_postgres_store(database_url, max_size=recorders + 2) as store,
+        open_redis_streams(redis_url, max_threads=recorders + 4) as streams,
+    ):
         await apply_migrations(store, MIGRATIONS, table="aiki_demo_migrations")
         await store.execute("TRUNCATE aiki_demo_jobs")
         await streams.delete(STREAM)

@@ -6,7 +6,8 @@ client raises the matching class below, so applications catch types, not strings
 
 from __future__ import annotations
 
-from typing import ClassVar
+import traceback
+from typing import ClassVar, Final
 
 import attrs
 
@@ -179,9 +180,53 @@ class ErrorInfo:
 ERRORS_BY_CODE: dict[str, type[AikiError]] = {
     cls.code: cls
     for cls in (
-        AikiError, ValidationError, BadRequestError, PayloadTooLargeError, NotFoundError,
-        WorkflowNotFoundError, RunNotFoundError, ConflictError, ReferenceConflictError,
-        StaleRevisionError, InvalidTransitionError, UnavailableError,
+        AikiError,
+        ValidationError,
+        BadRequestError,
+        PayloadTooLargeError,
+        NotFoundError,
+        WorkflowNotFoundError,
+        RunNotFoundError,
+        ConflictError,
+        ReferenceConflictError,
+        StaleRevisionError,
+        InvalidTransitionError,
+        UnavailableError,
     )
-}  # fmt: skip
+}
 """The exception class the client raises for each server error code."""
+
+
+MAX_TRACEBACK_CHARS: Final = 16_000
+
+
+def error_info(error: BaseException) -> ErrorInfo:
+    """Describe ``error`` for storage: type, message, traceback, retryability, cause."""
+    cls = type(error)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    trace = "".join(traceback.format_exception(error))[-MAX_TRACEBACK_CHARS:]
+    cause: ErrorInfo | None = None
+    if isinstance(error, TaskFailedError):
+        cause = error.cause
+    elif error.__cause__ is not None:
+        cause = error_info(error.__cause__)
+    return ErrorInfo(
+        type=name,
+        message=str(error),
+        traceback=trace,
+        non_retryable=not is_retryable(error),
+        code=error.code if isinstance(error, AikiError) else None,
+        cause=cause,
+    )
+
+
+def is_retryable(error: BaseException) -> bool:
+    """False for `NonRetryableError`, exceptions flagged ``non_retryable``, and task failures
+    whose cause was itself non-retryable."""
+    if isinstance(error, NonRetryableError) or getattr(error, "non_retryable", False):
+        return False
+    if isinstance(error, TaskFailedError) and error.cause is not None:
+        return not error.cause.non_retryable
+    return True

@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 import attrs
 
-from .errors import NonRetryableError
+from .errors import is_retryable as _is_retryable
 
 RetryKind = Literal["never", "fixed", "exponential", "jittered"]
 
@@ -72,9 +72,12 @@ def exponential(
 ) -> RetryPolicy:
     """Delays ``initial``, ``initial * factor``, … capped at ``max_delay_seconds``."""
     return RetryPolicy(
-        kind="exponential", max_attempts=max_attempts, delay_seconds=initial_delay_seconds,
-        factor=factor, max_delay_seconds=max_delay_seconds,
-    )  # fmt: skip
+        kind="exponential",
+        max_attempts=max_attempts,
+        delay_seconds=initial_delay_seconds,
+        factor=factor,
+        max_delay_seconds=max_delay_seconds,
+    )
 
 
 def jittered(
@@ -86,11 +89,15 @@ def jittered(
 ) -> RetryPolicy:
     """Like `exponential`, each delay drawn uniformly from 0 to that value (full jitter)."""
     return RetryPolicy(
-        kind="jittered", max_attempts=max_attempts, delay_seconds=initial_delay_seconds,
-        factor=factor, max_delay_seconds=max_delay_seconds,
-    )  # fmt: skip
+        kind="jittered",
+        max_attempts=max_attempts,
+        delay_seconds=initial_delay_seconds,
+        factor=factor,
+        max_delay_seconds=max_delay_seconds,
+    )
 
 
 def is_retryable(error: BaseException) -> bool:
-    """False for `aiki.NonRetryableError` and exceptions flagged ``non_retryable``."""
-    return not (isinstance(error, NonRetryableError) or getattr(error, "non_retryable", False))
+    """False for `aiki.NonRetryableError`, exceptions flagged ``non_retryable``, and task
+    failures whose cause was non-retryable."""
+    return _is_retryable(error)

@@ -176,14 +176,17 @@ async def _run(database_url: str, redis_url: str, runs: int) -> list[Measurement
         ),
     }
     cases = [
-        ("mailbox", _mailbox_throughput), ("ask", _ask_latency_us),
-        ("xadd_raw", bench.xadd_raw), ("xadd", lambda: bench.xadd_adapter(streams)),
+        ("mailbox", _mailbox_throughput),
+        ("ask", _ask_latency_us),
+        ("xadd_raw", bench.xadd_raw),
+        ("xadd", lambda: bench.xadd_adapter(streams)),
         ("xadd_pipe", lambda: bench.xadd_pipelined(streams)),
         ("consume", lambda: bench.consume_and_ack(streams)),
         ("unblock", lambda: bench.cancel_blocked_read_ms(streams)),
-        ("pg_raw", bench.pg_raw), ("pg_1", lambda: bench.pg_store(store, 1)),
+        ("pg_raw", bench.pg_raw),
+        ("pg_1", lambda: bench.pg_store(store, 1)),
         ("pg_8", lambda: bench.pg_store(store, PG_TASKS)),
-    ]  # fmt: skip
+    ]
     for round_ in range(runs):
         for key, case in cases:
             m[key].samples.append(await case())
@@ -209,15 +212,23 @@ def main(argv: list[str]) -> None:
                 service.remove()
         shutil.rmtree(base, ignore_errors=True)
     ratios = {
-        "XADD adapter / raw": ("XADD via RedisStreams.publish (thread hop)",
-                               "XADD, redis-py on the trio thread (baseline)"),
-        "pipelined / raw XADD": (f"XADD via publish_many ({BATCH}/batch)",
-                                 "XADD, redis-py on the trio thread (baseline)"),
-        "PG store 1 task / raw": ("INSERT+COMMIT via PostgresStore, 1 task",
-                                  "INSERT+COMMIT, psycopg on the trio thread (baseline)"),
-        f"PG store {PG_TASKS} tasks / raw": (f"INSERT+COMMIT via PostgresStore, {PG_TASKS} tasks",
-                                  "INSERT+COMMIT, psycopg on the trio thread (baseline)"),
-    }  # fmt: skip
+        "XADD adapter / raw": (
+            "XADD via RedisStreams.publish (thread hop)",
+            "XADD, redis-py on the trio thread (baseline)",
+        ),
+        "pipelined / raw XADD": (
+            f"XADD via publish_many ({BATCH}/batch)",
+            "XADD, redis-py on the trio thread (baseline)",
+        ),
+        "PG store 1 task / raw": (
+            "INSERT+COMMIT via PostgresStore, 1 task",
+            "INSERT+COMMIT, psycopg on the trio thread (baseline)",
+        ),
+        f"PG store {PG_TASKS} tasks / raw": (
+            f"INSERT+COMMIT via PostgresStore, {PG_TASKS} tasks",
+            "INSERT+COMMIT, psycopg on the trio thread (baseline)",
+        ),
+    }
     print(f"\nMachine: {machine()}; local PostgreSQL (fsync on) and Redis on loopback\n")
     print(table(measurements, ratios))
     write_json(args.json, measurements)

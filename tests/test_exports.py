@@ -12,7 +12,14 @@ import aiki
 import transport
 
 EXPECTED = {
-    "aiki": ["AikiError", "__version__"],
+    "aiki": [
+        "AikiError", "BadRequestError", "Client", "ConflictError", "ErrorInfo",
+        "InvalidTransitionError", "NonDeterminismError", "NonRetryableError", "NotFoundError",
+        "PayloadTooLargeError", "ReferenceConflictError", "RetryPolicy", "Run", "RunHandle",
+        "RunInfo", "RunNotFoundError", "RunPage", "RunResult", "RunStatus", "StaleRevisionError",
+        "Task", "TaskFailedError", "UnavailableError", "ValidationError", "Worker", "Workflow",
+        "WorkflowNotFoundError", "WorkflowVersion", "__version__", "retry", "task", "workflow",
+    ],
     "actors": [
         "DEFAULT_CAPACITY",
         "LEAF_INTENSITY",

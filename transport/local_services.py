@@ -296,11 +296,27 @@ class LocalPostgres(LocalService):
         hand_over(cluster, user)
         cluster.chmod(0o700)
         result = subprocess.run(
-            [str(self._bindir / "initdb"), "-D", str(cluster), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--no-locale", "--no-sync"],
-            user=user.uid, group=user.gid, extra_groups=[] if user.uid is not None else None,
-            capture_output=True, text=True, check=False, cwd="/",
-        )  # fmt: skip
+            [
+                str(self._bindir / "initdb"),
+                "-D",
+                str(cluster),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[] if user.uid is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+        )
         if result.returncode != 0:
             raise LocalServiceError(f"initdb failed in {cluster}:\n{result.stdout}{result.stderr}")
 
@@ -357,16 +373,25 @@ class LocalRedis(LocalService):
     def _command(self) -> tuple[list[str], ServiceUser]:
         argv = [
             str(redis_server_binary()),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--daemonize", "no",
-            "--protected-mode", "no",
-            "--logfile", "",
-            "--loglevel", "warning",
-            "--save", "60 1" if self.persistent else "",
-            "--appendonly", "yes" if self.persistent else "no",
-        ]  # fmt: skip
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            "",
+            "--loglevel",
+            "warning",
+            "--save",
+            "60 1" if self.persistent else "",
+            "--appendonly",
+            "yes" if self.persistent else "no",
+        ]
         return argv, ServiceUser("current", None, None)
 
     def _serving(self) -> bool:

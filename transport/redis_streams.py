@@ -286,9 +286,14 @@ class RedisStreams:
 
         def entries() -> list[PendingEntry]:
             rows = self._client.xpending_range(
-                stream, group, min="-", max="+", count=count, consumername=consumer,
+                stream,
+                group,
+                min="-",
+                max="+",
+                count=count,
+                consumername=consumer,
                 idle=min_idle_ms,
-            )  # fmt: skip
+            )
             return [
                 PendingEntry(
                     entry_id=_text(row["message_id"]),

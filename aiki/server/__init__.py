@@ -107,15 +107,24 @@ async def serve(
         )
         await ops.load_registry()
         listening = Listening()
-        app = build_app(ops, max_body_bytes=config.max_body_bytes,
-                        health_checks=(store_check(store), streams.ping))  # fmt: skip
+        app = build_app(
+            ops,
+            max_body_bytes=config.max_body_bytes,
+            health_checks=(store_check(store), streams.ping),
+        )
         children: list[Startable] = [
-            ChildSpec(name="dispatcher", factory=lambda: Dispatcher(store, streams),
-                      mailbox=dispatcher_box),
-            ChildSpec(name="timers", factory=lambda: Timers(store, dispatcher_poke(dispatcher_box)),
-                      mailbox=timers_box),
+            ChildSpec(
+                name="dispatcher",
+                factory=lambda: Dispatcher(store, streams),
+                mailbox=dispatcher_box,
+            ),
+            ChildSpec(
+                name="timers",
+                factory=lambda: Timers(store, dispatcher_poke(dispatcher_box)),
+                mailbox=timers_box,
+            ),
             ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
-        ]  # fmt: skip
+        ]
         async with open_supervisor(
             "server", children, intensity=RestartIntensity(max_restarts=5, within_seconds=30)
         ):

@@ -112,14 +112,16 @@ class _Session:
 
     async def serve(self) -> None:
         await self.websocket.accept()
-        try:
-            async with trio.open_nursery() as nursery:
-                while True:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
                     text = await self.websocket.receive_text()
-                    await self._slots.acquire()
-                    nursery.start_soon(self._answer, text)
-        except WebSocketDisconnect:
-            pass
+                except WebSocketDisconnect:
+                    break
+                await self._slots.acquire()
+                nursery.start_soon(self._answer, text)
+            # The peer is gone: replies in progress have nowhere to go.
+            nursery.cancel_scope.cancel()
 
     async def _answer(self, text: str) -> None:
         try:
@@ -136,8 +138,9 @@ class _Session:
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                     expected = '{"id": ..., "op": ..., "body": {...}}'
                     raise BadRequestError(f"malformed frame ({exc}); expected {expected}") from None
-                encoded, request = await _dispatch(self.ops, name, orjson.dumps(body),
-                                                   worker_id=self.worker_id)  # fmt: skip
+                encoded, request = await _dispatch(
+                    self.ops, name, orjson.dumps(body), worker_id=self.worker_id
+                )
                 if isinstance(request, RegisterWorker):
                     self.worker_id = request.worker_id
                 return encoded
@@ -219,6 +222,7 @@ class Api:
         config = Config()
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None
+        config.errorlog = logging.getLogger("aiki.server.http")
         config.graceful_timeout = self.graceful_timeout_seconds
         config.websocket_ping_interval = 20
         stop = trio.Event()

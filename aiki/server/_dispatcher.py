@@ -73,11 +73,15 @@ class Dispatcher:
             )
             if not entries:
                 return published
-            await self.streams.publish_many([
-                (stream_for(e.workflow, e.version, e.pool),
-                 QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
-                for e in entries
-            ])  # fmt: skip
+            await self.streams.publish_many(
+                [
+                    (
+                        stream_for(e.workflow, e.version, e.pool),
+                        QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)),
+                    )
+                    for e in entries
+                ]
+            )
             ids = [entry.outbox_id for entry in entries]
             await self.store.transact(functools.partial(_store.delete_outbox, outbox_ids=ids))
             published += len(entries)

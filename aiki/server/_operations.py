@@ -207,9 +207,14 @@ class Operations:
             ):
                 return existing
             created = _store.insert_run(
-                tx, run_id=run_id, workflow=request.workflow, version=request.version,
-                input_json=request.input, input_hash=input_hash, options=options,
-            )  # fmt: skip
+                tx,
+                run_id=run_id,
+                workflow=request.workflow,
+                version=request.version,
+                input_json=request.input,
+                input_hash=input_hash,
+                options=options,
+            )
             if created is not None:
                 return RunStarted(run=created, created=True)
             # Another start with this reference ID committed in between.
@@ -277,10 +282,14 @@ class Operations:
             raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
         runs, cursor = await self.transact(
             lambda tx: _store.list_runs(
-                tx, workflow=request.workflow, version=request.version,
-                statuses=request.statuses, limit=request.limit, cursor=request.cursor,
+                tx,
+                workflow=request.workflow,
+                version=request.version,
+                statuses=request.statuses,
+                limit=request.limit,
+                cursor=request.cursor,
             )
-        )  # fmt: skip
+        )
         return RunPage(runs=tuple(runs), next_cursor=cursor)
 
     async def wait_run(self, request: WaitRun) -> RunInfo:
@@ -322,8 +331,12 @@ class Operations:
             )
         )
         self._validators.update(validators)
-        logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),
-                    extra={"worker_id": request.worker_id})  # fmt: skip
+        logger.info(
+            "worker %s registered %d versions",
+            request.worker_id,
+            len(request.versions),
+            extra={"worker_id": request.worker_id},
+        )
         return WorkerRegistered(worker_id=request.worker_id)
 
     async def claim_run(self, request: ClaimRun) -> RunClaimed | ClaimRejected:
@@ -336,8 +349,11 @@ class Operations:
                 current = _store.run_status(tx, run_id)
                 if current is None:
                     raise RunNotFoundError(f"no run with ID {request.run_id!r}")
-                return ClaimRejected(run_id=request.run_id, status=current[0],
-                                     reason=f"run is {current[0]}, not queued")  # fmt: skip
+                return ClaimRejected(
+                    run_id=request.run_id,
+                    status=current[0],
+                    reason=f"run is {current[0]}, not queued",
+                )
             if run.revision == 2:  # the first claim: nothing can have been recorded yet
                 return RunClaimed(run=run)
             tasks, unfinished = _store.recorded_tasks(tx, run_id)

@@ -58,8 +58,22 @@ def error_json(error: ErrorInfo | None) -> str | None:
 
 def run_info(row: Row) -> RunInfo:
     """Build a `RunInfo` from a row selected with `RUN_COLUMNS`."""
-    (run_id, workflow, version, status, revision, input_, output, error, reference_id, pool,
-     attempt, retry, created_at, updated_at) = row  # fmt: skip
+    (
+        run_id,
+        workflow,
+        version,
+        status,
+        revision,
+        input_,
+        output,
+        error,
+        reference_id,
+        pool,
+        attempt,
+        retry,
+        created_at,
+        updated_at,
+    ) = row
     return RunInfo(
         id=str(run_id),
         workflow=str(workflow),
@@ -99,9 +113,15 @@ def parse_run_id(text: str) -> uuid.UUID | None:
 
 
 def insert_run(
-    tx: Transaction, *, run_id: uuid.UUID, workflow: str, version: str, input_json: object,
-    input_hash: str, options: StartOptions,
-) -> RunInfo | None:  # fmt: skip
+    tx: Transaction,
+    *,
+    run_id: uuid.UUID,
+    workflow: str,
+    version: str,
+    input_json: object,
+    input_hash: str,
+    options: StartOptions,
+) -> RunInfo | None:
     """Create a queued run with its history and outbox rows; None if the reference ID exists."""
     row = tx.fetch_one(
         f"""
@@ -122,11 +142,16 @@ def insert_run(
         SELECT {RUN_COLUMNS} FROM run
         """,
         {
-            "id": run_id, "workflow": workflow, "version": version, "input": _json(input_json),
-            "hash": input_hash, "reference": options.reference_id, "pool": options.pool,
+            "id": run_id,
+            "workflow": workflow,
+            "version": version,
+            "input": _json(input_json),
+            "hash": input_hash,
+            "reference": options.reference_id,
+            "pool": options.pool,
             "retry": None if options.retry is None else _json(_CONVERT.unstructure(options.retry)),
         },
-    )  # fmt: skip
+    )
     return None if row is None else run_info(row)
 
 
@@ -162,9 +187,14 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 
 
 def list_runs(
-    tx: Transaction, *, workflow: str | None, version: str | None, statuses: tuple[str, ...],
-    limit: int, cursor: str | None,
-) -> tuple[list[RunInfo], str | None]:  # fmt: skip
+    tx: Transaction,
+    *,
+    workflow: str | None,
+    version: str | None,
+    statuses: tuple[str, ...],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[RunInfo], str | None]:
     """A page of runs, newest first, and the cursor of the next page (None at the end)."""
     after_at, after_id = _decode_cursor(cursor) if cursor else (None, None)
     rows = tx.fetch_all(
@@ -177,9 +207,15 @@ def list_runs(
         ORDER BY created_at DESC, id DESC
         LIMIT %(limit)s
         """,
-        {"workflow": workflow, "version": version, "statuses": list(statuses),
-         "after_at": after_at, "after_id": after_id, "limit": limit + 1},
-    )  # fmt: skip
+        {
+            "workflow": workflow,
+            "version": version,
+            "statuses": list(statuses),
+            "after_at": after_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        },
+    )
     runs = [run_info(row) for row in rows[:limit]]
     return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
 
@@ -228,10 +264,17 @@ def recorded_tasks(
         if state == "running":
             unfinished.append((str(address), as_int(seq), as_int(attempts)))
         else:
-            final.append(RecordedTask(
-                address=str(address), seq=as_int(seq), name=str(name), state=state,  # type: ignore[arg-type]
-                output=output, error=error, attempts=as_int(attempts),
-            ))  # fmt: skip
+            final.append(
+                RecordedTask(
+                    address=str(address),
+                    seq=as_int(seq),
+                    name=str(name),
+                    state=state,  # type: ignore[arg-type]
+                    output=output,
+                    error=error,
+                    attempts=as_int(attempts),
+                )
+            )
     return final, unfinished
 
 
@@ -251,12 +294,17 @@ def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool
         including a repeated report of an outcome already final (idempotent).
     """
     params = {
-        "run": run_id, "revision": request.revision, "address": request.address,
-        "seq": request.seq, "name": request.name, "attempt": request.attempt,
-        "input": _json(request.input), "output": _optional_json(request.output),
+        "run": run_id,
+        "revision": request.revision,
+        "address": request.address,
+        "seq": request.seq,
+        "name": request.name,
+        "attempt": request.attempt,
+        "input": _json(request.input),
+        "output": _optional_json(request.output),
         "error": error_json(request.error),
         "state": "running" if request.state == "attempt_failed" else request.state,
-    }  # fmt: skip
+    }
     if request.state == "attempt_failed":
         row = tx.fetch_one(
             f"""
@@ -329,12 +377,16 @@ def transition_run(
         SELECT {RUN_COLUMNS} FROM moved
         """,
         {
-            "status": request.status, "output": _optional_json(request.output),
-            "error": error_json(request.error), "delay": request.retry_delay_seconds,
-            "run": run_id, "revision": request.revision, "reason": request.reason,
+            "status": request.status,
+            "output": _optional_json(request.output),
+            "error": error_json(request.error),
+            "delay": request.retry_delay_seconds,
+            "run": run_id,
+            "revision": request.revision,
+            "reason": request.reason,
             "worker": worker_id,
         },
-    )  # fmt: skip
+    )
     return None if row is None else run_info(row)
 
 
@@ -464,9 +516,12 @@ def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
 
 
 def register_worker(
-    tx: Transaction, worker_id: str, versions: tuple[VersionSpec, ...],
-    pools: tuple[str | None, ...], concurrency: int,
-) -> None:  # fmt: skip
+    tx: Transaction,
+    worker_id: str,
+    versions: tuple[VersionSpec, ...],
+    pools: tuple[str | None, ...],
+    concurrency: int,
+) -> None:
     """Record a worker and the versions it serves (with their input schemas)."""
     tx.execute_many(
         "INSERT INTO aiki_workflow_versions (workflow, version, input_schema)"
@@ -478,9 +533,13 @@ def register_worker(
         "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
         " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
         " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
-        (worker_id, _json([[v.workflow, v.version] for v in versions]), _json(list(pools)),
-         concurrency),
-    )  # fmt: skip
+        (
+            worker_id,
+            _json([[v.workflow, v.version] for v in versions]),
+            _json(list(pools)),
+            concurrency,
+        ),
+    )
 
 
 def registered_versions(tx: Transaction) -> dict[tuple[str, str], object]:

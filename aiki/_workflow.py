@@ -1,0 +1,202 @@
+"""Workflows and their versions.
+
+::
+
+    orders = aiki.workflow("order-processing")
+
+    @orders.version("1.0.0", retry=aiki.retry.exponential(3))
+    async def process_order(run: aiki.Run[Order], order: Order) -> Receipt:
+        charge_id = await charge.start(run, order)
+        return Receipt(order_id=order.id, charge_id=charge_id)
+
+    handle = await process_order.start(client, Order(...))
+    result = await handle.wait_for_status("completed")
+
+A run is pinned to the version it was started with; workers serve the versions they
+register, so a run is never executed by another version's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ._payload import PayloadType
+from ._protocol import ConflictPolicy, GetRun, StartOptions, StartRun, VersionSpec
+from .retry import NEVER, RetryPolicy
+
+if TYPE_CHECKING:
+    from ._run_context import Run
+    from .client import Client, RunHandle
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+Handler = Callable[["Run[I]", I], Awaitable[O]]
+
+_UNSET: typing.Any = object()
+
+
+def _handler_types(handler: Callable[..., object], what: str) -> tuple[object, object]:
+    parameters = list(inspect.signature(handler).parameters.values())
+    if not 1 <= len(parameters) <= 2:
+        raise TypeError(
+            f"{what}: a handler takes (run) or (run, input), got {len(parameters)} parameters"
+        )
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError(f"{what}: the handler must be an async function")
+    hints = typing.get_type_hints(handler)
+    input_type: object = None
+    if len(parameters) == 2:
+        name = parameters[1].name
+        if name not in hints:
+            raise TypeError(f"{what}: annotate the input parameter {name!r} with its type")
+        input_type = hints[name]
+    return input_type, hints.get("return")
+
+
+class WorkflowVersion(Generic[I, O]):
+    """One version of a workflow: its handler, types, retry policy and start options."""
+
+    def __init__(
+        self,
+        workflow: str,
+        version: str,
+        handler: Callable[..., Awaitable[O]],
+        *,
+        retry: RetryPolicy = NEVER,
+        options: StartOptions | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.version = version
+        self.handler = handler
+        self.retry = retry
+        self.options = options or StartOptions()
+        self.takes_input = len(inspect.signature(handler).parameters) == 2
+        input_type, output_type = _handler_types(handler, f"{workflow}@{version}")
+        self.input_type: PayloadType[I] = PayloadType(input_type, f"input of {workflow}@{version}")
+        self.output_type: PayloadType[O] = PayloadType(
+            output_type, f"output of {workflow}@{version}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<aiki workflow version {self.workflow}@{self.version}>"
+
+    def with_(
+        self,
+        *,
+        reference_id: str | None = _UNSET,
+        conflict: ConflictPolicy = _UNSET,
+        pool: str | None = _UNSET,
+        retry: RetryPolicy | None = _UNSET,
+    ) -> WorkflowVersion[I, O]:
+        """A copy whose starts use these options.
+
+        Args:
+            reference_id: makes the start idempotent: a second start with the same
+                reference ID returns the existing run.
+            conflict: with a known reference ID, ``"error"`` (default) raises
+                `aiki.ReferenceConflictError` if the input differs;
+                ``"return_existing"`` returns the existing run regardless.
+            pool: route the run to workers serving this pool.
+            retry: override this version's retry policy for the run.
+        """
+        current = self.options
+        options = StartOptions(
+            reference_id=current.reference_id if reference_id is _UNSET else reference_id,
+            conflict=current.conflict if conflict is _UNSET else conflict,
+            pool=current.pool if pool is _UNSET else pool,
+            retry=current.retry if retry is _UNSET else retry,
+        )
+        copy = WorkflowVersion[I, O](
+            self.workflow, self.version, self.handler, retry=self.retry, options=options
+        )
+        return copy
+
+    async def start(self, client: Client, input: I = None) -> RunHandle[O]:  # type: ignore[assignment]
+        """Start a run of this version and return its handle.
+
+        The input is validated against the declared type here, before anything is sent.
+
+        Raises:
+            aiki.ValidationError: ``input`` does not fit the declared type (nothing stored).
+            aiki.WorkflowNotFoundError: no worker has registered this version yet.
+            aiki.ReferenceConflictError: the reference ID exists with another input.
+            aiki.UnavailableError: the server cannot be reached (retry later).
+        """
+        from .client import RunHandle
+
+        request = StartRun(
+            workflow=self.workflow,
+            version=self.version,
+            input=self.input_type.to_json(input),
+            options=self.options,
+        )
+        started = await client.start_run(request)
+        return RunHandle(client, started.run.id, self, info=started.run)
+
+    def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
+        """A handle on an existing run of this version (no request is made)."""
+        from .client import RunHandle
+
+        return RunHandle(client, run_id, self)
+
+    async def get_handle_by_reference(self, client: Client, reference_id: str) -> RunHandle[O]:
+        """The handle of the run of this version started with ``reference_id``.
+
+        Raises:
+            aiki.RunNotFoundError: there is none.
+        """
+        from .client import RunHandle
+
+        info = await client.get_run(
+            GetRun(workflow=self.workflow, version=self.version, reference_id=reference_id)
+        )
+        return RunHandle(client, info.id, self, info=info)
+
+    def spec(self) -> VersionSpec:
+        """What a worker registers for this version (with the input's JSON Schema)."""
+        return VersionSpec(
+            workflow=self.workflow, version=self.version, input_schema=self.input_type.schema()
+        )
+
+
+class Workflow:
+    """A named workflow; add versions with `Workflow.version`."""
+
+    def __init__(self, name: str) -> None:
+        if not name or any(character in name for character in "@#\n"):
+            raise ValueError(f"invalid workflow name {name!r} (no '@', '#' or newlines)")
+        self.name = name
+        self.versions: dict[str, WorkflowVersion[typing.Any, typing.Any]] = {}
+
+    def version(
+        self, version: str, *, retry: RetryPolicy = NEVER
+    ) -> Callable[[Callable[..., Awaitable[O]]], WorkflowVersion[typing.Any, O]]:
+        """Decorate ``async def handler(run, input) -> output`` as version ``version``.
+
+        Raises:
+            ValueError: the version exists already or the name is invalid.
+            TypeError: the handler's signature or annotations are not usable.
+        """
+        if not version or any(character in version for character in "@#\n"):
+            raise ValueError(f"invalid version {version!r} (no '@', '#' or newlines)")
+        if version in self.versions:
+            raise ValueError(f"workflow {self.name!r} already has a version {version!r}")
+
+        def decorate(handler: Callable[..., Awaitable[O]]) -> WorkflowVersion[typing.Any, O]:
+            defined = WorkflowVersion[typing.Any, O](self.name, version, handler, retry=retry)
+            self.versions[version] = defined
+            return defined
+
+        return decorate
+
+    def __repr__(self) -> str:
+        return f"<aiki workflow {self.name!r}>"
+
+
+def workflow(name: str) -> Workflow:
+    """Declare a workflow by name; then define versions with ``@wf.version("1.0.0")``."""
+    return Workflow(name)

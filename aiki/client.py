@@ -1,0 +1,244 @@
+"""The client: start runs, look them up, wait for them. Works under trio and asyncio.
+
+::
+
+    async with aiki.Client("http://127.0.0.1:8470") as client:
+        handle = await process_order.start(client, order)
+        result = await handle.wait_for_status("completed")
+        if result.success:
+            print(result.output)
+        else:
+            print(result.status, result.error)
+
+It speaks HTTP through httpx, which runs on anyio: the same client serves a trio
+program, a FastAPI or Django (asyncio) application, or a script. Waiting does not poll:
+each ``wait_run`` request is held by the server until the run changes (long-poll).
+Deadlines belong to the caller (``trio.fail_after`` / ``anyio.fail_after`` /
+``asyncio.timeout``).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
+
+import attrs
+import httpx
+import orjson
+
+from transport import CodecError
+
+from ._protocol import (
+    ERROR_BODY,
+    OPERATION_OF,
+    OPERATIONS,
+    GetRun,
+    ListRuns,
+    RequeueRun,
+    RunInfo,
+    RunPage,
+    RunStarted,
+    RunTransitioned,
+    StartRun,
+    WaitRun,
+)
+from ._states import TERMINAL, RunStatus
+from .errors import (
+    ERRORS_BY_CODE,
+    AikiError,
+    ErrorInfo,
+    ReferenceConflictError,
+    UnavailableError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._workflow import WorkflowVersion
+
+O = TypeVar("O")
+
+WAIT_SLICE_SECONDS: Final = 30.0
+"""How long one long-poll request asks the server to hold it."""
+
+
+def _raise_error(status: int, body: bytes) -> typing.NoReturn:
+    try:
+        error = ERROR_BODY.structure(orjson.loads(body)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, CodecError):
+        raise AikiError(f"server answered {status}: {body[:200]!r}") from None
+    cls = ERRORS_BY_CODE.get(error.code, AikiError)
+    if issubclass(cls, ReferenceConflictError):
+        raise cls(error.message, run_id=error.run_id or "")
+    if issubclass(cls, ValidationError):
+        raise cls(error.message, errors=error.errors)
+    raise cls(error.message)
+
+
+class Client:
+    """A connection to an Aiki server.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
+        http: an httpx client to use (e.g. with your own TLS or proxy settings).
+    """
+
+    def __init__(self, url: str, *, http: httpx.AsyncClient | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=WAIT_SLICE_SECONDS + 15.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (if this client created them)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def call(self, request: object) -> object:
+        """Send one operation request and return the decoded reply.
+
+        Raises:
+            aiki.AikiError: the subclass matching the server's error code.
+            aiki.UnavailableError: the server could not be reached.
+        """
+        name = OPERATION_OF[type(request)]
+        operation = OPERATIONS[name]
+        try:
+            response = await self._http.post(
+                f"{self.url}/api/v1/{name}",
+                content=operation.request.encode(request),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
+        if response.status_code != 200:
+            _raise_error(response.status_code, response.content)
+        return operation.reply.decode(response.content)
+
+    async def start_run(self, request: StartRun) -> RunStarted:
+        """Start a run from a raw request (prefer ``WorkflowVersion.start``)."""
+        return typing.cast("RunStarted", await self.call(request))
+
+    async def get_run(self, request: GetRun) -> RunInfo:
+        """Look a run up by ID or reference ID."""
+        return typing.cast("RunInfo", await self.call(request))
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        version: str | None = None,
+        statuses: tuple[RunStatus, ...] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """A page of runs, newest first; pass ``next_cursor`` back for the next page."""
+        request = ListRuns(
+            workflow=workflow, version=version, statuses=statuses, limit=limit, cursor=cursor
+        )
+        return typing.cast("RunPage", await self.call(request))
+
+    async def requeue(self, run_id: str, *, reason: str = "requeued") -> RunTransitioned:
+        """Release a running or stalled run and queue it again (recovery)."""
+        return typing.cast(
+            "RunTransitioned", await self.call(RequeueRun(run_id=run_id, reason=reason))
+        )
+
+    def handle(self, run_id: str) -> RunHandle[object]:
+        """A handle on any run by ID (outputs stay plain JSON; use the version for types)."""
+        return RunHandle(self, run_id, None)
+
+
+@attrs.frozen(kw_only=True)
+class RunResult(Generic[O]):
+    """The outcome of `RunHandle.wait_for_status`.
+
+    Attributes:
+        success: the run reached the status waited for.
+        status: the run's status now (a terminal one if ``success`` is False).
+        run: everything the server knows about the run.
+        output: the run's output as the declared type, once completed.
+        error: why the run failed (type, message, traceback, cause), if it did.
+    """
+
+    success: bool
+    status: RunStatus
+    run: RunInfo
+    output: O | None = None
+    error: ErrorInfo | None = None
+
+
+class RunHandle(Generic[O]):
+    """A run started (or looked up) through a client."""
+
+    def __init__(
+        self,
+        client: Client,
+        run_id: str,
+        version: WorkflowVersion[typing.Any, O] | None,
+        *,
+        info: RunInfo | None = None,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.version = version
+        self.info = info
+        """The run as last seen (after `refresh` or a wait)."""
+
+    def __repr__(self) -> str:
+        status = self.info.status if self.info else "?"
+        return f"<aiki run {self.run_id} ({status})>"
+
+    async def refresh(self) -> RunInfo:
+        """Fetch the run's current state."""
+        self.info = await self.client.get_run(GetRun(run_id=self.run_id))
+        return self.info
+
+    async def wait_for_status(self, status: RunStatus) -> RunResult[O]:
+        """Wait until the run reaches ``status``, or a terminal status that rules it out.
+
+        The server holds each request until the run changes; there is no polling.
+        There is no timeout parameter: wrap the call in your own deadline.
+
+        Raises:
+            aiki.RunNotFoundError: the run does not exist.
+            aiki.UnavailableError: the server could not be reached.
+        """
+        while True:
+            info = typing.cast(
+                "RunInfo",
+                await self.client.call(
+                    WaitRun(
+                        run_id=self.run_id, statuses=(status,), timeout_seconds=WAIT_SLICE_SECONDS
+                    )
+                ),
+            )
+            self.info = info
+            if info.status == status or info.status in TERMINAL:
+                return self._result(info, success=info.status == status)
+
+    def _result(self, info: RunInfo, *, success: bool) -> RunResult[O]:
+        output: O | None = None
+        if info.status == "completed":
+            output = (
+                self.version.output_type.from_json(info.output)
+                if self.version
+                else typing.cast("O", info.output)
+            )
+        return RunResult(
+            success=success, status=info.status, run=info, output=output, error=info.error
+        )

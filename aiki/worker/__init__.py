@@ -1,0 +1,189 @@
+"""The Aiki worker process: runs your workflows in your infrastructure.
+
+::
+
+    worker (rest_for_one)
+    ├── link         WebSocket session to the server (reconnects, re-registers)
+    ├── runs         a pool of run actors (``concurrency``), one run each at a time
+    ├── heartbeat    one beat per interval for the whole worker
+    └── subscriber   XREADGROUP on the registered versions' streams, for free capacity
+
+Define what a worker serves in your code and start it with ``aiki worker module:name``::
+
+    worker = aiki.Worker(process_order, concurrency=16)
+
+Shutdown (SIGTERM / SIGINT) stops taking work first, lets runs in progress finish for up
+to ``shutdown_grace_seconds``, and gives back to the server any run still going then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import typing
+import uuid
+
+import attrs
+import trio
+
+from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
+from transport import open_redis_streams
+
+from .._protocol import RegisterWorker
+from .._streams import stream_for
+from .._workflow import Workflow, WorkflowVersion
+from ._executor import Executing, RunActor
+from ._heartbeat import Heartbeats
+from ._link import Call, Link
+from ._subscriber import Subscriber
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """The workflow versions one worker process serves, and how many runs at once.
+
+    Args:
+        definitions: workflow versions, or whole workflows (all their versions).
+        concurrency: runs executed at once (each in its own run actor).
+        pools: the pools served; None is the default pool (runs started without one).
+
+    Raises:
+        ValueError: nothing to serve, or the same version given twice.
+    """
+
+    def __init__(
+        self,
+        *definitions: WorkflowVersion[typing.Any, typing.Any] | Workflow,
+        concurrency: int = 16,
+        pools: Iterable[str | None] = (None,),
+    ) -> None:
+        versions: dict[tuple[str, str], WorkflowVersion[typing.Any, typing.Any]] = {}
+        for definition in definitions:
+            for version in (
+                definition.versions.values() if isinstance(definition, Workflow) else [definition]
+            ):
+                key = (version.workflow, version.version)
+                if key in versions:
+                    raise ValueError(f"{version.workflow}@{version.version} is given twice")
+                versions[key] = version
+        if not versions:
+            raise ValueError("a worker needs at least one workflow version to serve")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.versions = versions
+        self.concurrency = concurrency
+        self.pools = tuple(pools)
+
+    def streams(self) -> tuple[str, ...]:
+        """The Redis streams this worker reads."""
+        return tuple(
+            stream_for(workflow, version, pool)
+            for (workflow, version) in self.versions
+            for pool in self.pools
+        )
+
+
+@attrs.frozen(kw_only=True)
+class WorkerConfig:
+    """Where the server and Redis are, and tuning.
+
+    Args:
+        server_url: the server's base URL.
+        redis_url: the Redis the server publishes runs to.
+        worker_id: unique per process (default: host, pid and a random suffix).
+        heartbeat_seconds: interval between heartbeats.
+        shutdown_grace_seconds: how long runs in progress may take to finish on shutdown.
+        call_timeout_seconds: deadline for one request to the server.
+    """
+
+    server_url: str
+    redis_url: str
+    worker_id: str = attrs.field(
+        factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    )
+    heartbeat_seconds: float = 5.0
+    shutdown_grace_seconds: float = 30.0
+    call_timeout_seconds: float = 30.0
+
+
+async def run_worker(
+    worker: Worker,
+    config: WorkerConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a worker until ``shutdown_trigger`` returns, then shut down gracefully.
+
+    Reports the worker ID through ``task_status`` once connected and registered.
+
+    Raises:
+        aiki.UnavailableError: the server could not be reached at start.
+        transport.StreamUnavailableError: Redis could not be reached at start.
+    """
+    registration = RegisterWorker(
+        worker_id=config.worker_id,
+        versions=tuple(version.spec() for version in worker.versions.values()),
+        pools=worker.pools,
+        concurrency=worker.concurrency,
+    )
+    executing = Executing(capacity=trio.Semaphore(worker.concurrency))
+    async with open_redis_streams(config.redis_url, max_threads=4) as streams:
+        await streams.ping()
+        link_box = Mailbox[Call]("link", capacity=max(64, worker.concurrency * 4))
+        runs = pool(
+            "runs",
+            lambda: RunActor(
+                config.worker_id,
+                worker.versions,
+                link_box.address,
+                streams,
+                executing,
+                config.call_timeout_seconds,
+            ),
+            size=worker.concurrency,
+            capacity=worker.concurrency,
+            shutdown_grace_seconds=config.shutdown_grace_seconds,
+            intensity=RestartIntensity(max_restarts=10, within_seconds=10),
+        )
+        children: list[Startable] = [
+            ChildSpec(
+                name="link", factory=lambda: Link(config.server_url, registration), mailbox=link_box
+            ),
+            runs.spec,
+            ChildSpec(
+                name="heartbeat",
+                factory=lambda: Heartbeats(
+                    config.worker_id, link_box.address, executing, config.heartbeat_seconds
+                ),
+            ),
+            ChildSpec(
+                name="subscriber",
+                factory=lambda: Subscriber(
+                    streams, worker.streams(), config.worker_id, runs.router, executing
+                ),
+            ),
+        ]
+        async with open_supervisor(
+            "worker",
+            children,
+            strategy="rest_for_one",
+            intensity=RestartIntensity(max_restarts=5, within_seconds=30),
+            shutdown_grace_seconds=config.shutdown_grace_seconds + 10,
+        ):
+            logger.info(
+                "worker %s serving %s",
+                config.worker_id,
+                ", ".join(f"{w}@{v}" for w, v in worker.versions),
+            )
+            task_status.started(config.worker_id)
+            await shutdown_trigger()
+            logger.info("worker %s shutting down", config.worker_id)
+
+
+__all__ = ["Worker", "WorkerConfig", "run_worker"]

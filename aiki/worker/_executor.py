@@ -1,0 +1,203 @@
+"""Run actors: each executes one run at a time, from claim to recorded outcome.
+
+For a stream entry: claim the run through the server (which bumps its revision), run
+the version's handler against the run's recorded history (replay), report the outcome
+(completed, failed, or awaiting a workflow-level retry), and only then acknowledge the
+entry. A write refused as stale means another worker owns the run now: this one stops
+without recording anything more.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from typing import Final
+
+import attrs
+import trio
+
+from actors import Address
+from transport import RedisStreams, StreamEntry
+
+from .._protocol import ClaimRejected, ClaimRun, RecordTask, RunClaimed, RunInfo, TransitionRun
+from .._run_context import Run
+from .._streams import GROUP, QUEUED_RUN
+from .._workflow import WorkflowVersion
+from ..errors import (
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+    error_info,
+    is_retryable,
+)
+from ._link import Call, call
+
+logger = logging.getLogger(__name__)
+
+GIVE_BACK_SECONDS: Final = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class ExecuteRun:
+    """Execute the run this stream entry announces."""
+
+    entry: StreamEntry
+
+
+@attrs.define
+class Executing:
+    """What this worker runs right now (read by the heartbeat) and its free capacity."""
+
+    capacity: trio.Semaphore
+    run_ids: set[str] = attrs.Factory(set)
+
+
+class _LinkRecorder:
+    """Sends task outcomes through the link, under a deadline."""
+
+    def __init__(self, link: Address[Call], call_timeout_seconds: float) -> None:
+        self._link = link
+        self._timeout = call_timeout_seconds
+
+    async def record_task(self, request: RecordTask) -> None:
+        with trio.fail_after(self._timeout):
+            await call(self._link, request)
+
+
+@attrs.define
+class RunActor:
+    """Actor: executes runs handed over by the subscriber, one at a time."""
+
+    worker_id: str
+    versions: dict[tuple[str, str], WorkflowVersion[typing.Any, typing.Any]]
+    link: Address[Call]
+    streams: RedisStreams
+    executing: Executing
+    call_timeout_seconds: float = 30.0
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[ExecuteRun],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Execute runs until the mailbox closes (the current one finishes first)."""
+        task_status.started()
+        async for message in inbox:
+            try:
+                await self._execute(message.entry)
+            finally:
+                self.executing.capacity.release()
+
+    async def _call(self, request: object) -> object:
+        with trio.fail_after(self.call_timeout_seconds):
+            return await call(self.link, request)
+
+    async def _execute(self, entry: StreamEntry) -> None:
+        queued = QUEUED_RUN.decode(entry.payload)
+        try:
+            claim = await self._call(ClaimRun(run_id=queued.run_id, worker_id=self.worker_id))
+        except NotFoundError:
+            logger.warning("stream entry for unknown run %s dropped", queued.run_id)
+            claim = None
+        if claim is None or isinstance(claim, ClaimRejected):
+            logger.debug("run %s not claimed: %s", queued.run_id, claim and claim.reason)
+        else:
+            assert isinstance(claim, RunClaimed)
+            self.executing.run_ids.add(claim.run.id)
+            try:
+                await self._run_claimed(claim)
+            except ConflictError as exc:  # fenced out: another owner took over
+                logger.warning(
+                    "run %s taken over, stopping: %s",
+                    claim.run.id,
+                    exc,
+                    extra={"run_id": claim.run.id},
+                )
+            except NotFoundError:
+                logger.warning("run %s vanished while executing", claim.run.id)
+            finally:
+                self.executing.run_ids.discard(claim.run.id)
+        # Acknowledged only now: the outcome is recorded (or the entry was stale).
+        await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
+
+    async def _run_claimed(self, claim: RunClaimed) -> None:
+        info = claim.run
+        version = self.versions[(info.workflow, info.version)]
+        try:
+            outcome = await self._run_handler(version, claim)
+        except BaseException:
+            # Cancelled (e.g. shutdown past its grace): give the run back at once.
+            with trio.move_on_after(GIVE_BACK_SECONDS, shield=True):
+                await self._call(
+                    TransitionRun(
+                        run_id=info.id,
+                        revision=info.revision,
+                        status="queued",
+                        reason="worker stopped",
+                    )
+                )
+            raise
+        await self._call(outcome)
+
+    async def _run_handler(
+        self, version: WorkflowVersion[typing.Any, typing.Any], claim: RunClaimed
+    ) -> TransitionRun:
+        info = claim.run
+        try:
+            input_value = version.input_type.from_json(info.input)
+            run = Run[typing.Any](
+                run_id=info.id,
+                workflow=info.workflow,
+                version=info.version,
+                attempt=info.attempt,
+                revision=info.revision,
+                input_value=input_value,
+                recorded=claim.tasks,
+                task_attempts=claim.task_attempts,
+                recorder=_LinkRecorder(self.link, self.call_timeout_seconds),
+            )
+            args = (run, input_value) if version.takes_input else (run,)
+            result = await version.handler(*args)
+            output = version.output_type.to_json(result)
+        except ConflictError:
+            raise  # fenced out while recording a task
+        except Exception as exc:  # the workflow failed; Cancelled passes through
+            return self._failure(version, info, exc)
+        return TransitionRun(
+            run_id=info.id,
+            revision=info.revision,
+            status="completed",
+            output=output,
+            reason="completed",
+        )
+
+    def _failure(
+        self, version: WorkflowVersion[typing.Any, typing.Any], info: RunInfo, exc: Exception
+    ) -> TransitionRun:
+        details = error_info(exc)
+        # A payload that does not fit its type fails the same way on every attempt.
+        retryable = is_retryable(exc) and not isinstance(exc, ValidationError)
+        policy = info.retry or version.retry
+        delay = policy.delay_before(info.attempt + 1) if retryable else None
+        if delay is not None:
+            logger.info(
+                "run %s attempt %d failed (%s); retrying in %.3f s",
+                info.id,
+                info.attempt,
+                details.message,
+                delay,
+                extra={"run_id": info.id},
+            )
+            return TransitionRun(
+                run_id=info.id,
+                revision=info.revision,
+                status="awaiting_retry",
+                error=details,
+                retry_delay_seconds=delay,
+                reason="retry",
+            )
+        logger.info("run %s failed: %s", info.id, details.message, extra={"run_id": info.id})
+        return TransitionRun(
+            run_id=info.id, revision=info.revision, status="failed", error=details, reason="failed"
+        )

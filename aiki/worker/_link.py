@@ -1,0 +1,165 @@
+"""The worker's link to the server: one WebSocket session carrying every request.
+
+Other actors `ask` the link with a `Call`; the link numbers the request, sends it, and a
+reader task routes each reply back by number, so any number of requests are in flight
+at once. On (re)connect the link registers the worker. If the connection drops, every
+call in flight is answered with `aiki.UnavailableError` and the link crashes; its
+supervisor reconnects it (with backoff), and calls still in its mailbox go out on the
+new session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Final
+
+import attrs
+import orjson
+import trio
+import trio_websocket
+
+from actors import Address, answer, ask
+
+from .._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, RegisterWorker
+from ..errors import (
+    ERRORS_BY_CODE,
+    AikiError,
+    ReferenceConflictError,
+    UnavailableError,
+    ValidationError,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+Reply = object
+
+
+@attrs.frozen(kw_only=True)
+class Call:
+    """Send ``request`` to the server; the reply (or the error) comes back on ``reply_to``."""
+
+    request: object
+    reply_to: trio.MemorySendChannel[Reply | AikiError] = attrs.field(eq=False, repr=False)
+
+
+def _error(body: object) -> AikiError:
+    error = ERROR_BODY.structure(body)
+    cls = ERRORS_BY_CODE.get(error.code, AikiError)
+    if issubclass(cls, ReferenceConflictError):
+        return cls(error.message, run_id=error.run_id or "")
+    if issubclass(cls, ValidationError):
+        return cls(error.message, errors=error.errors)
+    return cls(error.message)
+
+
+async def call(link: Address[Call], request: object) -> object:
+    """Send ``request`` through the link and return the server's reply.
+
+    Put a deadline around it (``trio.fail_after``).
+
+    Raises:
+        aiki.AikiError: the server's error (stale revision, not found, ...).
+        aiki.UnavailableError: the session dropped before the reply came.
+    """
+    reply: Reply | AikiError = await ask(
+        link, lambda reply_to: Call(request=request, reply_to=reply_to)
+    )
+    if isinstance(reply, AikiError):
+        raise reply
+    return reply
+
+
+@attrs.define
+class Link:
+    """Actor: the WebSocket session to the server."""
+
+    url: str
+    """The server's base URL (``http://...``); the session is at ``/api/v1/session``."""
+    registration: RegisterWorker
+    _pending: dict[int, tuple[str, trio.MemorySendChannel[Reply | AikiError]]] = attrs.field(
+        factory=dict, init=False
+    )
+    _ids: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+
+    @property
+    def session_url(self) -> str:
+        """The WebSocket URL."""
+        return (
+            self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/")
+            + "/api/v1/session"
+        )
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[Call],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, register, then send calls until the mailbox closes."""
+        try:
+            async with (
+                trio_websocket.open_websocket_url(
+                    self.session_url, max_message_size=MAX_MESSAGE_BYTES
+                ) as websocket,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self._read_replies, websocket)
+                await self._register(websocket)
+                logger.info(
+                    "worker %s connected to %s",
+                    self.registration.worker_id,
+                    self.url,
+                    extra={"worker_id": self.registration.worker_id},
+                )
+                task_status.started()
+                async for message in inbox:
+                    await self._send(websocket, message.request, message.reply_to)
+                nursery.cancel_scope.cancel()
+        except (trio_websocket.HandshakeError, OSError) as exc:
+            raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
+        except trio_websocket.ConnectionClosed as exc:
+            raise UnavailableError(f"session with {self.url} closed: {exc.reason}") from exc
+        finally:
+            self._fail_pending(f"session with {self.url} ended")
+
+    async def _register(self, websocket: trio_websocket.WebSocketConnection) -> None:
+        reply_to, replies = trio.open_memory_channel[Reply | AikiError](1)
+        await self._send(websocket, self.registration, reply_to)
+        with trio.fail_after(30):
+            reply = await replies.receive()
+        if isinstance(reply, AikiError):
+            raise reply
+
+    async def _send(
+        self,
+        websocket: trio_websocket.WebSocketConnection,
+        request: object,
+        reply_to: trio.MemorySendChannel[Reply | AikiError],
+    ) -> None:
+        name = OPERATION_OF[type(request)]
+        request_id = next(self._ids)
+        self._pending[request_id] = (name, reply_to)
+        body = OPERATIONS[name].request.encode(request)
+        frame = b'{"id":%d,"op":"%s","body":%s}' % (request_id, name.encode(), body)
+        await websocket.send_message(frame.decode())
+
+    async def _read_replies(self, websocket: trio_websocket.WebSocketConnection) -> None:
+        while True:
+            frame = orjson.loads(await websocket.get_message())
+            pending = self._pending.pop(frame["id"], None)
+            if pending is None:
+                logger.warning("reply to unknown request %s", frame.get("id"))
+                continue
+            name, reply_to = pending
+            if "error" in frame:
+                answer(reply_to, _error(frame["error"]))
+            else:
+                answer(reply_to, OPERATIONS[name].reply.structure(frame["ok"]))
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for _, reply_to in pending.values():
+            answer(reply_to, UnavailableError(f"{why} before the reply arrived"))
