@@ -1,0 +1,75 @@
+"""Real ``aiki`` processes for end-to-end tests: start, wait for ready, stop, kill."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@attrs.define
+class AikiProcess:
+    """One ``python -m aiki ...`` child; its stderr goes to ``log``."""
+
+    argv: list[str]
+    log: Path
+    process: subprocess.Popen[str]
+    ready_line: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, pattern: str, seconds: float = 60.0) -> re.Match[str]:
+        """Read stdout until a line matches ``pattern``; fail with the log tail otherwise."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if readable:
+                line = self.process.stdout.readline()
+                if match := re.search(pattern, line):
+                    self.ready_line = line
+                    return match
+            if self.process.poll() is not None:
+                break
+        raise AssertionError(f"{' '.join(self.argv)} not ready:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, seconds: float = 30.0) -> int:
+        """SIGTERM, wait; SIGKILL if it takes longer."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_aiki(args: list[str], log: Path, env: dict[str, str]) -> AikiProcess:
+    """Start ``python -m aiki <args>`` from the repository root."""
+    argv = [sys.executable, "-m", "aiki", *args]
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
+    handle = log.open("a")
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env={**base, **env}, stdout=subprocess.PIPE, stderr=handle, text=True
+    )
+    return AikiProcess(argv, log, process)

@@ -1,0 +1,263 @@
+"""The durable core end to end: real server and worker processes, PostgreSQL, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import psycopg
+import pytest
+import trio
+
+import aiki
+from tests._deadline import deadline
+from tests._waiting import wait_until
+
+from . import flows
+from .conftest import Cluster
+
+
+def _query(cluster: Cluster, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(cluster.database_url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+async def _effects(cluster: Cluster, key: str, task: str) -> int:
+    rows = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT count(*) FROM e2e_effects WHERE key = %s AND task = %s",
+        (key, task),
+    )
+    return int(rows[0][0])
+
+
+@deadline(180)
+async def test_500_one_task_and_100_five_task_workflows_complete_with_their_outputs(
+    cluster: Cluster,
+) -> None:
+    """Hundreds of runs, started concurrently, spread over two workers, all complete."""
+    async with aiki.Client(cluster.url) as client:
+        handles: list[tuple[aiki.RunHandle[int], int]] = []
+        limit = trio.Semaphore(32)
+
+        async def start(version: aiki.WorkflowVersion[int, int], x: int, expected: int) -> None:
+            async with limit:
+                handles.append((await version.start(client, x), expected))
+
+        async with trio.open_nursery() as nursery:
+            for x in range(500):
+                nursery.start_soon(start, flows.one_task, x, 2 * x)
+            for x in range(100):
+                nursery.start_soon(start, flows.five_tasks, x, flows.expected_five(x))
+
+        outputs: dict[str, int | None] = {}
+
+        async def wait(handle: aiki.RunHandle[int]) -> None:
+            async with limit:
+                result = await handle.wait_for_status("completed")
+                assert result.success, (result.status, result.error)
+                outputs[handle.run_id] = result.output
+
+        async with trio.open_nursery() as nursery:
+            for handle, _ in handles:
+                nursery.start_soon(wait, handle)
+    assert len(handles) == 600
+    assert all(outputs[handle.run_id] == expected for handle, expected in handles)
+    by_worker = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT worker_id, count(*) FROM aiki_transitions WHERE reason = 'claimed'"
+        " GROUP BY worker_id",
+    )
+    assert len(by_worker) == 2, "both workers took work"
+
+
+@deadline(60)
+async def test_a_task_that_fails_twice_then_succeeds_completes_with_three_attempts(
+    cluster: Cluster,
+) -> None:
+    """Under fixed(5) the flaky task runs three times; the run completes; attempts are recorded."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.retrying_flow.start(client, "flaky-1")
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.output) == (True, "ok after 3")
+    [(state, attempts)] = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT state, attempts FROM aiki_tasks WHERE run_id = %s",
+        (handle.run_id,),
+    )
+    assert (state, attempts) == ("completed", 3)
+    failed = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT attempt, error->>'message' FROM aiki_task_attempts WHERE run_id = %s"
+        " ORDER BY attempt",
+        (handle.run_id,),
+    )
+    assert failed == [(1, "attempt 1 failed"), (2, "attempt 2 failed")]
+    assert await _effects(cluster, "flaky-1", "flaky") == 3
+
+
+@deadline(60)
+async def test_a_non_retryable_failure_fails_the_run_with_the_error_recorded(
+    cluster: Cluster,
+) -> None:
+    """NonRetryableError stops retries at once; the run fails with a typed cause."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.failing_flow.start(client, "declined-1")
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.status) == (False, "failed")
+    assert result.error is not None
+    assert result.error.type == "aiki.errors.TaskFailedError"
+    assert result.error.non_retryable
+    assert result.error.cause is not None
+    assert (result.error.cause.type, result.error.cause.message) == (
+        "aiki.errors.NonRetryableError",
+        "card declined",
+    )
+    assert await _effects(cluster, "declined-1", "declined") == 1
+
+
+@deadline(120)
+async def test_a_run_survives_its_worker_being_killed_after_the_first_task(
+    cluster: Cluster,
+) -> None:
+    """SIGKILL the worker mid-run; once requeued, another worker completes the run, and the
+    first task's body does not run again."""
+    doomed, doomed_id = await trio.to_thread.run_sync(
+        cluster.start_worker, "tests.e2e.flows:crash_worker"
+    )
+    survivor = None
+    try:
+        async with aiki.Client(cluster.url) as client:
+            handle = await flows.crashing_flow.start(client, "crash-1")
+
+            async def first_task_recorded() -> bool:
+                rows = await trio.to_thread.run_sync(
+                    _query,
+                    cluster,
+                    "SELECT count(*) FROM aiki_tasks WHERE run_id = %s AND state = 'completed'",
+                    (handle.run_id,),
+                )
+                return rows[0][0] == 1
+
+            await wait_until(first_task_recorded)
+            info = await handle.refresh()
+            assert (info.status, await _effects(cluster, "crash-1", "first")) == ("running", 1)
+            doomed.kill()
+
+            survivor, _ = await trio.to_thread.run_sync(
+                cluster.start_worker, "tests.e2e.flows:crash_worker"
+            )
+            await trio.to_thread.run_sync(
+                _query, cluster, "INSERT INTO e2e_gates VALUES ('crash-1') RETURNING key"
+            )
+            # The full liveness machinery is a later issue: force the recovery path.
+            requeued = await client.requeue(handle.run_id, reason="worker killed")
+            assert requeued.status == "queued"
+            result = await handle.wait_for_status("completed")
+    finally:
+        doomed.kill()
+        if survivor is not None:
+            survivor.stop()
+    assert (result.success, result.output) == (True, "first done+second done")
+    assert await _effects(cluster, "crash-1", "first") == 1, "the recorded task did not run again"
+    assert await _effects(cluster, "crash-1", "second") == 1
+    claims = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT worker_id FROM aiki_transitions WHERE run_id = %s AND reason = 'claimed'"
+        " ORDER BY id",
+        (handle.run_id,),
+    )
+    assert len(claims) == 2
+    assert claims[0] == (doomed_id,)
+    assert claims[1] != (doomed_id,)
+
+
+@deadline(60)
+async def test_reference_ids_return_the_same_run_or_a_conflict(cluster: Cluster) -> None:
+    """Same reference and input: the same run. Different input: ReferenceConflictError."""
+    async with aiki.Client(cluster.url) as client:
+        keyed = flows.one_task.with_(reference_id="ref-e2e-1")
+        first = await keyed.start(client, 21)
+        second = await keyed.start(client, 21)
+        assert first.run_id == second.run_id
+        with pytest.raises(aiki.ReferenceConflictError) as caught:
+            await keyed.start(client, 22)
+        assert caught.value.run_id == first.run_id
+        existing = await flows.one_task.with_(
+            reference_id="ref-e2e-1", conflict="return_existing"
+        ).start(client, 22)
+        assert existing.run_id == first.run_id
+        found = await flows.one_task.get_handle_by_reference(client, "ref-e2e-1")
+        assert found.run_id == first.run_id
+        assert (await found.wait_for_status("completed")).output == 42
+
+
+@deadline(60)
+async def test_bad_input_is_refused_with_clear_errors_and_nothing_is_stored(
+    cluster: Cluster,
+) -> None:
+    """Wrong types fail in the SDK before sending; unknown versions and malformed JSON get
+    clear errors from the server; no run is created by any of them."""
+    before = await trio.to_thread.run_sync(_query, cluster, "SELECT count(*) FROM aiki_runs")
+    async with aiki.Client(cluster.url) as client:
+        with pytest.raises(aiki.ValidationError, match="input of e2e-w1@1"):
+            await flows.one_task.start(client, "not a number")  # type: ignore[arg-type]
+
+        unknown = aiki.workflow("e2e-w1").version("never-registered")(flows.one_task.handler)
+        with pytest.raises(aiki.WorkflowNotFoundError, match="not registered"):
+            await unknown.start(client, 1)
+
+        with pytest.raises(aiki.RunNotFoundError):
+            await client.handle("00000000-0000-7000-8000-000000000000").refresh()
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{cluster.url}/api/v1/start_run", content=b'{"workflow":')
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_request")
+        response = await http.post(
+            f"{cluster.url}/api/v1/start_run",
+            json={"workflow": "e2e-w1", "version": "1", "input": "seven"},
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["errors"] == ["'seven' is not of type 'integer' @ $"]
+    after = await trio.to_thread.run_sync(_query, cluster, "SELECT count(*) FROM aiki_runs")
+    assert after == before
+
+
+def test_the_client_works_under_asyncio_and_waits_without_polling(cluster: Cluster) -> None:
+    """From an asyncio program: start a run and wait for it, in a handful of requests."""
+    requests: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        requests.append(request.url.path)
+
+    async def main() -> tuple[bool, int | None]:
+        http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=60)
+        async with http, aiki.Client(cluster.url, http=http) as client:
+            handle = await flows.five_tasks.start(client, 3)
+            result = await handle.wait_for_status("completed")
+            return result.success, result.output
+
+    assert asyncio.run(main()) == (True, flows.expected_five(3))
+    assert requests[0] == "/api/v1/start_run"
+    assert 1 <= requests.count("/api/v1/wait_run") <= 2, requests
+
+
+@deadline(60)
+async def test_the_client_works_under_trio_and_waits_without_polling(cluster: Cluster) -> None:
+    """The same from trio: one long-poll request is answered when the run completes."""
+    requests: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        requests.append(request.url.path)
+
+    http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=60)
+    async with http, aiki.Client(cluster.url, http=http) as client:
+        handle = await flows.five_tasks.start(client, 4)
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.output) == (True, flows.expected_five(4))
+    assert 1 <= requests.count("/api/v1/wait_run") <= 2, requests
