@@ -74,11 +74,19 @@ class Task(Generic[I, O]):
         return await run._call_task(self, input)
 
     async def invoke(self, input_value: I) -> O:
-        """Run the function once (no replay, no retries). Sync functions run in a thread."""
+        """Run the function once (no replay, no retries). Sync functions run in a thread.
+
+        Cancellation: an async body is cancelled; a sync body's thread is left to finish
+        on its own (its result is dropped).
+        """
         args = (input_value,) if self.takes_input else ()
         if self.is_async:
             return await typing.cast("Callable[..., Awaitable[O]]", self.fn)(*args)
-        return await trio.to_thread.run_sync(lambda: typing.cast("O", self.fn(*args)))
+        # Abandoned on cancel: a blocked sync body must not hold up a cancel or a shutdown.
+        # The run is given back and may run this task again (tasks are at-least-once).
+        return await trio.to_thread.run_sync(
+            lambda: typing.cast("O", self.fn(*args)), abandon_on_cancel=True
+        )
 
     def __repr__(self) -> str:
         return f"<aiki task {self.name!r}>"

@@ -28,7 +28,7 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {"AIKI_E2E_DATABASE_URL": self.database_url}
 
-    def start_worker(self, target: str) -> tuple[AikiProcess, str]:
+    def start_worker(self, target: str, grace: float = 5.0) -> tuple[AikiProcess, str]:
         """Start one more worker serving ``target``; return it and its worker ID."""
         worker = start_aiki(
             [
@@ -39,7 +39,7 @@ class Cluster:
                 "--redis-url",
                 self.redis_url,
                 "--shutdown-grace",
-                "5",
+                str(grace),
             ],
             self.logs / f"worker-{uuid.uuid4().hex[:6]}.log",
             self.env(),

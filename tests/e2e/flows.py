@@ -12,6 +12,7 @@ import time
 
 import attrs
 import psycopg
+import trio
 
 import aiki
 
@@ -80,11 +81,18 @@ def second(key: str) -> str:
     return "second done"
 
 
+@aiki.task
+async def nap(seconds: float) -> str:
+    await trio.sleep(seconds)
+    return f"slept {seconds}"
+
+
 w1 = aiki.workflow("e2e-w1")
 w5 = aiki.workflow("e2e-w5")
 retrying = aiki.workflow("e2e-retrying")
 failing = aiki.workflow("e2e-failing")
 crashing = aiki.workflow("e2e-crashing")
+napping = aiki.workflow("e2e-napping")
 
 
 @w1.version("1")
@@ -117,6 +125,11 @@ async def crashing_flow(run: aiki.Run[str], key: str) -> str:
     return f"{a}+{b}"
 
 
+@napping.version("1")
+async def napping_flow(run: aiki.Run[float], seconds: float) -> str:
+    return await nap.start(run, seconds)
+
+
 def expected_five(x: int) -> int:
     value = x
     for index in range(5):
@@ -126,3 +139,4 @@ def expected_five(x: int) -> int:
 
 main_worker = aiki.Worker(one_task, five_tasks, retrying_flow, failing_flow, concurrency=16)
 crash_worker = aiki.Worker(crashing_flow, concurrency=2)
+napping_worker = aiki.Worker(napping_flow, crashing_flow, concurrency=2)

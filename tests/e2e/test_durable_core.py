@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import signal
 
 import httpx
 import psycopg
@@ -10,6 +12,7 @@ import pytest
 import trio
 
 import aiki
+from aiki._protocol import WaitRun
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -261,3 +264,90 @@ async def test_the_client_works_under_trio_and_waits_without_polling(cluster: Cl
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, flows.expected_five(4))
     assert 1 <= requests.count("/api/v1/wait_run") <= 2, requests
+
+
+@deadline(60)
+async def test_sigterm_lets_a_run_in_progress_finish_then_exits_cleanly(cluster: Cluster) -> None:
+    """Graceful shutdown: the worker stops taking work but completes the run it holds."""
+    worker, _ = await trio.to_thread.run_sync(
+        cluster.start_worker, "tests.e2e.flows:napping_worker"
+    )
+    try:
+        async with aiki.Client(cluster.url) as client:
+            handle = await flows.napping_flow.start(client, 1.0)
+            assert (await handle.wait_for_status("running")).success
+            worker.process.send_signal(signal.SIGTERM)
+            result = await handle.wait_for_status("completed")
+        assert (result.success, result.output) == (True, "slept 1.0")
+        assert await trio.to_thread.run_sync(worker.process.wait, 30) == 0
+    finally:
+        worker.kill()
+
+
+@deadline(90)
+async def test_a_run_outlasting_the_shutdown_grace_is_given_back_and_finished_elsewhere(
+    cluster: Cluster,
+) -> None:
+    """Past the grace the worker cancels the run, hands it back (queued) and exits; another
+    worker finishes it without re-running the task already recorded."""
+    stopping, stopping_id = await trio.to_thread.run_sync(
+        functools.partial(cluster.start_worker, "tests.e2e.flows:napping_worker", grace=1.0)
+    )
+    other = None
+    try:
+        async with aiki.Client(cluster.url) as client:
+            handle = await flows.crashing_flow.start(client, "shutdown-1")
+
+            async def first_recorded() -> bool:
+                return await _effects(cluster, "shutdown-1", "first") == 1
+
+            await wait_until(first_recorded)
+            stopping.process.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(stopping.process.wait, 30) == 0
+            info = await handle.refresh()
+            assert info.status == "queued"
+            history = await trio.to_thread.run_sync(
+                _query,
+                cluster,
+                "SELECT from_status, to_status, reason, worker_id FROM aiki_transitions"
+                " WHERE run_id = %s ORDER BY id",
+                (handle.run_id,),
+            )
+            assert history[-1] == ("running", "queued", "worker stopped", stopping_id)
+
+            await trio.to_thread.run_sync(
+                _query, cluster, "INSERT INTO e2e_gates VALUES ('shutdown-1') RETURNING key"
+            )
+            other, _ = await trio.to_thread.run_sync(
+                cluster.start_worker, "tests.e2e.flows:crash_worker"
+            )
+            result = await handle.wait_for_status("completed")
+        assert (result.success, result.output) == (True, "first done+second done")
+        assert await _effects(cluster, "shutdown-1", "first") == 1
+    finally:
+        stopping.kill()
+        if other is not None:
+            other.stop()
+
+
+@deadline(60)
+async def test_a_run_of_a_version_no_worker_serves_is_never_executed_by_another_version(
+    cluster: Cluster,
+) -> None:
+    """Runs are pinned to their version: workers serving e2e-w1@1 ignore e2e-w1@2 runs."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{cluster.url}/api/v1/register_worker",
+            json={
+                "worker_id": "ghost",
+                "versions": [{"workflow": "e2e-w1", "version": "2"}],
+            },
+        )
+        assert response.status_code == 200
+    v2 = aiki.workflow("e2e-w1").version("2")(flows.one_task.handler)
+    async with aiki.Client(cluster.url) as client:
+        handle = await v2.start(client, 5)
+        waited = await client.call(
+            WaitRun(run_id=handle.run_id, statuses=("running",), timeout_seconds=2.0)
+        )
+    assert waited.status == "queued"
