@@ -46,8 +46,10 @@ async def main() -> None:
         free = await process_order.start(env.client, Order("o0", "mug", 1, 0))
         result = await free.wait_for_status("completed")
         cause = result.error.cause if result.error else None
-        print(f"order o0: {result.status}; cause: {cause.type if cause else None}: "
-              f"{cause.message if cause else None}")
+        print(
+            f"order o0: {result.status}; cause: {cause.type if cause else None}: "
+            f"{cause.message if cause else None}"
+        )
 
 
 if __name__ == "__main__":
