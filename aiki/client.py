@@ -89,7 +89,10 @@ class Client:
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=WAIT_SLICE_SECONDS + 15.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            # Idle connections are dropped well before the server's 75 s keep-alive timeout.
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=64, keepalive_expiry=15.0
+            ),
         )
 
     async def __aenter__(self) -> Client:

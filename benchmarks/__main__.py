@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_foundations
+from . import bench_foundations, bench_workflows
 
-SUITES = {"foundations": bench_foundations.main}
+SUITES = {"foundations": bench_foundations.main, "workflows": bench_workflows.main}
 
 
 def main() -> None:

@@ -224,6 +224,10 @@ class Api:
         config.accesslog = None
         config.errorlog = logging.getLogger("aiki.server.http")
         config.graceful_timeout = self.graceful_timeout_seconds
+        # Longer than any client keeps an idle connection (ours: 15 s), so the server never
+        # closes a connection a client is about to reuse (a POST cannot be retried blindly).
+        config.keep_alive_timeout = 75
+        config.keep_alive_max_requests = 1_000_000
         config.websocket_ping_interval = 20
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
