@@ -73,7 +73,8 @@ async def _load(
     def completed() -> int:
         with psycopg.connect(database_url) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM aiki_runs WHERE reference_id LIKE %s AND status = 'completed'",
+                "SELECT count(*) FROM aiki_runs"
+                " WHERE reference_id LIKE %s AND status = 'completed'",
                 (f"{tag}-%",),
             ).fetchone()
         return int(row[0]) if row else 0
