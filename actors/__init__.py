@@ -21,6 +21,7 @@ from ._mailbox import Destination as Destination
 from ._mailbox import Mailbox as Mailbox
 from ._mailbox import answer as answer
 from ._mailbox import ask as ask
+from ._mailbox import messages_or_ticks as messages_or_ticks
 from ._policy import LEAF_INTENSITY as LEAF_INTENSITY
 from ._policy import ROOT_INTENSITY as ROOT_INTENSITY
 from ._policy import Actor as Actor
@@ -85,6 +86,7 @@ __all__ = [
     "UnknownChildError",
     "answer",
     "ask",
+    "messages_or_ticks",
     "open_supervisor",
     "pool",
     "supervisor_spec",

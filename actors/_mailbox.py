@@ -17,7 +17,7 @@ from ._errors import ActorStoppedError, MailboxFullError
 from ._stats import MailboxStatistics
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
@@ -148,3 +148,22 @@ def answer(reply_to: trio.MemorySendChannel[R], value: R) -> None:
     """Reply once and close; a requester that already gave up is not an error."""
     with reply_to, contextlib.suppress(trio.BrokenResourceError):
         reply_to.send_nowait(value)  # BrokenResourceError: the asker's deadline expired first
+
+
+async def messages_or_ticks(
+    inbox: trio.MemoryReceiveChannel[M], interval_seconds: float
+) -> AsyncIterator[M | None]:
+    """Yield each message, or None when ``interval_seconds`` pass without one; end on close.
+
+    For actors that also do periodic work: ``async for message in messages_or_ticks(inbox,
+    5.0): ...`` runs the loop body at least every five seconds and ends when the mailbox is
+    closed and drained.
+    """
+    while True:
+        message: M | None = None
+        with trio.move_on_after(interval_seconds):
+            try:
+                message = await inbox.receive()
+            except trio.EndOfChannel:
+                return
+        yield message

@@ -43,14 +43,7 @@ from ._protocol import (
     WaitRun,
 )
 from ._states import TERMINAL, RunStatus
-from .errors import (
-    ERRORS_BY_CODE,
-    AikiError,
-    ErrorInfo,
-    ReferenceConflictError,
-    UnavailableError,
-    ValidationError,
-)
+from .errors import AikiError, ErrorInfo, UnavailableError, error_from_reply
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -68,12 +61,7 @@ def _raise_error(status: int, body: bytes) -> typing.NoReturn:
         error = ERROR_BODY.structure(orjson.loads(body)["error"])
     except (orjson.JSONDecodeError, KeyError, TypeError, CodecError):
         raise AikiError(f"server answered {status}: {body[:200]!r}") from None
-    cls = ERRORS_BY_CODE.get(error.code, AikiError)
-    if issubclass(cls, ReferenceConflictError):
-        raise cls(error.message, run_id=error.run_id or "")
-    if issubclass(cls, ValidationError):
-        raise cls(error.message, errors=error.errors)
-    raise cls(error.message)
+    raise error_from_reply(error.code, error.message, errors=error.errors, run_id=error.run_id)
 
 
 class Client:

@@ -33,6 +33,7 @@ from actors import (
     RestartIntensity,
     answer,
     ask,
+    messages_or_ticks,
     open_supervisor,
     pool,
 )
@@ -242,12 +243,7 @@ class Sweeper:
     ) -> None:
         """Sweep every ``interval_seconds`` until the mailbox closes."""
         task_status.started()
-        while True:
-            with trio.move_on_after(self.interval_seconds):
-                try:
-                    await inbox.receive()
-                except trio.EndOfChannel:
-                    return
+        async for _ in messages_or_ticks(inbox, self.interval_seconds):
             claimed = await self.streams.autoclaim(
                 STREAM, GROUP, CONSUMER, min_idle_ms=CLAIM_IDLE_MS
             )

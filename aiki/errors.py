@@ -230,3 +230,15 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, TaskFailedError) and error.cause is not None:
         return not error.cause.non_retryable
     return True
+
+
+def error_from_reply(
+    code: str, message: str, *, errors: tuple[str, ...] = (), run_id: str | None = None
+) -> AikiError:
+    """The exception for a server error reply, by its code (unknown codes: `AikiError`)."""
+    cls = ERRORS_BY_CODE.get(code, AikiError)
+    if issubclass(cls, ReferenceConflictError):
+        return cls(message, run_id=run_id or "")
+    if issubclass(cls, ValidationError):
+        return cls(message, errors=errors)
+    return cls(message)

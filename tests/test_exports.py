@@ -83,6 +83,7 @@ EXPECTED = {
         "UnknownChildError",
         "answer",
         "ask",
+        "messages_or_ticks",
         "open_supervisor",
         "pool",
         "supervisor_spec",

@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 import trio
 
-from actors import Address, MailboxFullError
+from actors import Address, MailboxFullError, messages_or_ticks
 from transport import PostgresStore, RedisStreams
 
 from .._streams import QUEUED_RUN, QueuedRun, stream_for
@@ -56,13 +56,9 @@ class Dispatcher:
     ) -> None:
         """Publish until the mailbox closes (a crash here is restarted by the supervisor)."""
         task_status.started()
-        while True:
+        await self.publish_pending()
+        async for _ in messages_or_ticks(inbox, self.idle_scan_seconds):
             await self.publish_pending()
-            with trio.move_on_after(self.idle_scan_seconds):
-                try:
-                    await inbox.receive()
-                except trio.EndOfChannel:
-                    return
 
     async def publish_pending(self) -> int:
         """Publish every unleased outbox row; return how many runs were published."""

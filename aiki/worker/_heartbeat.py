@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import trio
 
-from actors import Address
+from actors import Address, messages_or_ticks
 
 from .._protocol import Heartbeat
 from ._executor import Executing
@@ -29,12 +29,7 @@ class Heartbeats:
     ) -> None:
         """Beat until the mailbox closes."""
         task_status.started()
-        while True:
-            with trio.move_on_after(self.interval_seconds):
-                try:
-                    await inbox.receive()
-                except trio.EndOfChannel:
-                    return
+        async for _ in messages_or_ticks(inbox, self.interval_seconds):
             beat = Heartbeat(
                 worker_id=self.worker_id, run_ids=tuple(sorted(self.executing.run_ids))
             )

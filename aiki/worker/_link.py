@@ -22,13 +22,7 @@ import trio_websocket
 from actors import Address, answer, ask
 
 from .._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, RegisterWorker
-from ..errors import (
-    ERRORS_BY_CODE,
-    AikiError,
-    ReferenceConflictError,
-    UnavailableError,
-    ValidationError,
-)
+from ..errors import AikiError, UnavailableError, error_from_reply
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +41,7 @@ class Call:
 
 def _error(body: object) -> AikiError:
     error = ERROR_BODY.structure(body)
-    cls = ERRORS_BY_CODE.get(error.code, AikiError)
-    if issubclass(cls, ReferenceConflictError):
-        return cls(error.message, run_id=error.run_id or "")
-    if issubclass(cls, ValidationError):
-        return cls(error.message, errors=error.errors)
-    return cls(error.message)
+    return error_from_reply(error.code, error.message, errors=error.errors, run_id=error.run_id)
 
 
 async def call(link: Address[Call], request: object) -> object:

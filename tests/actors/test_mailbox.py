@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorStoppedError, Mailbox, MailboxFullError, answer, ask
+from actors import ActorStoppedError, Mailbox, MailboxFullError, answer, ask, messages_or_ticks
 
 
 async def test_full_mailbox_makes_the_sender_wait_until_there_is_room(autojump_clock) -> None:
@@ -93,3 +93,24 @@ async def test_ask_on_a_closed_mailbox_raises_actor_stopped() -> None:
     mailbox.close()
     with pytest.raises(ActorStoppedError):
         await ask(mailbox.address, lambda reply_to: reply_to)
+
+
+async def test_messages_or_ticks_yields_messages_ticks_and_ends_on_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Messages come through at once, a quiet interval yields None, a closed mailbox ends it."""
+    mailbox = Mailbox[str]("ticker")
+    seen: list[tuple[str | None, float]] = []
+    start = trio.current_time()
+
+    async def feed() -> None:
+        await mailbox.address.send("a")
+        await trio.sleep(2.5)
+        await mailbox.address.send("b")
+        mailbox.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed)
+        async for message in messages_or_ticks(mailbox.inbox, 1.0):
+            seen.append((message, round(trio.current_time() - start, 3)))
+    assert seen == [("a", 0.0), (None, 1.0), (None, 2.0), ("b", 2.5)]
