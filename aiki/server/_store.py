@@ -230,18 +230,26 @@ def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | No
 
 
 def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
-    """Move a queued run to running for ``worker_id``, bumping its revision."""
+    """Move a queued run to running for ``worker_id``, bumping its revision.
+
+    A claim repeated by the worker that already holds the run (its reply was lost) is
+    granted again with a new revision, which fences off any earlier execution.
+    """
     row = tx.fetch_one(
         f"""
-        WITH claimed AS (
-            UPDATE aiki_runs SET status = 'running', revision = revision + 1,
-                                 worker_id = %(worker)s, updated_at = now()
-            WHERE id = %(id)s AND status = 'queued'
-            RETURNING {RUN_COLUMNS}
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs WHERE id = %(id)s FOR UPDATE
+        ), claimed AS (
+            UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
+                                   worker_id = %(worker)s, updated_at = now()
+            FROM old
+            WHERE r.id = old.id AND (old.status = 'queued'
+                                     OR (old.status = 'running' AND old.worker_id = %(worker)s))
+            RETURNING old.status AS from_status, {_prefixed("r")}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
                                           worker_id)
-            SELECT id, 'queued', 'running', revision, 'claimed', %(worker)s FROM claimed
+            SELECT id, from_status, 'running', revision, 'claimed', %(worker)s FROM claimed
         )
         SELECT {RUN_COLUMNS} FROM claimed
         """,

@@ -2,7 +2,7 @@
 
 ::
 
-    worker (rest_for_one)
+    worker (one_for_one: a reconnecting link does not disturb runs in progress)
     ├── link         WebSocket session to the server (reconnects, re-registers)
     ├── runs         a pool of run actors (``concurrency``), one run each at a time
     ├── heartbeat    one beat per interval for the whole worker

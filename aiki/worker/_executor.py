@@ -26,11 +26,15 @@ from .._workflow import WorkflowVersion
 from ..errors import (
     ConflictError,
     NotFoundError,
+    UnavailableError,
     ValidationError,
     error_info,
     is_retryable,
 )
 from ._link import Call, call
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +57,13 @@ class Executing:
 
 
 class _LinkRecorder:
-    """Sends task outcomes through the link, under a deadline."""
+    """Sends task outcomes through the run actor's retrying call."""
 
-    def __init__(self, link: Address[Call], call_timeout_seconds: float) -> None:
-        self._link = link
-        self._timeout = call_timeout_seconds
+    def __init__(self, call: Callable[[object], Awaitable[object]]) -> None:
+        self._call = call
 
     async def record_task(self, request: RecordTask) -> None:
-        with trio.fail_after(self._timeout):
-            await call(self._link, request)
+        await self._call(request)
 
 
 @attrs.define
@@ -90,8 +92,20 @@ class RunActor:
                 self.executing.capacity.release()
 
     async def _call(self, request: object) -> object:
+        """Call the server; while the link is down (reconnecting), retry with backoff.
+
+        Every call a run actor makes is safe to repeat: task records are idempotent, a
+        repeated claim by the same worker is granted, and a repeated transition is refused
+        as stale, which stops this execution with the run already moved on.
+        """
+        delay = 0.05
         with trio.fail_after(self.call_timeout_seconds):
-            return await call(self.link, request)
+            while True:
+                try:
+                    return await call(self.link, request)
+                except UnavailableError:
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
     async def _execute(self, entry: StreamEntry) -> None:
         queued = QUEUED_RUN.decode(entry.payload)
@@ -155,7 +169,7 @@ class RunActor:
                 input_value=input_value,
                 recorded=claim.tasks,
                 task_attempts=claim.task_attempts,
-                recorder=_LinkRecorder(self.link, self.call_timeout_seconds),
+                recorder=_LinkRecorder(self._call),
             )
             args = (run, input_value) if version.takes_input else (run,)
             result = await version.handler(*args)

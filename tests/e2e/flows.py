@@ -93,6 +93,8 @@ retrying = aiki.workflow("e2e-retrying")
 failing = aiki.workflow("e2e-failing")
 crashing = aiki.workflow("e2e-crashing")
 napping = aiki.workflow("e2e-napping")
+retrying_workflow = aiki.workflow("e2e-workflow-retry")
+bad_output = aiki.workflow("e2e-bad-output")
 
 
 @w1.version("1")
@@ -125,6 +127,25 @@ async def crashing_flow(run: aiki.Run[str], key: str) -> str:
     return f"{a}+{b}"
 
 
+@aiki.task
+def once(key: str) -> str:
+    record_effect(key, "once")
+    return "once done"
+
+
+@retrying_workflow.version("1", retry=aiki.retry.fixed(3, delay_seconds=0.2))
+async def workflow_retry_flow(run: aiki.Run[str], key: str) -> str:
+    done = await once.start(run, key)
+    if run.attempt == 1:
+        raise ConnectionError("the first attempt of the workflow fails after its task")
+    return f"{done} on attempt {run.attempt}"
+
+
+@bad_output.version("1")
+async def bad_output_flow(run: aiki.Run[int], x: int) -> int:
+    return f"not an int: {x}"  # type: ignore[return-value]
+
+
 @napping.version("1")
 async def napping_flow(run: aiki.Run[float], seconds: float) -> str:
     return await nap.start(run, seconds)
@@ -137,6 +158,14 @@ def expected_five(x: int) -> int:
     return value
 
 
-main_worker = aiki.Worker(one_task, five_tasks, retrying_flow, failing_flow, concurrency=16)
+main_worker = aiki.Worker(
+    one_task,
+    five_tasks,
+    retrying_flow,
+    failing_flow,
+    workflow_retry_flow,
+    bad_output_flow,
+    concurrency=16,
+)
 crash_worker = aiki.Worker(crashing_flow, concurrency=2)
 napping_worker = aiki.Worker(napping_flow, crashing_flow, concurrency=2)

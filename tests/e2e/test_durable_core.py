@@ -351,3 +351,58 @@ async def test_a_run_of_a_version_no_worker_serves_is_never_executed_by_another_
             WaitRun(run_id=handle.run_id, statuses=("running",), timeout_seconds=2.0)
         )
     assert waited.status == "queued"
+
+
+@deadline(60)
+async def test_a_failed_workflow_attempt_is_retried_without_rerunning_completed_tasks(
+    cluster: Cluster,
+) -> None:
+    """Workflow-level retry: attempt 1 fails after its task, the run waits (awaiting_retry),
+    the timers queue attempt 2, which replays the task instead of running it again."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.workflow_retry_flow.start(client, "wf-retry-1")
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.output) == (True, "once done on attempt 2")
+    assert result.run.attempt == 2
+    assert await _effects(cluster, "wf-retry-1", "once") == 1
+    history = await trio.to_thread.run_sync(
+        _query,
+        cluster,
+        "SELECT from_status, to_status FROM aiki_transitions WHERE run_id = %s ORDER BY id",
+        (handle.run_id,),
+    )
+    assert history == [
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "awaiting_retry"),
+        ("awaiting_retry", "queued"),
+        ("queued", "running"),
+        ("running", "completed"),
+    ]
+
+
+@deadline(60)
+async def test_a_retry_override_at_start_replaces_the_versions_policy(cluster: Cluster) -> None:
+    """with_(retry=never()) makes the same workflow fail on its first failed attempt."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.workflow_retry_flow.with_(retry=aiki.retry.never()).start(
+            client, "wf-retry-2"
+        )
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.status, result.run.attempt) == (False, "failed", 1)
+    assert result.error is not None
+    assert result.error.type == "ConnectionError"
+
+
+@deadline(60)
+async def test_an_output_that_does_not_fit_its_type_fails_the_run_without_retry(
+    cluster: Cluster,
+) -> None:
+    """A handler returning the wrong type fails the run with a validation error, not a crash."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.bad_output_flow.start(client, 3)
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.status) == (False, "failed")
+    assert result.error is not None
+    assert result.error.code == "validation_error"
+    assert "output of e2e-bad-output@1" in result.error.message

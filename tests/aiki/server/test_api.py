@@ -313,3 +313,21 @@ async def test_health_reports_ok(api: Api) -> None:
     """/healthz checks PostgreSQL and Redis."""
     response = await api.http.get(f"{api.url}/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+@deadline(30)
+async def test_a_repeated_claim_by_the_holder_is_granted_and_fences_the_earlier_one(
+    api: Api, workflow: str
+) -> None:
+    """A worker whose claim reply was lost claims again: granted with a new revision, and
+    writes under the old revision are refused."""
+    await register(api, workflow)
+    run = await _start_and_claim(api, workflow, worker="w1")
+    again = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w1"})
+    assert (again["type"], again["run"]["revision"]) == ("RunClaimed", 3)
+    status, body = await api.call(
+        "transition_run", {"run_id": run["id"], "revision": 2, "status": "completed"}
+    )
+    assert (status, body["error"]["code"]) == (409, "stale_revision")
+    other = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w2"})
+    assert other["type"] == "ClaimRejected"
