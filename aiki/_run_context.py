@@ -16,7 +16,15 @@ from transport import make_wire_converter
 
 from ._protocol import RecordTask, TaskRecordState
 from ._replay import NewCall, RecordedTask, ReplayLog, task_address
-from .errors import ErrorInfo, TaskFailedError, ValidationError, error_info, is_retryable
+from .errors import (
+    ConflictError,
+    ErrorInfo,
+    NotFoundError,
+    TaskFailedError,
+    ValidationError,
+    error_info,
+    is_retryable,
+)
 
 if TYPE_CHECKING:
     from ._task import Task
@@ -26,6 +34,14 @@ O = TypeVar("O")
 TI = TypeVar("TI")
 
 _CONVERT: Final = make_wire_converter()
+
+
+class RunTakenOver(BaseException):
+    """The server refused a write: another owner holds the run now (fencing).
+
+    A `BaseException`, so a handler's ``except Exception`` cannot swallow it and keep
+    running tasks as a zombie; the worker catches it and stops the execution.
+    """
 
 
 class TaskRecorder(Protocol):
@@ -133,20 +149,22 @@ class Run(Generic[I]):
         output: object = None,
         error: ErrorInfo | None = None,
     ) -> None:
-        await self._recorder.record_task(
-            RecordTask(
-                run_id=self.id,
-                revision=self._revision,
-                address=call.address,
-                seq=call.seq,
-                name=task.name,
-                attempt=attempt,
-                state=state,
-                input=input_json,
-                output=output,
-                error=error,
-            )
+        request = RecordTask(
+            run_id=self.id,
+            revision=self._revision,
+            address=call.address,
+            seq=call.seq,
+            name=task.name,
+            attempt=attempt,
+            state=state,
+            input=input_json,
+            output=output,
+            error=error,
         )
+        try:
+            await self._recorder.record_task(request)
+        except (ConflictError, NotFoundError) as exc:
+            raise RunTakenOver(str(exc)) from exc
 
 
 class TaskOutputError(ValidationError):

@@ -9,6 +9,7 @@ without recording anything more.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import typing
 from typing import Final
@@ -20,10 +21,11 @@ from actors import Address
 from transport import RedisStreams, StreamEntry
 
 from .._protocol import ClaimRejected, ClaimRun, RecordTask, RunClaimed, RunInfo, TransitionRun
-from .._run_context import Run
+from .._run_context import Run, RunTakenOver
 from .._streams import GROUP, QUEUED_RUN
 from .._workflow import WorkflowVersion
 from ..errors import (
+    AikiError,
     ConflictError,
     NotFoundError,
     UnavailableError,
@@ -121,15 +123,14 @@ class RunActor:
             self.executing.run_ids.add(claim.run.id)
             try:
                 await self._run_claimed(claim)
-            except ConflictError as exc:  # fenced out: another owner took over
+            except (RunTakenOver, ConflictError, NotFoundError) as exc:
+                # Fenced out: another owner holds the run now. Record nothing more.
                 logger.warning(
-                    "run %s taken over, stopping: %s",
+                    "run %s was taken over; stopping this execution: %s",
                     claim.run.id,
                     exc,
                     extra={"run_id": claim.run.id},
                 )
-            except NotFoundError:
-                logger.warning("run %s vanished while executing", claim.run.id)
             finally:
                 self.executing.run_ids.discard(claim.run.id)
         # Acknowledged only now: the outcome is recorded (or the entry was stale).
@@ -140,17 +141,15 @@ class RunActor:
         version = self.versions[(info.workflow, info.version)]
         try:
             outcome = await self._run_handler(version, claim)
+        except RunTakenOver:
+            raise
         except BaseException:
             # Cancelled (e.g. shutdown past its grace): give the run back at once.
-            with trio.move_on_after(GIVE_BACK_SECONDS, shield=True):
-                await self._call(
-                    TransitionRun(
-                        run_id=info.id,
-                        revision=info.revision,
-                        status="queued",
-                        reason="worker stopped",
-                    )
-                )
+            give_back = TransitionRun(
+                run_id=info.id, revision=info.revision, status="queued", reason="worker stopped"
+            )
+            with trio.move_on_after(GIVE_BACK_SECONDS, shield=True), contextlib.suppress(AikiError):
+                await self._call(give_back)
             raise
         await self._call(outcome)
 
@@ -174,9 +173,7 @@ class RunActor:
             args = (run, input_value) if version.takes_input else (run,)
             result = await version.handler(*args)
             output = version.output_type.to_json(result)
-        except ConflictError:
-            raise  # fenced out while recording a task
-        except Exception as exc:  # the workflow failed; Cancelled passes through
+        except Exception as exc:  # the workflow failed; Cancelled and RunTakenOver pass
             return self._failure(version, info, exc)
         return TransitionRun(
             run_id=info.id,

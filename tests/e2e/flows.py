@@ -95,6 +95,7 @@ crashing = aiki.workflow("e2e-crashing")
 napping = aiki.workflow("e2e-napping")
 retrying_workflow = aiki.workflow("e2e-workflow-retry")
 bad_output = aiki.workflow("e2e-bad-output")
+swallowing = aiki.workflow("e2e-swallowing")
 
 
 @w1.version("1")
@@ -146,6 +147,29 @@ async def bad_output_flow(run: aiki.Run[int], x: int) -> int:
     return f"not an int: {x}"  # type: ignore[return-value]
 
 
+@aiki.task
+def gated(key: str) -> str:
+    while not gate_open(key):
+        time.sleep(0.02)
+    return "task done"
+
+
+@aiki.task
+def after(key: str) -> str:
+    record_effect(key, "after")
+    return "after done"
+
+
+@swallowing.version("1")
+async def swallowing_flow(run: aiki.Run[str], key: str) -> str:
+    try:
+        result = await gated.start(run, key)
+    except Exception as error:  # a careless handler: swallows everything
+        result = f"swallowed {type(error).__name__}"
+    await after.start(run, key)
+    return result
+
+
 @napping.version("1")
 async def napping_flow(run: aiki.Run[float], seconds: float) -> str:
     return await nap.start(run, seconds)
@@ -165,6 +189,7 @@ main_worker = aiki.Worker(
     failing_flow,
     workflow_retry_flow,
     bad_output_flow,
+    swallowing_flow,
     concurrency=16,
 )
 crash_worker = aiki.Worker(crashing_flow, concurrency=2)

@@ -406,3 +406,22 @@ async def test_an_output_that_does_not_fit_its_type_fails_the_run_without_retry(
     assert result.error is not None
     assert result.error.code == "validation_error"
     assert "output of e2e-bad-output@1" in result.error.message
+
+
+@deadline(60)
+async def test_a_fenced_out_execution_stops_even_if_the_handler_swallows_exceptions(
+    cluster: Cluster,
+) -> None:
+    """The run is requeued while its task body runs; that execution's write is refused and
+    it stops (fencing is not an Exception the handler can catch), so its next task never
+    runs; the new execution completes normally."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.swallowing_flow.start(client, "swallow-1")
+        assert (await handle.wait_for_status("running")).success
+        await client.requeue(handle.run_id, reason="taken over")
+        await trio.to_thread.run_sync(
+            _query, cluster, "INSERT INTO e2e_gates VALUES ('swallow-1') RETURNING key"
+        )
+        result = await handle.wait_for_status("completed")
+    assert (result.success, result.output) == (True, "task done")
+    assert await _effects(cluster, "swallow-1", "after") == 1, "the zombie did not continue"
