@@ -24,8 +24,14 @@ application::
 from importlib.metadata import PackageNotFoundError, version
 
 from . import retry as retry
+from . import trigger as trigger
+from ._event import EventDefinition as EventDefinition
+from ._event import TimedOut as TimedOut
+from ._event import event as event
 from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
+from ._run_context import ChildResult as ChildResult
+from ._run_context import ChildRun as ChildRun
 from ._run_context import Run as Run
 from ._states import RunStatus as RunStatus
 from ._task import Task as Task
@@ -47,8 +53,10 @@ from .errors import NotFoundError as NotFoundError
 from .errors import PayloadTooLargeError as PayloadTooLargeError
 from .errors import ReferenceConflictError as ReferenceConflictError
 from .errors import RunNotFoundError as RunNotFoundError
+from .errors import RunTimeoutError as RunTimeoutError
 from .errors import StaleRevisionError as StaleRevisionError
 from .errors import TaskFailedError as TaskFailedError
+from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import UnavailableError as UnavailableError
 from .errors import ValidationError as ValidationError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
@@ -63,9 +71,12 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "AikiError",
     "BadRequestError",
+    "ChildResult",
+    "ChildRun",
     "Client",
     "ConflictError",
     "ErrorInfo",
+    "EventDefinition",
     "InvalidTransitionError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -80,9 +91,12 @@ __all__ = [
     "RunPage",
     "RunResult",
     "RunStatus",
+    "RunTimeoutError",
     "StaleRevisionError",
     "Task",
     "TaskFailedError",
+    "TaskTimeoutError",
+    "TimedOut",
     "UnavailableError",
     "ValidationError",
     "Worker",
@@ -90,7 +104,9 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowVersion",
     "__version__",
+    "event",
     "retry",
     "task",
+    "trigger",
     "workflow",
 ]

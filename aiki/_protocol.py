@@ -17,7 +17,7 @@ import attrs
 
 from transport import WireCodec
 
-from ._replay import RecordedTask
+from ._replay import RecordedChild, RecordedTask, RecordedWait
 from ._states import RunStatus
 from .errors import ErrorInfo
 from .retry import RetryPolicy
@@ -39,6 +39,12 @@ class StartOptions:
     pool: str | None = None
     retry: RetryPolicy | None = None
     """Overrides the workflow version's retry policy for this run."""
+    start_delay_seconds: float | None = None
+    """Start ``scheduled``; queue the run this many seconds from now."""
+    start_at: dt.datetime | None = None
+    """Start ``scheduled``; queue the run at this time."""
+    timeout_seconds: float | None = None
+    """Fail the run (``run_timeout``) unless it ends within this many seconds of its start."""
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +63,10 @@ class RunInfo:
     pool: str | None = None
     attempt: int = 1
     retry: RetryPolicy | None = None
+    parent_id: str | None = None
+    deadline_at: dt.datetime | None = None
+    wake_at: dt.datetime | None = None
+    stop_reason: str | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -106,11 +116,12 @@ class WaitRun:
 
 @attrs.frozen(kw_only=True)
 class VersionSpec:
-    """One workflow version a worker serves, with its input's JSON Schema."""
+    """One workflow version a worker serves, with the JSON Schemas of its input and events."""
 
     workflow: str
     version: str
     input_schema: object = None
+    event_schemas: dict[str, object] = attrs.Factory(dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -164,6 +175,91 @@ class TransitionRun:
     reason: str | None = None
 
 
+WaitKind = Literal["sleep", "event", "child"]
+
+
+@attrs.frozen(kw_only=True)
+class BeginWait:
+    """Record that the run reached a wait (or read its state if it was recorded before).
+
+    ``seconds`` is a sleep's duration, or an event/child wait's timeout (None: none).
+    """
+
+    run_id: str
+    revision: int
+    kind: WaitKind
+    key: str
+    seq: int
+    seconds: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SuspendRun:
+    """Every branch of the run is waiting: free the worker slot until a wait is satisfied.
+
+    ``blocked_on`` names the waits (kind, key, seq) the branches block on; if one of them
+    was resolved meanwhile, the server queues the run again instead.
+    """
+
+    run_id: str
+    revision: int
+    blocked_on: tuple[tuple[WaitKind, str, int], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SendEvent:
+    """Deliver an event to a run; a repeated ``reference_id`` is ignored."""
+
+    run_id: str
+    name: str
+    payload: object = None
+    reference_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StartChild:
+    """Start a child run of ``parent_id`` for the parent's step ``address``#``seq`` (fenced)."""
+
+    parent_id: str
+    revision: int
+    address: str
+    seq: int
+    workflow: str
+    version: str
+    input: object = None
+    options: StartOptions = StartOptions()
+
+
+@attrs.frozen(kw_only=True)
+class CancelRun:
+    """Cancel a run and all its non-terminal descendants."""
+
+    run_id: str
+    reason: str = "cancelled"
+
+
+@attrs.frozen(kw_only=True)
+class PauseRun:
+    """Pause a run: it stops (if running) and is not started again until resumed."""
+
+    run_id: str
+    reason: str = "paused"
+
+
+@attrs.frozen(kw_only=True)
+class ResumeRun:
+    """Resume a paused run (it is queued again)."""
+
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class WakeupRun:
+    """End the run's pending sleeps now (they report being cut short)."""
+
+    run_id: str
+
+
 @attrs.frozen(kw_only=True)
 class Heartbeat:
     """A worker is alive and holds these runs."""
@@ -208,10 +304,12 @@ class WorkerRegistered:
 
 @attrs.frozen(kw_only=True)
 class RunClaimed:
-    """Reply to `ClaimRun`: the run (with its new revision) and its recorded task history."""
+    """Reply to `ClaimRun`: the run (with its new revision) and its recorded history."""
 
     run: RunInfo
     tasks: tuple[RecordedTask, ...] = ()
+    waits: tuple[RecordedWait, ...] = ()
+    children: tuple[RecordedChild, ...] = ()
     task_attempts: tuple[tuple[str, int, int], ...] = ()
     """Failed attempts so far of tasks without a final outcome: (address, seq, attempts)."""
 
@@ -243,6 +341,41 @@ class RunTransitioned:
 
 
 @attrs.frozen(kw_only=True)
+class EventSent:
+    """Reply to `SendEvent`; ``duplicate`` if its reference ID was seen before."""
+
+    run_id: str
+    name: str
+    seq: int
+    duplicate: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class RunsStopped:
+    """Reply to `CancelRun` / `PauseRun`: the runs that changed, the requested one first."""
+
+    run_id: str
+    status: RunStatus
+    affected: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class WokenUp:
+    """Reply to `WakeupRun`: how many sleeps were cut short."""
+
+    run_id: str
+    sleeps: int
+
+
+@attrs.frozen(kw_only=True)
+class StopRun:
+    """Server push to a worker: stop executing this run (it was cancelled, paused, timed out)."""
+
+    run_id: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
 class HeartbeatAck:
     """Reply to `Heartbeat`."""
 
@@ -261,15 +394,16 @@ class ErrorBody:
 
 @attrs.frozen
 class Operation:
-    """One operation: its name, request codec and reply codec."""
+    """One operation: its name, request class, request codec and reply codec."""
 
     name: str
+    request_type: object
     request: WireCodec[object]
     reply: WireCodec[object]
 
 
 def _operation(name: str, request: object, reply: object) -> Operation:
-    return Operation(name, WireCodec[object](request), WireCodec[object](reply))
+    return Operation(name, request, WireCodec[object](request), WireCodec[object](reply))
 
 
 OPERATIONS: Final[dict[str, Operation]] = {
@@ -285,21 +419,20 @@ OPERATIONS: Final[dict[str, Operation]] = {
         _operation("transition_run", TransitionRun, RunTransitioned),
         _operation("heartbeat", Heartbeat, HeartbeatAck),
         _operation("requeue_run", RequeueRun, RunTransitioned),
+        _operation("begin_wait", BeginWait, RecordedWait),
+        _operation("suspend_run", SuspendRun, RunTransitioned),
+        _operation("send_event", SendEvent, EventSent),
+        _operation("start_child", StartChild, RunStarted),
+        _operation("cancel_run", CancelRun, RunsStopped),
+        _operation("pause_run", PauseRun, RunsStopped),
+        _operation("resume_run", ResumeRun, RunTransitioned),
+        _operation("wakeup_run", WakeupRun, WokenUp),
     )
 }
 """Every operation by name, as used in URLs and WebSocket frames."""
 
-OPERATION_OF: Final[dict[type, str]] = {
-    StartRun: "start_run",
-    GetRun: "get_run",
-    ListRuns: "list_runs",
-    WaitRun: "wait_run",
-    RegisterWorker: "register_worker",
-    ClaimRun: "claim_run",
-    RecordTask: "record_task",
-    TransitionRun: "transition_run",
-    Heartbeat: "heartbeat",
-    RequeueRun: "requeue_run",
-}
+OPERATION_OF: Final[dict[object, str]] = {op.request_type: op.name for op in OPERATIONS.values()}
+"""The operation name of each request class."""
 
 ERROR_BODY: Final = WireCodec[ErrorBody](ErrorBody)
+PUSH: Final = WireCodec[StopRun](StopRun)

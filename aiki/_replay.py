@@ -1,11 +1,17 @@
 """Replay with content-addressed memoization. Pure: no I/O, no trio, no clock.
 
-On every resumption a workflow handler runs again from the top. Each task call is
-identified by its *address*, ``name:sha256(canonical JSON of the input)``, and each
-address holds an ordered queue of recorded outcomes (by occurrence, ``seq`` 0, 1, …).
+On every resumption a workflow handler runs again from the top. Each *step* it takes
+(a task call, a child start, a sleep, an event wait, a wait for a child) is identified
+by its *address*, and each address holds an ordered queue of recorded outcomes (by
+occurrence, ``seq`` 0, 1, …). Addresses:
 
-- A call whose address has a recorded outcome consumes it: the task is not run again.
-- A call with nothing recorded may run only if *no* recorded entries remain unconsumed;
+- task call: ``task:<name>:<sha256 of the canonical JSON input>``;
+- child start: ``child:<workflow>@<version>:<reference ID, or sha256 of the input>``;
+- sleep: ``sleep:<name>``; event wait: ``event:<name>``; wait for a child: ``wait:<run ID>``.
+
+- A step whose address has a recorded outcome consumes it: a task is not run again, a
+  child is not started again, a wait resumes where it was.
+- A step with nothing recorded may run only if *no* recorded entries remain unconsumed;
   otherwise the code no longer matches the history and the run fails with
   `NonDeterminismError` naming the unconsumed entries, before any new side effect.
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 import orjson
@@ -33,9 +39,38 @@ def canonical_json(value: object) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def _digest(value: object) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
 def task_address(name: str, input_json: object) -> str:
     """The content address of a task call: its name and the hash of its input."""
-    return f"{name}:{hashlib.sha256(canonical_json(input_json)).hexdigest()}"
+    return f"task:{name}:{_digest(input_json)}"
+
+
+def child_address(workflow: str, version: str, reference_id: str | None, input_json: object) -> str:
+    """A child start: by its reference ID if it has one, else by its input."""
+    key = f"ref:{reference_id}" if reference_id is not None else _digest(input_json)
+    return f"child:{workflow}@{version}:{key}"
+
+
+def wait_address(kind: str, key: str) -> str:
+    """A wait: ``sleep:<name>``, ``event:<name>`` or ``wait:<child run ID>``."""
+    return f"{'wait' if kind == 'child' else kind}:{key}"
+
+
+class Step(Protocol):
+    """A recorded step: where it is (address) and which occurrence (seq)."""
+
+    @property
+    def address(self) -> str:
+        """The step's replay address."""
+        ...
+
+    @property
+    def seq(self) -> int:
+        """Its occurrence among steps with the same address."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +89,31 @@ class RecordedTask:
 
 
 @attrs.frozen(kw_only=True)
+class RecordedWait:
+    """A wait the run reached, and its state (``pending`` until the server resolves it)."""
+
+    kind: Literal["sleep", "event", "child"]
+    key: str
+    seq: int
+    state: Literal["pending", "completed", "cut_short", "timed_out"]
+    result: object = None
+
+    @property
+    def address(self) -> str:
+        """``sleep:<name>``, ``event:<name>`` or ``wait:<child run ID>``."""
+        return wait_address(self.kind, self.key)
+
+
+@attrs.frozen(kw_only=True)
+class RecordedChild:
+    """A child run this run started."""
+
+    address: str
+    seq: int
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
 class NewCall:
     """A call with no recorded outcome: run the task, then record it under ``seq``."""
 
@@ -62,20 +122,20 @@ class NewCall:
 
 
 class ReplayLog:
-    """Matches one execution's task calls against the recorded history of the run."""
+    """Matches one execution's steps against the recorded history of the run."""
 
-    def __init__(self, recorded: Iterable[RecordedTask]) -> None:
-        self._queues: dict[str, deque[RecordedTask]] = {}
+    def __init__(self, recorded: Iterable[Step]) -> None:
+        self._queues: dict[str, deque[Step]] = {}
         self._next_seq: dict[str, int] = {}
         for task in sorted(recorded, key=lambda task: (task.address, task.seq)):
             self._queues.setdefault(task.address, deque()).append(task)
             self._next_seq[task.address] = max(self._next_seq.get(task.address, 0), task.seq + 1)
 
-    def call(self, address: str) -> RecordedTask | NewCall:
-        """Resolve the next call of ``address``.
+    def call(self, address: str) -> Step | NewCall:
+        """Resolve the next step at ``address``.
 
         Returns:
-            The recorded outcome to return without running the task, or a `NewCall`.
+            The recorded step (the caller knows its type from the address), or a `NewCall`.
 
         Raises:
             NonDeterminismError: nothing is recorded for this call but other recorded
@@ -86,9 +146,9 @@ class ReplayLog:
             return queue.popleft()
         if pending := self.unconsumed():
             raise NonDeterminismError(
-                f"task call {address} has no recorded result, but recorded calls were not "
+                f"step {address} has no recorded result, but recorded steps were not "
                 f"replayed: {', '.join(f'{t.address}#{t.seq}' for t in pending)}. The workflow "
-                "code changed in a way its history cannot replay (a call inserted before "
+                "code changed in a way its history cannot replay (a step inserted before "
                 "recorded ones, or a recorded call's input changed)",
                 unconsumed=tuple(f"{t.address}#{t.seq}" for t in pending),
             )
@@ -96,6 +156,6 @@ class ReplayLog:
         self._next_seq[address] = seq + 1
         return NewCall(address=address, seq=seq)
 
-    def unconsumed(self) -> list[RecordedTask]:
-        """Recorded outcomes this execution has not (yet) asked for, in address order."""
+    def unconsumed(self) -> list[Step]:
+        """Recorded steps this execution has not (yet) reached, in address order."""
         return [task for queue in self._queues.values() for task in queue]

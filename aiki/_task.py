@@ -52,10 +52,20 @@ def _io_types(fn: Callable[..., object], what: str) -> tuple[object, object]:
 class Task(Generic[I, O]):
     """A task definition. Call it from a workflow with ``await task.start(run, input)``."""
 
-    def __init__(self, fn: Callable[..., object], *, name: str, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., object],
+        *,
+        name: str,
+        retry: RetryPolicy,
+        timeout_seconds: float | None = None,
+    ) -> None:
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
         self.fn = fn
         self.name = name
         self.retry = retry
+        self.timeout_seconds = timeout_seconds
         self.is_async = inspect.iscoroutinefunction(fn)
         input_type, output_type = _io_types(fn, f"task {name!r}")
         self.takes_input = bool(inspect.signature(fn).parameters)
@@ -100,7 +110,7 @@ def task(fn: Callable[[I], O], /) -> Task[I, O]: ...
 def task(fn: Callable[[], Awaitable[O]], /) -> Task[None, O]: ...
 @overload
 def task(
-    *, name: str | None = None, retry: RetryPolicy = NEVER
+    *, name: str | None = None, retry: RetryPolicy = NEVER, timeout_seconds: float | None = None
 ) -> Callable[[Callable[..., object]], Task[typing.Any, typing.Any]]: ...
 
 
@@ -110,18 +120,23 @@ def task(
     *,
     name: str | None = None,
     retry: RetryPolicy = NEVER,
+    timeout_seconds: float | None = None,
 ) -> Task[typing.Any, typing.Any] | Callable[[Callable[..., object]], Task[typing.Any, typing.Any]]:
     """Declare a task: ``@aiki.task`` or ``@aiki.task(name="charge", retry=...)``.
 
     Args:
         name: the stable name used in replay addresses (default: the function's name).
         retry: how failed attempts are retried (default: never).
+        timeout_seconds: cancel an attempt running longer; it counts as a failed attempt
+            (`aiki.TaskTimeoutError`), retried per ``retry``. Each attempt gets the full time.
 
     Raises:
         TypeError: the function takes more than one parameter or lacks annotations.
     """
 
     def decorate(function: Callable[..., object]) -> Task[typing.Any, typing.Any]:
-        return Task(function, name=name or function.__name__, retry=retry)
+        return Task(
+            function, name=name or function.__name__, retry=retry, timeout_seconds=timeout_seconds
+        )
 
     return decorate(fn) if fn is not None else decorate

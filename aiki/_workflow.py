@@ -23,13 +23,17 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from ._event import EventDefinition, bind_events
 from ._payload import PayloadType
 from ._protocol import ConflictPolicy, GetRun, StartOptions, StartRun, VersionSpec
 from .retry import NEVER, RetryPolicy
 
 if TYPE_CHECKING:
-    from ._run_context import Run
+    from collections.abc import Mapping
+
+    from ._run_context import ChildRun, Run
     from .client import Client, RunHandle
+    from .trigger import Trigger
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -67,13 +71,16 @@ class WorkflowVersion(Generic[I, O]):
         handler: Callable[..., Awaitable[O]],
         *,
         retry: RetryPolicy = NEVER,
+        events: Mapping[str, EventDefinition[typing.Any]] | None = None,
+        timeout_seconds: float | None = None,
         options: StartOptions | None = None,
     ) -> None:
         self.workflow = workflow
         self.version = version
         self.handler = handler
         self.retry = retry
-        self.options = options or StartOptions()
+        self.events = bind_events(events or {}, f"{workflow}@{version}")
+        self.options = options or StartOptions(timeout_seconds=timeout_seconds)
         self.takes_input = len(inspect.signature(handler).parameters) == 2
         input_type, output_type = _handler_types(handler, f"{workflow}@{version}")
         self.input_type: PayloadType[I] = PayloadType(input_type, f"input of {workflow}@{version}")
@@ -91,6 +98,8 @@ class WorkflowVersion(Generic[I, O]):
         conflict: ConflictPolicy = _UNSET,
         pool: str | None = _UNSET,
         retry: RetryPolicy | None = _UNSET,
+        trigger: Trigger | None = _UNSET,
+        timeout_seconds: float | None = _UNSET,
     ) -> WorkflowVersion[I, O]:
         """A copy whose starts use these options.
 
@@ -102,6 +111,8 @@ class WorkflowVersion(Generic[I, O]):
                 ``"return_existing"`` returns the existing run regardless.
             pool: route the run to workers serving this pool.
             retry: override this version's retry policy for the run.
+            trigger: start ``scheduled`` and queue later (`aiki.trigger.after` / ``at``).
+            timeout_seconds: fail the run if it has not ended this long after its start.
         """
         current = self.options
         options = StartOptions(
@@ -109,10 +120,22 @@ class WorkflowVersion(Generic[I, O]):
             conflict=current.conflict if conflict is _UNSET else conflict,
             pool=current.pool if pool is _UNSET else pool,
             retry=current.retry if retry is _UNSET else retry,
+            start_delay_seconds=(
+                current.start_delay_seconds
+                if trigger is _UNSET
+                else trigger.delay_seconds
+                if trigger
+                else None
+            ),
+            start_at=(current.start_at if trigger is _UNSET else trigger.at if trigger else None),
+            timeout_seconds=(
+                current.timeout_seconds if timeout_seconds is _UNSET else timeout_seconds
+            ),
         )
         copy = WorkflowVersion[I, O](
             self.workflow, self.version, self.handler, retry=self.retry, options=options
         )
+        copy.events = self.events
         return copy
 
     async def start(self, client: Client, input: I = None) -> RunHandle[O]:  # type: ignore[assignment]
@@ -137,6 +160,16 @@ class WorkflowVersion(Generic[I, O]):
         started = await client.start_run(request)
         return RunHandle(client, started.run.id, self, info=started.run)
 
+    async def start_as_child(self, run: Run[typing.Any], input: I = None) -> ChildRun[O]:  # type: ignore[assignment]
+        """Start a run of this version as a child of ``run`` (inside a workflow handler).
+
+        On replay the same child is returned, matched by its reference ID (``with_``) or
+        by its input; the conflict policy applies as for `start`. Wait for it with
+        ``await child.wait_for_status("completed")``: the parent is suspended meanwhile.
+        Cancelling the parent cancels its children.
+        """
+        return await run._start_child(self, input, self.options)
+
     def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
         """A handle on an existing run of this version (no request is made)."""
         from .client import RunHandle
@@ -159,7 +192,10 @@ class WorkflowVersion(Generic[I, O]):
     def spec(self) -> VersionSpec:
         """What a worker registers for this version (with the input's JSON Schema)."""
         return VersionSpec(
-            workflow=self.workflow, version=self.version, input_schema=self.input_type.schema()
+            workflow=self.workflow,
+            version=self.version,
+            input_schema=self.input_type.schema(),
+            event_schemas={name: ev.payload.schema() for name, ev in self.events.items()},
         )
 
 
@@ -173,9 +209,20 @@ class Workflow:
         self.versions: dict[str, WorkflowVersion[typing.Any, typing.Any]] = {}
 
     def version(
-        self, version: str, *, retry: RetryPolicy = NEVER
+        self,
+        version: str,
+        *,
+        retry: RetryPolicy = NEVER,
+        events: Mapping[str, EventDefinition[typing.Any]] | None = None,
+        timeout_seconds: float | None = None,
     ) -> Callable[[Callable[..., Awaitable[O]]], WorkflowVersion[typing.Any, O]]:
         """Decorate ``async def handler(run, input) -> output`` as version ``version``.
+
+        Args:
+            retry: how a failed run is retried as a whole (completed tasks replay).
+            events: the events runs of this version can wait for, by name:
+                ``{"payment_received": aiki.event(Payment)}``.
+            timeout_seconds: fail runs that have not ended this long after they start.
 
         Raises:
             ValueError: the version exists already or the name is invalid.
@@ -187,7 +234,10 @@ class Workflow:
             raise ValueError(f"workflow {self.name!r} already has a version {version!r}")
 
         def decorate(handler: Callable[..., Awaitable[O]]) -> WorkflowVersion[typing.Any, O]:
-            defined = WorkflowVersion[typing.Any, O](self.name, version, handler, retry=retry)
+            defined = WorkflowVersion[typing.Any, O](
+                self.name, version, handler, retry=retry, events=events,
+                timeout_seconds=timeout_seconds,
+            )  # fmt: skip
             self.versions[version] = defined
             return defined
 

@@ -32,15 +32,23 @@ from ._protocol import (
     ERROR_BODY,
     OPERATION_OF,
     OPERATIONS,
+    CancelRun,
+    EventSent,
     GetRun,
     ListRuns,
+    PauseRun,
     RequeueRun,
+    ResumeRun,
     RunInfo,
     RunPage,
+    RunsStopped,
     RunStarted,
     RunTransitioned,
+    SendEvent,
     StartRun,
     WaitRun,
+    WakeupRun,
+    WokenUp,
 )
 from ._states import TERMINAL, RunStatus
 from .errors import AikiError, ErrorInfo, UnavailableError, error_from_reply
@@ -149,6 +157,30 @@ class Client:
             "RunTransitioned", await self.call(RequeueRun(run_id=run_id, reason=reason))
         )
 
+    async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunsStopped:
+        """Cancel a run and all its unfinished descendants (a running one stops at once)."""
+        request = CancelRun(run_id=run_id, reason=reason)
+        return typing.cast("RunsStopped", await self.call(request))
+
+    async def pause(self, run_id: str, *, reason: str = "paused") -> RunsStopped:
+        """Pause a run; a running one stops and later resumes from its history."""
+        return typing.cast("RunsStopped", await self.call(PauseRun(run_id=run_id, reason=reason)))
+
+    async def resume(self, run_id: str) -> RunTransitioned:
+        """Resume a paused run."""
+        return typing.cast("RunTransitioned", await self.call(ResumeRun(run_id=run_id)))
+
+    async def wakeup(self, run_id: str) -> WokenUp:
+        """End the run's pending sleeps now; they report being cut short."""
+        return typing.cast("WokenUp", await self.call(WakeupRun(run_id=run_id)))
+
+    async def send_event(
+        self, run_id: str, name: str, payload: object = None, *, reference_id: str | None = None
+    ) -> EventSent:
+        """Send a raw (JSON) event; prefer ``handle.events.<name>.send`` for typed payloads."""
+        request = SendEvent(run_id=run_id, name=name, payload=payload, reference_id=reference_id)
+        return typing.cast("EventSent", await self.call(request))
+
     def handle(self, run_id: str) -> RunHandle[object]:
         """A handle on any run by ID (outputs stay plain JSON; use the version for types)."""
         return RunHandle(self, run_id, None)
@@ -194,6 +226,27 @@ class RunHandle(Generic[O]):
         status = self.info.status if self.info else "?"
         return f"<aiki run {self.run_id} ({status})>"
 
+    @property
+    def events(self) -> HandleEvents:
+        """The run's declared events: ``await handle.events.<name>.send(data)``."""
+        return HandleEvents(self)
+
+    async def cancel(self, *, reason: str = "cancelled") -> RunsStopped:
+        """Cancel this run and its unfinished descendants."""
+        return await self.client.cancel(self.run_id, reason=reason)
+
+    async def pause(self, *, reason: str = "paused") -> RunsStopped:
+        """Pause this run."""
+        return await self.client.pause(self.run_id, reason=reason)
+
+    async def resume(self) -> RunTransitioned:
+        """Resume this paused run."""
+        return await self.client.resume(self.run_id)
+
+    async def wakeup(self) -> WokenUp:
+        """Cut this run's pending sleeps short."""
+        return await self.client.wakeup(self.run_id)
+
     async def refresh(self) -> RunInfo:
         """Fetch the run's current state."""
         self.info = await self.client.get_run(GetRun(run_id=self.run_id))
@@ -233,3 +286,44 @@ class RunHandle(Generic[O]):
         return RunResult(
             success=success, status=info.status, run=info, output=output, error=info.error
         )
+
+
+class HandleEvent:
+    """One declared event of a run, seen from outside: `send` it."""
+
+    def __init__(self, handle: RunHandle[typing.Any], name: str, definition: object) -> None:
+        self._handle = handle
+        self._name = name
+        self._definition = definition
+
+    async def send(self, data: object = None, *, reference_id: str | None = None) -> EventSent:
+        """Send the event; a repeated ``reference_id`` is ignored (``duplicate`` is True).
+
+        Raises:
+            aiki.ValidationError: ``data`` does not fit the event's payload type.
+            aiki.InvalidTransitionError: the run has ended.
+        """
+        payload = data
+        if self._definition is not None:
+            payload = self._definition.payload.to_json(data)  # type: ignore[attr-defined]
+        return await self._handle.client.send_event(
+            self._handle.run_id, self._name, payload, reference_id=reference_id
+        )
+
+
+class HandleEvents:
+    """``handle.events.<name>``: typed with the handle's workflow version, raw otherwise."""
+
+    def __init__(self, handle: RunHandle[typing.Any]) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name: str) -> HandleEvent:
+        version = self._handle.version
+        if version is None:
+            return HandleEvent(self._handle, name, None)
+        definition = version.events.get(name)
+        if definition is None:
+            declared = ", ".join(sorted(version.events)) or "none"
+            raise AttributeError(f"{version.workflow}@{version.version} declares no event "
+                                 f"{name!r} (declared: {declared})")  # fmt: skip
+        return HandleEvent(self._handle, name, definition)

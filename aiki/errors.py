@@ -156,6 +156,20 @@ class TaskFailedError(AikiError):
     code: ClassVar[str] = "task_failed"
 
 
+@attrs.define(auto_exc=True)
+class TaskTimeoutError(AikiError):
+    """A task attempt ran past its ``timeout_seconds`` and was cancelled (a failed attempt)."""
+
+    code: ClassVar[str] = "task_timeout"
+
+
+@attrs.define(auto_exc=True)
+class RunTimeoutError(AikiError):
+    """A run did not end within its ``timeout_seconds``; the server failed it."""
+
+    code: ClassVar[str] = "run_timeout"
+
+
 @attrs.frozen(kw_only=True)
 class ErrorInfo:
     """Why a run or task failed: the exception type, its message, and more.

@@ -4,7 +4,7 @@
 
     server (one_for_one)
     ├── dispatcher   outbox → Redis Streams
-    ├── timers       awaiting_retry → queued when due
+    ├── timers       sleeps, wait timeouts, retries, delayed starts, run deadlines, stalls
     └── api          HTTP + WebSocket on one port (hypercorn, trio)
 
 The server owns all state in PostgreSQL and never imports or runs user code: what it
@@ -24,7 +24,6 @@ import trio
 from actors import (
     ChildSpec,
     Mailbox,
-    MailboxFullError,
     RestartIntensity,
     Startable,
     open_supervisor,
@@ -39,9 +38,9 @@ from transport import (
 )
 
 from ._api import Api, Listening, build_app
+from ._control import ControlOperations
 from ._dispatcher import Dispatcher, Wake, poke
-from ._operations import Operations
-from ._timers import RetryScheduled, Timers
+from ._timers import Deadline, Timers, schedule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -62,6 +61,8 @@ class ServerConfig:
         port: TCP port; 0 picks a free one (the URL is reported when listening).
         max_body_bytes: largest accepted request body or WebSocket frame.
         pool_size: PostgreSQL connections (and concurrent transactions).
+        stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
+        timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
     """
 
     database_url: str
@@ -70,6 +71,8 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_body_bytes: int = 2 * 1024 * 1024
     pool_size: int = 10
+    stall_after_seconds: float = 300.0
+    timer_scan_seconds: float = 15.0
 
 
 def migrations() -> list[Migration]:
@@ -99,50 +102,37 @@ async def serve(
         await streams.ping()
         await apply_migrations(store, migrations())
         dispatcher_box = Mailbox[Wake]("dispatcher", capacity=1)
-        timers_box = Mailbox[RetryScheduled]("timers", capacity=16)
-        ops = Operations(
+        timers_box = Mailbox[Deadline]("timers", capacity=1024)
+        ops = ControlOperations(
             store,
             on_queued=functools.partial(poke, dispatcher_box.address),
-            on_retry_scheduled=lambda delay: _schedule(timers_box, delay),
+            on_deadline=functools.partial(schedule, timers_box.address),
         )
         await ops.load_registry()
         listening = Listening()
-        app = build_app(
-            ops,
-            max_body_bytes=config.max_body_bytes,
-            health_checks=(store_check(store), streams.ping),
-        )
+        app = build_app(ops, max_body_bytes=config.max_body_bytes,
+                        health_checks=(store_check(store), streams.ping))  # fmt: skip
+
+        def timers() -> Timers:
+            return Timers(
+                store, functools.partial(poke, dispatcher_box.address),
+                lambda stopped: ops.stop_all(stopped, "timed out"),
+                scan_seconds=config.timer_scan_seconds,
+                stall_after_seconds=config.stall_after_seconds,
+            )  # fmt: skip
+
         children: list[Startable] = [
-            ChildSpec(
-                name="dispatcher",
-                factory=lambda: Dispatcher(store, streams),
-                mailbox=dispatcher_box,
-            ),
-            ChildSpec(
-                name="timers",
-                factory=lambda: Timers(store, dispatcher_poke(dispatcher_box)),
-                mailbox=timers_box,
-            ),
+            ChildSpec(name="dispatcher", factory=lambda: Dispatcher(store, streams),
+                      mailbox=dispatcher_box),
+            ChildSpec(name="timers", factory=timers, mailbox=timers_box),
             ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
-        ]
+        ]  # fmt: skip
         async with open_supervisor(
             "server", children, intensity=RestartIntensity(max_restarts=5, within_seconds=30)
         ):
             task_status.started(listening.urls[0])
             await shutdown_trigger()
             logger.info("server shutting down")
-
-
-def dispatcher_poke(box: Mailbox[Wake]) -> Callable[[], None]:
-    """A callable that wakes the dispatcher."""
-    return functools.partial(poke, box.address)
-
-
-def _schedule(box: Mailbox[RetryScheduled], delay: float) -> None:
-    try:
-        box.address.send_nowait(RetryScheduled(delay))
-    except MailboxFullError:  # the timers re-scan soon anyway
-        logger.debug("timers mailbox full; retry at +%.3f s found by the next scan", delay)
 
 
 def store_check(store: PostgresStore) -> Callable[[], Awaitable[None]]:

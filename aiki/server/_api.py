@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transport import CodecError
 
-from .._protocol import ERROR_BODY, OPERATIONS, ErrorBody, RegisterWorker
+from .._protocol import ERROR_BODY, OPERATIONS, PUSH, ErrorBody, RegisterWorker, StopRun
 from ..errors import (
     AikiError,
     BadRequestError,
@@ -34,10 +34,12 @@ from ..errors import (
     ReferenceConflictError,
     ValidationError,
 )
-from ._operations import Operations
+from ._control import ControlOperations
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+    from ._operations import Operations
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +103,9 @@ async def _guarded(call: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes]:
 
 @attrs.define
 class _Session:
-    """One WebSocket session: concurrent requests, serialized replies."""
+    """One WebSocket session: concurrent requests, serialized replies, server pushes."""
 
-    ops: Operations
+    ops: ControlOperations
     websocket: WebSocket
     max_bytes: int
     worker_id: str | None = None
@@ -112,16 +114,26 @@ class _Session:
 
     async def serve(self) -> None:
         await self.websocket.accept()
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    text = await self.websocket.receive_text()
-                except WebSocketDisconnect:
-                    break
-                await self._slots.acquire()
-                nursery.start_soon(self._answer, text)
-            # The peer is gone: replies in progress have nowhere to go.
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        text = await self.websocket.receive_text()
+                    except WebSocketDisconnect:
+                        break
+                    await self._slots.acquire()
+                    nursery.start_soon(self._answer, text)
+                # The peer is gone: replies in progress have nowhere to go.
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.worker_id is not None:
+                self.ops.sessions.detach(self.worker_id, self.push)
+
+    async def push(self, message: StopRun) -> None:
+        """Send a server push (``{"push": {...}}``) to the worker."""
+        frame = b'{"push":' + PUSH.encode(message) + b"}"
+        async with self._send_lock:
+            await self.websocket.send_text(frame.decode())
 
     async def _answer(self, text: str) -> None:
         try:
@@ -143,6 +155,7 @@ class _Session:
                 )
                 if isinstance(request, RegisterWorker):
                     self.worker_id = request.worker_id
+                    self.ops.sessions.attach(request.worker_id, self.push)
                 return encoded
 
             status, payload = await _guarded(call)
@@ -157,7 +170,10 @@ class _Session:
 
 
 def build_app(
-    ops: Operations, *, max_body_bytes: int, health_checks: tuple[HealthCheck, ...] = ()
+    ops: ControlOperations,
+    *,
+    max_body_bytes: int,
+    health_checks: tuple[HealthCheck, ...] = (),
 ) -> Starlette:
     """The ASGI application serving ``ops``."""
 

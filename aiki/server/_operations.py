@@ -52,9 +52,10 @@ from ..errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from . import _store
+from . import _store, _store_waits
 
 if TYPE_CHECKING:
+    import datetime as dt
     import uuid
     from collections.abc import Callable
 
@@ -110,13 +111,16 @@ class Operations:
         store: PostgresStore,
         *,
         on_queued: Callable[[], None] = lambda: None,
-        on_retry_scheduled: Callable[[float], None] = lambda _delay: None,
+        on_deadline: Callable[[dt.datetime], None] = lambda _when: None,
     ) -> None:
         self.store = store
         self.notifier = RunNotifier()
         self._on_queued = on_queued
-        self._on_retry_scheduled = on_retry_scheduled
+        self._on_deadline = on_deadline
         self._validators: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
+        self._event_validators: dict[
+            tuple[str, str], dict[str, jsonschema.protocols.Validator | None]
+        ] = {}
 
     async def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in a transaction, with storage errors mapped to Aiki errors."""
@@ -132,8 +136,15 @@ class Operations:
     async def load_registry(self) -> None:
         """Load the registered workflow versions (at startup, and on a cache miss)."""
         versions = await self.transact(_store.registered_versions)
-        for key, schema in versions.items():
-            self._validators[key] = self._validator(schema)
+        for key, (schema, events) in versions.items():
+            self._remember(key, schema, events)
+
+    def _remember(self, key: tuple[str, str], schema: object, events: object) -> None:
+        self._validators[key] = self._validator(schema)
+        event_schemas = events if isinstance(events, dict) else {}
+        self._event_validators[key] = {
+            name: self._validator(event_schema) for name, event_schema in event_schemas.items()
+        }
 
     @staticmethod
     def _validator(schema: object) -> jsonschema.protocols.Validator | None:
@@ -224,8 +235,16 @@ class Operations:
 
         started: RunStarted = await self.transact(start)
         if started.created:
-            self._on_queued()
+            self.after_start(started.run)
         return started
+
+    def after_start(self, run: RunInfo) -> None:
+        """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""
+        if run.status == "queued":
+            self._on_queued()
+        for when in (run.wake_at, run.deadline_at):
+            if when is not None:
+                self._on_deadline(when)
 
     @staticmethod
     def _existing(tx: Transaction, request: StartRun, input_hash: str) -> RunStarted | None:
@@ -315,22 +334,23 @@ class Operations:
 
     async def register_worker(self, request: RegisterWorker) -> WorkerRegistered:
         """Record a worker and the versions it serves; their schemas validate future starts."""
-        validators = {}
         for spec in request.versions:
-            if spec.input_schema is not None:
+            for schema in (spec.input_schema, *spec.event_schemas.values()):
+                if schema is None:
+                    continue
                 try:
-                    jsonschema.Draft202012Validator.check_schema(spec.input_schema)  # type: ignore[arg-type]
+                    jsonschema.Draft202012Validator.check_schema(schema)  # type: ignore[arg-type]
                 except jsonschema.SchemaError as exc:
                     raise BadRequestError(
-                        f"invalid input schema for {spec.workflow}@{spec.version}: {exc.message}"
+                        f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}"
                     ) from None
-            validators[(spec.workflow, spec.version)] = self._validator(spec.input_schema)
         await self.transact(
             lambda tx: _store.register_worker(
                 tx, request.worker_id, request.versions, request.pools, request.concurrency
             )
         )
-        self._validators.update(validators)
+        for spec in request.versions:
+            self._remember((spec.workflow, spec.version), spec.input_schema, spec.event_schemas)
         logger.info(
             "worker %s registered %d versions",
             request.worker_id,
@@ -357,7 +377,11 @@ class Operations:
             if run.revision == 2:  # the first claim: nothing can have been recorded yet
                 return RunClaimed(run=run)
             tasks, unfinished = _store.recorded_tasks(tx, run_id)
-            return RunClaimed(run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished))
+            waits, children = _store_waits.recorded_waits_and_children(tx, run_id)
+            return RunClaimed(
+                run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished),
+                waits=tuple(waits), children=tuple(children),
+            )  # fmt: skip
 
         reply: RunClaimed | ClaimRejected = await self.transact(claim)
         if isinstance(reply, RunClaimed):
@@ -403,16 +427,22 @@ class Operations:
         if request.status == "failed" and request.error is None:
             raise BadRequestError("a failed run needs an error", errors=("@ $.error",))
         run_id = self._run_uuid(request.run_id)
-        moved: RunInfo | None = await self.transact(
-            lambda tx: _store.transition_run(tx, request, run_id, worker_id)
-        )
+
+        def move(tx: Transaction) -> tuple[RunInfo | None, int]:
+            moved = _store.transition_run(tx, request, run_id, worker_id)
+            parents = 0
+            if moved is not None and moved.parent_id is not None and moved.status in TERMINAL:
+                parents = _store_waits.resolve_child_waits(tx, [run_id])
+            return moved, parents
+
+        moved, parents_queued = await self.transact(move)
         if moved is None:
             raise await self._fenced_out(run_id, request.run_id, request.revision)
         self.notifier.notify(request.run_id)
-        if moved.status == "queued":
+        if moved.status == "queued" or parents_queued:
             self._on_queued()
-        elif moved.status == "awaiting_retry":
-            self._on_retry_scheduled(request.retry_delay_seconds or 0.0)
+        if moved.status == "awaiting_retry" and moved.wake_at is not None:
+            self._on_deadline(moved.wake_at)
         return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
 
     async def requeue_run(self, request: RequeueRun) -> RunTransitioned:

@@ -33,7 +33,7 @@ _CONVERT: Final = make_wire_converter()
 
 RUN_COLUMNS: Final = (
     "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
-    "attempt, retry, created_at, updated_at"
+    "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at"
 )
 
 
@@ -58,38 +58,36 @@ def error_json(error: ErrorInfo | None) -> str | None:
 
 def run_info(row: Row) -> RunInfo:
     """Build a `RunInfo` from a row selected with `RUN_COLUMNS`."""
-    (
-        run_id,
-        workflow,
-        version,
-        status,
-        revision,
-        input_,
-        output,
-        error,
-        reference_id,
-        pool,
-        attempt,
-        retry,
-        created_at,
-        updated_at,
-    ) = row
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    error, retry = values["error"], values["retry"]
+
+    def text(name: str) -> str | None:
+        value = values[name]
+        return None if value is None else str(value)
+
     return RunInfo(
-        id=str(run_id),
-        workflow=str(workflow),
-        version=str(version),
-        status=status,  # type: ignore[arg-type]
-        revision=as_int(revision),
-        input=input_,
-        output=output,
+        id=str(values["id"]),
+        workflow=str(values["workflow"]),
+        version=str(values["version"]),
+        status=values["status"],  # type: ignore[arg-type]
+        revision=as_int(values["revision"]),
+        input=values["input"],
+        output=values["output"],
         error=None if error is None else _CONVERT.structure(error, ErrorInfo),
-        reference_id=None if reference_id is None else str(reference_id),
-        pool=None if pool is None else str(pool),
-        attempt=as_int(attempt),
+        reference_id=text("reference_id"),
+        pool=text("pool"),
+        attempt=as_int(values["attempt"]),
         retry=None if retry is None else _CONVERT.structure(retry, RetryPolicy),
-        created_at=created_at,  # type: ignore[arg-type]
-        updated_at=updated_at,  # type: ignore[arg-type]
+        parent_id=text("parent_id"),
+        deadline_at=values["deadline_at"],  # type: ignore[arg-type]
+        wake_at=values["wake_at"],  # type: ignore[arg-type]
+        stop_reason=text("stop_reason"),
+        created_at=values["created_at"],  # type: ignore[arg-type]
+        updated_at=values["updated_at"],  # type: ignore[arg-type]
     )
+
+
+_RUN_FIELDS: Final = tuple(column.strip() for column in RUN_COLUMNS.split(","))
 
 
 def new_run_id() -> uuid.UUID:
@@ -121,37 +119,50 @@ def insert_run(
     input_json: object,
     input_hash: str,
     options: StartOptions,
+    parent_id: uuid.UUID | None = None,
+    child_address: str | None = None,
+    child_seq: int | None = None,
 ) -> RunInfo | None:
-    """Create a queued run with its history and outbox rows; None if the reference ID exists."""
+    """Create a run (queued, or scheduled with a trigger) with its history and outbox rows.
+
+    Returns None if the reference ID exists already.
+    """
+    scheduled = options.start_delay_seconds is not None or options.start_at is not None
     row = tx.fetch_one(
         f"""
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
-                                   reference_id, pool, retry)
-            VALUES (%(id)s, %(workflow)s, %(version)s, 'queued', 1, %(input)s::jsonb, %(hash)s,
-                    %(reference)s, %(pool)s, %(retry)s::jsonb)
+                                   reference_id, pool, retry, wake_at, deadline_at, parent_id,
+                                   child_address, child_seq)
+            SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
+                   %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
+                   COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
+                   %(parent)s, %(child_address)s, %(child_seq)s
+            FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
+                              WHEN %(delay)s::float8 IS NOT NULL
+                              THEN now() + make_interval(secs => %(delay)s::float8)
+                         END AS at) planned
             ON CONFLICT (workflow, version, reference_id) WHERE reference_id IS NOT NULL
             DO NOTHING
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, NULL, 'queued', 1, 'started' FROM run
+            SELECT id, NULL, status, 1, 'started' FROM run
         ), outbox AS (
             INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+            WHERE status = 'queued'
         )
         SELECT {RUN_COLUMNS} FROM run
         """,
         {
-            "id": run_id,
-            "workflow": workflow,
-            "version": version,
-            "input": _json(input_json),
-            "hash": input_hash,
-            "reference": options.reference_id,
-            "pool": options.pool,
+            "id": run_id, "workflow": workflow, "version": version, "input": _json(input_json),
+            "hash": input_hash, "reference": options.reference_id, "pool": options.pool,
             "retry": None if options.retry is None else _json(_CONVERT.unstructure(options.retry)),
+            "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
+            "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
+            "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
         },
-    )
+    )  # fmt: skip
     return None if row is None else run_info(row)
 
 
@@ -370,6 +381,8 @@ def transition_run(
             UPDATE aiki_runs
             SET status = %(status)s, revision = revision + 1, output = %(output)s::jsonb,
                 error = %(error)s::jsonb, worker_id = NULL, updated_at = now(),
+                deadline_at = CASE WHEN %(status)s IN ('completed', 'failed', 'cancelled')
+                                   THEN NULL ELSE deadline_at END,
                 wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
                                ELSE now() + make_interval(secs => %(delay)s::float8) END
             WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
@@ -530,30 +543,30 @@ def register_worker(
     pools: tuple[str | None, ...],
     concurrency: int,
 ) -> None:
-    """Record a worker and the versions it serves (with their input schemas)."""
+    """Record a worker and the versions it serves (with their input and event schemas)."""
     tx.execute_many(
-        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema)"
-        " VALUES (%s, %s, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
-        " SET input_schema = EXCLUDED.input_schema, registered_at = now()",
-        [(spec.workflow, spec.version, _optional_json(spec.input_schema)) for spec in versions],
-    )
+        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema, event_schemas)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
+        " SET input_schema = EXCLUDED.input_schema, event_schemas = EXCLUDED.event_schemas,"
+        " registered_at = now()",
+        [(spec.workflow, spec.version, _optional_json(spec.input_schema),
+          _json(spec.event_schemas)) for spec in versions],
+    )  # fmt: skip
     tx.execute(
         "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
         " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
         " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
-        (
-            worker_id,
-            _json([[v.workflow, v.version] for v in versions]),
-            _json(list(pools)),
-            concurrency,
-        ),
+        (worker_id, _json([[v.workflow, v.version] for v in versions]), _json(list(pools)),
+         concurrency),
+    )  # fmt: skip
+
+
+def registered_versions(tx: Transaction) -> dict[tuple[str, str], tuple[object, object]]:
+    """Every registered workflow version with its input schema and event schemas."""
+    rows = tx.fetch_all(
+        "SELECT workflow, version, input_schema, event_schemas FROM aiki_workflow_versions"
     )
-
-
-def registered_versions(tx: Transaction) -> dict[tuple[str, str], object]:
-    """Every registered workflow version and its input schema."""
-    rows = tx.fetch_all("SELECT workflow, version, input_schema FROM aiki_workflow_versions")
-    return {(str(wf), str(ver)): schema for wf, ver, schema in rows}
+    return {(str(wf), str(ver)): (schema, events) for wf, ver, schema, events in rows}
 
 
 def heartbeat(tx: Transaction, worker_id: str) -> bool:

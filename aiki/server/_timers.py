@@ -1,72 +1,133 @@
-"""Timers: queue runs again when their retry delay has passed.
+"""Timers: everything that happens at a time. Sleeps end, wait timeouts pass, retries and
+delayed starts are queued, run deadlines fail their runs, unclaimed runs become stalled.
 
-PostgreSQL holds every deadline (``wake_at``); the actor sleeps until the earliest one,
-or until told about a sooner one, and re-scans every ``scan_seconds`` in any case, so a
-restart loses nothing.
+PostgreSQL holds every deadline. The actor keeps the near ones (within ``horizon``) in an
+in-memory heap, sleeps until the earliest, and then fires everything due with set-based
+statements in batches. New deadlines arrive as messages from this server's operations;
+a periodic scan refills the heap (deadlines created by other server instances, or
+dropped when the mailbox was full), so restarts lose nothing and a large backlog costs
+nothing until it is near.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import attrs
+import orjson
 import trio
 
-from transport import PostgresStore
+from actors import Address, MailboxFullError
+from transport import PostgresStore, make_wire_converter
 
-from . import _store
+from ..errors import ErrorInfo
+from . import _store, _store_waits
 
 logger = logging.getLogger(__name__)
 
-BATCH: Final = 500
+BATCH: Final = 1000
+_CONVERT: Final = make_wire_converter()
+RUN_TIMEOUT_ERROR: Final = orjson.dumps(_CONVERT.unstructure(ErrorInfo(
+    type="aiki.errors.RunTimeoutError", message="the run did not end within its timeout",
+    non_retryable=True, code="run_timeout",
+))).decode()  # fmt: skip
 
 
 @attrs.frozen
-class RetryScheduled:
-    """A run will be due in ``delay_seconds``."""
+class Deadline:
+    """Something becomes due at ``when``."""
 
-    delay_seconds: float
+    when: dt.datetime
+
+
+def schedule(address: Address[Deadline], when: dt.datetime) -> None:
+    """Tell the timers about a deadline without waiting; if the mailbox is full, the next
+    scan finds it."""
+    try:
+        address.send_nowait(Deadline(when))
+    except MailboxFullError:
+        logger.debug("timers mailbox full; %s is found by the next scan", when)
 
 
 @attrs.define
 class Timers:
-    """Actor: awaiting_retry → queued when due."""
+    """Actor: fires due deadlines; the heap holds those within ``horizon_seconds``."""
 
     store: PostgresStore
     on_queued: Callable[[], None]
-    scan_seconds: float = 5.0
+    on_stopped: Callable[[list[_store_waits.Stopped]], Awaitable[None]]
+    horizon_seconds: float = 60.0
+    scan_seconds: float = 15.0
+    stall_after_seconds: float = 300.0
+    _heap: list[float] = attrs.field(factory=list, init=False)
+    _next_scan: float = attrs.field(default=0.0, init=False)
 
     async def run(
         self,
-        inbox: trio.MemoryReceiveChannel[RetryScheduled],
+        inbox: trio.MemoryReceiveChannel[Deadline],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Fire due retries until the mailbox closes."""
+        """Fire deadlines until the mailbox closes."""
+        await self._scan()
         task_status.started()
         while True:
-            requeued = await self.store.transact(lambda tx: _store.requeue_due_retries(tx, BATCH))
-            if requeued:
-                logger.debug("queued %d runs for retry", requeued)
-                self.on_queued()
-                if requeued == BATCH:
-                    continue
-            wait = await self._seconds_to_next_wake()
-            with trio.move_on_after(wait):
-                while True:
-                    try:
-                        message = await inbox.receive()
-                    except trio.EndOfChannel:
-                        return
-                    if message.delay_seconds < wait:
-                        break  # sooner than what we sleep for: re-plan
+            now = time.time()
+            if self._heap and self._heap[0] <= now:
+                while self._heap and self._heap[0] <= now:
+                    heapq.heappop(self._heap)
+                await self.fire()
+                continue
+            if now >= self._next_scan:
+                await self._scan()
+                continue
+            soonest = self._heap[0] if self._heap else math.inf
+            with trio.move_on_after(min(soonest, self._next_scan) - now):
+                try:
+                    message = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                self._watch(message.when.timestamp())
 
-    async def _seconds_to_next_wake(self) -> float:
-        due = await self.store.transact(_store.next_wake)
-        if due is None:
-            return self.scan_seconds
-        seconds = (due - dt.datetime.now(dt.UTC)).total_seconds()
-        return min(self.scan_seconds, max(0.0, seconds) + 0.005)
+    def _watch(self, when: float) -> None:
+        if when <= time.time() + self.horizon_seconds:
+            heapq.heappush(self._heap, when)
+
+    async def _scan(self) -> None:
+        deadlines = await self.store.transact(
+            lambda tx: _store_waits.upcoming_deadlines(tx, self.horizon_seconds)
+        )
+        self._heap = sorted(when.timestamp() for when in deadlines)
+        stalled = await self.store.transact(
+            lambda tx: _store_waits.mark_stalled(tx, self.stall_after_seconds)
+        )
+        if stalled:
+            logger.warning("%d queued runs were not taken by any worker for %.0f s: stalled",
+                           stalled, self.stall_after_seconds)  # fmt: skip
+        self._next_scan = time.time() + self.scan_seconds
+        if self._heap and self._heap[0] <= time.time():
+            await self.fire()
+
+    async def fire(self) -> None:
+        """Fire everything due now (in batches), then queue and stop what that moved."""
+        queued = 0
+        while True:
+            woken = await self.store.transact(lambda tx: _store_waits.fire_due_waits(tx, BATCH))
+            retried = await self.store.transact(lambda tx: _store.requeue_due_retries(tx, BATCH))
+            started = await self.store.transact(lambda tx: _store_waits.queue_scheduled(tx, BATCH))
+            stopped = await self.store.transact(
+                lambda tx: _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
+            )
+            queued += woken + retried + started
+            if stopped:
+                await self.on_stopped(stopped)
+            if max(woken, retried, started, len(stopped)) < BATCH:
+                break
+        if queued or stopped:
+            self.on_queued()

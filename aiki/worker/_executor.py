@@ -20,7 +20,19 @@ import trio
 from actors import Address
 from transport import RedisStreams, StreamEntry
 
-from .._protocol import ClaimRejected, ClaimRun, RecordTask, RunClaimed, RunInfo, TransitionRun
+from .._protocol import (
+    BeginWait,
+    ClaimRejected,
+    ClaimRun,
+    RecordTask,
+    RunClaimed,
+    RunInfo,
+    RunStarted,
+    StartChild,
+    StopRun,
+    SuspendRun,
+    TransitionRun,
+)
 from .._run_context import Run, RunTakenOver
 from .._streams import GROUP, QUEUED_RUN
 from .._workflow import WorkflowVersion
@@ -38,9 +50,13 @@ from ._link import Call, call
 if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .._replay import RecordedWait
+
 logger = logging.getLogger(__name__)
 
 GIVE_BACK_SECONDS: Final = 5.0
+SETTLE_ROUNDS: Final = 3
+"""Scheduler rounds to let other branches reach their next step before suspending."""
 
 
 @attrs.frozen(kw_only=True)
@@ -51,21 +67,47 @@ class ExecuteRun:
 
 
 @attrs.define
+class _Running:
+    """One run this worker executes: its cancel scope, and why the server stopped it."""
+
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    stopped_because: str | None = None
+
+
+@attrs.define
 class Executing:
-    """What this worker runs right now (read by the heartbeat) and its free capacity."""
+    """What this worker runs right now (read by the heartbeat), and its free capacity."""
 
     capacity: trio.Semaphore
-    run_ids: set[str] = attrs.Factory(set)
+    running: dict[str, _Running] = attrs.Factory(dict)
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """The runs in progress."""
+        return tuple(sorted(self.running))
+
+    def stop(self, message: StopRun) -> None:
+        """The server stopped this run (cancelled, paused, timed out): cancel its execution."""
+        running = self.running.get(message.run_id)
+        if running is not None:
+            running.stopped_because = message.reason
+            running.scope.cancel()
 
 
-class _LinkRecorder:
-    """Sends task outcomes through the run actor's retrying call."""
+class _LinkGateway:
+    """A run's way to the server: the run actor's retrying call."""
 
     def __init__(self, call: Callable[[object], Awaitable[object]]) -> None:
         self._call = call
 
     async def record_task(self, request: RecordTask) -> None:
         await self._call(request)
+
+    async def begin_wait(self, request: BeginWait) -> RecordedWait:
+        return typing.cast("RecordedWait", await self._call(request))
+
+    async def start_child(self, request: StartChild) -> RunInfo:
+        return typing.cast("RunStarted", await self._call(request)).run
 
 
 @attrs.define
@@ -120,68 +162,82 @@ class RunActor:
             logger.debug("run %s not claimed: %s", queued.run_id, claim and claim.reason)
         else:
             assert isinstance(claim, RunClaimed)
-            self.executing.run_ids.add(claim.run.id)
             try:
                 await self._run_claimed(claim)
             except (RunTakenOver, ConflictError, NotFoundError) as exc:
                 # Fenced out: another owner holds the run now. Record nothing more.
-                logger.warning(
-                    "run %s was taken over; stopping this execution: %s",
-                    claim.run.id,
-                    exc,
-                    extra={"run_id": claim.run.id},
-                )
-            finally:
-                self.executing.run_ids.discard(claim.run.id)
+                logger.warning("run %s was taken over; stopping this execution: %s",
+                               claim.run.id, exc, extra={"run_id": claim.run.id})  # fmt: skip
         # Acknowledged only now: the outcome is recorded (or the entry was stale).
         await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
 
     async def _run_claimed(self, claim: RunClaimed) -> None:
         info = claim.run
         version = self.versions[(info.workflow, info.version)]
+        running = self.executing.running[info.id] = _Running()
         try:
-            outcome = await self._run_handler(version, claim)
-        except RunTakenOver:
-            raise
+            with running.scope:
+                outcome = await self._run_handler(version, claim)
         except BaseException:
-            # Cancelled (e.g. shutdown past its grace): give the run back at once.
-            give_back = TransitionRun(
-                run_id=info.id, revision=info.revision, status="queued", reason="worker stopped"
-            )
+            # Cancelled from outside (shutdown past its grace): give the run back at once.
+            give_back = TransitionRun(run_id=info.id, revision=info.revision, status="queued",
+                                      reason="worker stopped")  # fmt: skip
             with trio.move_on_after(GIVE_BACK_SECONDS, shield=True), contextlib.suppress(AikiError):
                 await self._call(give_back)
             raise
+        finally:
+            del self.executing.running[info.id]
+        if running.stopped_because is not None:
+            logger.info("run %s stopped by the server (%s)", info.id, running.stopped_because,
+                        extra={"run_id": info.id})  # fmt: skip
+            return
         await self._call(outcome)
 
     async def _run_handler(
         self, version: WorkflowVersion[typing.Any, typing.Any], claim: RunClaimed
-    ) -> TransitionRun:
+    ) -> TransitionRun | SuspendRun:
         info = claim.run
         try:
             input_value = version.input_type.from_json(info.input)
-            run = Run[typing.Any](
-                run_id=info.id,
-                workflow=info.workflow,
-                version=info.version,
-                attempt=info.attempt,
-                revision=info.revision,
-                input_value=input_value,
-                recorded=claim.tasks,
-                task_attempts=claim.task_attempts,
-                recorder=_LinkRecorder(self._call),
-            )
-            args = (run, input_value) if version.takes_input else (run,)
-            result = await version.handler(*args)
-            output = version.output_type.to_json(result)
-        except Exception as exc:  # the workflow failed; Cancelled and RunTakenOver pass
+        except ValidationError as exc:
             return self._failure(version, info, exc)
-        return TransitionRun(
-            run_id=info.id,
-            revision=info.revision,
-            status="completed",
-            output=output,
-            reason="completed",
-        )
+        run = Run[typing.Any](
+            run_id=info.id, workflow=info.workflow, version=info.version, attempt=info.attempt,
+            revision=info.revision, input_value=input_value, recorded=claim.tasks,
+            waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
+            gateway=_LinkGateway(self._call), events=version.events,
+        )  # fmt: skip
+        args = (run, input_value) if version.takes_input else (run,)
+        outcome: TransitionRun | SuspendRun | None = None
+        async with trio.open_nursery() as nursery:
+            handler_scope = trio.CancelScope()
+
+            async def suspend_when_all_blocked() -> None:
+                nonlocal outcome
+                while True:
+                    await run.wait_until_all_blocked()
+                    # Let every other branch run up to its next step before deciding.
+                    for _ in range(SETTLE_ROUNDS):
+                        await trio.lowlevel.checkpoint()
+                    if run.all_blocked:
+                        outcome = SuspendRun(run_id=info.id, revision=info.revision,
+                                             blocked_on=run.blocked_on)  # fmt: skip
+                        handler_scope.cancel()
+                        return
+
+            nursery.start_soon(suspend_when_all_blocked)
+            with handler_scope:
+                try:
+                    result = await version.handler(*args)
+                    outcome = TransitionRun(
+                        run_id=info.id, revision=info.revision, status="completed",
+                        output=version.output_type.to_json(result), reason="completed",
+                    )  # fmt: skip
+                except Exception as exc:  # the workflow failed; Cancelled, RunTakenOver pass
+                    outcome = self._failure(version, info, exc)
+            nursery.cancel_scope.cancel()
+        assert outcome is not None
+        return outcome
 
     def _failure(
         self, version: WorkflowVersion[typing.Any, typing.Any], info: RunInfo, exc: Exception

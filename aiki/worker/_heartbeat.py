@@ -30,8 +30,6 @@ class Heartbeats:
         """Beat until the mailbox closes."""
         task_status.started()
         async for _ in messages_or_ticks(inbox, self.interval_seconds):
-            beat = Heartbeat(
-                worker_id=self.worker_id, run_ids=tuple(sorted(self.executing.run_ids))
-            )
+            beat = Heartbeat(worker_id=self.worker_id, run_ids=self.executing.run_ids)
             with trio.fail_after(self.interval_seconds):
                 await call(self.link, beat)

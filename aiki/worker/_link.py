@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -21,7 +22,7 @@ import trio_websocket
 
 from actors import Address, answer, ask
 
-from .._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, RegisterWorker
+from .._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, PUSH, RegisterWorker, StopRun
 from ..errors import AikiError, UnavailableError, error_from_reply
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Link:
     url: str
     """The server's base URL (``http://...``); the session is at ``/api/v1/session``."""
     registration: RegisterWorker
+    on_push: Callable[[StopRun], None] = lambda _message: None
+    """Called with each server push (e.g. stop a run that was cancelled)."""
     _pending: dict[int, tuple[str, trio.MemorySendChannel[Reply | AikiError]]] = attrs.field(
         factory=dict, init=False
     )
@@ -138,6 +141,9 @@ class Link:
     async def _read_replies(self, websocket: trio_websocket.WebSocketConnection) -> None:
         while True:
             frame = orjson.loads(await websocket.get_message())
+            if "push" in frame:
+                self.on_push(PUSH.structure(frame["push"]))
+                continue
             pending = self._pending.pop(frame["id"], None)
             if pending is None:
                 logger.warning("reply to unknown request %s", frame.get("id"))

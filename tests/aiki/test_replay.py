@@ -15,7 +15,7 @@ EMAIL = task_address("email", None)
 
 def done(address: str, seq: int = 0, output: object = "ok") -> RecordedTask:
     return RecordedTask(
-        address=address, seq=seq, name=address.split(":")[0], state="completed", output=output
+        address=address, seq=seq, name=address.split(":")[1], state="completed", output=output
     )
 
 
@@ -80,7 +80,7 @@ def test_a_call_inserted_before_recorded_ones_is_caught_before_it_runs() -> None
 def test_a_recorded_call_with_changed_input_is_caught() -> None:
     """Changing a task's input changes its address: the old record is unconsumed, so it fails."""
     log = ReplayLog([done(CHARGE_A)])
-    with pytest.raises(NonDeterminismError, match=r"were not replayed"):
+    with pytest.raises(NonDeterminismError, match=r"steps were not replayed"):
         log.call(CHARGE_B)
 
 
