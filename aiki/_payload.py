@@ -45,6 +45,8 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict(str, (str,)))
     converter.register_structure_hook(bool, _strict(bool, (bool,)))
     converter.register_structure_hook(type(None), _strict(type(None), (type(None),)))
+    # `object` (like Any) means "any JSON value": passed through as is.
+    converter.register_structure_hook_func(lambda cls: cls is object, lambda value, _: value)
     return converter
 
 

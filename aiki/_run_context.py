@@ -156,12 +156,14 @@ class ChildRun(Generic[O]):
             return TimedOut()
         outcome = typing.cast("dict[str, object]", record.result or {})
         ended = typing.cast("RunStatus", outcome.get("status"))
-        output = self.version.output_type.from_json(outcome.get("output"))
+        output = None
+        if ended == "completed":
+            output = self.version.output_type.from_json(outcome.get("output"))
         error = outcome.get("error")
         return ChildResult(
             success=ended == status,
             status=ended,
-            output=output if ended == "completed" else None,
+            output=output,
             error=None if error is None else _CONVERT.structure(error, ErrorInfo),
         )
 

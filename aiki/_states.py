@@ -26,21 +26,25 @@ WAITING: Final[frozenset[str]] = frozenset(
 )
 
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "scheduled": frozenset({"queued", "cancelled"}),
-    "queued": frozenset({"running", "paused", "stalled", "cancelled"}),
+    "scheduled": frozenset({"queued", "cancelled", "failed"}),
+    "queued": frozenset({"running", "paused", "stalled", "cancelled", "failed"}),
     # running -> queued: the claim was released (recovery, or the worker gave the run back).
     "running": frozenset({"completed", "failed", "cancelled", "paused", "queued"} | WAITING),
-    "paused": frozenset({"queued", "cancelled"}),
-    "sleeping": frozenset({"queued", "paused", "cancelled"}),
-    "awaiting_event": frozenset({"queued", "paused", "cancelled"}),
-    "awaiting_retry": frozenset({"queued", "paused", "cancelled"}),
-    "awaiting_child_workflow": frozenset({"queued", "paused", "cancelled"}),
-    "stalled": frozenset({"queued", "cancelled"}),
+    "paused": frozenset({"queued", "cancelled", "failed"}),
+    "sleeping": frozenset({"queued", "paused", "cancelled", "failed"}),
+    "awaiting_event": frozenset({"queued", "paused", "cancelled", "failed"}),
+    "awaiting_retry": frozenset({"queued", "paused", "cancelled", "failed"}),
+    "awaiting_child_workflow": frozenset({"queued", "paused", "cancelled", "failed"}),
+    "stalled": frozenset({"queued", "cancelled", "failed"}),
     "completed": frozenset(),
     "failed": frozenset(),
     "cancelled": frozenset(),
 }
-"""For each status, the statuses a run may move to next."""
+"""For each status, the statuses a run may move to next. Every non-terminal status may go
+to ``failed`` because a run timeout fails the run wherever it is."""
+
+INITIAL: Final[frozenset[str]] = frozenset({"queued", "scheduled"})
+"""The statuses a run is created in."""
 
 
 def can_transition(current: str, target: str) -> bool:

@@ -174,13 +174,40 @@ def _load_worker(target: str) -> Worker:
 @click.option(
     "--redis-url", envvar="AIKI_REDIS_URL", required=True, help="Redis URL [env AIKI_REDIS_URL]."
 )
+@click.option(
+    "--stall-after",
+    default=300.0,
+    show_default=True,
+    help="Seconds a queued run may go untaken before it is marked stalled.",
+)
+@click.option(
+    "--timer-scan",
+    default=15.0,
+    show_default=True,
+    help="Seconds between the timers' scans of upcoming deadlines.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
-def server(host: str, port: int, database_url: str, redis_url: str, verbose: bool) -> None:
+def server(
+    host: str,
+    port: int,
+    database_url: str,
+    redis_url: str,
+    stall_after: float,
+    timer_scan: float,
+    verbose: bool,
+) -> None:
     """Run the Aiki server (API, dispatcher, timers) until SIGINT/SIGTERM."""
     from .server import ServerConfig, serve
 
     _configure_logging(verbose)
-    config = ServerConfig(database_url=database_url, redis_url=redis_url, host=host, port=port)
+    config = ServerConfig(
+        database_url=database_url,
+        redis_url=redis_url,
+        host=host,
+        port=port,
+        stall_after_seconds=stall_after,
+        timer_scan_seconds=timer_scan,
+    )
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:

@@ -153,7 +153,9 @@ async def run_worker(
         )
         children: list[Startable] = [
             ChildSpec(
-                name="link", factory=lambda: Link(config.server_url, registration), mailbox=link_box
+                name="link",
+                factory=lambda: Link(config.server_url, registration, on_push=executing.stop),
+                mailbox=link_box,
             ),
             runs.spec,
             ChildSpec(

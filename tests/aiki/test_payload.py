@@ -64,6 +64,7 @@ SHIPMENT: Shipment = {
         (Shipment, SHIPMENT),
         (list[int], [1, 2]),
         (dict[str, float], {"x": 1.5}),
+        (dict[str, object], {"a": [1, {"b": None}], "c": "d"}),
         (int, 3),
         (str, "s"),
         (bool, True),

@@ -24,9 +24,26 @@ class Cluster:
     logs: Path
     server: AikiProcess
     workers: list[AikiProcess]
+    server_args: list[str] = attrs.Factory(list)
 
     def env(self) -> dict[str, str]:
         return {"AIKI_E2E_DATABASE_URL": self.database_url}
+
+    def start_server(self, port: int) -> None:
+        """Start the server (on ``port``; 0 picks one) and wait until it listens."""
+        env = {"AIKI_DATABASE_URL": self.database_url, "AIKI_REDIS_URL": self.redis_url,
+               **self.env()}  # fmt: skip
+        self.server = start_aiki(
+            ["server", "--port", str(port), *self.server_args],
+            self.logs / f"server-{uuid.uuid4().hex[:6]}.log", env,
+        )  # fmt: skip
+        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+
+    def restart_server(self) -> None:
+        """SIGKILL the server and start a new one on the same port."""
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server.kill()
+        self.start_server(port)
 
     def start_worker(self, target: str, grace: float = 5.0) -> tuple[AikiProcess, str]:
         """Start one more worker serving ``target``; return it and its worker ID."""
@@ -66,27 +83,23 @@ def e2e_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(e2e_database: str, redis_url: str) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -> Iterator[Cluster]:
+    """Server and two workers; a test module may set ``WORKER_TARGET`` and ``SERVER_ARGS``."""
+    target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
+    server_args = list(getattr(request.module, "SERVER_ARGS", []))
     client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("aiki:runs:e2e-*"):
-        client.delete(key)
+    for pattern in ("aiki:runs:e2e-*", "aiki:runs:w-*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
     logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))
-    env = {
-        "AIKI_DATABASE_URL": e2e_database,
-        "AIKI_REDIS_URL": redis_url,
-        "AIKI_E2E_DATABASE_URL": e2e_database,
-    }
-    server = start_aiki(["server", "--port", "0"], logs / "server.log", env)
-    processes = [server]
+    found = Cluster("", e2e_database, redis_url, logs, None, [], server_args)  # type: ignore[arg-type]
     try:
-        url = server.wait_ready(r"listening on (\S+)").group(1)
-        found = Cluster(url, e2e_database, redis_url, logs, server, [])
+        found.start_server(port=0)
         for _ in range(2):
-            worker, _ = found.start_worker("tests.e2e.flows:main_worker")
+            worker, _ = found.start_worker(target)
             found.workers.append(worker)
-            processes.append(worker)
         yield found
-        processes = [*found.workers, server]
     finally:
-        for process in reversed(processes):
-            process.stop()
+        for process in reversed([found.server, *found.workers]):
+            if process is not None:
+                process.stop()

@@ -425,3 +425,16 @@ async def test_a_fenced_out_execution_stops_even_if_the_handler_swallows_excepti
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, "task done")
     assert await _effects(cluster, "swallow-1", "after") == 1, "the zombie did not continue"
+
+
+def test_every_recorded_transition_is_one_the_state_machine_allows(cluster: Cluster) -> None:
+    """Across everything this module ran, the history holds only allowed transitions."""
+    from aiki._states import INITIAL, can_transition
+
+    pairs = _query(cluster, "SELECT DISTINCT from_status, to_status FROM aiki_transitions")
+    bad = [
+        (before, after) for before, after in pairs
+        if not (after in INITIAL if before is None else can_transition(str(before), str(after)))
+    ]  # fmt: skip
+    assert bad == []
+    assert len(pairs) >= 6
