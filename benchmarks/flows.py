@@ -27,3 +27,14 @@ async def five_tasks(run: aiki.Run[int], x: int) -> int:
 
 
 worker = aiki.Worker(one_task, five_tasks, concurrency=32)
+
+
+sleepy = aiki.workflow("bench-sleepy")
+
+
+@sleepy.version("1")
+async def sleeper(run: aiki.Run[float], seconds: float) -> bool:
+    return await run.sleep("nap", seconds=seconds)
+
+
+sleeper_worker = aiki.Worker(one_task, five_tasks, sleeper, concurrency=32)

@@ -504,7 +504,9 @@ def upcoming_deadlines(tx: Transaction, horizon_seconds: float) -> list[dt.datet
     """Every distinct deadline (any kind) due within the horizon, for the timers' heap."""
     rows = tx.fetch_all(
         """
-        SELECT DISTINCT date_trunc('milliseconds', at) FROM (
+        -- Rounded *up* to the millisecond: firing at a time before the true deadline
+        -- would find nothing due and lose that deadline until the next scan.
+        SELECT DISTINCT date_trunc('milliseconds', at) + interval '1 millisecond' FROM (
             SELECT wake_at AS at FROM aiki_waits
             WHERE state = 'pending' AND wake_at < now() + make_interval(secs => %(h)s)
             UNION ALL

@@ -24,7 +24,7 @@ import orjson
 import trio
 
 from actors import Address, MailboxFullError
-from transport import PostgresStore, make_wire_converter
+from transport import PostgresStore, Transaction, make_wire_converter
 
 from ..errors import ErrorInfo
 from . import _store, _store_waits
@@ -115,19 +115,20 @@ class Timers:
             await self.fire()
 
     async def fire(self) -> None:
-        """Fire everything due now (in batches), then queue and stop what that moved."""
-        queued = 0
+        """Fire everything due now (in batches of one transaction each), then queue and stop
+        what that moved."""
+
+        def fire_batch(tx: Transaction) -> tuple[int, list[_store_waits.Stopped]]:
+            queued = (_store_waits.fire_due_waits(tx, BATCH)
+                      + _store.requeue_due_retries(tx, BATCH)
+                      + _store_waits.queue_scheduled(tx, BATCH))  # fmt: skip
+            return queued, _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
+
         while True:
-            woken = await self.store.transact(lambda tx: _store_waits.fire_due_waits(tx, BATCH))
-            retried = await self.store.transact(lambda tx: _store.requeue_due_retries(tx, BATCH))
-            started = await self.store.transact(lambda tx: _store_waits.queue_scheduled(tx, BATCH))
-            stopped = await self.store.transact(
-                lambda tx: _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
-            )
-            queued += woken + retried + started
+            queued, stopped = await self.store.transact(fire_batch)
+            if queued:
+                self.on_queued()
             if stopped:
                 await self.on_stopped(stopped)
-            if max(woken, retried, started, len(stopped)) < BATCH:
-                break
-        if queued or stopped:
-            self.on_queued()
+            if queued < BATCH and len(stopped) < BATCH:
+                return
