@@ -303,6 +303,9 @@ async def test_concurrent_branches_suspend_together_resume_on_any_wait_and_repla
     assert statuses[-1] == "completed"
     tasks = await _q(cluster, "SELECT count(*) FROM aiki_tasks WHERE run_id = %s", (handle.run_id,))
     assert tasks == [(3,)], "each task ran once, whatever the number of replays"
+    children = await _q(cluster, "SELECT count(*) FROM aiki_runs WHERE parent_id = %s",
+                        (handle.run_id,))  # fmt: skip
+    assert children == [(1,)], "the child was started once, whatever the number of replays"
 
 
 def test_every_recorded_transition_is_one_the_state_machine_allows(cluster: Cluster) -> None:
