@@ -261,8 +261,16 @@ class WakeupRun:
 
 
 @attrs.frozen(kw_only=True)
+class ClaimNext:
+    """Claim up to ``limit`` queued runs this worker serves (the path while Redis is down)."""
+
+    worker_id: str
+    limit: int = 1
+
+
+@attrs.frozen(kw_only=True)
 class Heartbeat:
-    """A worker is alive and holds these runs."""
+    """A worker is alive and holds these runs (their claims are refreshed)."""
 
     worker_id: str
     run_ids: tuple[str, ...] = ()
@@ -312,6 +320,13 @@ class RunClaimed:
     children: tuple[RecordedChild, ...] = ()
     task_attempts: tuple[tuple[str, int, int], ...] = ()
     """Failed attempts so far of tasks without a final outcome: (address, seq, attempts)."""
+
+
+@attrs.frozen(kw_only=True)
+class ClaimedRuns:
+    """Reply to `ClaimNext`: the runs now held by the worker (possibly none)."""
+
+    claims: tuple[RunClaimed, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -427,6 +442,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
         _operation("pause_run", PauseRun, RunsStopped),
         _operation("resume_run", ResumeRun, RunTransitioned),
         _operation("wakeup_run", WakeupRun, WokenUp),
+        _operation("claim_next", ClaimNext, ClaimedRuns),
     )
 }
 """Every operation by name, as used in URLs and WebSocket frames."""

@@ -186,6 +186,18 @@ def _load_worker(target: str) -> Worker:
     show_default=True,
     help="Seconds between the timers' scans of upcoming deadlines.",
 )
+@click.option(
+    "--claim-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a worker's runs are queued again.",
+)
+@click.option(
+    "--redelivery-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a published run may stay queued before it is published again.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -194,9 +206,11 @@ def server(
     redis_url: str,
     stall_after: float,
     timer_scan: float,
+    claim_timeout: float,
+    redelivery_timeout: float,
     verbose: bool,
 ) -> None:
-    """Run the Aiki server (API, dispatcher, timers) until SIGINT/SIGTERM."""
+    """Run the Aiki server (API, dispatcher, timers, sweeper) until SIGINT/SIGTERM."""
     from .server import ServerConfig, serve
 
     _configure_logging(verbose)
@@ -207,6 +221,8 @@ def server(
         port=port,
         stall_after_seconds=stall_after,
         timer_scan_seconds=timer_scan,
+        claim_timeout_seconds=claim_timeout,
+        redelivery_seconds=redelivery_timeout,
     )
 
     async def main_fn() -> None:
@@ -244,6 +260,18 @@ def server(
     show_default=True,
     help="Seconds runs in progress may take to finish on shutdown.",
 )
+@click.option(
+    "--heartbeat",
+    default=5.0,
+    show_default=True,
+    help="Seconds between heartbeats (keep well under the server's --claim-timeout).",
+)
+@click.option(
+    "--claim-idle",
+    default=60.0,
+    show_default=True,
+    help="Seconds a stream entry may stay unacknowledged before this worker takes it over.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def worker(
     target: str,
@@ -251,6 +279,8 @@ def worker(
     redis_url: str,
     concurrency: int | None,
     shutdown_grace: float,
+    heartbeat: float,
+    claim_idle: float,
     verbose: bool,
 ) -> None:
     """Run a worker serving TARGET (module:attribute naming an aiki.Worker)."""
@@ -261,8 +291,9 @@ def worker(
     if concurrency is not None:
         served.concurrency = concurrency
     config = WorkerConfig(
-        server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace
-    )
+        server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
+        heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle,
+    )  # fmt: skip
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:

@@ -5,6 +5,7 @@
     server (one_for_one)
     ├── dispatcher   outbox → Redis Streams
     ├── timers       sleeps, wait timeouts, retries, delayed starts, run deadlines, stalls
+    ├── sweeper      stale claims and silent workers → runs queued again (recovery)
     └── api          HTTP + WebSocket on one port (hypercorn, trio)
 
 The server owns all state in PostgreSQL and never imports or runs user code: what it
@@ -40,6 +41,7 @@ from transport import (
 from ._api import Api, Listening, build_app
 from ._control import ControlOperations
 from ._dispatcher import Dispatcher, Wake, poke
+from ._sweeper import Sweeper
 from ._timers import Deadline, Timers, schedule
 
 if TYPE_CHECKING:
@@ -62,6 +64,10 @@ class ServerConfig:
         max_body_bytes: largest accepted request body or WebSocket frame.
         pool_size: PostgreSQL connections (and concurrent transactions).
         stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
+        claim_timeout_seconds: a run whose worker sent no heartbeat for this long is released
+            and queued again (the old worker is fenced off).
+        redelivery_seconds: a run still queued this long after it was published is
+            published again (Redis may have lost it).
         timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
     """
 
@@ -73,6 +79,8 @@ class ServerConfig:
     pool_size: int = 10
     stall_after_seconds: float = 300.0
     timer_scan_seconds: float = 15.0
+    claim_timeout_seconds: float = 30.0
+    redelivery_seconds: float = 60.0
 
 
 def migrations() -> list[Migration]:
@@ -122,8 +130,12 @@ async def serve(
             )  # fmt: skip
 
         children: list[Startable] = [
-            ChildSpec(name="dispatcher", factory=lambda: Dispatcher(store, streams),
-                      mailbox=dispatcher_box),
+            ChildSpec(name="dispatcher", mailbox=dispatcher_box, factory=lambda: Dispatcher(
+                store, streams, redelivery_seconds=config.redelivery_seconds)),
+            ChildSpec(name="sweeper", factory=lambda: Sweeper(
+                store, functools.partial(poke, dispatcher_box.address),
+                claim_timeout_seconds=config.claim_timeout_seconds,
+                worker_timeout_seconds=config.claim_timeout_seconds)),
             ChildSpec(name="timers", factory=timers, mailbox=timers_box),
             ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
         ]  # fmt: skip

@@ -17,8 +17,12 @@ from typing import TYPE_CHECKING, Final
 from .._protocol import (
     BeginWait,
     CancelRun,
+    ClaimedRuns,
+    ClaimNext,
     EventSent,
     GetRun,
+    Heartbeat,
+    HeartbeatAck,
     PauseRun,
     ResumeRun,
     RunsStopped,
@@ -41,7 +45,7 @@ from ..errors import (
     RunNotFoundError,
     ValidationError,
 )
-from . import _store, _store_waits
+from . import _store, _store_recovery, _store_waits
 from ._operations import Operations, _path
 
 if TYPE_CHECKING:
@@ -114,6 +118,10 @@ class ControlOperations(Operations):
                 return await self.resume_run(request)
             case WakeupRun():
                 return await self.wakeup_run(request)
+            case ClaimNext():
+                return await self.claim_next(request)
+            case Heartbeat():
+                return await self.heartbeat(request)
             case _:
                 return await super().handle(request, worker_id=worker_id)
 
@@ -287,6 +295,27 @@ class ControlOperations(Operations):
         self.notifier.notify(request.run_id)
         self._on_queued()
         return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
+
+    async def heartbeat(self, request: Heartbeat) -> HeartbeatAck:
+        """The worker is alive: refresh the claims of the runs it holds."""
+        run_ids = [run_id for run_id in request.run_ids if _store.parse_run_id(run_id)]
+        seen = await self.transact(
+            lambda tx: _store_recovery.refresh_claims(tx, request.worker_id, run_ids)
+        )
+        if not seen:
+            raise NotFoundError(f"worker {request.worker_id!r} is not registered")
+        return HeartbeatAck(worker_id=request.worker_id)
+
+    async def claim_next(self, request: ClaimNext) -> ClaimedRuns:
+        """Give the worker queued runs it serves (the pull path while Redis is down)."""
+        if not 1 <= request.limit <= 1000:
+            raise BadRequestError("limit must be within 1..1000")
+        claims = await self.transact(
+            lambda tx: _store_recovery.claim_next(tx, request.worker_id, request.limit)
+        )
+        for claim in claims:
+            self.notifier.notify(claim.run.id)
+        return ClaimedRuns(claims=tuple(claims))
 
     async def wakeup_run(self, request: WakeupRun) -> WokenUp:
         """Cut the run's pending sleeps short."""

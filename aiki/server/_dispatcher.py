@@ -21,7 +21,8 @@ from actors import Address, MailboxFullError, messages_or_ticks
 from transport import PostgresStore, RedisStreams
 
 from .._streams import QUEUED_RUN, QueuedRun, stream_for
-from . import _store
+from . import _store, _store_recovery
+from ._outages import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ def poke(address: Address[Wake]) -> None:
 
 @attrs.define
 class Dispatcher:
-    """Actor: outbox → Redis Streams, on every wake and every ``idle_scan_seconds``."""
+    """Actor: outbox → Redis Streams, on every wake and every ``idle_scan_seconds``; runs
+    published longer than ``redelivery_seconds`` ago and still queued are published again."""
 
     store: PostgresStore
     streams: RedisStreams
     idle_scan_seconds: float = 1.0
+    redelivery_seconds: float = 60.0
 
     async def run(
         self,
@@ -54,11 +57,24 @@ class Dispatcher:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Publish until the mailbox closes (a crash here is restarted by the supervisor)."""
+        """Publish until the mailbox closes. Outages are waited out (starts keep arriving
+        in the outbox meanwhile); other errors crash the actor for its supervisor."""
+        outage = Outage("dispatcher")
+        next_redelivery = trio.current_time() + self.redelivery_seconds / 2
         task_status.started()
-        await self.publish_pending()
+        await outage.guard(self.publish_pending)
         async for _ in messages_or_ticks(inbox, self.idle_scan_seconds):
-            await self.publish_pending()
+            await outage.guard(self.publish_pending)
+            if trio.current_time() >= next_redelivery and not outage.ongoing:
+                await outage.guard(self.redeliver)
+                next_redelivery = trio.current_time() + self.redelivery_seconds / 2
+
+    async def _publish(self, entries: list[_store.OutboxEntry]) -> None:
+        await self.streams.publish_many([
+            (stream_for(e.workflow, e.version, e.pool),
+             QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
+            for e in entries
+        ])  # fmt: skip
 
     async def publish_pending(self) -> int:
         """Publish every unleased outbox row; return how many runs were published."""
@@ -69,18 +85,22 @@ class Dispatcher:
             )
             if not entries:
                 return published
-            await self.streams.publish_many(
-                [
-                    (
-                        stream_for(e.workflow, e.version, e.pool),
-                        QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)),
-                    )
-                    for e in entries
-                ]
-            )
+            await self._publish(entries)
             ids = [entry.outbox_id for entry in entries]
             await self.store.transact(functools.partial(_store.delete_outbox, outbox_ids=ids))
             published += len(entries)
             logger.debug("published %d runs", len(entries))
             if len(entries) < BATCH:
                 return published
+
+    async def redeliver(self) -> int:
+        """Publish again queued runs that were published long ago (Redis may have lost
+        them, e.g. restarted without persistence); duplicates are refused at claim."""
+        entries = await self.store.transact(
+            lambda tx: _store_recovery.redeliverable(tx, self.redelivery_seconds, BATCH)
+        )
+        if entries:
+            await self._publish(entries)
+            logger.warning("re-published %d runs queued for over %.0f s", len(entries),
+                           self.redelivery_seconds)  # fmt: skip
+        return len(entries)

@@ -252,7 +252,8 @@ def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | N
             SELECT id, status, worker_id FROM aiki_runs WHERE id = %(id)s FOR UPDATE
         ), claimed AS (
             UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
-                                   worker_id = %(worker)s, updated_at = now()
+                                   worker_id = %(worker)s, claimed_at = now(),
+                                   updated_at = now()
             FROM old
             WHERE r.id = old.id AND (old.status = 'queued'
                                      OR (old.status = 'running' AND old.worker_id = %(worker)s))
@@ -529,8 +530,12 @@ def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[Outb
 
 
 def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
-    """Forget outbox rows once their runs are published."""
-    tx.execute("DELETE FROM aiki_outbox WHERE id = ANY(%s)", (outbox_ids,))
+    """Forget outbox rows once their runs are published, and note when they were."""
+    tx.execute(
+        "WITH done AS (DELETE FROM aiki_outbox WHERE id = ANY(%s) RETURNING run_id)"
+        " UPDATE aiki_runs SET published_at = now() WHERE id IN (SELECT run_id FROM done)",
+        (outbox_ids,),
+    )
 
 
 # -- workers and versions ------------------------------------------------------------------------

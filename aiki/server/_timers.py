@@ -28,6 +28,7 @@ from transport import PostgresStore, Transaction, make_wire_converter
 
 from ..errors import ErrorInfo
 from . import _store, _store_waits
+from ._outages import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +75,20 @@ class Timers:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Fire deadlines until the mailbox closes."""
+        """Fire deadlines until the mailbox closes (outages are waited out)."""
+        outage = Outage("timers")
         await self._scan()
         task_status.started()
         while True:
             now = time.time()
             if self._heap and self._heap[0] <= now:
-                while self._heap and self._heap[0] <= now:
-                    heapq.heappop(self._heap)
-                await self.fire()
+                if await outage.guard(self.fire) is not None:
+                    while self._heap and self._heap[0] <= now:
+                        heapq.heappop(self._heap)
                 continue
             if now >= self._next_scan:
-                await self._scan()
+                await outage.guard(self._scan)
+                self._next_scan = max(self._next_scan, time.time() + 0.1)
                 continue
             soonest = self._heap[0] if self._heap else math.inf
             with trio.move_on_after(min(soonest, self._next_scan) - now):
@@ -114,7 +117,7 @@ class Timers:
         if self._heap and self._heap[0] <= time.time():
             await self.fire()
 
-    async def fire(self) -> None:
+    async def fire(self) -> bool:
         """Fire everything due now (in batches of one transaction each), then queue and stop
         what that moved."""
 
@@ -131,4 +134,4 @@ class Timers:
             if stopped:
                 await self.on_stopped(stopped)
             if queued < BATCH and len(stopped) < BATCH:
-                return
+                return True

@@ -5,7 +5,8 @@
     worker (one_for_one: a reconnecting link does not disturb runs in progress)
     ├── link         WebSocket session to the server (reconnects, re-registers)
     ├── runs         a pool of run actors (``concurrency``), one run each at a time
-    ├── heartbeat    one beat per interval for the whole worker
+    ├── heartbeat    one beat per interval for the whole worker (refreshes its claims)
+    ├── claimer      XAUTOCLAIM of entries idle too long (their consumer died)
     └── subscriber   XREADGROUP on the registered versions' streams, for free capacity
 
 Define what a worker serves in your code and start it with ``aiki worker module:name``::
@@ -33,6 +34,7 @@ from transport import open_redis_streams
 from .._protocol import RegisterWorker
 from .._streams import stream_for
 from .._workflow import Workflow, WorkflowVersion
+from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
 from ._link import Call, Link
@@ -96,7 +98,9 @@ class WorkerConfig:
         server_url: the server's base URL.
         redis_url: the Redis the server publishes runs to.
         worker_id: unique per process (default: host, pid and a random suffix).
-        heartbeat_seconds: interval between heartbeats.
+        heartbeat_seconds: interval between heartbeats (keep it well under the server's
+            claim timeout).
+        claim_idle_seconds: stream entries unacknowledged this long are taken over.
         shutdown_grace_seconds: how long runs in progress may take to finish on shutdown.
         call_timeout_seconds: deadline for one request to the server.
     """
@@ -107,6 +111,7 @@ class WorkerConfig:
         factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     )
     heartbeat_seconds: float = 5.0
+    claim_idle_seconds: float = 60.0
     shutdown_grace_seconds: float = 30.0
     call_timeout_seconds: float = 30.0
 
@@ -165,16 +170,24 @@ async def run_worker(
                 ),
             ),
             ChildSpec(
-                name="subscriber",
-                factory=lambda: Subscriber(
-                    streams, worker.streams(), config.worker_id, runs.router, executing
+                name="claimer",
+                factory=lambda: Claimer(
+                    streams, worker.streams(), config.worker_id, runs.router, executing,
+                    config.claim_idle_seconds,
                 ),
             ),
-        ]
+            ChildSpec(
+                name="subscriber",
+                factory=lambda: Subscriber(
+                    streams, worker.streams(), config.worker_id, runs.router, executing,
+                    link_box.address,
+                ),
+            ),
+        ]  # fmt: skip
         async with open_supervisor(
             "worker",
             children,
-            strategy="rest_for_one",
+            strategy="one_for_one",
             intensity=RestartIntensity(max_restarts=5, within_seconds=30),
             shutdown_grace_seconds=config.shutdown_grace_seconds + 10,
         ):

@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from actors import Address
-from transport import RedisStreams, StreamEntry
+from transport import RedisStreams, StreamEntry, StreamUnavailableError
 
 from .._protocol import (
     BeginWait,
@@ -61,9 +61,11 @@ SETTLE_ROUNDS: Final = 3
 
 @attrs.frozen(kw_only=True)
 class ExecuteRun:
-    """Execute the run this stream entry announces."""
+    """Execute the run a stream entry announces (claim it first), or one already claimed
+    through the server (the pull path while Redis is down)."""
 
-    entry: StreamEntry
+    entry: StreamEntry | None = None
+    claim: RunClaimed | None = None
 
 
 @attrs.define
@@ -131,7 +133,11 @@ class RunActor:
         task_status.started()
         async for message in inbox:
             try:
-                await self._execute(message.entry)
+                await self._execute(message)
+            except (UnavailableError, trio.TooSlowError) as exc:
+                # The server stayed out of reach: leave the entry unacknowledged. The claim
+                # sweeper queues the run again and XAUTOCLAIM recovers the entry.
+                logger.warning("could not finish a run (%s); it will be recovered", exc)
             finally:
                 self.executing.capacity.release()
 
@@ -151,15 +157,18 @@ class RunActor:
                     await trio.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
-    async def _execute(self, entry: StreamEntry) -> None:
-        queued = QUEUED_RUN.decode(entry.payload)
-        try:
-            claim = await self._call(ClaimRun(run_id=queued.run_id, worker_id=self.worker_id))
-        except NotFoundError:
-            logger.warning("stream entry for unknown run %s dropped", queued.run_id)
-            claim = None
+    async def _execute(self, message: ExecuteRun) -> None:
+        entry = message.entry
+        claim: object = message.claim
+        if entry is not None:
+            queued = QUEUED_RUN.decode(entry.payload)
+            try:
+                claim = await self._call(ClaimRun(run_id=queued.run_id, worker_id=self.worker_id))
+            except NotFoundError:
+                logger.warning("stream entry for unknown run %s dropped", queued.run_id)
+                claim = None
         if claim is None or isinstance(claim, ClaimRejected):
-            logger.debug("run %s not claimed: %s", queued.run_id, claim and claim.reason)
+            logger.debug("run not claimed: %s", claim and claim.reason)
         else:
             assert isinstance(claim, RunClaimed)
             try:
@@ -169,7 +178,9 @@ class RunActor:
                 logger.warning("run %s was taken over; stopping this execution: %s",
                                claim.run.id, exc, extra={"run_id": claim.run.id})  # fmt: skip
         # Acknowledged only now: the outcome is recorded (or the entry was stale).
-        await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
+        if entry is not None:
+            with contextlib.suppress(StreamUnavailableError):  # XAUTOCLAIM cleans up later
+                await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
 
     async def _run_claimed(self, claim: RunClaimed) -> None:
         info = claim.run

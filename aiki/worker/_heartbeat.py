@@ -1,6 +1,12 @@
-"""The heartbeat: one message per interval for the whole worker, naming the runs it holds."""
+"""The heartbeat: one message per interval for the whole worker, naming the runs it holds.
+
+Each beat refreshes the server-side claims of those runs; a worker that stops beating has
+its runs queued again after the claim timeout.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import attrs
 import trio
@@ -8,8 +14,11 @@ import trio
 from actors import Address, messages_or_ticks
 
 from .._protocol import Heartbeat
+from ..errors import AikiError
 from ._executor import Executing
 from ._link import Call, call
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -31,5 +40,8 @@ class Heartbeats:
         task_status.started()
         async for _ in messages_or_ticks(inbox, self.interval_seconds):
             beat = Heartbeat(worker_id=self.worker_id, run_ids=self.executing.run_ids)
-            with trio.fail_after(self.interval_seconds):
-                await call(self.link, beat)
+            try:
+                with trio.fail_after(self.interval_seconds):
+                    await call(self.link, beat)
+            except (AikiError, trio.TooSlowError) as exc:  # the link reconnects meanwhile
+                logger.debug("heartbeat missed: %s", exc)

@@ -28,6 +28,7 @@ from ..errors import AikiError, UnavailableError, error_from_reply
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+FIRST_CONNECT_SECONDS: Final = 10.0
 
 Reply = object
 
@@ -75,6 +76,7 @@ class Link:
         factory=dict, init=False
     )
     _ids: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    _registered: bool = attrs.field(default=False, init=False)
 
     @property
     def session_url(self) -> str:
@@ -90,32 +92,52 @@ class Link:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Connect, register, then send calls until the mailbox closes."""
-        try:
-            async with (
-                trio_websocket.open_websocket_url(
-                    self.session_url, max_message_size=MAX_MESSAGE_BYTES
-                ) as websocket,
-                trio.open_nursery() as nursery,
-            ):
-                nursery.start_soon(self._read_replies, websocket)
-                await self._register(websocket)
-                logger.info(
-                    "worker %s connected to %s",
-                    self.registration.worker_id,
-                    self.url,
-                    extra={"worker_id": self.registration.worker_id},
-                )
+        """Connect and register, then send calls until the mailbox closes.
+
+        The first connection must succeed within `FIRST_CONNECT_SECONDS` (a wrong URL is an
+        error, not a hang). After that, a lost session is re-established with backoff for
+        as long as it takes (the server may be restarting); calls wait in the mailbox.
+        """
+        connected = False
+        deadline = trio.current_time() + FIRST_CONNECT_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                await self._session(inbox, task_status if not connected else None)
+                self._fail_pending("the worker is shutting down")
+                return  # the mailbox closed: shutdown
+            except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError,
+                    UnavailableError) as exc:  # fmt: skip
+                connected = connected or self._registered
+                self._registered = False
+                self._fail_pending(f"session with {self.url} lost")
+                if not connected and trio.current_time() > deadline:
+                    raise UnavailableError(
+                        f"cannot reach the Aiki server at {self.url}: {exc}"
+                    ) from exc
+                logger.warning("session with %s lost (%s); reconnecting in %.1f s", self.url,
+                               exc, delay)  # fmt: skip
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _session(
+        self,
+        inbox: trio.MemoryReceiveChannel[Call],
+        task_status: trio.TaskStatus[None] | None,
+    ) -> None:
+        async with trio_websocket.open_websocket_url(
+            self.session_url, max_message_size=MAX_MESSAGE_BYTES
+        ) as websocket, trio.open_nursery() as nursery:  # fmt: skip
+            nursery.start_soon(self._read_replies, websocket)
+            await self._register(websocket)
+            self._registered = True
+            logger.info("worker %s connected to %s", self.registration.worker_id, self.url,
+                        extra={"worker_id": self.registration.worker_id})  # fmt: skip
+            if task_status is not None:
                 task_status.started()
-                async for message in inbox:
-                    await self._send(websocket, message.request, message.reply_to)
-                nursery.cancel_scope.cancel()
-        except (trio_websocket.HandshakeError, OSError) as exc:
-            raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
-        except trio_websocket.ConnectionClosed as exc:
-            raise UnavailableError(f"session with {self.url} closed: {exc.reason}") from exc
-        finally:
-            self._fail_pending(f"session with {self.url} ended")
+            async for message in inbox:
+                await self._send(websocket, message.request, message.reply_to)
+            nursery.cancel_scope.cancel()
 
     async def _register(self, websocket: trio_websocket.WebSocketConnection) -> None:
         reply_to, replies = trio.open_memory_channel[Reply | AikiError](1)
