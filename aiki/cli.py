@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import click
 import trio
 
+from actors import ActorError
 from transport import LocalServiceError, TransportError, services_from_env
 
 from . import __version__
@@ -141,6 +142,10 @@ def _run(main_fn: Callable[[], Awaitable[None]]) -> None:
     except* (TransportError, AikiError) as group:
         message = "; ".join(str(error) for error in group.exceptions)
         raise click.ClickException(message) from None
+    except* ActorError as group:  # the root supervisor gave up: exit rather than limp on
+        logging.getLogger("aiki").error("exiting: %s", group.exceptions[0],
+                                        exc_info=group.exceptions[0])  # fmt: skip
+        raise click.ClickException(f"supervision gave up: {group.exceptions[0]}") from None
 
 
 def _load_worker(target: str) -> Worker:

@@ -265,14 +265,27 @@ class PostgresStore:
 
 @contextlib.asynccontextmanager
 async def open_postgres_store(
-    url: str, **options: int | float | str
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    statement_timeout_seconds: float = 30.0,
+    connect_timeout_seconds: float = 5.0,
 ) -> AsyncIterator[PostgresStore]:
     """Open a `PostgresStore` for the block (waits for its first connections).
+
+    See `PostgresStore` for the arguments.
 
     Raises:
         StorageUnavailableError: PostgreSQL could not be reached.
     """
-    store = PostgresStore(url, **options)  # type: ignore[arg-type]
+    store = PostgresStore(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        statement_timeout_seconds=statement_timeout_seconds,
+        connect_timeout_seconds=connect_timeout_seconds,
+    )
     await store.open()
     try:
         yield store

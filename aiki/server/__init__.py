@@ -104,7 +104,10 @@ async def serve(
         actors.RestartIntensityExceeded: (in an ExceptionGroup) the tree gave up.
     """
     async with (
-        open_postgres_store(config.database_url, max_size=config.pool_size) as store,
+        # A short checkout wait: during an outage, requests fail fast with a retryable 503.
+        open_postgres_store(
+            config.database_url, max_size=config.pool_size, connect_timeout_seconds=2.0
+        ) as store,
         open_redis_streams(config.redis_url) as streams,
     ):
         await streams.ping()

@@ -11,6 +11,7 @@ executing right now are left alone (a long run is not an abandoned one).
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import attrs
 import trio
@@ -22,6 +23,9 @@ from .._streams import GROUP, QUEUED_RUN
 from ._executor import ExecuteRun, Executing
 
 logger = logging.getLogger(__name__)
+
+BATCH: Final = 4
+"""Entries claimed per stream and round: a trickle, since they wait for free slots."""
 
 
 @attrs.define
@@ -51,27 +55,23 @@ class Claimer:
                     logger.debug("claiming idle entries of %s failed: %s", stream, exc)
 
     async def claim_idle(self, stream: str) -> int:
-        """Take over idle entries of ``stream`` for the free slots; return how many."""
-        capacity = self.executing.capacity
-        slots = 0
-        while capacity.value > 0:
-            capacity.acquire_nowait()
-            slots += 1
+        """Take over up to `BATCH` idle entries of ``stream``; return how many were handed on.
+
+        Entries are claimed first, then each waits in line for a free slot (the semaphore
+        is fair): reserving slots up front would starve behind the subscriber, which
+        holds free slots while its read blocks.
+        """
+        claimed = await self.streams.autoclaim(
+            stream, GROUP, self.consumer, min_idle_ms=int(self.min_idle_seconds * 1000),
+            count=BATCH,
+        )  # fmt: skip
         handed = 0
-        try:
-            if slots:
-                claimed = await self.streams.autoclaim(
-                    stream, GROUP, self.consumer, min_idle_ms=int(self.min_idle_seconds * 1000),
-                    count=slots,
-                )  # fmt: skip
-                for entry in claimed.entries:
-                    if QUEUED_RUN.decode(entry.payload).run_id in self.executing.running:
-                        continue  # ours, and still going
-                    logger.warning("took over entry %s idle for %.0f s", entry.entry_id,
-                                   self.min_idle_seconds)  # fmt: skip
-                    await self.runs.send(ExecuteRun(entry=entry))
-                    handed += 1
-        finally:
-            for _ in range(slots - handed):
-                capacity.release()
+        for entry in claimed.entries:
+            if QUEUED_RUN.decode(entry.payload).run_id in self.executing.running:
+                continue  # ours, and still going
+            logger.warning("took over entry %s idle for %.0f s", entry.entry_id,
+                           self.min_idle_seconds)  # fmt: skip
+            await self.executing.capacity.acquire()  # released by the run actor
+            await self.runs.send(ExecuteRun(entry=entry))
+            handed += 1
         return handed

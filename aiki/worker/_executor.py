@@ -220,6 +220,7 @@ class RunActor:
         )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)
         outcome: TransitionRun | SuspendRun | None = None
+        taken_over: RunTakenOver | None = None
         async with trio.open_nursery() as nursery:
             handler_scope = trio.CancelScope()
 
@@ -244,9 +245,13 @@ class RunActor:
                         run_id=info.id, revision=info.revision, status="completed",
                         output=version.output_type.to_json(result), reason="completed",
                     )  # fmt: skip
-                except Exception as exc:  # the workflow failed; Cancelled, RunTakenOver pass
+                except RunTakenOver as exc:
+                    taken_over = exc  # raised below, outside the nursery (not in a group)
+                except Exception as exc:  # the workflow failed; Cancelled passes through
                     outcome = self._failure(version, info, exc)
             nursery.cancel_scope.cancel()
+        if taken_over is not None:
+            raise taken_over
         assert outcome is not None
         return outcome
 

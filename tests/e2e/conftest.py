@@ -25,6 +25,7 @@ class Cluster:
     server: AikiProcess
     workers: list[AikiProcess]
     server_args: list[str] = attrs.Factory(list)
+    worker_args: list[str] = attrs.Factory(list)
 
     def env(self) -> dict[str, str]:
         return {"AIKI_E2E_DATABASE_URL": self.database_url}
@@ -57,6 +58,7 @@ class Cluster:
                 self.redis_url,
                 "--shutdown-grace",
                 str(grace),
+                *self.worker_args,
             ],
             self.logs / f"worker-{uuid.uuid4().hex[:6]}.log",
             self.env(),
