@@ -354,7 +354,7 @@ class Supervisor:
             "supervisor %s: %s %s; restarting %s in %.3f s (%d of %d within %g s)",
             self.name,
             child.name,
-            "crashed" if exit_.error else "returned",
+            f"crashed ({exit_.error!r})" if exit_.error else "returned",
             ", ".join(member.name for member in group),
             delay,
             len(self._recent),

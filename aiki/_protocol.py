@@ -392,9 +392,18 @@ class StopRun:
 
 @attrs.frozen(kw_only=True)
 class HeartbeatAck:
-    """Reply to `Heartbeat`."""
+    """Reply to `Heartbeat`.
+
+    Attributes:
+        worker_id: the worker.
+        held: the runs of the heartbeat still claimed by this worker (their claims were
+            refreshed); a run missing here was released and must stop on this worker.
+        lease_seconds: how long a refreshed claim holds without another heartbeat.
+    """
 
     worker_id: str
+    held: tuple[str, ...] = ()
+    lease_seconds: float | None = None
 
 
 @attrs.frozen(kw_only=True)

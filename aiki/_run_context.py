@@ -99,6 +99,14 @@ class RunGateway(Protocol):
         """Start (or find) a child run."""
         ...
 
+    async def confirm_claim(self) -> None:
+        """Make sure this worker still holds the run before a task body runs.
+
+        Raises:
+            RunTakenOver: the claim lapsed (the run belongs to another worker now).
+        """
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class ChildResult(Generic[O]):
@@ -308,6 +316,8 @@ class Run(Generic[I]):
         argument = task.input_type.from_json(input_json)
         with self._busy():
             while True:
+                with self._fenced():
+                    await self._gateway.confirm_claim()
                 try:
                     result = await self._attempt(task, argument)
                     try:

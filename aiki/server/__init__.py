@@ -118,6 +118,7 @@ async def serve(
             store,
             on_queued=functools.partial(poke, dispatcher_box.address),
             on_deadline=functools.partial(schedule, timers_box.address),
+            lease_seconds=config.claim_timeout_seconds,
         )
         await ops.load_registry()
         listening = Listening()

@@ -95,9 +95,12 @@ class ControlOperations(Operations):
         *,
         on_queued: Callable[[], None] = lambda: None,
         on_deadline: Callable[[dt.datetime], None] = lambda _when: None,
+        lease_seconds: float | None = None,
     ) -> None:
         super().__init__(store, on_queued=on_queued, on_deadline=on_deadline)
         self.sessions = Sessions()
+        self.lease_seconds = lease_seconds
+        """The claim timeout, told to workers so they stop a run before it is released."""
 
     async def handle(self, request: object, *, worker_id: str | None = None) -> object:
         """Carry out one decoded request (see `Operations.handle`)."""
@@ -299,12 +302,14 @@ class ControlOperations(Operations):
     async def heartbeat(self, request: Heartbeat) -> HeartbeatAck:
         """The worker is alive: refresh the claims of the runs it holds."""
         run_ids = [run_id for run_id in request.run_ids if _store.parse_run_id(run_id)]
-        seen = await self.transact(
+        held = await self.transact(
             lambda tx: _store_recovery.refresh_claims(tx, request.worker_id, run_ids)
         )
-        if not seen:
+        if held is None:
             raise NotFoundError(f"worker {request.worker_id!r} is not registered")
-        return HeartbeatAck(worker_id=request.worker_id)
+        return HeartbeatAck(
+            worker_id=request.worker_id, held=tuple(held), lease_seconds=self.lease_seconds
+        )
 
     async def claim_next(self, request: ClaimNext) -> ClaimedRuns:
         """Give the worker queued runs it serves (the pull path while Redis is down)."""

@@ -23,18 +23,22 @@ if TYPE_CHECKING:
     from ._store import OutboxEntry
 
 
-def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> bool:
-    """A heartbeat: the worker is alive and still holds these runs. False if unregistered."""
+def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> list[str] | None:
+    """A heartbeat: the worker is alive; refresh the claims it still holds among ``run_ids``
+    and return those (None if the worker is not registered)."""
     seen = tx.execute(
         "UPDATE aiki_workers SET last_seen_at = now(), alive = true WHERE id = %s", (worker_id,)
     )
-    if run_ids:
-        tx.execute(
-            "UPDATE aiki_runs SET claimed_at = now()"
-            " WHERE id = ANY(%s::uuid[]) AND worker_id = %s AND status = 'running'",
-            (run_ids, worker_id),
-        )
-    return seen > 0
+    if not seen:
+        return None
+    if not run_ids:
+        return []
+    rows = tx.fetch_all(
+        "UPDATE aiki_runs SET claimed_at = now()"
+        " WHERE id = ANY(%s::uuid[]) AND worker_id = %s AND status = 'running' RETURNING id",
+        (run_ids, worker_id),
+    )
+    return sorted(str(run_id) for (run_id,) in rows)
 
 
 def _release(where: str, reason: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import typing
 from typing import Final
 
@@ -24,6 +25,8 @@ from .._protocol import (
     BeginWait,
     ClaimRejected,
     ClaimRun,
+    Heartbeat,
+    HeartbeatAck,
     RecordTask,
     RunClaimed,
     RunInfo,
@@ -55,6 +58,8 @@ if typing.TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GIVE_BACK_SECONDS: Final = 5.0
+LEASE_MARGIN: Final = 0.25
+"""A claim is confirmed with the server once less than this share of its lease is left."""
 SETTLE_ROUNDS: Final = 3
 """Scheduler rounds to let other branches reach their next step before suspending."""
 
@@ -70,10 +75,21 @@ class ExecuteRun:
 
 @attrs.define
 class _Running:
-    """One run this worker executes: its cancel scope, and why the server stopped it."""
+    """One run this worker executes: its cancel scope, why the server stopped it, and
+    until when (``trio.current_time``) its claim surely holds."""
 
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     stopped_because: str | None = None
+    lease_until: float = -math.inf
+
+    def stop(self, reason: str) -> None:
+        """Cancel this execution; it records nothing more."""
+        self.stopped_because = reason
+        self.scope.cancel()
+
+    def extend(self, until: float) -> None:
+        """The server refreshed the claim: it holds at least until ``until``."""
+        self.lease_until = max(self.lease_until, until)
 
 
 @attrs.define
@@ -82,34 +98,112 @@ class Executing:
 
     capacity: trio.Semaphore
     running: dict[str, _Running] = attrs.Factory(dict)
+    reserved: set[str] = attrs.Factory(set)
+    """Runs a run actor has taken on (from before their claim until they are done)."""
+    lease_seconds: float | None = None
+    """The server's claim timeout, learnt from heartbeat replies."""
 
     @property
     def run_ids(self) -> tuple[str, ...]:
         """The runs in progress."""
         return tuple(sorted(self.running))
 
+    def snapshot(self) -> dict[str, _Running]:
+        """The runs in progress now (for a heartbeat, matched against its reply)."""
+        return dict(self.running)
+
     def stop(self, message: StopRun) -> None:
         """The server stopped this run (cancelled, paused, timed out): cancel its execution."""
         running = self.running.get(message.run_id)
         if running is not None:
-            running.stopped_because = message.reason
-            running.scope.cancel()
+            running.stop(message.reason)
+
+    def renew(self, beat: dict[str, _Running], sent_at: float, ack: HeartbeatAck) -> None:
+        """Apply a heartbeat's reply: the claims still held last another lease from when
+        the beat was sent; a run the server released meanwhile (this worker was presumed
+        dead) is stopped here, so it records nothing and runs no further task."""
+        if ack.lease_seconds is not None:
+            self.lease_seconds = ack.lease_seconds
+        held = set(ack.held)
+        for run_id, running in beat.items():
+            if self.running.get(run_id) is not running:
+                continue  # finished (or restarted) since the beat was sent
+            if run_id not in held:
+                running.stop("claim lost")
+            elif self.lease_seconds is not None:
+                running.extend(sent_at + self.lease_seconds)
+
+
+class ServerOutOfReach(BaseException):
+    """A run's write got no answer within the call timeout (the server or its database
+    stayed down): this execution is abandoned, recording nothing more.
+
+    Not the workflow's failure, so a `BaseException` that user code cannot swallow. The
+    run's claim goes stale without heartbeats and the server queues it again.
+    """
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The fencing or outage signal in ``exc`` (perhaps grouped by a handler's nursery)."""
+    if isinstance(exc, RunTakenOver | ServerOutOfReach):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for kind in (RunTakenOver, ServerOutOfReach):
+            group, _ = exc.split(kind)
+            found: BaseException | None = group
+            while isinstance(found, BaseExceptionGroup):
+                found = found.exceptions[0]
+            if found is not None:
+                return found
+    return None
 
 
 class _LinkGateway:
     """A run's way to the server: the run actor's retrying call."""
 
-    def __init__(self, call: Callable[[object], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        call: Callable[[object], Awaitable[object]],
+        worker_id: str,
+        run_id: str,
+        running: _Running,
+        executing: Executing,
+    ) -> None:
         self._call = call
+        self._worker_id = worker_id
+        self._run_id = run_id
+        self._running = running
+        self._executing = executing
+
+    async def confirm_claim(self) -> None:
+        """Before a task body runs: unless the lease surely holds (with a margin), ask the
+        server. A process paused past the claim timeout (SIGSTOP, a long GC, a VM pause)
+        must not run a task another worker may already have recorded."""
+        lease = self._executing.lease_seconds
+        margin = LEASE_MARGIN * lease if lease is not None else 0.0
+        if trio.current_time() < self._running.lease_until - margin:
+            return
+        sent_at = trio.current_time()
+        beat = {self._run_id: self._running}
+        ack = await self._write(Heartbeat(worker_id=self._worker_id, run_ids=(self._run_id,)))
+        self._executing.renew(beat, sent_at, typing.cast("HeartbeatAck", ack))
+        if self._run_id not in typing.cast("HeartbeatAck", ack).held:
+            raise RunTakenOver(f"run {self._run_id}: this worker's claim lapsed")
+
+    async def _write(self, request: object) -> object:
+        try:
+            return await self._call(request)
+        except (UnavailableError, trio.TooSlowError) as exc:
+            raise ServerOutOfReach(f"no answer from the server: {exc!r}") from exc
 
     async def record_task(self, request: RecordTask) -> None:
-        await self._call(request)
+        await self._write(request)
 
     async def begin_wait(self, request: BeginWait) -> RecordedWait:
-        return typing.cast("RecordedWait", await self._call(request))
+        return typing.cast("RecordedWait", await self._write(request))
 
     async def start_child(self, request: StartChild) -> RunInfo:
-        return typing.cast("RunStarted", await self._call(request)).run
+        return typing.cast("RunStarted", await self._write(request)).run
 
 
 @attrs.define
@@ -134,7 +228,7 @@ class RunActor:
         async for message in inbox:
             try:
                 await self._execute(message)
-            except (UnavailableError, trio.TooSlowError) as exc:
+            except (UnavailableError, trio.TooSlowError, ServerOutOfReach) as exc:
                 # The server stayed out of reach: leave the entry unacknowledged. The claim
                 # sweeper queues the run again and XAUTOCLAIM recovers the entry.
                 logger.warning("could not finish a run (%s); it will be recovered", exc)
@@ -159,37 +253,60 @@ class RunActor:
 
     async def _execute(self, message: ExecuteRun) -> None:
         entry = message.entry
-        claim: object = message.claim
         if entry is not None:
-            queued = QUEUED_RUN.decode(entry.payload)
+            run_id = QUEUED_RUN.decode(entry.payload).run_id
+        else:
+            assert message.claim is not None
+            run_id = message.claim.run.id
+        # One execution of a run per worker: a second entry for it (redelivered, or taken
+        # over from a dead consumer) must not start a twin that claims it again.
+        if run_id in self.executing.reserved:
+            logger.info("run %s is already executing here; duplicate entry dropped", run_id,
+                        extra={"run_id": run_id})  # fmt: skip
+        else:
+            self.executing.reserved.add(run_id)
             try:
-                claim = await self._call(ClaimRun(run_id=queued.run_id, worker_id=self.worker_id))
+                await self._claim_and_run(message, run_id)
+            finally:
+                self.executing.reserved.discard(run_id)
+        # Acknowledged only now: the outcome is recorded (or the entry was stale).
+        if entry is not None:
+            with contextlib.suppress(StreamUnavailableError):  # XAUTOCLAIM cleans up later
+                await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
+
+    async def _claim_and_run(self, message: ExecuteRun, run_id: str) -> None:
+        claim: object = message.claim
+        claimed_at = -math.inf  # pulled through the server: confirmed before the first task
+        if message.entry is not None:
+            claimed_at = trio.current_time()
+            try:
+                claim = await self._call(ClaimRun(run_id=run_id, worker_id=self.worker_id))
             except NotFoundError:
-                logger.warning("stream entry for unknown run %s dropped", queued.run_id)
+                logger.warning("stream entry for unknown run %s dropped", run_id)
                 claim = None
         if claim is None or isinstance(claim, ClaimRejected):
             logger.debug("run not claimed: %s", claim and claim.reason)
         else:
             assert isinstance(claim, RunClaimed)
             try:
-                await self._run_claimed(claim)
+                await self._run_claimed(claim, claimed_at)
             except (RunTakenOver, ConflictError, NotFoundError) as exc:
                 # Fenced out: another owner holds the run now. Record nothing more.
                 logger.warning("run %s was taken over; stopping this execution: %s",
                                claim.run.id, exc, extra={"run_id": claim.run.id})  # fmt: skip
-        # Acknowledged only now: the outcome is recorded (or the entry was stale).
-        if entry is not None:
-            with contextlib.suppress(StreamUnavailableError):  # XAUTOCLAIM cleans up later
-                await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
 
-    async def _run_claimed(self, claim: RunClaimed) -> None:
+    async def _run_claimed(self, claim: RunClaimed, claimed_at: float) -> None:
         info = claim.run
         version = self.versions[(info.workflow, info.version)]
         running = self.executing.running[info.id] = _Running()
+        if self.executing.lease_seconds is not None:
+            running.extend(claimed_at + self.executing.lease_seconds)
         try:
             with running.scope:
-                outcome = await self._run_handler(version, claim)
-        except BaseException:
+                outcome = await self._run_handler(version, claim, running)
+        except BaseException as exc:
+            if _interruption(exc) is not None:
+                raise  # fenced out or out of reach: nothing to give back
             # Cancelled from outside (shutdown past its grace): give the run back at once.
             give_back = TransitionRun(run_id=info.id, revision=info.revision, status="queued",
                                       reason="worker stopped")  # fmt: skip
@@ -199,13 +316,17 @@ class RunActor:
         finally:
             del self.executing.running[info.id]
         if running.stopped_because is not None:
-            logger.info("run %s stopped by the server (%s)", info.id, running.stopped_because,
-                        extra={"run_id": info.id})  # fmt: skip
+            level = logging.WARNING if running.stopped_because == "claim lost" else logging.INFO
+            logger.log(level, "run %s stopped by the server (%s)", info.id,
+                       running.stopped_because, extra={"run_id": info.id})  # fmt: skip
             return
         await self._call(outcome)
 
     async def _run_handler(
-        self, version: WorkflowVersion[typing.Any, typing.Any], claim: RunClaimed
+        self,
+        version: WorkflowVersion[typing.Any, typing.Any],
+        claim: RunClaimed,
+        running: _Running,
     ) -> TransitionRun | SuspendRun:
         info = claim.run
         try:
@@ -216,11 +337,12 @@ class RunActor:
             run_id=info.id, workflow=info.workflow, version=info.version, attempt=info.attempt,
             revision=info.revision, input_value=input_value, recorded=claim.tasks,
             waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
-            gateway=_LinkGateway(self._call), events=version.events,
+            gateway=_LinkGateway(self._call, self.worker_id, info.id, running, self.executing),
+            events=version.events,
         )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)
         outcome: TransitionRun | SuspendRun | None = None
-        taken_over: RunTakenOver | None = None
+        interrupted: BaseException | None = None
         async with trio.open_nursery() as nursery:
             handler_scope = trio.CancelScope()
 
@@ -245,13 +367,17 @@ class RunActor:
                         run_id=info.id, revision=info.revision, status="completed",
                         output=version.output_type.to_json(result), reason="completed",
                     )  # fmt: skip
-                except RunTakenOver as exc:
-                    taken_over = exc  # raised below, outside the nursery (not in a group)
+                except (RunTakenOver, ServerOutOfReach, BaseExceptionGroup) as exc:
+                    interrupted = _interruption(exc)  # raised below, outside the nursery
+                    if interrupted is None:
+                        if not isinstance(exc, Exception):
+                            raise  # e.g. Cancelled, grouped by the handler's own nursery
+                        outcome = self._failure(version, info, exc)
                 except Exception as exc:  # the workflow failed; Cancelled passes through
                     outcome = self._failure(version, info, exc)
             nursery.cancel_scope.cancel()
-        if taken_over is not None:
-            raise taken_over
+        if interrupted is not None:
+            raise interrupted
         assert outcome is not None
         return outcome
 

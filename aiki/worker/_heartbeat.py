@@ -7,13 +7,14 @@ its runs queued again after the claim timeout.
 from __future__ import annotations
 
 import logging
+import typing
 
 import attrs
 import trio
 
 from actors import Address, messages_or_ticks
 
-from .._protocol import Heartbeat
+from .._protocol import Heartbeat, HeartbeatAck
 from ..errors import AikiError
 from ._executor import Executing
 from ._link import Call, call
@@ -39,9 +40,12 @@ class Heartbeats:
         """Beat until the mailbox closes."""
         task_status.started()
         async for _ in messages_or_ticks(inbox, self.interval_seconds):
-            beat = Heartbeat(worker_id=self.worker_id, run_ids=self.executing.run_ids)
+            runs = self.executing.snapshot()
+            beat = Heartbeat(worker_id=self.worker_id, run_ids=tuple(sorted(runs)))
+            sent_at = trio.current_time()
             try:
                 with trio.fail_after(self.interval_seconds):
-                    await call(self.link, beat)
+                    ack = await call(self.link, beat)
+                self.executing.renew(runs, sent_at, typing.cast("HeartbeatAck", ack))
             except (AikiError, trio.TooSlowError) as exc:  # the link reconnects meanwhile
                 logger.debug("heartbeat missed: %s", exc)

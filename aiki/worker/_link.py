@@ -32,6 +32,13 @@ FIRST_CONNECT_SECONDS: Final = 10.0
 
 Reply = object
 
+_CONNECTION_LOST: Final = (
+    trio_websocket.HandshakeError,
+    trio_websocket.ConnectionClosed,
+    OSError,
+    UnavailableError,
+)
+
 
 @attrs.frozen(kw_only=True)
 class Call:
@@ -102,23 +109,26 @@ class Link:
         deadline = trio.current_time() + FIRST_CONNECT_SECONDS
         delay = 0.1
         while True:
+            lost: BaseException | None = None
             try:
                 await self._session(inbox, task_status if not connected else None)
-                self._fail_pending("the worker is shutting down")
+            except* _CONNECTION_LOST as group:  # raised from the reader arrives grouped
+                lost = group.exceptions[0]
+            finally:
+                # Whatever ended the session (even a crash), no caller waits for a reply
+                # that cannot come: each gets UnavailableError and retries or gives up.
+                self._fail_pending(f"session with {self.url} ended")
+            if lost is None:
                 return  # the mailbox closed: shutdown
-            except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError,
-                    UnavailableError) as exc:  # fmt: skip
-                connected = connected or self._registered
-                self._registered = False
-                self._fail_pending(f"session with {self.url} lost")
-                if not connected and trio.current_time() > deadline:
-                    raise UnavailableError(
-                        f"cannot reach the Aiki server at {self.url}: {exc}"
-                    ) from exc
-                logger.warning("session with %s lost (%s); reconnecting in %.1f s", self.url,
-                               exc, delay)  # fmt: skip
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            if self._registered:  # the session had been up: reconnect promptly
+                connected, delay = True, 0.1
+            self._registered = False
+            if not connected and trio.current_time() > deadline:
+                raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {lost}")
+            logger.warning("session with %s lost (%r); reconnecting in %.1f s", self.url,
+                           lost, delay)  # fmt: skip
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _session(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import trio
+
 import aiki
 
 from .flows import gate_open, record_effect
@@ -25,9 +27,22 @@ async def plain(x: int) -> int:
     return x + 1
 
 
+@aiki.task
+def note(label: str) -> str:
+    """Records that its body ran (once per execution of the body)."""
+    record_effect(label, "note")
+    return label
+
+
+def wait_for_gate(key: str) -> None:
+    while not gate_open(key):
+        time.sleep(0.02)
+
+
 gating = aiki.workflow("r-gating")
 simple = aiki.workflow("r-simple")
 takeover = aiki.workflow("r-takeover")
+between = aiki.workflow("r-between")
 
 
 @gating.version("1")
@@ -45,5 +60,14 @@ async def takeover_flow(run: aiki.Run[int], x: int) -> int:
     return await plain.start(run, x)
 
 
-recovery_worker = aiki.Worker(gating_flow, simple_flow, concurrency=4)
+@between.version("1")
+async def between_flow(run: aiki.Run[str], key: str) -> str:
+    """Two tasks with a wait between them that writes nothing (so a worker frozen there
+    learns it lost the run only when it tries the next task)."""
+    await note.start(run, f"{key}/before")
+    await trio.to_thread.run_sync(wait_for_gate, key)
+    return await note.start(run, f"{key}/after")
+
+
+recovery_worker = aiki.Worker(gating_flow, simple_flow, between_flow, concurrency=4)
 takeover_worker = aiki.Worker(takeover_flow, concurrency=2)

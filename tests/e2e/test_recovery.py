@@ -24,6 +24,7 @@ import trio
 
 import aiki
 from aiki._protocol import RegisterWorker, VersionSpec
+from aiki._streams import QUEUED_RUN, QueuedRun
 from tests._deadline import deadline
 from tests._processes import AikiProcess, start_aiki
 from tests._waiting import wait_until
@@ -181,6 +182,85 @@ async def test_a_frozen_worker_is_fenced_off_and_its_late_result_is_not_recorded
                                     " AND to_status = 'completed'", (handle.run_id,))  # fmt: skip
     assert completions == [(1,)]
     assert zombie.process.poll() is None, "the zombie stopped the run, not itself"
+
+
+@deadline(60)
+async def test_a_worker_frozen_between_tasks_runs_no_task_once_it_wakes(
+    cluster: Cluster,
+) -> None:
+    """SIGSTOP the holder after a task is recorded and before the next starts; another
+    worker completes the run. SIGCONT the zombie: its lease has lapsed, so it confirms the
+    claim before the next task body, learns the run is gone, and stops; that body ran once."""
+    key = f"between-{uuid.uuid4().hex[:6]}"
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.between_flow.start(client, key)
+
+        async def first_task_recorded() -> bool:
+            rows = await _q(cluster, "SELECT count(*) FROM aiki_tasks WHERE run_id = %s"
+                                     " AND state = 'completed'", (handle.run_id,))  # fmt: skip
+            return rows[0][0] == 1
+
+        await wait_until(first_task_recorded)
+        holder = await _running_somewhere(cluster, handle)
+        zombie = _worker_pid(cluster, holder)
+        os.kill(zombie.pid, signal.SIGSTOP)
+        try:
+
+            async def recovered() -> bool:
+                holder_now = await _holder(cluster, handle.run_id)
+                return holder_now is not None and holder_now != holder
+
+            await wait_until(recovered)
+            await _open_gate(cluster, key)
+            result = await handle.wait_for_status("completed")
+        finally:
+            os.kill(zombie.pid, signal.SIGCONT)
+
+        async def zombie_stopped_the_run() -> bool:
+            log = zombie.log.read_text(errors="replace")
+            return any(handle.run_id in line and ("claim lost" in line or "taken over" in line)
+                       for line in log.splitlines())  # fmt: skip
+
+        await wait_until(zombie_stopped_the_run)
+    assert (result.success, result.output) == (True, f"{key}/after")
+    effects = await _q(cluster, "SELECT key, count(*) FROM e2e_effects WHERE key LIKE %s"
+                                " GROUP BY key ORDER BY key", (f"{key}/%",))  # fmt: skip
+    assert effects == [(f"{key}/after", 1), (f"{key}/before", 1)]
+    assert zombie.process.poll() is None, "the zombie stopped the run, not itself"
+
+
+@deadline(60)
+async def test_duplicate_entries_of_a_running_run_start_no_second_execution(
+    cluster: Cluster,
+) -> None:
+    """Redelivery and XAUTOCLAIM can put a run's entry in a stream twice. A worker already
+    executing the run drops the duplicate (it must not claim it again and run a twin); the
+    other worker's claim is refused. The task body runs once."""
+    key = f"twins-{uuid.uuid4().hex[:6]}"
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.gating_flow.start(client, key)
+        await _running_somewhere(cluster, handle)
+        info = await handle.refresh()
+        publisher = redis.Redis.from_url(cluster.redis_url)
+        payload = QUEUED_RUN.encode(QueuedRun(run_id=handle.run_id, revision=info.revision))
+        last = b""
+        for _ in range(6):
+            last = publisher.xadd("aiki:runs:r-gating@1", {b"m": payload})
+
+        async def duplicates_consumed() -> bool:
+            [group] = publisher.xinfo_groups("aiki:runs:r-gating@1")
+            return bool(group["last-delivered-id"] == last and group["pending"] <= 1)
+
+        await wait_until(duplicates_consumed)
+        await _open_gate(cluster, key)
+        result = await handle.wait_for_status("completed")
+    assert result.success
+    bodies = await _q(cluster, "SELECT count(*) FROM e2e_effects WHERE key = %s AND task"
+                               " = 'gated'", (key,))  # fmt: skip
+    assert bodies == [(1,)]
+    completions = await _q(cluster, "SELECT count(*) FROM aiki_transitions WHERE run_id = %s"
+                                    " AND to_status = 'completed'", (handle.run_id,))  # fmt: skip
+    assert completions == [(1,)]
 
 
 @deadline(60)
