@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_foundations, bench_sleepers, bench_workflows
+from . import bench_foundations, bench_sleepers, bench_workflows, soak
 
 SUITES = {
     "foundations": bench_foundations.main,
     "workflows": bench_workflows.main,
     "sleepers": bench_sleepers.main,
+    "soak": soak.main,
 }
 
 

@@ -1,4 +1,4 @@
-"""The chaos load: workflows mixing tasks, retries, sleeps and events.
+"""The chaos load: workflows mixing tasks, retries, sleeps, events and slow tasks.
 
 Every task body appends a side-effect row ``(key, label)`` before it returns, so the checks
 can tell a body that ran again after its result was recorded (a bug) from one re-run
@@ -44,6 +44,7 @@ class Step:
     key: str
     label: str
     value: int
+    hold_seconds: float = 0.02
 
 
 @attrs.frozen
@@ -54,7 +55,7 @@ class Go:
 @aiki.task(retry=aiki.retry.fixed(20, delay_seconds=0.2))
 async def step(s: Step) -> int:
     await trio.to_thread.run_sync(record_effect, s.key, s.label)
-    await trio.sleep(0.02)  # keeps some bodies in flight when faults hit
+    await trio.sleep(s.hold_seconds)  # keeps bodies in flight when faults hit
     return s.value + 1
 
 
@@ -80,10 +81,12 @@ async def chaos_flow(run: aiki.Run[str], key: str) -> int:
     elif kind == "event":
         go = await run.events.go.wait()
         value += len(go.by)
+    elif kind == "slow":
+        value = await step.start(run, Step(key, "b", value, hold_seconds=0.5))
     return await step.start(run, Step(key, "c", value))
 
 
-EXPECTED = {"tasks": 2, "retry": 12, "sleep": 2, "event": 7}
+EXPECTED = {"tasks": 2, "retry": 12, "sleep": 2, "event": 7, "slow": 3}
 """The output of each kind (the event is sent by "chaos": +5)."""
 
 worker = aiki.Worker(chaos_flow, concurrency=8)

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import attrs
@@ -58,7 +59,9 @@ class Report:
         """The summary the chaos suite prints."""
         return [
             f"runs: {self.runs}",
-            f"faults injected: {len(self.faults)} ({', '.join(self.faults)})",
+            f"faults injected: {len(self.faults)} ("
+            + ", ".join(f"{kind} x{n}" for kind, n in Counter(self.faults).items())
+            + ")",
             f"lost: {self.lost}",
             f"duplicated completions: {self.duplicated_completions}",
             f"re-executed recorded tasks: {self.reexecuted_recorded_tasks}"
@@ -94,8 +97,8 @@ class Chaos:
     rng: random.Random = attrs.Factory(lambda: random.Random(7))
 
     @classmethod
-    def start(cls, workers: int = 3) -> Chaos:
-        """Start PostgreSQL, Redis, the server and the workers."""
+    def start(cls, workers: int = 3, seed: int = 7) -> Chaos:
+        """Start PostgreSQL, Redis, the server and the workers (``seed`` picks victims)."""
         base = Path(tempfile.mkdtemp(prefix="aiki-chaos-"))
         postgres = start_local_postgres(base / "postgres", fsync=True)
         redis = start_local_redis(base / "redis")
@@ -105,7 +108,7 @@ class Chaos:
                 " at timestamptz NOT NULL DEFAULT clock_timestamp())"
             )
             conn.execute("CREATE INDEX ON chaos_effects (key, label)")
-        chaos = cls(base, postgres, redis)
+        chaos = cls(base, postgres, redis, rng=random.Random(seed))
         chaos._start_server(port=0)
         for _ in range(workers):
             chaos.workers.append(chaos._start_worker())
