@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_foundations, bench_sleepers, bench_workflows, soak
+from . import bench_foundations, bench_sleepers, bench_suite, bench_workflows, soak
 
 SUITES = {
     "foundations": bench_foundations.main,
     "workflows": bench_workflows.main,
     "sleepers": bench_sleepers.main,
     "soak": soak.main,
+    "suite": bench_suite.main,
 }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
 
 import attrs
@@ -64,3 +65,11 @@ def write_json(path: Path, measurements: list[Measurement]) -> None:
             indent=2,
         )
     )
+
+
+def progress(done: int, total: int, label: str) -> None:
+    """Redraw a one-line progress bar on stderr."""
+    width = 30
+    filled = width * done // max(1, total)
+    bar = "#" * filled + " " * (width - filled)
+    print(f"\r  {label:<28} [{bar}] {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -31,8 +31,8 @@ from tests._processes import AikiProcess, start_aiki
 from transport import services_from_env
 
 from . import flows
-from ._report import Measurement, machine, table, write_json
-from .bench_workflows import _load, _progress
+from ._report import Measurement, machine, progress, table, write_json
+from .bench_workflows import _load
 
 
 def _count(database_url: str, sql: str, params: tuple[object, ...]) -> int:
@@ -61,7 +61,7 @@ async def _start_sleepers(
                 _count, database_url, "SELECT count(*) FROM aiki_runs WHERE reference_id LIKE %s"
                 " AND status = 'sleeping'", (f"{tag}-%",),
             )  # fmt: skip
-            _progress(asleep, count, "asleep")
+            progress(asleep, count, "asleep")
     print(file=sys.stderr)
 
 
@@ -99,7 +99,7 @@ async def _bench(url: str, database_url: str, args: argparse.Namespace) -> list[
                     _count, database_url, "SELECT count(*) FROM aiki_runs"
                     " WHERE reference_id LIKE %s AND status = 'completed'", (f"{tag}-%",),
                 )  # fmt: skip
-                _progress(done, args.sleepers, "woken")
+                progress(done, args.sleepers, "woken")
             print(file=sys.stderr)
             after = await _load(client, flows.one_task, args.n, 64, database_url, "w1 after")
 

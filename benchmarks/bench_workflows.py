@@ -32,7 +32,7 @@ from tests._processes import AikiProcess, start_aiki
 from transport import services_from_env
 
 from . import flows
-from ._report import Measurement, machine, table, write_json
+from ._report import Measurement, machine, progress, table, write_json
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -41,17 +41,6 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _progress(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = width * done // max(1, total)
-    print(
-        f"\r  {label:<10} [{'#' * filled}{' ' * (width - filled)}] {done}/{total}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 async def _load(
@@ -86,7 +75,7 @@ async def _load(
         while done < n:
             await trio.sleep(0.2)
             done = await trio.to_thread.run_sync(completed)
-            _progress(done, n, label)
+            progress(done, n, label)
     elapsed = time.perf_counter() - started
     print(file=sys.stderr)
 

@@ -1,6 +1,10 @@
-"""The benchmark workloads: W1 (one task) and W5 (five sequential tasks)."""
+"""The benchmark workloads: W1 (one task), W5 (five sequential tasks), fan-out (one parent,
+many children), event round trip, sleepers."""
 
 from __future__ import annotations
+
+import attrs
+import trio
 
 import aiki
 
@@ -38,3 +42,48 @@ async def sleeper(run: aiki.Run[float], seconds: float) -> bool:
 
 
 sleeper_worker = aiki.Worker(one_task, five_tasks, sleeper, concurrency=32)
+
+
+leaf = aiki.workflow("bench-leaf")
+fan = aiki.workflow("bench-fan-out")
+
+
+@leaf.version("1")
+async def leaf_flow(run: aiki.Run[int], x: int) -> int:
+    return await work.start(run, x)
+
+
+@fan.version("1")
+async def fan_out(run: aiki.Run[int], width: int) -> int:
+    """One parent, ``width`` children (one task each), waited for concurrently."""
+    children = [await leaf_flow.start_as_child(run, x) for x in range(width)]
+    outputs: list[int] = []
+
+    async def wait(child: aiki.ChildRun[int]) -> None:
+        result = await child.wait_for_status("completed")
+        outputs.append(result.output or 0)
+
+    async with trio.open_nursery() as nursery:
+        for child in children:
+            nursery.start_soon(wait, child)
+    return sum(outputs)
+
+
+@attrs.frozen
+class Go:
+    sent_at: float
+
+
+ping = aiki.workflow("bench-event")
+
+
+@ping.version("1", events={"go": aiki.event(Go)})
+async def event_round_trip(run: aiki.Run[float], x: int) -> float:
+    """Waits for one event and completes with the moment it was sent."""
+    go = await run.events.go.wait()
+    return go.sent_at
+
+
+suite_worker = aiki.Worker(
+    one_task, five_tasks, leaf_flow, fan_out, event_round_trip, concurrency=32
+)
