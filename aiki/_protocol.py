@@ -173,6 +173,9 @@ class TransitionRun:
     retry_delay_seconds: float | None = None
     """For ``awaiting_retry``: when the server should queue the run again."""
     reason: str | None = None
+    tasks: tuple[RecordTask, ...] = ()
+    """Task outcomes stored in the same transaction, before the move: a task completed
+    just before the handler returned rides with the completion (one write, not two)."""
 
 
 WaitKind = Literal["sleep", "event", "child"]

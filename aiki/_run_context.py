@@ -262,6 +262,9 @@ class Run(Generic[I]):
         self._in_flight = 0
         self._blocked: dict[tuple[WaitKind, str, int], int] = {}
         self._changed = trio.Event()
+        self._unsent: list[RecordTask] = []
+        self._held = trio.Event()
+        self._flushing = trio.Lock()
 
     def __repr__(self) -> str:
         return f"<aiki run {self.id} of {self.workflow}@{self.version}>"
@@ -316,6 +319,7 @@ class Run(Generic[I]):
         argument = task.input_type.from_json(input_json)
         with self._busy():
             while True:
+                await self.flush()  # a result is stored before anything else happens
                 with self._fenced():
                     await self._gateway.confirm_claim()
                 try:
@@ -375,8 +379,40 @@ class Run(Generic[I]):
             name=task.name, attempt=attempt, state=state, input=input_json, output=output,
             error=error,
         )  # fmt: skip
+        if state == "completed":
+            # Held until the run's next step (which sends it first) or its outcome (which
+            # carries it): a W1 run completes with one write instead of two.
+            self._unsent.append(request)
+            self._held.set()
+            return
+        await self.flush()
         with self._fenced():
             await self._gateway.record_task(request)
+
+    async def flush(self) -> None:
+        """Store the task results not sent yet (before any further step)."""
+        async with self._flushing:
+            while self._unsent:
+                # Forgotten only once stored: a send cut short is repeated (or carried by
+                # the outcome); recording a task is idempotent.
+                with self._busy(), self._fenced():  # in flight: not suspended meanwhile
+                    await self._gateway.record_task(self._unsent[0])
+                del self._unsent[0]
+
+    async def flush_held(self, linger: float) -> NoReturn:
+        """Run beside the handler: store a held result if the run takes no step of its own
+        within ``linger`` seconds (it computes, or waits on something not durable), so a
+        crash then does not repeat a task that finished long ago."""
+        while True:
+            await self._held.wait()
+            self._held = trio.Event()
+            await trio.sleep(linger)
+            await self.flush()
+
+    def take_unsent(self) -> tuple[RecordTask, ...]:
+        """The task results not sent yet, for the run's outcome to carry (and forget them)."""
+        unsent, self._unsent = tuple(self._unsent), []
+        return unsent
 
     async def _start_child(
         self, version: WorkflowVersion[I, O], input_value: I, options: StartOptions
@@ -386,6 +422,7 @@ class Run(Generic[I]):
                                  input_json)  # fmt: skip
         step = self._replay.call(address)
         if isinstance(step, NewCall):
+            await self.flush()
             request = StartChild(
                 parent_id=self.id, revision=self._revision, address=address, seq=step.seq,
                 workflow=version.workflow, version=version.version, input=input_json,
@@ -401,6 +438,7 @@ class Run(Generic[I]):
     async def _wait(self, kind: WaitKind, key: str, seconds: float | None) -> RecordedWait:
         step = self._replay.call(wait_address(kind, key))
         if isinstance(step, NewCall):
+            await self.flush()
             request = BeginWait(run_id=self.id, revision=self._revision, kind=kind, key=key,
                                 seq=step.seq, seconds=seconds)  # fmt: skip
             with self._busy(), self._fenced():

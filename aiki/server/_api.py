@@ -77,13 +77,17 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 async def _dispatch(
-    ops: Operations, name: str, raw: bytes | str, *, worker_id: str | None
+    ops: Operations, name: str, raw: bytes | str | dict[str, object], *, worker_id: str | None
 ) -> tuple[bytes, object]:
+    """Decode and carry out one request: ``raw`` JSON text, or a session frame's parsed body."""
     operation = OPERATIONS.get(name)
     if operation is None:
         raise NotFoundError(f"unknown operation {name!r}; known: {', '.join(sorted(OPERATIONS))}")
     try:
-        request = operation.request.decode(raw)
+        if isinstance(raw, dict):
+            request = operation.request.structure(raw)
+        else:
+            request = operation.request.decode(raw)
     except CodecError as exc:
         raise BadRequestError(f"invalid {name} request: {exc}", errors=exc.errors) from None
     reply = await ops.handle(request, worker_id=worker_id)
@@ -150,9 +154,9 @@ class _Session:
                 except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                     expected = '{"id": ..., "op": ..., "body": {...}}'
                     raise BadRequestError(f"malformed frame ({exc}); expected {expected}") from None
-                encoded, request = await _dispatch(
-                    self.ops, name, orjson.dumps(body), worker_id=self.worker_id
-                )
+                if not isinstance(body, dict):
+                    raise BadRequestError("the frame's body must be a JSON object")
+                encoded, request = await _dispatch(self.ops, name, body, worker_id=self.worker_id)
                 if isinstance(request, RegisterWorker):
                     self.worker_id = request.worker_id
                     self.ops.sessions.attach(request.worker_id, self.push)

@@ -402,15 +402,19 @@ class Operations:
 
     async def record_task(self, request: RecordTask) -> TaskRecorded:
         """Store a task outcome, fenced by the worker's revision."""
-        if request.state != "completed" and request.error is None:
-            raise BadRequestError("a failed task attempt needs an error", errors=("@ $.error",))
-        if request.attempt < 1 or request.seq < 0:
-            raise BadRequestError("attempt starts at 1 and seq at 0")
+        self._check_task(request)
         run_id = self._run_uuid(request.run_id)
         written = await self.transact(lambda tx: _store.record_task(tx, request, run_id))
         if not written:
             raise await self._fenced_out(run_id, request.run_id, request.revision)
         return TaskRecorded(address=request.address, seq=request.seq)
+
+    @staticmethod
+    def _check_task(request: RecordTask) -> None:
+        if request.state != "completed" and request.error is None:
+            raise BadRequestError("a failed task attempt needs an error", errors=("@ $.error",))
+        if request.attempt < 1 or request.seq < 0:
+            raise BadRequestError("attempt starts at 1 and seq at 0")
 
     async def transition_run(
         self, request: TransitionRun, worker_id: str | None
@@ -426,9 +430,17 @@ class Operations:
             raise BadRequestError("awaiting_retry needs retry_delay_seconds >= 0")
         if request.status == "failed" and request.error is None:
             raise BadRequestError("a failed run needs an error", errors=("@ $.error",))
+        for task in request.tasks:
+            if (task.run_id, task.revision) != (request.run_id, request.revision):
+                raise BadRequestError("tasks carried by a transition must be of its run and "
+                                      "revision", errors=("@ $.tasks",))  # fmt: skip
+            self._check_task(task)
         run_id = self._run_uuid(request.run_id)
 
         def move(tx: Transaction) -> tuple[RunInfo | None, int]:
+            for task in request.tasks:
+                if not _store.record_task(tx, task, run_id):
+                    return None, 0  # fenced: nothing was written
             moved = _store.transition_run(tx, request, run_id, worker_id)
             parents = 0
             if moved is not None and moved.parent_id is not None and moved.status in TERMINAL:

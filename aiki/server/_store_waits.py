@@ -106,9 +106,11 @@ def begin_wait(tx: Transaction, request: BeginWait, run_id: uuid.UUID) -> Record
             state, result = "completed", taken[0]
     elif request.kind == "child":
         child = _store.parse_run_id(request.key)
+        # FOR SHARE: a child ending right now holds its row until it commits; reading the
+        # status only after that means either we see it ended, or it sees this wait.
         row = None if child is None else tx.fetch_one(
-            "SELECT status, output, error FROM aiki_runs WHERE id = %s AND parent_id = %s",
-            (child, run_id),
+            "SELECT status, output, error FROM aiki_runs WHERE id = %s AND parent_id = %s"
+            " FOR SHARE", (child, run_id),
         )  # fmt: skip
         if row is None:
             raise LookupError(f"run {request.key} is not a child of run {run_id}")

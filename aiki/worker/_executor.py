@@ -62,6 +62,8 @@ LEASE_MARGIN: Final = 0.25
 """A claim is confirmed with the server once less than this share of its lease is left."""
 SETTLE_ROUNDS: Final = 3
 """Scheduler rounds to let other branches reach their next step before suspending."""
+HOLD_RESULT_SECONDS: Final = 0.01
+"""A completed task's result waits this long for the run's next step to carry it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -93,12 +95,20 @@ class _Running:
 
 
 @attrs.define
+class _Reservation:
+    """A run a run actor took on: the newest revision it knows of, and when it is done."""
+
+    revision: int
+    done: trio.Event = attrs.Factory(trio.Event)
+
+
+@attrs.define
 class Executing:
     """What this worker runs right now (read by the heartbeat), and its free capacity."""
 
     capacity: trio.Semaphore
     running: dict[str, _Running] = attrs.Factory(dict)
-    reserved: set[str] = attrs.Factory(set)
+    reserved: dict[str, _Reservation] = attrs.Factory(dict)
     """Runs a run actor has taken on (from before their claim until they are done)."""
     lease_seconds: float | None = None
     """The server's claim timeout, learnt from heartbeat replies."""
@@ -254,27 +264,36 @@ class RunActor:
     async def _execute(self, message: ExecuteRun) -> None:
         entry = message.entry
         if entry is not None:
-            run_id = QUEUED_RUN.decode(entry.payload).run_id
+            queued = QUEUED_RUN.decode(entry.payload)
+            run_id, revision = queued.run_id, queued.revision
         else:
             assert message.claim is not None
-            run_id = message.claim.run.id
-        # One execution of a run per worker: a second entry for it (redelivered, or taken
-        # over from a dead consumer) must not start a twin that claims it again.
-        if run_id in self.executing.reserved:
-            logger.info("run %s is already executing here; duplicate entry dropped", run_id,
-                        extra={"run_id": run_id})  # fmt: skip
+            run_id, revision = message.claim.run.id, message.claim.run.revision
+        # One execution of a run per worker. Another entry for a run executing here is
+        # either a duplicate (redelivered, or taken over from a dead consumer: its revision
+        # is not newer) and is dropped, or the run queued again since (a wait was resolved
+        # as it suspended): that one runs once the current execution is over.
+        while (current := self.executing.reserved.get(run_id)) is not None:
+            if revision <= current.revision:
+                logger.info("run %s is already executing here; duplicate entry dropped",
+                            run_id, extra={"run_id": run_id})  # fmt: skip
+                break
+            await current.done.wait()
         else:
-            self.executing.reserved.add(run_id)
+            reservation = self.executing.reserved[run_id] = _Reservation(revision)
             try:
-                await self._claim_and_run(message, run_id)
+                await self._claim_and_run(message, run_id, reservation)
             finally:
-                self.executing.reserved.discard(run_id)
+                del self.executing.reserved[run_id]
+                reservation.done.set()
         # Acknowledged only now: the outcome is recorded (or the entry was stale).
         if entry is not None:
             with contextlib.suppress(StreamUnavailableError):  # XAUTOCLAIM cleans up later
                 await self.streams.ack(entry.stream, GROUP, [entry.entry_id], delete=True)
 
-    async def _claim_and_run(self, message: ExecuteRun, run_id: str) -> None:
+    async def _claim_and_run(
+        self, message: ExecuteRun, run_id: str, reservation: _Reservation
+    ) -> None:
         claim: object = message.claim
         claimed_at = -math.inf  # pulled through the server: confirmed before the first task
         if message.entry is not None:
@@ -288,6 +307,7 @@ class RunActor:
             logger.debug("run not claimed: %s", claim and claim.reason)
         else:
             assert isinstance(claim, RunClaimed)
+            reservation.revision = claim.run.revision
             try:
                 await self._run_claimed(claim, claimed_at)
             except (RunTakenOver, ConflictError, NotFoundError) as exc:
@@ -359,7 +379,16 @@ class RunActor:
                         handler_scope.cancel()
                         return
 
+            async def flush_held() -> None:
+                nonlocal interrupted
+                try:
+                    await run.flush_held(HOLD_RESULT_SECONDS)
+                except (RunTakenOver, ServerOutOfReach) as exc:
+                    interrupted = exc
+                    handler_scope.cancel()
+
             nursery.start_soon(suspend_when_all_blocked)
+            nursery.start_soon(flush_held)
             with handler_scope:
                 try:
                     result = await version.handler(*args)
@@ -368,8 +397,9 @@ class RunActor:
                         output=version.output_type.to_json(result), reason="completed",
                     )  # fmt: skip
                 except (RunTakenOver, ServerOutOfReach, BaseExceptionGroup) as exc:
-                    interrupted = _interruption(exc)  # raised below, outside the nursery
-                    if interrupted is None:
+                    found = _interruption(exc)  # raised below, outside the nursery
+                    interrupted = found or interrupted
+                    if found is None:
                         if not isinstance(exc, Exception):
                             raise  # e.g. Cancelled, grouped by the handler's own nursery
                         outcome = self._failure(version, info, exc)
@@ -379,6 +409,10 @@ class RunActor:
         if interrupted is not None:
             raise interrupted
         assert outcome is not None
+        if isinstance(outcome, SuspendRun):
+            await run.flush()
+        else:
+            outcome = attrs.evolve(outcome, tasks=run.take_unsent())
         return outcome
 
     def _failure(

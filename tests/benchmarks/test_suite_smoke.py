@@ -4,20 +4,33 @@ the figures themselves are not asserted: benchmarks are not timed tests)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests._processes import ROOT
 
 
 def test_the_suite_measures_every_workload_and_writes_its_results(tmp_path: Path) -> None:
-    completed = subprocess.run(
+    # A session of its own, so that on a timeout the whole tree (server, workers,
+    # PostgreSQL, Redis) is killed, not only the benchmark process.
+    process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "suite", "--n", "20", "--rounds", "1",
          "--unloaded", "4", "--no-peers", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"the suite did not finish in 240 s:\n{stderr[-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
     results = json.loads((tmp_path / "suite.json").read_text())
     measured = {(s["system"], s["workload"], s["workers"]) for s in results["samples"]}
     assert measured == {

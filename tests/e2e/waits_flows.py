@@ -179,9 +179,36 @@ async def concurrent_flow(run: aiki.Run[int], x: int) -> dict[str, object]:
     return results
 
 
+wide = aiki.workflow("w-wide")
+leaf = aiki.workflow("w-leaf")
+
+
+@leaf.version("1")
+async def leaf_flow(run: aiki.Run[int], x: int) -> int:
+    """A child that ends as fast as it can (one task)."""
+    return await double.start(run, x)
+
+
+@wide.version("1")
+async def wide_flow(run: aiki.Run[int], width: int) -> int:
+    """Starts ``width`` children, then waits for all of them at once."""
+    children = [await leaf_flow.start_as_child(run, x) for x in range(1, width + 1)]
+    total = 0
+
+    async def wait(child: aiki.ChildRun[int]) -> None:
+        nonlocal total
+        result = await child.wait_for_status("completed")
+        total += result.output or 0
+
+    async with trio.open_nursery() as nursery:
+        for child in children:
+            nursery.start_soon(wait, child)
+    return total
+
+
 waits_worker = aiki.Worker(
     sleeper, quick_flow, collect, child_flow, parent_flow, nesting_flow, controlled_flow,
-    timing_out_flow, task_timeout_flow, concurrent_flow, concurrency=8,
+    timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, concurrency=8,
 )  # fmt: skip
 slot_sleepy = aiki.workflow("w-slot-sleepy")
 slot_quick = aiki.workflow("w-slot-quick")
