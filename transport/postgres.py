@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Final, TypeVar
 
 import attrs
+import outcome
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
@@ -206,24 +207,15 @@ class PostgresStore:
         """
         return await self._run(work, single_statement=False)
 
-    async def _run(self, work: Callable[[Transaction], T], *, single_statement: bool) -> T:
+    async def _on_connection(self, body: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """Run ``body`` in a worker thread on a pooled connection, errors mapped; on
+        cancel, cancel its statement on the server and wait for the thread."""
         holder: list[psycopg.Connection[Row]] = []
 
         def run() -> T:
             with mapped_errors(), self._pool.connection() as connection:
                 holder.append(connection)
-                if single_statement:
-                    # One statement is atomic on its own: autocommit saves BEGIN and COMMIT.
-                    connection.autocommit = True
-                    try:
-                        return work(Transaction(connection))
-                    finally:
-                        # A broken connection may refuse this; the pool discards it anyway,
-                        # and transaction() below works in either mode.
-                        with contextlib.suppress(psycopg.Error):
-                            connection.autocommit = False
-                with connection.transaction():
-                    return work(Transaction(connection))
+                return body(connection)
 
         async def cancel_running(finished: Callable[[], bool]) -> None:
             while not finished():
@@ -236,6 +228,64 @@ class PostgresStore:
         return await run_sync_interruptible(
             run, limiter=self._limiter, interrupt=cancel_running, interrupt_grace_seconds=5.0
         )
+
+    async def _run(self, work: Callable[[Transaction], T], *, single_statement: bool) -> T:
+        def run(connection: psycopg.Connection[Row]) -> T:
+            if single_statement:
+                # One statement is atomic on its own: autocommit saves BEGIN and COMMIT.
+                connection.autocommit = True
+                try:
+                    return work(Transaction(connection))
+                finally:
+                    # A broken connection may refuse this; the pool discards it anyway,
+                    # and transaction() below works in either mode.
+                    with contextlib.suppress(psycopg.Error):
+                        connection.autocommit = False
+            with connection.transaction():
+                return work(Transaction(connection))
+
+        return await self._on_connection(run)
+
+    async def transact_batch(
+        self, works: Sequence[Callable[[Transaction], object]]
+    ) -> tuple[list[outcome.Outcome[object]], bool]:
+        """Run ``works`` in one transaction (one thread hop, one COMMIT) and return each
+        one's outcome, in order, and whether the batch fell back to one by one.
+
+        If any work raises, that transaction is rolled back and each work runs again in
+        a transaction of its own (same thread hop), so each outcome is the one it would
+        have had alone. If the COMMIT itself fails, every work gets that error.
+
+        Raises:
+            StorageUnavailableError: no connection could be had (nothing ran).
+
+        Cancellation: as `transact`.
+        """
+
+        def alone(
+            connection: psycopg.Connection[Row], work: Callable[[Transaction], object]
+        ) -> outcome.Outcome[object]:
+            def attempt() -> object:
+                with mapped_errors(), connection.transaction():
+                    return work(Transaction(connection))
+
+            return outcome.capture(attempt)
+
+        def run(connection: psycopg.Connection[Row]) -> tuple[list[outcome.Outcome[object]], bool]:
+            if len(works) == 1:
+                return [alone(connection, works[0])], False
+            committing = False
+            try:
+                with connection.transaction():
+                    results = [work(Transaction(connection)) for work in works]
+                    committing = True
+            except Exception:
+                if committing:
+                    raise  # mapped above
+                return [alone(connection, work) for work in works], True
+            return [outcome.Value(result) for result in results], False
+
+        return await self._on_connection(run)
 
     async def execute(self, sql: str, params: Params | None = None) -> int:
         """Run one statement on its own (atomic by itself); return the affected row count.

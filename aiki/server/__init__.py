@@ -39,6 +39,7 @@ from transport import (
 )
 
 from ._api import Api, Listening, build_app
+from ._committer import Committer, committer_mailbox
 from ._control import ControlOperations
 from ._dispatcher import Dispatcher, Wake, poke
 from ._sweeper import Sweeper
@@ -113,12 +114,14 @@ async def serve(
         await streams.ping()
         await apply_migrations(store, migrations())
         dispatcher_box = Mailbox[Wake]("dispatcher", capacity=1)
+        committer_box = committer_mailbox()
         timers_box = Mailbox[Deadline]("timers", capacity=1024)
         ops = ControlOperations(
             store,
             on_queued=functools.partial(poke, dispatcher_box.address),
             on_deadline=functools.partial(schedule, timers_box.address),
             lease_seconds=config.claim_timeout_seconds,
+            committer=committer_box.address,
         )
         await ops.load_registry()
         listening = Listening()
@@ -134,6 +137,8 @@ async def serve(
             )  # fmt: skip
 
         children: list[Startable] = [
+            # First: started before, and stopped after, everything that commits through it.
+            ChildSpec(name="committer", mailbox=committer_box, factory=lambda: Committer(store)),
             ChildSpec(name="dispatcher", mailbox=dispatcher_box, factory=lambda: Dispatcher(
                 store, streams, redelivery_seconds=config.redelivery_seconds)),
             ChildSpec(name="sweeper", factory=lambda: Sweeper(

@@ -49,9 +49,11 @@ from . import _store, _store_recovery, _store_waits
 from ._operations import Operations, _path
 
 if TYPE_CHECKING:
+    from actors import Address
     from transport import PostgresStore, Transaction
 
     from .._protocol import RunInfo
+    from ._committer import Commit
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +98,10 @@ class ControlOperations(Operations):
         on_queued: Callable[[], None] = lambda: None,
         on_deadline: Callable[[dt.datetime], None] = lambda _when: None,
         lease_seconds: float | None = None,
+        committer: Address[Commit[object]] | None = None,
     ) -> None:
-        super().__init__(store, on_queued=on_queued, on_deadline=on_deadline)
+        super().__init__(store, on_queued=on_queued, on_deadline=on_deadline,
+                         committer=committer)  # fmt: skip
         self.sessions = Sessions()
         self.lease_seconds = lease_seconds
         """The claim timeout, told to workers so they stop a run before it is released."""

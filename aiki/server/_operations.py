@@ -52,14 +52,17 @@ from ..errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from . import _store, _store_waits
+from . import _committer, _store, _store_waits
 
 if TYPE_CHECKING:
     import datetime as dt
     import uuid
     from collections.abc import Callable
 
+    from actors import Address
     from transport import PostgresStore, Transaction
+
+    from ._committer import Commit
 
 T = TypeVar("T")
 
@@ -104,6 +107,8 @@ class Operations:
     Args:
         on_queued: called after a commit that queued runs (wakes the dispatcher).
         on_retry_scheduled: called with the delay after a run starts waiting for a retry.
+        committer: runs the operations' transactions in batches (group commit); without
+            one, each runs on its own.
     """
 
     def __init__(
@@ -112,8 +117,10 @@ class Operations:
         *,
         on_queued: Callable[[], None] = lambda: None,
         on_deadline: Callable[[dt.datetime], None] = lambda _when: None,
+        committer: Address[Commit[object]] | None = None,
     ) -> None:
         self.store = store
+        self.committer = committer
         self.notifier = RunNotifier()
         self._on_queued = on_queued
         self._on_deadline = on_deadline
@@ -122,9 +129,12 @@ class Operations:
             tuple[str, str], dict[str, jsonschema.protocols.Validator | None]
         ] = {}
 
-    async def transact(self, work: Callable[[Transaction], T]) -> T:
-        """Run ``work`` in a transaction, with storage errors mapped to Aiki errors."""
+    async def transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
+        """Run ``work`` in a transaction, with storage errors mapped to Aiki errors; through
+        the committer if there is one, unless ``alone`` (before the committer runs)."""
         try:
+            if self.committer is not None and not alone:
+                return await _committer.transact(self.committer, work)
             return await self.store.transact(work)
         except StorageUnavailableError as exc:
             raise UnavailableError(f"storage unavailable, retry later: {exc}") from exc
@@ -135,7 +145,7 @@ class Operations:
 
     async def load_registry(self) -> None:
         """Load the registered workflow versions (at startup, and on a cache miss)."""
-        versions = await self.transact(_store.registered_versions)
+        versions = await self.transact(_store.registered_versions, alone=True)
         for key, (schema, events) in versions.items():
             self._remember(key, schema, events)
 

@@ -3,7 +3,7 @@ and rollback, errors mapped to transport types, and cancellation that settles th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -162,3 +162,36 @@ async def test_batches_with_copy_and_execute_many(store: PostgresStore) -> None:
 
     await store.transact(load)
     assert await store.fetch_one("SELECT count(*), max(id) FROM items") == (150, 149)
+
+
+@deadline(20)
+async def test_a_batch_commits_together_and_a_failing_member_leaves_only_itself_undone(
+    store: PostgresStore,
+) -> None:
+    """One COMMIT for the whole batch; when a member raises, the others still commit
+    (each alone) and the failing one stores nothing, exactly as if each ran by itself."""
+
+    def insert(key: int) -> Callable[[Transaction], int]:
+        def work(tx: Transaction) -> int:
+            tx.execute("INSERT INTO items VALUES (%s, %s)", (key, f"item {key}"))
+            return key
+
+        return work
+
+    results, fell_back = await store.transact_batch([insert(1), insert(2), insert(3)])
+    assert ([r.unwrap() for r in results], fell_back) == ([1, 2, 3], False)
+
+    def half_then_fail(tx: Transaction) -> int:
+        tx.execute("INSERT INTO items VALUES (10, 'half')")
+        raise LookupError("refused")
+
+    batch = [insert(4), half_then_fail, insert(2), insert(5)]
+    results, fell_back = await store.transact_batch(batch)
+    assert fell_back
+    assert (results[0].unwrap(), results[3].unwrap()) == (4, 5)
+    with pytest.raises(LookupError, match="refused"):
+        results[1].unwrap()
+    with pytest.raises(UniqueViolationError):
+        results[2].unwrap()
+    rows = await store.fetch_all("SELECT id FROM items ORDER BY id")
+    assert rows == [(1,), (2,), (3,), (4,), (5,)]
