@@ -30,12 +30,15 @@ from ._event import TimedOut as TimedOut
 from ._event import event as event
 from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
+from ._protocol import RunUpdate as RunUpdate
 from ._run_context import ChildResult as ChildResult
 from ._run_context import ChildRun as ChildRun
 from ._run_context import Run as Run
 from ._states import RunStatus as RunStatus
 from ._task import Task as Task
 from ._task import task as task
+from ._watch import Resync as Resync
+from ._watch import Watch as Watch
 from ._workflow import Workflow as Workflow
 from ._workflow import WorkflowVersion as WorkflowVersion
 from ._workflow import workflow as workflow
@@ -51,6 +54,7 @@ from .errors import NonDeterminismError as NonDeterminismError
 from .errors import NonRetryableError as NonRetryableError
 from .errors import NotFoundError as NotFoundError
 from .errors import PayloadTooLargeError as PayloadTooLargeError
+from .errors import PushUnavailableError as PushUnavailableError
 from .errors import ReferenceConflictError as ReferenceConflictError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
@@ -82,7 +86,9 @@ __all__ = [
     "NonRetryableError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PushUnavailableError",
     "ReferenceConflictError",
+    "Resync",
     "RetryPolicy",
     "Run",
     "RunHandle",
@@ -92,6 +98,7 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "RunTimeoutError",
+    "RunUpdate",
     "StaleRevisionError",
     "Task",
     "TaskFailedError",
@@ -99,6 +106,7 @@ __all__ = [
     "TimedOut",
     "UnavailableError",
     "ValidationError",
+    "Watch",
     "Worker",
     "Workflow",
     "WorkflowNotFoundError",

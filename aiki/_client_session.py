@@ -9,7 +9,10 @@ flight when it drops fail with `aiki.UnavailableError` (like a failed HTTP reque
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
+import typing
 from typing import Final
 
 import attrs
@@ -17,7 +20,7 @@ import orjson
 import trio
 import trio_websocket
 
-from ._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS
+from ._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, Subscribe, Subscribed, Unsubscribe
 from .errors import UnavailableError, error_from_reply
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -25,18 +28,66 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 Frame = dict[str, object]
 
 
+PUSH_QUEUE_LIMIT: Final = 4096
+"""Push frames a subscription may have waiting; beyond that they are dropped for a resync."""
+
+
+@attrs.define(eq=False)
+class PushQueue:
+    """The push frames of one subscription, as the reader task received them."""
+
+    frames: collections.deque[Frame] = attrs.Factory(collections.deque)
+    overflowed: bool = False
+    closed: UnavailableError | None = None
+    _ready: trio.Event = attrs.Factory(trio.Event)
+
+    def put(self, frame: Frame) -> None:
+        if len(self.frames) >= PUSH_QUEUE_LIMIT:
+            self.frames.clear()
+            self.overflowed = True
+        else:
+            self.frames.append(frame)
+        self._ready.set()
+
+    def close(self, reason: UnavailableError) -> None:
+        self.closed = reason
+        self._ready.set()
+
+    async def get(self) -> Frame:
+        """The next frame (``{"resync": true}`` after an overflow).
+
+        Raises:
+            aiki.UnavailableError: the session dropped.
+        """
+        while True:
+            if self.overflowed:
+                self.overflowed = False
+                return {"resync": True}
+            if self.frames:
+                return self.frames.popleft()
+            if self.closed is not None:
+                raise self.closed
+            await self._ready.wait()
+            self._ready = trio.Event()
+
+
 @attrs.define
 class _Connection:
-    """One WebSocket and the requests waiting for a reply on it."""
+    """One WebSocket, the requests waiting for a reply on it, and its subscriptions."""
 
     websocket: trio_websocket.WebSocketConnection
     pending: dict[int, trio.MemorySendChannel[Frame | UnavailableError]] = attrs.Factory(dict)
+    pushes: dict[str, PushQueue] = attrs.Factory(dict)
 
 
 class ClientSession:
     """Requests over one WebSocket; background tasks run in ``nursery``."""
 
-    def __init__(self, url: str, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, url: str, nursery: trio.Nursery, counter: collections.Counter[str] | None = None
+    ) -> None:
+        self.requests = collections.Counter[str]() if counter is None else counter
+        """Requests sent, by operation name."""
         self._url = (url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
                      + "/api/v1/session")  # fmt: skip
         self._nursery = nursery
@@ -44,7 +95,7 @@ class ClientSession:
         self._ids = itertools.count()
         self._connecting = trio.Lock()
 
-    async def call(self, request: object) -> object:
+    async def call(self, request: object, connection: _Connection | None = None) -> object:
         """Send ``request`` and return the decoded reply.
 
         Raises:
@@ -53,7 +104,8 @@ class ClientSession:
         """
         name = OPERATION_OF[type(request)]
         operation = OPERATIONS[name]
-        connection = await self._connected()
+        connection = connection or await self._connected()
+        self.requests[name] += 1
         request_id = next(self._ids)
         send, receive = trio.open_memory_channel[Frame | UnavailableError](1)
         connection.pending[request_id] = send
@@ -75,6 +127,34 @@ class ClientSession:
                                    run_id=error.run_id)  # fmt: skip
         return operation.reply.structure(reply["ok"])
 
+    async def subscribe(self, request: Subscribe) -> tuple[Subscribed, PushQueue, object]:
+        """Subscribe on the session; return the reply, the queue its pushes arrive in,
+        and a token for `unsubscribe` (the connection it lives on).
+
+        Raises:
+            aiki.AikiError: the server refused the subscription.
+            aiki.UnavailableError: no session.
+        """
+        connection = await self._connected()
+        reply = typing.cast("Subscribed", await self.call(request, connection))
+        # Pushes may have arrived before this task ran again: the reader kept them.
+        queue = connection.pushes.setdefault(reply.subscription, PushQueue())
+        if connection.websocket.closed is not None:
+            queue.close(UnavailableError(f"session with {self._url} dropped"))
+        return reply, queue, connection
+
+    async def unsubscribe(self, subscription: str, token: object) -> None:
+        """End a subscription without waiting for the server's reply (best effort: if
+        the session dropped, the subscription ended with it)."""
+        connection = typing.cast("_Connection", token)
+        connection.pushes.pop(subscription, None)
+        if connection.websocket.closed is None and self._connection is connection:
+            body = OPERATIONS["unsubscribe"].request.encode(Unsubscribe(subscription=subscription))
+            frame = b'{"id":null,"op":"unsubscribe","body":%s}' % body
+            self.requests["unsubscribe"] += 1
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await connection.websocket.send_message(frame.decode())
+
     async def _connected(self) -> _Connection:
         async with self._connecting:
             if self._connection is None or self._connection.websocket.closed is not None:
@@ -93,10 +173,14 @@ class ClientSession:
         try:
             while True:
                 frame = orjson.loads(await connection.websocket.get_message())
-                if isinstance(frame, dict) and "id" in frame:
+                if not isinstance(frame, dict):
+                    continue
+                if "id" in frame:
                     waiting = connection.pending.pop(frame["id"], None)
                     if waiting is not None:
                         waiting.send_nowait(frame)
+                elif isinstance(subscription := frame.get("subscription"), str):
+                    connection.pushes.setdefault(subscription, PushQueue()).put(frame)
         except (trio_websocket.ConnectionClosed, orjson.JSONDecodeError):
             pass  # a malformed frame ends the session like a drop
         finally:
@@ -106,6 +190,8 @@ class ClientSession:
             for waiting in pending.values():
                 waiting.send_nowait(UnavailableError(f"session with {self._url} dropped "
                                                      "before the reply arrived"))  # fmt: skip
+            for queue in connection.pushes.values():
+                queue.close(UnavailableError(f"session with {self._url} dropped"))
 
     async def aclose(self) -> None:
         """Close the session."""

@@ -203,6 +203,12 @@ def _load_worker(target: str) -> Worker:
     show_default=True,
     help="Seconds a published run may stay queued before it is published again.",
 )
+@click.option(
+    "--subscriber-queue",
+    default=1024,
+    show_default=True,
+    help="Updates a live-update subscriber may fall behind by before it gets a resync marker.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -213,6 +219,7 @@ def server(
     timer_scan: float,
     claim_timeout: float,
     redelivery_timeout: float,
+    subscriber_queue: int,
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, sweeper) until SIGINT/SIGTERM."""
@@ -228,6 +235,7 @@ def server(
         timer_scan_seconds=timer_scan,
         claim_timeout_seconds=claim_timeout,
         redelivery_seconds=redelivery_timeout,
+        subscriber_queue=subscriber_queue,
     )
 
     async def main_fn() -> None:

@@ -21,6 +21,7 @@ Deadlines belong to the caller (``trio.fail_after`` / ``anyio.fail_after`` /
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import typing
 from typing import TYPE_CHECKING, Final, Generic, TypeVar
@@ -50,16 +51,26 @@ from ._protocol import (
     RunsStopped,
     RunStarted,
     RunTransitioned,
+    RunUpdate,
     SendEvent,
     StartRun,
+    Subscribe,
     WaitRun,
     WakeupRun,
     WokenUp,
 )
 from ._states import TERMINAL, RunStatus
-from .errors import AikiError, ErrorInfo, UnavailableError, error_from_reply
+from ._watch import Watch
+from .errors import (
+    AikiError,
+    ErrorInfo,
+    PushUnavailableError,
+    UnavailableError,
+    error_from_reply,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import TracebackType
 
     from ._workflow import WorkflowVersion
@@ -92,14 +103,18 @@ class Client:
         url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
         http: an httpx client to use (e.g. with your own TLS or proxy settings).
         session: under trio, inside ``async with``, send requests over one WebSocket
-            session (the default); False keeps every request on HTTP.
+            session (the default); False keeps every request on HTTP, and without
+            WebSockets `watch` is unavailable and waits long-poll. (WebSockets do not use
+            ``http``'s settings.)
     """
 
     def __init__(
         self, url: str, *, http: httpx.AsyncClient | None = None, session: bool = True
     ) -> None:
         self.url = url.rstrip("/")
-        self._wants_session = session and http is None
+        self._wants_session = session
+        self.requests: collections.Counter[str] = collections.Counter()
+        """Requests sent so far, by operation name (over HTTP and the session)."""
         self._session: ClientSession | None = None
         self._session_stack: contextlib.AsyncExitStack | None = None
         self._owns_http = http is None
@@ -115,7 +130,7 @@ class Client:
         if self._wants_session and _running_trio():
             self._session_stack = contextlib.AsyncExitStack()
             nursery = await self._session_stack.enter_async_context(trio.open_nursery())
-            self._session = ClientSession(self.url, nursery)
+            self._session = ClientSession(self.url, nursery, self.requests)
         return self
 
     async def __aexit__(
@@ -133,6 +148,56 @@ class Client:
         finally:
             await self.aclose()
 
+    @property
+    def can_push(self) -> bool:
+        """Whether `watch` works here: under trio inside ``async with`` (on the client's
+        WebSocket session), or under asyncio (a WebSocket per watch)."""
+        if _running_trio():
+            return self._session is not None
+        return self._wants_session
+
+    def watch(
+        self,
+        run: str | RunHandle[typing.Any] | None = None,
+        *,
+        runs: Iterable[str | RunHandle[typing.Any]] = (),
+        workflow: str | None = None,
+        version: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        after_revision: int | None = None,
+    ) -> Watch:
+        """Live updates of runs, pushed by the server as their changes commit.
+
+        Watch one run, a set of ``runs``, a ``workflow`` (and ``version``), or, with no
+        arguments, every run; ``statuses`` keeps only updates to those statuses. A watch
+        of given runs starts from their state when it begins (`Watch.runs`), or with
+        ``after_revision`` replays their recorded changes after it (0: from creation).
+        Each run's updates come in order, none missed or twice, across reconnects.
+
+        ::
+
+            async with client.watch(handle) as updates:
+                async for update in updates:
+                    print(update.status, update.revision)
+
+        Raises:
+            aiki.PushUnavailableError: under trio, the client is not in ``async with``
+                (or was made with ``session=False``): there is no session to push on.
+        """
+        if not self.can_push:
+            raise PushUnavailableError(
+                "live updates need a WebSocket: under trio use `async with aiki.Client(...)` "
+                "(with the default session=True)"
+            )
+        ids = [item if isinstance(item, str) else item.run_id for item in runs]
+        if run is not None:
+            ids.insert(0, run if isinstance(run, str) else run.run_id)
+        request = Subscribe(
+            run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
+            statuses=tuple(statuses), after_revision=after_revision,
+        )  # fmt: skip
+        return Watch(self.url, self._session, request, self.requests)
+
     async def aclose(self) -> None:
         """Close the HTTP connections (if this client created them)."""
         if self._owns_http:
@@ -148,6 +213,7 @@ class Client:
         if self._session is not None and not isinstance(request, WaitRun):
             return await self._session.call(request)
         name = OPERATION_OF[type(request)]
+        self.requests[name] += 1
         operation = OPERATIONS[name]
         try:
             response = await self._http.post(
@@ -288,13 +354,38 @@ class RunHandle(Generic[O]):
     async def wait_for_status(self, status: RunStatus) -> RunResult[O]:
         """Wait until the run reaches ``status``, or a terminal status that rules it out.
 
-        The server holds each request until the run changes; there is no polling.
-        There is no timeout parameter: wrap the call in your own deadline.
+        The server pushes the run's changes over a WebSocket (`Client.watch`); nothing
+        polls. Only if no WebSocket can be had does it fall back to long-polling (each
+        request held by the server until the run changes). There is no timeout
+        parameter: wrap the call in your own deadline.
 
         Raises:
             aiki.RunNotFoundError: the run does not exist.
             aiki.UnavailableError: the server could not be reached.
         """
+        if self.client.can_push:
+            try:
+                return await self._wait_pushed(status)
+            except UnavailableError:
+                pass  # no WebSocket: long-poll instead
+        return await self._wait_polled(status)
+
+    async def _wait_pushed(self, status: RunStatus) -> RunResult[O]:
+        async with self.client.watch(self.run_id) as updates:
+            info = updates.runs[self.run_id]
+            reached = info.status
+            while not (reached == status or reached in TERMINAL):
+                update = await updates.__anext__()
+                assert isinstance(update, RunUpdate)  # a watch of one run resyncs itself
+                reached = update.status
+                if update.run is not None:
+                    info = update.run  # the run as it ended
+        if info.status != reached:  # reached a status on the way: read the run once
+            info = await self.client.get_run(GetRun(run_id=self.run_id))
+        self.info = info
+        return self._result(info, success=reached == status)
+
+    async def _wait_polled(self, status: RunStatus) -> RunResult[O]:
         while True:
             info = typing.cast(
                 "RunInfo",

@@ -130,6 +130,14 @@ class UnavailableError(AikiError):
     http_status: ClassVar[int] = 503
 
 
+class PushUnavailableError(AikiError):
+    """Live updates cannot be had from this client as it is used (raised by the SDK:
+    under trio, a `aiki.Client` outside ``async with`` has no WebSocket session)."""
+
+    code: ClassVar[str] = "push_unavailable"
+    http_status: ClassVar[int] = 400
+
+
 @attrs.define(auto_exc=True)
 class NonDeterminismError(NonRetryableError):
     """Replay found the workflow code no longer matches the run's recorded history.

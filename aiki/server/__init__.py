@@ -3,6 +3,8 @@
 ::
 
     server (one_for_one)
+    ├── committer    group commit: concurrent transactions share one COMMIT
+    ├── broadcaster  committed run changes → WebSocket subscribers
     ├── dispatcher   outbox → Redis Streams
     ├── timers       sleeps, wait timeouts, retries, delayed starts, run deadlines, stalls
     ├── sweeper      stale claims and silent workers → runs queued again (recovery)
@@ -39,6 +41,8 @@ from transport import (
 )
 
 from ._api import Api, Listening, build_app
+from ._broadcaster import Broadcaster, Poke
+from ._broadcaster import poke as poke_broadcaster
 from ._committer import Committer, committer_mailbox
 from ._control import ControlOperations
 from ._dispatcher import Dispatcher, Wake, poke
@@ -70,6 +74,8 @@ class ServerConfig:
         redelivery_seconds: a run still queued this long after it was published is
             published again (Redis may have lost it).
         timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
+        subscriber_queue: updates a live-update subscriber may fall behind by before its
+            queue is dropped for a ``resync`` marker.
     """
 
     database_url: str
@@ -82,6 +88,7 @@ class ServerConfig:
     timer_scan_seconds: float = 15.0
     claim_timeout_seconds: float = 30.0
     redelivery_seconds: float = 60.0
+    subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
 
 
 def migrations() -> list[Migration]:
@@ -115,6 +122,8 @@ async def serve(
         await apply_migrations(store, migrations())
         dispatcher_box = Mailbox[Wake]("dispatcher", capacity=1)
         committer_box = committer_mailbox()
+        broadcaster_box = Mailbox[Poke]("broadcaster", capacity=1)
+        broadcaster = Broadcaster(store, queue_limit=config.subscriber_queue)
         timers_box = Mailbox[Deadline]("timers", capacity=1024)
         ops = ControlOperations(
             store,
@@ -123,10 +132,12 @@ async def serve(
             lease_seconds=config.claim_timeout_seconds,
             committer=committer_box.address,
         )
+        ops.notifier.on_change = functools.partial(poke_broadcaster, broadcaster_box.address)
         await ops.load_registry()
         listening = Listening()
         app = build_app(ops, max_body_bytes=config.max_body_bytes,
-                        health_checks=(store_check(store), streams.ping))  # fmt: skip
+                        health_checks=(store_check(store), streams.ping),
+                        broadcaster=broadcaster)  # fmt: skip
 
         def timers() -> Timers:
             return Timers(
@@ -139,6 +150,7 @@ async def serve(
         children: list[Startable] = [
             # First: started before, and stopped after, everything that commits through it.
             ChildSpec(name="committer", mailbox=committer_box, factory=lambda: Committer(store)),
+            ChildSpec(name="broadcaster", mailbox=broadcaster_box, factory=lambda: broadcaster),
             ChildSpec(name="dispatcher", mailbox=dispatcher_box, factory=lambda: Dispatcher(
                 store, streams, redelivery_seconds=config.redelivery_seconds)),
             ChildSpec(name="sweeper", factory=lambda: Sweeper(

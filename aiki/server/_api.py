@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -25,7 +26,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transport import CodecError
 
-from .._protocol import ERROR_BODY, OPERATIONS, PUSH, ErrorBody, RegisterWorker, StopRun
+from .._protocol import (
+    ERROR_BODY,
+    OPERATIONS,
+    PUSH,
+    RUN_UPDATE,
+    SESSION_ONLY,
+    ErrorBody,
+    RegisterWorker,
+    StopRun,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+)
 from ..errors import (
     AikiError,
     BadRequestError,
@@ -34,6 +48,8 @@ from ..errors import (
     ReferenceConflictError,
     ValidationError,
 )
+from . import _store_updates
+from ._broadcaster import Broadcaster, Subscriber
 from ._control import ControlOperations
 
 if TYPE_CHECKING:
@@ -45,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 SESSION_IN_FLIGHT: Final = 256
 """Requests one WebSocket session may have in progress; more wait (backpressure)."""
+SESSION_SUBSCRIPTIONS: Final = 64
+"""Subscriptions one WebSocket session may hold at once."""
+SUBSCRIBE_RUNS: Final = 1000
+"""Run IDs one subscription may name."""
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -83,6 +103,8 @@ async def _dispatch(
     operation = OPERATIONS.get(name)
     if operation is None:
         raise NotFoundError(f"unknown operation {name!r}; known: {', '.join(sorted(OPERATIONS))}")
+    if name in SESSION_ONLY:
+        raise BadRequestError(f"{name} works only over the WebSocket session at /api/v1/session")
     try:
         if isinstance(raw, dict):
             request = operation.request.structure(raw)
@@ -112,14 +134,18 @@ class _Session:
     ops: ControlOperations
     websocket: WebSocket
     max_bytes: int
+    broadcaster: Broadcaster | None
     worker_id: str | None = None
     _send_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _slots: trio.Semaphore = attrs.field(factory=lambda: trio.Semaphore(SESSION_IN_FLIGHT))
+    _nursery: trio.Nursery | None = None
+    _forwarders: dict[str, trio.CancelScope] = attrs.Factory(dict)
 
     async def serve(self) -> None:
         await self.websocket.accept()
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 while True:
                     try:
                         text = await self.websocket.receive_text()
@@ -132,19 +158,92 @@ class _Session:
         finally:
             if self.worker_id is not None:
                 self.ops.sessions.detach(self.worker_id, self.push)
+            for subscription in self._forwarders:
+                if self.broadcaster is not None:
+                    self.broadcaster.remove(subscription)
+
+    async def _send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(frame.decode())
 
     async def push(self, message: StopRun) -> None:
         """Send a server push (``{"push": {...}}``) to the worker."""
-        frame = b'{"push":' + PUSH.encode(message) + b"}"
-        async with self._send_lock:
-            await self.websocket.send_text(frame.decode())
+        await self._send(b'{"push":' + PUSH.encode(message) + b"}")
+
+    async def _subscribe(self, body: dict[str, object]) -> tuple[bytes, Subscriber]:
+        if self.broadcaster is None:
+            raise BadRequestError("this server does not publish live updates")
+        try:
+            request = typing.cast("Subscribe", OPERATIONS["subscribe"].request.structure(body))
+        except CodecError as exc:
+            raise BadRequestError(f"invalid subscribe request: {exc}", errors=exc.errors) from None
+        if request.after_revision is not None and (
+            not request.run_ids or request.after_revision < 0
+        ):
+            raise BadRequestError("after_revision (>= 0) needs run_ids",
+                                  errors=("@ $.after_revision",))  # fmt: skip
+        if request.version is not None and request.workflow is None:
+            raise BadRequestError("version needs workflow", errors=("@ $.version",))
+        if len(self._forwarders) >= SESSION_SUBSCRIPTIONS:
+            raise BadRequestError(f"at most {SESSION_SUBSCRIPTIONS} subscriptions per session")
+        if len(request.run_ids) > SUBSCRIBE_RUNS:
+            raise BadRequestError(f"at most {SUBSCRIBE_RUNS} run_ids per subscription")
+        subscriber = await self.broadcaster.add(request)
+        try:
+            # Read after registering: every change from here on is pushed (no gap).
+            found = await self.ops.transact(lambda tx: _store_updates.runs(tx, request.run_ids))
+            missing = [run_id for run_id in request.run_ids if run_id not in found]
+            if missing:
+                raise NotFoundError(f"no run {', '.join(missing[:5])}")
+            if request.after_revision is not None:
+                after = request.after_revision
+                past = await self.ops.transact(
+                    lambda tx: _store_updates.history(tx, request.run_ids, after)
+                )
+                subscriber.replay([update for update in past if subscriber.matches(update)])
+            else:
+                subscriber.skip_through({run.id: run.revision for run in found.values()})
+        except BaseException:
+            self.broadcaster.remove(subscriber.id)
+            raise
+        reply = Subscribed(subscription=subscriber.id,
+                           runs=tuple(found[run_id] for run_id in request.run_ids))  # fmt: skip
+        return OPERATIONS["subscribe"].reply.encode(reply), subscriber
+
+    def _unsubscribe(self, body: dict[str, object]) -> bytes:
+        try:
+            request = typing.cast("Unsubscribe", OPERATIONS["unsubscribe"].request.structure(body))
+        except CodecError as exc:
+            raise BadRequestError(
+                f"invalid unsubscribe request: {exc}", errors=exc.errors
+            ) from None
+        scope = self._forwarders.pop(request.subscription, None)
+        if scope is not None:
+            scope.cancel()
+        if self.broadcaster is not None:
+            self.broadcaster.remove(request.subscription)
+        reply = Unsubscribed(subscription=request.subscription)
+        return OPERATIONS["unsubscribe"].reply.encode(reply)
+
+    async def _forward(self, subscriber: Subscriber, scope: trio.CancelScope) -> None:
+        """Push a subscription's updates (batched per frame) until it is cancelled."""
+        prefix = b'{"subscription":' + orjson.dumps(subscriber.id)
+        with scope:
+            while True:
+                updates, resync = await subscriber.take()
+                if resync:
+                    await self._send(prefix + b',"resync":true}')
+                if updates:
+                    encoded = b",".join(RUN_UPDATE.encode(update) for update in updates)
+                    await self._send(prefix + b',"updates":[' + encoded + b"]}")
 
     async def _answer(self, text: str) -> None:
         try:
             frame_id = b"null"
+            subscribed: Subscriber | None = None
 
             async def call() -> bytes:
-                nonlocal frame_id
+                nonlocal frame_id, subscribed
                 if len(text) > self.max_bytes:
                     raise PayloadTooLargeError(f"frame exceeds {self.max_bytes} bytes")
                 try:
@@ -156,6 +255,11 @@ class _Session:
                     raise BadRequestError(f"malformed frame ({exc}); expected {expected}") from None
                 if not isinstance(body, dict):
                     raise BadRequestError("the frame's body must be a JSON object")
+                if name == "subscribe":
+                    encoded, subscribed = await self._subscribe(body)
+                    return encoded
+                if name == "unsubscribe":
+                    return self._unsubscribe(body)
                 encoded, request = await _dispatch(self.ops, name, body, worker_id=self.worker_id)
                 if isinstance(request, RegisterWorker):
                     self.worker_id = request.worker_id
@@ -167,8 +271,13 @@ class _Session:
                 reply = b'{"id":' + frame_id + b',"ok":' + payload + b"}"
             else:  # payload is {"error": {...}}: splice the id in front
                 reply = b'{"id":' + frame_id + b"," + payload[1:]
-            async with self._send_lock:
-                await self.websocket.send_text(reply.decode())
+            try:
+                await self._send(reply)
+            finally:
+                if subscribed is not None:  # its pushes go out only after the reply
+                    scope = self._forwarders[subscribed.id] = trio.CancelScope()
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._forward, subscribed, scope)
         finally:
             self._slots.release()
 
@@ -178,6 +287,7 @@ def build_app(
     *,
     max_body_bytes: int,
     health_checks: tuple[HealthCheck, ...] = (),
+    broadcaster: Broadcaster | None = None,
 ) -> Starlette:
     """The ASGI application serving ``ops``."""
 
@@ -192,7 +302,7 @@ def build_app(
         return Response(body, status_code=status, media_type="application/json")
 
     async def session(websocket: WebSocket) -> None:
-        await _Session(ops, websocket, max_body_bytes).serve()
+        await _Session(ops, websocket, max_body_bytes, broadcaster).serve()
 
     async def healthz(request: Request) -> Response:
         problems = []

@@ -82,6 +82,8 @@ class RunNotifier:
 
     def __init__(self) -> None:
         self._events: dict[str, trio.Event] = {}
+        self.on_change: Callable[[], None] = lambda: None
+        """Called at every change (the server pokes its broadcaster)."""
 
     def event_for(self, run_id: str) -> trio.Event:
         """An event set at the next change of ``run_id``; take it *before* reading the run."""
@@ -89,6 +91,7 @@ class RunNotifier:
 
     def notify(self, run_id: str) -> None:
         """The run changed (call after the transaction committed)."""
+        self.on_change()
         event = self._events.pop(run_id, None)
         if event is not None:
             event.set()

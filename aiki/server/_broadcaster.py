@@ -1,0 +1,189 @@
+"""The broadcaster: pushes every committed run change to the subscribers it matches.
+
+PostgreSQL is the source: the broadcaster reads committed transitions window by window
+(`_store_updates.committed_since`), so it sees every change exactly once, in each run's
+revision order, whichever server instance, timer or sweeper made it, and even if that
+process died right after its commit. It reads when this server committed a change (a
+poke) and otherwise every ``tick_seconds`` (changes made by other instances), and only
+while someone subscribes.
+
+Subscribers are never waited for: each has a bounded queue, and one that falls behind
+loses its queued updates and gets a ``resync`` marker instead (it should re-read the
+state it cares about). A slow subscriber slows neither the server nor other subscribers.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import math
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+import trio
+
+from actors import Address, MailboxFullError
+from transport import PostgresStore
+
+from .._protocol import RunUpdate, Subscribe
+from . import _store_updates
+from ._outages import Outage
+
+logger = logging.getLogger(__name__)
+
+QUEUE_LIMIT: Final = 1024
+"""Updates a subscriber may have waiting; beyond that it gets a resync marker."""
+
+
+@attrs.frozen
+class Poke:
+    """This server committed a change: read now."""
+
+
+def poke(address: Address[Poke]) -> None:
+    """Wake the broadcaster without waiting; a poke already pending is enough."""
+    with contextlib.suppress(MailboxFullError):
+        address.send_nowait(Poke())
+
+
+@attrs.define(eq=False)
+class Subscriber:
+    """One subscription's filter and queue (read by its session's sender)."""
+
+    id: str
+    filter: Subscribe
+    limit: int = QUEUE_LIMIT
+    queue: collections.deque[RunUpdate] = attrs.Factory(collections.deque)
+    resync: bool = False
+    """Updates were dropped since the last read: the reader must resynchronise."""
+    dropped: int = 0
+    _last: dict[str, int] = attrs.Factory(dict)
+    _ready: trio.Event = attrs.Factory(trio.Event)
+
+    def matches(self, update: RunUpdate) -> bool:
+        """Whether ``update`` is one this subscription asked for."""
+        wanted = self.filter
+        return (
+            (not wanted.run_ids or update.run_id in wanted.run_ids)
+            and (wanted.workflow is None or update.workflow == wanted.workflow)
+            and (wanted.version is None or update.version == wanted.version)
+            and (not wanted.statuses or update.status in wanted.statuses)
+        )
+
+    def offer(self, update: RunUpdate) -> None:
+        """Queue ``update`` unless full (then mark a resync); never waits."""
+        if len(self.queue) >= self.limit:
+            self.queue.clear()
+            self.resync = True
+            self.dropped += 1
+        else:
+            self.queue.append(update)
+        self._ready.set()
+
+    def skip_through(self, revisions: dict[str, int]) -> None:
+        """Push nothing of these runs up to these revisions (the subscriber has them)."""
+        self._last.update(revisions)
+
+    def replay(self, past: list[RunUpdate]) -> None:
+        """Put recorded updates ahead of the live ones queued meanwhile (overlaps are
+        dropped by revision in `take`)."""
+        self.queue.extendleft(reversed(past))
+        self._ready.set()
+
+    async def take(self) -> tuple[list[RunUpdate], bool]:
+        """Wait for updates; return them (each run's in revision order, none twice) and
+        whether a resync marker is due first."""
+        await self._ready.wait()
+        self._ready = trio.Event()
+        updates, self.queue = list(self.queue), collections.deque()
+        resync, self.resync = self.resync, False
+        fresh = []
+        for update in updates:
+            # A replayed history and the live stream may overlap: each revision once.
+            if update.revision > self._last.get(update.run_id, 0):
+                self._last[update.run_id] = update.revision
+                fresh.append(update)
+        if len(self._last) > 4 * self.limit:
+            self._last.clear()  # bounded memory for broad subscriptions
+        return fresh, resync
+
+
+@attrs.define
+class Broadcaster:
+    """Actor: committed transitions → matching subscribers."""
+
+    store: PostgresStore
+    tick_seconds: float = 0.02
+    queue_limit: int = QUEUE_LIMIT
+    subscribers: dict[str, Subscriber] = attrs.Factory(dict)
+    _horizon: int | None = None
+    _ids: Iterator[int] = attrs.Factory(itertools.count)
+    delivered: int = 0
+    _idle: trio.CancelScope | None = None
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[Poke],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read and push on every poke and tick until the mailbox closes; outages are
+        waited out (nothing is lost: the next read covers the whole gap)."""
+        outage = Outage("broadcaster")
+        task_status.started()
+        while True:
+            # Ticks only while someone subscribes (a new subscription cuts the idle wait).
+            with trio.CancelScope() as self._idle:
+                with trio.move_on_after(self.tick_seconds if self.subscribers else math.inf):
+                    try:
+                        await inbox.receive()
+                    except trio.EndOfChannel:
+                        return
+            await outage.guard(self.read_once)
+
+    async def read_once(self) -> int:
+        """Read the committed changes since the last read and push them; return how many."""
+        if not self.subscribers:
+            self._horizon = None  # nobody listens: stop reading
+            return 0
+        if self._horizon is None:
+            await self.start_reading()
+            return 0
+        since = self._horizon
+        updates, self._horizon = await self.store.transact(
+            lambda tx: _store_updates.committed_since(tx, since)
+        )
+        for update in updates:
+            for subscriber in list(self.subscribers.values()):
+                if subscriber.matches(update):
+                    subscriber.offer(update)
+                    self.delivered += 1
+        return len(updates)
+
+    async def start_reading(self) -> None:
+        """Make sure changes committed from now on will be read."""
+        if self._horizon is None:
+            horizon = await self.store.transact(_store_updates.horizon)
+            if self._horizon is None:
+                self._horizon = horizon
+
+    async def add(self, request: Subscribe) -> Subscriber:
+        """Register a subscription; once this returns, every change committed afterwards
+        reaches it (changes from before: `_store_updates.history`)."""
+        subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit)
+        self.subscribers[subscriber.id] = subscriber
+        if self._idle is not None:
+            self._idle.cancel()  # start ticking
+        try:
+            await self.start_reading()
+        except BaseException:
+            del self.subscribers[subscriber.id]
+            raise
+        return subscriber
+
+    def remove(self, subscription: str) -> None:
+        """Forget a subscription (idempotent)."""
+        self.subscribers.pop(subscription, None)
