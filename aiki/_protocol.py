@@ -159,6 +159,8 @@ class RecordTask:
     input: object = None
     output: object = None
     error: ErrorInfo | None = None
+    duration_seconds: float | None = None
+    """How long the attempt's body ran (for the server's task latency histogram)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -409,6 +411,93 @@ class HeartbeatAck:
     lease_seconds: float | None = None
 
 
+# -- views for operators (CLI, dashboard) ------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DescribeRun:
+    """Everything about one run: its state, tasks with their attempts, and its timeline."""
+
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskAttempt:
+    """One failed attempt of a task (the last attempt's outcome is the task's own)."""
+
+    attempt: int
+    error: ErrorInfo | None = None
+    at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class TaskDetail:
+    """A task call of a run, as recorded."""
+
+    address: str
+    seq: int
+    name: str
+    state: Literal["running", "completed", "failed"]
+    attempts: int
+    input: object = None
+    output: object = None
+    error: ErrorInfo | None = None
+    failed_attempts: tuple[TaskAttempt, ...] = ()
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    """One step of a run's timeline."""
+
+    previous: RunStatus | None = None
+    status: RunStatus
+    revision: int
+    reason: str | None = None
+    worker_id: str | None = None
+    at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class RunDetails:
+    """Reply to `DescribeRun`."""
+
+    run: RunInfo
+    tasks: tuple[TaskDetail, ...] = ()
+    timeline: tuple[Transition, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ListWorkers:
+    """The workers that registered, most recently seen first."""
+
+    include_gone: bool = False
+    """Also workers declared dead (no heartbeat within the claim timeout)."""
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """A worker as the server knows it."""
+
+    id: str
+    versions: tuple[str, ...]
+    """``workflow@version`` it serves."""
+    pools: tuple[str | None, ...] = (None,)
+    concurrency: int
+    alive: bool
+    active_runs: int
+    registered_at: dt.datetime
+    last_seen_at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class WorkerList:
+    """Reply to `ListWorkers`."""
+
+    workers: tuple[WorkerInfo, ...] = ()
+
+
 # -- live updates (WebSocket session only) -----------------------------------------------------
 
 
@@ -532,6 +621,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
         _operation("resume_run", ResumeRun, RunTransitioned),
         _operation("wakeup_run", WakeupRun, WokenUp),
         _operation("claim_next", ClaimNext, ClaimedRuns),
+        _operation("describe_run", DescribeRun, RunDetails),
+        _operation("list_workers", ListWorkers, WorkerList),
         _operation("subscribe", Subscribe, Subscribed),
         _operation("unsubscribe", Unsubscribe, Unsubscribed),
     )

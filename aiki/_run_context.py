@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 import typing
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final, Generic, NoReturn, Protocol, TypeVar
@@ -322,6 +323,7 @@ class Run(Generic[I]):
                 await self.flush()  # a result is stored before anything else happens
                 with self._fenced():
                     await self._gateway.confirm_claim()
+                started = time.perf_counter()
                 try:
                     result = await self._attempt(task, argument)
                     try:
@@ -330,24 +332,33 @@ class Run(Generic[I]):
                         message = f"task {task.name!r} returned the wrong type: {exc.message}"
                         raise TaskOutputError(message, errors=exc.errors) from None
                 except Exception as exc:  # the task's failure; Cancelled passes through
+                    took = time.perf_counter() - started
                     info = error_info(exc)
                     delay = (task.retry.delay_before(attempt + 1, self._rng)
                              if is_retryable(exc) else None)  # fmt: skip
                     if delay is None:
-                        await self._record(task, call, attempt, "failed", input_json, error=info)
+                        await self._record(task, call, attempt, "failed", input_json, error=info,
+                                           took=took)  # fmt: skip
                         raise TaskFailedError(
                             f"task {task.name!r} failed after {attempt} attempt(s): "
                             f"{info.message}",
                             task=task.name, attempts=attempt, cause=info,
                         ) from exc  # fmt: skip
                     await self._record(
-                        task, call, attempt, "attempt_failed", input_json, error=info
+                        task, call, attempt, "attempt_failed", input_json, error=info, took=took
                     )
                     await trio.sleep(delay)
                     attempt += 1
                 else:
+                    took = time.perf_counter() - started
                     await self._record(
-                        task, call, attempt, "completed", input_json, output=output_json
+                        task,
+                        call,
+                        attempt,
+                        "completed",
+                        input_json,
+                        output=output_json,
+                        took=took,
                     )
                     return task.output_type.from_json(output_json)
 
@@ -373,11 +384,12 @@ class Run(Generic[I]):
         *,
         output: object = None,
         error: ErrorInfo | None = None,
+        took: float | None = None,
     ) -> None:
         request = RecordTask(
             run_id=self.id, revision=self._revision, address=call.address, seq=call.seq,
             name=task.name, attempt=attempt, state=state, input=input_json, output=output,
-            error=error,
+            error=error, duration_seconds=took,
         )  # fmt: skip
         if state == "completed":
             # Held until the run's next step (which sends it first) or its outcome (which

@@ -28,6 +28,7 @@ from actors import ActorError
 from transport import LocalServiceError, TransportError, services_from_env
 
 from . import __version__
+from ._cli_ops import events, runs, workers
 from .errors import AikiError
 from .worker import Worker
 
@@ -356,3 +357,8 @@ def dev(target: str, port: int, data_dir: Path, concurrency: int | None, verbose
             await _until_signal()
 
     _run(main_fn)
+
+
+main.add_command(runs)
+main.add_command(events)
+main.add_command(workers)

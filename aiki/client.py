@@ -40,12 +40,15 @@ from ._protocol import (
     OPERATION_OF,
     OPERATIONS,
     CancelRun,
+    DescribeRun,
     EventSent,
     GetRun,
     ListRuns,
+    ListWorkers,
     PauseRun,
     RequeueRun,
     ResumeRun,
+    RunDetails,
     RunInfo,
     RunPage,
     RunsStopped,
@@ -58,6 +61,8 @@ from ._protocol import (
     WaitRun,
     WakeupRun,
     WokenUp,
+    WorkerInfo,
+    WorkerList,
 )
 from ._states import TERMINAL, RunStatus
 from ._watch import Watch
@@ -249,6 +254,20 @@ class Client:
             workflow=workflow, version=version, statuses=statuses, limit=limit, cursor=cursor
         )
         return typing.cast("RunPage", await self.call(request))
+
+    async def describe_run(self, run_id: str) -> RunDetails:
+        """A run with its tasks (and their failed attempts) and its timeline of transitions.
+
+        Raises:
+            aiki.RunNotFoundError: no such run.
+        """
+        return typing.cast("RunDetails", await self.call(DescribeRun(run_id=run_id)))
+
+    async def list_workers(self, *, include_gone: bool = False) -> tuple[WorkerInfo, ...]:
+        """The registered workers, most recently seen first (``include_gone``: also those
+        declared dead)."""
+        reply = typing.cast("WorkerList", await self.call(ListWorkers(include_gone=include_gone)))
+        return reply.workers
 
     async def requeue(self, run_id: str, *, reason: str = "requeued") -> RunTransitioned:
         """Release a running or stalled run and queue it again (recovery)."""

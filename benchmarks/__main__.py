@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_foundations, bench_sleepers, bench_suite, bench_workflows, soak
+from . import bench_foundations, bench_live, bench_sleepers, bench_suite, bench_workflows, soak
 
 SUITES = {
     "foundations": bench_foundations.main,
@@ -12,6 +12,7 @@ SUITES = {
     "sleepers": bench_sleepers.main,
     "soak": soak.main,
     "suite": bench_suite.main,
+    "live": bench_live.main,
 }
 
 

@@ -52,6 +52,8 @@ from ._timers import Deadline, Timers, schedule
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ._store_waits import Stopped
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT: Final = 8470
@@ -137,12 +139,15 @@ async def serve(
         listening = Listening()
         app = build_app(ops, max_body_bytes=config.max_body_bytes,
                         health_checks=(store_check(store), streams.ping),
-                        broadcaster=broadcaster)  # fmt: skip
+                        broadcaster=broadcaster, listening=listening)  # fmt: skip
+
+        async def timed_out(stopped: list[Stopped]) -> None:
+            ops.metrics.runs_timed_out.inc(len(stopped))
+            await ops.stop_all(stopped, "timed out")
 
         def timers() -> Timers:
             return Timers(
-                store, functools.partial(poke, dispatcher_box.address),
-                lambda stopped: ops.stop_all(stopped, "timed out"),
+                store, functools.partial(poke, dispatcher_box.address), timed_out,
                 scan_seconds=config.timer_scan_seconds,
                 stall_after_seconds=config.stall_after_seconds,
             )  # fmt: skip
@@ -156,15 +161,19 @@ async def serve(
             ChildSpec(name="sweeper", factory=lambda: Sweeper(
                 store, functools.partial(poke, dispatcher_box.address),
                 claim_timeout_seconds=config.claim_timeout_seconds,
-                worker_timeout_seconds=config.claim_timeout_seconds)),
+                worker_timeout_seconds=config.claim_timeout_seconds,
+                on_released=ops.metrics.claim_recoveries.inc)),
             ChildSpec(name="timers", factory=timers, mailbox=timers_box),
             ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
         ]  # fmt: skip
         async with open_supervisor(
             "server", children, intensity=RestartIntensity(max_restarts=5, within_seconds=30)
-        ):
+        ) as tree:
+            ops.metrics.actor_restarts.read = tree.statistics_nowait
+            listening.ready = True
             task_status.started(listening.urls[0])
             await shutdown_trigger()
+            listening.ready = False
             logger.info("server shutting down")
 
 

@@ -9,9 +9,11 @@ concurrently and replies carry the request's ``id``.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import logging
 import typing
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -20,11 +22,12 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from transport import CodecError
+from transport import CodecError, StorageError
 
 from .._protocol import (
     ERROR_BODY,
@@ -51,6 +54,7 @@ from ..errors import (
 from . import _store_updates
 from ._broadcaster import Broadcaster, Subscriber
 from ._control import ControlOperations
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -67,6 +71,9 @@ SUBSCRIBE_RUNS: Final = 1000
 """Run IDs one subscription may name."""
 
 HealthCheck = Callable[[], Awaitable[None]]
+
+DASHBOARD: Final = Path(str(importlib.resources.files(__package__) / "dashboard"))
+"""The dashboard's static files (plain HTML, CSS and JavaScript: no build step)."""
 
 
 def error_body(exc: AikiError) -> bytes:
@@ -143,6 +150,8 @@ class _Session:
 
     async def serve(self) -> None:
         await self.websocket.accept()
+        sessions = self.ops.metrics.websocket_sessions
+        sessions.inc()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -156,6 +165,7 @@ class _Session:
                 # The peer is gone: replies in progress have nowhere to go.
                 nursery.cancel_scope.cancel()
         finally:
+            sessions.dec()
             if self.worker_id is not None:
                 self.ops.sessions.detach(self.worker_id, self.push)
             for subscription in self._forwarders:
@@ -288,6 +298,7 @@ def build_app(
     max_body_bytes: int,
     health_checks: tuple[HealthCheck, ...] = (),
     broadcaster: Broadcaster | None = None,
+    listening: Listening | None = None,
 ) -> Starlette:
     """The ASGI application serving ``ops``."""
 
@@ -316,11 +327,32 @@ def build_app(
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        if listening is not None and not listening.ready:
+            return JSONResponse({"status": "not ready", "problems": ["starting or stopping"]},
+                                status_code=503)  # fmt: skip
+        return await healthz(request)
+
+    async def metrics(request: Request) -> Response:
+        try:
+            with trio.fail_after(5):
+                body = await ops.metrics.render(ops.store)
+        except (StorageError, trio.TooSlowError) as exc:
+            return Response(f"# storage unavailable: {exc}\n", status_code=503)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    async def dashboard(request: Request) -> Response:
+        return FileResponse(DASHBOARD / "index.html", media_type="text/html")
+
     return Starlette(
         routes=[
+            Route("/", dashboard, methods=["GET"]),
+            Mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard"),
             Route("/api/v1/{operation}", operation, methods=["POST"]),
             WebSocketRoute("/api/v1/session", session),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ]
     )
 
@@ -330,6 +362,8 @@ class Listening:
     """Where the API listens, once it does (filled in by the `Api` actor)."""
 
     urls: list[str] = attrs.Factory(list)
+    ready: bool = False
+    """The whole server tree runs (False again once it is shutting down)."""
 
 
 @attrs.define

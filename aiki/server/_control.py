@@ -274,6 +274,7 @@ class ControlOperations(Operations):
         if not stopped or stopped[0].run_id != request.run_id:
             current = await self.get_run(GetRun(run_id=request.run_id))
             raise InvalidTransitionError(f"run {request.run_id} is {current.status} already")
+        self.metrics.runs_cancelled.inc(len(stopped))
         await self.stop_all(stopped, "cancelled")
         self._on_queued()  # parents waiting on these runs may have been queued
         return RunsStopped(run_id=request.run_id, status="cancelled",

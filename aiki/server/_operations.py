@@ -20,14 +20,17 @@ from .._protocol import (
     MAX_WAIT_SECONDS,
     ClaimRejected,
     ClaimRun,
+    DescribeRun,
     GetRun,
     Heartbeat,
     HeartbeatAck,
     ListRuns,
+    ListWorkers,
     RecordTask,
     RegisterWorker,
     RequeueRun,
     RunClaimed,
+    RunDetails,
     RunInfo,
     RunPage,
     RunStarted,
@@ -36,6 +39,7 @@ from .._protocol import (
     TaskRecorded,
     TransitionRun,
     WaitRun,
+    WorkerList,
     WorkerRegistered,
 )
 from .._replay import canonical_json
@@ -52,7 +56,8 @@ from ..errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from . import _committer, _store, _store_waits
+from . import _committer, _store, _store_views, _store_waits
+from ._metrics import ServerMetrics
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -124,6 +129,7 @@ class Operations:
     ) -> None:
         self.store = store
         self.committer = committer
+        self.metrics = ServerMetrics()
         self.notifier = RunNotifier()
         self._on_queued = on_queued
         self._on_deadline = on_deadline
@@ -192,6 +198,10 @@ class Operations:
                 return await self.heartbeat(request)
             case RequeueRun():
                 return await self.requeue_run(request)
+            case DescribeRun():
+                return await self.describe_run(request)
+            case ListWorkers():
+                return await self.list_workers(request)
             case _:
                 raise BadRequestError(f"unknown request {type(request).__name__}")
 
@@ -253,6 +263,7 @@ class Operations:
 
     def after_start(self, run: RunInfo) -> None:
         """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""
+        self.metrics.runs_started.labels(run.workflow).inc()
         if run.status == "queued":
             self._on_queued()
         for when in (run.wake_at, run.deadline_at):
@@ -280,6 +291,21 @@ class Operations:
         if parsed is None:
             raise RunNotFoundError(f"no run with ID {run_id!r}")
         return parsed
+
+    async def describe_run(self, request: DescribeRun) -> RunDetails:
+        """A run with its tasks, their failed attempts, and its timeline."""
+        run_id = self._run_uuid(request.run_id)
+        details = await self.transact(lambda tx: _store_views.describe_run(tx, run_id))
+        if details is None:
+            raise RunNotFoundError(f"no run with ID {request.run_id!r}")
+        return details
+
+    async def list_workers(self, request: ListWorkers) -> WorkerList:
+        """The registered workers (alive ones, unless ``include_gone``)."""
+        workers = await self.transact(
+            lambda tx: _store_views.list_workers(tx, include_gone=request.include_gone)
+        )
+        return WorkerList(workers=tuple(workers))
 
     async def get_run(self, request: GetRun) -> RunInfo:
         """Find a run by ID or by reference ID."""
@@ -420,7 +446,12 @@ class Operations:
         written = await self.transact(lambda tx: _store.record_task(tx, request, run_id))
         if not written:
             raise await self._fenced_out(run_id, request.run_id, request.revision)
+        self._observe(request)
         return TaskRecorded(address=request.address, seq=request.seq)
+
+    def _observe(self, request: RecordTask) -> None:
+        if request.duration_seconds is not None and request.duration_seconds >= 0:
+            self.metrics.task_seconds.labels(request.name).observe(request.duration_seconds)
 
     @staticmethod
     def _check_task(request: RecordTask) -> None:
@@ -461,6 +492,13 @@ class Operations:
             return moved, parents
 
         moved, parents_queued = await self.transact(move)
+        if moved is not None:
+            for task in request.tasks:
+                self._observe(task)
+            if moved.status == "completed":
+                self.metrics.runs_completed.labels(moved.workflow).inc()
+            elif moved.status == "failed":
+                self.metrics.runs_failed.labels(moved.workflow).inc()
         if moved is None:
             raise await self._fenced_out(run_id, request.run_id, request.revision)
         self.notifier.notify(request.run_id)

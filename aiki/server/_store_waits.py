@@ -294,7 +294,8 @@ class Stopped:
 
 
 def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped]:
-    """Cancel the run and every non-terminal descendant; resolve parents' waits on them."""
+    """Cancel the run and every non-terminal descendant (the run first in the result, if it
+    was active); resolve parents' waits on them."""
     rows = tx.fetch_all(
         """
         WITH RECURSIVE tree AS (
@@ -321,6 +322,8 @@ def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped
     )
     stopped = [Stopped(str(rid), str(status), None if worker is None else str(worker))
                for rid, status, worker in rows]  # fmt: skip
+    # RETURNING has no order: the requested run first (callers check it was active).
+    stopped.sort(key=lambda moved: moved.run_id != str(run_id))
     resolve_child_waits(tx, [uuid.UUID(s.run_id) for s in stopped])
     return stopped
 

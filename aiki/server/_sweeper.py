@@ -34,6 +34,8 @@ class Sweeper:
     on_queued: Callable[[], None]
     claim_timeout_seconds: float = 30.0
     worker_timeout_seconds: float = 30.0
+    on_released: Callable[[int], None] = lambda _count: None
+    """Called with how many runs a sweep queued again (metrics)."""
 
     @property
     def interval_seconds(self) -> float:
@@ -67,6 +69,8 @@ class Sweeper:
         for run_id, holder in released:
             logger.warning("run %s: claim of worker %s went stale; queued again", run_id, holder,
                            extra={"run_id": run_id, "worker_id": holder})  # fmt: skip
+        if released:
+            self.on_released(len(released))
         if released or dead:
             self.on_queued()
         return len(released)

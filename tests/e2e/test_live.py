@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import orjson
 import psycopg
@@ -17,6 +18,7 @@ import trio_websocket
 
 import aiki
 from tests._deadline import deadline
+from tests._processes import start_aiki
 
 from . import waits_flows as flows
 from .conftest import Cluster
@@ -168,3 +170,30 @@ def test_waiting_and_watching_under_asyncio_are_pushed_not_polled(cluster: Clust
     assert (result.success, result.output) == (True, "slept")
     assert during == {"subscribe": 1}
     assert statuses == ["queued", "running", "sleeping", "queued", "running", "completed"]
+
+
+@deadline(60)
+async def test_updates_made_through_one_server_reach_subscribers_of_another(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Two server instances on one database: a subscriber on the second sees every state
+    of a run started through (and executed via) the first."""
+    env = {"AIKI_DATABASE_URL": cluster.database_url, "AIKI_REDIS_URL": cluster.redis_url}
+    other = start_aiki(["server", "--port", "0"], tmp_path / "other.log", env)
+    try:
+        other_url = other.wait_ready(r"listening on (\S+)").group(1)
+        async with aiki.Client(other_url) as watcher, aiki.Client(cluster.url) as starter:
+            updates = watcher.watch(workflow=flows.quick_flow.workflow)
+            await updates.start()
+            handle = await flows.quick_flow.start(starter, 4)
+            seen = []
+            async for update in updates:
+                assert isinstance(update, aiki.RunUpdate)
+                if update.run_id == handle.run_id:
+                    seen.append((update.status, update.revision))
+                    if update.status == "completed":
+                        break
+            await updates.aclose()
+    finally:
+        other.stop()
+    assert seen == [("queued", 1), ("running", 2), ("completed", 3)]

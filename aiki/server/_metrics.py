@@ -1,0 +1,113 @@
+"""Prometheus metrics of one server process, served at ``/metrics``.
+
+Counters move where the server commits the change they count; gauges that describe
+shared state (queue depth) are read from PostgreSQL at scrape time, so every instance
+reports the same truth. Each server has its own registry (several may share a process
+in tests).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .._streams import stream_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from actors import SupervisorStatistics
+    from transport import PostgresStore, Transaction
+
+TASK_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                       300)  # fmt: skip
+
+
+class _ActorRestarts(Collector):
+    """Restarts of each supervised actor, read from the supervision tree at scrape time."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], SupervisorStatistics] | None = None
+        """Set once the tree runs: reads its statistics."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "aiki_actor_restarts", "Restarts of each supervised actor", labels=["actor"]
+        )
+        if self.read is not None:
+            root = self.read()
+            stack = [(root.name, root)]
+            while stack:
+                path, tree = stack.pop()
+                for child in tree.children:
+                    family.add_metric([f"{path}/{child.name}"], child.restarts)
+                    if child.supervisor is not None:
+                        stack.append((f"{path}/{child.name}", child.supervisor))
+        yield family
+
+
+class ServerMetrics:
+    """The server's metrics (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        registry = self.registry
+        self.runs_started = prometheus_client.Counter(
+            "aiki_runs_started", "Runs created (children included)", ["workflow"],
+            registry=registry,
+        )  # fmt: skip
+        self.runs_completed = prometheus_client.Counter(
+            "aiki_runs_completed", "Runs that completed", ["workflow"], registry=registry
+        )
+        self.runs_failed = prometheus_client.Counter(
+            "aiki_runs_failed", "Runs that failed (their last attempt)", ["workflow"],
+            registry=registry,
+        )  # fmt: skip
+        self.runs_cancelled = prometheus_client.Counter(
+            "aiki_runs_cancelled", "Runs cancelled (descendants included)", registry=registry
+        )
+        self.runs_timed_out = prometheus_client.Counter(
+            "aiki_runs_timed_out", "Runs failed by their deadline", registry=registry
+        )
+        self.task_seconds = prometheus_client.Histogram(
+            "aiki_task_duration_seconds", "Task attempt durations, as reported by workers",
+            ["task"], buckets=TASK_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.claim_recoveries = prometheus_client.Counter(
+            "aiki_claim_recoveries",
+            "Runs queued again because their worker died or its claim went stale",
+            registry=registry,
+        )
+        self.websocket_sessions = prometheus_client.Gauge(
+            "aiki_websocket_sessions", "Open WebSocket sessions (workers and clients)",
+            registry=registry,
+        )  # fmt: skip
+        self.queue_depth = prometheus_client.Gauge(
+            "aiki_queue_depth", "Runs queued and not yet taken, per stream", ["stream"],
+            registry=registry,
+        )  # fmt: skip
+        self.actor_restarts = _ActorRestarts()
+        registry.register(self.actor_restarts)
+
+    async def render(self, store: PostgresStore) -> bytes:
+        """Refresh the gauges read from PostgreSQL, then the text exposition format."""
+        depths = await store.transact(_queue_depths)
+        self.queue_depth.clear()
+        for stream, depth in depths:
+            self.queue_depth.labels(stream).set(depth)
+        return prometheus_client.generate_latest(self.registry)
+
+
+def _queue_depths(tx: Transaction) -> list[tuple[str, int]]:
+    rows = tx.fetch_all(
+        "SELECT workflow, version, pool, count(*) FROM aiki_runs WHERE status = 'queued'"
+        " GROUP BY workflow, version, pool"
+    )
+    return [(stream_for(str(workflow), str(version), None if pool is None else str(pool)),
+             int(str(count))) for workflow, version, pool, count in rows]  # fmt: skip
+
+
+CONTENT_TYPE: Final = prometheus_client.CONTENT_TYPE_LATEST

@@ -1,0 +1,304 @@
+// Aiki dashboard: one WebSocket session to the server carries every request and the
+// live updates (no polling). Plain JavaScript, no build step.
+"use strict";
+
+const STATUSES = ["scheduled", "queued", "running", "paused", "sleeping", "awaiting_event",
+  "awaiting_retry", "awaiting_child_workflow", "stalled", "completed", "failed", "cancelled"];
+
+class Session {
+  constructor(onOpen) {
+    this.onOpen = onOpen;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.handlers = new Map();
+    this.delay = 250;
+    this.connect();
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    this.socket = new WebSocket(`${scheme}://${location.host}/api/v1/session`);
+    this.socket.onopen = () => {
+      this.delay = 250;
+      setConnection("live", "live");
+      this.onOpen();
+    };
+    this.socket.onmessage = (event) => this.receive(JSON.parse(event.data));
+    this.socket.onclose = () => {
+      setConnection("down", "reconnecting…");
+      for (const { reject } of this.pending.values()) reject(new Error("connection lost"));
+      this.pending.clear();
+      this.handlers.clear();
+      setTimeout(() => this.connect(), this.delay);
+      this.delay = Math.min(this.delay * 2, 5000);
+    };
+  }
+
+  receive(frame) {
+    if (frame.subscription !== undefined) {
+      const handler = this.handlers.get(frame.subscription);
+      if (handler) handler(frame);
+      return;
+    }
+    const waiting = this.pending.get(frame.id);
+    if (!waiting) return;
+    this.pending.delete(frame.id);
+    if (frame.error) waiting.reject(new Error(frame.error.message));
+    else waiting.resolve(frame.ok);
+  }
+
+  request(op, body = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (this.socket.readyState !== WebSocket.OPEN) {
+        reject(new Error("not connected"));
+        return;
+      }
+      this.pending.set(id, { resolve, reject });
+      this.socket.send(JSON.stringify({ id, op, body }));
+    });
+  }
+
+  async subscribe(body, handler) {
+    const reply = await this.request("subscribe", body);
+    this.handlers.set(reply.subscription, handler);
+    return reply.subscription;
+  }
+
+  unsubscribe(subscription) {
+    if (!subscription) return;
+    this.handlers.delete(subscription);
+    this.request("unsubscribe", { subscription }).catch(() => {});
+  }
+}
+
+const $ = (selector) => document.querySelector(selector);
+
+function setConnection(state, text) {
+  const badge = $("#connection");
+  badge.dataset.state = state;
+  badge.textContent = text;
+}
+
+function showError(error) {
+  const box = $("#error");
+  box.hidden = !error;
+  box.textContent = error ? String(error.message || error) : "";
+}
+
+function when(text) {
+  if (!text) return "-";
+  const moment = new Date(text);
+  return moment.toLocaleString(undefined, { hour12: false }) + "." +
+    String(moment.getMilliseconds()).padStart(3, "0");
+}
+
+function cell(row, content, className) {
+  const td = row.insertCell();
+  if (content instanceof Node) td.append(content);
+  else td.textContent = content === undefined || content === null ? "-" : String(content);
+  if (className) td.className = className;
+  return td;
+}
+
+function statusBadge(status) {
+  const badge = document.createElement("span");
+  badge.className = "status";
+  badge.dataset.status = status;
+  badge.textContent = status;
+  return badge;
+}
+
+function runLink(id) {
+  const link = document.createElement("a");
+  link.href = `#/runs/${id}`;
+  link.textContent = id;
+  return link;
+}
+
+function json(value) {
+  return value === undefined ? "-" : JSON.stringify(value, null, 1);
+}
+
+// -- views ----------------------------------------------------------------------------------
+
+const state = { subscription: null, cursor: null, view: null, runId: null, refresh: null };
+
+function debounce(fn, ms) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(fn, ms);
+  };
+}
+
+function filters() {
+  const workflow = $("#filter-workflow").value.trim();
+  const status = $("#filter-status").value;
+  return { workflow: workflow || null, statuses: status ? [status] : [] };
+}
+
+function runRow(tbody, run, atTop) {
+  const row = atTop ? tbody.insertRow(0) : tbody.insertRow();
+  row.dataset.runId = run.id;
+  cell(row, runLink(run.id));
+  cell(row, `${run.workflow}@${run.version}`);
+  cell(row, statusBadge(run.status), "run-status");
+  cell(row, run.attempt);
+  cell(row, when(run.created_at));
+  cell(row, when(run.updated_at), "run-updated");
+  return row;
+}
+
+async function showRuns(more = false) {
+  const tbody = $("#runs tbody");
+  const wanted = filters();
+  const page = await session.request("list_runs", {
+    ...wanted, limit: 50, cursor: more ? state.cursor : null,
+  });
+  if (!more) tbody.replaceChildren();
+  for (const run of page.runs) runRow(tbody, run, false);
+  state.cursor = page.next_cursor;
+  $("#more").hidden = !page.next_cursor;
+  if (!more) {
+    state.subscription = await session.subscribe({ workflow: wanted.workflow }, (frame) => {
+      if (frame.resync) {
+        showRuns();
+        return;
+      }
+      for (const update of frame.updates) applyToList(tbody, update, wanted);
+    });
+  }
+}
+
+function applyToList(tbody, update, wanted) {
+  const row = tbody.querySelector(`tr[data-run-id="${update.run_id}"]`);
+  const matches = !wanted.statuses.length || wanted.statuses.includes(update.status);
+  if (row) {
+    row.querySelector(".run-status").replaceChildren(statusBadge(update.status));
+    row.querySelector(".run-updated").textContent = when(update.at);
+  } else if (update.previous === null && matches) {
+    runRow(tbody, {
+      id: update.run_id, workflow: update.workflow, version: update.version,
+      status: update.status, attempt: 1, created_at: update.at, updated_at: update.at,
+    }, true);
+  }
+}
+
+async function showRun(runId) {
+  const details = await session.request("describe_run", { run_id: runId });
+  const run = details.run;
+  $("#run-title").textContent = `${run.workflow}@${run.version} · ${run.id}`;
+  const fields = $("#run-fields");
+  fields.replaceChildren();
+  const rows = [
+    ["status", statusBadge(run.status)], ["revision", run.revision], ["attempt", run.attempt],
+    ["reference", run.reference_id], ["parent", run.parent_id], ["created", when(run.created_at)],
+    ["updated", when(run.updated_at)], ["input", json(run.input)],
+  ];
+  if (run.status === "completed") rows.push(["output", json(run.output)]);
+  if (run.error) rows.push(["error", `${run.error.type}: ${run.error.message}`]);
+  if (run.wake_at) rows.push(["wakes", when(run.wake_at)]);
+  for (const [name, value] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    if (value instanceof Node) dd.append(value);
+    else dd.textContent = value === null || value === undefined ? "-" : String(value);
+    if (name === "status") dd.id = "run-status";
+    fields.append(dt, dd);
+  }
+  const tasks = $("#tasks tbody");
+  tasks.replaceChildren();
+  for (const task of details.tasks) {
+    const row = tasks.insertRow();
+    cell(row, task.name);
+    cell(row, `${task.address}#${task.seq}`);
+    cell(row, statusBadge(task.state));
+    cell(row, task.attempts);
+    cell(row, task.error ? task.error.message : json(task.output));
+    cell(row, when(task.updated_at));
+  }
+  const timeline = $("#timeline tbody");
+  timeline.replaceChildren();
+  for (const step of details.timeline) {
+    const row = timeline.insertRow();
+    cell(row, when(step.at));
+    cell(row, step.revision);
+    cell(row, step.previous);
+    cell(row, statusBadge(step.status));
+    cell(row, step.reason);
+    cell(row, step.worker_id);
+  }
+}
+
+async function showWorkers() {
+  const reply = await session.request("list_workers", { include_gone: false });
+  const tbody = $("#workers tbody");
+  tbody.replaceChildren();
+  for (const worker of reply.workers) {
+    const row = tbody.insertRow();
+    cell(row, worker.id);
+    cell(row, worker.alive ? "alive" : "gone");
+    cell(row, `${worker.active_runs}/${worker.concurrency}`);
+    cell(row, when(worker.last_seen_at));
+    cell(row, worker.versions.join(", "));
+  }
+}
+
+async function route() {
+  session.unsubscribe(state.subscription);
+  state.subscription = null;
+  showError(null);
+  const hash = location.hash || "#/runs";
+  const match = hash.match(/^#\/runs\/(.+)$/);
+  for (const id of ["runs-view", "run-view", "workers-view"]) $(`#${id}`).hidden = true;
+  $("#nav-runs").classList.toggle("active", hash.startsWith("#/runs"));
+  $("#nav-workers").classList.toggle("active", hash === "#/workers");
+  try {
+    if (match) {
+      state.runId = decodeURIComponent(match[1]);
+      $("#action-result").textContent = "";
+      $("#run-view").hidden = false;
+      await showRun(state.runId);
+      const refresh = debounce(() => showRun(state.runId).catch(showError), 50);
+      state.subscription = await session.subscribe({ run_ids: [state.runId] }, refresh);
+    } else if (hash === "#/workers") {
+      $("#workers-view").hidden = false;
+      await showWorkers();
+      const refresh = debounce(() => showWorkers().catch(showError), 200);
+      state.subscription = await session.subscribe({}, refresh);
+    } else {
+      $("#runs-view").hidden = false;
+      await showRuns();
+    }
+  } catch (error) {
+    showError(error);
+  }
+}
+
+for (const status of STATUSES) {
+  const option = document.createElement("option");
+  option.value = option.textContent = status;
+  $("#filter-status").append(option);
+}
+$("#filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  route();
+});
+$("#more").addEventListener("click", () => showRuns(true).catch(showError));
+for (const button of document.querySelectorAll(".actions button")) {
+  button.addEventListener("click", async () => {
+    const op = button.dataset.action;
+    const body = { run_id: state.runId };
+    if (op === "cancel_run" || op === "pause_run") body.reason = "from the dashboard";
+    try {
+      const reply = await session.request(op, body);
+      $("#action-result").textContent = `${button.textContent}: ${JSON.stringify(reply)}`;
+    } catch (error) {
+      $("#action-result").textContent = `${button.textContent} refused: ${error.message}`;
+    }
+  });
+}
+window.addEventListener("hashchange", route);
+const session = new Session(route);

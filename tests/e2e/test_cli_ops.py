@@ -1,0 +1,183 @@
+"""The operator CLI (``aiki runs|events|workers ...``) against a real server and workers:
+tables for people, ``--json`` for scripts, clear errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import orjson
+import trio
+
+import aiki
+from tests._deadline import deadline
+
+from . import waits_flows as flows
+from .conftest import Cluster
+
+WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+
+
+async def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going)."""
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.url}
+    return await trio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "aiki", *args], capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    ))  # fmt: skip
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> object:
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+@deadline(90)
+async def test_runs_list_and_show_as_tables_and_json(cluster: Cluster) -> None:
+    """A completed run is listed (filtered by workflow and status) and shown with its
+    task, its attempts and a timeline; both as a table and as JSON."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.quick_flow.start(client, 21)
+        await handle.wait_for_status("completed")
+    workflow = flows.quick_flow.workflow
+    table = await cli(cluster, "runs", "list", "--workflow", workflow, "--status", "completed")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "WORKFLOW", "STATUS"]
+    assert any(handle.run_id in line and "completed" in line for line in table.stdout.splitlines())
+    page = ok_json(await cli(cluster, "runs", "list", "--workflow", workflow, "--json"))
+    assert isinstance(page, dict)
+    assert handle.run_id in [run["id"] for run in page["runs"]]
+    none = ok_json(await cli(cluster, "runs", "list", "--workflow", workflow, "--status",
+                             "failed", "--json"))  # fmt: skip
+    assert isinstance(none, dict)
+    assert handle.run_id not in [run["id"] for run in none["runs"]]
+
+    shown = await cli(cluster, "runs", "show", handle.run_id)
+    assert shown.returncode == 0, shown.stderr
+    for expected in (r"^status +completed$", r"^output +42$", r"^tasks$", r"^timeline$",
+                     r" double +completed +1 +42 "):  # fmt: skip
+        assert re.search(expected, shown.stdout, re.MULTILINE), (expected, shown.stdout)
+    details = ok_json(await cli(cluster, "runs", "show", handle.run_id, "--json"))
+    assert isinstance(details, dict)
+    assert details["run"]["output"] == 42
+    assert [(task["name"], task["state"], task["output"]) for task in details["tasks"]] == [
+        ("double", "completed", 42)
+    ]
+    assert [step["status"] for step in details["timeline"]] == ["queued", "running", "completed"]
+
+
+@deadline(60)
+async def test_runs_show_and_control_report_unknown_runs_with_exit_3(cluster: Cluster) -> None:
+    missing = "01900000-0000-7000-8000-000000000000"
+    for args in (("runs", "show", missing), ("runs", "cancel", missing)):
+        result = await cli(cluster, *args)
+        assert result.returncode == 3, (args, result.stderr)
+        assert result.stderr.startswith("error: ")
+        assert missing in result.stderr
+
+
+@deadline(60)
+async def test_bad_usage_exits_2_and_an_unreachable_server_exits_4(cluster: Cluster) -> None:
+    bad_status = await cli(cluster, "runs", "list", "--status", "sleepy")
+    assert bad_status.returncode == 2
+    assert "sleepy" in bad_status.stderr
+    bad_json = await cli(cluster, "events", "send", "some-run", "item", "{not json")
+    assert bad_json.returncode == 2
+    assert "not JSON" in bad_json.stderr
+    down = await cli(cluster, "runs", "list", "--server-url", "http://127.0.0.1:9")
+    assert down.returncode == 4
+    assert "cannot reach" in down.stderr
+
+
+@deadline(90)
+async def test_runs_watch_prints_every_update_until_the_run_ends(cluster: Cluster) -> None:
+    """One JSON line per update, from creation to completion, then it exits."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.sleeper.start(client, 0.3)
+        watched = await cli(cluster, "runs", "watch", handle.run_id, "--json")
+        human = await cli(cluster, "runs", "watch", handle.run_id)
+    assert watched.returncode == 0, watched.stderr
+    updates = [orjson.loads(line) for line in watched.stdout.splitlines()]
+    assert [u["status"] for u in updates] == [
+        "queued",
+        "running",
+        "sleeping",
+        "queued",
+        "running",
+        "completed",
+    ]
+    assert [u["revision"] for u in updates] == [1, 2, 3, 4, 5, 6]
+    assert human.returncode == 0, human.stderr
+    assert "r6  running -> completed" in human.stdout.splitlines()[-1]
+
+
+@deadline(90)
+async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
+    """Control a sleeping run from the CLI: pause, resume, wake it up (it completes "cut
+    short"); cancel another; requeue of a finished run is refused with exit 1."""
+    async with aiki.Client(cluster.url) as client:
+        sleeping = await flows.sleeper.start(client, 60)
+        await sleeping.wait_for_status("sleeping")
+        paused = ok_json(await cli(cluster, "runs", "pause", sleeping.run_id, "--json"))
+        assert isinstance(paused, dict)
+        assert (paused["run_id"], paused["status"]) == (sleeping.run_id, "paused")
+        resumed = await cli(cluster, "runs", "resume", sleeping.run_id)
+        assert resumed.returncode == 0, resumed.stderr
+        assert resumed.stdout.startswith("resume: ")
+        await sleeping.wait_for_status("sleeping")
+        woken = ok_json(await cli(cluster, "runs", "wakeup", sleeping.run_id, "--json"))
+        assert woken == {"run_id": sleeping.run_id, "sleeps": 1}
+        result = await sleeping.wait_for_status("completed")
+        assert result.output == "cut short"
+
+        doomed = await flows.sleeper.start(client, 60)
+        await doomed.wait_for_status("sleeping")
+        cancelled = await cli(cluster, "runs", "cancel", doomed.run_id, "--reason", "cli test")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert (await doomed.wait_for_status("cancelled")).status == "cancelled"
+        details = await client.describe_run(doomed.run_id)
+        assert details.timeline[-1].reason == "cli test"
+
+    refused = await cli(cluster, "runs", "requeue", sleeping.run_id)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ")
+
+
+@deadline(90)
+async def test_events_send_delivers_and_deduplicates(cluster: Cluster) -> None:
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.collect.start(client, 2)
+        first = await cli(cluster, "events", "send", handle.run_id, "item", '{"name": "a"}',
+                          "--reference-id", "item-a")  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.startswith(f"sent item #1 to {handle.run_id}")  # seq counts from 1
+        repeat = ("events", "send", handle.run_id, "item", '{"name": "a"}', "--reference-id",
+                  "item-a", "--json")  # fmt: skip
+        again = ok_json(await cli(cluster, *repeat))
+        assert isinstance(again, dict)
+        assert again["duplicate"] is True
+        ok_json(await cli(cluster, "events", "send", handle.run_id, "item", '{"name": "b"}',
+                          "--json"))  # fmt: skip
+        ok_json(await cli(cluster, "events", "send", handle.run_id, "done", "--json"))
+        result = await handle.wait_for_status("completed")
+    assert result.output == ["a", "b", "done"]
+    invalid = await cli(cluster, "events", "send", handle.run_id, "item", '{"nom": 1}')
+    assert invalid.returncode == 1
+    assert "error: " in invalid.stderr
+
+
+@deadline(60)
+async def test_workers_list_shows_liveness_capacity_and_versions(cluster: Cluster) -> None:
+    found = ok_json(await cli(cluster, "workers", "list", "--json"))
+    assert isinstance(found, list)
+    alive = [worker for worker in found if worker["alive"]]
+    assert len(alive) >= 2
+    for worker in alive:
+        assert worker["concurrency"] == 8
+        assert f"{flows.sleeper.workflow}@1" in worker["versions"]
+    table = await cli(cluster, "workers", "list")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "STATE", "RUNS"]
+    assert sum("alive" in line for line in table.stdout.splitlines()) >= 2

@@ -1,0 +1,105 @@
+"""The dashboard in a real browser (headless Chromium driven by Playwright): it shows a
+run appear and complete without a reload, and cancels a sleeping run. Screenshots go to
+``test-artifacts/`` (or ``$AIKI_TEST_ARTIFACTS``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import trio
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+import aiki
+from tests._processes import ROOT
+
+from . import waits_flows as flows
+from .conftest import Cluster
+
+WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+ARTIFACTS = Path(os.environ.get("AIKI_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+T = TypeVar("T")
+
+
+def _chromium() -> str:
+    found = os.environ.get("AIKI_TEST_CHROMIUM") or shutil.which("chromium")
+    if found is None:
+        pytest.fail("no chromium: install Debian's (apt-get install chromium; .ci/run does) "
+                    "or set AIKI_TEST_CHROMIUM")  # fmt: skip
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    opened = browser.new_page()
+    opened.set_default_timeout(20_000)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _with_client(cluster: Cluster, action: Callable[[aiki.Client], Awaitable[T]]) -> T:
+    """Act through the SDK, from outside the browser (the page starts nothing itself)."""
+
+    async def main() -> T:
+        with trio.fail_after(30):
+            async with aiki.Client(cluster.url) as client:
+                return await action(client)
+
+    return trio.run(main)
+
+
+def _screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
+    page: Page, cluster: Cluster
+) -> None:
+    page.goto(cluster.url + "/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.evaluate("window.__notReloaded = true")
+
+    async def start_quick(client: aiki.Client) -> str:
+        return (await flows.quick_flow.start(client, 5)).run_id
+
+    quick = _with_client(cluster, start_quick)
+    row = page.locator(f'#runs tr[data-run-id="{quick}"]')
+    expect(row.locator('.status[data-status="completed"]')).to_be_visible()
+    assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
+    _screenshot(page, "runs")
+
+    async def start_sleeper(client: aiki.Client) -> str:
+        handle = await flows.sleeper.start(client, 120)
+        await handle.wait_for_status("sleeping")
+        return handle.run_id
+
+    sleeping = _with_client(cluster, start_sleeper)
+    page.locator(f'#runs tr[data-run-id="{sleeping}"] a').click()
+    expect(page.locator('#run-status .status[data-status="sleeping"]')).to_be_visible()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator('#run-status .status[data-status="cancelled"]')).to_be_visible()
+    expect(page.locator("#timeline")).to_contain_text("from the dashboard")
+    assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
+    _screenshot(page, "cancelled")
+
+    async def status(client: aiki.Client) -> str:
+        return (await client.handle(sleeping).refresh()).status
+
+    assert _with_client(cluster, status) == "cancelled"

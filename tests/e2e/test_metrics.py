@@ -1,0 +1,59 @@
+"""/metrics in the Prometheus format, scraped after runs, counts them exactly; /readyz
+reports a ready server."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+import aiki
+from tests._deadline import deadline
+
+from . import flows
+from .conftest import Cluster
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@deadline(60)
+async def test_metrics_count_the_runs_executed(cluster: Cluster) -> None:
+    """Seven W1 runs complete and two runs fail (in this module's own server): the
+    started/completed/failed counters, the task histogram and the gauges agree."""
+    async with aiki.Client(cluster.url) as client:
+        completing = [await flows.one_task.start(client, x) for x in range(7)]
+        failing = [await flows.failing_flow.start(client, f"m-{uuid.uuid4().hex[:6]}")
+                   for _ in range(2)]  # fmt: skip
+        for handle in completing:
+            assert (await handle.wait_for_status("completed")).success
+        for failed in failing:
+            assert (await failed.wait_for_status("completed")).status == "failed"
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"{cluster.url}/metrics")
+            ready = await http.get(f"{cluster.url}/readyz")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = _samples(response.text)
+    w1, failing_name = flows.one_task.workflow, flows.failing_flow.workflow
+    assert found[("aiki_runs_started_total", (("workflow", w1),))] == 7
+    assert found[("aiki_runs_completed_total", (("workflow", w1),))] == 7
+    assert found[("aiki_runs_started_total", (("workflow", failing_name),))] == 2
+    assert found[("aiki_runs_failed_total", (("workflow", failing_name),))] == 2
+    assert ("aiki_runs_failed_total", (("workflow", w1),)) not in found
+    assert found[("aiki_task_duration_seconds_count", (("task", "double"),))] == 7
+    assert found[("aiki_websocket_sessions", ())] >= 2  # the workers' sessions
+    assert found[("aiki_claim_recoveries_total", ())] == 0
+    assert all(value == 0 for (name, _), value in found.items() if name == "aiki_queue_depth")
+    restarts = {labels: value for (name, labels), value in found.items()
+                if name == "aiki_actor_restarts_total"}  # fmt: skip
+    assert (("actor", "server/committer"),) in restarts
+    assert set(restarts.values()) == {0}
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok"}
