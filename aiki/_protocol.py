@@ -593,10 +593,12 @@ class Operation:
     request_type: object
     request: WireCodec[object]
     reply: WireCodec[object]
+    reply_type: object = None
+    """The reply class (or a union of them)."""
 
 
 def _operation(name: str, request: object, reply: object) -> Operation:
-    return Operation(name, request, WireCodec[object](request), WireCodec[object](reply))
+    return Operation(name, request, WireCodec[object](request), WireCodec[object](reply), reply)
 
 
 OPERATIONS: Final[dict[str, Operation]] = {

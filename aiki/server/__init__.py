@@ -125,7 +125,8 @@ async def serve(
         dispatcher_box = Mailbox[Wake]("dispatcher", capacity=1)
         committer_box = committer_mailbox()
         broadcaster_box = Mailbox[Poke]("broadcaster", capacity=1)
-        broadcaster = Broadcaster(store, queue_limit=config.subscriber_queue)
+        broadcaster = Broadcaster(store, queue_limit=config.subscriber_queue,
+                                  committer=committer_box.address)  # fmt: skip
         timers_box = Mailbox[Deadline]("timers", capacity=1024)
         ops = ControlOperations(
             store,

@@ -19,20 +19,23 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
 
 import attrs
 import trio
 
 from actors import Address, MailboxFullError
-from transport import PostgresStore
+from transport import PostgresStore, Transaction
 
 from .._protocol import RunUpdate, Subscribe
-from . import _store_updates
+from . import _committer, _store_updates
+from ._committer import Commit
 from ._outages import Outage
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 QUEUE_LIMIT: Final = 1024
 """Updates a subscriber may have waiting; beyond that it gets a resync marker."""
@@ -100,14 +103,14 @@ class Subscriber:
         self._ready = trio.Event()
         updates, self.queue = list(self.queue), collections.deque()
         resync, self.resync = self.resync, False
+        if not self.filter.run_ids:
+            return updates, resync  # nothing is replayed: nothing can repeat
         fresh = []
         for update in updates:
             # A replayed history and the live stream may overlap: each revision once.
             if update.revision > self._last.get(update.run_id, 0):
                 self._last[update.run_id] = update.revision
                 fresh.append(update)
-        if len(self._last) > 4 * self.limit:
-            self._last.clear()  # bounded memory for broad subscriptions
         return fresh, resync
 
 
@@ -118,6 +121,9 @@ class Broadcaster:
     store: PostgresStore
     tick_seconds: float = 0.02
     queue_limit: int = QUEUE_LIMIT
+    committer: Address[Commit[object]] | None = None
+    _broad: set[Subscriber] = attrs.Factory(set)
+    _by_run: dict[str, set[Subscriber]] = attrs.Factory(dict)
     subscribers: dict[str, Subscriber] = attrs.Factory(dict)
     _horizon: int | None = None
     _ids: Iterator[int] = attrs.Factory(itertools.count)
@@ -153,20 +159,27 @@ class Broadcaster:
             await self.start_reading()
             return 0
         since = self._horizon
-        updates, self._horizon = await self.store.transact(
+        updates, self._horizon = await self._transact(
             lambda tx: _store_updates.committed_since(tx, since)
         )
         for update in updates:
-            for subscriber in list(self.subscribers.values()):
+            for subscriber in (*self._broad, *self._by_run.get(update.run_id, ())):
                 if subscriber.matches(update):
                     subscriber.offer(update)
                     self.delivered += 1
         return len(updates)
 
+    async def _transact(self, work: Callable[[Transaction], T]) -> T:
+        # Through the committer when there is one: a read rides along with the writes of
+        # the batch (its snapshot still excludes them: they are not committed).
+        if self.committer is not None:
+            return await _committer.transact(self.committer, work)
+        return await self.store.transact(work)
+
     async def start_reading(self) -> None:
         """Make sure changes committed from now on will be read."""
         if self._horizon is None:
-            horizon = await self.store.transact(_store_updates.horizon)
+            horizon = await self._transact(_store_updates.horizon)
             if self._horizon is None:
                 self._horizon = horizon
 
@@ -175,15 +188,29 @@ class Broadcaster:
         reaches it (changes from before: `_store_updates.history`)."""
         subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit)
         self.subscribers[subscriber.id] = subscriber
+        if request.run_ids:  # indexed: an update is matched only against its run's
+            for run_id in request.run_ids:
+                self._by_run.setdefault(run_id, set()).add(subscriber)
+        else:
+            self._broad.add(subscriber)
         if self._idle is not None:
             self._idle.cancel()  # start ticking
         try:
             await self.start_reading()
         except BaseException:
-            del self.subscribers[subscriber.id]
+            self.remove(subscriber.id)
             raise
         return subscriber
 
     def remove(self, subscription: str) -> None:
         """Forget a subscription (idempotent)."""
-        self.subscribers.pop(subscription, None)
+        subscriber = self.subscribers.pop(subscription, None)
+        if subscriber is None:
+            return
+        self._broad.discard(subscriber)
+        for run_id in subscriber.filter.run_ids:
+            watching = self._by_run.get(run_id)
+            if watching is not None:
+                watching.discard(subscriber)
+                if not watching:
+                    del self._by_run[run_id]
