@@ -159,12 +159,35 @@ class Broadcaster:
             await self.start_reading()
             return 0
         since = self._horizon
-        updates, self._horizon = await self._transact(
-            lambda tx: _store_updates.committed_since(tx, since)
+        readers = set(self.subscribers.values())
+        updates, horizon = await self._read(since, readers, None)
+        self._horizon = horizon
+        count = self._deliver(updates, readers)
+        # Subscribers added while reading: the read may have filtered out their runs
+        # (or its snapshot came after they registered), so read that window again for
+        # them alone (and again, for any added meanwhile).
+        while late := set(self.subscribers.values()) - readers:
+            readers |= late
+            extra, _ = await self._read(since, late, horizon)
+            self._deliver(extra, late)
+        return count
+
+    async def _read(
+        self, since: int, readers: set[Subscriber], until: int | None
+    ) -> tuple[list[RunUpdate], int]:
+        # Only the watched runs' changes when every subscription names its runs (waits
+        # for one run's result, typically): the rest would be read for nobody.
+        only = None
+        if all(reader.filter.run_ids for reader in readers):
+            only = sorted({run for reader in readers for run in reader.filter.run_ids})
+        return await self._transact(
+            lambda tx: _store_updates.committed_since(tx, since, only, until)
         )
+
+    def _deliver(self, updates: list[RunUpdate], readers: set[Subscriber]) -> int:
         for update in updates:
             for subscriber in (*self._broad, *self._by_run.get(update.run_id, ())):
-                if subscriber.matches(update):
+                if subscriber in readers and subscriber.matches(update):
                     subscriber.offer(update)
                     self.delivered += 1
         return len(updates)

@@ -33,19 +33,30 @@ def horizon(tx: Transaction) -> int:
     return as_int(row[0])
 
 
-def committed_since(tx: Transaction, since: int) -> tuple[list[RunUpdate], int]:
-    """Transitions written by transactions in ``[since, horizon)``, and that horizon (the
-    next call's ``since``). Each run's updates come in revision order."""
+def committed_since(
+    tx: Transaction, since: int, only: list[str] | None = None, until: int | None = None
+) -> tuple[list[RunUpdate], int]:
+    """Transitions written by transactions in ``[since, horizon)`` (of the runs in ``only``,
+    if given; below ``until`` too, if given), and that horizon (the next call's ``since``).
+    Each run's updates come in revision order."""
+    ids = None if only is None else [run for text in only if (run := parse_run_id(text))]
     rows = tx.fetch_all(
         f"""
         WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x)
         SELECT (SELECT x FROM h)::text::bigint, {_UPDATE_COLUMNS}
         FROM h LEFT JOIN aiki_transitions t
             ON t.tx >= %(since)s::text::xid8 AND t.tx < h.x
+               AND (%(until)s::text IS NULL OR t.tx < %(until)s::text::xid8)
+               AND (%(all)s OR t.run_id = ANY(%(ids)s::uuid[]))
         LEFT JOIN aiki_runs r ON r.id = t.run_id
         ORDER BY t.run_id, t.revision
         """,
-        {"since": str(since)},
+        {
+            "since": str(since),
+            "until": None if until is None else str(until),
+            "all": ids is None,
+            "ids": ids or [],
+        },
     )
     following = as_int(rows[0][0]) if rows else since
     return [_update(row[1:]) for row in rows if row[1] is not None], following
