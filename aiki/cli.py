@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -29,6 +30,7 @@ from transport import LocalServiceError, TransportError, services_from_env
 
 from . import __version__
 from ._cli_ops import events, runs, workers
+from ._logs import formatter
 from .errors import AikiError
 from .worker import Worker
 
@@ -47,7 +49,10 @@ class _NoTracebacks(logging.Filter):
 
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    try:
+        handler.setFormatter(formatter(os.environ.get("AIKI_LOG_FORMAT")))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if not verbose:
         handler.addFilter(_NoTracebacks())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])

@@ -88,3 +88,11 @@ def test_services_runs_servers_until_interrupted(tmp_path: Path) -> None:
         raise AssertionError("redis still answers after aiki services stopped")
     except redis.ConnectionError:
         pass
+
+
+def test_an_unknown_log_format_is_a_usage_error() -> None:
+    env = {**os.environ, "AIKI_LOG_FORMAT": "xml", "AIKI_DATABASE_URL": "postgresql://x/y",
+           "AIKI_REDIS_URL": "redis://x"}  # fmt: skip
+    result = subprocess.run([*AIKI, "server"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "AIKI_LOG_FORMAT must be 'text' or 'json'" in result.stderr
