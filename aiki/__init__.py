@@ -28,9 +28,11 @@ from . import trigger as trigger
 from ._event import EventDefinition as EventDefinition
 from ._event import TimedOut as TimedOut
 from ._event import event as event
+from ._progress import progress as progress
 from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
 from ._protocol import RunUpdate as RunUpdate
+from ._protocol import TaskProgress as TaskProgress
 from ._run_context import ChildResult as ChildResult
 from ._run_context import ChildRun as ChildRun
 from ._run_context import Run as Run
@@ -102,6 +104,7 @@ __all__ = [
     "StaleRevisionError",
     "Task",
     "TaskFailedError",
+    "TaskProgress",
     "TaskTimeoutError",
     "TimedOut",
     "UnavailableError",
@@ -113,6 +116,7 @@ __all__ = [
     "WorkflowVersion",
     "__version__",
     "event",
+    "progress",
     "retry",
     "task",
     "trigger",

@@ -18,7 +18,7 @@ import trio
 
 from transport import WireCodec
 
-from ._protocol import RunDetails, RunUpdate, WorkerInfo
+from ._protocol import RunDetails, RunUpdate, TaskProgress, WorkerInfo
 from ._states import ALL_STATUSES, TERMINAL
 from ._watch import Resync
 from .client import Client
@@ -175,6 +175,11 @@ def show_run(server_url: str, run_id: str, as_json: bool) -> None:
         for failure in task.failed_attempts:
             message = failure.error.message if failure.error else "?"
             click.echo(f"  {task.address}#{task.seq} attempt {failure.attempt} failed: {message}")
+    if details.progress:
+        click.echo("\nprogress")
+        for report in details.progress:
+            click.echo(f"  {report.task}#{report.seq}  {_when(report.at)}  "
+                       f"{_short(report.details, 120)}")  # fmt: skip
     click.echo("\ntimeline")
     steps = [(_when(step.at), step.revision, step.previous or "-", step.status,
               step.reason or "", step.worker_id or "") for step in details.timeline]  # fmt: skip
@@ -199,9 +204,15 @@ def watch_runs(
     """Print live updates as they commit (one run: from its start until it ends; else
     until interrupted)."""
 
-    def show(update: RunUpdate | Resync) -> None:
+    def show(update: RunUpdate | Resync | TaskProgress) -> None:
         if isinstance(update, Resync):
             click.echo('{"resync": true}' if as_json else "(updates may have been missed)")
+        elif isinstance(update, TaskProgress):
+            if as_json:
+                click.echo(f'{{"progress": {_PROGRESS.encode(update).decode()}}}')
+            else:
+                click.echo(f"{_when(update.at)}  {update.run_id}  {update.task}"
+                           f"#{update.seq} progress {_short(update.details, 120)}")  # fmt: skip
         elif as_json:
             click.echo(_UPDATE.encode(update).decode())
         else:
@@ -214,7 +225,7 @@ def watch_runs(
         request = client.watch(
             run_id, workflow=workflow, version=version_,
             statuses=typing.cast("tuple[typing.Any, ...]", statuses),
-            after_revision=0 if run_id else None,
+            after_revision=0 if run_id else None, progress=True,
         )  # fmt: skip
         async with request as updates:
             async for update in updates:
@@ -226,6 +237,7 @@ def watch_runs(
 
 
 _UPDATE: Final = WireCodec[RunUpdate](RunUpdate)
+_PROGRESS: Final = WireCodec[TaskProgress](TaskProgress)
 
 
 def _control(name: str, summary: str, *, reason: str | None) -> click.Command:

@@ -24,6 +24,10 @@ from ._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, Subscribe, Subscrib
 from .errors import UnavailableError, error_from_reply
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
+"""How long opening the session (TCP and WebSocket handshake) may take."""
+CLOSE_TIMEOUT_SECONDS: Final = 2.0
+"""How long the closing handshake may take before the connection is dropped."""
 
 Frame = dict[str, object]
 
@@ -159,15 +163,47 @@ class ClientSession:
         async with self._connecting:
             if self._connection is None or self._connection.websocket.closed is not None:
                 try:
-                    websocket = await trio_websocket.connect_websocket_url(
-                        self._nursery, self._url, max_message_size=MAX_MESSAGE_BYTES
-                    )
-                except (trio_websocket.HandshakeError, OSError) as exc:
-                    raise UnavailableError(f"cannot reach the Aiki server at {self._url}: "
-                                           f"{exc!r}") from exc  # fmt: skip
-                self._connection = _Connection(websocket)
-                self._nursery.start_soon(self._read, self._connection)
+                    # Bounded: a server that accepts the connection but dies (or stalls)
+                    # before answering the handshake would otherwise hold this lock, and
+                    # every request behind it, forever. A timed-out attempt's tasks are
+                    # cancelled with it (they live in the attempt's own nursery).
+                    with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
+                        self._connection = await self._nursery.start(self._serve_connection)
+                except trio.TooSlowError as exc:
+                    raise UnavailableError(f"no WebSocket handshake from {self._url} within "
+                                           f"{CONNECT_TIMEOUT_SECONDS:g} s") from exc  # fmt: skip
+            assert self._connection is not None
             return self._connection
+
+    async def _serve_connection(self, task_status: trio.TaskStatus[_Connection]) -> None:
+        """Open one WebSocket, report it, and read from it until it closes; the WebSocket
+        library's own tasks run in a nursery that ends with the connection."""
+        refused: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    websocket = await trio_websocket.connect_websocket_url(
+                        nursery, self._url, max_message_size=MAX_MESSAGE_BYTES
+                    )
+                except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                        OSError) as exc:  # fmt: skip
+                    refused = exc  # raised below, outside the nursery (not in a group)
+                    nursery.cancel_scope.cancel()
+                else:
+                    connection = _Connection(websocket)
+                    task_status.started(connection)
+                    await self._read(connection)
+                    # The library's reader task ends once the connection is closed (it
+                    # completes the closing handshake an `aclose` waits for: do not
+                    # cancel it). Close it here if it is still open (a malformed frame).
+                    if websocket.closed is None:
+                        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+                            await websocket.aclose()
+        except* (trio_websocket.ConnectionClosed, OSError):
+            pass  # a broken connection ends like a dropped one: the next request reconnects
+        if refused is not None:
+            raise UnavailableError(f"cannot reach the Aiki server at {self._url}: "
+                                   f"{refused!r}") from refused  # fmt: skip
 
     async def _read(self, connection: _Connection) -> None:
         try:
@@ -194,6 +230,8 @@ class ClientSession:
                 queue.close(UnavailableError(f"session with {self._url} dropped"))
 
     async def aclose(self) -> None:
-        """Close the session."""
+        """Close the session (bounded: a peer that never answers the closing handshake
+        has its connection dropped after `CLOSE_TIMEOUT_SECONDS`)."""
         if self._connection is not None:
-            await self._connection.websocket.aclose()
+            with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+                await self._connection.websocket.aclose()

@@ -164,6 +164,25 @@ class RecordTask:
 
 
 @attrs.frozen(kw_only=True)
+class ReportProgress:
+    """A running task's progress (any JSON value; the latest one is kept), fenced."""
+
+    run_id: str
+    revision: int
+    address: str
+    seq: int
+    task: str
+    details: object = None
+
+
+@attrs.frozen(kw_only=True)
+class ProgressReported:
+    """Reply to `ReportProgress`."""
+
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
 class TransitionRun:
     """Move a claimed run to ``status`` (completed, failed, awaiting_retry, queued), fenced."""
 
@@ -460,12 +479,28 @@ class Transition:
 
 
 @attrs.frozen(kw_only=True)
+class TaskProgress:
+    """The latest progress a task reported (pushed live to subscriptions that ask)."""
+
+    run_id: str
+    workflow: str
+    version: str
+    address: str
+    seq: int
+    task: str
+    details: object = None
+    at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
 class RunDetails:
     """Reply to `DescribeRun`."""
 
     run: RunInfo
     tasks: tuple[TaskDetail, ...] = ()
     timeline: tuple[Transition, ...] = ()
+    progress: tuple[TaskProgress, ...] = ()
+    """The latest progress of each task that reported any."""
 
 
 @attrs.frozen(kw_only=True)
@@ -545,6 +580,8 @@ class Subscribe:
     version: str | None = None
     statuses: tuple[RunStatus, ...] = ()
     after_revision: int | None = None
+    progress: bool = False
+    """Also push the matching runs' task progress (`TaskProgress`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -623,6 +660,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
         _operation("resume_run", ResumeRun, RunTransitioned),
         _operation("wakeup_run", WakeupRun, WokenUp),
         _operation("claim_next", ClaimNext, ClaimedRuns),
+        _operation("report_progress", ReportProgress, ProgressReported),
         _operation("describe_run", DescribeRun, RunDetails),
         _operation("list_workers", ListWorkers, WorkerList),
         _operation("subscribe", Subscribe, Subscribed),
@@ -637,5 +675,6 @@ OPERATION_OF: Final[dict[object, str]] = {op.request_type: op.name for op in OPE
 ERROR_BODY: Final = WireCodec[ErrorBody](ErrorBody)
 PUSH: Final = WireCodec[StopRun](StopRun)
 RUN_UPDATE: Final = WireCodec[RunUpdate](RunUpdate)
+TASK_PROGRESS: Final = WireCodec[TaskProgress](TaskProgress)
 SESSION_ONLY: Final = frozenset({"subscribe", "unsubscribe"})
 """Operations that only make sense on a WebSocket session (pushes need somewhere to go)."""

@@ -11,6 +11,7 @@ then replays from the top to where it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import time
@@ -24,9 +25,11 @@ import trio
 from transport import make_wire_converter
 
 from ._event import EventDefinition, TimedOut
+from ._progress import CURRENT_TASK, Reporter
 from ._protocol import (
     BeginWait,
     RecordTask,
+    ReportProgress,
     RunInfo,
     StartChild,
     StartOptions,
@@ -98,6 +101,10 @@ class RunGateway(Protocol):
 
     async def start_child(self, request: StartChild) -> RunInfo:
         """Start (or find) a child run."""
+        ...
+
+    async def report_progress(self, request: ReportProgress) -> None:
+        """Send a task's latest progress."""
         ...
 
     async def confirm_claim(self) -> None:
@@ -264,6 +271,8 @@ class Run(Generic[I]):
         self._blocked: dict[tuple[WaitKind, str, int], int] = {}
         self._changed = trio.Event()
         self._unsent: list[RecordTask] = []
+        self._progress: dict[tuple[str, int], ReportProgress] = {}
+        self._progress_ready = trio.Event()
         self._held = trio.Event()
         self._flushing = trio.Lock()
 
@@ -325,7 +334,7 @@ class Run(Generic[I]):
                     await self._gateway.confirm_claim()
                 started = time.perf_counter()
                 try:
-                    result = await self._attempt(task, argument)
+                    result = await self._reporting(call, task, argument)
                     try:
                         output_json = task.output_type.to_json(result)
                     except ValidationError as exc:
@@ -361,6 +370,16 @@ class Run(Generic[I]):
                         took=took,
                     )
                     return task.output_type.from_json(output_json)
+
+    async def _reporting(self, call: NewCall, task: Task[TI, O], argument: TI) -> O:
+        """One attempt, with `aiki.progress` reporting for this task within it."""
+        reporter = Reporter(self.report_progress, trio.lowlevel.current_trio_token(),
+                            call.address, call.seq, task.name)  # fmt: skip
+        token = CURRENT_TASK.set(reporter)
+        try:
+            return await self._attempt(task, argument)
+        finally:
+            CURRENT_TASK.reset(token)
 
     @staticmethod
     async def _attempt(task: Task[TI, O], argument: TI) -> O:
@@ -400,6 +419,28 @@ class Run(Generic[I]):
         await self.flush()
         with self._fenced():
             await self._gateway.record_task(request)
+
+    def report_progress(self, address: str, seq: int, task: str, details: object) -> None:
+        """Keep a task's latest progress for `send_progress` (call from the run's trio
+        thread)."""
+        self._progress[(address, seq)] = ReportProgress(
+            run_id=self.id, revision=self._revision, address=address, seq=seq, task=task,
+            details=details,
+        )  # fmt: skip
+        self._progress_ready.set()
+
+    async def send_progress(self, every: float) -> NoReturn:
+        """Run beside the handler: send reported progress, the latest of each task, at
+        most once per ``every`` seconds. Best effort: a refused report is dropped (the
+        run's own next step learns why)."""
+        while True:
+            await self._progress_ready.wait()
+            self._progress_ready = trio.Event()
+            pending, self._progress = self._progress, {}
+            for request in pending.values():
+                with contextlib.suppress(ConflictError, NotFoundError):
+                    await self._gateway.report_progress(request)
+            await trio.sleep(every)
 
     async def flush(self) -> None:
         """Store the task results not sent yet (before any further step)."""

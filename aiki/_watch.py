@@ -23,7 +23,17 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from ._client_session import ClientSession, PushQueue
-from ._protocol import ERROR_BODY, OPERATIONS, RUN_UPDATE, RunInfo, RunUpdate, Subscribe, Subscribed
+from ._protocol import (
+    ERROR_BODY,
+    OPERATIONS,
+    RUN_UPDATE,
+    TASK_PROGRESS,
+    RunInfo,
+    RunUpdate,
+    Subscribe,
+    Subscribed,
+    TaskProgress,
+)
 from .errors import AikiError, UnavailableError, error_from_reply
 
 if TYPE_CHECKING:
@@ -143,7 +153,7 @@ class Watch:
         self._session = session
         self._request = request
         self._feed: _Feed | None = None
-        self._ready: collections.deque[RunUpdate | Resync] = collections.deque()
+        self._ready: collections.deque[RunUpdate | Resync | TaskProgress] = collections.deque()
         self._last: dict[str, int] = {}
         self._closed = False
         self.runs: dict[str, RunInfo] = {}
@@ -183,7 +193,7 @@ class Watch:
         self._requests["subscribe"] += 1  # (its unsubscribe is the socket's close)
         return await _SocketFeed.open(self._url + "/api/v1/session", request)
 
-    async def __anext__(self) -> RunUpdate | Resync:
+    async def __anext__(self) -> RunUpdate | Resync | TaskProgress:
         if self._closed:
             raise StopAsyncIteration
         await self.start()
@@ -218,6 +228,9 @@ class Watch:
         return attrs.evolve(self._request, after_revision=min(seen))
 
     def _absorb(self, frame: Frame) -> None:
+        progress = frame.get("progress")
+        if isinstance(progress, list):
+            self._ready.extend(TASK_PROGRESS.structure(raw) for raw in progress)
         if frame.get("resync"):
             if self._request.run_ids:
                 # Fell behind: subscribe again, replaying from the last revision seen.

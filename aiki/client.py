@@ -170,6 +170,7 @@ class Client:
         version: str | None = None,
         statuses: Iterable[RunStatus] = (),
         after_revision: int | None = None,
+        progress: bool = False,
     ) -> Watch:
         """Live updates of runs, pushed by the server as their changes commit.
 
@@ -177,7 +178,8 @@ class Client:
         arguments, every run; ``statuses`` keeps only updates to those statuses. A watch
         of given runs starts from their state when it begins (`Watch.runs`), or with
         ``after_revision`` replays their recorded changes after it (0: from creation).
-        Each run's updates come in order, none missed or twice, across reconnects.
+        Each run's updates come in order, none missed or twice, across reconnects. With
+        ``progress``, the tasks' `aiki.progress` reports come too (`aiki.TaskProgress`).
 
         ::
 
@@ -199,7 +201,7 @@ class Client:
             ids.insert(0, run if isinstance(run, str) else run.run_id)
         request = Subscribe(
             run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
-            statuses=tuple(statuses), after_revision=after_revision,
+            statuses=tuple(statuses), after_revision=after_revision, progress=progress,
         )  # fmt: skip
         return Watch(self.url, self._session, request, self.requests)
 
@@ -395,7 +397,7 @@ class RunHandle(Generic[O]):
             reached = info.status
             while not (reached == status or reached in TERMINAL):
                 update = await updates.__anext__()
-                assert isinstance(update, RunUpdate)  # a watch of one run resyncs itself
+                assert isinstance(update, RunUpdate)  # no progress asked; resyncs itself
                 reached = update.status
                 if update.run is not None:
                     info = update.run  # the run as it ended

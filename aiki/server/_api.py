@@ -35,11 +35,14 @@ from .._protocol import (
     PUSH,
     RUN_UPDATE,
     SESSION_ONLY,
+    TASK_PROGRESS,
     ErrorBody,
     RegisterWorker,
+    RunUpdate,
     StopRun,
     Subscribe,
     Subscribed,
+    TaskProgress,
     Unsubscribe,
     Unsubscribed,
 )
@@ -243,9 +246,12 @@ class _Session:
                 updates, resync = await subscriber.take()
                 if resync:
                     await self._send(prefix + b',"resync":true}')
-                if updates:
-                    encoded = b",".join(RUN_UPDATE.encode(update) for update in updates)
-                    await self._send(prefix + b',"updates":[' + encoded + b"]}")
+                changes = [RUN_UPDATE.encode(u) for u in updates if isinstance(u, RunUpdate)]
+                progress = [TASK_PROGRESS.encode(p) for p in updates if isinstance(p, TaskProgress)]
+                if changes:
+                    await self._send(prefix + b',"updates":[' + b",".join(changes) + b"]}")
+                if progress:
+                    await self._send(prefix + b',"progress":[' + b",".join(progress) + b"]}")
 
     async def _answer(self, text: str) -> None:
         try:

@@ -28,7 +28,7 @@ import trio
 from actors import Address, MailboxFullError
 from transport import PostgresStore, Transaction
 
-from .._protocol import RunUpdate, Subscribe
+from .._protocol import RunUpdate, Subscribe, TaskProgress
 from . import _committer, _store_updates
 from ._committer import Commit
 from ._outages import Outage
@@ -36,6 +36,8 @@ from ._outages import Outage
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = RunUpdate | TaskProgress
+"""What a subscriber's queue holds."""
 
 QUEUE_LIMIT: Final = 1024
 """Updates a subscriber may have waiting; beyond that it gets a resync marker."""
@@ -59,24 +61,31 @@ class Subscriber:
     id: str
     filter: Subscribe
     limit: int = QUEUE_LIMIT
-    queue: collections.deque[RunUpdate] = attrs.Factory(collections.deque)
+    queue: collections.deque[Item] = attrs.Factory(collections.deque)
     resync: bool = False
     """Updates were dropped since the last read: the reader must resynchronise."""
     dropped: int = 0
     _last: dict[str, int] = attrs.Factory(dict)
     _ready: trio.Event = attrs.Factory(trio.Event)
 
-    def matches(self, update: RunUpdate) -> bool:
-        """Whether ``update`` is one this subscription asked for."""
+    def matches(self, update: Item) -> bool:
+        """Whether ``update`` is one this subscription asked for (progress only if asked,
+        and counted as ``running`` for the status filter)."""
         wanted = self.filter
+        if isinstance(update, TaskProgress):
+            status: str = "running"
+            if not wanted.progress:
+                return False
+        else:
+            status = update.status
         return (
             (not wanted.run_ids or update.run_id in wanted.run_ids)
             and (wanted.workflow is None or update.workflow == wanted.workflow)
             and (wanted.version is None or update.version == wanted.version)
-            and (not wanted.statuses or update.status in wanted.statuses)
+            and (not wanted.statuses or status in wanted.statuses)
         )
 
-    def offer(self, update: RunUpdate) -> None:
+    def offer(self, update: Item) -> None:
         """Queue ``update`` unless full (then mark a resync); never waits."""
         if len(self.queue) >= self.limit:
             self.queue.clear()
@@ -96,7 +105,7 @@ class Subscriber:
         self.queue.extendleft(reversed(past))
         self._ready.set()
 
-    async def take(self) -> tuple[list[RunUpdate], bool]:
+    async def take(self) -> tuple[list[Item], bool]:
         """Wait for updates; return them (each run's in revision order, none twice) and
         whether a resync marker is due first."""
         await self._ready.wait()
@@ -105,10 +114,12 @@ class Subscriber:
         resync, self.resync = self.resync, False
         if not self.filter.run_ids:
             return updates, resync  # nothing is replayed: nothing can repeat
-        fresh = []
+        fresh: list[Item] = []
         for update in updates:
             # A replayed history and the live stream may overlap: each revision once.
-            if update.revision > self._last.get(update.run_id, 0):
+            if isinstance(update, TaskProgress):
+                fresh.append(update)
+            elif update.revision > self._last.get(update.run_id, 0):
                 self._last[update.run_id] = update.revision
                 fresh.append(update)
         return fresh, resync
@@ -174,17 +185,25 @@ class Broadcaster:
 
     async def _read(
         self, since: int, readers: set[Subscriber], until: int | None
-    ) -> tuple[list[RunUpdate], int]:
+    ) -> tuple[list[Item], int]:
         # Only the watched runs' changes when every subscription names its runs (waits
         # for one run's result, typically): the rest would be read for nobody.
         only = None
         if all(reader.filter.run_ids for reader in readers):
             only = sorted({run for reader in readers for run in reader.filter.run_ids})
-        return await self._transact(
-            lambda tx: _store_updates.committed_since(tx, since, only, until)
-        )
+        progress = any(reader.filter.progress for reader in readers)
 
-    def _deliver(self, updates: list[RunUpdate], readers: set[Subscriber]) -> int:
+        def read(tx: Transaction) -> tuple[list[Item], int]:
+            updates, horizon = _store_updates.committed_since(tx, since, only, until)
+            items: list[Item] = list(updates)
+            if progress:
+                end = horizon if until is None else min(horizon, until)
+                items += _store_updates.progress_between(tx, since, end, only)
+            return items, horizon
+
+        return await self._transact(read)
+
+    def _deliver(self, updates: list[Item], readers: set[Subscriber]) -> int:
         for update in updates:
             for subscriber in (*self._broad, *self._by_run.get(update.run_id, ())):
                 if subscriber in readers and subscriber.matches(update):

@@ -26,8 +26,10 @@ from .._protocol import (
     HeartbeatAck,
     ListRuns,
     ListWorkers,
+    ProgressReported,
     RecordTask,
     RegisterWorker,
+    ReportProgress,
     RequeueRun,
     RunClaimed,
     RunDetails,
@@ -56,7 +58,7 @@ from ..errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from . import _committer, _store, _store_views, _store_waits
+from . import _committer, _store, _store_updates, _store_views, _store_waits
 from ._metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -198,6 +200,8 @@ class Operations:
                 return await self.heartbeat(request)
             case RequeueRun():
                 return await self.requeue_run(request)
+            case ReportProgress():
+                return await self.report_progress(request)
             case DescribeRun():
                 return await self.describe_run(request)
             case ListWorkers():
@@ -291,6 +295,17 @@ class Operations:
         if parsed is None:
             raise RunNotFoundError(f"no run with ID {run_id!r}")
         return parsed
+
+    async def report_progress(self, request: ReportProgress) -> ProgressReported:
+        """Keep a running task's latest progress (pushed to subscribers that ask)."""
+        run_id = self._run_uuid(request.run_id)
+        written = await self.transact(
+            lambda tx: _store_updates.report_progress(tx, request, run_id)
+        )
+        if not written:
+            raise await self._fenced_out(run_id, request.run_id, request.revision)
+        self.notifier.on_change()
+        return ProgressReported(run_id=request.run_id)
 
     async def describe_run(self, request: DescribeRun) -> RunDetails:
         """A run with its tasks, their failed attempts, and its timeline."""

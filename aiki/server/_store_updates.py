@@ -8,13 +8,18 @@ window sees every committed transition exactly once, whatever order transactions
 
 from __future__ import annotations
 
+import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
-from .._protocol import RunInfo, RunUpdate
+import orjson
+
+from .._protocol import ReportProgress, RunInfo, RunUpdate, TaskProgress
 from ._store import RUN_COLUMNS, _prefixed, as_int, parse_run_id, run_info
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from transport import Transaction
     from transport.postgres import Row
 
@@ -105,3 +110,61 @@ def runs(tx: Transaction, run_ids: tuple[str, ...]) -> dict[str, RunInfo]:
     rows = tx.fetch_all(f"SELECT {RUN_COLUMNS} FROM aiki_runs WHERE id = ANY(%s)", (ids,))
     found = [run_info(row) for row in rows]
     return {run.id: run for run in found}
+
+
+def report_progress(tx: Transaction, request: ReportProgress, run_id: uuid.UUID) -> bool:
+    """Keep a running task's latest progress; False if the writer no longer holds the run."""
+    row = tx.fetch_one(
+        """
+        INSERT INTO aiki_progress (run_id, address, seq, task, details)
+        SELECT id, %(address)s, %(seq)s, %(task)s, %(details)s::jsonb FROM aiki_runs
+        WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+        ON CONFLICT (run_id, address, seq) DO UPDATE
+            SET details = EXCLUDED.details, at = now(), tx = pg_current_xact_id()
+        RETURNING 1
+        """,
+        {"run": run_id, "revision": request.revision, "address": request.address,
+         "seq": request.seq, "task": request.task,
+         "details": orjson.dumps(request.details).decode()},
+    )  # fmt: skip
+    return row is not None
+
+
+_PROGRESS_COLUMNS: Final = (
+    "p.run_id, r.workflow, r.version, p.address, p.seq, p.task, p.details, p.at"
+)
+
+
+def progress_between(
+    tx: Transaction, since: int, until: int, only: list[str] | None
+) -> list[TaskProgress]:
+    """Progress written by transactions in ``[since, until)`` (of the runs in ``only``)."""
+    ids = None if only is None else [run for text in only if (run := parse_run_id(text))]
+    rows = tx.fetch_all(
+        f"""
+        SELECT {_PROGRESS_COLUMNS} FROM aiki_progress p JOIN aiki_runs r ON r.id = p.run_id
+        WHERE p.tx >= %(since)s::text::xid8 AND p.tx < %(until)s::text::xid8
+          AND (%(all)s OR p.run_id = ANY(%(ids)s::uuid[]))
+        ORDER BY p.at
+        """,
+        {"since": str(since), "until": str(until), "all": ids is None, "ids": ids or []},
+    )
+    return [_progress(row) for row in rows]
+
+
+def latest_progress(tx: Transaction, run_id: uuid.UUID) -> list[TaskProgress]:
+    """Each task's latest progress for one run."""
+    rows = tx.fetch_all(
+        f"SELECT {_PROGRESS_COLUMNS} FROM aiki_progress p JOIN aiki_runs r ON r.id = p.run_id"
+        " WHERE p.run_id = %s ORDER BY p.at",
+        (run_id,),
+    )
+    return [_progress(row) for row in rows]
+
+
+def _progress(row: Row) -> TaskProgress:
+    run_id, workflow, version, address, seq, task, details, at = row
+    return TaskProgress(
+        run_id=str(run_id), workflow=str(workflow), version=str(version), address=str(address),
+        seq=as_int(seq), task=str(task), details=details, at=typing.cast("dt.datetime", at),
+    )  # fmt: skip

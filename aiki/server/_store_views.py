@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from .._protocol import RunDetails, TaskAttempt, TaskDetail, Transition, WorkerInfo
 from ..errors import ErrorInfo
 from ._store import _CONVERT, as_int, get_run
+from ._store_updates import latest_progress
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -73,7 +74,8 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
                 at=typing.cast("dt.datetime", at),
             )
         )  # fmt: skip
-    return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline))
+    progress = tuple(latest_progress(tx, run_id))
+    return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline), progress=progress)
 
 
 def list_workers(tx: Transaction, *, include_gone: bool) -> list[WorkerInfo]:

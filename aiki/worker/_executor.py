@@ -21,6 +21,7 @@ import trio
 from actors import Address
 from transport import RedisStreams, StreamEntry, StreamUnavailableError
 
+from .._progress import SEND_EVERY_SECONDS
 from .._protocol import (
     BeginWait,
     ClaimRejected,
@@ -28,6 +29,7 @@ from .._protocol import (
     Heartbeat,
     HeartbeatAck,
     RecordTask,
+    ReportProgress,
     RunClaimed,
     RunInfo,
     RunStarted,
@@ -209,6 +211,9 @@ class _LinkGateway:
     async def record_task(self, request: RecordTask) -> None:
         await self._write(request)
 
+    async def report_progress(self, request: ReportProgress) -> None:
+        await self._write(request)
+
     async def begin_wait(self, request: BeginWait) -> RecordedWait:
         return typing.cast("RecordedWait", await self._write(request))
 
@@ -387,8 +392,14 @@ class RunActor:
                     interrupted = exc
                     handler_scope.cancel()
 
+            async def send_progress() -> None:
+                # Advisory: if the server is out of reach, progress waits for nobody.
+                with contextlib.suppress(RunTakenOver, ServerOutOfReach):
+                    await run.send_progress(SEND_EVERY_SECONDS)
+
             nursery.start_soon(suspend_when_all_blocked)
             nursery.start_soon(flush_held)
+            nursery.start_soon(send_progress)
             with handler_scope:
                 try:
                     result = await version.handler(*args)

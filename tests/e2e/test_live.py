@@ -197,3 +197,43 @@ async def test_updates_made_through_one_server_reach_subscribers_of_another(
     finally:
         other.stop()
     assert seen == [("queued", 1), ("running", 2), ("completed", 3)]
+
+
+@deadline(60)
+async def test_task_progress_is_pushed_live_and_kept_with_the_run(cluster: Cluster) -> None:
+    """Tasks report progress (one from trio, one from a thread): a watch asking for
+    progress sees each task's reports in order up to the last, between the run's updates;
+    `describe_run` keeps the latest of each; a plain watch gets none."""
+    async with aiki.Client(cluster.url) as client:
+        handle = await flows.progress_flow.start(client, 4)
+        plain = client.watch(handle, after_revision=0)
+        await plain.start()
+        reports: dict[str, list[int]] = {}
+        async with client.watch(handle, after_revision=0, progress=True) as updates:
+            async for item in updates:
+                if isinstance(item, aiki.TaskProgress):
+                    assert item.run_id == handle.run_id
+                    reports.setdefault(item.task, []).append(item.details["done"])
+                elif isinstance(item, aiki.RunUpdate) and item.status == "completed":
+                    break
+        without = []
+        async for item in plain:
+            without.append(item)
+            if isinstance(item, aiki.RunUpdate) and item.status == "completed":
+                break
+        await plain.aclose()
+        details = await client.describe_run(handle.run_id)
+    assert set(reports) == {"counting", "counting_in_a_thread"}
+    for task, done in reports.items():
+        assert done == sorted(done), (task, done)
+        assert done[-1] == 4, (task, done)
+    assert all(isinstance(item, aiki.RunUpdate) for item in without)
+    assert {(p.task, p.details["done"]) for p in details.progress} == {
+        ("counting", 4),
+        ("counting_in_a_thread", 4),
+    }
+
+
+def test_progress_outside_a_task_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="from a task body"):
+        aiki.progress(0.5)

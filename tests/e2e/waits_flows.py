@@ -206,9 +206,38 @@ async def wide_flow(run: aiki.Run[int], width: int) -> int:
     return total
 
 
+@aiki.task
+async def counting(steps: int) -> int:
+    """Reports its progress at each step (from trio)."""
+    for index in range(steps):
+        aiki.progress({"done": index + 1, "of": steps})
+        await trio.sleep(0.1)
+    await trio.sleep(0.3)  # past the reporting interval: the last report goes out
+    return steps
+
+
+@aiki.task
+def counting_in_a_thread(steps: int) -> int:
+    """The same from a plain ``def`` task (its own thread)."""
+    for index in range(steps):
+        aiki.progress({"done": index + 1, "of": steps})
+        time.sleep(0.1)
+    time.sleep(0.3)
+    return steps
+
+
+progressing = aiki.workflow("w-progress")
+
+
+@progressing.version("1")
+async def progress_flow(run: aiki.Run[int], steps: int) -> int:
+    return await counting.start(run, steps) + await counting_in_a_thread.start(run, steps)
+
+
 waits_worker = aiki.Worker(
     sleeper, quick_flow, collect, child_flow, parent_flow, nesting_flow, controlled_flow,
-    timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, concurrency=8,
+    timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, progress_flow,
+    concurrency=8,
 )  # fmt: skip
 slot_sleepy = aiki.workflow("w-slot-sleepy")
 slot_quick = aiki.workflow("w-slot-quick")

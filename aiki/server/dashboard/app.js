@@ -219,6 +219,15 @@ async function showRun(runId) {
     cell(row, task.error ? task.error.message : json(task.output));
     cell(row, when(task.updated_at));
   }
+  const progress = $("#progress tbody");
+  progress.replaceChildren();
+  for (const report of details.progress) {
+    const row = progress.insertRow();
+    cell(row, report.task);
+    cell(row, `${report.address}#${report.seq}`);
+    cell(row, json(report.details), "progress-details");
+    cell(row, when(report.at));
+  }
   const timeline = $("#timeline tbody");
   timeline.replaceChildren();
   for (const step of details.timeline) {
@@ -262,7 +271,8 @@ async function route() {
       $("#run-view").hidden = false;
       await showRun(state.runId);
       const refresh = debounce(() => showRun(state.runId).catch(showError), 50);
-      state.subscription = await session.subscribe({ run_ids: [state.runId] }, refresh);
+      state.subscription = await session.subscribe(
+        { run_ids: [state.runId], progress: true }, refresh);
     } else if (hash === "#/workers") {
       $("#workers-view").hidden = false;
       await showWorkers();
