@@ -158,9 +158,11 @@ async def test_events_send_delivers_and_deduplicates(cluster: Cluster) -> None:
         again = ok_json(await cli(cluster, *repeat))
         assert isinstance(again, dict)
         assert again["duplicate"] is True
+        # "done" goes first: it is kept until the run waits for it, so the run's 1 s
+        # timeout on that wait cannot race a slow CLI start
+        ok_json(await cli(cluster, "events", "send", handle.run_id, "done", "--json"))
         ok_json(await cli(cluster, "events", "send", handle.run_id, "item", '{"name": "b"}',
                           "--json"))  # fmt: skip
-        ok_json(await cli(cluster, "events", "send", handle.run_id, "done", "--json"))
         result = await handle.wait_for_status("completed")
     assert result.output == ["a", "b", "done"]
     invalid = await cli(cluster, "events", "send", handle.run_id, "item", '{"nom": 1}')
