@@ -28,14 +28,22 @@ from . import trigger as trigger
 from ._event import EventDefinition as EventDefinition
 from ._event import TimedOut as TimedOut
 from ._event import event as event
+from ._occurrences import SchedulePolicy as SchedulePolicy
+from ._occurrences import ScheduleSpec as ScheduleSpec
 from ._progress import progress as progress
 from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
 from ._protocol import RunUpdate as RunUpdate
 from ._protocol import TaskProgress as TaskProgress
+from ._protocol_schedules import ScheduleDetails as ScheduleDetails
+from ._protocol_schedules import ScheduleInfo as ScheduleInfo
+from ._protocol_schedules import SchedulePage as SchedulePage
 from ._run_context import ChildResult as ChildResult
 from ._run_context import ChildRun as ChildRun
 from ._run_context import Run as Run
+from ._schedule import Schedule as Schedule
+from ._schedule import ScheduleHandle as ScheduleHandle
+from ._schedule import schedule as schedule
 from ._states import RunStatus as RunStatus
 from ._task import Task as Task
 from ._task import task as task
@@ -60,6 +68,8 @@ from .errors import PushUnavailableError as PushUnavailableError
 from .errors import ReferenceConflictError as ReferenceConflictError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
+from .errors import ScheduleConflictError as ScheduleConflictError
+from .errors import ScheduleNotFoundError as ScheduleNotFoundError
 from .errors import StaleRevisionError as StaleRevisionError
 from .errors import TaskFailedError as TaskFailedError
 from .errors import TaskTimeoutError as TaskTimeoutError
@@ -101,6 +111,15 @@ __all__ = [
     "RunStatus",
     "RunTimeoutError",
     "RunUpdate",
+    "Schedule",
+    "ScheduleConflictError",
+    "ScheduleDetails",
+    "ScheduleHandle",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "SchedulePage",
+    "SchedulePolicy",
+    "ScheduleSpec",
     "StaleRevisionError",
     "Task",
     "TaskFailedError",
@@ -118,6 +137,7 @@ __all__ = [
     "event",
     "progress",
     "retry",
+    "schedule",
     "task",
     "trigger",
     "workflow",

@@ -10,7 +10,7 @@ import typing
 
 import attrs
 
-from ._protocol import OPERATIONS, SESSION_ONLY
+from ._operation_table import OPERATIONS, SESSION_ONLY
 
 _INTRO = """# Aiki HTTP and WebSocket API
 

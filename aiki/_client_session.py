@@ -20,7 +20,8 @@ import orjson
 import trio
 import trio_websocket
 
-from ._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, Subscribe, Subscribed, Unsubscribe
+from ._operation_table import OPERATION_OF, OPERATIONS
+from ._protocol import ERROR_BODY, Subscribe, Subscribed, Unsubscribe
 from .errors import UnavailableError, error_from_reply
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024

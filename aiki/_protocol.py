@@ -69,6 +69,10 @@ class RunInfo:
     stop_reason: str | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
+    schedule_id: str | None = None
+    """The schedule that started the run, if one did."""
+    occurrence: dt.datetime | None = None
+    """The occurrence (its nominal time) of ``schedule_id`` the run was started for."""
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -622,59 +626,7 @@ class ErrorBody:
     run_id: str | None = None
 
 
-@attrs.frozen
-class Operation:
-    """One operation: its name, request class, request codec and reply codec."""
-
-    name: str
-    request_type: object
-    request: WireCodec[object]
-    reply: WireCodec[object]
-    reply_type: object = None
-    """The reply class (or a union of them)."""
-
-
-def _operation(name: str, request: object, reply: object) -> Operation:
-    return Operation(name, request, WireCodec[object](request), WireCodec[object](reply), reply)
-
-
-OPERATIONS: Final[dict[str, Operation]] = {
-    op.name: op
-    for op in (
-        _operation("start_run", StartRun, RunStarted),
-        _operation("get_run", GetRun, RunInfo),
-        _operation("list_runs", ListRuns, RunPage),
-        _operation("wait_run", WaitRun, RunInfo),
-        _operation("register_worker", RegisterWorker, WorkerRegistered),
-        _operation("claim_run", ClaimRun, RunClaimed | ClaimRejected),
-        _operation("record_task", RecordTask, TaskRecorded),
-        _operation("transition_run", TransitionRun, RunTransitioned),
-        _operation("heartbeat", Heartbeat, HeartbeatAck),
-        _operation("requeue_run", RequeueRun, RunTransitioned),
-        _operation("begin_wait", BeginWait, RecordedWait),
-        _operation("suspend_run", SuspendRun, RunTransitioned),
-        _operation("send_event", SendEvent, EventSent),
-        _operation("start_child", StartChild, RunStarted),
-        _operation("cancel_run", CancelRun, RunsStopped),
-        _operation("pause_run", PauseRun, RunsStopped),
-        _operation("resume_run", ResumeRun, RunTransitioned),
-        _operation("wakeup_run", WakeupRun, WokenUp),
-        _operation("claim_next", ClaimNext, ClaimedRuns),
-        _operation("report_progress", ReportProgress, ProgressReported),
-        _operation("describe_run", DescribeRun, RunDetails),
-        _operation("list_workers", ListWorkers, WorkerList),
-        _operation("subscribe", Subscribe, Subscribed),
-        _operation("unsubscribe", Unsubscribe, Unsubscribed),
-    )
-}
-"""Every operation by name, as used in URLs and WebSocket frames."""
-
-OPERATION_OF: Final[dict[object, str]] = {op.request_type: op.name for op in OPERATIONS.values()}
-"""The operation name of each request class."""
-
 ERROR_BODY: Final = WireCodec[ErrorBody](ErrorBody)
 PUSH: Final = WireCodec[StopRun](StopRun)
 RUN_UPDATE: Final = WireCodec[RunUpdate](RunUpdate)
 TASK_PROGRESS: Final = WireCodec[TaskProgress](TaskProgress)
-SESSION_ONLY: Final = frozenset({"subscribe", "unsubscribe"})
-"""Operations that only make sense on a WebSocket session (pushes need somewhere to go)."""

@@ -23,9 +23,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from ._client_session import ClientSession, PushQueue
+from ._operation_table import OPERATIONS
 from ._protocol import (
     ERROR_BODY,
-    OPERATIONS,
     RUN_UPDATE,
     TASK_PROGRESS,
     RunInfo,

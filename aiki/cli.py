@@ -215,6 +215,13 @@ def _load_worker(target: str) -> Worker:
     show_default=True,
     help="Updates a live-update subscriber may fall behind by before it gets a resync marker.",
 )
+@click.option(
+    "--schedule-grace",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds late after which a schedule's occurrence counts as missed (catch-up policy).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -226,9 +233,11 @@ def server(
     claim_timeout: float,
     redelivery_timeout: float,
     subscriber_queue: int,
+    schedule_grace: float,
     verbose: bool,
 ) -> None:
-    """Run the Aiki server (API, dispatcher, timers, sweeper) until SIGINT/SIGTERM."""
+    """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
+    SIGINT/SIGTERM."""
     from .server import ServerConfig, serve
 
     _configure_logging(verbose)
@@ -242,6 +251,7 @@ def server(
         claim_timeout_seconds=claim_timeout,
         redelivery_seconds=redelivery_timeout,
         subscriber_queue=subscriber_queue,
+        schedule_grace_seconds=schedule_grace,
     )
 
     async def main_fn() -> None:

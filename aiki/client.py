@@ -35,10 +35,9 @@ import trio
 from transport import CodecError
 
 from ._client_session import ClientSession
+from ._operation_table import OPERATION_OF, OPERATIONS
 from ._protocol import (
     ERROR_BODY,
-    OPERATION_OF,
-    OPERATIONS,
     CancelRun,
     DescribeRun,
     EventSent,
@@ -64,6 +63,18 @@ from ._protocol import (
     WorkerInfo,
     WorkerList,
 )
+from ._protocol_schedules import (
+    DeactivateSchedule,
+    GetSchedule,
+    ListSchedules,
+    PauseSchedule,
+    ResumeSchedule,
+    ScheduleDetails,
+    ScheduleInfo,
+    SchedulePage,
+    ScheduleStatus,
+)
+from ._schedule import ScheduleHandle
 from ._states import TERMINAL, RunStatus
 from ._watch import Watch
 from .errors import (
@@ -304,6 +315,55 @@ class Client:
     def handle(self, run_id: str) -> RunHandle[object]:
         """A handle on any run by ID (outputs stay plain JSON; use the version for types)."""
         return RunHandle(self, run_id, None)
+
+    # -- schedules (activate with ``aiki.schedule(...).activate``) -------------------------------
+
+    async def list_schedules(
+        self,
+        *,
+        workflow: str | None = None,
+        statuses: tuple[ScheduleStatus, ...] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SchedulePage:
+        """A page of schedules, newest first; pass ``next_cursor`` back for the next page."""
+        request = ListSchedules(workflow=workflow, statuses=statuses, limit=limit, cursor=cursor)
+        return typing.cast("SchedulePage", await self.call(request))
+
+    async def describe_schedule(
+        self,
+        schedule_id: str | None = None,
+        *,
+        reference_id: str | None = None,
+        upcoming: int = 5,
+        recent_runs: int = 10,
+    ) -> ScheduleDetails:
+        """A schedule (by ID or reference ID) with its next fire times and latest runs.
+
+        Raises:
+            aiki.ScheduleNotFoundError: there is no such schedule.
+        """
+        request = GetSchedule(schedule_id=schedule_id, reference_id=reference_id,
+                              upcoming=upcoming, recent_runs=recent_runs)  # fmt: skip
+        return typing.cast("ScheduleDetails", await self.call(request))
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop a schedule firing until resumed."""
+        return typing.cast("ScheduleInfo", await self.call(PauseSchedule(schedule_id=schedule_id)))
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Fire a paused schedule again, from its next occurrence after now."""
+        request = ResumeSchedule(schedule_id=schedule_id)
+        return typing.cast("ScheduleInfo", await self.call(request))
+
+    async def deactivate_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop a schedule for good (its runs are not touched)."""
+        request = DeactivateSchedule(schedule_id=schedule_id)
+        return typing.cast("ScheduleInfo", await self.call(request))
+
+    def schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        """A handle on a schedule by ID (no request is made)."""
+        return ScheduleHandle(self, schedule_id)
 
 
 @attrs.frozen(kw_only=True)

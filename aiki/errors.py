@@ -89,6 +89,13 @@ class RunNotFoundError(NotFoundError):
 
 
 @attrs.define(auto_exc=True)
+class ScheduleNotFoundError(NotFoundError):
+    """No schedule has this ID (or reference ID)."""
+
+    code: ClassVar[str] = "schedule_not_found"
+
+
+@attrs.define(auto_exc=True)
 class ConflictError(AikiError):
     """The request conflicts with the current state."""
 
@@ -106,6 +113,14 @@ class ReferenceConflictError(ConflictError):
     run_id: str = ""
 
     code: ClassVar[str] = "reference_conflict"
+
+
+@attrs.define(auto_exc=True)
+class ScheduleConflictError(ConflictError):
+    """A live schedule with this reference ID has a different definition (conflict policy
+    ``error``). Deactivate it first to replace it: definitions are immutable."""
+
+    code: ClassVar[str] = "schedule_conflict"
 
 
 @attrs.define(auto_exc=True)
@@ -209,8 +224,10 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
         NotFoundError,
         WorkflowNotFoundError,
         RunNotFoundError,
+        ScheduleNotFoundError,
         ConflictError,
         ReferenceConflictError,
+        ScheduleConflictError,
         StaleRevisionError,
         InvalidTransitionError,
         UnavailableError,

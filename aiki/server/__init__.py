@@ -7,6 +7,7 @@
     ├── broadcaster  committed run changes → WebSocket subscribers
     ├── dispatcher   outbox → Redis Streams
     ├── timers       sleeps, wait timeouts, retries, delayed starts, run deadlines, stalls
+    ├── scheduler    schedules' occurrences (the timers' machinery, a heap of its own)
     ├── sweeper      stale claims and silent workers → runs queued again (recovery)
     └── api          HTTP + WebSocket on one port (hypercorn, trio)
 
@@ -44,10 +45,12 @@ from ._api import Api, Listening, build_app
 from ._broadcaster import Broadcaster, Poke
 from ._broadcaster import poke as poke_broadcaster
 from ._committer import Committer, committer_mailbox
-from ._control import ControlOperations
 from ._dispatcher import Dispatcher, Wake, poke
+from ._scheduler import fire_schedules
+from ._schedules import ScheduleOperations
+from ._store_schedules import upcoming as upcoming_schedules
 from ._sweeper import Sweeper
-from ._timers import Deadline, Timers, schedule
+from ._timers import Deadline, Fired, Timers, schedule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -78,6 +81,8 @@ class ServerConfig:
         timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
         subscriber_queue: updates a live-update subscriber may fall behind by before its
             queue is dropped for a ``resync`` marker.
+        schedule_grace_seconds: a schedule's occurrence reached later than this (server
+            down or overloaded) is *missed*; its schedule's catch-up policy decides.
     """
 
     database_url: str
@@ -91,6 +96,7 @@ class ServerConfig:
     claim_timeout_seconds: float = 30.0
     redelivery_seconds: float = 60.0
     subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+    schedule_grace_seconds: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
 
 
 def migrations() -> list[Migration]:
@@ -128,10 +134,12 @@ async def serve(
         broadcaster = Broadcaster(store, queue_limit=config.subscriber_queue,
                                   committer=committer_box.address)  # fmt: skip
         timers_box = Mailbox[Deadline]("timers", capacity=1024)
-        ops = ControlOperations(
+        scheduler_box = Mailbox[Deadline]("scheduler", capacity=1024)
+        ops = ScheduleOperations(
             store,
             on_queued=functools.partial(poke, dispatcher_box.address),
             on_deadline=functools.partial(schedule, timers_box.address),
+            on_schedule_due=functools.partial(schedule, scheduler_box.address),
             lease_seconds=config.claim_timeout_seconds,
             committer=committer_box.address,
         )
@@ -153,6 +161,27 @@ async def serve(
                 stall_after_seconds=config.stall_after_seconds,
             )  # fmt: skip
 
+        def scheduled(fired: Fired) -> None:
+            occurrences = ops.metrics.schedule_occurrences
+            occurrences.labels("started").inc(len(fired.started))
+            occurrences.labels("skipped").inc(fired.skipped)
+            for run in fired.started:
+                ops.after_start(run)
+            ops.notifier.on_change()
+
+        async def cancelled(stopped: list[Stopped]) -> None:
+            ops.metrics.runs_cancelled.inc(len(stopped))
+            await ops.stop_all(stopped, "cancelled")
+
+        def scheduler() -> Timers:
+            return Timers(
+                store, functools.partial(poke, dispatcher_box.address), cancelled,
+                on_started=scheduled, stall_after_seconds=None,
+                fire_batch=functools.partial(
+                    fire_schedules, grace_seconds=config.schedule_grace_seconds),
+                upcoming=upcoming_schedules, scan_seconds=config.timer_scan_seconds,
+            )  # fmt: skip
+
         children: list[Startable] = [
             # First: started before, and stopped after, everything that commits through it.
             ChildSpec(name="committer", mailbox=committer_box, factory=lambda: Committer(store)),
@@ -165,6 +194,7 @@ async def serve(
                 worker_timeout_seconds=config.claim_timeout_seconds,
                 on_released=ops.metrics.claim_recoveries.inc)),
             ChildSpec(name="timers", factory=timers, mailbox=timers_box),
+            ChildSpec(name="scheduler", factory=scheduler, mailbox=scheduler_box),
             ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
         ]  # fmt: skip
         async with open_supervisor(

@@ -1,7 +1,7 @@
 """The server's API on one port: HTTP JSON operations, a WebSocket session, health.
 
 An ASGI app (Starlette) served by hypercorn's trio worker. Every operation of
-`aiki._protocol.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` and over the
+`aiki._operation_table.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` and over the
 multiplexed WebSocket session at ``/api/v1/session``, where requests are handled
 concurrently and replies carry the request's ``id``.
 """
@@ -29,12 +29,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transport import CodecError, StorageError
 
+from .._operation_table import OPERATIONS, SESSION_ONLY
 from .._protocol import (
     ERROR_BODY,
-    OPERATIONS,
     PUSH,
     RUN_UPDATE,
-    SESSION_ONLY,
     TASK_PROGRESS,
     ErrorBody,
     RegisterWorker,

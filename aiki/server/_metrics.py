@@ -89,6 +89,11 @@ class ServerMetrics:
             "aiki_queue_depth", "Runs queued and not yet taken, per stream", ["stream"],
             registry=registry,
         )  # fmt: skip
+        self.schedule_occurrences = prometheus_client.Counter(
+            "aiki_schedule_occurrences",
+            "Schedule occurrences handled, by outcome: started, or skipped (overlap, missed)",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
         self.actor_restarts = _ActorRestarts()
         registry.register(self.actor_restarts)
 

@@ -33,7 +33,8 @@ _CONVERT: Final = make_wire_converter()
 
 RUN_COLUMNS: Final = (
     "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
-    "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at"
+    "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at, "
+    "schedule_id, occurrence"
 )
 
 
@@ -84,6 +85,8 @@ def run_info(row: Row) -> RunInfo:
         stop_reason=text("stop_reason"),
         created_at=values["created_at"],  # type: ignore[arg-type]
         updated_at=values["updated_at"],  # type: ignore[arg-type]
+        schedule_id=text("schedule_id"),
+        occurrence=values["occurrence"],  # type: ignore[arg-type]
     )
 
 
@@ -122,6 +125,9 @@ def insert_run(
     parent_id: uuid.UUID | None = None,
     child_address: str | None = None,
     child_seq: int | None = None,
+    schedule_id: uuid.UUID | None = None,
+    occurrence: dt.datetime | None = None,
+    reason: str = "started",
 ) -> RunInfo | None:
     """Create a run (queued, or scheduled with a trigger) with its history and outbox rows.
 
@@ -133,11 +139,11 @@ def insert_run(
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
-                                   child_address, child_seq)
+                                   child_address, child_seq, schedule_id, occurrence)
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
-                   %(parent)s, %(child_address)s, %(child_seq)s
+                   %(parent)s, %(child_address)s, %(child_seq)s, %(schedule)s, %(occurrence)s
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
@@ -147,7 +153,7 @@ def insert_run(
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, NULL, status, 1, 'started' FROM run
+            SELECT id, NULL, status, 1, %(reason)s FROM run
         ), outbox AS (
             INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
             WHERE status = 'queued'
@@ -161,6 +167,7 @@ def insert_run(
             "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
+            "schedule": schedule_id, "occurrence": occurrence, "reason": reason,
         },
     )  # fmt: skip
     return None if row is None else run_info(row)

@@ -26,6 +26,7 @@ import trio
 from actors import Address, MailboxFullError
 from transport import PostgresStore, Transaction, make_wire_converter
 
+from .._protocol import RunInfo
 from ..errors import ErrorInfo
 from . import _store, _store_waits
 from ._outages import Outage
@@ -56,16 +57,43 @@ def schedule(address: Address[Deadline], when: dt.datetime) -> None:
         logger.debug("timers mailbox full; %s is found by the next scan", when)
 
 
+@attrs.frozen
+class Fired:
+    """What one batch of firing did: ``queued`` runs (the dispatcher is poked), runs
+    ``stopped`` (their workers are told), and deadlines to ``rewatch`` (new ones the
+    batch created for this actor). ``full``: the batch hit its limit; fire again."""
+
+    queued: int = 0
+    stopped: list[_store_waits.Stopped] = attrs.Factory(list)
+    rewatch: list[dt.datetime] = attrs.Factory(list)
+    full: bool = False
+    started: list[RunInfo] = attrs.Factory(list)
+    """Runs the batch created (told to ``on_started``)."""
+    skipped: int = 0
+
+
 @attrs.define
 class Timers:
-    """Actor: fires due deadlines; the heap holds those within ``horizon_seconds``."""
+    """Actor: fires due deadlines; the heap holds those within ``horizon_seconds``.
+
+    What is due and what firing means are given: ``upcoming`` lists the deadlines within
+    a horizon, ``fire_batch`` fires one batch in one transaction. The server runs two:
+    ``timers`` (`fire_run_deadlines`) and ``scheduler`` (schedules' occurrences).
+    """
 
     store: PostgresStore
     on_queued: Callable[[], None]
     on_stopped: Callable[[list[_store_waits.Stopped]], Awaitable[None]]
+    fire_batch: Callable[[Transaction], Fired] = attrs.field(factory=lambda: fire_run_deadlines)
+    upcoming: Callable[[Transaction, float], list[dt.datetime]] = attrs.field(
+        factory=lambda: _store_waits.upcoming_deadlines
+    )
+    on_started: Callable[[Fired], None] = lambda _fired: None
     horizon_seconds: float = 60.0
     scan_seconds: float = 15.0
-    stall_after_seconds: float = 300.0
+    stall_after_seconds: float | None = 300.0
+    """Queued runs no worker took for this long are marked stalled at each scan (None:
+    this instance does not)."""
     _heap: list[float] = attrs.field(factory=list, init=False)
     _next_scan: float = attrs.field(default=0.0, init=False)
 
@@ -103,16 +131,14 @@ class Timers:
             heapq.heappush(self._heap, when)
 
     async def _scan(self) -> None:
-        deadlines = await self.store.transact(
-            lambda tx: _store_waits.upcoming_deadlines(tx, self.horizon_seconds)
-        )
+        deadlines = await self.store.transact(lambda tx: self.upcoming(tx, self.horizon_seconds))
         self._heap = sorted(when.timestamp() for when in deadlines)
-        stalled = await self.store.transact(
-            lambda tx: _store_waits.mark_stalled(tx, self.stall_after_seconds)
-        )
-        if stalled:
-            logger.warning("%d queued runs were not taken by any worker for %.0f s: stalled",
-                           stalled, self.stall_after_seconds)  # fmt: skip
+        if self.stall_after_seconds is not None:
+            after = self.stall_after_seconds
+            stalled = await self.store.transact(lambda tx: _store_waits.mark_stalled(tx, after))
+            if stalled:
+                logger.warning("%d queued runs were not taken by any worker for %.0f s: "
+                               "stalled", stalled, after)  # fmt: skip
         self._next_scan = time.time() + self.scan_seconds
         if self._heap and self._heap[0] <= time.time():
             await self.fire()
@@ -120,18 +146,26 @@ class Timers:
     async def fire(self) -> bool:
         """Fire everything due now (in batches of one transaction each), then queue and stop
         what that moved."""
-
-        def fire_batch(tx: Transaction) -> tuple[int, list[_store_waits.Stopped]]:
-            queued = (_store_waits.fire_due_waits(tx, BATCH)
-                      + _store.requeue_due_retries(tx, BATCH)
-                      + _store_waits.queue_scheduled(tx, BATCH))  # fmt: skip
-            return queued, _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
-
         while True:
-            queued, stopped = await self.store.transact(fire_batch)
-            if queued:
+            fired = await self.store.transact(self.fire_batch)
+            if fired.started or fired.skipped:
+                self.on_started(fired)
+            if fired.queued:
                 self.on_queued()
-            if stopped:
-                await self.on_stopped(stopped)
-            if queued < BATCH and len(stopped) < BATCH:
+            if fired.stopped:
+                await self.on_stopped(fired.stopped)
+            for when in fired.rewatch:
+                # Rounded up to the millisecond, as the scan does (see upcoming_deadlines).
+                self._watch(when.timestamp() + 0.001)
+            if not fired.full:
                 return True
+
+
+def fire_run_deadlines(tx: Transaction) -> Fired:
+    """Runs' deadlines: sleeps and wait timeouts end, retries and delayed starts are
+    queued, runs past their deadline fail."""
+    queued = (_store_waits.fire_due_waits(tx, BATCH)
+              + _store.requeue_due_retries(tx, BATCH)
+              + _store_waits.queue_scheduled(tx, BATCH))  # fmt: skip
+    stopped = _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
+    return Fired(queued, stopped, full=queued >= BATCH or len(stopped) >= BATCH)

@@ -22,7 +22,8 @@ import trio_websocket
 
 from actors import Address, answer, ask
 
-from .._protocol import ERROR_BODY, OPERATION_OF, OPERATIONS, PUSH, RegisterWorker, StopRun
+from .._operation_table import OPERATION_OF, OPERATIONS
+from .._protocol import ERROR_BODY, PUSH, RegisterWorker, StopRun
 from ..errors import AikiError, UnavailableError, error_from_reply
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiki import _apidoc
-from aiki._protocol import OPERATIONS
+from aiki._operation_table import OPERATIONS
 from tests._processes import ROOT
 
 

@@ -1,0 +1,108 @@
+"""The scheduler: fires schedules' occurrences, as a `Timers` instance of its own.
+
+One firing batch is one transaction: lock the due schedules (``FOR UPDATE SKIP LOCKED``:
+a schedule another server is firing is left to it), plan each one's occurrences at the
+transaction's time (`aiki._occurrences.plan`: catch-up policy, jitter), apply its overlap
+policy against its runs that have not ended, start the runs and move the schedule on.
+Starting a run and moving its schedule past that occurrence commit together, so however
+many servers run and whenever one dies, each occurrence fires once; the unique index on
+``aiki_runs (schedule_id, occurrence)`` would refuse a second start regardless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from typing import TYPE_CHECKING, Final
+
+from .._occurrences import Clock, plan
+from .._replay import canonical_json
+from . import _store, _store_schedules, _store_waits
+from ._store_schedules import anchor_of, schedule_info
+from ._timers import Fired
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from transport import Transaction
+
+    from .._protocol import RunInfo
+    from .._protocol_schedules import ScheduleInfo
+
+logger = logging.getLogger(__name__)
+
+BATCH: Final = 100
+"""Schedules per firing transaction."""
+PER_SCHEDULE: Final = 100
+"""Occurrences one schedule may start per transaction (catch-up ``all`` continues in the
+next)."""
+
+
+def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
+    """Fire the occurrences of every due schedule (one batch)."""
+    rows = _store_schedules.lock_due(tx, BATCH)
+    if not rows:
+        return Fired()
+    now = _store_schedules.now(tx)
+    started: list[RunInfo] = []
+    stopped: list[_store_waits.Stopped] = []
+    rewatch: list[dt.datetime] = []
+    skipped_total, full = 0, len(rows) >= BATCH
+    for row in rows:
+        info = schedule_info(row)
+        pending = info.next_fire_at
+        assert pending is not None  # active schedules have one
+        planned = plan(
+            Clock(info.spec, anchor_of(row)), info.policy, schedule_id=info.id,
+            pending=pending, now=now, grace_seconds=grace_seconds, limit=PER_SCHEDULE,
+        )  # fmt: skip
+        runs, superseded, cancelled = _start_occurrences(tx, info, planned.run)
+        skipped = planned.missed + superseded
+        if planned.missed:
+            logger.warning("schedule %s: %d occurrences missed (catch-up %s)", info.id,
+                           planned.missed, info.policy.catchup)  # fmt: skip
+        _store_schedules.advance(
+            tx, uuid.UUID(info.id), next_at=planned.next_at, due_at=planned.next_due,
+            fired=len(runs), skipped=skipped,
+        )  # fmt: skip
+        started += runs
+        stopped += cancelled
+        skipped_total += skipped
+        rewatch.append(planned.next_due)
+        full = full or planned.next_due <= now
+    return Fired(queued=len(started), stopped=stopped, rewatch=rewatch, full=full,
+                 started=started, skipped=skipped_total)  # fmt: skip
+
+
+def _start_occurrences(
+    tx: Transaction, info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
+) -> tuple[list[RunInfo], int, list[_store_waits.Stopped]]:
+    """Start a run per occurrence under the overlap policy: the runs, how many occurrences
+    were skipped, and the runs cancelled."""
+    schedule_id = uuid.UUID(info.id)
+    overlap = info.policy.overlap
+    skipped = 0
+    if overlap == "cancel_previous" and len(occurrences) > 1:
+        # Each would cancel the one before it at once: only the latest starts.
+        skipped, occurrences = len(occurrences) - 1, occurrences[-1:]
+    input_hash = hashlib.sha256(canonical_json(info.input)).hexdigest()
+    runs: list[RunInfo] = []
+    cancelled: list[_store_waits.Stopped] = []
+    for occurrence in occurrences:
+        if overlap != "allow" and (active := _store_schedules.active_runs(tx, schedule_id)):
+            if overlap == "skip":
+                skipped += 1
+                continue
+            reason = f"cancelled by schedule {info.id}: occurrence {occurrence.isoformat()}"
+            for run_id in active:
+                cancelled += _store_waits.cancel_tree(tx, run_id, reason)
+        run = _store.insert_run(
+            tx, run_id=_store.new_run_id(), workflow=info.workflow, version=info.version,
+            input_json=info.input, input_hash=input_hash, options=info.options,
+            schedule_id=schedule_id, occurrence=occurrence,
+            reason=f"schedule {info.id}: occurrence {occurrence.isoformat()}",
+        )  # fmt: skip
+        if run is not None:
+            runs.append(run)
+    return runs, skipped, cancelled

@@ -1,0 +1,261 @@
+"""SQL for schedules (table ``aiki_schedules``; runs carry ``schedule_id`` and
+``occurrence``)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import typing
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import orjson
+
+from transport import make_wire_converter
+
+from .._occurrences import SchedulePolicy, ScheduleSpec, describe
+from .._protocol import RunInfo, StartOptions
+from .._protocol_schedules import ScheduleInfo, ScheduleStatus
+from ._store import RUN_COLUMNS, as_int, run_info
+from ._store_waits import ACTIVE
+
+if TYPE_CHECKING:
+    from transport import Transaction
+    from transport.postgres import Row
+
+_CONVERT: Final = make_wire_converter()
+
+COLUMNS: Final = (
+    "id, workflow, version, input, spec, policy, options, reference_id, status, next_at, "
+    "due_at, last_fired_at, fired, skipped, created_at, updated_at, anchor"
+)
+_FIELDS: Final = tuple(column.strip() for column in COLUMNS.split(","))
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def schedule_info(row: Row) -> ScheduleInfo:
+    """Build a `ScheduleInfo` from a row selected with `COLUMNS`."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    spec = _CONVERT.structure(values["spec"], ScheduleSpec)
+    active = values["status"] == "active"
+    return ScheduleInfo(
+        id=str(values["id"]),
+        workflow=str(values["workflow"]),
+        version=str(values["version"]),
+        input=values["input"],
+        spec=spec,
+        policy=_CONVERT.structure(values["policy"], SchedulePolicy),
+        options=_CONVERT.structure(values["options"], StartOptions),
+        reference_id=None if values["reference_id"] is None else str(values["reference_id"]),
+        status=values["status"],  # type: ignore[arg-type]
+        description=describe(spec),
+        next_fire_at=values["next_at"] if active else None,  # type: ignore[arg-type]
+        next_due_at=values["due_at"] if active else None,  # type: ignore[arg-type]
+        last_fired_at=values["last_fired_at"],  # type: ignore[arg-type]
+        fired=as_int(values["fired"]),
+        skipped=as_int(values["skipped"]),
+        created_at=values["created_at"],  # type: ignore[arg-type]
+        updated_at=values["updated_at"],  # type: ignore[arg-type]
+    )
+
+
+def anchor_of(row: Row) -> dt.datetime:
+    """The interval anchor of a row selected with `COLUMNS`."""
+    return typing.cast("dt.datetime", row[-1])
+
+
+def now(tx: Transaction) -> dt.datetime:
+    """The transaction's time (PostgreSQL's clock is the one all servers share)."""
+    row = tx.fetch_one("SELECT now()")
+    assert row is not None
+    return typing.cast("dt.datetime", row[0])
+
+
+def find_live(tx: Transaction, identity: str) -> tuple[ScheduleInfo, str] | None:
+    """The active or paused schedule with this identity, and its definition hash."""
+    row = tx.fetch_one(
+        f"SELECT {COLUMNS}, definition_hash FROM aiki_schedules"
+        " WHERE identity = %s AND status <> 'deactivated'",
+        (identity,),
+    )
+    return None if row is None else (schedule_info(row[:-1]), str(row[-1]))
+
+
+def insert(
+    tx: Transaction,
+    *,
+    schedule_id: uuid.UUID,
+    identity: str,
+    definition_hash: str,
+    request: typing.Any,
+    anchor: dt.datetime,
+    next_at: dt.datetime,
+    due_at: dt.datetime,
+) -> ScheduleInfo | None:
+    """Store a new active schedule; None if a live one has this identity already."""
+    row = tx.fetch_one(
+        f"""
+        INSERT INTO aiki_schedules (id, identity, definition_hash, reference_id, workflow,
+                                    version, input, spec, policy, options, status, anchor,
+                                    next_at, due_at, created_at, updated_at)
+        VALUES (%(id)s, %(identity)s, %(hash)s, %(reference)s, %(workflow)s, %(version)s,
+                %(input)s::jsonb, %(spec)s::jsonb, %(policy)s::jsonb, %(options)s::jsonb,
+                'active', %(anchor)s, %(next)s, %(due)s, %(anchor)s, %(anchor)s)
+        ON CONFLICT (identity) WHERE status <> 'deactivated' DO NOTHING
+        RETURNING {COLUMNS}
+        """,
+        {
+            "id": schedule_id, "identity": identity, "hash": definition_hash,
+            "reference": request.reference_id, "workflow": request.workflow,
+            "version": request.version, "input": _json(request.input),
+            "spec": _json(_CONVERT.unstructure(request.spec)),
+            "policy": _json(_CONVERT.unstructure(request.policy)),
+            "options": _json(_CONVERT.unstructure(request.options)),
+            "anchor": anchor, "next": next_at, "due": due_at,
+        },
+    )  # fmt: skip
+    return None if row is None else schedule_info(row)
+
+
+def get(tx: Transaction, schedule_id: uuid.UUID, *, lock: bool = False) -> Row | None:
+    """The schedule's row (`COLUMNS`), locked for update if ``lock``."""
+    return tx.fetch_one(
+        f"SELECT {COLUMNS} FROM aiki_schedules WHERE id = %s{' FOR UPDATE' if lock else ''}",
+        (schedule_id,),
+    )
+
+
+def find_by_reference(tx: Transaction, reference_id: str) -> Row | None:
+    """The schedule with this reference ID: the live one, else the latest deactivated."""
+    return tx.fetch_one(
+        f"SELECT {COLUMNS} FROM aiki_schedules WHERE reference_id = %s"
+        " ORDER BY status = 'deactivated', created_at DESC LIMIT 1",
+        (reference_id,),
+    )
+
+
+def set_status(
+    tx: Transaction,
+    schedule_id: uuid.UUID,
+    status: ScheduleStatus,
+    next_at: dt.datetime | None = None,
+    due_at: dt.datetime | None = None,
+) -> ScheduleInfo:
+    """Move the (locked) schedule to ``status``; ``next_at``/``due_at`` when resuming."""
+    row = tx.fetch_one(
+        f"""
+        UPDATE aiki_schedules SET status = %(status)s, updated_at = now(),
+               next_at = COALESCE(%(next)s, next_at), due_at = COALESCE(%(due)s, due_at)
+        WHERE id = %(id)s RETURNING {COLUMNS}
+        """,
+        {"status": status, "next": next_at, "due": due_at, "id": schedule_id},
+    )
+    assert row is not None
+    return schedule_info(row)
+
+
+def _encode_cursor(info: ScheduleInfo) -> str:
+    return base64.urlsafe_b64encode(f"{info.created_at.isoformat()}|{info.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
+    """The position a `list_page` cursor names; None if it is not a cursor."""
+    try:
+        at, _, schedule_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return dt.datetime.fromisoformat(at), uuid.UUID(schedule_id)
+    except ValueError:
+        return None
+
+
+def list_page(
+    tx: Transaction,
+    *,
+    workflow: str | None,
+    statuses: tuple[str, ...],
+    limit: int,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+) -> tuple[list[ScheduleInfo], str | None]:
+    """A page of schedules, newest first, and the next page's cursor (None at the end)."""
+    after_at, after_id = after if after else (None, None)
+    rows = tx.fetch_all(
+        f"""
+        SELECT {COLUMNS} FROM aiki_schedules
+        WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+          AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+          AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
+        ORDER BY created_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {"workflow": workflow, "statuses": list(statuses), "after_at": after_at,
+         "after_id": after_id, "limit": limit + 1},
+    )  # fmt: skip
+    found = [schedule_info(row) for row in rows[:limit]]
+    return found, (_encode_cursor(found[-1]) if len(rows) > limit else None)
+
+
+def recent_runs(tx: Transaction, schedule_id: uuid.UUID, limit: int) -> list[RunInfo]:
+    """The latest runs the schedule started, newest occurrence first."""
+    rows = tx.fetch_all(
+        f"SELECT {RUN_COLUMNS} FROM aiki_runs WHERE schedule_id = %s"
+        " ORDER BY occurrence DESC LIMIT %s",
+        (schedule_id, limit),
+    )
+    return [run_info(row) for row in rows]
+
+
+# -- firing --------------------------------------------------------------------------------------
+
+
+def lock_due(tx: Transaction, limit: int) -> list[Row]:
+    """Active schedules due now, locked; rows another server holds are skipped (it fires
+    them)."""
+    return tx.fetch_all(
+        f"SELECT {COLUMNS} FROM aiki_schedules WHERE status = 'active' AND due_at <= now()"
+        " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
+    )
+
+
+def active_runs(tx: Transaction, schedule_id: uuid.UUID) -> list[uuid.UUID]:
+    """The schedule's runs that have not ended (a stalled or paused one counts)."""
+    rows = tx.fetch_all(
+        "SELECT id FROM aiki_runs WHERE schedule_id = %s AND status = ANY(%s::text[])",
+        (schedule_id, list(ACTIVE)),
+    )
+    return [typing.cast("uuid.UUID", run_id) for (run_id,) in rows]
+
+
+def advance(
+    tx: Transaction,
+    schedule_id: uuid.UUID,
+    *,
+    next_at: dt.datetime,
+    due_at: dt.datetime,
+    fired: int,
+    skipped: int,
+) -> None:
+    """Move the schedule's pending occurrence on and count what the firing did."""
+    tx.execute(
+        """
+        UPDATE aiki_schedules SET next_at = %(next)s, due_at = %(due)s,
+               fired = fired + %(fired)s, skipped = skipped + %(skipped)s,
+               last_fired_at = CASE WHEN %(fired)s > 0 THEN now() ELSE last_fired_at END,
+               updated_at = now()
+        WHERE id = %(id)s
+        """,
+        {"next": next_at, "due": due_at, "fired": fired, "skipped": skipped, "id": schedule_id},
+    )
+
+
+def upcoming(tx: Transaction, horizon_seconds: float) -> list[dt.datetime]:
+    """Due times of active schedules within the horizon, for the scheduler's heap."""
+    rows = tx.fetch_all(
+        "SELECT DISTINCT date_trunc('milliseconds', due_at) + interval '1 millisecond'"
+        " FROM aiki_schedules WHERE status = 'active'"
+        " AND due_at < now() + make_interval(secs => %s)",
+        (horizon_seconds,),
+    )
+    return [typing.cast("dt.datetime", at) for (at,) in rows]
