@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -31,15 +33,23 @@ class Api:
         return reply
 
 
-@pytest.fixture
-async def api(pg_url: str, redis_url: str) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def open_api(pg_url: str, redis_url: str, **config: typing.Any) -> AsyncIterator[Api]:
+    """Serve (with ``config`` overriding `ServerConfig` defaults) until the block ends."""
     stop = trio.Event()
-    config = ServerConfig(database_url=pg_url, redis_url=redis_url, port=0, pool_size=4)
+    settings = ServerConfig(database_url=pg_url, redis_url=redis_url, port=0, pool_size=4,
+                            **config)  # fmt: skip
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(serve, config, shutdown_trigger=stop.wait))
+        url = await nursery.start(functools.partial(serve, settings, shutdown_trigger=stop.wait))
         async with httpx.AsyncClient(timeout=30) as http:
             yield Api(url, http)
         stop.set()
+
+
+@pytest.fixture
+async def api(pg_url: str, redis_url: str) -> AsyncIterator[Api]:
+    async with open_api(pg_url, redis_url) as found:
+        yield found
 
 
 @pytest.fixture
