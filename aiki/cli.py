@@ -30,6 +30,7 @@ from transport import LocalServiceError, TransportError, services_from_env
 
 from . import __version__
 from ._cli_ops import events, runs, workers
+from ._cli_schedules import schedules
 from ._logs import formatter
 from .errors import AikiError
 from .worker import Worker
@@ -377,3 +378,4 @@ def dev(target: str, port: int, data_dir: Path, concurrency: int | None, verbose
 main.add_command(runs)
 main.add_command(events)
 main.add_command(workers)
+main.add_command(schedules)
