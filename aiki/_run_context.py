@@ -237,6 +237,10 @@ class Run(Generic[I]):
         attempt: the workflow-level attempt (1 unless the workflow was retried).
         input: the run's input, as the declared type.
         events: the version's declared events: ``await run.events.<name>.wait()``.
+        schedule_id: the schedule that started the run (None if none did).
+        occurrence: the time of the schedule occurrence the run is for (the nominal time,
+            e.g. 09:00 for a daily 9 o'clock report however late it started); fixed, so it
+            is the same in every replay.
     """
 
     def __init__(
@@ -255,8 +259,12 @@ class Run(Generic[I]):
         gateway: RunGateway,
         events: dict[str, EventDefinition[object]] | None = None,
         rng: random.Random | None = None,
+        schedule_id: str | None = None,
+        occurrence: dt.datetime | None = None,
     ) -> None:
         self.id = run_id
+        self.schedule_id = schedule_id
+        self.occurrence = occurrence
         self.workflow = workflow
         self.version = version
         self.attempt = attempt

@@ -363,7 +363,7 @@ class RunActor:
             revision=info.revision, input_value=input_value, recorded=claim.tasks,
             waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
             gateway=_LinkGateway(self._call, self.worker_id, info.id, running, self.executing),
-            events=version.events,
+            events=version.events, schedule_id=info.schedule_id, occurrence=info.occurrence,
         )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)
         outcome: TransitionRun | SuspendRun | None = None

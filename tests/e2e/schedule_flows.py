@@ -36,11 +36,19 @@ async def hold(job: Hold) -> str:
 
 ticking = aiki.workflow("s-tick")
 busy = aiki.workflow("s-busy")
+stamping = aiki.workflow("s-stamp")
 
 
 @ticking.version("1")
 async def tick(run: aiki.Run[int], x: int) -> int:
     return await triple.start(run, x)
+
+
+@stamping.version("1")
+async def stamped(run: aiki.Run[int], x: int) -> str:
+    """Says which occurrence of its schedule it is for."""
+    occurrence = run.occurrence.isoformat() if run.occurrence else "no schedule"
+    return f"{await triple.start(run, x)} at {occurrence}"
 
 
 @busy.version("1")
@@ -49,4 +57,4 @@ async def busy_flow(run: aiki.Run[float], seconds: float) -> str:
     return await hold.start(run, Hold(run.id, seconds))
 
 
-schedule_worker = aiki.Worker(tick, busy_flow, concurrency=8)
+schedule_worker = aiki.Worker(tick, stamped, busy_flow, concurrency=8)

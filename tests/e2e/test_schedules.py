@@ -55,13 +55,14 @@ async def count_where(cluster: Cluster, schedule_id: str, condition: str, count:
 
 @deadline(90)
 async def test_an_interval_schedule_fires_runs_that_complete(cluster: Cluster) -> None:
-    """From the SDK: every 0.5 s, five runs complete with the schedule's input; the
-    occurrences are consecutive; show reports them; deactivate stops it."""
+    """From the SDK: every 0.5 s, five runs complete with the schedule's input, each
+    knowing its occurrence (``run.occurrence``); the occurrences are consecutive; show
+    reports them; deactivate stops it."""
     async with aiki.Client(cluster.url) as client:
         every = aiki.schedule(every=dt.timedelta(seconds=0.5))
-        handle = await every.activate(client, flows.tick, 14)
+        handle = await every.activate(client, flows.stamped, 14)
         assert handle.created
-        again = await every.activate(client, flows.tick, 14)
+        again = await every.activate(client, flows.stamped, 14)
         assert (again.id, again.created) == (handle.id, False)  # idempotent
 
         with trio.fail_after(30):
@@ -70,7 +71,7 @@ async def test_an_interval_schedule_fires_runs_that_complete(cluster: Cluster) -
         await handle.deactivate()
     runs = await runs_of(cluster, handle.id)
     completed = [run for run in runs if run[1] == "completed"]
-    assert {run[2] for run in completed} == {42}
+    assert [run[2] for run in completed] == [f"42 at {run[0].isoformat()}" for run in completed]  # type: ignore[attr-defined]
     assert gaps(runs, 0.5) == [1] * (len(runs) - 1)
     assert details.schedule.fired >= len(completed)
     assert {run.schedule_id for run in details.recent_runs} == {handle.id}
