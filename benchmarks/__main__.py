@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from . import bench_foundations, bench_live, bench_sleepers, bench_suite, bench_workflows, soak
+from . import (
+    bench_foundations,
+    bench_live,
+    bench_schedules,
+    bench_sleepers,
+    bench_suite,
+    bench_workflows,
+    soak,
+)
 
 SUITES = {
     "foundations": bench_foundations.main,
@@ -13,6 +21,7 @@ SUITES = {
     "soak": soak.main,
     "suite": bench_suite.main,
     "live": bench_live.main,
+    "schedules": bench_schedules.main,
 }
 
 

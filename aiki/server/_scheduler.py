@@ -11,8 +11,10 @@ many servers run and whenever one dies, each occurrence fires once; the unique i
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
+import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -23,8 +25,6 @@ from ._store_schedules import anchor_of, schedule_info
 from ._timers import Fired
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from transport import Transaction
 
     from .._protocol import RunInfo
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 BATCH: Final = 100
 """Schedules per firing transaction."""
+RETRY_SECONDS: Final = 60.0
+"""A schedule whose plan failed (a bug, or a cron expression that stopped matching) is
+tried again this much later; its other occurrences are unaffected."""
 PER_SCHEDULE: Final = 100
 """Occurrences one schedule may start per transaction (catch-up ``all`` continues in the
 next)."""
@@ -50,13 +53,22 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
     rewatch: list[dt.datetime] = []
     skipped_total, full = 0, len(rows) >= BATCH
     for row in rows:
-        info = schedule_info(row)
-        pending = info.next_fire_at
-        assert pending is not None  # active schedules have one
-        planned = plan(
-            Clock(info.spec, anchor_of(row)), info.policy, schedule_id=info.id,
-            pending=pending, now=now, grace_seconds=grace_seconds, limit=PER_SCHEDULE,
-        )  # fmt: skip
+        try:
+            info = schedule_info(row)
+            pending = info.next_fire_at
+            assert pending is not None  # active schedules have one
+            planned = plan(
+                Clock(info.spec, anchor_of(row)), info.policy, schedule_id=info.id,
+                pending=pending, now=now, grace_seconds=grace_seconds, limit=PER_SCHEDULE,
+            )  # fmt: skip
+        except Exception:  # one schedule must not stop the others (nor crash the actor)
+            schedule_id = typing.cast("uuid.UUID", row[0])
+            logger.exception("schedule %s cannot be planned; retried in %.0f s", schedule_id,
+                             RETRY_SECONDS)  # fmt: skip
+            retry_at = now + dt.timedelta(seconds=RETRY_SECONDS)
+            _store_schedules.postpone(tx, schedule_id, retry_at)
+            rewatch.append(retry_at)
+            continue
         runs, superseded, cancelled = _start_occurrences(tx, info, planned.run)
         skipped = planned.missed + superseded
         if planned.missed:

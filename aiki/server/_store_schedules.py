@@ -250,6 +250,14 @@ def advance(
     )
 
 
+def postpone(tx: Transaction, schedule_id: uuid.UUID, due_at: dt.datetime) -> None:
+    """Fire the schedule's pending occurrence no earlier than ``due_at``."""
+    tx.execute(
+        "UPDATE aiki_schedules SET due_at = %s, updated_at = now() WHERE id = %s",
+        (due_at, schedule_id),
+    )
+
+
 def upcoming(tx: Transaction, horizon_seconds: float) -> list[dt.datetime]:
     """Due times of active schedules within the horizon, for the scheduler's heap."""
     rows = tx.fetch_all(

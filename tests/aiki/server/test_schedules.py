@@ -286,3 +286,29 @@ async def test_racing_firings_start_each_occurrence_exactly_once(
     assert details["schedule"]["fired"] == len(occurrences)
     assert details["schedule"]["skipped"] == 0
     assert started > 0  # the racing transactions took part (the server fired the rest)
+
+
+@deadline(30)
+async def test_a_schedule_that_cannot_be_planned_is_postponed_without_stopping_the_others(
+    api: Api, workflow: str, pg_url: str
+) -> None:
+    """A corrupted definition (here: written behind the server's back) fails its own plan
+    only: the firing goes on for the other schedules and tries the bad one a minute later."""
+    await register(api, workflow)
+    good = await activate(api, workflow, every_seconds=60)
+    bad = await activate(api, workflow, every_seconds=61)
+    await query(pg_url, "UPDATE aiki_schedules SET due_at = now() - interval '1 s', "
+                "next_at = now() - interval '1 s' RETURNING id")  # fmt: skip
+    await query(pg_url, """UPDATE aiki_schedules SET spec = '{"cron": "not cron"}'"""
+                " WHERE id = %s RETURNING id", (bad["id"],))  # fmt: skip
+    async with open_postgres_store(pg_url, max_size=1) as store:
+        fired = await store.transact(functools.partial(fire_schedules, grace_seconds=60))
+    # (The server's own scheduler may have fired first at a scan: either way, exactly once.)
+    assert {run.schedule_id for run in fired.started} <= {good["id"]}
+    assert await query(pg_url, "SELECT fired FROM aiki_schedules WHERE id = %s",
+                       (good["id"],)) == [(1,)]  # fmt: skip
+    rows = await query(pg_url, "SELECT due_at - now(), fired FROM aiki_schedules WHERE id = %s",
+                       (bad["id"],))  # fmt: skip
+    postponed, count = rows[0]
+    assert dt.timedelta(seconds=55) < postponed <= dt.timedelta(seconds=60)  # type: ignore[operator]
+    assert count == 0
