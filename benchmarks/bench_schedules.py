@@ -68,6 +68,23 @@ def _window(database_url: str, ids: list[str], start: float, end: float) -> list
     return [(float(lag), float(done)) for lag, done in rows]
 
 
+def _drain(database_url: str, ids: list[str], seconds: float = 300.0) -> None:
+    """Wait until the runs the schedules started have ended (the next measurement starts
+    on an idle cluster)."""
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM aiki_runs WHERE schedule_id = ANY(%s::uuid[])"
+                " AND status NOT IN ('completed', 'failed', 'cancelled')",
+                (ids,),
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.5)
+    raise TimeoutError(f"runs still active after {seconds:g} s")
+
+
 def _measure(cluster: AikiCluster, count: int, seconds: float) -> dict[str, float]:
     """Activate ``count`` schedules, let them fire for ``seconds``, read lag and cost."""
     tag = uuid.uuid4().hex[:8]
@@ -83,6 +100,7 @@ def _measure(cluster: AikiCluster, count: int, seconds: float) -> dict[str, floa
     meters.settle()
     after = meters.read()
     rows = _window(cluster.services.database_url, ids, start, end)
+    _drain(cluster.services.database_url, ids)
     expected = count * int(seconds)
     lags = [lag for lag, _ in rows]
     done = [ms for _, ms in rows if ms >= 0]
