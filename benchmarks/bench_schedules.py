@@ -8,6 +8,10 @@ start → completed latency, and CPU per occurrence by role. Ratios are against 
 N measured in the same run.
 
     python -m benchmarks schedules [--counts 10,100,500] [--seconds 10] [--rounds 3]
+                                   [--workers 2]
+
+With ``--workers 0`` nothing executes the runs (they stay queued): the figures are then
+the scheduler's own (firing, plus publishing to Redis), without the load of the runs.
 """
 
 from __future__ import annotations
@@ -85,7 +89,9 @@ def _drain(database_url: str, ids: list[str], seconds: float = 300.0) -> None:
     raise TimeoutError(f"runs still active after {seconds:g} s")
 
 
-def _measure(cluster: AikiCluster, count: int, seconds: float) -> dict[str, float]:
+def _measure(
+    cluster: AikiCluster, count: int, seconds: float, *, drain: bool = True
+) -> dict[str, float]:
     """Activate ``count`` schedules, let them fire for ``seconds``, read lag and cost."""
     tag = uuid.uuid4().hex[:8]
     ids = trio.run(_activate, cluster.url, count, tag)
@@ -100,7 +106,8 @@ def _measure(cluster: AikiCluster, count: int, seconds: float) -> dict[str, floa
     meters.settle()
     after = meters.read()
     rows = _window(cluster.services.database_url, ids, start, end)
-    _drain(cluster.services.database_url, ids)
+    if drain:
+        _drain(cluster.services.database_url, ids)
     expected = count * int(seconds)
     lags = [lag for lag, _ in rows]
     done = [ms for _, ms in rows if ms >= 0]
@@ -122,14 +129,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--counts", default="10,100,500", help="numbers of schedules")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="0: runs are only queued")
     args = parser.parse_args(argv)
     counts = [int(part) for part in args.counts.split(",")]
-    cluster = AikiCluster.start("benchmarks.flows:worker", 2)
+    cluster = AikiCluster.start("benchmarks.flows:worker", args.workers)
     results: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
     try:
         for _ in range(args.rounds):  # interleaved: each round measures every N once
             for count in counts:
-                results[count].append(_measure(cluster, count, args.seconds))
+                results[count].append(
+                    _measure(cluster, count, args.seconds, drain=args.workers > 0)
+                )
     finally:
         cluster.stop()
     keys = ("fired_share", "lag_p50", "lag_p99", "completed_p50", "cpu_server", "cpu_postgres",
@@ -137,7 +147,8 @@ def main(argv: list[str]) -> None:
     medians = {count: {key: statistics.median(r[key] for r in results[count]) for key in keys}
                for count in counts}  # fmt: skip
     base = medians[counts[0]]
-    print(f"\n{machine()}; {args.rounds} rounds of {args.seconds:g} s, medians")
+    print(f"\n{machine()}; {args.workers} worker processes; {args.rounds} rounds of "
+          f"{args.seconds:g} s, medians")  # fmt: skip
     print(
         "\n| schedules (all due each second) | fired | lag p50 ms | lag p99 ms | lag p99 vs base "
         "| start→completed p50 ms | server CPU ms/occ | PG CPU ms/occ | workers CPU ms/occ |"

@@ -199,6 +199,8 @@ def test_an_invalid_definition_is_refused_at_once_with_what_is_wrong(
 def test_descriptions_read_like_the_definition() -> None:
     assert describe(ScheduleSpec(every_seconds=300)) == "every 5 minutes"
     assert describe(ScheduleSpec(every_seconds=1.5)) == "every 1.5 seconds"
+    assert describe(ScheduleSpec(every_seconds=1)) == "every 1 second"
+    assert describe(ScheduleSpec(every_seconds=86400)) == "every 1 day"
     words = describe(ScheduleSpec(cron="0 9 * * *", timezone="Europe/Berlin"))
     assert words.endswith("(Europe/Berlin)")
     assert "9" in words

@@ -5,6 +5,7 @@ run appear and complete without a reload, and cancels a sleeping run. Screenshot
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -103,3 +104,32 @@ def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
         return (await client.handle(sleeping).refresh()).status
 
     assert _with_client(cluster, status) == "cancelled"
+
+
+def test_schedules_show_their_firings_live_and_can_be_paused(page: Page, cluster: Cluster) -> None:
+    """A schedule activated through the SDK appears under Schedules; its fired count rises
+    as runs start, with no reload; Pause pauses it."""
+
+    async def activate(client: aiki.Client) -> str:
+        every = aiki.schedule(every=1.0, overlap="skip")
+        return (await every.activate(client, flows.quick_flow, 7)).id
+
+    page.goto(cluster.url + "/#/schedules")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    page.evaluate("window.__notReloaded = true")
+    schedule_id = _with_client(cluster, activate)
+    row = page.locator(f'#schedules tr[data-schedule-id="{schedule_id}"]')
+    expect(row.locator('.status[data-status="active"]')).to_be_visible()
+    expect(row.locator("td.fired")).to_have_text(re.compile(r"^([2-9]|\d\d+)$"))
+    assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
+    _screenshot(page, "schedules")
+    row.get_by_role("button", name="Pause").click()
+    expect(row.locator('.status[data-status="paused"]')).to_be_visible()
+    expect(page.locator("#schedule-result")).to_contain_text("is paused")
+
+    async def deactivate(client: aiki.Client) -> str:
+        info = await client.describe_schedule(schedule_id)
+        assert info.schedule.status == "paused"
+        return (await client.deactivate_schedule(schedule_id)).status
+
+    assert _with_client(cluster, deactivate) == "deactivated"

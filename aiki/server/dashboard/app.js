@@ -255,14 +255,60 @@ async function showWorkers() {
   }
 }
 
+function scheduleButton(schedule, op, label) {
+  const button = document.createElement("button");
+  button.textContent = label;
+  button.dataset.action = op;
+  button.addEventListener("click", async () => {
+    try {
+      const reply = await session.request(op, { schedule_id: schedule.id });
+      $("#schedule-result").textContent = `${label}: ${reply.id} is ${reply.status}`;
+      await showSchedules();
+    } catch (error) {
+      $("#schedule-result").textContent = `${label} refused: ${error.message}`;
+    }
+  });
+  return button;
+}
+
+async function showSchedules() {
+  const reply = await session.request("list_schedules", { limit: 200 });
+  const tbody = $("#schedules tbody");
+  tbody.replaceChildren();
+  for (const schedule of reply.schedules) {
+    const row = tbody.insertRow();
+    row.dataset.scheduleId = schedule.id;
+    cell(row, schedule.reference_id || schedule.id);
+    cell(row, `${schedule.workflow}@${schedule.version}`);
+    cell(row, statusBadge(schedule.status));
+    cell(row, schedule.description);
+    cell(row, `${schedule.policy.overlap} / ${schedule.policy.catchup}`);
+    cell(row, when(schedule.next_fire_at));
+    cell(row, schedule.fired, "fired");
+    cell(row, schedule.skipped, "skipped");
+    cell(row, when(schedule.last_fired_at));
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    if (schedule.status === "active") actions.append(scheduleButton(schedule, "pause_schedule", "Pause"));
+    if (schedule.status === "paused") actions.append(scheduleButton(schedule, "resume_schedule", "Resume"));
+    if (schedule.status !== "deactivated") {
+      actions.append(scheduleButton(schedule, "deactivate_schedule", "Deactivate"));
+    }
+    cell(row, actions);
+  }
+}
+
 async function route() {
   session.unsubscribe(state.subscription);
   state.subscription = null;
   showError(null);
   const hash = location.hash || "#/runs";
   const match = hash.match(/^#\/runs\/(.+)$/);
-  for (const id of ["runs-view", "run-view", "workers-view"]) $(`#${id}`).hidden = true;
+  for (const id of ["runs-view", "run-view", "schedules-view", "workers-view"]) {
+    $(`#${id}`).hidden = true;
+  }
   $("#nav-runs").classList.toggle("active", hash.startsWith("#/runs"));
+  $("#nav-schedules").classList.toggle("active", hash === "#/schedules");
   $("#nav-workers").classList.toggle("active", hash === "#/workers");
   try {
     if (match) {
@@ -273,6 +319,13 @@ async function route() {
       const refresh = debounce(() => showRun(state.runId).catch(showError), 50);
       state.subscription = await session.subscribe(
         { run_ids: [state.runId], progress: true }, refresh);
+    } else if (hash === "#/schedules") {
+      $("#schedules-view").hidden = false;
+      $("#schedule-result").textContent = "";
+      await showSchedules();
+      // A firing starts runs: their updates refresh the counts (no polling).
+      const refresh = debounce(() => showSchedules().catch(showError), 200);
+      state.subscription = await session.subscribe({}, refresh);
     } else if (hash === "#/workers") {
       $("#workers-view").hidden = false;
       await showWorkers();
@@ -297,7 +350,7 @@ $("#filters").addEventListener("submit", (event) => {
   route();
 });
 $("#more").addEventListener("click", () => showRuns(true).catch(showError));
-for (const button of document.querySelectorAll(".actions button")) {
+for (const button of document.querySelectorAll("#run-view .actions button")) {
   button.addEventListener("click", async () => {
     const op = button.dataset.action;
     const body = { run_id: state.runId };

@@ -8,10 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import uuid
+import zoneinfo
 
+import attrs
 import psycopg
+import pytest
 import trio
 
+import aiki
 from aiki.server._scheduler import fire_schedules
 from tests._deadline import deadline
 from tests._waiting import wait_until
@@ -312,3 +317,59 @@ async def test_a_schedule_that_cannot_be_planned_is_postponed_without_stopping_t
     postponed, count = rows[0]
     assert dt.timedelta(seconds=55) < postponed <= dt.timedelta(seconds=60)  # type: ignore[operator]
     assert count == 0
+
+
+@attrs.frozen
+class Order:
+    id: str
+    quantity: int
+
+
+@deadline(30)
+async def test_the_sdk_activates_inspects_and_controls_schedules(api: Api, workflow: str) -> None:
+    """`aiki.schedule(...).activate` and the handle and client methods, with typed errors."""
+    await register(api, workflow)
+    flow = aiki.workflow(workflow)
+
+    @flow.version("1.0")
+    async def handler(run: aiki.Run[Order], order: Order) -> None:
+        """Never executed here (no worker): only its name, version and input type count."""
+
+    nightly = aiki.schedule(cron="0 2 * * *", timezone="America/New_York", overlap="skip",
+                            catchup="latest", catchup_window=dt.timedelta(hours=6),
+                            jitter=dt.timedelta(minutes=5))  # fmt: skip
+    assert repr(nightly).startswith("<aiki schedule At 02:00")
+    async with aiki.Client(api.url) as client:
+        handle = await nightly.activate(client, handler.with_(pool="night"), Order("o-1", 2),
+                                        reference_id=f"{workflow}-nightly")  # fmt: skip
+        info = handle.info
+        assert info is not None
+        assert (info.status, info.options.pool, info.policy.catchup) == ("active", "night",
+                                                                         "latest")  # fmt: skip
+        assert info.policy.catchup_window_seconds == 6 * 3600
+        assert info.next_fire_at is not None
+        assert info.next_due_at is not None
+        assert dt.timedelta(0) <= info.next_due_at - info.next_fire_at < dt.timedelta(minutes=5)
+        local = info.next_fire_at.astimezone(zoneinfo.ZoneInfo("America/New_York"))
+        assert (local.hour, local.minute) == (2, 0)
+
+        assert (await handle.pause()).status == "paused"
+        assert (await handle.refresh()).status == "paused"
+        assert (await handle.resume()).status == "active"
+        page = await client.list_schedules(workflow=workflow, statuses=("active",))
+        assert [found.id for found in page.schedules] == [handle.id]
+        details = await client.describe_schedule(reference_id=f"{workflow}-nightly", upcoming=3)
+        assert len(details.upcoming) == 3
+        assert details.recent_runs == ()
+
+        with pytest.raises(aiki.ScheduleConflictError, match="another definition"):
+            await aiki.schedule(cron="0 3 * * *").activate(
+                client, handler, Order("o-1", 2), reference_id=f"{workflow}-nightly"
+            )
+        with pytest.raises(aiki.ScheduleNotFoundError):
+            await client.schedule_handle(str(uuid.uuid4())).refresh()
+        with pytest.raises(aiki.ValidationError):
+            await nightly.activate(client, handler, {"id": 5})  # not an Order
+        with pytest.raises(ValueError, match="cannot carry a reference_id"):
+            await nightly.activate(client, handler.with_(reference_id="r"), Order("o", 1))
+        assert (await handle.deactivate()).status == "deactivated"
