@@ -132,7 +132,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=2, help="0: runs are only queued")
     args = parser.parse_args(argv)
     counts = [int(part) for part in args.counts.split(",")]
-    cluster = AikiCluster.start("benchmarks.flows:worker", args.workers)
+    # One worker at least registers the workflow version (schedules of unknown versions are
+    # refused); with --workers 0 it is stopped again before measuring.
+    cluster = AikiCluster.start("benchmarks.flows:worker", max(1, args.workers))
+    cluster.scale(args.workers)
     results: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
     try:
         for _ in range(args.rounds):  # interleaved: each round measures every N once
