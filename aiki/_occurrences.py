@@ -14,6 +14,7 @@ whichever server makes it).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
 import zoneinfo
@@ -121,6 +122,7 @@ def _cron_problems(cron: str, timezone: str) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=4096)
 def describe(spec: ScheduleSpec) -> str:
     """The spec in words, e.g. ``"At 09:00 (Europe/Berlin)"`` or ``"every 5 minutes"``."""
     if spec.every_seconds is not None:

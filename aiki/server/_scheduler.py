@@ -27,7 +27,6 @@ from ._timers import Fired
 if TYPE_CHECKING:
     from transport import Transaction
 
-    from .._protocol import RunInfo
     from .._protocol_schedules import ScheduleInfo
 
 logger = logging.getLogger(__name__)
@@ -43,12 +42,15 @@ next)."""
 
 
 def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
-    """Fire the occurrences of every due schedule (one batch)."""
+    """Fire the occurrences of every due schedule (one batch): plan each, apply overlap
+    policies, then start every run in one statement and move every schedule on in
+    another."""
     rows = _store_schedules.lock_due(tx, BATCH)
     if not rows:
         return Fired()
     now = _store_schedules.now(tx)
-    started: list[RunInfo] = []
+    starts: list[_store.ScheduledStart] = []
+    moves: list[_store_schedules.Advance] = []
     stopped: list[_store_waits.Stopped] = []
     rewatch: list[dt.datetime] = []
     skipped_total, full = 0, len(rows) >= BATCH
@@ -69,52 +71,65 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
             _store_schedules.postpone(tx, schedule_id, retry_at)
             rewatch.append(retry_at)
             continue
-        runs, superseded, cancelled = _start_occurrences(tx, info, planned.run)
+        occurrences, superseded, cancelled = _apply_overlap(tx, info, planned.run)
+        starts += _starts(info, occurrences)
         skipped = planned.missed + superseded
         if planned.missed:
             logger.warning("schedule %s: %d occurrences missed (catch-up %s)", info.id,
                            planned.missed, info.policy.catchup)  # fmt: skip
-        _store_schedules.advance(
-            tx, uuid.UUID(info.id), next_at=planned.next_at, due_at=planned.next_due,
-            fired=len(runs), skipped=skipped,
-        )  # fmt: skip
-        started += runs
+        move = _store_schedules.Advance(
+            uuid.UUID(info.id), planned.next_at, planned.next_due, len(occurrences), skipped
+        )
+        moves.append(move)
         stopped += cancelled
         skipped_total += skipped
         rewatch.append(planned.next_due)
         full = full or planned.next_due <= now
+    started = _store.insert_scheduled_runs(tx, starts)
+    _store_schedules.advance_all(tx, moves)
     return Fired(queued=len(started), stopped=stopped, rewatch=rewatch, full=full,
                  started=started, skipped=skipped_total)  # fmt: skip
 
 
-def _start_occurrences(
+def _apply_overlap(
     tx: Transaction, info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
-) -> tuple[list[RunInfo], int, list[_store_waits.Stopped]]:
-    """Start a run per occurrence under the overlap policy: the runs, how many occurrences
-    were skipped, and the runs cancelled."""
-    schedule_id = uuid.UUID(info.id)
+) -> tuple[tuple[dt.datetime, ...], int, list[_store_waits.Stopped]]:
+    """The occurrences to start under the schedule's overlap policy, how many are skipped,
+    and the runs cancelled for them."""
     overlap = info.policy.overlap
-    skipped = 0
-    if overlap == "cancel_previous" and len(occurrences) > 1:
-        # Each would cancel the one before it at once: only the latest starts.
-        skipped, occurrences = len(occurrences) - 1, occurrences[-1:]
+    if overlap == "allow" or not occurrences:
+        return occurrences, 0, []
+    active = _store_schedules.active_runs(tx, uuid.UUID(info.id))
+    if overlap == "skip":
+        # The first starts unless a run is active; the ones after it would find it active.
+        return (occurrences[:0], len(occurrences), []) if active else (
+            occurrences[:1], len(occurrences) - 1, [])  # fmt: skip
+    # cancel_previous: each would cancel the one before it at once, so only the latest starts.
+    latest = occurrences[-1]
+    reason = f"cancelled by schedule {info.id}: occurrence {latest.isoformat()}"
+    cancelled = [stop for run_id in active for stop in _store_waits.cancel_tree(tx, run_id, reason)]
+    return (latest,), len(occurrences) - 1, cancelled
+
+
+def _starts(
+    info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
+) -> list[_store.ScheduledStart]:
+    """The runs to insert for the schedule's occurrences."""
+    if not occurrences:
+        return []
     input_hash = hashlib.sha256(canonical_json(info.input)).hexdigest()
-    runs: list[RunInfo] = []
-    cancelled: list[_store_waits.Stopped] = []
-    for occurrence in occurrences:
-        if overlap != "allow" and (active := _store_schedules.active_runs(tx, schedule_id)):
-            if overlap == "skip":
-                skipped += 1
-                continue
-            reason = f"cancelled by schedule {info.id}: occurrence {occurrence.isoformat()}"
-            for run_id in active:
-                cancelled += _store_waits.cancel_tree(tx, run_id, reason)
-        run = _store.insert_run(
-            tx, run_id=_store.new_run_id(), workflow=info.workflow, version=info.version,
-            input_json=info.input, input_hash=input_hash, options=info.options,
-            schedule_id=schedule_id, occurrence=occurrence,
+    schedule_id = uuid.UUID(info.id)
+    return [
+        _store.ScheduledStart(
+            run_id=_store.new_run_id(),
+            workflow=info.workflow,
+            version=info.version,
+            input_json=info.input,
+            input_hash=input_hash,
+            options=info.options,
+            schedule_id=schedule_id,
+            occurrence=occurrence,
             reason=f"schedule {info.id}: occurrence {occurrence.isoformat()}",
-        )  # fmt: skip
-        if run is not None:
-            runs.append(run)
-    return runs, skipped, cancelled
+        )
+        for occurrence in occurrences
+    ]

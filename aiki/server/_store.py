@@ -125,9 +125,6 @@ def insert_run(
     parent_id: uuid.UUID | None = None,
     child_address: str | None = None,
     child_seq: int | None = None,
-    schedule_id: uuid.UUID | None = None,
-    occurrence: dt.datetime | None = None,
-    reason: str = "started",
 ) -> RunInfo | None:
     """Create a run (queued, or scheduled with a trigger) with its history and outbox rows.
 
@@ -139,11 +136,11 @@ def insert_run(
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
-                                   child_address, child_seq, schedule_id, occurrence)
+                                   child_address, child_seq)
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
-                   %(parent)s, %(child_address)s, %(child_seq)s, %(schedule)s, %(occurrence)s
+                   %(parent)s, %(child_address)s, %(child_seq)s
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
@@ -153,7 +150,7 @@ def insert_run(
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, NULL, status, 1, %(reason)s FROM run
+            SELECT id, NULL, status, 1, 'started' FROM run
         ), outbox AS (
             INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
             WHERE status = 'queued'
@@ -167,10 +164,74 @@ def insert_run(
             "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
-            "schedule": schedule_id, "occurrence": occurrence, "reason": reason,
         },
     )  # fmt: skip
     return None if row is None else run_info(row)
+
+
+@attrs.frozen(kw_only=True)
+class ScheduledStart:
+    """One run a schedule's firing starts (queued at once)."""
+
+    run_id: uuid.UUID
+    workflow: str
+    version: str
+    input_json: object
+    input_hash: str
+    options: StartOptions
+    schedule_id: uuid.UUID
+    occurrence: dt.datetime
+    reason: str
+
+
+def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list[RunInfo]:
+    """Create queued runs with their history and outbox rows, all in one statement (a
+    firing may start hundreds). The unique index on (schedule_id, occurrence) refuses a
+    second run of an occurrence."""
+    if not starts:
+        return []
+    rows = tx.fetch_all(
+        f"""
+        WITH wanted AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(workflows)s::text[], %(versions)s::text[],
+                                 %(inputs)s::text[], %(hashes)s::text[], %(pools)s::text[],
+                                 %(retries)s::text[], %(timeouts)s::float8[],
+                                 %(schedules)s::uuid[], %(occurrences)s::timestamptz[],
+                                 %(reasons)s::text[])
+                AS w(id, workflow, version, input, input_hash, pool, retry, timeout,
+                     schedule_id, occurrence, reason)
+        ), run AS (
+            INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
+                                   pool, retry, deadline_at, schedule_id, occurrence)
+            SELECT id, workflow, version, 'queued', 1, input::jsonb, input_hash, pool,
+                   retry::jsonb, now() + make_interval(secs => timeout), schedule_id, occurrence
+            FROM wanted
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT run.id, NULL, 'queued', 1, wanted.reason FROM run JOIN wanted USING (id)
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+        )
+        SELECT {RUN_COLUMNS} FROM run
+        """,
+        {
+            "ids": [start.run_id for start in starts],
+            "workflows": [start.workflow for start in starts],
+            "versions": [start.version for start in starts],
+            "inputs": [_json(start.input_json) for start in starts],
+            "hashes": [start.input_hash for start in starts],
+            "pools": [start.options.pool for start in starts],
+            "retries": [None if start.options.retry is None
+                        else _json(_CONVERT.unstructure(start.options.retry))
+                        for start in starts],
+            "timeouts": [start.options.timeout_seconds for start in starts],
+            "schedules": [start.schedule_id for start in starts],
+            "occurrences": [start.occurrence for start in starts],
+            "reasons": [start.reason for start in starts],
+        },
+    )  # fmt: skip
+    return [run_info(row) for row in rows]
 
 
 def find_by_reference(

@@ -9,6 +9,7 @@ import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import orjson
 
 from transport import make_wire_converter
@@ -228,26 +229,39 @@ def active_runs(tx: Transaction, schedule_id: uuid.UUID) -> list[uuid.UUID]:
     return [typing.cast("uuid.UUID", run_id) for (run_id,) in rows]
 
 
-def advance(
-    tx: Transaction,
-    schedule_id: uuid.UUID,
-    *,
-    next_at: dt.datetime,
-    due_at: dt.datetime,
-    fired: int,
-    skipped: int,
-) -> None:
-    """Move the schedule's pending occurrence on and count what the firing did."""
+@attrs.frozen
+class Advance:
+    """A schedule moved on by a firing: its next pending occurrence and due time, and how
+    many occurrences were started and skipped."""
+
+    schedule_id: uuid.UUID
+    next_at: dt.datetime
+    due_at: dt.datetime
+    fired: int
+    skipped: int
+
+
+def advance_all(tx: Transaction, moves: list[Advance]) -> None:
+    """Move the (locked) schedules on and count what the firing did, in one statement."""
+    if not moves:
+        return
     tx.execute(
         """
-        UPDATE aiki_schedules SET next_at = %(next)s, due_at = %(due)s,
-               fired = fired + %(fired)s, skipped = skipped + %(skipped)s,
-               last_fired_at = CASE WHEN %(fired)s > 0 THEN now() ELSE last_fired_at END,
-               updated_at = now()
-        WHERE id = %(id)s
+        UPDATE aiki_schedules s
+        SET next_at = v.next_at, due_at = v.due_at, fired = s.fired + v.fired,
+            skipped = s.skipped + v.skipped,
+            last_fired_at = CASE WHEN v.fired > 0 THEN now() ELSE s.last_fired_at END,
+            updated_at = now()
+        FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::int8[], %s::int8[])
+             AS v(id, next_at, due_at, fired, skipped)
+        WHERE s.id = v.id
         """,
-        {"next": next_at, "due": due_at, "fired": fired, "skipped": skipped, "id": schedule_id},
-    )
+        (
+            [move.schedule_id for move in moves], [move.next_at for move in moves],
+            [move.due_at for move in moves], [move.fired for move in moves],
+            [move.skipped for move in moves],
+        ),
+    )  # fmt: skip
 
 
 def postpone(tx: Transaction, schedule_id: uuid.UUID, due_at: dt.datetime) -> None:
