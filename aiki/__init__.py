@@ -33,8 +33,8 @@ from ._occurrences import ScheduleSpec as ScheduleSpec
 from ._progress import progress as progress
 from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
-from ._protocol import RunUpdate as RunUpdate
-from ._protocol import TaskProgress as TaskProgress
+from ._protocol_live import RunUpdate as RunUpdate
+from ._protocol_live import TaskProgress as TaskProgress
 from ._protocol_schedules import ScheduleDetails as ScheduleDetails
 from ._protocol_schedules import ScheduleInfo as ScheduleInfo
 from ._protocol_schedules import SchedulePage as SchedulePage

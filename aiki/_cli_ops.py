@@ -18,7 +18,8 @@ import trio
 
 from transport import WireCodec
 
-from ._protocol import RunDetails, RunUpdate, TaskProgress, WorkerInfo
+from ._protocol_live import RunUpdate, TaskProgress
+from ._protocol_views import RunDetails, WorkerInfo
 from ._states import ALL_STATUSES, TERMINAL
 from ._watch import Resync
 from .client import Client

@@ -21,7 +21,8 @@ import trio
 import trio_websocket
 
 from ._operation_table import OPERATION_OF, OPERATIONS
-from ._protocol import ERROR_BODY, Subscribe, Subscribed, Unsubscribe
+from ._protocol import ERROR_BODY
+from ._protocol_live import Subscribe, Subscribed, Unsubscribe
 from .errors import UnavailableError, error_from_reply
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024

@@ -20,13 +20,11 @@ from ._protocol import (
     ClaimNext,
     ClaimRejected,
     ClaimRun,
-    DescribeRun,
     EventSent,
     GetRun,
     Heartbeat,
     HeartbeatAck,
     ListRuns,
-    ListWorkers,
     PauseRun,
     ProgressReported,
     RecordTask,
@@ -35,7 +33,6 @@ from ._protocol import (
     RequeueRun,
     ResumeRun,
     RunClaimed,
-    RunDetails,
     RunInfo,
     RunPage,
     RunsStopped,
@@ -44,19 +41,15 @@ from ._protocol import (
     SendEvent,
     StartChild,
     StartRun,
-    Subscribe,
-    Subscribed,
     SuspendRun,
     TaskRecorded,
     TransitionRun,
-    Unsubscribe,
-    Unsubscribed,
     WaitRun,
     WakeupRun,
     WokenUp,
-    WorkerList,
     WorkerRegistered,
 )
+from ._protocol_live import Subscribe, Subscribed, Unsubscribe, Unsubscribed
 from ._protocol_schedules import (
     ActivateSchedule,
     DeactivateSchedule,
@@ -69,6 +62,7 @@ from ._protocol_schedules import (
     ScheduleInfo,
     SchedulePage,
 )
+from ._protocol_views import DescribeRun, ListWorkers, RunDetails, WorkerList
 from ._replay import RecordedWait
 
 

@@ -24,11 +24,10 @@ from websockets.exceptions import WebSocketException
 
 from ._client_session import ClientSession, PushQueue
 from ._operation_table import OPERATIONS
-from ._protocol import (
-    ERROR_BODY,
+from ._protocol import ERROR_BODY, RunInfo
+from ._protocol_live import (
     RUN_UPDATE,
     TASK_PROGRESS,
-    RunInfo,
     RunUpdate,
     Subscribe,
     Subscribed,

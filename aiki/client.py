@@ -39,30 +39,24 @@ from ._operation_table import OPERATION_OF, OPERATIONS
 from ._protocol import (
     ERROR_BODY,
     CancelRun,
-    DescribeRun,
     EventSent,
     GetRun,
     ListRuns,
-    ListWorkers,
     PauseRun,
     RequeueRun,
     ResumeRun,
-    RunDetails,
     RunInfo,
     RunPage,
     RunsStopped,
     RunStarted,
     RunTransitioned,
-    RunUpdate,
     SendEvent,
     StartRun,
-    Subscribe,
     WaitRun,
     WakeupRun,
     WokenUp,
-    WorkerInfo,
-    WorkerList,
 )
+from ._protocol_live import RunUpdate, Subscribe
 from ._protocol_schedules import (
     DeactivateSchedule,
     GetSchedule,
@@ -74,6 +68,7 @@ from ._protocol_schedules import (
     SchedulePage,
     ScheduleStatus,
 )
+from ._protocol_views import DescribeRun, ListWorkers, RunDetails, WorkerInfo, WorkerList
 from ._schedule import ScheduleHandle
 from ._states import TERMINAL, RunStatus
 from ._watch import Watch

@@ -30,15 +30,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from transport import CodecError, StorageError
 
 from .._operation_table import OPERATIONS, SESSION_ONLY
-from .._protocol import (
-    ERROR_BODY,
-    PUSH,
+from .._protocol import ERROR_BODY, PUSH, ErrorBody, RegisterWorker, StopRun
+from .._protocol_live import (
     RUN_UPDATE,
     TASK_PROGRESS,
-    ErrorBody,
-    RegisterWorker,
     RunUpdate,
-    StopRun,
     Subscribe,
     Subscribed,
     TaskProgress,

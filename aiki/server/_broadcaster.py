@@ -28,7 +28,7 @@ import trio
 from actors import Address, MailboxFullError
 from transport import PostgresStore, Transaction
 
-from .._protocol import RunUpdate, Subscribe, TaskProgress
+from .._protocol_live import RunUpdate, Subscribe, TaskProgress
 from . import _committer, _store_updates
 from ._committer import Commit
 from ._outages import Outage

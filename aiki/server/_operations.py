@@ -20,19 +20,16 @@ from .._protocol import (
     MAX_WAIT_SECONDS,
     ClaimRejected,
     ClaimRun,
-    DescribeRun,
     GetRun,
     Heartbeat,
     HeartbeatAck,
     ListRuns,
-    ListWorkers,
     ProgressReported,
     RecordTask,
     RegisterWorker,
     ReportProgress,
     RequeueRun,
     RunClaimed,
-    RunDetails,
     RunInfo,
     RunPage,
     RunStarted,
@@ -41,9 +38,9 @@ from .._protocol import (
     TaskRecorded,
     TransitionRun,
     WaitRun,
-    WorkerList,
     WorkerRegistered,
 )
+from .._protocol_views import DescribeRun, ListWorkers, RunDetails, WorkerList
 from .._replay import canonical_json
 from .._states import ALL_STATUSES, TERMINAL, can_transition
 from ..errors import (

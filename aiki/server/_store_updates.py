@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from .._protocol import ReportProgress, RunInfo, RunUpdate, TaskProgress
+from .._protocol_live import RunUpdate, TaskProgress
 from ._store import RUN_COLUMNS, _prefixed, as_int, parse_run_id, run_info
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from transport import Transaction
     from transport.postgres import Row
+
+    from .._protocol import ReportProgress, RunInfo
 
 _UPDATE_COLUMNS: Final = f"""
     t.run_id, r.workflow, r.version, t.to_status, t.revision, t.from_status, t.reason, t.at,

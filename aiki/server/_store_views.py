@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Literal
 
-from .._protocol import RunDetails, TaskAttempt, TaskDetail, Transition, WorkerInfo
+from .._protocol_views import RunDetails, TaskAttempt, TaskDetail, Transition, WorkerInfo
 from ..errors import ErrorInfo
 from ._store import _CONVERT, as_int, get_run
 from ._store_updates import latest_progress
