@@ -14,7 +14,8 @@ from ._operation_table import OPERATIONS, SESSION_ONLY
 
 _INTRO = """# Aiki HTTP and WebSocket API
 
-Generated from the protocol classes (`aiki/_protocol*.py`, listed in `aiki/_operation_table.py`) by `python -m aiki._apidoc` (do not edit by hand).
+Generated from the protocol classes (`aiki/_protocol*.py`, listed in
+`aiki/_operation_table.py`) by `python -m aiki._apidoc` (do not edit by hand).
 
 Every operation is `POST /api/v1/<operation>` with a JSON body, answered with the reply
 object as JSON (status 200), or `{"error": {"code", "message", "errors", "run_id"}}` with a
