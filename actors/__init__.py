@@ -40,14 +40,14 @@ from ._stats import ChildStatistics as ChildStatistics
 from ._stats import MailboxStatistics as MailboxStatistics
 from ._stats import SupervisorStatistics as SupervisorStatistics
 from ._supervisor import GetStatistics as GetStatistics
-from ._supervisor import RunningSupervisor as RunningSupervisor
 from ._supervisor import StartChild as StartChild
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorMsg as SupervisorMsg
-from ._supervisor import SupervisorRef as SupervisorRef
 from ._supervisor import TerminateChild as TerminateChild
-from ._supervisor import open_supervisor as open_supervisor
-from ._supervisor import supervisor_spec as supervisor_spec
+from ._supervisor_handles import RunningSupervisor as RunningSupervisor
+from ._supervisor_handles import SupervisorRef as SupervisorRef
+from ._supervisor_handles import open_supervisor as open_supervisor
+from ._supervisor_handles import supervisor_spec as supervisor_spec
 
 __all__ = [
     "DEFAULT_CAPACITY",

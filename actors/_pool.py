@@ -20,7 +20,8 @@ import attrs
 
 from ._mailbox import DEFAULT_CAPACITY, Address, Mailbox
 from ._policy import LEAF_INTENSITY, Actor, Backoff, ChildSpec, RestartIntensity, RestartType
-from ._supervisor import SupervisorMsg, SupervisorRef, supervisor_spec
+from ._supervisor import SupervisorMsg
+from ._supervisor_handles import SupervisorRef, supervisor_spec
 
 if TYPE_CHECKING:
     import random
