@@ -188,14 +188,9 @@ class ScheduleOperations(ControlOperations):
         """A page of schedules, newest first."""
         if not 1 <= request.limit <= MAX_PAGE:
             raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
-        after = None
-        if request.cursor is not None:
-            after = _store_schedules.decode_cursor(request.cursor)
-            if after is None:
-                raise BadRequestError("invalid cursor", errors=("@ $.cursor",))
         found, cursor = await self.transact(lambda tx: _store_schedules.list_page(
             tx, workflow=request.workflow, statuses=request.statuses, limit=request.limit,
-            after=after))  # fmt: skip
+            cursor=request.cursor))  # fmt: skip
         return SchedulePage(schedules=tuple(found), next_cursor=cursor)
 
     async def _set_status(self, schedule_id: str, status: ScheduleStatus) -> ScheduleInfo:

@@ -252,12 +252,19 @@ def get_run(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
     return None if row is None else run_info(row)
 
 
-def _encode_cursor(run: RunInfo) -> str:
-    raw = f"{run.created_at.isoformat()}|{run.id}".encode()
+def encode_cursor(created_at: dt.datetime, row_id: str) -> str:
+    """A page cursor: the position after the row created at ``created_at`` with ``row_id``
+    (listings are ordered by ``created_at DESC, id DESC``)."""
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    """The position an `encode_cursor` cursor names.
+
+    Raises:
+        BadRequestError: it is not such a cursor.
+    """
     try:
         created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return dt.datetime.fromisoformat(created), uuid.UUID(run_id)
@@ -275,7 +282,7 @@ def list_runs(
     cursor: str | None,
 ) -> tuple[list[RunInfo], str | None]:
     """A page of runs, newest first, and the cursor of the next page (None at the end)."""
-    after_at, after_id = _decode_cursor(cursor) if cursor else (None, None)
+    after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     rows = tx.fetch_all(
         f"""
         SELECT {RUN_COLUMNS} FROM aiki_runs
@@ -296,7 +303,7 @@ def list_runs(
         },
     )
     runs = [run_info(row) for row in rows[:limit]]
-    return runs, (_encode_cursor(runs[-1]) if len(rows) > limit else None)
+    return runs, (encode_cursor(runs[-1].created_at, runs[-1].id) if len(rows) > limit else None)
 
 
 def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | None:

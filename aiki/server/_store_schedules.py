@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import typing
 import uuid
@@ -17,7 +16,7 @@ from transport import make_wire_converter
 from .._occurrences import SchedulePolicy, ScheduleSpec, describe
 from .._protocol import RunInfo, StartOptions
 from .._protocol_schedules import ScheduleInfo, ScheduleStatus
-from ._store import RUN_COLUMNS, as_int, run_info
+from ._store import RUN_COLUMNS, as_int, decode_cursor, encode_cursor, run_info
 from ._store_waits import ACTIVE
 
 if TYPE_CHECKING:
@@ -158,29 +157,20 @@ def set_status(
     return schedule_info(row)
 
 
-def _encode_cursor(info: ScheduleInfo) -> str:
-    return base64.urlsafe_b64encode(f"{info.created_at.isoformat()}|{info.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
-    """The position a `list_page` cursor names; None if it is not a cursor."""
-    try:
-        at, _, schedule_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return dt.datetime.fromisoformat(at), uuid.UUID(schedule_id)
-    except ValueError:
-        return None
-
-
 def list_page(
     tx: Transaction,
     *,
     workflow: str | None,
     statuses: tuple[str, ...],
     limit: int,
-    after: tuple[dt.datetime, uuid.UUID] | None,
+    cursor: str | None,
 ) -> tuple[list[ScheduleInfo], str | None]:
-    """A page of schedules, newest first, and the next page's cursor (None at the end)."""
-    after_at, after_id = after if after else (None, None)
+    """A page of schedules, newest first, and the next page's cursor (None at the end).
+
+    Raises:
+        BadRequestError: ``cursor`` is not a cursor.
+    """
+    after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     rows = tx.fetch_all(
         f"""
         SELECT {COLUMNS} FROM aiki_schedules
@@ -194,7 +184,8 @@ def list_page(
          "after_id": after_id, "limit": limit + 1},
     )  # fmt: skip
     found = [schedule_info(row) for row in rows[:limit]]
-    return found, (_encode_cursor(found[-1]) if len(rows) > limit else None)
+    last = found[-1] if len(rows) > limit else None
+    return found, (None if last is None else encode_cursor(last.created_at, last.id))
 
 
 def recent_runs(tx: Transaction, schedule_id: uuid.UUID, limit: int) -> list[RunInfo]:
