@@ -1,6 +1,6 @@
 """Many sleeping runs next to a stream of W1 workflows: cost and timer lateness.
 
-    python -m benchmarks sleepers [--sleepers 10000] [--n 1500] [--workers 2]
+    python -m benchmarks sleepers [--sleepers 10000] [--n 1500] [--workers 2] [--settle 0]
 
 1. W1 baseline: ``--n`` one-task workflows through the server + workers.
 2. Start ``--sleepers`` runs that each sleep until a time spread over 30 s, late enough
@@ -81,9 +81,18 @@ async def _bench(url: str, database_url: str, args: argparse.Namespace) -> list[
             tag = uuid.uuid4().hex[:8]
             began = time.time()
             # Wake late enough that step 3 (~n / 50 s at worst) runs while all sleep.
-            wake_from = began + args.sleepers / 60 + args.n / 40 + 20
+            wake_from = began + args.sleepers / 60 + args.n / 40 + 20 + args.settle
             await _start_sleepers(client, args.sleepers, wake_from, tag, database_url)
             m["start"].samples.append(time.time() - began)
+            # Optionally let PostgreSQL absorb the burst of inserts (autovacuum, checkpoint)
+            # first, so the next measurement sees the steady state with every run asleep.
+            await trio.sleep(args.settle)
+            vacuuming = await trio.to_thread.run_sync(
+                _count, database_url, "SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'autovacuum worker'", (),
+            )  # fmt: skip
+            print(f"  autovacuum workers busy as the measurement starts: {vacuuming}",
+                  file=sys.stderr)  # fmt: skip
             during = await _load(client, flows.one_task, args.n, 64, database_url, "w1 asleep")
             still_asleep = await trio.to_thread.run_sync(
                 _count, database_url, "SELECT count(*) FROM aiki_runs WHERE reference_id LIKE %s"
@@ -136,6 +145,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--n", type=int, default=1500, help="W1 runs per measurement")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait once all are asleep, before measuring")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/sleepers.json"))
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="aiki-bench-"))
