@@ -49,7 +49,7 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
     if not rows:
         return Fired()
     now = _store_schedules.now(tx)
-    starts: list[_store.ScheduledStart] = []
+    starts: list[_store_schedules.ScheduledStart] = []
     moves: list[_store_schedules.Advance] = []
     stopped: list[_store_waits.Stopped] = []
     rewatch: list[dt.datetime] = []
@@ -85,7 +85,7 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
         skipped_total += skipped
         rewatch.append(planned.next_due)
         full = full or planned.next_due <= now
-    started = _store.insert_scheduled_runs(tx, starts)
+    started = _store_schedules.insert_scheduled_runs(tx, starts)
     _store_schedules.advance_all(tx, moves)
     return Fired(queued=len(started), stopped=stopped, rewatch=rewatch, full=full,
                  started=started, skipped=skipped_total)  # fmt: skip
@@ -113,14 +113,14 @@ def _apply_overlap(
 
 def _starts(
     info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
-) -> list[_store.ScheduledStart]:
+) -> list[_store_schedules.ScheduledStart]:
     """The runs to insert for the schedule's occurrences."""
     if not occurrences:
         return []
     input_hash = hashlib.sha256(canonical_json(info.input)).hexdigest()
     schedule_id = uuid.UUID(info.id)
     return [
-        _store.ScheduledStart(
+        _store_schedules.ScheduledStart(
             run_id=_store.new_run_id(),
             workflow=info.workflow,
             version=info.version,

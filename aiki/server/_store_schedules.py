@@ -201,6 +201,71 @@ def recent_runs(tx: Transaction, schedule_id: uuid.UUID, limit: int) -> list[Run
 # -- firing --------------------------------------------------------------------------------------
 
 
+@attrs.frozen(kw_only=True)
+class ScheduledStart:
+    """One run a schedule's firing starts (queued at once)."""
+
+    run_id: uuid.UUID
+    workflow: str
+    version: str
+    input_json: object
+    input_hash: str
+    options: StartOptions
+    schedule_id: uuid.UUID
+    occurrence: dt.datetime
+    reason: str
+
+
+def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list[RunInfo]:
+    """Create queued runs with their history and outbox rows, all in one statement (a
+    firing may start hundreds). The unique index on (schedule_id, occurrence) refuses a
+    second run of an occurrence."""
+    if not starts:
+        return []
+    rows = tx.fetch_all(
+        f"""
+        WITH wanted AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(workflows)s::text[], %(versions)s::text[],
+                                 %(inputs)s::text[], %(hashes)s::text[], %(pools)s::text[],
+                                 %(retries)s::text[], %(timeouts)s::float8[],
+                                 %(schedules)s::uuid[], %(occurrences)s::timestamptz[],
+                                 %(reasons)s::text[])
+                AS w(id, workflow, version, input, input_hash, pool, retry, timeout,
+                     schedule_id, occurrence, reason)
+        ), run AS (
+            INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
+                                   pool, retry, deadline_at, schedule_id, occurrence)
+            SELECT id, workflow, version, 'queued', 1, input::jsonb, input_hash, pool,
+                   retry::jsonb, now() + make_interval(secs => timeout), schedule_id, occurrence
+            FROM wanted
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT run.id, NULL, 'queued', 1, wanted.reason FROM run JOIN wanted USING (id)
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+        )
+        SELECT {RUN_COLUMNS} FROM run
+        """,
+        {
+            "ids": [start.run_id for start in starts],
+            "workflows": [start.workflow for start in starts],
+            "versions": [start.version for start in starts],
+            "inputs": [_json(start.input_json) for start in starts],
+            "hashes": [start.input_hash for start in starts],
+            "pools": [start.options.pool for start in starts],
+            "retries": [None if start.options.retry is None
+                        else _json(_CONVERT.unstructure(start.options.retry))
+                        for start in starts],
+            "timeouts": [start.options.timeout_seconds for start in starts],
+            "schedules": [start.schedule_id for start in starts],
+            "occurrences": [start.occurrence for start in starts],
+            "reasons": [start.reason for start in starts],
+        },
+    )  # fmt: skip
+    return [run_info(row) for row in rows]
+
+
 def lock_due(tx: Transaction, limit: int) -> list[Row]:
     """Active schedules due now, locked; rows another server holds are skipped (it fires
     them)."""
