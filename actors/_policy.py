@@ -8,7 +8,8 @@ the child starts and stays valid across restarts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, Generic, Literal, Protocol, TypeVar
 
 import attrs
@@ -95,6 +96,12 @@ class Backoff:
         """Return the pause before restart number ``attempt`` (1-based) within the window."""
         base = min(self.max_seconds, self.initial_seconds * self.multiplier ** max(0, attempt - 1))
         return base * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """The pauses before attempt 1, 2, 3, ... of a retry or reconnect loop (endless:
+        once capped, every pause is about ``max_seconds``)."""
+        for attempt in itertools.count(1):
+            yield self.delay(attempt, rng)
 
 
 class MailboxControl(Protocol):

@@ -7,6 +7,10 @@ cannot be had fails the session; nothing is skipped.
 
 Tests isolate themselves by name, not by mocks: a fresh PostgreSQL schema per test
 (`pg_url`) and unique Redis keys (`stream_key`).
+
+Tiers: tests that start real server and worker processes (``tests/e2e``), the chaos
+suite and the benchmarks' smoke test are marked ``slow``; ``pytest -m "not slow"`` is the
+inner loop, and plain ``pytest`` (what CI runs) runs everything.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ import psycopg
 import pytest
 
 from transport import Services, services_from_env
+
+SLOW_DIRECTORIES = ("e2e", "chaos", "benchmarks")
+"""Test directories whose tests are all ``slow``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of `SLOW_DIRECTORIES` ``slow``."""
+    tests = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        if parts and parts[0] in SLOW_DIRECTORIES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
-"""The edges: Redis Streams, PostgreSQL, the wire codec and local service launchers.
+"""The edges: Redis Streams, PostgreSQL, WebSocket clients, the wire codec, local services.
 
-Everything third-party (redis-py, psycopg, cattrs) stays behind this package: errors
-are mapped to `TransportError` subclasses here, and nothing above imports a client
-library. Builds on `actors`, never on `aiki`.
+Everything third-party (redis-py, psycopg, cattrs, the WebSocket libraries) stays behind
+this package: errors are mapped to `TransportError` subclasses here, and nothing above
+imports a client library. Builds on `actors`, never on `aiki`.
 """
 
 from ._errors import CodecError as CodecError
@@ -16,6 +16,7 @@ from ._errors import StreamError as StreamError
 from ._errors import StreamUnavailableError as StreamUnavailableError
 from ._errors import TransportError as TransportError
 from ._errors import UniqueViolationError as UniqueViolationError
+from ._errors import WebSocketError as WebSocketError
 from .codec import WireCodec as WireCodec
 from .codec import make_wire_converter as make_wire_converter
 from .local_services import LocalPostgres as LocalPostgres
@@ -35,6 +36,8 @@ from .redis_streams import RedisStreams as RedisStreams
 from .redis_streams import StreamEntry as StreamEntry
 from .redis_streams import StreamReader as StreamReader
 from .redis_streams import open_redis_streams as open_redis_streams
+from .websocket import WebSocketClient as WebSocketClient
+from .websocket import open_websocket as open_websocket
 
 __all__ = [
     "CodecError",
@@ -57,6 +60,8 @@ __all__ = [
     "Transaction",
     "TransportError",
     "UniqueViolationError",
+    "WebSocketClient",
+    "WebSocketError",
     "WireCodec",
     "apply_migrations",
     "apply_migrations_sync",
@@ -64,6 +69,7 @@ __all__ = [
     "make_wire_converter",
     "open_postgres_store",
     "open_redis_streams",
+    "open_websocket",
     "services_from_env",
     "start_local_postgres",
     "start_local_redis",

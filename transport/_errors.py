@@ -86,3 +86,10 @@ class CodecError(TransportError):
     """
 
     errors: tuple[str, ...] = ()
+
+
+@attrs.define(auto_exc=True)
+class WebSocketError(TransportError):
+    """A WebSocket could not be opened, or it closed or broke. Retryable."""
+
+    retryable: bool = True

@@ -1,7 +1,7 @@
 """The broadcaster: pushes every committed run change to the subscribers it matches.
 
 PostgreSQL is the source: the broadcaster reads committed transitions window by window
-(`_store_updates.committed_since`), so it sees every change exactly once, in each run's
+(`store.updates.committed_since`), so it sees every change exactly once, in each run's
 revision order, whichever server instance, timer or sweeper made it, and even if that
 process died right after its commit. It reads when this server committed a change (a
 poke) and otherwise every ``tick_seconds`` (changes made by other instances), and only
@@ -19,23 +19,24 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
-from typing import Final, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
 
 from actors import Address, MailboxFullError
-from transport import PostgresStore, Transaction
 
-from .._protocol_live import RunUpdate, Subscribe, TaskProgress
-from . import _committer, _store_updates
+from ..protocol import RunUpdate, Subscribe, TaskProgress
+from . import _committer, store
 from ._committer import Commit
 from ._outages import Outage
 
+if TYPE_CHECKING:
+    from transport import Transaction
+
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Item = RunUpdate | TaskProgress
 """What a subscriber's queue holds."""
 
@@ -125,21 +126,75 @@ class Subscriber:
         return fresh, resync
 
 
+@attrs.define(eq=False)
+class Subscriptions:
+    """Every live subscription of this server, and how far the broadcaster has read.
+
+    A table that outlives the broadcaster's incarnations (the server's tree owns it, as
+    OTP's ETS tables outlive a crashed process): sessions add and remove subscriptions,
+    the broadcaster reads committed changes into them. ``horizon`` is the position the
+    next read starts from (None while nobody subscribes: nothing is read).
+    """
+
+    committer: Address[Commit[object]]
+    queue_limit: int = QUEUE_LIMIT
+    subscribers: dict[str, Subscriber] = attrs.Factory(dict)
+    horizon: int | None = None
+    broad: set[Subscriber] = attrs.Factory(set)
+    """Subscriptions not limited to given runs."""
+    by_run: dict[str, set[Subscriber]] = attrs.Factory(dict)
+    """Subscriptions of given runs, by run."""
+    idle: trio.CancelScope | None = None
+    """The broadcaster's wait while nobody subscribed; a new subscription cancels it."""
+    _ids: Iterator[int] = attrs.Factory(itertools.count)
+
+    async def add(self, request: Subscribe) -> Subscriber:
+        """Register a subscription; once this returns, every change committed afterwards
+        reaches it (changes from before: `store.updates.history`)."""
+        subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit)
+        self.subscribers[subscriber.id] = subscriber
+        if request.run_ids:  # indexed: an update is matched only against its run's
+            for run_id in request.run_ids:
+                self.by_run.setdefault(run_id, set()).add(subscriber)
+        else:
+            self.broad.add(subscriber)
+        if self.idle is not None:
+            self.idle.cancel()  # start ticking
+        try:
+            await self.start_reading()
+        except BaseException:
+            self.remove(subscriber.id)
+            raise
+        return subscriber
+
+    async def start_reading(self) -> None:
+        """Make sure changes committed from now on will be read."""
+        if self.horizon is None:
+            horizon = await _committer.transact(self.committer, store.updates.horizon)
+            if self.horizon is None:
+                self.horizon = horizon
+
+    def remove(self, subscription: str) -> None:
+        """Forget a subscription (idempotent)."""
+        subscriber = self.subscribers.pop(subscription, None)
+        if subscriber is None:
+            return
+        self.broad.discard(subscriber)
+        for run_id in subscriber.filter.run_ids:
+            watching = self.by_run.get(run_id)
+            if watching is not None:
+                watching.discard(subscriber)
+                if not watching:
+                    del self.by_run[run_id]
+
+
 @attrs.define
 class Broadcaster:
     """Actor: committed transitions → matching subscribers."""
 
-    store: PostgresStore
+    subscriptions: Subscriptions
     tick_seconds: float = 0.02
-    queue_limit: int = QUEUE_LIMIT
-    committer: Address[Commit[object]] | None = None
-    _broad: set[Subscriber] = attrs.Factory(set)
-    _by_run: dict[str, set[Subscriber]] = attrs.Factory(dict)
-    subscribers: dict[str, Subscriber] = attrs.Factory(dict)
-    _horizon: int | None = None
-    _ids: Iterator[int] = attrs.Factory(itertools.count)
     delivered: int = 0
-    _idle: trio.CancelScope | None = None
 
     async def run(
         self,
@@ -151,33 +206,36 @@ class Broadcaster:
         waited out (nothing is lost: the next read covers the whole gap)."""
         outage = Outage("broadcaster")
         task_status.started()
+        table = self.subscriptions
         while True:
             # Ticks only while someone subscribes (a new subscription cuts the idle wait).
-            with trio.CancelScope() as self._idle:
-                with trio.move_on_after(self.tick_seconds if self.subscribers else math.inf):
+            with trio.CancelScope() as table.idle:
+                with trio.move_on_after(self.tick_seconds if table.subscribers else math.inf):
                     try:
                         await inbox.receive()
                     except trio.EndOfChannel:
                         return
+            table.idle = None
             await outage.guard(self.read_once)
 
     async def read_once(self) -> int:
         """Read the committed changes since the last read and push them; return how many."""
-        if not self.subscribers:
-            self._horizon = None  # nobody listens: stop reading
+        table = self.subscriptions
+        if not table.subscribers:
+            table.horizon = None  # nobody listens: stop reading
             return 0
-        if self._horizon is None:
-            await self.start_reading()
+        if table.horizon is None:
+            await table.start_reading()
             return 0
-        since = self._horizon
-        readers = set(self.subscribers.values())
+        since = table.horizon
+        readers = set(table.subscribers.values())
         updates, horizon = await self._read(since, readers, None)
-        self._horizon = horizon
+        table.horizon = horizon
         count = self._deliver(updates, readers)
         # Subscribers added while reading: the read may have filtered out their runs
         # (or its snapshot came after they registered), so read that window again for
         # them alone (and again, for any added meanwhile).
-        while late := set(self.subscribers.values()) - readers:
+        while late := set(table.subscribers.values()) - readers:
             readers |= late
             extra, _ = await self._read(since, late, horizon)
             self._deliver(extra, late)
@@ -194,65 +252,22 @@ class Broadcaster:
         progress = any(reader.filter.progress for reader in readers)
 
         def read(tx: Transaction) -> tuple[list[Item], int]:
-            updates, horizon = _store_updates.committed_since(tx, since, only, until)
+            updates, horizon = store.updates.committed_since(tx, since, only, until)
             items: list[Item] = list(updates)
             if progress:
                 end = horizon if until is None else min(horizon, until)
-                items += _store_updates.progress_between(tx, since, end, only)
+                items += store.updates.progress_between(tx, since, end, only)
             return items, horizon
 
-        return await self._transact(read)
+        # Through the committer: a read rides along with the writes of the batch (its
+        # snapshot still excludes them: they are not committed).
+        return await _committer.transact(self.subscriptions.committer, read)
 
     def _deliver(self, updates: list[Item], readers: set[Subscriber]) -> int:
+        table = self.subscriptions
         for update in updates:
-            for subscriber in (*self._broad, *self._by_run.get(update.run_id, ())):
+            for subscriber in (*table.broad, *table.by_run.get(update.run_id, ())):
                 if subscriber in readers and subscriber.matches(update):
                     subscriber.offer(update)
                     self.delivered += 1
         return len(updates)
-
-    async def _transact(self, work: Callable[[Transaction], T]) -> T:
-        # Through the committer when there is one: a read rides along with the writes of
-        # the batch (its snapshot still excludes them: they are not committed).
-        if self.committer is not None:
-            return await _committer.transact(self.committer, work)
-        return await self.store.transact(work)
-
-    async def start_reading(self) -> None:
-        """Make sure changes committed from now on will be read."""
-        if self._horizon is None:
-            horizon = await self._transact(_store_updates.horizon)
-            if self._horizon is None:
-                self._horizon = horizon
-
-    async def add(self, request: Subscribe) -> Subscriber:
-        """Register a subscription; once this returns, every change committed afterwards
-        reaches it (changes from before: `_store_updates.history`)."""
-        subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit)
-        self.subscribers[subscriber.id] = subscriber
-        if request.run_ids:  # indexed: an update is matched only against its run's
-            for run_id in request.run_ids:
-                self._by_run.setdefault(run_id, set()).add(subscriber)
-        else:
-            self._broad.add(subscriber)
-        if self._idle is not None:
-            self._idle.cancel()  # start ticking
-        try:
-            await self.start_reading()
-        except BaseException:
-            self.remove(subscriber.id)
-            raise
-        return subscriber
-
-    def remove(self, subscription: str) -> None:
-        """Forget a subscription (idempotent)."""
-        subscriber = self.subscribers.pop(subscription, None)
-        if subscriber is None:
-            return
-        self._broad.discard(subscriber)
-        for run_id in subscriber.filter.run_ids:
-            watching = self._by_run.get(run_id)
-            if watching is not None:
-                watching.discard(subscriber)
-                if not watching:
-                    del self._by_run[run_id]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -20,9 +20,12 @@ import trio
 from actors import Address, MailboxFullError, messages_or_ticks
 from transport import PostgresStore, RedisStreams
 
-from .._streams import QUEUED_RUN, QueuedRun, stream_for
-from . import _store, _store_recovery
+from ..protocol import QUEUED_RUN, QueuedRun, stream_for
+from . import store
 from ._outages import Outage
+
+if TYPE_CHECKING:
+    from .store.runs import OutboxEntry
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class Dispatcher:
                 await outage.guard(self.redeliver)
                 next_redelivery = trio.current_time() + self.redelivery_seconds / 2
 
-    async def _publish(self, entries: list[_store.OutboxEntry]) -> None:
+    async def _publish(self, entries: list[OutboxEntry]) -> None:
         await self.streams.publish_many([
             (stream_for(e.workflow, e.version, e.pool),
              QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
@@ -81,13 +84,13 @@ class Dispatcher:
         published = 0
         while True:
             entries = await self.store.transact(
-                lambda tx: _store.lease_outbox(tx, BATCH, LEASE_SECONDS)
+                lambda tx: store.runs.lease_outbox(tx, BATCH, LEASE_SECONDS)
             )
             if not entries:
                 return published
             await self._publish(entries)
             ids = [entry.outbox_id for entry in entries]
-            await self.store.transact(functools.partial(_store.delete_outbox, outbox_ids=ids))
+            await self.store.transact(functools.partial(store.runs.delete_outbox, outbox_ids=ids))
             published += len(entries)
             logger.debug("published %d runs", len(entries))
             if len(entries) < BATCH:
@@ -97,7 +100,7 @@ class Dispatcher:
         """Publish again queued runs that were published long ago (Redis may have lost
         them, e.g. restarted without persistence); duplicates are refused at claim."""
         entries = await self.store.transact(
-            lambda tx: _store_recovery.redeliverable(tx, self.redelivery_seconds, BATCH)
+            lambda tx: store.recovery.redeliverable(tx, self.redelivery_seconds, BATCH)
         )
         if entries:
             await self._publish(entries)

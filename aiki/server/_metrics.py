@@ -14,7 +14,7 @@ import prometheus_client
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .._streams import stream_for
+from ..protocol import stream_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

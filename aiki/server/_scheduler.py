@@ -18,16 +18,15 @@ import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
-from .._occurrences import Clock, plan
-from .._replay import canonical_json
-from . import _store, _store_schedules, _store_waits
-from ._store_schedules import anchor_of, schedule_info
+from ..protocol import Clock, canonical_json, plan
+from . import store
 from ._timers import Fired
+from .store.schedules import anchor_of, schedule_info
 
 if TYPE_CHECKING:
     from transport import Transaction
 
-    from .._protocol_schedules import ScheduleInfo
+    from ..protocol import ScheduleInfo
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +44,13 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
     """Fire the occurrences of every due schedule (one batch): plan each, apply overlap
     policies, then start every run in one statement and move every schedule on in
     another."""
-    rows = _store_schedules.lock_due(tx, BATCH)
+    rows = store.schedules.lock_due(tx, BATCH)
     if not rows:
         return Fired()
-    now = _store_schedules.now(tx)
-    starts: list[_store_schedules.ScheduledStart] = []
-    moves: list[_store_schedules.Advance] = []
-    stopped: list[_store_waits.Stopped] = []
+    now = store.schedules.now(tx)
+    starts: list[store.schedules.ScheduledStart] = []
+    moves: list[store.schedules.Advance] = []
+    stopped: list[store.waits.Stopped] = []
     rewatch: list[dt.datetime] = []
     skipped_total, full = 0, len(rows) >= BATCH
     for row in rows:
@@ -68,7 +67,7 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
             logger.exception("schedule %s cannot be planned; retried in %.0f s", schedule_id,
                              RETRY_SECONDS)  # fmt: skip
             retry_at = now + dt.timedelta(seconds=RETRY_SECONDS)
-            _store_schedules.postpone(tx, schedule_id, retry_at)
+            store.schedules.postpone(tx, schedule_id, retry_at)
             rewatch.append(retry_at)
             continue
         occurrences, superseded, cancelled = _apply_overlap(tx, info, planned.run)
@@ -77,7 +76,7 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
         if planned.missed:
             logger.warning("schedule %s: %d occurrences missed (catch-up %s)", info.id,
                            planned.missed, info.policy.catchup)  # fmt: skip
-        move = _store_schedules.Advance(
+        move = store.schedules.Advance(
             uuid.UUID(info.id), planned.next_at, planned.next_due, len(occurrences), skipped
         )
         moves.append(move)
@@ -85,21 +84,21 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
         skipped_total += skipped
         rewatch.append(planned.next_due)
         full = full or planned.next_due <= now
-    started = _store_schedules.insert_scheduled_runs(tx, starts)
-    _store_schedules.advance_all(tx, moves)
+    started = store.schedules.insert_scheduled_runs(tx, starts)
+    store.schedules.advance_all(tx, moves)
     return Fired(queued=len(started), stopped=stopped, rewatch=rewatch, full=full,
                  started=started, skipped=skipped_total)  # fmt: skip
 
 
 def _apply_overlap(
     tx: Transaction, info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
-) -> tuple[tuple[dt.datetime, ...], int, list[_store_waits.Stopped]]:
+) -> tuple[tuple[dt.datetime, ...], int, list[store.waits.Stopped]]:
     """The occurrences to start under the schedule's overlap policy, how many are skipped,
     and the runs cancelled for them."""
     overlap = info.policy.overlap
     if overlap == "allow" or not occurrences:
         return occurrences, 0, []
-    active = _store_schedules.active_runs(tx, uuid.UUID(info.id))
+    active = store.schedules.active_runs(tx, uuid.UUID(info.id))
     if overlap == "skip":
         # The first starts unless a run is active; the ones after it would find it active.
         return (occurrences[:0], len(occurrences), []) if active else (
@@ -107,21 +106,21 @@ def _apply_overlap(
     # cancel_previous: each would cancel the one before it at once, so only the latest starts.
     latest = occurrences[-1]
     reason = f"cancelled by schedule {info.id}: occurrence {latest.isoformat()}"
-    cancelled = [stop for run_id in active for stop in _store_waits.cancel_tree(tx, run_id, reason)]
+    cancelled = [stop for run_id in active for stop in store.waits.cancel_tree(tx, run_id, reason)]
     return (latest,), len(occurrences) - 1, cancelled
 
 
 def _starts(
     info: ScheduleInfo, occurrences: tuple[dt.datetime, ...]
-) -> list[_store_schedules.ScheduledStart]:
+) -> list[store.schedules.ScheduledStart]:
     """The runs to insert for the schedule's occurrences."""
     if not occurrences:
         return []
     input_hash = hashlib.sha256(canonical_json(info.input)).hexdigest()
     schedule_id = uuid.UUID(info.id)
     return [
-        _store_schedules.ScheduledStart(
-            run_id=_store.new_run_id(),
+        store.schedules.ScheduledStart(
+            run_id=store.runs.new_run_id(),
             workflow=info.workflow,
             version=info.version,
             input_json=info.input,

@@ -15,10 +15,11 @@ from typing import Final
 import attrs
 import trio
 
-from actors import messages_or_ticks
+from actors import Address, messages_or_ticks
 from transport import PostgresStore, Transaction
 
-from . import _store_recovery
+from . import store
+from ._dispatcher import Wake, poke
 from ._outages import Outage
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ class Sweeper:
     """Actor: stale claims and dead workers → runs queued again."""
 
     store: PostgresStore
-    on_queued: Callable[[], None]
+    dispatcher: Address[Wake]
+    """Poked when runs were queued again."""
     claim_timeout_seconds: float = 30.0
     worker_timeout_seconds: float = 30.0
     on_released: Callable[[int], None] = lambda _count: None
@@ -58,8 +60,8 @@ class Sweeper:
         """Release stale claims and dead workers' runs; return how many runs were released."""
 
         def sweep(tx: Transaction) -> tuple[list[tuple[str, str | None]], list[str]]:
-            released = _store_recovery.release_stale_claims(tx, self.claim_timeout_seconds, BATCH)
-            dead = _store_recovery.mark_dead_workers(tx, self.worker_timeout_seconds, BATCH)
+            released = store.recovery.release_stale_claims(tx, self.claim_timeout_seconds, BATCH)
+            dead = store.recovery.mark_dead_workers(tx, self.worker_timeout_seconds, BATCH)
             return released, dead
 
         released, dead = await self.store.transact(sweep)
@@ -72,5 +74,5 @@ class Sweeper:
         if released:
             self.on_released(len(released))
         if released or dead:
-            self.on_queued()
+            poke(self.dispatcher)
         return len(released)

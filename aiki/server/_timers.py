@@ -26,10 +26,12 @@ import trio
 from actors import Address, MailboxFullError
 from transport import PostgresStore, Transaction, make_wire_converter
 
-from .._protocol import RunInfo
 from ..errors import ErrorInfo
-from . import _store, _store_waits
+from ..protocol import RunInfo
+from . import store
+from ._dispatcher import Wake, poke
 from ._outages import Outage
+from .store.waits import Stopped
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class Fired:
     batch created for this actor). ``full``: the batch hit its limit; fire again."""
 
     queued: int = 0
-    stopped: list[_store_waits.Stopped] = attrs.Factory(list)
+    stopped: list[Stopped] = attrs.Factory(list)
     rewatch: list[dt.datetime] = attrs.Factory(list)
     full: bool = False
     started: list[RunInfo] = attrs.Factory(list)
@@ -82,11 +84,13 @@ class Timers:
     """
 
     store: PostgresStore
-    on_queued: Callable[[], None]
-    on_stopped: Callable[[list[_store_waits.Stopped]], Awaitable[None]]
+    dispatcher: Address[Wake]
+    """Poked when firing queued runs."""
+    on_stopped: Callable[[list[Stopped]], Awaitable[None]]
+    """Told the runs firing stopped (their workers are told to stop them)."""
     fire_batch: Callable[[Transaction], Fired] = attrs.field(factory=lambda: fire_run_deadlines)
     upcoming: Callable[[Transaction, float], list[dt.datetime]] = attrs.field(
-        factory=lambda: _store_waits.upcoming_deadlines
+        factory=lambda: store.waits.upcoming_deadlines
     )
     on_started: Callable[[Fired], None] = lambda _fired: None
     horizon_seconds: float = 60.0
@@ -135,7 +139,7 @@ class Timers:
         self._heap = sorted(when.timestamp() for when in deadlines)
         if self.stall_after_seconds is not None:
             after = self.stall_after_seconds
-            stalled = await self.store.transact(lambda tx: _store_waits.mark_stalled(tx, after))
+            stalled = await self.store.transact(lambda tx: store.waits.mark_stalled(tx, after))
             if stalled:
                 logger.warning("%d queued runs were not taken by any worker for %.0f s: "
                                "stalled", stalled, after)  # fmt: skip
@@ -151,7 +155,7 @@ class Timers:
             if fired.started or fired.skipped:
                 self.on_started(fired)
             if fired.queued:
-                self.on_queued()
+                poke(self.dispatcher)
             if fired.stopped:
                 await self.on_stopped(fired.stopped)
             for when in fired.rewatch:
@@ -164,8 +168,8 @@ class Timers:
 def fire_run_deadlines(tx: Transaction) -> Fired:
     """Runs' deadlines: sleeps and wait timeouts end, retries and delayed starts are
     queued, runs past their deadline fail."""
-    queued = (_store_waits.fire_due_waits(tx, BATCH)
-              + _store.requeue_due_retries(tx, BATCH)
-              + _store_waits.queue_scheduled(tx, BATCH))  # fmt: skip
-    stopped = _store_waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
+    queued = (store.waits.fire_due_waits(tx, BATCH)
+              + store.runs.requeue_due_retries(tx, BATCH)
+              + store.waits.queue_scheduled(tx, BATCH))  # fmt: skip
+    stopped = store.waits.fail_overdue(tx, BATCH, RUN_TIMEOUT_ERROR)
     return Fired(queued, stopped, full=queued >= BATCH or len(stopped) >= BATCH)

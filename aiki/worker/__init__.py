@@ -31,9 +31,8 @@ import trio
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
 from transport import open_redis_streams
 
-from .._protocol import RegisterWorker
-from .._streams import stream_for
-from .._workflow import Workflow, WorkflowVersion
+from ..protocol import RegisterWorker, stream_for
+from ..sdk._workflow import Workflow, WorkflowVersion
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
@@ -140,7 +139,7 @@ async def run_worker(
     executing = Executing(capacity=trio.Semaphore(worker.concurrency))
     async with open_redis_streams(config.redis_url, max_threads=4) as streams:
         await streams.ping()
-        link_box = Mailbox[Call]("link", capacity=max(64, worker.concurrency * 4))
+        link_box = Mailbox[Call[typing.Any]]("link", capacity=max(64, worker.concurrency * 4))
         runs = pool(
             "runs",
             lambda: RunActor(

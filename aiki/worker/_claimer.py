@@ -19,7 +19,7 @@ import trio
 from actors import Router, messages_or_ticks
 from transport import RedisStreams, StreamError
 
-from .._streams import GROUP, QUEUED_RUN
+from ..protocol import GROUP, QUEUED_RUN
 from ._executor import ExecuteRun, Executing
 
 logger = logging.getLogger(__name__)

@@ -12,35 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import typing
-from typing import Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
 
-from actors import Address
+from actors import Address, Backoff
 from transport import RedisStreams, StreamEntry, StreamUnavailableError
 
-from .._progress import SEND_EVERY_SECONDS
-from .._protocol import (
-    BeginWait,
-    ClaimRejected,
-    ClaimRun,
-    Heartbeat,
-    HeartbeatAck,
-    RecordTask,
-    ReportProgress,
-    RunClaimed,
-    RunInfo,
-    RunStarted,
-    StartChild,
-    StopRun,
-    SuspendRun,
-    TransitionRun,
-)
-from .._run_context import Run, RunTakenOver
-from .._streams import GROUP, QUEUED_RUN
-from .._workflow import WorkflowVersion
 from ..errors import (
     AikiError,
     ConflictError,
@@ -50,12 +31,35 @@ from ..errors import (
     error_info,
     is_retryable,
 )
+from ..protocol import (
+    GROUP,
+    QUEUED_RUN,
+    BeginWait,
+    ClaimRejected,
+    ClaimRun,
+    Heartbeat,
+    HeartbeatAck,
+    RecordTask,
+    ReportProgress,
+    RunClaimed,
+    RunInfo,
+    StartChild,
+    StopRun,
+    SuspendRun,
+    TransitionRun,
+)
+from ..sdk._progress import SEND_EVERY_SECONDS
+from ..sdk._run_context import Run, RunTakenOver
+from ..sdk._workflow import WorkflowVersion
 from ._link import Call, call
 
-if typing.TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+P = TypeVar("P")
 
-    from .._replay import RecordedWait
+RETRY: Final = Backoff(initial_seconds=0.05, max_seconds=2.0)
+"""Pauses between a run's attempts to reach the server while the link reconnects."""
+
+if typing.TYPE_CHECKING:
+    from ..protocol import RecordedWait, Request
 
 logger = logging.getLogger(__name__)
 
@@ -170,18 +174,47 @@ def _interruption(exc: BaseException) -> BaseException | None:
     return None
 
 
+@attrs.frozen
+class ServerCalls:
+    """Calls to the server through the link that ride out a reconnecting link.
+
+    Every call a run actor makes is safe to repeat: task records are idempotent, a
+    repeated claim by the same worker is granted, and a repeated transition is refused
+    as stale, which stops this execution with the run already moved on.
+    """
+
+    link: Address[Call[Any]]
+    timeout_seconds: float
+
+    async def call(self, request: Request[P]) -> P:
+        """Call the server; while the link is down (reconnecting), retry with a jittered
+        backoff, for at most ``timeout_seconds`` in all.
+
+        Raises:
+            aiki.AikiError: the server's answer was an error.
+            trio.TooSlowError: no answer within ``timeout_seconds``.
+        """
+        delays = RETRY.delays(random.Random())
+        with trio.fail_after(self.timeout_seconds):
+            while True:
+                try:
+                    return await call(self.link, request)
+                except UnavailableError:
+                    await trio.sleep(next(delays))
+
+
 class _LinkGateway:
-    """A run's way to the server: the run actor's retrying call."""
+    """A run's way to the server: the run actor's retrying calls."""
 
     def __init__(
         self,
-        call: Callable[[object], Awaitable[object]],
+        server: ServerCalls,
         worker_id: str,
         run_id: str,
         running: _Running,
         executing: Executing,
     ) -> None:
-        self._call = call
+        self._server = server
         self._worker_id = worker_id
         self._run_id = run_id
         self._running = running
@@ -198,13 +231,13 @@ class _LinkGateway:
         sent_at = trio.current_time()
         beat = {self._run_id: self._running}
         ack = await self._write(Heartbeat(worker_id=self._worker_id, run_ids=(self._run_id,)))
-        self._executing.renew(beat, sent_at, typing.cast("HeartbeatAck", ack))
-        if self._run_id not in typing.cast("HeartbeatAck", ack).held:
+        self._executing.renew(beat, sent_at, ack)
+        if self._run_id not in ack.held:
             raise RunTakenOver(f"run {self._run_id}: this worker's claim lapsed")
 
-    async def _write(self, request: object) -> object:
+    async def _write(self, request: Request[P]) -> P:
         try:
-            return await self._call(request)
+            return await self._server.call(request)
         except (UnavailableError, trio.TooSlowError) as exc:
             raise ServerOutOfReach(f"no answer from the server: {exc!r}") from exc
 
@@ -215,10 +248,10 @@ class _LinkGateway:
         await self._write(request)
 
     async def begin_wait(self, request: BeginWait) -> RecordedWait:
-        return typing.cast("RecordedWait", await self._write(request))
+        return await self._write(request)
 
     async def start_child(self, request: StartChild) -> RunInfo:
-        return typing.cast("RunStarted", await self._write(request)).run
+        return (await self._write(request)).run
 
 
 @attrs.define
@@ -227,10 +260,14 @@ class RunActor:
 
     worker_id: str
     versions: dict[tuple[str, str], WorkflowVersion[typing.Any, typing.Any]]
-    link: Address[Call]
+    link: Address[Call[Any]]
     streams: RedisStreams
     executing: Executing
     call_timeout_seconds: float = 30.0
+    _server: ServerCalls = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._server = ServerCalls(self.link, self.call_timeout_seconds)
 
     async def run(
         self,
@@ -249,22 +286,6 @@ class RunActor:
                 logger.warning("could not finish a run (%s); it will be recovered", exc)
             finally:
                 self.executing.capacity.release()
-
-    async def _call(self, request: object) -> object:
-        """Call the server; while the link is down (reconnecting), retry with backoff.
-
-        Every call a run actor makes is safe to repeat: task records are idempotent, a
-        repeated claim by the same worker is granted, and a repeated transition is refused
-        as stale, which stops this execution with the run already moved on.
-        """
-        delay = 0.05
-        with trio.fail_after(self.call_timeout_seconds):
-            while True:
-                try:
-                    return await call(self.link, request)
-                except UnavailableError:
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
 
     async def _execute(self, message: ExecuteRun) -> None:
         entry = message.entry
@@ -299,19 +320,18 @@ class RunActor:
     async def _claim_and_run(
         self, message: ExecuteRun, run_id: str, reservation: _Reservation
     ) -> None:
-        claim: object = message.claim
+        claim: RunClaimed | ClaimRejected | None = message.claim
         claimed_at = -math.inf  # pulled through the server: confirmed before the first task
         if message.entry is not None:
             claimed_at = trio.current_time()
             try:
-                claim = await self._call(ClaimRun(run_id=run_id, worker_id=self.worker_id))
+                claim = await self._server.call(ClaimRun(run_id=run_id, worker_id=self.worker_id))
             except NotFoundError:
                 logger.warning("stream entry for unknown run %s dropped", run_id)
                 claim = None
-        if claim is None or isinstance(claim, ClaimRejected):
+        if not isinstance(claim, RunClaimed):
             logger.debug("run not claimed: %s", claim and claim.reason)
         else:
-            assert isinstance(claim, RunClaimed)
             reservation.revision = claim.run.revision
             try:
                 await self._run_claimed(claim, claimed_at)
@@ -336,7 +356,7 @@ class RunActor:
             give_back = TransitionRun(run_id=info.id, revision=info.revision, status="queued",
                                       reason="worker stopped")  # fmt: skip
             with trio.move_on_after(GIVE_BACK_SECONDS, shield=True), contextlib.suppress(AikiError):
-                await self._call(give_back)
+                await self._server.call(give_back)
             raise
         finally:
             del self.executing.running[info.id]
@@ -345,7 +365,7 @@ class RunActor:
             logger.log(level, "run %s stopped by the server (%s)", info.id,
                        running.stopped_because, extra={"run_id": info.id})  # fmt: skip
             return
-        await self._call(outcome)
+        await self._server.call(outcome)
 
     async def _run_handler(
         self,
@@ -362,7 +382,7 @@ class RunActor:
             run_id=info.id, workflow=info.workflow, version=info.version, attempt=info.attempt,
             revision=info.revision, input_value=input_value, recorded=claim.tasks,
             waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
-            gateway=_LinkGateway(self._call, self.worker_id, info.id, running, self.executing),
+            gateway=_LinkGateway(self._server, self.worker_id, info.id, running, self.executing),
             events=version.events, schedule_id=info.schedule_id, occurrence=info.occurrence,
         )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)

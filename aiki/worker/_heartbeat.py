@@ -14,8 +14,8 @@ import trio
 
 from actors import Address, messages_or_ticks
 
-from .._protocol import Heartbeat, HeartbeatAck
 from ..errors import AikiError
+from ..protocol import Heartbeat
 from ._executor import Executing
 from ._link import Call, call
 
@@ -27,7 +27,7 @@ class Heartbeats:
     """Actor: tells the server every ``interval_seconds`` that this worker is alive."""
 
     worker_id: str
-    link: Address[Call]
+    link: Address[Call[typing.Any]]
     executing: Executing
     interval_seconds: float = 5.0
 
@@ -46,6 +46,6 @@ class Heartbeats:
             try:
                 with trio.fail_after(self.interval_seconds):
                     ack = await call(self.link, beat)
-                self.executing.renew(runs, sent_at, typing.cast("HeartbeatAck", ack))
+                self.executing.renew(runs, sent_at, ack)
             except (AikiError, trio.TooSlowError) as exc:  # the link reconnects meanwhile
                 logger.debug("heartbeat missed: %s", exc)

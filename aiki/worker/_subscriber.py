@@ -23,9 +23,8 @@ import trio
 from actors import Address, Router
 from transport import RedisStreams, StreamEntry, StreamError, StreamReader, StreamUnavailableError
 
-from .._protocol import ClaimedRuns, ClaimNext
-from .._streams import GROUP
 from ..errors import AikiError
+from ..protocol import GROUP, ClaimNext
 from ._executor import ExecuteRun, Executing
 from ._link import Call, call
 
@@ -45,7 +44,7 @@ class Subscriber:
     consumer: str
     runs: Router[ExecuteRun]
     executing: Executing
-    link: Address[Call]
+    link: Address[Call[typing.Any]]
     _backlog: deque[StreamEntry] = attrs.Factory(deque)
 
     async def run(
@@ -128,7 +127,7 @@ class Subscriber:
                         reply = await call(
                             self.link, ClaimNext(worker_id=self.consumer, limit=slots)
                         )
-                    for claim in typing.cast("ClaimedRuns", reply).claims:
+                    for claim in reply.claims:
                         await self.runs.send(ExecuteRun(claim=claim))
                         handed += 1
             except (AikiError, trio.TooSlowError) as exc:

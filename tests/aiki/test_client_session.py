@@ -8,7 +8,7 @@ import pytest
 import trio
 
 import aiki
-from aiki._protocol import GetRun
+from aiki.protocol import GetRun
 from tests._deadline import deadline
 
 

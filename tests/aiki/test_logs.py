@@ -8,7 +8,7 @@ import sys
 import orjson
 import pytest
 
-from aiki._logs import JsonFormatter, TextFormatter, formatter
+from aiki.cli._logs import JsonFormatter, TextFormatter, formatter
 
 
 def _record(**extra: object) -> logging.LogRecord:

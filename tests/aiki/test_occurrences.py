@@ -9,7 +9,7 @@ import zoneinfo
 import pytest
 
 import aiki
-from aiki._occurrences import (
+from aiki.protocol import (
     Clock,
     SchedulePolicy,
     ScheduleSpec,

@@ -11,8 +11,8 @@ import attrs
 import jsonschema
 import pytest
 
-from aiki._payload import PayloadType
 from aiki.errors import ValidationError
+from aiki.sdk import PayloadType
 
 
 @attrs.frozen

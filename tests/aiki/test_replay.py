@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aiki._replay import NewCall, RecordedTask, ReplayLog, canonical_json, task_address
 from aiki.errors import NonDeterminismError
+from aiki.protocol import RecordedTask, canonical_json
+from aiki.sdk import NewCall, ReplayLog, task_address
 
 CHARGE_A = task_address("charge", {"order": "a", "amount": 10})
 CHARGE_B = task_address("charge", {"order": "b", "amount": 10})

@@ -10,15 +10,23 @@ from __future__ import annotations
 import pytest
 import trio
 
+from tests._deadline import deadline
+
 from .harness import Chaos
 
 RUNS = 1500
 PER_SECOND = 40.0
 FAULT_SPACING_SECONDS = 4.0
 SETTLE_SECONDS = 180.0
+DEADLINE_SECONDS = 480.0
+"""Load (~40 s), faults, settling (at most `SETTLE_SECONDS`), checks and teardown: a hang
+anywhere fails the test instead of stalling the suite."""
 
 
+@deadline(DEADLINE_SECONDS)
 async def test_every_run_survives_the_faults(capsys: pytest.CaptureFixture[str]) -> None:
+    """No run is lost or completed twice, and no recorded task runs again, while workers,
+    the server, Redis and PostgreSQL are killed and restarted under load."""
     chaos = await trio.to_thread.run_sync(Chaos.start)
     try:
         schedule = [

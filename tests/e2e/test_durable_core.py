@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import aiki
-from aiki._protocol import WaitRun
+from aiki.protocol import WaitRun
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -429,7 +429,7 @@ async def test_a_fenced_out_execution_stops_even_if_the_handler_swallows_excepti
 
 def test_every_recorded_transition_is_one_the_state_machine_allows(cluster: Cluster) -> None:
     """Across everything this module ran, the history holds only allowed transitions."""
-    from aiki._states import INITIAL, can_transition
+    from aiki.protocol import INITIAL, can_transition
 
     pairs = _query(cluster, "SELECT DISTINCT from_status, to_status FROM aiki_transitions")
     bad = [

@@ -23,8 +23,7 @@ import redis
 import trio
 
 import aiki
-from aiki._protocol import RegisterWorker, VersionSpec
-from aiki._streams import QUEUED_RUN, QueuedRun
+from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker, VersionSpec
 from tests._deadline import deadline
 from tests._processes import AikiProcess, start_aiki
 from tests._waiting import wait_until

@@ -266,7 +266,7 @@ async def test_an_undelivered_run_becomes_stalled_and_requeue_brings_it_back(
 
 
 def _register_orphan() -> object:
-    from aiki._protocol import RegisterWorker, VersionSpec
+    from aiki.protocol import RegisterWorker, VersionSpec
 
     return RegisterWorker(
         worker_id="orphan-registrar",
@@ -311,7 +311,7 @@ async def test_concurrent_branches_suspend_together_resume_on_any_wait_and_repla
 def test_every_recorded_transition_is_one_the_state_machine_allows(cluster: Cluster) -> None:
     """Across everything this module ran, the history holds only allowed transitions
     (the table in aiki._states), and runs start in an initial status."""
-    from aiki._states import INITIAL, can_transition
+    from aiki.protocol import INITIAL, can_transition
 
     pairs = _query(cluster, "SELECT DISTINCT from_status, to_status FROM aiki_transitions")
     assert len(pairs) > 15, pairs

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import trio
 
-from aiki._streams import GROUP, QUEUED_RUN, stream_for
+from aiki.protocol import GROUP, QUEUED_RUN, stream_for
 from tests._deadline import deadline
 from transport import open_redis_streams
 

@@ -1,0 +1,94 @@
+"""What the operators' commands share: options, calling the server, output formats.
+
+Exit codes: 0 done, 1 refused by the server, 2 usage, 3 not found, 4 unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from typing import Final, TypeVar
+
+import click
+import orjson
+import trio
+
+from transport import WireCodec
+
+from ..client import Client
+from ..errors import AikiError, NotFoundError, UnavailableError
+
+if typing.TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Awaitable, Callable, Sequence
+
+T = TypeVar("T")
+
+EXIT_REFUSED: Final = 1
+EXIT_NOT_FOUND: Final = 3
+EXIT_UNREACHABLE: Final = 4
+
+server_url_option = click.option(
+    "--server-url",
+    envvar="AIKI_SERVER_URL",
+    default="http://127.0.0.1:8470",
+    show_default=True,
+    help="The Aiki server [env AIKI_SERVER_URL].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``action`` with a client; map Aiki errors to a message and an exit code."""
+
+    async def main() -> T:
+        async with Client(server_url) as client:
+            return await action(client)
+
+    try:
+        return trio.run(main)
+    except (AikiError, BaseExceptionGroup) as raised:
+        error = _aiki_error(raised)
+        if error is None:
+            raise
+        click.echo(f"error: {error}", err=True)
+        if isinstance(error, UnavailableError):
+            sys.exit(EXIT_UNREACHABLE)
+        sys.exit(EXIT_NOT_FOUND if isinstance(error, NotFoundError) else EXIT_REFUSED)
+
+
+def _aiki_error(raised: BaseException) -> AikiError | None:
+    """The one Aiki error in ``raised`` (the client's nursery may group it), if that is all
+    there is."""
+    if isinstance(raised, AikiError):
+        return raised
+    if isinstance(raised, BaseExceptionGroup) and len(raised.exceptions) == 1:
+        return _aiki_error(raised.exceptions[0])
+    return None
+
+
+def dump(value: object, kind: type) -> None:
+    """Print ``value`` as JSON (its wire form, as ``kind``)."""
+    codec = WireCodec[object](kind)
+    click.echo(codec.encode(value).decode())
+
+
+def when(moment: dt.datetime | None) -> str:
+    """A time in the local timezone, to the millisecond (``-`` for none)."""
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows under upper-case headers, in columns as wide as their widest cell."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in
+              enumerate(headers)]  # fmt: skip
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``value`` as JSON, cut at ``limit`` characters."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,256 @@
+"""Operator commands: ``aiki runs ...``, ``aiki events send``, ``aiki workers list``.
+
+Each talks to a running server (``--server-url`` or ``AIKI_SERVER_URL``), prints a table
+for people or, with ``--json``, one JSON document (``runs watch``: one per line) for
+scripts. Exit codes: 0 done, 1 the server refused the request, 2 bad usage, 3 no such run,
+4 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Final
+
+import click
+import orjson
+
+from transport import WireCodec
+
+from ..client import Client, Resync
+from ..protocol import (
+    ALL_STATUSES,
+    TERMINAL,
+    RunDetails,
+    RunUpdate,
+    TaskProgress,
+    WorkerInfo,
+    is_status,
+)
+from ._common import call_server, dump, json_option, server_url_option, short, table, when
+
+_statuses = click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(sorted(ALL_STATUSES)),
+    help="Only runs in this status (repeatable).",
+)
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect, watch and control runs."""
+
+
+@runs.command("list")
+@server_url_option
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--version", "version_", help="Only runs of this version (with --workflow).")
+@_statuses
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--cursor", help="The next page (printed after a full page).")
+@json_option
+def list_runs(
+    server_url: str,
+    workflow: str | None,
+    version_: str | None,
+    statuses: tuple[str, ...],
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Runs, newest first."""
+    page = call_server(server_url, lambda client: client.list_runs(
+        workflow=workflow, version=version_, statuses=tuple(filter(is_status, statuses)),
+        limit=limit, cursor=cursor))  # fmt: skip
+    if as_json:
+        dump(page, type(page))
+        return
+    rows = [(run.id, f"{run.workflow}@{run.version}", run.status, run.attempt,
+             when(run.created_at), when(run.updated_at)) for run in page.runs]  # fmt: skip
+    click.echo(table(("id", "workflow", "status", "attempt", "created", "updated"), rows))
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}")
+
+
+@runs.command("show")
+@server_url_option
+@click.argument("run_id")
+@json_option
+def show_run(server_url: str, run_id: str, as_json: bool) -> None:
+    """One run: its state, input and output, tasks with attempts, and timeline."""
+    details = call_server(server_url, lambda client: client.describe_run(run_id))
+    if as_json:
+        dump(details, RunDetails)
+        return
+    run = details.run
+    fields = [
+        ("run", run.id), ("workflow", f"{run.workflow}@{run.version}"), ("status", run.status),
+        ("revision", run.revision), ("attempt", run.attempt),
+        ("reference", run.reference_id or "-"), ("parent", run.parent_id or "-"),
+        ("created", when(run.created_at)), ("updated", when(run.updated_at)),
+        ("input", short(run.input, 200)),
+    ]  # fmt: skip
+    if run.status == "completed":
+        fields.append(("output", short(run.output, 200)))
+    if run.error is not None:
+        fields.append(("error", f"{run.error.type}: {run.error.message}"))
+    if run.wake_at is not None:
+        fields.append(("wakes", when(run.wake_at)))
+    width = max(len(name) for name, _ in fields)
+    click.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in fields))
+    click.echo("\ntasks")
+    task_rows = [(task.address, task.seq, task.name, task.state, task.attempts,
+                  short(task.output if task.error is None else task.error.message, 50),
+                  when(task.updated_at)) for task in details.tasks]  # fmt: skip
+    click.echo(table(("address", "seq", "task", "state", "attempts", "result", "at"), task_rows)
+               if task_rows else "  (none)")  # fmt: skip
+    for task in details.tasks:
+        for failure in task.failed_attempts:
+            message = failure.error.message if failure.error else "?"
+            click.echo(f"  {task.address}#{task.seq} attempt {failure.attempt} failed: {message}")
+    if details.progress:
+        click.echo("\nprogress")
+        for report in details.progress:
+            click.echo(f"  {report.task}#{report.seq}  {when(report.at)}  "
+                       f"{short(report.details, 120)}")  # fmt: skip
+    click.echo("\ntimeline")
+    steps = [(when(step.at), step.revision, step.previous or "-", step.status,
+              step.reason or "", step.worker_id or "") for step in details.timeline]  # fmt: skip
+    click.echo(table(("at", "rev", "from", "to", "reason", "worker"), steps))
+
+
+@runs.command("watch")
+@server_url_option
+@click.argument("run_id", required=False)
+@click.option("--workflow", help="Updates of this workflow's runs.")
+@click.option("--version", "version_", help="Only this version (with --workflow).")
+@_statuses
+@json_option
+def watch_runs(
+    server_url: str,
+    run_id: str | None,
+    workflow: str | None,
+    version_: str | None,
+    statuses: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Print live updates as they commit (one run: from its start until it ends; else
+    until interrupted)."""
+
+    def show(update: RunUpdate | Resync | TaskProgress) -> None:
+        if isinstance(update, Resync):
+            click.echo('{"resync": true}' if as_json else "(updates may have been missed)")
+        elif isinstance(update, TaskProgress):
+            if as_json:
+                click.echo(f'{{"progress": {_PROGRESS.encode(update).decode()}}}')
+            else:
+                click.echo(f"{when(update.at)}  {update.run_id}  {update.task}"
+                           f"#{update.seq} progress {short(update.details, 120)}")  # fmt: skip
+        elif as_json:
+            click.echo(_UPDATE.encode(update).decode())
+        else:
+            click.echo(f"{when(update.at)}  {update.run_id}  {update.workflow}@{update.version}"
+                       f"  r{update.revision}  {update.previous or '-'} -> {update.status}"
+                       f"  {update.reason or ''}".rstrip())  # fmt: skip
+        sys.stdout.flush()
+
+    async def watch(client: Client) -> None:
+        request = client.watch(
+            run_id, workflow=workflow, version=version_,
+            statuses=tuple(filter(is_status, statuses)),
+            after_revision=0 if run_id else None, progress=True,
+        )  # fmt: skip
+        async with request as updates:
+            async for update in updates:
+                show(update)
+                if run_id and isinstance(update, RunUpdate) and update.status in TERMINAL:
+                    return
+
+    call_server(server_url, watch)
+
+
+_UPDATE: Final = WireCodec[RunUpdate](RunUpdate)
+_PROGRESS: Final = WireCodec[TaskProgress](TaskProgress)
+
+
+def _control(name: str, summary: str, *, reason: str | None) -> click.Command:
+    """A command that applies one control action to a run."""
+
+    @click.command(name, help=summary)
+    @server_url_option
+    @click.argument("run_id")
+    @json_option
+    def command(server_url: str, run_id: str, as_json: bool, **options: str) -> None:
+        action = getattr(Client, name)
+        reply = call_server(server_url, lambda client: action(client, run_id, **options))
+        if as_json:
+            dump(reply, type(reply))
+        else:
+            click.echo(f"{name}: {short(WireCodec[object](type(reply)).unstructure(reply), 200)}")
+
+    if reason is not None:
+        command = click.option("--reason", default=reason, show_default=True)(command)
+    return command
+
+
+runs.add_command(
+    _control("cancel", "Cancel a run and its unfinished children.", reason="cancelled")
+)
+runs.add_command(_control("pause", "Pause a run (and its children).", reason="paused"))
+runs.add_command(_control("resume", "Resume a paused run.", reason=None))
+runs.add_command(_control("wakeup", "Cut a run's pending sleeps short.", reason=None))
+runs.add_command(_control("requeue", "Queue a run again (recovery).", reason="requeued"))
+
+
+@click.group()
+def events() -> None:
+    """Send events to runs."""
+
+
+@events.command("send")
+@server_url_option
+@click.argument("run_id")
+@click.argument("name")
+@click.argument("data", required=False, default="null")
+@click.option("--reference-id", help="Deduplicate: a repeated reference ID is ignored.")
+@json_option
+def send_event(
+    server_url: str, run_id: str, name: str, data: str, reference_id: str | None, as_json: bool
+) -> None:
+    """Send event NAME to RUN_ID with DATA (JSON; default null)."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from None
+    sent = call_server(server_url, lambda client: client.send_event(
+        run_id, name, payload, reference_id=reference_id))  # fmt: skip
+    if as_json:
+        dump(sent, type(sent))
+    else:
+        note = " (duplicate: ignored)" if sent.duplicate else ""
+        click.echo(f"sent {sent.name} #{sent.seq} to {sent.run_id}{note}")
+
+
+@click.group()
+def workers() -> None:
+    """Inspect workers."""
+
+
+@workers.command("list")
+@server_url_option
+@click.option("--all", "include_gone", is_flag=True, help="Also workers declared dead.")
+@json_option
+def list_workers(server_url: str, include_gone: bool, as_json: bool) -> None:
+    """Registered workers: liveness, capacity, active runs."""
+    found = call_server(server_url, lambda client: client.list_workers(include_gone=include_gone))
+    if as_json:
+        click.echo(orjson.dumps([_WORKER.unstructure(worker) for worker in found]).decode())
+        return
+    rows = [(worker.id, "alive" if worker.alive else "gone",
+             f"{worker.active_runs}/{worker.concurrency}", when(worker.last_seen_at),
+             ", ".join(worker.versions)) for worker in found]  # fmt: skip
+    click.echo(table(("id", "state", "runs", "last seen", "serves"), rows))
+
+
+_WORKER: Final = WireCodec[WorkerInfo](WorkerInfo)

@@ -1,0 +1,28 @@
+"""The client: start runs, look them up, wait for them, watch them; under trio or asyncio.
+
+- `Client` (`_client`): requests over HTTP, or over one WebSocket session under trio;
+- `RunHandle`, `RunResult`, `ScheduleHandle` (`_handles`);
+- `Watch` (`_watch`): live updates pushed by the server;
+- `SessionConnection` (`_connection`): one session over one WebSocket, the I/O half of
+  the session protocol, also used by the worker's link.
+"""
+
+from ._client import Client as Client
+from ._connection import PushQueue as PushQueue
+from ._connection import SessionConnection as SessionConnection
+from ._handles import RunHandle as RunHandle
+from ._handles import RunResult as RunResult
+from ._handles import ScheduleHandle as ScheduleHandle
+from ._watch import Resync as Resync
+from ._watch import Watch as Watch
+
+__all__ = [
+    "Client",
+    "PushQueue",
+    "Resync",
+    "RunHandle",
+    "RunResult",
+    "ScheduleHandle",
+    "SessionConnection",
+    "Watch",
+]

@@ -1,0 +1,347 @@
+"""The client: start runs, look them up, wait for them. Works under trio and asyncio.
+
+::
+
+    async with aiki.Client("http://127.0.0.1:8470") as client:
+        handle = await process_order.start(client, order)
+        result = await handle.wait_for_status("completed")
+        if result.success:
+            print(result.output)
+        else:
+            print(result.status, result.error)
+
+It speaks HTTP through httpx, which runs on anyio: the same client serves a trio
+program, a FastAPI or Django (asyncio) application, or a script. Under trio, inside
+``async with``, requests go over one multiplexed WebSocket session instead (several
+times cheaper per request on both ends). Waiting does not poll: each ``wait_run``
+request is held by the server until the run changes (long-poll, always over HTTP).
+Deadlines belong to the caller (``trio.fail_after`` / ``anyio.fail_after`` /
+``asyncio.timeout``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import typing
+from typing import TYPE_CHECKING, TypeVar
+
+import httpx
+import orjson
+import sniffio
+import trio
+
+from ..errors import AikiError, PushUnavailableError, UnavailableError
+from ..protocol import (
+    OPERATIONS,
+    CancelRun,
+    DeactivateSchedule,
+    DescribeRun,
+    EventSent,
+    GetRun,
+    GetSchedule,
+    ListRuns,
+    ListSchedules,
+    ListWorkers,
+    PauseRun,
+    PauseSchedule,
+    RequeueRun,
+    ResumeRun,
+    ResumeSchedule,
+    RunDetails,
+    RunInfo,
+    RunPage,
+    RunsStopped,
+    RunStarted,
+    RunStatus,
+    RunTransitioned,
+    ScheduleDetails,
+    ScheduleInfo,
+    SchedulePage,
+    ScheduleStatus,
+    SendEvent,
+    StartRun,
+    Subscribe,
+    WaitRun,
+    WakeupRun,
+    WokenUp,
+    WorkerInfo,
+    decode_error,
+)
+from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
+from ._session import ClientSession
+from ._watch import Watch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import TracebackType
+
+    from ..protocol import Request
+
+P = TypeVar("P")
+
+
+def _running_trio() -> bool:
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
+def _http_error(status: int, body: bytes) -> AikiError:
+    try:
+        error = orjson.loads(body)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return AikiError(f"server answered {status}: {body[:200]!r}")
+    return decode_error(error)
+
+
+class Client:
+    """A connection to an Aiki server.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
+        http: an httpx client to use (e.g. with your own TLS or proxy settings).
+        session: under trio, inside ``async with``, send requests over one WebSocket
+            session (the default); False keeps every request on HTTP, and without
+            WebSockets `watch` is unavailable and waits long-poll. (WebSockets do not use
+            ``http``'s settings.)
+    """
+
+    def __init__(
+        self, url: str, *, http: httpx.AsyncClient | None = None, session: bool = True
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._wants_session = session
+        self.requests: collections.Counter[str] = collections.Counter()
+        """Requests sent so far, by operation name (over HTTP and the session)."""
+        self._session: ClientSession | None = None
+        self._session_stack: contextlib.AsyncExitStack | None = None
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=WAIT_SLICE_SECONDS + 15.0),
+            # Idle connections are dropped well before the server's 75 s keep-alive timeout.
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=64, keepalive_expiry=15.0
+            ),
+        )
+
+    async def __aenter__(self) -> Client:
+        if self._wants_session and _running_trio():
+            self._session_stack = contextlib.AsyncExitStack()
+            nursery = await self._session_stack.enter_async_context(trio.open_nursery())
+            self._session = ClientSession(self.url, nursery, self.requests)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._session is not None and self._session_stack is not None:
+                session, stack = self._session, self._session_stack
+                self._session, self._session_stack = None, None
+                await session.aclose()
+                await stack.__aexit__(exc_type, exc, traceback)
+        finally:
+            await self.aclose()
+
+    @property
+    def can_push(self) -> bool:
+        """Whether `watch` works here: under trio inside ``async with`` (on the client's
+        WebSocket session), or under asyncio (a WebSocket per watch)."""
+        if _running_trio():
+            return self._session is not None
+        return self._wants_session
+
+    def watch(
+        self,
+        run: str | RunHandle[typing.Any] | None = None,
+        *,
+        runs: Iterable[str | RunHandle[typing.Any]] = (),
+        workflow: str | None = None,
+        version: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        after_revision: int | None = None,
+        progress: bool = False,
+    ) -> Watch:
+        """Live updates of runs, pushed by the server as their changes commit.
+
+        Watch one run, a set of ``runs``, a ``workflow`` (and ``version``), or, with no
+        arguments, every run; ``statuses`` keeps only updates to those statuses. A watch
+        of given runs starts from their state when it begins (`Watch.runs`), or with
+        ``after_revision`` replays their recorded changes after it (0: from creation).
+        Each run's updates come in order, none missed or twice, across reconnects. With
+        ``progress``, the tasks' `aiki.progress` reports come too (`aiki.TaskProgress`).
+
+        ::
+
+            async with client.watch(handle) as updates:
+                async for update in updates:
+                    print(update.status, update.revision)
+
+        Raises:
+            aiki.PushUnavailableError: under trio, the client is not in ``async with``
+                (or was made with ``session=False``): there is no session to push on.
+        """
+        if not self.can_push:
+            raise PushUnavailableError(
+                "live updates need a WebSocket: under trio use `async with aiki.Client(...)` "
+                "(with the default session=True)"
+            )
+        ids = [item if isinstance(item, str) else item.run_id for item in runs]
+        if run is not None:
+            ids.insert(0, run if isinstance(run, str) else run.run_id)
+        request = Subscribe(
+            run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
+            statuses=tuple(statuses), after_revision=after_revision, progress=progress,
+        )  # fmt: skip
+        return Watch(self.url, self._session, request, self.requests)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (if this client created them)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def call(self, request: Request[P]) -> P:
+        """Send one operation's request and return its reply (typed by the request).
+
+        Raises:
+            aiki.AikiError: the subclass matching the server's error code.
+            aiki.UnavailableError: the server could not be reached.
+        """
+        if self._session is not None and not isinstance(request, WaitRun):
+            return await self._session.call(request)
+        operation = OPERATIONS.of(request)
+        self.requests[operation.name] += 1
+        try:
+            response = await self._http.post(
+                f"{self.url}/api/v1/{operation.name}",
+                content=operation.request.encode(request),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
+        if response.status_code != 200:
+            raise _http_error(response.status_code, response.content)
+        return operation.reply.decode(response.content)
+
+    async def start_run(self, request: StartRun) -> RunStarted:
+        """Start a run from a raw request (prefer ``WorkflowVersion.start``)."""
+        return await self.call(request)
+
+    async def get_run(self, request: GetRun) -> RunInfo:
+        """Look a run up by ID or reference ID."""
+        return await self.call(request)
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        version: str | None = None,
+        statuses: tuple[RunStatus, ...] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """A page of runs, newest first; pass ``next_cursor`` back for the next page."""
+        request = ListRuns(
+            workflow=workflow, version=version, statuses=statuses, limit=limit, cursor=cursor
+        )
+        return await self.call(request)
+
+    async def describe_run(self, run_id: str) -> RunDetails:
+        """A run with its tasks (and their failed attempts) and its timeline of transitions.
+
+        Raises:
+            aiki.RunNotFoundError: no such run.
+        """
+        return await self.call(DescribeRun(run_id=run_id))
+
+    async def list_workers(self, *, include_gone: bool = False) -> tuple[WorkerInfo, ...]:
+        """The registered workers, most recently seen first (``include_gone``: also those
+        declared dead)."""
+        reply = await self.call(ListWorkers(include_gone=include_gone))
+        return reply.workers
+
+    async def requeue(self, run_id: str, *, reason: str = "requeued") -> RunTransitioned:
+        """Release a running or stalled run and queue it again (recovery)."""
+        return await self.call(RequeueRun(run_id=run_id, reason=reason))
+
+    async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunsStopped:
+        """Cancel a run and all its unfinished descendants (a running one stops at once)."""
+        request = CancelRun(run_id=run_id, reason=reason)
+        return await self.call(request)
+
+    async def pause(self, run_id: str, *, reason: str = "paused") -> RunsStopped:
+        """Pause a run; a running one stops and later resumes from its history."""
+        return await self.call(PauseRun(run_id=run_id, reason=reason))
+
+    async def resume(self, run_id: str) -> RunTransitioned:
+        """Resume a paused run."""
+        return await self.call(ResumeRun(run_id=run_id))
+
+    async def wakeup(self, run_id: str) -> WokenUp:
+        """End the run's pending sleeps now; they report being cut short."""
+        return await self.call(WakeupRun(run_id=run_id))
+
+    async def send_event(
+        self, run_id: str, name: str, payload: object = None, *, reference_id: str | None = None
+    ) -> EventSent:
+        """Send a raw (JSON) event; prefer ``handle.events.<name>.send`` for typed payloads."""
+        request = SendEvent(run_id=run_id, name=name, payload=payload, reference_id=reference_id)
+        return await self.call(request)
+
+    def handle(self, run_id: str) -> RunHandle[object]:
+        """A handle on any run by ID (outputs stay plain JSON; use the version for types)."""
+        return RunHandle(self, run_id, None)
+
+    # -- schedules (activate with ``aiki.schedule(...).activate``) -------------------------------
+
+    async def list_schedules(
+        self,
+        *,
+        workflow: str | None = None,
+        statuses: tuple[ScheduleStatus, ...] = (),
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SchedulePage:
+        """A page of schedules, newest first; pass ``next_cursor`` back for the next page."""
+        request = ListSchedules(workflow=workflow, statuses=statuses, limit=limit, cursor=cursor)
+        return await self.call(request)
+
+    async def describe_schedule(
+        self,
+        schedule_id: str | None = None,
+        *,
+        reference_id: str | None = None,
+        upcoming: int = 5,
+        recent_runs: int = 10,
+    ) -> ScheduleDetails:
+        """A schedule (by ID or reference ID) with its next fire times and latest runs.
+
+        Raises:
+            aiki.ScheduleNotFoundError: there is no such schedule.
+        """
+        request = GetSchedule(schedule_id=schedule_id, reference_id=reference_id,
+                              upcoming=upcoming, recent_runs=recent_runs)  # fmt: skip
+        return await self.call(request)
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop a schedule firing until resumed."""
+        return await self.call(PauseSchedule(schedule_id=schedule_id))
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Fire a paused schedule again, from its next occurrence after now."""
+        request = ResumeSchedule(schedule_id=schedule_id)
+        return await self.call(request)
+
+    async def deactivate_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop a schedule for good (its runs are not touched)."""
+        request = DeactivateSchedule(schedule_id=schedule_id)
+        return await self.call(request)
+
+    def schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        """A handle on a schedule by ID (no request is made)."""
+        return ScheduleHandle(self, schedule_id)

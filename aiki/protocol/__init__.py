@@ -1,0 +1,347 @@
+"""The protocol: what the server, workers and clients say to each other.
+
+- wire types by concept: runs (`_runs`), workers (`_workers`), operators' views
+  (`_views`), live updates (`_live`), schedules (`_schedules`, with when their
+  occurrences fall: `_occurrences`), a run's recorded steps (`_history`), run states and
+  their transitions (`_states`), stream names (`_streams`), error replies (`_errors`);
+- `Operation` and `Request`: each operation declared once, with its reply type and the
+  roles that may call it, collected in `OPERATIONS`;
+- the session protocol over one WebSocket (`ClientProtocol`, `read_request` and the
+  ``*_frame`` functions), without I/O.
+
+Everything here is shared by the server, workers and clients; nothing here does I/O.
+"""
+
+from ._errors import ERROR_BODY as ERROR_BODY
+from ._errors import ErrorBody as ErrorBody
+from ._errors import InternalError as InternalError
+from ._errors import decode_error as decode_error
+from ._errors import encode_error as encode_error
+from ._history import RecordedChild as RecordedChild
+from ._history import RecordedTask as RecordedTask
+from ._history import RecordedWait as RecordedWait
+from ._history import Step as Step
+from ._history import canonical_json as canonical_json
+from ._history import wait_address as wait_address
+from ._live import RUN_UPDATE as RUN_UPDATE
+from ._live import SUBSCRIBE as SUBSCRIBE
+from ._live import TASK_PROGRESS as TASK_PROGRESS
+from ._live import UNSUBSCRIBE as UNSUBSCRIBE
+from ._live import RunUpdate as RunUpdate
+from ._live import Subscribe as Subscribe
+from ._live import Subscribed as Subscribed
+from ._live import TaskProgress as TaskProgress
+from ._live import Unsubscribe as Unsubscribe
+from ._live import Unsubscribed as Unsubscribed
+from ._occurrences import COUNT_CAP as COUNT_CAP
+from ._occurrences import MIN_EVERY_SECONDS as MIN_EVERY_SECONDS
+from ._occurrences import UTC as UTC
+from ._occurrences import CatchupPolicy as CatchupPolicy
+from ._occurrences import Clock as Clock
+from ._occurrences import OverlapPolicy as OverlapPolicy
+from ._occurrences import Plan as Plan
+from ._occurrences import SchedulePolicy as SchedulePolicy
+from ._occurrences import ScheduleSpec as ScheduleSpec
+from ._occurrences import check_spec as check_spec
+from ._occurrences import describe as describe
+from ._occurrences import jitter_of as jitter_of
+from ._occurrences import plan as plan
+from ._operation import CLIENTS as CLIENTS
+from ._operation import READERS as READERS
+from ._operation import WORKERS as WORKERS
+from ._operation import Operation as Operation
+from ._operation import Registry as Registry
+from ._operation import Request as Request
+from ._operation import Role as Role
+from ._operation import declare as declare
+from ._operation import reply_type_of as reply_type_of
+from ._registry import OPERATIONS as OPERATIONS
+from ._runs import CANCEL_RUN as CANCEL_RUN
+from ._runs import GET_RUN as GET_RUN
+from ._runs import LIST_RUNS as LIST_RUNS
+from ._runs import PAUSE_RUN as PAUSE_RUN
+from ._runs import REQUEUE_RUN as REQUEUE_RUN
+from ._runs import RESUME_RUN as RESUME_RUN
+from ._runs import SEND_EVENT as SEND_EVENT
+from ._runs import START_RUN as START_RUN
+from ._runs import WAIT_RUN as WAIT_RUN
+from ._runs import WAIT_RUN_MAX_SECONDS as WAIT_RUN_MAX_SECONDS
+from ._runs import WAKEUP_RUN as WAKEUP_RUN
+from ._runs import CancelRun as CancelRun
+from ._runs import ConflictPolicy as ConflictPolicy
+from ._runs import EventSent as EventSent
+from ._runs import GetRun as GetRun
+from ._runs import ListRuns as ListRuns
+from ._runs import PauseRun as PauseRun
+from ._runs import RequeueRun as RequeueRun
+from ._runs import ResumeRun as ResumeRun
+from ._runs import RunInfo as RunInfo
+from ._runs import RunPage as RunPage
+from ._runs import RunsStopped as RunsStopped
+from ._runs import RunStarted as RunStarted
+from ._runs import RunTransitioned as RunTransitioned
+from ._runs import SendEvent as SendEvent
+from ._runs import StartOptions as StartOptions
+from ._runs import StartRun as StartRun
+from ._runs import WaitRun as WaitRun
+from ._runs import WakeupRun as WakeupRun
+from ._runs import WokenUp as WokenUp
+from ._schedules import ACTIVATE_SCHEDULE as ACTIVATE_SCHEDULE
+from ._schedules import DEACTIVATE_SCHEDULE as DEACTIVATE_SCHEDULE
+from ._schedules import GET_SCHEDULE as GET_SCHEDULE
+from ._schedules import LIST_SCHEDULES as LIST_SCHEDULES
+from ._schedules import PAUSE_SCHEDULE as PAUSE_SCHEDULE
+from ._schedules import RESUME_SCHEDULE as RESUME_SCHEDULE
+from ._schedules import ActivateSchedule as ActivateSchedule
+from ._schedules import DeactivateSchedule as DeactivateSchedule
+from ._schedules import GetSchedule as GetSchedule
+from ._schedules import ListSchedules as ListSchedules
+from ._schedules import PauseSchedule as PauseSchedule
+from ._schedules import ResumeSchedule as ResumeSchedule
+from ._schedules import ScheduleActivated as ScheduleActivated
+from ._schedules import ScheduleDetails as ScheduleDetails
+from ._schedules import ScheduleInfo as ScheduleInfo
+from ._schedules import SchedulePage as SchedulePage
+from ._schedules import ScheduleStatus as ScheduleStatus
+from ._schedules import is_schedule_status as is_schedule_status
+from ._session import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from ._session import PUSH as PUSH
+from ._session import SESSION_PATH as SESSION_PATH
+from ._session import ClientProtocol as ClientProtocol
+from ._session import FrameError as FrameError
+from ._session import Incoming as Incoming
+from ._session import Outgoing as Outgoing
+from ._session import Published as Published
+from ._session import Pushed as Pushed
+from ._session import Replied as Replied
+from ._session import RequestError as RequestError
+from ._session import SessionEvent as SessionEvent
+from ._session import decode_request as decode_request
+from ._session import error_frame as error_frame
+from ._session import publication_frames as publication_frames
+from ._session import push_frame as push_frame
+from ._session import read_request as read_request
+from ._session import reply_frame as reply_frame
+from ._session import session_url as session_url
+from ._states import ALL_STATUSES as ALL_STATUSES
+from ._states import INITIAL as INITIAL
+from ._states import TERMINAL as TERMINAL
+from ._states import TRANSITIONS as TRANSITIONS
+from ._states import WAITING as WAITING
+from ._states import RunStatus as RunStatus
+from ._states import can_transition as can_transition
+from ._states import is_status as is_status
+from ._streams import GROUP as GROUP
+from ._streams import QUEUED_RUN as QUEUED_RUN
+from ._streams import QueuedRun as QueuedRun
+from ._streams import stream_for as stream_for
+from ._views import DESCRIBE_RUN as DESCRIBE_RUN
+from ._views import LIST_WORKERS as LIST_WORKERS
+from ._views import DescribeRun as DescribeRun
+from ._views import ListWorkers as ListWorkers
+from ._views import RunDetails as RunDetails
+from ._views import TaskAttempt as TaskAttempt
+from ._views import TaskDetail as TaskDetail
+from ._views import Transition as Transition
+from ._views import WorkerInfo as WorkerInfo
+from ._views import WorkerList as WorkerList
+from ._workers import BEGIN_WAIT as BEGIN_WAIT
+from ._workers import CLAIM_NEXT as CLAIM_NEXT
+from ._workers import CLAIM_RUN as CLAIM_RUN
+from ._workers import HEARTBEAT as HEARTBEAT
+from ._workers import MAX_DURABLE_WAIT_SECONDS as MAX_DURABLE_WAIT_SECONDS
+from ._workers import RECORD_TASK as RECORD_TASK
+from ._workers import REGISTER_WORKER as REGISTER_WORKER
+from ._workers import REPORT_PROGRESS as REPORT_PROGRESS
+from ._workers import START_CHILD as START_CHILD
+from ._workers import SUSPEND_RUN as SUSPEND_RUN
+from ._workers import TRANSITION_RUN as TRANSITION_RUN
+from ._workers import BeginWait as BeginWait
+from ._workers import ClaimedRuns as ClaimedRuns
+from ._workers import ClaimNext as ClaimNext
+from ._workers import ClaimRejected as ClaimRejected
+from ._workers import ClaimRun as ClaimRun
+from ._workers import Heartbeat as Heartbeat
+from ._workers import HeartbeatAck as HeartbeatAck
+from ._workers import ProgressReported as ProgressReported
+from ._workers import RecordTask as RecordTask
+from ._workers import RegisterWorker as RegisterWorker
+from ._workers import ReportProgress as ReportProgress
+from ._workers import RunClaimed as RunClaimed
+from ._workers import StartChild as StartChild
+from ._workers import StopRun as StopRun
+from ._workers import SuspendRun as SuspendRun
+from ._workers import TaskRecorded as TaskRecorded
+from ._workers import TaskRecordState as TaskRecordState
+from ._workers import TransitionRun as TransitionRun
+from ._workers import VersionSpec as VersionSpec
+from ._workers import WaitKind as WaitKind
+from ._workers import WorkerRegistered as WorkerRegistered
+
+__all__ = [
+    "ACTIVATE_SCHEDULE",
+    "ALL_STATUSES",
+    "BEGIN_WAIT",
+    "CANCEL_RUN",
+    "CLAIM_NEXT",
+    "CLAIM_RUN",
+    "CLIENTS",
+    "COUNT_CAP",
+    "DEACTIVATE_SCHEDULE",
+    "DESCRIBE_RUN",
+    "ERROR_BODY",
+    "GET_RUN",
+    "GET_SCHEDULE",
+    "GROUP",
+    "HEARTBEAT",
+    "INITIAL",
+    "LIST_RUNS",
+    "LIST_SCHEDULES",
+    "LIST_WORKERS",
+    "MAX_DURABLE_WAIT_SECONDS",
+    "MAX_MESSAGE_BYTES",
+    "MIN_EVERY_SECONDS",
+    "OPERATIONS",
+    "PAUSE_RUN",
+    "PAUSE_SCHEDULE",
+    "PUSH",
+    "QUEUED_RUN",
+    "READERS",
+    "RECORD_TASK",
+    "REGISTER_WORKER",
+    "REPORT_PROGRESS",
+    "REQUEUE_RUN",
+    "RESUME_RUN",
+    "RESUME_SCHEDULE",
+    "RUN_UPDATE",
+    "SEND_EVENT",
+    "SESSION_PATH",
+    "START_CHILD",
+    "START_RUN",
+    "SUBSCRIBE",
+    "SUSPEND_RUN",
+    "TASK_PROGRESS",
+    "TERMINAL",
+    "TRANSITIONS",
+    "TRANSITION_RUN",
+    "UNSUBSCRIBE",
+    "UTC",
+    "WAITING",
+    "WAIT_RUN",
+    "WAIT_RUN_MAX_SECONDS",
+    "WAKEUP_RUN",
+    "WORKERS",
+    "ActivateSchedule",
+    "BeginWait",
+    "CancelRun",
+    "CatchupPolicy",
+    "ClaimNext",
+    "ClaimRejected",
+    "ClaimRun",
+    "ClaimedRuns",
+    "ClientProtocol",
+    "Clock",
+    "ConflictPolicy",
+    "DeactivateSchedule",
+    "DescribeRun",
+    "ErrorBody",
+    "EventSent",
+    "FrameError",
+    "GetRun",
+    "GetSchedule",
+    "Heartbeat",
+    "HeartbeatAck",
+    "Incoming",
+    "InternalError",
+    "ListRuns",
+    "ListSchedules",
+    "ListWorkers",
+    "Operation",
+    "Outgoing",
+    "OverlapPolicy",
+    "PauseRun",
+    "PauseSchedule",
+    "Plan",
+    "ProgressReported",
+    "Published",
+    "Pushed",
+    "QueuedRun",
+    "RecordTask",
+    "RecordedChild",
+    "RecordedTask",
+    "RecordedWait",
+    "RegisterWorker",
+    "Registry",
+    "Replied",
+    "ReportProgress",
+    "Request",
+    "RequestError",
+    "RequeueRun",
+    "ResumeRun",
+    "ResumeSchedule",
+    "Role",
+    "RunClaimed",
+    "RunDetails",
+    "RunInfo",
+    "RunPage",
+    "RunStarted",
+    "RunStatus",
+    "RunTransitioned",
+    "RunUpdate",
+    "RunsStopped",
+    "ScheduleActivated",
+    "ScheduleDetails",
+    "ScheduleInfo",
+    "SchedulePage",
+    "SchedulePolicy",
+    "ScheduleSpec",
+    "ScheduleStatus",
+    "SendEvent",
+    "SessionEvent",
+    "StartChild",
+    "StartOptions",
+    "StartRun",
+    "Step",
+    "StopRun",
+    "Subscribe",
+    "Subscribed",
+    "SuspendRun",
+    "TaskAttempt",
+    "TaskDetail",
+    "TaskProgress",
+    "TaskRecordState",
+    "TaskRecorded",
+    "Transition",
+    "TransitionRun",
+    "Unsubscribe",
+    "Unsubscribed",
+    "VersionSpec",
+    "WaitKind",
+    "WaitRun",
+    "WakeupRun",
+    "WokenUp",
+    "WorkerInfo",
+    "WorkerList",
+    "WorkerRegistered",
+    "can_transition",
+    "canonical_json",
+    "check_spec",
+    "declare",
+    "decode_error",
+    "decode_request",
+    "describe",
+    "encode_error",
+    "error_frame",
+    "is_schedule_status",
+    "is_status",
+    "jitter_of",
+    "plan",
+    "publication_frames",
+    "push_frame",
+    "read_request",
+    "reply_frame",
+    "reply_type_of",
+    "session_url",
+    "stream_for",
+    "wait_address",
+]

@@ -1,0 +1,255 @@
+"""Wire types of workers: registration, claims, task records, waits, heartbeats, pushes.
+
+A worker executes runs it claimed; every write about a run carries the revision its
+claim gave it, and the server applies the write only while that revision is current
+(fencing).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import attrs
+
+from ..errors import ErrorInfo
+from ._history import RecordedChild, RecordedTask, RecordedWait
+from ._operation import WORKERS, Request, declare
+from ._runs import RunInfo, RunStarted, RunTransitioned, StartOptions
+from ._states import RunStatus
+
+TaskRecordState = Literal["completed", "failed", "attempt_failed"]
+WaitKind = Literal["sleep", "event", "child"]
+
+MAX_DURABLE_WAIT_SECONDS: Final = 10 * 365 * 86400.0
+"""Longest a durable wait (a sleep, or an event or child wait's timeout) may be."""
+
+
+@attrs.frozen(kw_only=True)
+class VersionSpec:
+    """One workflow version a worker serves, with the JSON Schemas of its input and events."""
+
+    workflow: str
+    version: str
+    input_schema: object = None
+    event_schemas: dict[str, object] = attrs.Factory(dict)
+
+
+# -- replies and pushes ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class WorkerRegistered:
+    """Reply to `RegisterWorker`."""
+
+    worker_id: str
+
+
+@attrs.frozen(kw_only=True)
+class RunClaimed:
+    """Reply to `ClaimRun`: the run (with its new revision) and its recorded history."""
+
+    run: RunInfo
+    tasks: tuple[RecordedTask, ...] = ()
+    waits: tuple[RecordedWait, ...] = ()
+    children: tuple[RecordedChild, ...] = ()
+    task_attempts: tuple[tuple[str, int, int], ...] = ()
+    """Failed attempts so far of tasks without a final outcome: (address, seq, attempts)."""
+
+
+@attrs.frozen(kw_only=True)
+class ClaimedRuns:
+    """Reply to `ClaimNext`: the runs now held by the worker (possibly none)."""
+
+    claims: tuple[RunClaimed, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ClaimRejected:
+    """Reply to `ClaimRun`: the run is not claimable (already taken, terminal, ...)."""
+
+    run_id: str
+    status: RunStatus
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class TaskRecorded:
+    """Reply to `RecordTask`."""
+
+    address: str
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class ProgressReported:
+    """Reply to `ReportProgress`."""
+
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatAck:
+    """Reply to `Heartbeat`.
+
+    Attributes:
+        worker_id: the worker.
+        held: the runs of the heartbeat still claimed by this worker (their claims were
+            refreshed); a run missing here was released and must stop on this worker.
+        lease_seconds: how long a refreshed claim holds without another heartbeat.
+    """
+
+    worker_id: str
+    held: tuple[str, ...] = ()
+    lease_seconds: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StopRun:
+    """Server push to a worker: stop executing this run (it was cancelled, paused, timed out)."""
+
+    run_id: str
+    reason: str
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RegisterWorker(Request[WorkerRegistered]):
+    """A worker announces itself and the versions (and pools) it serves."""
+
+    worker_id: str
+    versions: tuple[VersionSpec, ...]
+    pools: tuple[str | None, ...] = (None,)
+    concurrency: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class ClaimRun(Request[RunClaimed | ClaimRejected]):
+    """Take a queued run for execution; the claim bumps its revision."""
+
+    run_id: str
+    worker_id: str
+
+
+@attrs.frozen(kw_only=True)
+class RecordTask(Request[TaskRecorded]):
+    """Record a task attempt's outcome (``completed``/``failed`` are final), fenced by revision."""
+
+    run_id: str
+    revision: int
+    address: str
+    seq: int
+    name: str
+    attempt: int
+    state: TaskRecordState
+    input: object = None
+    output: object = None
+    error: ErrorInfo | None = None
+    duration_seconds: float | None = None
+    """How long the attempt's body ran (for the server's task latency histogram)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReportProgress(Request[ProgressReported]):
+    """A running task's progress (any JSON value; the latest one is kept), fenced."""
+
+    run_id: str
+    revision: int
+    address: str
+    seq: int
+    task: str
+    details: object = None
+
+
+@attrs.frozen(kw_only=True)
+class TransitionRun(Request[RunTransitioned]):
+    """Move a claimed run to ``status`` (completed, failed, awaiting_retry, queued), fenced."""
+
+    run_id: str
+    revision: int
+    status: RunStatus
+    output: object = None
+    error: ErrorInfo | None = None
+    retry_delay_seconds: float | None = None
+    """For ``awaiting_retry``: when the server should queue the run again."""
+    reason: str | None = None
+    tasks: tuple[RecordTask, ...] = ()
+    """Task outcomes stored in the same transaction, before the move: a task completed
+    just before the handler returned rides with the completion (one write, not two)."""
+
+
+@attrs.frozen(kw_only=True)
+class BeginWait(Request[RecordedWait]):
+    """Record that the run reached a wait (or read its state if it was recorded before).
+
+    ``seconds`` is a sleep's duration, or an event/child wait's timeout (None: none).
+    """
+
+    run_id: str
+    revision: int
+    kind: WaitKind
+    key: str
+    seq: int
+    seconds: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SuspendRun(Request[RunTransitioned]):
+    """Every branch of the run is waiting: free the worker slot until a wait is satisfied.
+
+    ``blocked_on`` names the waits (kind, key, seq) the branches block on; if one of them
+    was resolved meanwhile, the server queues the run again instead.
+    """
+
+    run_id: str
+    revision: int
+    blocked_on: tuple[tuple[WaitKind, str, int], ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class StartChild(Request[RunStarted]):
+    """Start a child run of ``parent_id`` for the parent's step ``address``#``seq`` (fenced)."""
+
+    parent_id: str
+    revision: int
+    address: str
+    seq: int
+    workflow: str
+    version: str
+    input: object = None
+    options: StartOptions = attrs.Factory(StartOptions)
+
+
+@attrs.frozen(kw_only=True)
+class ClaimNext(Request[ClaimedRuns]):
+    """Claim up to ``limit`` queued runs this worker serves (the path while Redis is down)."""
+
+    worker_id: str
+    limit: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat(Request[HeartbeatAck]):
+    """A worker is alive and holds these runs (their claims are refreshed)."""
+
+    worker_id: str
+    run_ids: tuple[str, ...] = ()
+
+
+REGISTER_WORKER: Final = declare("register_worker", RegisterWorker, callers=WORKERS)
+CLAIM_RUN: Final = declare("claim_run", ClaimRun, callers=WORKERS)
+RECORD_TASK: Final = declare("record_task", RecordTask, callers=WORKERS)
+REPORT_PROGRESS: Final = declare("report_progress", ReportProgress, callers=WORKERS)
+TRANSITION_RUN: Final = declare("transition_run", TransitionRun, callers=WORKERS)
+BEGIN_WAIT: Final = declare("begin_wait", BeginWait, callers=WORKERS)
+SUSPEND_RUN: Final = declare("suspend_run", SuspendRun, callers=WORKERS)
+START_CHILD: Final = declare("start_child", StartChild, callers=WORKERS)
+CLAIM_NEXT: Final = declare("claim_next", ClaimNext, callers=WORKERS)
+HEARTBEAT: Final = declare("heartbeat", Heartbeat, callers=WORKERS)
+
+OPERATIONS: Final = (
+    REGISTER_WORKER, CLAIM_RUN, RECORD_TASK, REPORT_PROGRESS, TRANSITION_RUN,
+    BEGIN_WAIT, SUSPEND_RUN, START_CHILD, CLAIM_NEXT, HEARTBEAT,
+)  # fmt: skip
+"""The operations of workers."""

@@ -1,0 +1,58 @@
+"""What workflow code is written with: workflows, tasks, events, schedules, the run.
+
+- `workflow` / `Workflow` / `WorkflowVersion` (`_workflow`) and `task` / `Task` (`_task`):
+  definitions, typed by their annotations (`_payload` converts payloads strictly);
+- `event` (`_event`), `schedule` (`_schedule`), `progress` (`_progress`);
+- `Run` (`_run_context`): the handle a workflow handler gets, whose every step goes
+  through the replay log (`_replay`, pure) before anything new happens.
+
+The worker executes runs with these; the server never imports them.
+"""
+
+from ._event import EventDefinition as EventDefinition
+from ._event import TimedOut as TimedOut
+from ._event import event as event
+from ._payload import PayloadType as PayloadType
+from ._progress import SEND_EVERY_SECONDS as SEND_EVERY_SECONDS
+from ._progress import progress as progress
+from ._replay import NewCall as NewCall
+from ._replay import ReplayLog as ReplayLog
+from ._replay import child_address as child_address
+from ._replay import task_address as task_address
+from ._run_context import ChildResult as ChildResult
+from ._run_context import ChildRun as ChildRun
+from ._run_context import Run as Run
+from ._run_context import RunGateway as RunGateway
+from ._run_context import RunTakenOver as RunTakenOver
+from ._schedule import Schedule as Schedule
+from ._schedule import schedule as schedule
+from ._task import Task as Task
+from ._task import task as task
+from ._workflow import Workflow as Workflow
+from ._workflow import WorkflowVersion as WorkflowVersion
+from ._workflow import workflow as workflow
+
+__all__ = [
+    "SEND_EVERY_SECONDS",
+    "ChildResult",
+    "ChildRun",
+    "EventDefinition",
+    "NewCall",
+    "PayloadType",
+    "ReplayLog",
+    "Run",
+    "RunGateway",
+    "RunTakenOver",
+    "Schedule",
+    "Task",
+    "TimedOut",
+    "Workflow",
+    "WorkflowVersion",
+    "child_address",
+    "event",
+    "progress",
+    "schedule",
+    "task",
+    "task_address",
+    "workflow",
+]

@@ -1,0 +1,210 @@
+"""User payload types: strict conversion between Python values and JSON, and JSON Schema.
+
+Inputs and outputs of workflows and tasks are declared by annotations: attrs classes,
+dataclasses, TypedDicts, primitives, enums, literals, optionals/unions and lists/dicts of
+those. `PayloadType` converts values to JSON-compatible data and back with cattrs,
+strictly: ``"5"`` is not an ``int``, unknown keys are errors. Its `PayloadType.schema`
+describes the same shape as JSON Schema, which workers register with the server so it
+can reject bad input from any client (curl included) without importing user code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import types
+import typing
+from typing import Any, Final, Generic, TypeVar, get_args, get_origin, is_typeddict
+
+import attrs
+import cattrs
+import orjson
+from cattrs.preconf.json import make_converter
+
+from ..errors import ValidationError
+
+T = TypeVar("T")
+
+JsonSchema = dict[str, Any]
+
+
+def _strict(kind: type, accept: tuple[type, ...], reject: tuple[type, ...] = ()) -> Any:
+    def structure(value: object, _: type) -> object:
+        if isinstance(value, reject) or not isinstance(value, accept):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return float(typing.cast("float", value)) if kind is float else value
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _strict(int, (int,), (bool,)))
+    converter.register_structure_hook(float, _strict(float, (int, float), (bool,)))
+    converter.register_structure_hook(str, _strict(str, (str,)))
+    converter.register_structure_hook(bool, _strict(bool, (bool,)))
+    converter.register_structure_hook(type(None), _strict(type(None), (type(None),)))
+    # `object` (like Any) means "any JSON value": passed through as is.
+    converter.register_structure_hook_func(lambda cls: cls is object, lambda value, _: value)
+    return converter
+
+
+CONVERTER: Final = _make_converter()
+"""The one converter for user payloads (private to Aiki; users never configure it)."""
+
+
+def _errors(exc: Exception, path: str) -> tuple[str, ...]:
+    try:
+        return tuple(cattrs.transform_error(exc, path=path))
+    except Exception:  # transform_error only knows cattrs' own shapes
+        return (f"{exc} @ {path}",)
+
+
+class PayloadType(Generic[T]):
+    """How one declared type travels as JSON. Build with ``PayloadType(Order, "input")``.
+
+    Args:
+        annotation: the declared type (``None`` / ``NoneType`` for "no value").
+        role: named in error messages, e.g. ``"input of order-processing@1.0.0"``.
+    """
+
+    def __init__(self, annotation: object, role: str) -> None:
+        self.annotation = type(None) if annotation is None else annotation
+        self.role = role
+
+    def to_json(self, value: T) -> object:
+        """Convert ``value`` to JSON-compatible data, checking that it fits the type.
+
+        Raises:
+            ValidationError: ``value`` is not of the declared type (nothing was sent).
+        """
+        annotation = self.annotation
+        is_class = isinstance(annotation, type) and (
+            attrs.has(annotation) or dataclasses.is_dataclass(annotation)
+        )
+        if is_class and not isinstance(value, typing.cast("type", annotation)):
+            raise ValidationError(
+                f"{self.role} must be a {self.describe()}, got {type(value).__name__}",
+                errors=(f"expected {self.describe()}, got {type(value).__name__} @ $",),
+            )
+        try:
+            data = CONVERTER.unstructure(value, unstructure_as=self.annotation)
+            orjson.dumps(data)
+        except Exception as exc:
+            raise ValidationError(
+                f"{self.role} is not JSON-serializable as {self.describe()}: {exc}",
+                errors=(f"{exc} @ $",),
+            ) from exc
+        self.from_json(data)  # round trip: catches values of the wrong shape
+        return data
+
+    def from_json(self, data: object) -> T:
+        """Build the declared type from JSON-compatible data.
+
+        Raises:
+            ValidationError: ``data`` does not fit; ``errors`` name each problem and path.
+        """
+        try:
+            return typing.cast("T", CONVERTER.structure(data, self.annotation))  # type: ignore[arg-type]
+        except Exception as exc:
+            errors = _errors(exc, "$")
+            raise ValidationError(
+                f"{self.role} does not match {self.describe()}: " + "; ".join(errors),
+                errors=errors,
+            ) from None
+
+    def describe(self) -> str:
+        """A short name of the declared type for messages."""
+        annotation = self.annotation
+        return getattr(annotation, "__name__", None) or repr(annotation)
+
+    def schema(self) -> JsonSchema:
+        """The JSON Schema (draft 2020-12) of the declared type."""
+        definitions: dict[str, JsonSchema] = {}
+        root = _schema(self.annotation, definitions)
+        document: JsonSchema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **root}
+        if definitions:
+            document["$defs"] = definitions
+        return document
+
+
+def _object_schema(
+    properties: dict[str, object], required: list[str], definitions: dict[str, JsonSchema]
+) -> JsonSchema:
+    return {
+        "type": "object",
+        "properties": {name: _schema(tp, definitions) for name, tp in properties.items()},
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _class_schema(cls: type, definitions: dict[str, JsonSchema]) -> JsonSchema:
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if name not in definitions:
+        definitions[name] = {}  # placeholder: breaks recursion for self-referencing types
+        hints = typing.get_type_hints(cls)
+        if attrs.has(cls):
+            fields = attrs.fields(cls)
+            props = {field.alias or field.name: hints.get(field.name, Any) for field in fields}
+            required = [
+                field.alias or field.name for field in fields if field.default is attrs.NOTHING
+            ]
+        elif dataclasses.is_dataclass(cls):
+            fields_ = dataclasses.fields(cls)
+            props = {field.name: hints.get(field.name, Any) for field in fields_}
+            required = [
+                field.name
+                for field in fields_
+                if field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ]
+        else:  # TypedDict
+            props = dict(hints)
+            required = sorted(getattr(cls, "__required_keys__", props))
+        definitions[name] = _object_schema(props, required, definitions) | {"title": cls.__name__}
+    return {"$ref": f"#/$defs/{name}"}
+
+
+def _schema(tp: object, definitions: dict[str, JsonSchema]) -> JsonSchema:
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any or tp is object:
+        return {}
+    if tp is type(None) or tp is None:
+        return {"type": "null"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if tp is dt.datetime:
+        return {"type": "string", "format": "date-time"}
+    if tp is dt.date:
+        return {"type": "string", "format": "date"}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [member.value for member in tp]}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_schema(arg, definitions) for arg in args]}
+    if origin in (list, set, frozenset, typing.Sequence, typing.MutableSequence):
+        return {"type": "array", "items": _schema(args[0], definitions) if args else {}}
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": _schema(args[0], definitions)}
+        return {
+            "type": "array",
+            "prefixItems": [_schema(arg, definitions) for arg in args],
+            "minItems": len(args),
+            "maxItems": len(args),
+        }
+    if origin in (dict, typing.Mapping, typing.MutableMapping):
+        values = _schema(args[1], definitions) if len(args) == 2 else {}
+        return {"type": "object", "additionalProperties": values}
+    if isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp) or is_typeddict(tp)):
+        return _class_schema(tp, definitions)
+    return {}  # a type we cannot describe: accept anything here, the worker still validates

@@ -1,0 +1,180 @@
+"""The server's HTTP side on one port: JSON operations, the WebSocket session, the rest.
+
+An ASGI app (Starlette) served by hypercorn's trio worker. Every operation of
+`aiki.protocol.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` (except the
+session-only ones) and over the WebSocket session at ``/api/v1/session``
+(`aiki.server._sessions`). Also: the dashboard at ``/``, ``/metrics``, ``/healthz``,
+``/readyz``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from transport import StorageError
+
+from ..errors import BadRequestError, PayloadTooLargeError
+from ..protocol import OPERATIONS, SESSION_PATH, decode_request
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._replies import guarded
+from ._sessions import ServerSession
+from .operations import HANDLERS, Caller
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.websockets import WebSocket
+
+    from .operations import Services
+
+
+logger = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+DASHBOARD: Final = Path(str(importlib.resources.files(__package__) / "dashboard"))
+"""The dashboard's static files (plain HTML, CSS and JavaScript: no build step)."""
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    return bytes(body)
+
+
+def build_app(
+    services: Services,
+    *,
+    max_body_bytes: int,
+    health_checks: tuple[HealthCheck, ...] = (),
+    listening: Listening | None = None,
+) -> Starlette:
+    """The ASGI application serving the operations with ``services``."""
+
+    async def operation(request: Request) -> Response:
+        name = request.path_params["operation"]
+
+        async def call() -> bytes:
+            raw = await _read_limited(request, max_body_bytes)
+            operation, decoded = decode_request(OPERATIONS, name, raw)
+            if operation.session_only:
+                raise BadRequestError(
+                    f"{name} works only over the WebSocket session at {SESSION_PATH}"
+                )
+            reply = await HANDLERS.handler(decoded)(services, decoded, Caller())
+            return operation.reply.encode(reply)
+
+        status, body = await guarded(call)
+        return Response(body, status_code=status, media_type="application/json")
+
+    async def session(websocket: WebSocket) -> None:
+        await ServerSession(services, websocket, max_body_bytes).serve()
+
+    async def healthz(request: Request) -> Response:
+        problems = []
+        for check in health_checks:
+            try:
+                with trio.fail_after(2):
+                    await check()
+            except Exception as exc:
+                problems.append(f"{check.__name__}: {exc}")
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if listening is not None and not listening.ready:
+            return JSONResponse({"status": "not ready", "problems": ["starting or stopping"]},
+                                status_code=503)  # fmt: skip
+        return await healthz(request)
+
+    async def metrics(request: Request) -> Response:
+        try:
+            with trio.fail_after(5):
+                body = await services.metrics.render(services.store)
+        except (StorageError, trio.TooSlowError) as exc:
+            return Response(f"# storage unavailable: {exc}\n", status_code=503)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    async def dashboard(request: Request) -> Response:
+        return FileResponse(DASHBOARD / "index.html", media_type="text/html")
+
+    return Starlette(
+        routes=[
+            Route("/", dashboard, methods=["GET"]),
+            Mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard"),
+            Route("/api/v1/{operation}", operation, methods=["POST"]),
+            WebSocketRoute(SESSION_PATH, session),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+
+
+@attrs.define
+class Listening:
+    """Where the API listens, once it does (filled in by the `Api` actor)."""
+
+    urls: list[str] = attrs.Factory(list)
+    ready: bool = False
+    """The whole server tree runs (False again once it is shutting down)."""
+
+
+@attrs.define
+class Api:
+    """Actor: serves the app with hypercorn until its mailbox closes, then drains connections."""
+
+    app: Starlette
+    host: str
+    port: int
+    listening: Listening
+    graceful_timeout_seconds: float = 5.0
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen, report ready, serve; stop accepting when the mailbox closes."""
+        config = Config()
+        config.bind = [f"{self.host}:{self.port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("aiki.server.http")
+        config.graceful_timeout = self.graceful_timeout_seconds
+        # Longer than any client keeps an idle connection (ours: 15 s), so the server never
+        # closes a connection a client is about to reuse (a POST cannot be retried blindly).
+        config.keep_alive_timeout = 75
+        config.keep_alive_max_requests = 1_000_000
+        config.websocket_ping_interval = 20
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                functools.partial(serve, self.app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+            )
+            self.listening.urls[:] = list(urls)
+            logger.info("API listening on %s", ", ".join(urls))
+            task_status.started()
+            async for _ in inbox:
+                pass
+            stop.set()

@@ -1,0 +1,145 @@
+"""The server's supervision tree, wired in one place.
+
+::
+
+    server (one_for_one)
+    ├── committer    group commit: concurrent transactions share one COMMIT
+    ├── broadcaster  committed run changes → WebSocket subscribers
+    ├── dispatcher   outbox → Redis Streams; re-publishes what Redis lost
+    ├── sweeper      the heartbeat monitor and claim sweeper: silent workers and stale
+    │                claims → runs queued again (the revision bump fences the old owner)
+    ├── timers       sleeps, wait timeouts, retries, delayed starts, run deadlines, stalls
+    ├── scheduler    schedules' occurrences (the timers' machinery, a heap of its own)
+    └── api          HTTP + WebSocket sessions on one port (hypercorn, trio); each
+                     session serves one connection in a nursery of its own
+
+Every mailbox is made first, so each actor is built knowing the addresses it sends to;
+each child's factory builds a fresh actor on every (re)start. What outlives an actor's
+restarts is a table the tree owns and hands in: the live subscriptions (with the
+broadcaster's read position), the registered schemas and the worker sessions
+(`operations.Services`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import attrs
+
+from actors import ChildSpec, Mailbox, Startable
+
+from ._broadcaster import Broadcaster, Poke, Subscriptions
+from ._committer import Committer, committer_mailbox
+from ._dispatcher import Dispatcher, Wake
+from ._http import Api, Listening, build_app
+from ._metrics import ServerMetrics
+from ._scheduler import fire_schedules
+from ._sweeper import Sweeper
+from ._timers import Deadline, Fired, Timers
+from .operations import RunNotifier, Services, Wakeups
+from .store.schedules import upcoming as upcoming_schedules
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from prometheus_client import Counter
+
+    from transport import PostgresStore, RedisStreams
+
+    from . import ServerConfig
+    from .store.waits import Stopped
+
+
+def _stopper(
+    services: Services, reason: str, counter: Counter
+) -> Callable[[list[Stopped]], Awaitable[None]]:
+    """Counts the runs a firing stopped and tells their workers."""
+
+    async def stopped(runs: list[Stopped]) -> None:
+        counter.inc(len(runs))
+        await services.stop_all(runs, reason)
+
+    return stopped
+
+
+def _fired_schedules(services: Services, fired: Fired) -> None:
+    occurrences = services.metrics.schedule_occurrences
+    occurrences.labels("started").inc(len(fired.started))
+    occurrences.labels("skipped").inc(fired.skipped)
+    for run in fired.started:
+        services.after_start(run)
+    services.notifier.changed()
+
+
+@attrs.define
+class ServerTree:
+    """The server's services and the specs of its children (see the module docstring)."""
+
+    services: Services
+    listening: Listening
+    children: list[Startable]
+
+
+def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStreams) -> ServerTree:
+    """Wire the server's tree: mailboxes, shared tables, and one spec per child."""
+    committer = committer_mailbox()
+    broadcaster = Mailbox[Poke]("broadcaster", capacity=1)
+    dispatcher = Mailbox[Wake]("dispatcher", capacity=1)
+    timers = Mailbox[Deadline]("timers", capacity=1024)
+    scheduler = Mailbox[Deadline]("scheduler", capacity=1024)
+    subscriptions = Subscriptions(committer.address, queue_limit=config.subscriber_queue)
+    services = Services(
+        store=store,
+        committer=committer.address,
+        metrics=ServerMetrics(),
+        wakeups=Wakeups(dispatcher.address, timers.address, scheduler.address),
+        notifier=RunNotifier(broadcaster.address),
+        subscriptions=subscriptions,
+        lease_seconds=config.claim_timeout_seconds,
+    )
+    metrics = services.metrics
+    listening = Listening()
+    app = build_app(
+        services,
+        max_body_bytes=config.max_body_bytes,
+        health_checks=(store_check(store), streams.ping),
+        listening=listening,
+    )
+    children: list[Startable] = [
+        # First: started before, and stopped after, everything that commits through it.
+        ChildSpec(name="committer", mailbox=committer, factory=lambda: Committer(store)),
+        ChildSpec(name="broadcaster", mailbox=broadcaster,
+                  factory=lambda: Broadcaster(subscriptions)),
+        ChildSpec(name="dispatcher", mailbox=dispatcher, factory=lambda: Dispatcher(
+            store, streams, redelivery_seconds=config.redelivery_seconds)),
+        ChildSpec(name="sweeper", factory=lambda: Sweeper(
+            store, dispatcher.address,
+            claim_timeout_seconds=config.claim_timeout_seconds,
+            worker_timeout_seconds=config.claim_timeout_seconds,
+            on_released=metrics.claim_recoveries.inc)),
+        ChildSpec(name="timers", mailbox=timers, factory=lambda: Timers(
+            store, dispatcher.address,
+            _stopper(services, "timed out", metrics.runs_timed_out),
+            scan_seconds=config.timer_scan_seconds,
+            stall_after_seconds=config.stall_after_seconds)),
+        ChildSpec(name="scheduler", mailbox=scheduler, factory=lambda: Timers(
+            store, dispatcher.address,
+            _stopper(services, "cancelled", metrics.runs_cancelled),
+            on_started=functools.partial(_fired_schedules, services),
+            stall_after_seconds=None,
+            fire_batch=functools.partial(fire_schedules,
+                                         grace_seconds=config.schedule_grace_seconds),
+            upcoming=upcoming_schedules, scan_seconds=config.timer_scan_seconds)),
+        ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
+    ]  # fmt: skip
+    return ServerTree(services, listening, children)
+
+
+def store_check(store: PostgresStore) -> Callable[[], Awaitable[None]]:
+    """A health check that runs ``SELECT 1``."""
+
+    async def postgres() -> None:
+        await store.fetch_one("SELECT 1")
+
+    return postgres

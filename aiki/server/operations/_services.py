@@ -1,0 +1,341 @@
+"""What every operation handler works with, and who called it.
+
+`Services` is built once by the server's tree (`aiki.server.serve`) from the addresses
+of the actors the operations wake (dispatcher, timers, scheduler, broadcaster) and the
+shared tables (registered schemas, worker sessions, live subscriptions); handlers get it
+as their first argument. `Caller` is the session (or HTTP request) a request came on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import attrs
+import jsonschema
+import trio
+
+from actors import Address
+from transport import PostgresStore, StorageError, StorageUnavailableError
+
+from ...errors import (
+    AikiError,
+    InvalidTransitionError,
+    NotFoundError,
+    RunNotFoundError,
+    StaleRevisionError,
+    UnavailableError,
+    ValidationError,
+    WorkflowNotFoundError,
+)
+from ...protocol import StopRun
+from .. import _committer, store
+from .._broadcaster import Subscriber, Subscriptions
+from .._broadcaster import poke as poke_broadcaster
+from .._committer import Commit
+from .._dispatcher import Wake
+from .._dispatcher import poke as poke_dispatcher
+from .._metrics import ServerMetrics
+from .._timers import Deadline
+from .._timers import schedule as schedule_deadline
+
+if TYPE_CHECKING:
+    import datetime as dt
+    import uuid
+
+    from transport import Transaction
+
+    from ...protocol import RunInfo
+    from .._broadcaster import Poke
+    from ..store.waits import Stopped
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+class SessionHandle(Protocol):
+    """What a handler may ask of the WebSocket session its request came on."""
+
+    @property
+    def worker_id(self) -> str | None:
+        """The worker registered on this session, if one is."""
+        ...
+
+    def bind_worker(self, worker_id: str) -> None:
+        """This session is worker ``worker_id``'s: route pushes for it here."""
+        ...
+
+    @property
+    def subscription_count(self) -> int:
+        """How many subscriptions this session holds."""
+        ...
+
+    def reserve(self, subscriber: Subscriber) -> None:
+        """Count ``subscriber`` as one of this session's subscriptions."""
+        ...
+
+    def unfollow(self, subscription: str) -> None:
+        """End one of this session's subscriptions (not one of another session's)."""
+        ...
+
+
+@attrs.define(eq=False)
+class Caller:
+    """Who sent a request: a WebSocket session, or (``session`` None) an HTTP request."""
+
+    session: SessionHandle | None = None
+    followed: list[Subscriber] = attrs.Factory(list)
+    """Subscriptions the request made; the session pushes their updates after the reply."""
+
+    @property
+    def worker_id(self) -> str | None:
+        """The worker registered on the caller's session, if one is."""
+        return None if self.session is None else self.session.worker_id
+
+    def follow(self, subscriber: Subscriber) -> None:
+        """Push ``subscriber``'s updates on the caller's session, once the reply is sent."""
+        assert self.session is not None
+        self.session.reserve(subscriber)
+        self.followed.append(subscriber)
+
+
+Push = Callable[[StopRun], Awaitable[None]]
+
+
+class WorkerSessions:
+    """Worker WebSocket sessions by worker ID, for pushes."""
+
+    def __init__(self) -> None:
+        self._pushes: dict[str, Push] = {}
+
+    def attach(self, worker_id: str, push: Push) -> None:
+        """Route pushes for ``worker_id`` to this session."""
+        self._pushes[worker_id] = push
+
+    def detach(self, worker_id: str, push: Push) -> None:
+        """Forget the session (unless another one took over the worker ID)."""
+        if self._pushes.get(worker_id) is push:
+            del self._pushes[worker_id]
+
+    async def push(self, worker_id: str | None, message: StopRun) -> None:
+        """Send ``message`` to the worker if it is connected here; best effort."""
+        push = self._pushes.get(worker_id) if worker_id else None
+        if push is None:
+            return  # fencing still stops it at its next write
+        try:
+            await push(message)
+        except Exception:  # a dying session; the revision bump fences the worker anyway
+            logger.debug("push to worker %s failed", worker_id, exc_info=True)
+
+
+class RunNotifier:
+    """Wakes long-poll waiters when this server changes a run, and the broadcaster."""
+
+    def __init__(self, broadcaster: Address[Poke]) -> None:
+        self._broadcaster = broadcaster
+        self._events: dict[str, trio.Event] = {}
+
+    def event_for(self, run_id: str) -> trio.Event:
+        """An event set at the next change of ``run_id``; take it *before* reading the run."""
+        return self._events.setdefault(run_id, trio.Event())
+
+    def changed(self) -> None:
+        """Something committed that subscribers may want (the broadcaster reads)."""
+        poke_broadcaster(self._broadcaster)
+
+    def notify(self, run_id: str) -> None:
+        """The run changed (call after the transaction committed)."""
+        self.changed()
+        event = self._events.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    path = "$"
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _validator(schema: object) -> jsonschema.protocols.Validator | None:
+    if not isinstance(schema, dict):
+        return None
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def _problems(validator: jsonschema.protocols.Validator, value: object) -> tuple[str, ...]:
+    found = validator.iter_errors(value)  # type: ignore[arg-type]
+    ordered = sorted(found, key=lambda error: [str(part) for part in error.absolute_path])
+    return tuple(f"{problem.message} @ {_path(problem)}" for problem in ordered)
+
+
+class Schemas:
+    """The JSON Schemas workers registered for each version's input and events."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
+        self._events: dict[tuple[str, str], dict[str, jsonschema.protocols.Validator | None]] = {}
+
+    def knows(self, workflow: str, version: str) -> bool:
+        """Whether ``workflow@version`` has been registered (as far as this server knows)."""
+        return (workflow, version) in self._inputs
+
+    def remember(self, workflow: str, version: str, schema: object, events: object) -> None:
+        """Keep the schemas of one registered version."""
+        self._inputs[(workflow, version)] = _validator(schema)
+        event_schemas = events if isinstance(events, dict) else {}
+        self._events[(workflow, version)] = {
+            name: _validator(event_schema) for name, event_schema in event_schemas.items()
+        }
+
+    def check_input(self, workflow: str, version: str, input_json: object) -> None:
+        """Validate a start's input.
+
+        Raises:
+            aiki.WorkflowNotFoundError: the version is not registered.
+            aiki.ValidationError: the input does not match the schema (``errors`` name the
+                fields).
+        """
+        if not self.knows(workflow, version):
+            raise WorkflowNotFoundError(
+                f"workflow {workflow!r} version {version!r} is not registered: start a worker "
+                "that serves it before starting runs"
+            )
+        validator = self._inputs[(workflow, version)]
+        if validator is not None and (errors := _problems(validator, input_json)):
+            raise ValidationError(
+                f"input of {workflow}@{version} does not match its type: " + "; ".join(errors),
+                errors=errors,
+            )
+
+    def check_event(self, workflow: str, version: str, name: str, payload: object) -> None:
+        """Validate an event's payload.
+
+        Raises:
+            aiki.NotFoundError: the version declares no such event.
+            aiki.ValidationError: the payload does not match its schema.
+        """
+        events = self._events.get((workflow, version), {})
+        if name not in events:
+            declared = ", ".join(sorted(events)) or "none"
+            raise NotFoundError(
+                f"{workflow}@{version} declares no event {name!r} (declared: {declared})"
+            )
+        validator = events[name]
+        if validator is not None and (errors := _problems(validator, payload)):
+            raise ValidationError(
+                f"payload of event {name!r} does not match its type: " + "; ".join(errors),
+                errors=errors,
+            )
+
+
+@attrs.frozen
+class Wakeups:
+    """The actors operations wake after they commit, by address."""
+
+    dispatcher: Address[Wake]
+    timers: Address[Deadline]
+    scheduler: Address[Deadline]
+
+    def queued(self) -> None:
+        """Runs were queued: the dispatcher publishes them."""
+        poke_dispatcher(self.dispatcher)
+
+    def deadline(self, when: dt.datetime) -> None:
+        """Something is due at ``when`` (a sleep, a retry, a delayed start, a timeout)."""
+        schedule_deadline(self.timers, when)
+
+    def schedule_due(self, when: dt.datetime) -> None:
+        """A schedule is due at ``when``."""
+        schedule_deadline(self.scheduler, when)
+
+
+@attrs.define(eq=False)
+class Services:
+    """What handlers work with (see the module docstring)."""
+
+    store: PostgresStore
+    committer: Address[Commit[object]]
+    metrics: ServerMetrics
+    wakeups: Wakeups
+    notifier: RunNotifier
+    subscriptions: Subscriptions
+    schemas: Schemas = attrs.Factory(Schemas)
+    sessions: WorkerSessions = attrs.Factory(WorkerSessions)
+    lease_seconds: float | None = None
+    """The claim timeout, told to workers so they stop a run before it is released."""
+
+    async def transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
+        """Run ``work`` in a transaction (through the committer, unless ``alone``: before the
+        committer runs), with storage errors mapped to Aiki errors.
+
+        Raises:
+            aiki.UnavailableError: PostgreSQL is down or busy (retry later).
+        """
+        try:
+            if alone:
+                return await self.store.transact(work)
+            return await _committer.transact(self.committer, work)
+        except StorageUnavailableError as exc:
+            raise UnavailableError(f"storage unavailable, retry later: {exc}") from exc
+        except StorageError as exc:
+            if exc.retryable:
+                raise UnavailableError(f"storage busy, retry: {exc}") from exc
+            raise
+
+    async def load_schemas(self) -> None:
+        """Read every registered version's schemas (at start, and when one is unknown)."""
+        versions = await self.transact(store.runs.registered_versions, alone=True)
+        for (workflow, version), (schema, events) in versions.items():
+            self.schemas.remember(workflow, version, schema, events)
+
+    async def check_input(self, workflow: str, version: str, input_json: object) -> None:
+        """`Schemas.check_input`, reading the registry again first if the version is new
+        to this server (another instance may have registered it)."""
+        if not self.schemas.knows(workflow, version):
+            await self.load_schemas()
+        self.schemas.check_input(workflow, version, input_json)
+
+    def after_start(self, run: RunInfo) -> None:
+        """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""
+        self.metrics.runs_started.labels(run.workflow).inc()
+        if run.status == "queued":
+            self.wakeups.queued()
+        for when in (run.wake_at, run.deadline_at):
+            if when is not None:
+                self.wakeups.deadline(when)
+
+    async def stop_all(self, stopped: list[Stopped], reason: str) -> None:
+        """Wake waiters on the stopped runs and push a stop to the workers running them."""
+        for run in stopped:
+            self.notifier.notify(run.run_id)
+            if run.from_status == "running":
+                await self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=reason))
+
+    async def fenced_out(self, run_id: uuid.UUID, request_id: str, revision: int) -> AikiError:
+        """Why a fenced write by the holder of ``revision`` was refused."""
+        current = await self.transact(lambda tx: store.runs.run_status(tx, run_id))
+        if current is None:
+            return RunNotFoundError(f"no run with ID {request_id!r}")
+        status, current_revision = current
+        if current_revision != revision:
+            return StaleRevisionError(
+                f"run {request_id} is at revision {current_revision} ({status}); this write "
+                f"carried revision {revision}: the run was taken over"
+            )
+        return InvalidTransitionError(f"run {request_id} is {status}, not running")
+
+
+def run_uuid(run_id: str) -> uuid.UUID:
+    """The UUID of a run ID.
+
+    Raises:
+        aiki.RunNotFoundError: ``run_id`` is not a run ID.
+    """
+    parsed = store.runs.parse_run_id(run_id)
+    if parsed is None:
+        raise RunNotFoundError(f"no run with ID {run_id!r}")
+    return parsed

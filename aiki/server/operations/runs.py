@@ -1,0 +1,159 @@
+"""Operations on runs: start (idempotently), read, list, and wait for a status."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ...errors import BadRequestError, ReferenceConflictError, RunNotFoundError
+from ...protocol import (
+    GET_RUN,
+    LIST_RUNS,
+    START_RUN,
+    TERMINAL,
+    WAIT_RUN,
+    WAIT_RUN_MAX_SECONDS,
+    GetRun,
+    ListRuns,
+    RunInfo,
+    RunPage,
+    RunStarted,
+    StartRun,
+    WaitRun,
+    canonical_json,
+)
+from .. import store
+from ._handlers import Handlers
+from ._services import run_uuid
+
+if TYPE_CHECKING:
+    from transport import Transaction
+
+    from ._services import Caller, Services
+
+WAIT_RECHECK_SECONDS: Final = 5.0
+"""A long-poll re-reads the run this often, for changes made by other server instances."""
+
+MAX_PAGE: Final = 500
+
+
+def input_hash(input_json: object) -> str:
+    """The hash that tells whether two starts with one reference ID had the same input."""
+    return hashlib.sha256(canonical_json(input_json)).hexdigest()
+
+
+def existing_start(tx: Transaction, request: StartRun, digest: str) -> RunStarted | None:
+    """The run already started with ``request``'s reference ID, if there is one.
+
+    Raises:
+        aiki.ReferenceConflictError: it has another input, and the policy is ``error``.
+    """
+    reference_id = request.options.reference_id
+    assert reference_id is not None
+    found = store.runs.find_by_reference(tx, request.workflow, request.version, reference_id)
+    if found is None:
+        return None
+    run, existing_hash = found
+    if request.options.conflict == "error" and existing_hash != digest:
+        raise ReferenceConflictError(
+            f"a run of {request.workflow}@{request.version} with reference ID "
+            f"{reference_id!r} exists with a different input (run {run.id})",
+            run_id=run.id,
+        )
+    return RunStarted(run=run, created=False)
+
+
+async def start_run(services: Services, request: StartRun, caller: Caller) -> RunStarted:
+    """Validate the input against the version's schema and create the run (idempotently)."""
+    await services.check_input(request.workflow, request.version, request.input)
+    options = request.options
+    digest = input_hash(request.input)
+    run_id = store.runs.new_run_id()
+
+    def start(tx: Transaction) -> RunStarted:
+        if options.reference_id is not None and (existing := existing_start(tx, request, digest)):
+            return existing
+        created = store.runs.insert_run(
+            tx, run_id=run_id, workflow=request.workflow, version=request.version,
+            input_json=request.input, input_hash=digest, options=options,
+        )  # fmt: skip
+        if created is not None:
+            return RunStarted(run=created, created=True)
+        # Another start with this reference ID committed in between.
+        existing = existing_start(tx, request, digest)
+        assert existing is not None
+        return existing
+
+    started = await services.transact(start)
+    if started.created:
+        services.after_start(started.run)
+    return started
+
+
+async def get_run(services: Services, request: GetRun, caller: Caller) -> RunInfo:
+    """Find a run by ID or by reference ID."""
+    if request.run_id is not None:
+        run_id = run_uuid(request.run_id)
+        run = await services.transact(lambda tx: store.runs.get_run(tx, run_id))
+        if run is None:
+            raise RunNotFoundError(f"no run with ID {request.run_id!r}")
+        return run
+    if request.workflow and request.version and request.reference_id:
+        workflow, version, reference_id = request.workflow, request.version, request.reference_id
+        found = await services.transact(
+            lambda tx: store.runs.find_by_reference(tx, workflow, version, reference_id)
+        )
+        if found is None:
+            raise RunNotFoundError(
+                f"no run of {workflow}@{version} with reference ID {reference_id!r}"
+            )
+        return found[0]
+    raise BadRequestError(
+        "get_run needs run_id, or workflow, version and reference_id together",
+        errors=("missing @ $.run_id",),
+    )
+
+
+async def list_runs(services: Services, request: ListRuns, caller: Caller) -> RunPage:
+    """A page of runs, newest first."""
+    if not 1 <= request.limit <= MAX_PAGE:
+        raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
+    runs, cursor = await services.transact(
+        lambda tx: store.runs.list_runs(
+            tx, workflow=request.workflow, version=request.version, statuses=request.statuses,
+            limit=request.limit, cursor=request.cursor,
+        )
+    )  # fmt: skip
+    return RunPage(runs=tuple(runs), next_cursor=cursor)
+
+
+async def wait_run(services: Services, request: WaitRun, caller: Caller) -> RunInfo:
+    """Reply when the run reaches one of the statuses (or any terminal one), or on timeout."""
+    if not 0 <= request.timeout_seconds <= WAIT_RUN_MAX_SECONDS:
+        raise BadRequestError(
+            f"timeout_seconds must be within 0..{WAIT_RUN_MAX_SECONDS:g}",
+            errors=("@ $.timeout_seconds",),
+        )
+    wanted = set(request.statuses) | TERMINAL
+    get = GetRun(run_id=request.run_id)
+    with trio.move_on_after(request.timeout_seconds):
+        while True:
+            changed = services.notifier.event_for(request.run_id)
+            run = await get_run(services, get, caller)
+            if run.status in wanted:
+                return run
+            with trio.move_on_after(WAIT_RECHECK_SECONDS):
+                await changed.wait()
+    return await get_run(services, get, caller)
+
+
+HANDLERS: Final = (
+    Handlers()
+    .on(START_RUN, start_run)
+    .on(GET_RUN, get_run)
+    .on(LIST_RUNS, list_runs)
+    .on(WAIT_RUN, wait_run)
+)
+"""The handlers of the run operations."""

@@ -1,0 +1,145 @@
+"""Operations on durable waits: begin a wait, suspend a run, send events, start children.
+
+A run's waits are recorded steps; the server resolves them (a sleep ends, an event
+arrives, a child ends) and queues a suspended run again once one of its waits is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Final
+
+from ...errors import BadRequestError, InvalidTransitionError, RunNotFoundError
+from ...protocol import (
+    BEGIN_WAIT,
+    MAX_DURABLE_WAIT_SECONDS,
+    SEND_EVENT,
+    START_CHILD,
+    SUSPEND_RUN,
+    TERMINAL,
+    BeginWait,
+    EventSent,
+    RecordedWait,
+    RunStarted,
+    RunTransitioned,
+    SendEvent,
+    StartChild,
+    StartRun,
+    SuspendRun,
+)
+from .. import store
+from ._handlers import Handlers
+from ._services import run_uuid
+from .runs import existing_start, input_hash
+
+if TYPE_CHECKING:
+    from transport import Transaction
+
+    from ._services import Caller, Services
+
+
+async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> RecordedWait:
+    """Record a wait the run reached (resolved at once if possible), fenced."""
+    if request.seconds is not None and not 0 <= request.seconds <= MAX_DURABLE_WAIT_SECONDS:
+        raise BadRequestError("a wait's seconds must be within 0 .. 10 years",
+                              errors=("@ $.seconds",))  # fmt: skip
+    if request.seq < 0:
+        raise BadRequestError("seq starts at 0", errors=("@ $.seq",))
+    run_id = run_uuid(request.run_id)
+    try:
+        record = await services.transact(lambda tx: store.waits.begin_wait(tx, request, run_id))
+    except LookupError as exc:
+        raise BadRequestError(str(exc)) from None
+    if record is None:
+        raise await services.fenced_out(run_id, request.run_id, request.revision)
+    if record.state == "pending" and request.seconds is not None:
+        services.wakeups.deadline(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.seconds))
+    return record
+
+
+async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -> RunTransitioned:
+    """Suspend a run whose branches all wait (or queue it if a wait was just resolved)."""
+    run_id = run_uuid(request.run_id)
+    blocked = [(str(kind), key, seq) for kind, key, seq in request.blocked_on]
+    moved = await services.transact(
+        lambda tx: store.waits.suspend(tx, run_id, request.revision, blocked)
+    )
+    if moved is None:
+        raise await services.fenced_out(run_id, request.run_id, request.revision)
+    services.notifier.notify(request.run_id)
+    if moved.status == "queued":
+        services.wakeups.queued()
+    return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
+
+
+async def send_event(services: Services, request: SendEvent, caller: Caller) -> EventSent:
+    """Deliver an event (validated against the version's declared payload type)."""
+    run_id = run_uuid(request.run_id)
+
+    def send(tx: Transaction) -> store.waits.EventOutcome:
+        found = store.waits.lock_run(tx, run_id)
+        if found is None:
+            raise RunNotFoundError(f"no run with ID {request.run_id!r}")
+        workflow, version, status = found
+        services.schemas.check_event(workflow, version, request.name, request.payload)
+        if status in TERMINAL:
+            raise InvalidTransitionError(
+                f"run {request.run_id} is {status}; it takes no more events"
+            )
+        return store.waits.send_event(
+            tx, run_id, request.name, request.payload, request.reference_id
+        )
+
+    outcome = await services.transact(send)
+    if outcome.requeued:
+        services.notifier.notify(request.run_id)
+        services.wakeups.queued()
+    return EventSent(run_id=request.run_id, name=request.name, seq=outcome.seq,
+                     duplicate=outcome.duplicate)  # fmt: skip
+
+
+async def start_child(services: Services, request: StartChild, caller: Caller) -> RunStarted:
+    """Start (or find) the child run of a parent's step, fenced by the parent's revision."""
+    await services.check_input(request.workflow, request.version, request.input)
+    parent_id = run_uuid(request.parent_id)
+    options = request.options
+    digest = input_hash(request.input)
+    run_id = store.runs.new_run_id()
+    as_start = StartRun(workflow=request.workflow, version=request.version,
+                        input=request.input, options=request.options)  # fmt: skip
+
+    def start(tx: Transaction) -> RunStarted | None:
+        if not store.waits.holds_revision(tx, parent_id, request.revision):
+            return None
+        existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
+        if existing is not None:
+            return RunStarted(run=existing, created=False)
+        if options.reference_id is not None and (found := existing_start(tx, as_start, digest)):
+            return found
+        created = store.runs.insert_run(
+            tx, run_id=run_id, workflow=request.workflow, version=request.version,
+            input_json=request.input, input_hash=digest, options=options,
+            parent_id=parent_id, child_address=request.address, child_seq=request.seq,
+        )  # fmt: skip
+        if created is None:  # a racing start took the reference ID
+            found = existing_start(tx, as_start, digest)
+            assert found is not None
+            return found
+        return RunStarted(run=created, created=True)
+
+    started = await services.transact(start)
+    if started is None:
+        raise await services.fenced_out(parent_id, request.parent_id, request.revision)
+    if started.created:
+        services.after_start(started.run)
+    return started
+
+
+HANDLERS: Final = (
+    Handlers()
+    .on(BEGIN_WAIT, begin_wait)
+    .on(SUSPEND_RUN, suspend_run)
+    .on(SEND_EVENT, send_event)
+    .on(START_CHILD, start_child)
+)
+"""The handlers of the wait operations."""

@@ -1,0 +1,246 @@
+"""Operations of workers: register, claim runs, record tasks, move runs on, heartbeats.
+
+Every write about a run carries the revision the worker's claim gave it, and is applied
+only while that revision is current (fencing): a worker presumed dead that wakes up gets
+a conflict and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+import jsonschema
+
+from ...errors import BadRequestError, InvalidTransitionError, NotFoundError, RunNotFoundError
+from ...protocol import (
+    ALL_STATUSES,
+    CLAIM_NEXT,
+    CLAIM_RUN,
+    HEARTBEAT,
+    RECORD_TASK,
+    REGISTER_WORKER,
+    REPORT_PROGRESS,
+    TERMINAL,
+    TRANSITION_RUN,
+    ClaimedRuns,
+    ClaimNext,
+    ClaimRejected,
+    ClaimRun,
+    Heartbeat,
+    HeartbeatAck,
+    ProgressReported,
+    RecordTask,
+    RegisterWorker,
+    ReportProgress,
+    RunClaimed,
+    RunInfo,
+    RunTransitioned,
+    TaskRecorded,
+    TransitionRun,
+    WorkerRegistered,
+    can_transition,
+)
+from .. import store
+from ._handlers import Handlers
+from ._services import run_uuid
+
+if TYPE_CHECKING:
+    from transport import Transaction
+
+    from ._services import Caller, Services
+
+logger = logging.getLogger(__name__)
+
+WORKER_TRANSITIONS: Final = frozenset({"completed", "failed", "awaiting_retry", "queued"})
+"""Where a worker may move the run it holds with `TransitionRun` (waits use `SuspendRun`)."""
+
+MAX_CLAIM_NEXT: Final = 1000
+
+
+async def register_worker(
+    services: Services, request: RegisterWorker, caller: Caller
+) -> WorkerRegistered:
+    """Record a worker and the versions it serves; their schemas validate future starts."""
+    for spec in request.versions:
+        for schema in (spec.input_schema, *spec.event_schemas.values()):
+            if schema is None:
+                continue
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)  # type: ignore[arg-type]
+            except jsonschema.SchemaError as exc:
+                raise BadRequestError(
+                    f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}"
+                ) from None
+    await services.transact(
+        lambda tx: store.runs.register_worker(
+            tx, request.worker_id, request.versions, request.pools, request.concurrency
+        )
+    )
+    for spec in request.versions:
+        services.schemas.remember(spec.workflow, spec.version, spec.input_schema,
+                                  spec.event_schemas)  # fmt: skip
+    if caller.session is not None:
+        caller.session.bind_worker(request.worker_id)
+    logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),
+                extra={"worker_id": request.worker_id})  # fmt: skip
+    return WorkerRegistered(worker_id=request.worker_id)
+
+
+async def claim_run(
+    services: Services, request: ClaimRun, caller: Caller
+) -> RunClaimed | ClaimRejected:
+    """Give a queued run to a worker, with the steps recorded so far."""
+    run_id = run_uuid(request.run_id)
+
+    def claim(tx: Transaction) -> RunClaimed | ClaimRejected:
+        run = store.runs.claim_run(tx, run_id, request.worker_id)
+        if run is None:
+            current = store.runs.run_status(tx, run_id)
+            if current is None:
+                raise RunNotFoundError(f"no run with ID {request.run_id!r}")
+            return ClaimRejected(run_id=request.run_id, status=current[0],
+                                 reason=f"run is {current[0]}, not queued")  # fmt: skip
+        if run.revision == 2:  # the first claim: nothing can have been recorded yet
+            return RunClaimed(run=run)
+        tasks, unfinished = store.runs.recorded_tasks(tx, run_id)
+        waits, children = store.waits.recorded_waits_and_children(tx, run_id)
+        return RunClaimed(
+            run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished),
+            waits=tuple(waits), children=tuple(children),
+        )  # fmt: skip
+
+    reply = await services.transact(claim)
+    if isinstance(reply, RunClaimed):
+        services.notifier.notify(request.run_id)
+    return reply
+
+
+def check_task(request: RecordTask) -> None:
+    """Refuse a task record that cannot be right.
+
+    Raises:
+        aiki.BadRequestError: a failure without an error, or a negative attempt or seq.
+    """
+    if request.state != "completed" and request.error is None:
+        raise BadRequestError("a failed task attempt needs an error", errors=("@ $.error",))
+    if request.attempt < 1 or request.seq < 0:
+        raise BadRequestError("attempt starts at 1 and seq at 0")
+
+
+def _observe(services: Services, request: RecordTask) -> None:
+    if request.duration_seconds is not None and request.duration_seconds >= 0:
+        services.metrics.task_seconds.labels(request.name).observe(request.duration_seconds)
+
+
+async def record_task(services: Services, request: RecordTask, caller: Caller) -> TaskRecorded:
+    """Store a task outcome, fenced by the worker's revision."""
+    check_task(request)
+    run_id = run_uuid(request.run_id)
+    written = await services.transact(lambda tx: store.runs.record_task(tx, request, run_id))
+    if not written:
+        raise await services.fenced_out(run_id, request.run_id, request.revision)
+    _observe(services, request)
+    return TaskRecorded(address=request.address, seq=request.seq)
+
+
+async def report_progress(
+    services: Services, request: ReportProgress, caller: Caller
+) -> ProgressReported:
+    """Keep a running task's latest progress (pushed to subscribers that ask)."""
+    run_id = run_uuid(request.run_id)
+    written = await services.transact(lambda tx: store.updates.report_progress(tx, request, run_id))
+    if not written:
+        raise await services.fenced_out(run_id, request.run_id, request.revision)
+    services.notifier.changed()
+    return ProgressReported(run_id=request.run_id)
+
+
+def _check_transition(request: TransitionRun) -> None:
+    if request.status not in ALL_STATUSES:
+        raise BadRequestError(f"unknown status {request.status!r}")
+    if request.status not in WORKER_TRANSITIONS or not can_transition("running", request.status):
+        raise InvalidTransitionError(f"a worker cannot move a run to {request.status!r}")
+    if request.status == "awaiting_retry" and (request.retry_delay_seconds or -1) < 0:
+        raise BadRequestError("awaiting_retry needs retry_delay_seconds >= 0")
+    if request.status == "failed" and request.error is None:
+        raise BadRequestError("a failed run needs an error", errors=("@ $.error",))
+    for task in request.tasks:
+        if (task.run_id, task.revision) != (request.run_id, request.revision):
+            raise BadRequestError("tasks carried by a transition must be of its run and "
+                                  "revision", errors=("@ $.tasks",))  # fmt: skip
+        check_task(task)
+
+
+async def transition_run(
+    services: Services, request: TransitionRun, caller: Caller
+) -> RunTransitioned:
+    """Move a claimed run on (complete, fail, retry later, give back), fenced by revision;
+    task records it carries are stored first, in the same transaction."""
+    _check_transition(request)
+    run_id = run_uuid(request.run_id)
+    worker_id = caller.worker_id
+
+    def move(tx: Transaction) -> tuple[RunInfo | None, int]:
+        for task in request.tasks:
+            if not store.runs.record_task(tx, task, run_id):
+                return None, 0  # fenced: nothing was written
+        moved = store.runs.transition_run(tx, request, run_id, worker_id)
+        parents = 0
+        if moved is not None and moved.parent_id is not None and moved.status in TERMINAL:
+            parents = store.waits.resolve_child_waits(tx, [run_id])
+        return moved, parents
+
+    moved, parents_queued = await services.transact(move)
+    if moved is None:
+        raise await services.fenced_out(run_id, request.run_id, request.revision)
+    for task in request.tasks:
+        _observe(services, task)
+    if moved.status == "completed":
+        services.metrics.runs_completed.labels(moved.workflow).inc()
+    elif moved.status == "failed":
+        services.metrics.runs_failed.labels(moved.workflow).inc()
+    services.notifier.notify(request.run_id)
+    if moved.status == "queued" or parents_queued:
+        services.wakeups.queued()
+    if moved.status == "awaiting_retry" and moved.wake_at is not None:
+        services.wakeups.deadline(moved.wake_at)
+    return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
+
+
+async def heartbeat(services: Services, request: Heartbeat, caller: Caller) -> HeartbeatAck:
+    """The worker is alive: refresh the claims of the runs it holds."""
+    run_ids = [run_id for run_id in request.run_ids if store.runs.parse_run_id(run_id)]
+    held = await services.transact(
+        lambda tx: store.recovery.refresh_claims(tx, request.worker_id, run_ids)
+    )
+    if held is None:
+        raise NotFoundError(f"worker {request.worker_id!r} is not registered")
+    return HeartbeatAck(worker_id=request.worker_id, held=tuple(held),
+                        lease_seconds=services.lease_seconds)  # fmt: skip
+
+
+async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> ClaimedRuns:
+    """Give the worker queued runs it serves (the pull path while Redis is down)."""
+    if not 1 <= request.limit <= MAX_CLAIM_NEXT:
+        raise BadRequestError(f"limit must be within 1..{MAX_CLAIM_NEXT}",
+                              errors=("@ $.limit",))  # fmt: skip
+    claims = await services.transact(
+        lambda tx: store.recovery.claim_next(tx, request.worker_id, request.limit)
+    )
+    for claim in claims:
+        services.notifier.notify(claim.run.id)
+    return ClaimedRuns(claims=tuple(claims))
+
+
+HANDLERS: Final = (
+    Handlers()
+    .on(REGISTER_WORKER, register_worker)
+    .on(CLAIM_RUN, claim_run)
+    .on(RECORD_TASK, record_task)
+    .on(REPORT_PROGRESS, report_progress)
+    .on(TRANSITION_RUN, transition_run)
+    .on(HEARTBEAT, heartbeat)
+    .on(CLAIM_NEXT, claim_next)
+)
+"""The handlers of the worker operations."""

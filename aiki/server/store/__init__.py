@@ -1,0 +1,18 @@
+"""The server's SQL, by concept. Every function runs inside one `transport.Transaction`.
+
+- `runs`: creating, reading, claiming and moving runs; task records; the outbox; workers;
+- `waits`: durable waits, events, child runs and run control (cancel, pause, resume);
+- `recovery`: claim freshness, stale claims, dead workers, redelivery, pull claims;
+- `schedules`: schedules and the runs they start;
+- `updates`: committed transitions for live updates, task progress;
+- `views`: a run in full and the workers, for operators.
+"""
+
+from . import recovery as recovery
+from . import runs as runs
+from . import schedules as schedules
+from . import updates as updates
+from . import views as views
+from . import waits as waits
+
+__all__ = ["recovery", "runs", "schedules", "updates", "views", "waits"]

@@ -1,0 +1,154 @@
+"""SQL for recovery: claim freshness, stale claims, dead workers, redelivery, pull claims.
+
+A worker's heartbeat refreshes ``claimed_at`` of the runs it holds. A run whose claim is
+older than the claim timeout is released and queued again (reason ``recovery``); the
+revision bump fences the old owner, which gets a conflict on its next write. Runs queued
+but published long ago are re-published (Redis may have lost them). While Redis is down,
+workers pull queued runs through the server instead (`claim_next`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...protocol import RunClaimed
+from . import runs
+from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
+from .waits import recorded_waits_and_children
+
+if TYPE_CHECKING:
+    import uuid
+
+    from transport import Transaction
+
+    from .runs import OutboxEntry
+
+
+def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> list[str] | None:
+    """A heartbeat: the worker is alive; refresh the claims it still holds among ``run_ids``
+    and return those (None if the worker is not registered)."""
+    seen = tx.execute(
+        "UPDATE aiki_workers SET last_seen_at = now(), alive = true WHERE id = %s", (worker_id,)
+    )
+    if not seen:
+        return None
+    if not run_ids:
+        return []
+    rows = tx.fetch_all(
+        "UPDATE aiki_runs SET claimed_at = now()"
+        " WHERE id = ANY(%s::uuid[]) AND worker_id = %s AND status = 'running' RETURNING id",
+        (run_ids, worker_id),
+    )
+    return sorted(str(run_id) for (run_id,) in rows)
+
+
+def _release(where: str, reason: str) -> str:
+    return f"""
+        WITH stale AS (
+            SELECT id, worker_id FROM aiki_runs WHERE status = 'running' AND {where}
+            ORDER BY claimed_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   worker_id = NULL, claimed_at = NULL, updated_at = now()
+            FROM stale WHERE r.id = stale.id
+            RETURNING r.id, r.revision, stale.worker_id
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'running', 'queued', revision, '{reason}', worker_id FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT id, worker_id FROM moved
+        """
+
+
+def release_stale_claims(
+    tx: Transaction, claim_timeout_seconds: float, limit: int
+) -> list[tuple[str, str | None]]:
+    """Queue again running runs whose claim was not refreshed in time; (run, old worker)."""
+    rows = tx.fetch_all(
+        _release("claimed_at < now() - make_interval(secs => %(timeout)s::float8)", "recovery"),
+        {"timeout": claim_timeout_seconds, "limit": limit},
+    )
+    return [(str(run), None if worker is None else str(worker)) for run, worker in rows]
+
+
+def mark_dead_workers(tx: Transaction, worker_timeout_seconds: float, limit: int) -> list[str]:
+    """Workers silent for longer than the timeout are dead; release every run they held."""
+    dead = [str(worker) for (worker,) in tx.fetch_all(
+        "UPDATE aiki_workers SET alive = false WHERE alive"
+        " AND last_seen_at < now() - make_interval(secs => %s::float8) RETURNING id",
+        (worker_timeout_seconds,),
+    )]  # fmt: skip
+    if dead:
+        tx.fetch_all(
+            _release("worker_id = ANY(%(dead)s::text[])", "worker dead"),
+            {"dead": dead, "limit": limit},
+        )
+    return dead
+
+
+def redeliverable(tx: Transaction, redelivery_seconds: float, limit: int) -> list[OutboxEntry]:
+    """Queued runs published longer ago than the redelivery timeout (Redis may have lost
+    them): their publish time is reset, and the caller publishes them again."""
+    rows = tx.fetch_all(
+        """
+        WITH stale AS (
+            SELECT id FROM aiki_runs
+            WHERE status = 'queued'
+              AND published_at < now() - make_interval(secs => %(timeout)s::float8)
+            ORDER BY published_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        )
+        UPDATE aiki_runs r SET published_at = now() FROM stale WHERE r.id = stale.id
+        RETURNING r.id, r.revision, r.workflow, r.version, r.pool
+        """,
+        {"timeout": redelivery_seconds, "limit": limit},
+    )
+    return [
+        runs.OutboxEntry(0, str(run), as_int(revision), str(workflow), str(version),
+                           None if pool is None else str(pool))
+        for run, revision, workflow, version, pool in rows
+    ]  # fmt: skip
+
+
+def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
+    """Claim up to ``limit`` queued runs this worker serves (oldest first), with history."""
+    rows = tx.fetch_all(
+        f"""
+        WITH worker AS (
+            SELECT versions, pools FROM aiki_workers WHERE id = %(worker)s
+        ), served AS (
+            SELECT v ->> 0 AS workflow, v ->> 1 AS version
+            FROM worker, jsonb_array_elements(worker.versions) v
+        ), picked AS (
+            SELECT r.id FROM aiki_runs r, worker
+            WHERE r.status = 'queued'
+              AND (r.workflow, r.version) IN (SELECT workflow, version FROM served)
+              AND ((r.pool IS NULL AND worker.pools @> '[null]'::jsonb)
+                   OR worker.pools @> jsonb_build_array(r.pool))
+            ORDER BY r.updated_at LIMIT %(limit)s
+            FOR UPDATE OF r SKIP LOCKED
+        ), claimed AS (
+            UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
+                                   worker_id = %(worker)s, claimed_at = now(), updated_at = now()
+            FROM picked WHERE r.id = picked.id
+            RETURNING {prefixed_run_columns("r")}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'queued', 'running', revision, 'claimed (pull)', %(worker)s FROM claimed
+        )
+        SELECT {RUN_COLUMNS} FROM claimed
+        """,
+        {"worker": worker_id, "limit": limit},
+    )
+    claims = []
+    for row in rows:
+        run = run_info(row)
+        run_uuid: uuid.UUID = row[0]  # type: ignore[assignment]
+        tasks, unfinished = runs.recorded_tasks(tx, run_uuid)
+        waits, children = recorded_waits_and_children(tx, run_uuid)
+        claims.append(RunClaimed(run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished),
+                                 waits=tuple(waits), children=tuple(children)))  # fmt: skip
+    return claims

@@ -1,0 +1,595 @@
+"""The server's SQL: each function runs inside one `transport.Transaction` (one thread hop).
+
+Writes that move a run are single statements built from data-modifying CTEs: the run
+row, its transition history and its outbox row change together in one round trip.
+Worker writes are *fenced*: they apply only while the run still has the revision the
+worker was given when it claimed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import orjson
+
+from transport import make_wire_converter
+
+from ...errors import BadRequestError, ErrorInfo
+from ...protocol import RecordedTask, RecordTask, RunInfo, StartOptions, TransitionRun, VersionSpec
+from ...retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from transport import Transaction
+    from transport.postgres import Row
+
+    from ...protocol import RunStatus
+
+_CONVERT: Final = make_wire_converter()
+
+RUN_COLUMNS: Final = (
+    "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
+    "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at, "
+    "schedule_id, occurrence"
+)
+
+
+def as_int(value: object) -> int:
+    """A column value known to be an integer."""
+    assert isinstance(value, int), value
+    return value
+
+
+def to_json(value: object) -> str:
+    """``value`` as JSON text (for a ``jsonb`` parameter)."""
+    return orjson.dumps(value).decode()
+
+
+def _optional_json(value: object) -> str | None:
+    return None if value is None else to_json(value)
+
+
+def error_json(error: ErrorInfo | None) -> str | None:
+    """The JSON text stored for an error."""
+    return None if error is None else to_json(_CONVERT.unstructure(error))
+
+
+def error_of(value: object) -> ErrorInfo:
+    """The `ErrorInfo` stored as JSON in ``value``."""
+    return _CONVERT.structure(value, ErrorInfo)
+
+
+def run_info(row: Row) -> RunInfo:
+    """Build a `RunInfo` from a row selected with `RUN_COLUMNS`."""
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    error, retry = values["error"], values["retry"]
+
+    def text(name: str) -> str | None:
+        value = values[name]
+        return None if value is None else str(value)
+
+    return RunInfo(
+        id=str(values["id"]),
+        workflow=str(values["workflow"]),
+        version=str(values["version"]),
+        status=values["status"],  # type: ignore[arg-type]
+        revision=as_int(values["revision"]),
+        input=values["input"],
+        output=values["output"],
+        error=None if error is None else _CONVERT.structure(error, ErrorInfo),
+        reference_id=text("reference_id"),
+        pool=text("pool"),
+        attempt=as_int(values["attempt"]),
+        retry=None if retry is None else _CONVERT.structure(retry, RetryPolicy),
+        parent_id=text("parent_id"),
+        deadline_at=values["deadline_at"],  # type: ignore[arg-type]
+        wake_at=values["wake_at"],  # type: ignore[arg-type]
+        stop_reason=text("stop_reason"),
+        created_at=values["created_at"],  # type: ignore[arg-type]
+        updated_at=values["updated_at"],  # type: ignore[arg-type]
+        schedule_id=text("schedule_id"),
+        occurrence=values["occurrence"],  # type: ignore[arg-type]
+    )
+
+
+_RUN_FIELDS: Final = tuple(column.strip() for column in RUN_COLUMNS.split(","))
+
+
+def new_run_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so new runs append to the primary-key index."""
+    millis = dt.datetime.now(dt.UTC).timestamp() * 1000
+    value = (int(millis) << 80) | int.from_bytes(uuid.uuid4().bytes[6:], "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def parse_run_id(text: str) -> uuid.UUID | None:
+    """The UUID in ``text``, or None if it is not one (then no such run exists)."""
+    try:
+        return uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def insert_run(
+    tx: Transaction,
+    *,
+    run_id: uuid.UUID,
+    workflow: str,
+    version: str,
+    input_json: object,
+    input_hash: str,
+    options: StartOptions,
+    parent_id: uuid.UUID | None = None,
+    child_address: str | None = None,
+    child_seq: int | None = None,
+) -> RunInfo | None:
+    """Create a run (queued, or scheduled with a trigger) with its history and outbox rows.
+
+    Returns None if the reference ID exists already.
+    """
+    scheduled = options.start_delay_seconds is not None or options.start_at is not None
+    row = tx.fetch_one(
+        f"""
+        WITH run AS (
+            INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
+                                   reference_id, pool, retry, wake_at, deadline_at, parent_id,
+                                   child_address, child_seq)
+            SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
+                   %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
+                   COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
+                   %(parent)s, %(child_address)s, %(child_seq)s
+            FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
+                              WHEN %(delay)s::float8 IS NOT NULL
+                              THEN now() + make_interval(secs => %(delay)s::float8)
+                         END AS at) planned
+            ON CONFLICT (workflow, version, reference_id) WHERE reference_id IS NOT NULL
+            DO NOTHING
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, NULL, status, 1, 'started' FROM run
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+            WHERE status = 'queued'
+        )
+        SELECT {RUN_COLUMNS} FROM run
+        """,
+        {
+            "id": run_id, "workflow": workflow, "version": version, "input": to_json(input_json),
+            "hash": input_hash, "reference": options.reference_id, "pool": options.pool,
+            "retry": None if options.retry is None else to_json(
+                _CONVERT.unstructure(options.retry)),
+            "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
+            "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
+            "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
+        },
+    )  # fmt: skip
+    return None if row is None else run_info(row)
+
+
+def find_by_reference(
+    tx: Transaction, workflow: str, version: str, reference_id: str
+) -> tuple[RunInfo, str] | None:
+    """The run with this reference ID, and its input hash."""
+    row = tx.fetch_one(
+        f"SELECT {RUN_COLUMNS}, input_hash FROM aiki_runs"
+        " WHERE workflow = %s AND version = %s AND reference_id = %s",
+        (workflow, version, reference_id),
+    )
+    return None if row is None else (run_info(row[:-1]), str(row[-1]))
+
+
+def get_run(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
+    """The run with this ID."""
+    row = tx.fetch_one(f"SELECT {RUN_COLUMNS} FROM aiki_runs WHERE id = %s", (run_id,))
+    return None if row is None else run_info(row)
+
+
+def encode_cursor(created_at: dt.datetime, row_id: str) -> str:
+    """A page cursor: the position after the row created at ``created_at`` with ``row_id``
+    (listings are ordered by ``created_at DESC, id DESC``)."""
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    """The position an `encode_cursor` cursor names.
+
+    Raises:
+        BadRequestError: it is not such a cursor.
+    """
+    try:
+        created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return dt.datetime.fromisoformat(created), uuid.UUID(run_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"invalid cursor {cursor!r}", errors=("invalid @ $.cursor",)) from exc
+
+
+def list_runs(
+    tx: Transaction,
+    *,
+    workflow: str | None,
+    version: str | None,
+    statuses: tuple[str, ...],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[RunInfo], str | None]:
+    """A page of runs, newest first, and the cursor of the next page (None at the end)."""
+    after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+    rows = tx.fetch_all(
+        f"""
+        SELECT {RUN_COLUMNS} FROM aiki_runs
+        WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+          AND (%(version)s::text IS NULL OR version = %(version)s)
+          AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+          AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
+        ORDER BY created_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "workflow": workflow,
+            "version": version,
+            "statuses": list(statuses),
+            "after_at": after_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        },
+    )
+    runs = [run_info(row) for row in rows[:limit]]
+    return runs, (encode_cursor(runs[-1].created_at, runs[-1].id) if len(rows) > limit else None)
+
+
+def child_of(tx: Transaction, parent_id: uuid.UUID, address: str, seq: int) -> RunInfo | None:
+    """The child run a parent started for its step ``address``#``seq``, if it did."""
+    row = tx.fetch_one(
+        f"SELECT {RUN_COLUMNS} FROM aiki_runs"
+        " WHERE parent_id = %s AND child_address = %s AND child_seq = %s",
+        (parent_id, address, seq),
+    )
+    return None if row is None else run_info(row)
+
+
+def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | None:
+    """The run's status and revision."""
+    row = tx.fetch_one("SELECT status, revision FROM aiki_runs WHERE id = %s", (run_id,))
+    return None if row is None else (row[0], as_int(row[1]))  # type: ignore[return-value]
+
+
+# -- claims and worker writes -------------------------------------------------------------------
+
+
+def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
+    """Move a queued run to running for ``worker_id``, bumping its revision.
+
+    A claim repeated by the worker that already holds the run (its reply was lost) is
+    granted again with a new revision, which fences off any earlier execution.
+    """
+    row = tx.fetch_one(
+        f"""
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs WHERE id = %(id)s FOR UPDATE
+        ), claimed AS (
+            UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
+                                   worker_id = %(worker)s, claimed_at = now(),
+                                   updated_at = now()
+            FROM old
+            WHERE r.id = old.id AND (old.status = 'queued'
+                                     OR (old.status = 'running' AND old.worker_id = %(worker)s))
+            RETURNING old.status AS from_status, {prefixed_run_columns("r")}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, from_status, 'running', revision, 'claimed', %(worker)s FROM claimed
+        )
+        SELECT {RUN_COLUMNS} FROM claimed
+        """,
+        {"id": run_id, "worker": worker_id},
+    )
+    return None if row is None else run_info(row)
+
+
+def recorded_tasks(
+    tx: Transaction, run_id: uuid.UUID
+) -> tuple[list[RecordedTask], list[tuple[str, int, int]]]:
+    """Final task outcomes of a run, and (address, seq, attempts) of unfinished tasks."""
+    rows = tx.fetch_all(
+        "SELECT address, seq, name, state, attempts, output, error FROM aiki_tasks"
+        " WHERE run_id = %s",
+        (run_id,),
+    )
+    final, unfinished = [], []
+    for address, seq, name, state, attempts, output, error in rows:
+        if state == "running":
+            unfinished.append((str(address), as_int(seq), as_int(attempts)))
+        else:
+            final.append(
+                RecordedTask(
+                    address=str(address),
+                    seq=as_int(seq),
+                    name=str(name),
+                    state=state,  # type: ignore[arg-type]
+                    output=output,
+                    error=error,
+                    attempts=as_int(attempts),
+                )
+            )
+    return final, unfinished
+
+
+_FENCE: Final = """
+    owner AS (
+        SELECT id FROM aiki_runs
+        WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+        FOR SHARE
+    )"""
+
+
+def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool:
+    """Store a task attempt's outcome if the run still has the writer's revision.
+
+    Returns:
+        False if the write was fenced out (the caller checks why); True otherwise,
+        including a repeated report of an outcome already final (idempotent).
+    """
+    params = {
+        "run": run_id,
+        "revision": request.revision,
+        "address": request.address,
+        "seq": request.seq,
+        "name": request.name,
+        "attempt": request.attempt,
+        "input": to_json(request.input),
+        "output": _optional_json(request.output),
+        "error": error_json(request.error),
+        "state": "running" if request.state == "attempt_failed" else request.state,
+    }
+    if request.state == "attempt_failed":
+        row = tx.fetch_one(
+            f"""
+            WITH {_FENCE}, task AS (
+                INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input)
+                SELECT id, %(address)s, %(seq)s, %(name)s, 'running', %(attempt)s, %(input)s::jsonb
+                FROM owner
+                ON CONFLICT (run_id, address, seq) DO UPDATE
+                    SET attempts = GREATEST(aiki_tasks.attempts, EXCLUDED.attempts),
+                        updated_at = now()
+                    WHERE aiki_tasks.state = 'running'
+                RETURNING run_id
+            )
+            INSERT INTO aiki_task_attempts (run_id, address, seq, attempt, error)
+            SELECT run_id, %(address)s, %(seq)s, %(attempt)s, %(error)s::jsonb FROM task
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+            """,
+            params,
+        )
+    else:
+        row = tx.fetch_one(
+            f"""
+            WITH {_FENCE}
+            INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input, output,
+                                    error)
+            SELECT id, %(address)s, %(seq)s, %(name)s, %(state)s, %(attempt)s, %(input)s::jsonb,
+                   %(output)s::jsonb, %(error)s::jsonb
+            FROM owner
+            ON CONFLICT (run_id, address, seq) DO UPDATE
+                SET state = EXCLUDED.state, attempts = EXCLUDED.attempts,
+                    output = EXCLUDED.output, error = EXCLUDED.error, updated_at = now()
+                WHERE aiki_tasks.state = 'running'
+            RETURNING 1
+            """,
+            params,
+        )
+    if row is not None:
+        return True
+    # Nothing written: fenced out, or the outcome was already final (a repeated report).
+    still_owner = tx.fetch_one(
+        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'",
+        (run_id, request.revision),
+    )
+    return still_owner is not None
+
+
+def transition_run(
+    tx: Transaction, request: TransitionRun, run_id: uuid.UUID, worker_id: str | None
+) -> RunInfo | None:
+    """Move a running run held at ``request.revision``; None if fenced out."""
+    row = tx.fetch_one(
+        f"""
+        WITH moved AS (
+            UPDATE aiki_runs
+            SET status = %(status)s, revision = revision + 1, output = %(output)s::jsonb,
+                error = %(error)s::jsonb, worker_id = NULL, updated_at = now(),
+                deadline_at = CASE WHEN %(status)s IN ('completed', 'failed', 'cancelled')
+                                   THEN NULL ELSE deadline_at END,
+                wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
+                               ELSE now() + make_interval(secs => %(delay)s::float8) END
+            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'running', status, revision, %(reason)s, %(worker)s FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision)
+            SELECT id, revision FROM moved WHERE status = 'queued'
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {
+            "status": request.status,
+            "output": _optional_json(request.output),
+            "error": error_json(request.error),
+            "delay": request.retry_delay_seconds,
+            "run": run_id,
+            "revision": request.revision,
+            "reason": request.reason,
+            "worker": worker_id,
+        },
+    )
+    return None if row is None else run_info(row)
+
+
+REQUEUEABLE: Final = ("running", "stalled")
+
+
+def requeue_run(tx: Transaction, run_id: uuid.UUID, reason: str) -> RunInfo | None:
+    """Release the claim of a running (or stalled) run and queue it again."""
+    row = tx.fetch_one(
+        f"""
+        WITH old AS (
+            SELECT id, status FROM aiki_runs WHERE id = %(run)s FOR UPDATE
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   worker_id = NULL, updated_at = now()
+            FROM old WHERE r.id = old.id AND old.status = ANY(%(from)s::text[])
+            RETURNING old.status AS from_status, {prefixed_run_columns("r")}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'queued', revision, %(reason)s FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {"run": run_id, "from": list(REQUEUEABLE), "reason": reason},
+    )
+    return None if row is None else run_info(row)
+
+
+def prefixed_run_columns(alias: str) -> str:
+    """`RUN_COLUMNS` qualified by a table alias (``r.id, r.workflow, ...``)."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in RUN_COLUMNS.split(","))
+
+
+# -- timers --------------------------------------------------------------------------------------
+
+
+def requeue_due_retries(tx: Transaction, limit: int) -> int:
+    """Queue runs whose retry delay has passed, as a new attempt; return how many.
+
+    Failed tasks of the previous attempt are deleted so they run again; completed tasks
+    stay recorded and are replayed.
+    """
+    row = tx.fetch_one(
+        """
+        WITH due AS (
+            SELECT id FROM aiki_runs
+            WHERE status = 'awaiting_retry' AND wake_at <= now()
+            ORDER BY wake_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ), cleared AS (
+            DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   attempt = r.attempt + 1, wake_at = NULL, updated_at = now()
+            FROM due WHERE r.id = due.id
+            RETURNING r.id, r.revision
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'awaiting_retry', 'queued', revision, 'retry' FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT count(*) FROM moved
+        """,
+        {"limit": limit},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+# -- outbox --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class OutboxEntry:
+    """A run to publish: where, and at which revision."""
+
+    outbox_id: int
+    run_id: str
+    revision: int
+    workflow: str
+    version: str
+    pool: str | None
+
+
+def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[OutboxEntry]:
+    """Take up to ``limit`` unpublished outbox rows for ``lease_seconds``."""
+    rows = tx.fetch_all(
+        """
+        UPDATE aiki_outbox o SET leased_until = now() + make_interval(secs => %(lease)s)
+        FROM aiki_runs r
+        WHERE o.id IN (
+            SELECT id FROM aiki_outbox
+            WHERE leased_until IS NULL OR leased_until < now()
+            ORDER BY id LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AND r.id = o.run_id
+        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool
+        """,
+        {"lease": lease_seconds, "limit": limit},
+    )
+    return [
+        OutboxEntry(
+            as_int(oid),
+            str(run_id),
+            as_int(rev),
+            str(wf),
+            str(ver),
+            None if pool is None else str(pool),
+        )
+        for oid, run_id, rev, wf, ver, pool in rows
+    ]
+
+
+def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
+    """Forget outbox rows once their runs are published, and note when they were."""
+    tx.execute(
+        "WITH done AS (DELETE FROM aiki_outbox WHERE id = ANY(%s) RETURNING run_id)"
+        " UPDATE aiki_runs SET published_at = now() WHERE id IN (SELECT run_id FROM done)",
+        (outbox_ids,),
+    )
+
+
+# -- workers and versions ------------------------------------------------------------------------
+
+
+def register_worker(
+    tx: Transaction,
+    worker_id: str,
+    versions: tuple[VersionSpec, ...],
+    pools: tuple[str | None, ...],
+    concurrency: int,
+) -> None:
+    """Record a worker and the versions it serves (with their input and event schemas)."""
+    tx.execute_many(
+        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema, event_schemas)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
+        " SET input_schema = EXCLUDED.input_schema, event_schemas = EXCLUDED.event_schemas,"
+        " registered_at = now()",
+        [(spec.workflow, spec.version, _optional_json(spec.input_schema),
+          to_json(spec.event_schemas)) for spec in versions],
+    )  # fmt: skip
+    tx.execute(
+        "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
+        " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
+        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
+        (worker_id, to_json([[v.workflow, v.version] for v in versions]), to_json(list(pools)),
+         concurrency),
+    )  # fmt: skip
+
+
+def registered_versions(tx: Transaction) -> dict[tuple[str, str], tuple[object, object]]:
+    """Every registered workflow version with its input schema and event schemas."""
+    rows = tx.fetch_all(
+        "SELECT workflow, version, input_schema, event_schemas FROM aiki_workflow_versions"
+    )
+    return {(str(wf), str(ver)): (schema, events) for wf, ver, schema, events in rows}

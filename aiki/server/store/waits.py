@@ -1,0 +1,527 @@
+"""SQL for durable waits, events, child runs and run control.
+
+A wait is a row in ``aiki_waits``; the server resolves it (a sleep ran out or was cut
+short, an event arrived, a child ended, a timeout passed) and, if its run is suspended
+on waits, queues the run again in the same statement. Control operations (cancel,
+pause, resume, wakeup) and the timers' firing work on sets of rows in single statements.
+"""
+
+from __future__ import annotations
+
+import typing
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from ...protocol import RecordedChild, RecordedWait
+from . import runs
+from .runs import RUN_COLUMNS, as_int, run_info
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from transport import Transaction
+
+    from ...protocol import BeginWait, RunInfo
+
+SUSPENDED: Final = ("sleeping", "awaiting_event", "awaiting_child_workflow")
+"""Statuses of a run suspended on waits: satisfying any of its waits queues it again."""
+
+ACTIVE: Final = ("scheduled", "queued", "running", "paused", "awaiting_retry", "stalled",
+                 *SUSPENDED)  # fmt: skip
+"""Non-terminal statuses."""
+
+PAUSABLE: Final = ("queued", "running", "awaiting_retry", *SUSPENDED)
+
+
+def _requeue_suspended(source: str, reason: str) -> str:
+    """CTEs that queue the suspended runs whose IDs the CTE ``source`` returns as run_id.
+
+    Every affected run row is locked *whatever its status*: a worker suspending the run
+    holds it ``FOR SHARE`` while it checks its waits, so the two serialize and a wait
+    resolved during a suspension cannot be missed (the run would sleep forever).
+    """
+    return f"""
+        locked AS (
+            SELECT id, status FROM aiki_runs
+            WHERE id IN (SELECT run_id FROM {source})
+            FOR UPDATE
+        ), suspended AS (
+            SELECT id, status FROM locked WHERE status = ANY('{{{",".join(SUSPENDED)}}}'::text[])
+        ), requeued AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
+                                   updated_at = now()
+            FROM suspended s WHERE r.id = s.id
+            RETURNING r.id, r.revision, s.status AS from_status
+        ), requeued_history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'queued', revision, '{reason}' FROM requeued
+        ), requeued_outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM requeued
+        )"""
+
+
+def _wait_record(row: tuple[object, ...]) -> RecordedWait:
+    kind, key, seq, state, result = row
+    return RecordedWait(kind=kind, key=str(key), seq=as_int(seq), state=state,  # type: ignore[arg-type]
+                        result=result)  # fmt: skip
+
+
+# -- waits ---------------------------------------------------------------------------------------
+
+
+def holds_revision(tx: Transaction, run_id: uuid.UUID, revision: int) -> bool:
+    return tx.fetch_one(
+        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'"
+        " FOR SHARE", (run_id, revision),
+    ) is not None  # fmt: skip
+
+
+def begin_wait(tx: Transaction, request: BeginWait, run_id: uuid.UUID) -> RecordedWait | None:
+    """Record a wait the run reached and resolve it at once if possible; None if fenced."""
+    if not holds_revision(tx, run_id, request.revision):
+        return None
+    identity = (run_id, request.kind, request.key, request.seq)
+    existing = tx.fetch_one(
+        "SELECT kind, key, seq, state, result FROM aiki_waits"
+        " WHERE run_id = %s AND kind = %s AND key = %s AND seq = %s", identity,
+    )  # fmt: skip
+    if existing is not None:  # a repeated request (its reply was lost)
+        return _wait_record(existing)
+    state, result = "pending", None
+    if request.kind == "event":
+        taken = tx.fetch_one(
+            """
+            UPDATE aiki_events SET consumed_by = %(seq)s
+            WHERE (run_id, name, seq) = (
+                SELECT run_id, name, seq FROM aiki_events
+                WHERE run_id = %(run)s AND name = %(name)s AND consumed_by IS NULL
+                ORDER BY seq LIMIT 1 FOR UPDATE)
+            RETURNING payload
+            """,
+            {"seq": request.seq, "run": run_id, "name": request.key},
+        )
+        if taken is not None:
+            state, result = "completed", taken[0]
+    elif request.kind == "child":
+        child = runs.parse_run_id(request.key)
+        # FOR SHARE: a child ending right now holds its row until it commits; reading the
+        # status only after that means either we see it ended, or it sees this wait.
+        row = None if child is None else tx.fetch_one(
+            "SELECT status, output, error FROM aiki_runs WHERE id = %s AND parent_id = %s"
+            " FOR SHARE", (child, run_id),
+        )  # fmt: skip
+        if row is None:
+            raise LookupError(f"run {request.key} is not a child of run {run_id}")
+        if row[0] in ("completed", "failed", "cancelled"):
+            state, result = "completed", {"status": row[0], "output": row[1], "error": row[2]}
+    tx.execute(
+        """
+        INSERT INTO aiki_waits (run_id, kind, key, seq, state, wake_at, result, resolved_at)
+        VALUES (%s, %s, %s, %s, %s,
+                CASE WHEN %s::float8 IS NULL THEN NULL
+                     ELSE now() + make_interval(secs => %s::float8) END,
+                %s::jsonb, CASE WHEN %s = 'pending' THEN NULL ELSE now() END)
+        """,
+        (*identity, state, request.seconds, request.seconds,
+         None if result is None else runs.to_json(result), state),
+    )  # fmt: skip
+    return RecordedWait(kind=request.kind, key=request.key, seq=request.seq, state=state,  # type: ignore[arg-type]
+                        result=result)  # fmt: skip
+
+
+def suspend(
+    tx: Transaction, run_id: uuid.UUID, revision: int, blocked_on: list[tuple[str, str, int]]
+) -> RunInfo | None:
+    """Suspend a running run on its pending waits, or queue it again right away if one of
+    the waits it blocked on was resolved meanwhile. None if fenced out."""
+    if not holds_revision(tx, run_id, revision):
+        return None
+    kinds = [kind for kind, _, _ in blocked_on]
+    still_pending = tx.fetch_one(
+        "SELECT count(*) FROM aiki_waits WHERE run_id = %s AND state = 'pending'"
+        " AND (kind, key, seq) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]))",
+        (run_id, kinds, [key for _, key, _ in blocked_on], [seq for _, _, seq in blocked_on]),
+    )  # fmt: skip
+    ready = still_pending is None or as_int(still_pending[0]) < len(blocked_on) or not blocked_on
+    if ready:
+        target, reason = "queued", "wait satisfied"
+    elif "event" in kinds:
+        target, reason = "awaiting_event", "suspended"
+    elif "child" in kinds:
+        target, reason = "awaiting_child_workflow", "suspended"
+    else:
+        target, reason = "sleeping", "suspended"
+    row = tx.fetch_one(
+        f"""
+        WITH moved AS (
+            UPDATE aiki_runs SET status = %(target)s, revision = revision + 1, worker_id = NULL,
+                                 updated_at = now()
+            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'running', status, revision, %(reason)s FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision)
+            SELECT id, revision FROM moved WHERE status = 'queued'
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {"target": target, "run": run_id, "revision": revision, "reason": reason},
+    )
+    return None if row is None else run_info(row)
+
+
+def recorded_waits_and_children(
+    tx: Transaction, run_id: uuid.UUID
+) -> tuple[list[RecordedWait], list[RecordedChild]]:
+    """Every wait of a run and every child it started (for replay after a claim)."""
+    waits = [_wait_record(row) for row in tx.fetch_all(
+        "SELECT kind, key, seq, state, result FROM aiki_waits WHERE run_id = %s", (run_id,)
+    )]  # fmt: skip
+    children = [
+        RecordedChild(address=str(address), seq=as_int(seq), run_id=str(child))
+        for child, address, seq in tx.fetch_all(
+            "SELECT id, child_address, child_seq FROM aiki_runs WHERE parent_id = %s", (run_id,)
+        )
+    ]
+    return waits, children
+
+
+def resolve_child_waits(tx: Transaction, ended: list[uuid.UUID]) -> int:
+    """Resolve parents' waits on these (now terminal) runs; queue suspended parents."""
+    if not ended:
+        return 0
+    row = tx.fetch_one(
+        f"""
+        WITH ended AS (
+            SELECT id, status, output, error FROM aiki_runs WHERE id = ANY(%(ended)s)
+        ), resolved AS (
+            UPDATE aiki_waits w
+            SET state = 'completed', resolved_at = now(),
+                result = jsonb_build_object('status', e.status, 'output', e.output,
+                                            'error', e.error)
+            FROM ended e
+            WHERE w.kind = 'child' AND w.key = e.id::text AND w.state = 'pending'
+            RETURNING w.run_id
+        ), {_requeue_suspended("resolved", "child ended")}
+        SELECT count(*) FROM requeued
+        """,
+        {"ended": ended},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def lock_run(tx: Transaction, run_id: uuid.UUID) -> tuple[str, str, str] | None:
+    """Lock a run row for update; return its workflow, version and status."""
+    row = tx.fetch_one(
+        "SELECT workflow, version, status FROM aiki_runs WHERE id = %s FOR UPDATE", (run_id,)
+    )
+    return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+
+
+@attrs.frozen
+class EventOutcome:
+    """What `send_event` did."""
+
+    seq: int
+    duplicate: bool
+    requeued: bool
+
+
+def send_event(
+    tx: Transaction, run_id: uuid.UUID, name: str, payload: object, reference_id: str | None
+) -> EventOutcome:
+    """Store an event; hand it to the oldest pending wait for it (queuing a suspended run).
+
+    The caller has locked the run row (``lock_run``): events and waits of one run are
+    handled one at a time.
+    """
+    if reference_id is not None:
+        seen = tx.fetch_one(
+            "SELECT seq FROM aiki_events WHERE run_id = %s AND name = %s AND reference_id = %s",
+            (run_id, name, reference_id),
+        )
+        if seen is not None:
+            return EventOutcome(as_int(seen[0]), duplicate=True, requeued=False)
+    row = tx.fetch_one(
+        f"""
+        WITH next AS (
+            SELECT COALESCE(max(seq), 0) + 1 AS seq FROM aiki_events
+            WHERE run_id = %(run)s AND name = %(name)s
+        ), waiting AS (
+            SELECT seq FROM aiki_waits
+            WHERE run_id = %(run)s AND kind = 'event' AND key = %(name)s AND state = 'pending'
+            ORDER BY seq LIMIT 1 FOR UPDATE
+        ), stored AS (
+            INSERT INTO aiki_events (run_id, name, seq, reference_id, payload, consumed_by)
+            SELECT %(run)s, %(name)s, next.seq, %(reference)s, %(payload)s::jsonb,
+                   (SELECT seq FROM waiting)
+            FROM next
+            RETURNING seq
+        ), resolved AS (
+            UPDATE aiki_waits w SET state = 'completed', result = %(payload)s::jsonb,
+                                    resolved_at = now()
+            FROM waiting
+            WHERE w.run_id = %(run)s AND w.kind = 'event' AND w.key = %(name)s
+              AND w.seq = waiting.seq
+            RETURNING w.run_id
+        ), {_requeue_suspended("resolved", "event received")}
+        SELECT (SELECT seq FROM stored), (SELECT count(*) FROM requeued)
+        """,
+        {"run": run_id, "name": name, "reference": reference_id,
+         "payload": runs.to_json(payload)},
+    )  # fmt: skip
+    assert row is not None
+    return EventOutcome(as_int(row[0]), duplicate=False, requeued=as_int(row[1]) > 0)
+
+
+# -- control -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Stopped:
+    """A run that control moved: where it was, and the worker that held it (if running)."""
+
+    run_id: str
+    from_status: str
+    worker_id: str | None
+
+
+def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped]:
+    """Cancel the run and every non-terminal descendant (the run first in the result, if it
+    was active); resolve parents' waits on them."""
+    rows = tx.fetch_all(
+        """
+        WITH RECURSIVE tree AS (
+            SELECT id FROM aiki_runs WHERE id = %(run)s
+            UNION ALL
+            SELECT r.id FROM aiki_runs r JOIN tree t ON r.parent_id = t.id
+        ), old AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id IN (SELECT id FROM tree) AND status = ANY(%(active)s::text[])
+            FOR UPDATE
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'cancelled', revision = r.revision + 1,
+                                   stop_reason = %(reason)s, worker_id = NULL, wake_at = NULL,
+                                   deadline_at = NULL, updated_at = now()
+            FROM old WHERE r.id = old.id
+            RETURNING r.id, r.revision, old.status AS from_status, old.worker_id
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'cancelled', revision, %(reason)s FROM moved
+        )
+        SELECT id, from_status, worker_id FROM moved
+        """,
+        {"run": run_id, "active": list(ACTIVE), "reason": reason},
+    )
+    stopped = [Stopped(str(rid), str(status), None if worker is None else str(worker))
+               for rid, status, worker in rows]  # fmt: skip
+    # RETURNING has no order: the requested run first (callers check it was active).
+    stopped.sort(key=lambda moved: moved.run_id != str(run_id))
+    resolve_child_waits(tx, [uuid.UUID(s.run_id) for s in stopped])
+    return stopped
+
+
+def pause(tx: Transaction, run_id: uuid.UUID, reason: str) -> Stopped | None:
+    """Pause an active run; None if its status cannot be paused."""
+    row = tx.fetch_one(
+        """
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(run)s AND status = ANY(%(pausable)s::text[]) FOR UPDATE
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'paused', revision = r.revision + 1,
+                                   stop_reason = %(reason)s, worker_id = NULL, updated_at = now()
+            FROM old WHERE r.id = old.id
+            RETURNING r.id, r.revision, old.status AS from_status, old.worker_id
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'paused', revision, %(reason)s FROM moved
+        )
+        SELECT id, from_status, worker_id FROM moved
+        """,
+        {"run": run_id, "pausable": list(PAUSABLE), "reason": reason},
+    )
+    if row is None:
+        return None
+    return Stopped(str(row[0]), str(row[1]), None if row[2] is None else str(row[2]))
+
+
+def resume(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
+    """Queue a paused run again; None if it is not paused."""
+    row = tx.fetch_one(
+        f"""
+        WITH moved AS (
+            UPDATE aiki_runs SET status = 'queued', revision = revision + 1, stop_reason = NULL,
+                                 updated_at = now()
+            WHERE id = %(run)s AND status = 'paused'
+            RETURNING {RUN_COLUMNS}
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'paused', 'queued', revision, 'resumed' FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT {RUN_COLUMNS} FROM moved
+        """,
+        {"run": run_id},
+    )
+    return None if row is None else run_info(row)
+
+
+def wakeup(tx: Transaction, run_id: uuid.UUID) -> int:
+    """Cut the run's pending sleeps short; queue it if suspended. Returns how many sleeps."""
+    row = tx.fetch_one(
+        f"""
+        WITH resolved AS (
+            UPDATE aiki_waits SET state = 'cut_short', resolved_at = now()
+            WHERE run_id = %(run)s AND kind = 'sleep' AND state = 'pending'
+            RETURNING run_id
+        ), {_requeue_suspended("resolved", "woken up")}
+        SELECT count(*) FROM resolved
+        """,
+        {"run": run_id},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+# -- timers --------------------------------------------------------------------------------------
+
+
+def fire_due_waits(tx: Transaction, limit: int) -> int:
+    """Resolve waits whose time came (sleeps end, timeouts pass); queue suspended runs."""
+    row = tx.fetch_one(
+        f"""
+        WITH due AS (
+            SELECT run_id, kind, key, seq FROM aiki_waits
+            WHERE state = 'pending' AND wake_at <= now()
+            ORDER BY wake_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ), resolved AS (
+            UPDATE aiki_waits w
+            SET state = CASE WHEN w.kind = 'sleep' THEN 'completed' ELSE 'timed_out' END,
+                resolved_at = now()
+            FROM due
+            WHERE (w.run_id, w.kind, w.key, w.seq) = (due.run_id, due.kind, due.key, due.seq)
+            RETURNING w.run_id
+        ), {_requeue_suspended("resolved", "wait due")}
+        SELECT count(*) FROM resolved
+        """,
+        {"limit": limit},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+def queue_scheduled(tx: Transaction, limit: int) -> int:
+    """Queue scheduled runs whose start time came."""
+    row = tx.fetch_one(
+        """
+        WITH due AS (
+            SELECT id FROM aiki_runs WHERE status = 'scheduled' AND wake_at <= now()
+            ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1, wake_at = NULL,
+                                   updated_at = now()
+            FROM due WHERE r.id = due.id RETURNING r.id, r.revision
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'scheduled', 'queued', revision, 'triggered' FROM moved
+        ), outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        )
+        SELECT count(*) FROM moved
+        """,
+        {"limit": limit},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+def fail_overdue(tx: Transaction, limit: int, error_json: str) -> list[Stopped]:
+    """Fail runs past their deadline (and cancel their descendants); return what stopped."""
+    rows = tx.fetch_all(
+        """
+        WITH due AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE deadline_at <= now() AND status = ANY(%(active)s::text[])
+            ORDER BY deadline_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'failed', revision = r.revision + 1,
+                                   error = %(error)s::jsonb, stop_reason = 'timed out',
+                                   worker_id = NULL, wake_at = NULL, deadline_at = NULL,
+                                   updated_at = now()
+            FROM due WHERE r.id = due.id
+            RETURNING r.id, r.revision, due.status AS from_status, due.worker_id
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, from_status, 'failed', revision, 'run timeout' FROM moved
+        )
+        SELECT id, from_status, worker_id FROM moved
+        """,
+        {"active": list(ACTIVE), "limit": limit, "error": error_json},
+    )
+    failed = [Stopped(str(rid), str(status), None if worker is None else str(worker))
+              for rid, status, worker in rows]  # fmt: skip
+    stopped = list(failed)
+    for run in failed:
+        stopped += cancel_tree_below(tx, uuid.UUID(run.run_id), "parent timed out")
+    resolve_child_waits(tx, [uuid.UUID(run.run_id) for run in failed])
+    return stopped
+
+
+def cancel_tree_below(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped]:
+    """Cancel the non-terminal descendants of a run (not the run itself)."""
+    stopped: list[Stopped] = []
+    for (child,) in tx.fetch_all(
+        "SELECT id FROM aiki_runs WHERE parent_id = %s AND status = ANY(%s::text[])",
+        (run_id, list(ACTIVE)),
+    ):
+        stopped += cancel_tree(tx, typing.cast("uuid.UUID", child), reason)
+    return stopped
+
+
+def mark_stalled(tx: Transaction, after_seconds: float) -> int:
+    """Queued runs no worker took for ``after_seconds`` become ``stalled``."""
+    row = tx.fetch_one(
+        """
+        WITH moved AS (
+            UPDATE aiki_runs SET status = 'stalled', revision = revision + 1, updated_at = now()
+            WHERE status = 'queued'
+              AND updated_at < now() - make_interval(secs => %(after)s::float8)
+            RETURNING id, revision
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
+            SELECT id, 'queued', 'stalled', revision, 'not taken by any worker' FROM moved
+        )
+        SELECT count(*) FROM moved
+        """,
+        {"after": after_seconds},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+def upcoming_deadlines(tx: Transaction, horizon_seconds: float) -> list[dt.datetime]:
+    """Every distinct deadline (any kind) due within the horizon, for the timers' heap."""
+    rows = tx.fetch_all(
+        """
+        -- Rounded *up* to the millisecond: firing at a time before the true deadline
+        -- would find nothing due and lose that deadline until the next scan.
+        SELECT DISTINCT date_trunc('milliseconds', at) + interval '1 millisecond' FROM (
+            SELECT wake_at AS at FROM aiki_waits
+            WHERE state = 'pending' AND wake_at < now() + make_interval(secs => %(h)s)
+            UNION ALL
+            SELECT wake_at FROM aiki_runs
+            WHERE wake_at < now() + make_interval(secs => %(h)s)
+            UNION ALL
+            SELECT deadline_at FROM aiki_runs
+            WHERE deadline_at < now() + make_interval(secs => %(h)s)
+        ) due
+        """,
+        {"h": horizon_seconds},
+    )
+    return [typing.cast("dt.datetime", at) for (at,) in rows]

@@ -1,0 +1,211 @@
+"""WebSocket client connections, the same under trio and asyncio.
+
+`open_websocket` picks the library for the running event loop: trio-websocket under trio,
+``websockets`` under asyncio. Both carry text messages and are bounded in what they
+accept (``max_message_bytes``) and in how long opening and closing may take; each
+library's errors become a `WebSocketError` here, so nothing above this module handles
+either library's exceptions.
+
+Example::
+
+    async with open_websocket("ws://127.0.0.1:8470/api/v1/session") as websocket:
+        await websocket.send('{"id": 1, "op": "get_run", "body": {"run_id": "..."}}')
+        reply = await websocket.receive()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Final, Protocol
+
+import attrs
+import sniffio
+import trio
+import trio_websocket
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+from websockets.protocol import State
+
+from ._errors import WebSocketError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+CONNECT_SECONDS: Final = 5.0
+"""How long opening a connection (TCP and the WebSocket handshake) may take."""
+CLOSE_SECONDS: Final = 2.0
+"""How long the closing handshake may take before the connection is dropped."""
+
+
+class WebSocketClient(Protocol):
+    """One open WebSocket connection carrying text messages."""
+
+    async def send(self, text: str) -> None:
+        """Send one text message.
+
+        Raises:
+            WebSocketError: the connection is closed.
+        """
+        ...
+
+    async def receive(self) -> str:
+        """The next message.
+
+        Raises:
+            WebSocketError: the connection closed (normally or not) or broke.
+        """
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has closed (or begun closing)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection (bounded by the close time given when it was opened)."""
+        ...
+
+
+@attrs.define
+class _TrioWebSocket:
+    """A trio-websocket connection behind `WebSocketClient`."""
+
+    connection: trio_websocket.WebSocketConnection
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.connection.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise WebSocketError(f"connection closed: {exc.reason}", retryable=True) from None
+
+    async def receive(self) -> str:
+        try:
+            message = await self.connection.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise WebSocketError(f"connection closed: {exc.reason}", retryable=True) from None
+        return message if isinstance(message, str) else message.decode()
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed is not None
+
+    async def aclose(self) -> None:
+        await self.connection.aclose()
+
+
+@attrs.define
+class _AsyncioWebSocket:
+    """A ``websockets`` connection behind `WebSocketClient`."""
+
+    connection: ClientConnection
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.connection.send(text)
+        except WebSocketException as exc:
+            raise WebSocketError(f"connection closed: {exc!r}", retryable=True) from None
+
+    async def receive(self) -> str:
+        try:
+            message = await self.connection.recv()
+        except WebSocketException as exc:
+            raise WebSocketError(f"connection closed: {exc!r}", retryable=True) from None
+        return message if isinstance(message, str) else message.decode()
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.state is not State.OPEN
+
+    async def aclose(self) -> None:
+        await self.connection.close()
+
+
+@contextlib.asynccontextmanager
+async def open_websocket(
+    url: str,
+    *,
+    max_message_bytes: int,
+    connect_seconds: float = CONNECT_SECONDS,
+    close_seconds: float = CLOSE_SECONDS,
+) -> AsyncIterator[WebSocketClient]:
+    """Connect to ``url`` (``ws://`` or ``wss://``); close the connection on exit.
+
+    Raises:
+        WebSocketError: the server could not be reached, refused the handshake, or did
+            not complete it within ``connect_seconds`` (retryable).
+
+    Cancellation: closing runs when the block is left either way; a peer that does not
+    answer the closing handshake within ``close_seconds`` has its connection dropped.
+    """
+    if sniffio.current_async_library() == "trio":
+        async with _open_trio(url, max_message_bytes, connect_seconds, close_seconds) as ws:
+            yield ws
+    else:
+        async with _open_asyncio(url, max_message_bytes, connect_seconds, close_seconds) as ws:
+            yield ws
+
+
+@contextlib.asynccontextmanager
+async def _open_trio(
+    url: str, max_message_bytes: int, connect_seconds: float, close_seconds: float
+) -> AsyncIterator[WebSocketClient]:
+    # Not trio-websocket's open_websocket_url: after a handshake that times out, it waits
+    # for its reader task, which waits for the silent server (trio-websocket 0.12.2).
+    own: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:  # the library's reader task
+            try:
+                with trio.fail_after(connect_seconds):
+                    connection = await trio_websocket.connect_websocket_url(
+                        nursery, url, max_message_size=max_message_bytes
+                    )
+            except trio.TooSlowError as exc:
+                own = WebSocketError(
+                    f"no WebSocket handshake from {url} within {connect_seconds:g} s",
+                    retryable=True,
+                )
+                own.__cause__ = exc
+                nursery.cancel_scope.cancel()
+            except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                    OSError) as exc:  # fmt: skip
+                own = WebSocketError(f"cannot open a WebSocket to {url}: {exc!r}", retryable=True)
+                own.__cause__ = exc
+                nursery.cancel_scope.cancel()
+            else:
+                try:
+                    yield _TrioWebSocket(connection)
+                except BaseException as exc:
+                    own = exc
+                    raise
+                finally:
+                    with trio.move_on_after(close_seconds, shield=True):
+                        await connection.aclose()
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps what the block raised; raise it as the block raised it (the
+        # reader task itself ends quietly when cancelled).
+        if own is not None and group.exceptions == (own,):
+            raise own from own.__cause__
+        raise
+    if isinstance(own, WebSocketError):
+        raise own
+
+
+@contextlib.asynccontextmanager
+async def _open_asyncio(
+    url: str, max_message_bytes: int, connect_seconds: float, close_seconds: float
+) -> AsyncIterator[WebSocketClient]:
+    try:
+        connection = await connect(
+            url,
+            max_size=max_message_bytes,
+            compression=None,
+            open_timeout=connect_seconds,
+            close_timeout=close_seconds,
+        )
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise WebSocketError(f"cannot open a WebSocket to {url}: {exc!r}", retryable=True) from exc
+    try:
+        yield _AsyncioWebSocket(connection)
+    finally:
+        await connection.close()
