@@ -166,7 +166,7 @@ class _Bound(Generic[M]):
     actor: Actor[M]
     inbox: trio.MemoryReceiveChannel[M]
 
-    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:  # noqa: ASYNC128
         await self.actor.run(self.inbox, task_status=task_status)
 
 

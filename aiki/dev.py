@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -33,6 +33,10 @@ from .worker import Worker, WorkerConfig, run_worker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+
+STOP_SERVICES_SECONDS: Final = 60.0
+"""How long stopping the local PostgreSQL and Redis may take at the end."""
 
 
 @attrs.frozen
@@ -94,12 +98,13 @@ async def open_dev(
                 stop_worker.set()
             stop_server.set()
     finally:
-        for service in (services.redis, services.postgres):
-            if service is None:
-                continue
-            if data_dir is None:
-                await trio.to_thread.run_sync(service.remove)
-            else:
-                await trio.to_thread.run_sync(service.stop)
+        with trio.move_on_after(STOP_SERVICES_SECONDS, shield=True):
+            for service in (services.redis, services.postgres):
+                if service is None:
+                    continue
+                if data_dir is None:
+                    await trio.to_thread.run_sync(service.remove)
+                else:
+                    await trio.to_thread.run_sync(service.stop)
         if data_dir is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -51,6 +51,8 @@ INFLIGHT = 64
 FAN_OUT_WIDTH = 50
 WORKER_COUNTS = (1, 2, 4)
 DEFAULT_WORKERS = 2
+STOP_SECONDS = 60.0
+"""How long stopping a peer may take at the end (shielded: it runs when cancelled too)."""
 
 
 @attrs.define
@@ -408,7 +410,8 @@ async def _run(cluster: AikiCluster, args: argparse.Namespace, peers: list[str])
                                 workers,
                             )
                         finally:
-                            await trio.to_thread.run_sync(celery.stop)
+                            with trio.move_on_after(STOP_SECONDS, shield=True):
+                                await trio.to_thread.run_sync(celery.stop)
                         if workers == DEFAULT_WORKERS:
                             samples.append(sample)
                         samples.append(attrs.evolve(sample, workload="W1 scaling"))
@@ -441,7 +444,8 @@ async def _run(cluster: AikiCluster, args: argparse.Namespace, peers: list[str])
             try:
                 result = await trio.to_thread.run_sync(celery.run, "unloaded-w1", args.unloaded)
             finally:
-                await trio.to_thread.run_sync(celery.stop)
+                with trio.move_on_after(STOP_SECONDS, shield=True):
+                    await trio.to_thread.run_sync(celery.stop)
             unloaded.append(
                 Sample(
                     "celery",
@@ -455,7 +459,8 @@ async def _run(cluster: AikiCluster, args: argparse.Namespace, peers: list[str])
             )
     finally:
         if dbos is not None:
-            await trio.to_thread.run_sync(dbos.stop)
+            with trio.move_on_after(STOP_SECONDS, shield=True):
+                await trio.to_thread.run_sync(dbos.stop)
     return samples + unloaded
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Final, Protocol
 
+import anyio
 import attrs
 import sniffio
 import trio
@@ -62,7 +63,11 @@ class WebSocketClient(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Close the connection (bounded by the close time given when it was opened)."""
+        """Close the connection (also one that is broken already: nothing is raised).
+
+        Cancellation: put a deadline around it; a peer that never answers the closing
+        handshake otherwise holds it until the connection's own close time passes.
+        """
         ...
 
 
@@ -90,7 +95,9 @@ class _TrioWebSocket:
         return self.connection.closed is not None
 
     async def aclose(self) -> None:
-        await self.connection.aclose()
+        # Broken already: closed, as asked.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self.connection.aclose()
 
 
 @attrs.define
@@ -180,7 +187,10 @@ async def _open_trio(
                 finally:
                     with trio.move_on_after(close_seconds, shield=True):
                         await connection.aclose()
-                    nursery.cancel_scope.cancel()
+                    # The library's reader ends once the closing handshake is done (maybe
+                    # by another task's `aclose`: cancelling it now would stall that one);
+                    # a peer that never answers has it cancelled after `close_seconds`.
+                    nursery.cancel_scope.deadline = trio.current_time() + close_seconds
     except BaseExceptionGroup as group:
         # The nursery wraps what the block raised; raise it as the block raised it (the
         # reader task itself ends quietly when cancelled).
@@ -208,4 +218,5 @@ async def _open_asyncio(
     try:
         yield _AsyncioWebSocket(connection)
     finally:
-        await connection.close()
+        with anyio.move_on_after(close_seconds, shield=True):
+            await connection.close()

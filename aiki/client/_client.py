@@ -26,6 +26,7 @@ import contextlib
 import typing
 from typing import TYPE_CHECKING, TypeVar
 
+import anyio
 import httpx
 import orjson
 import sniffio
@@ -69,7 +70,7 @@ from ..protocol import (
     decode_error,
 )
 from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
-from ._session import ClientSession
+from ._session import CLOSE_SECONDS, ClientSession
 from ._watch import Watch
 
 if TYPE_CHECKING:
@@ -143,10 +144,16 @@ class Client:
             if self._session is not None and self._session_stack is not None:
                 session, stack = self._session, self._session_stack
                 self._session, self._session_stack = None, None
-                await session.aclose()
-                await stack.__aexit__(exc_type, exc, traceback)
+                try:
+                    with anyio.move_on_after(CLOSE_SECONDS, shield=True):
+                        await session.aclose()
+                finally:
+                    # The nursery of the session's reader, which ends with its connection
+                    # (a scope opened after the nursery cannot hold its exit).
+                    await stack.__aexit__(exc_type, exc, traceback)  # noqa: ASYNC102
         finally:
-            await self.aclose()
+            with anyio.move_on_after(CLOSE_SECONDS, shield=True):
+                await self.aclose()
 
     @property
     def can_push(self) -> bool:

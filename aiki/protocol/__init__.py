@@ -142,9 +142,11 @@ from ._views import ListWorkers as ListWorkers
 from ._views import RunDetails as RunDetails
 from ._views import TaskAttempt as TaskAttempt
 from ._views import TaskDetail as TaskDetail
+from ._views import TaskState as TaskState
 from ._views import Transition as Transition
 from ._views import WorkerInfo as WorkerInfo
 from ._views import WorkerList as WorkerList
+from ._views import is_task_state as is_task_state
 from ._workers import BEGIN_WAIT as BEGIN_WAIT
 from ._workers import CLAIM_NEXT as CLAIM_NEXT
 from ._workers import CLAIM_RUN as CLAIM_RUN
@@ -311,6 +313,7 @@ __all__ = [
     "TaskProgress",
     "TaskRecordState",
     "TaskRecorded",
+    "TaskState",
     "Transition",
     "TransitionRun",
     "Unsubscribe",
@@ -334,6 +337,7 @@ __all__ = [
     "error_frame",
     "is_schedule_status",
     "is_status",
+    "is_task_state",
     "jitter_of",
     "plan",
     "publication_frames",

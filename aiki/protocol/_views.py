@@ -4,7 +4,7 @@ attempts, progress and timeline; the workers."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final, Literal
+from typing import Final, Literal, TypeGuard, get_args
 
 import attrs
 
@@ -13,6 +13,14 @@ from ._live import TaskProgress
 from ._operation import READERS, Request, declare
 from ._runs import RunInfo
 from ._states import RunStatus
+
+TaskState = Literal["running", "completed", "failed"]
+"""A task's state: ``running`` until its final outcome is recorded."""
+
+
+def is_task_state(value: object) -> TypeGuard[TaskState]:
+    """Whether ``value`` names a task state."""
+    return value in get_args(TaskState)
 
 
 @attrs.frozen(kw_only=True)
@@ -31,7 +39,7 @@ class TaskDetail:
     address: str
     seq: int
     name: str
-    state: Literal["running", "completed", "failed"]
+    state: TaskState
     attempts: int
     input: object = None
     output: object = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -32,6 +32,8 @@ from ..protocol import Step, canonical_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+S = TypeVar("S", bound=Step)
 
 
 def _digest(value: object) -> str:
@@ -67,19 +69,27 @@ class ReplayLog:
             self._queues.setdefault(task.address, deque()).append(task)
             self._next_seq[task.address] = max(self._next_seq.get(task.address, 0), task.seq + 1)
 
-    def call(self, address: str) -> Step | NewCall:
-        """Resolve the next step at ``address``.
+    def call(self, address: str, kind: type[S]) -> S | NewCall:
+        """Resolve the next step at ``address``, recorded as a ``kind``.
 
         Returns:
-            The recorded step (the caller knows its type from the address), or a `NewCall`.
+            The recorded step, or a `NewCall`.
 
         Raises:
             NonDeterminismError: nothing is recorded for this call but other recorded
-                calls were never consumed: the code diverged from the history.
+                calls were never consumed: the code diverged from the history (or what
+                is recorded at the address is not a ``kind``).
         """
         queue = self._queues.get(address)
         if queue:
-            return queue.popleft()
+            step = queue.popleft()
+            if not isinstance(step, kind):
+                raise NonDeterminismError(
+                    f"step {address}#{step.seq} was recorded as {type(step).__name__}, "
+                    f"not {kind.__name__}",
+                    unconsumed=(f"{address}#{step.seq}",),
+                )
+            return step
         if pending := self.unconsumed():
             raise NonDeterminismError(
                 f"step {address} has no recorded result, but recorded steps were not "

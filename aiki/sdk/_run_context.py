@@ -17,7 +17,7 @@ import random
 import time
 import typing
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, Protocol, TypeVar
 
 import attrs
 import trio
@@ -48,6 +48,7 @@ from ..protocol import (
     StartOptions,
     TaskRecordState,
     WaitKind,
+    is_status,
     wait_address,
 )
 from ._event import EventDefinition, TimedOut
@@ -68,6 +69,8 @@ TI = TypeVar("TI")
 _CONVERT: Final = make_wire_converter()
 
 Seconds = float | dt.timedelta
+"""A duration. The ``timeout`` of a durable wait (``# noqa: ASYNC109`` below) is recorded on
+the server and outlives this process: it is not a cancellation deadline."""
 
 
 def _seconds(value: Seconds | None) -> float | None:
@@ -132,9 +135,7 @@ class ChildResult(Generic[O]):
 class ChildRun(Generic[O]):
     """A child run started by a workflow. Wait for it with `wait_for_status`."""
 
-    def __init__(
-        self, parent: Run[object], run_id: str, version: WorkflowVersion[object, O]
-    ) -> None:
+    def __init__(self, parent: Run[Any], run_id: str, version: WorkflowVersion[Any, O]) -> None:
         self._parent = parent
         self.run_id = run_id
         self.version = version
@@ -146,11 +147,17 @@ class ChildRun(Generic[O]):
     async def wait_for_status(self, status: RunStatus) -> ChildResult[O]: ...
     @typing.overload
     async def wait_for_status(
-        self, status: RunStatus, *, timeout: Seconds
+        self,
+        status: RunStatus,
+        *,
+        timeout: Seconds,  # noqa: ASYNC109
     ) -> ChildResult[O] | TimedOut: ...
 
     async def wait_for_status(
-        self, status: RunStatus, *, timeout: Seconds | None = None
+        self,
+        status: RunStatus,
+        *,
+        timeout: Seconds | None = None,  # noqa: ASYNC109
     ) -> ChildResult[O] | TimedOut:
         """Suspend the parent until the child ends; report whether it ended in ``status``.
 
@@ -166,8 +173,10 @@ class ChildRun(Generic[O]):
         record = await self._parent._wait("child", self.run_id, _seconds(timeout))
         if record.state == "timed_out":
             return TimedOut()
-        outcome = typing.cast("dict[str, object]", record.result or {})
-        ended = typing.cast("RunStatus", outcome.get("status"))
+        outcome = record.result if isinstance(record.result, dict) else {}
+        ended = outcome.get("status")
+        if not isinstance(ended, str) or not is_status(ended):
+            raise TypeError(f"a child's recorded outcome has no status: {outcome!r}")
         output = None
         if ended == "completed":
             output = self.version.output_type.from_json(outcome.get("output"))
@@ -183,16 +192,16 @@ class ChildRun(Generic[O]):
 class RunEvent(Generic[T]):
     """One declared event, seen from inside a run."""
 
-    def __init__(self, run: Run[object], definition: EventDefinition[T]) -> None:
+    def __init__(self, run: Run[Any], definition: EventDefinition[T]) -> None:
         self._run = run
         self._definition = definition
 
     @typing.overload
     async def wait(self) -> T: ...
     @typing.overload
-    async def wait(self, *, timeout: Seconds) -> T | TimedOut: ...
+    async def wait(self, *, timeout: Seconds) -> T | TimedOut: ...  # noqa: ASYNC109
 
-    async def wait(self, *, timeout: Seconds | None = None) -> T | TimedOut:
+    async def wait(self, *, timeout: Seconds | None = None) -> T | TimedOut:  # noqa: ASYNC109
         """Take the oldest event of this name not taken yet, waiting (suspended) for one.
 
         Returns:
@@ -208,7 +217,7 @@ class RunEvent(Generic[T]):
 class RunEvents:
     """``run.events.<name>``: the events the run's workflow version declares."""
 
-    def __init__(self, run: Run[object], definitions: dict[str, EventDefinition[object]]) -> None:
+    def __init__(self, run: Run[Any], definitions: dict[str, EventDefinition[Any]]) -> None:
         self._run = run
         self._definitions = definitions
 
@@ -265,7 +274,7 @@ class Run(Generic[I]):
         self.version = version
         self.attempt = attempt
         self.input = input_value
-        self.events = RunEvents(typing.cast("Run[object]", self), events or {})
+        self.events = RunEvents(self, events or {})
         self._revision = revision
         self._replay = ReplayLog([*recorded, *waits, *children])
         self._failed_attempts = {(address, seq): count for address, seq, count in task_attempts}
@@ -314,10 +323,9 @@ class Run(Generic[I]):
     async def _call_task(self, task: Task[TI, O], input_value: TI) -> O:
         input_json = task.input_type.to_json(input_value)
         address = task_address(task.name, input_json)
-        outcome = self._replay.call(address)
-        if isinstance(outcome, NewCall):
-            return await self._execute(task, input_json, outcome)
-        recorded = typing.cast("RecordedTask", outcome)
+        recorded = self._replay.call(address, RecordedTask)
+        if isinstance(recorded, NewCall):
+            return await self._execute(task, input_json, recorded)
         if recorded.state == "completed":
             return task.output_type.from_json(recorded.output)
         cause = _CONVERT.structure(recorded.error, ErrorInfo)
@@ -345,35 +353,29 @@ class Run(Generic[I]):
                         message = f"task {task.name!r} returned the wrong type: {exc.message}"
                         raise TaskOutputError(message, errors=exc.errors) from None
                 except Exception as exc:  # the task's failure; Cancelled passes through
-                    took = time.perf_counter() - started
-                    info = error_info(exc)
-                    delay = (task.retry.delay_before(attempt + 1, self._rng)
-                             if is_retryable(exc) else None)  # fmt: skip
-                    if delay is None:
-                        await self._record(task, call, attempt, "failed", input_json, error=info,
-                                           took=took)  # fmt: skip
-                        raise TaskFailedError(
-                            f"task {task.name!r} failed after {attempt} attempt(s): "
-                            f"{info.message}",
-                            task=task.name, attempts=attempt, cause=info,
-                        ) from exc  # fmt: skip
-                    await self._record(
-                        task, call, attempt, "attempt_failed", input_json, error=info, took=took
-                    )
-                    await trio.sleep(delay)
-                    attempt += 1
+                    failure: Exception | None = exc
                 else:
-                    took = time.perf_counter() - started
-                    await self._record(
-                        task,
-                        call,
-                        attempt,
-                        "completed",
-                        input_json,
-                        output=output_json,
-                        took=took,
-                    )
+                    failure = None
+                took = time.perf_counter() - started
+                if failure is None:
+                    await self._record(task, call, attempt, "completed", input_json,
+                                       output=output_json, took=took)  # fmt: skip
                     return task.output_type.from_json(output_json)
+                info = error_info(failure)
+                delay = (task.retry.delay_before(attempt + 1, self._rng)
+                         if is_retryable(failure) else None)  # fmt: skip
+                if delay is None:
+                    await self._record(task, call, attempt, "failed", input_json, error=info,
+                                       took=took)  # fmt: skip
+                    raise TaskFailedError(
+                        f"task {task.name!r} failed after {attempt} attempt(s): {info.message}",
+                        task=task.name, attempts=attempt, cause=info,
+                    ) from failure  # fmt: skip
+                await self._record(
+                    task, call, attempt, "attempt_failed", input_json, error=info, took=took
+                )
+                await trio.sleep(delay)
+                attempt += 1
 
     async def _reporting(self, call: NewCall, task: Task[TI, O], argument: TI) -> O:
         """One attempt, with `aiki.progress` reporting for this task within it."""
@@ -477,7 +479,7 @@ class Run(Generic[I]):
         input_json = version.input_type.to_json(input_value)
         address = child_address(version.workflow, version.version, options.reference_id,
                                  input_json)  # fmt: skip
-        step = self._replay.call(address)
+        step = self._replay.call(address, RecordedChild)
         if isinstance(step, NewCall):
             await self.flush()
             request = StartChild(
@@ -488,12 +490,11 @@ class Run(Generic[I]):
             with self._busy(), self._fenced():
                 child_id = (await self._gateway.start_child(request)).id
         else:
-            child_id = typing.cast("RecordedChild", step).run_id
-        return ChildRun(typing.cast("Run[object]", self), child_id,
-                        typing.cast("WorkflowVersion[object, O]", version))  # fmt: skip
+            child_id = step.run_id
+        return ChildRun(self, child_id, version)
 
     async def _wait(self, kind: WaitKind, key: str, seconds: float | None) -> RecordedWait:
-        step = self._replay.call(wait_address(kind, key))
+        step = self._replay.call(wait_address(kind, key), RecordedWait)
         if isinstance(step, NewCall):
             await self.flush()
             request = BeginWait(run_id=self.id, revision=self._revision, kind=kind, key=key,
@@ -501,7 +502,7 @@ class Run(Generic[I]):
             with self._busy(), self._fenced():
                 record = await self._gateway.begin_wait(request)
         else:
-            record = typing.cast("RecordedWait", step)
+            record = step
         if record.state == "pending":
             await self._block((record.kind, record.key, record.seq))
         return record

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -63,7 +62,7 @@ def fire_schedules(tx: Transaction, *, grace_seconds: float) -> Fired:
                 pending=pending, now=now, grace_seconds=grace_seconds, limit=PER_SCHEDULE,
             )  # fmt: skip
         except Exception:  # one schedule must not stop the others (nor crash the actor)
-            schedule_id = typing.cast("uuid.UUID", row[0])
+            schedule_id = store.runs.as_uuid(row[0])
             logger.exception("schedule %s cannot be planned; retried in %.0f s", schedule_id,
                              RETRY_SECONDS)  # fmt: skip
             retry_at = now + dt.timedelta(seconds=RETRY_SECONDS)

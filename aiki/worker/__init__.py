@@ -32,7 +32,7 @@ from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervi
 from transport import open_redis_streams
 
 from ..protocol import RegisterWorker, stream_for
-from ..sdk._workflow import Workflow, WorkflowVersion
+from ..sdk import Workflow, WorkflowVersion
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats

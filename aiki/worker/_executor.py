@@ -48,9 +48,7 @@ from ..protocol import (
     SuspendRun,
     TransitionRun,
 )
-from ..sdk._progress import SEND_EVERY_SECONDS
-from ..sdk._run_context import Run, RunTakenOver
-from ..sdk._workflow import WorkflowVersion
+from ..sdk import SEND_EVERY_SECONDS, Run, RunTakenOver, WorkflowVersion
 from ._link import Call, call
 
 P = TypeVar("P")

@@ -74,7 +74,7 @@ class Link:
     on_push: Callable[[StopRun], None] = lambda _message: None
     """Called with each server push (e.g. stop a run that was cancelled)."""
 
-    async def run(
+    async def run(  # noqa: ASYNC128 (`_session` reports started, once registered)
         self,
         inbox: trio.MemoryReceiveChannel[Call[Any]],
         *,

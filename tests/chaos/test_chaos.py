@@ -53,4 +53,5 @@ async def test_every_run_survives_the_faults(capsys: pytest.CaptureFixture[str])
         assert len(report.faults) == len(schedule)
         assert report.clean, report
     finally:
-        await trio.to_thread.run_sync(chaos.stop)
+        with trio.move_on_after(60, shield=True):
+            await trio.to_thread.run_sync(chaos.stop)

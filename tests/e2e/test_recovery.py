@@ -350,7 +350,8 @@ async def test_while_redis_is_down_starts_are_accepted_and_workers_pull_runs_fro
                           ([h.run_id for h in handles],))  # fmt: skip
         assert pulled == [(5,)]
     finally:
-        await trio.to_thread.run_sync(redis_server.start)
+        with trio.move_on_after(60, shield=True):
+            await trio.to_thread.run_sync(redis_server.start)
     async with aiki.Client(cluster.url) as client:
         after = await flows.simple_flow.start(client, 41)
 
@@ -386,7 +387,8 @@ async def test_a_postgres_outage_gives_retryable_errors_and_loses_no_acknowledge
             assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
             refused += 1
         finally:
-            await trio.to_thread.run_sync(postgres.start)
+            with trio.move_on_after(60, shield=True):
+                await trio.to_thread.run_sync(postgres.start)
 
         async def accepting() -> bool:
             try:

@@ -56,4 +56,8 @@ class Handlers:
         Raises:
             KeyError: no handler is bound to it.
         """
-        return self._by_type[type(request)][1]
+        return self.of_type(type(request))
+
+    def of_type(self, request_type: type) -> Handler:
+        """The handler bound to the operation of ``request_type`` (see `handler`)."""
+        return self._by_type[request_type][1]

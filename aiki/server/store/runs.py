@@ -19,7 +19,15 @@ import orjson
 from transport import make_wire_converter
 
 from ...errors import BadRequestError, ErrorInfo
-from ...protocol import RecordedTask, RecordTask, RunInfo, StartOptions, TransitionRun, VersionSpec
+from ...protocol import (
+    RecordedTask,
+    RecordTask,
+    RunInfo,
+    StartOptions,
+    TransitionRun,
+    VersionSpec,
+    is_status,
+)
 from ...retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -37,9 +45,39 @@ RUN_COLUMNS: Final = (
 )
 
 
+def _unexpected(value: object, expected: str) -> TypeError:
+    return TypeError(f"expected {expected} from PostgreSQL, got {value!r}")
+
+
 def as_int(value: object) -> int:
-    """A column value known to be an integer."""
-    assert isinstance(value, int), value
+    """A column value known to be an integer.
+
+    Raises:
+        TypeError: it is not (the schema and the code disagree: a bug).
+    """
+    if not isinstance(value, int):
+        raise _unexpected(value, "an integer")
+    return value
+
+
+def as_time(value: object) -> dt.datetime:
+    """A column value known to be a ``timestamptz`` (see `as_int` for the error)."""
+    if not isinstance(value, dt.datetime):
+        raise _unexpected(value, "a timestamp")
+    return value
+
+
+def as_uuid(value: object) -> uuid.UUID:
+    """A column value known to be a ``uuid`` (see `as_int` for the error)."""
+    if not isinstance(value, uuid.UUID):
+        raise _unexpected(value, "a UUID")
+    return value
+
+
+def as_status(value: object) -> RunStatus:
+    """A column value known to be a run status (see `as_int` for the error)."""
+    if not isinstance(value, str) or not is_status(value):
+        raise _unexpected(value, "a run status")
     return value
 
 

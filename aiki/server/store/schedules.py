@@ -22,7 +22,7 @@ from ...protocol import (
     StartOptions,
     describe,
 )
-from .runs import RUN_COLUMNS, as_int, decode_cursor, encode_cursor, run_info
+from .runs import RUN_COLUMNS, as_int, as_time, as_uuid, decode_cursor, encode_cursor, run_info
 from .waits import ACTIVE
 
 if TYPE_CHECKING:
@@ -70,14 +70,14 @@ def schedule_info(row: Row) -> ScheduleInfo:
 
 def anchor_of(row: Row) -> dt.datetime:
     """The interval anchor of a row selected with `COLUMNS`."""
-    return typing.cast("dt.datetime", row[-1])
+    return as_time(row[-1])
 
 
 def now(tx: Transaction) -> dt.datetime:
     """The transaction's time (PostgreSQL's clock is the one all servers share)."""
     row = tx.fetch_one("SELECT now()")
     assert row is not None
-    return typing.cast("dt.datetime", row[0])
+    return as_time(row[0])
 
 
 def find_live(tx: Transaction, identity: str) -> tuple[ScheduleInfo, str] | None:
@@ -288,7 +288,7 @@ def active_runs(tx: Transaction, schedule_id: uuid.UUID) -> list[uuid.UUID]:
         "SELECT id FROM aiki_runs WHERE schedule_id = %s AND status = ANY(%s::text[])",
         (schedule_id, list(ACTIVE)),
     )
-    return [typing.cast("uuid.UUID", run_id) for (run_id,) in rows]
+    return [as_uuid(run_id) for (run_id,) in rows]
 
 
 @attrs.frozen
@@ -342,4 +342,4 @@ def upcoming(tx: Transaction, horizon_seconds: float) -> list[dt.datetime]:
         " AND due_at < now() + make_interval(secs => %s)",
         (horizon_seconds,),
     )
-    return [typing.cast("dt.datetime", at) for (at,) in rows]
+    return [as_time(at) for (at,) in rows]

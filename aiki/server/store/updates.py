@@ -8,18 +8,15 @@ window sees every committed transition exactly once, whatever order transactions
 
 from __future__ import annotations
 
-import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from ...protocol import RunUpdate, TaskProgress
-from .runs import RUN_COLUMNS, as_int, parse_run_id, prefixed_run_columns, run_info
+from .runs import RUN_COLUMNS, as_int, as_time, parse_run_id, prefixed_run_columns, run_info
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from transport import Transaction
     from transport.postgres import Row
 
@@ -168,5 +165,5 @@ def _progress(row: Row) -> TaskProgress:
     run_id, workflow, version, address, seq, task, details, at = row
     return TaskProgress(
         run_id=str(run_id), workflow=str(workflow), version=str(version), address=str(address),
-        seq=as_int(seq), task=str(task), details=details, at=typing.cast("dt.datetime", at),
+        seq=as_int(seq), task=str(task), details=details, at=as_time(at),
     )  # fmt: skip

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import typing
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from ...protocol import RunDetails, TaskAttempt, TaskDetail, Transition, WorkerInfo
-from .runs import as_int, error_of, get_run
+from ...protocol import (
+    RunDetails,
+    TaskAttempt,
+    TaskDetail,
+    TaskState,
+    Transition,
+    WorkerInfo,
+    is_task_state,
+)
+from .runs import as_int, as_status, as_time, error_of, get_run
 from .updates import latest_progress
 
 if TYPE_CHECKING:
-    import datetime as dt
     import uuid
 
     from transport import Transaction
 
     from ...errors import ErrorInfo
-    from ...protocol import RunStatus
 
 
-TaskState = Literal["running", "completed", "failed"]
+def _task_state(value: object) -> TaskState:
+    if not is_task_state(value):
+        raise TypeError(f"expected a task state from PostgreSQL, got {value!r}")
+    return value
 
 
 def _error(value: object) -> ErrorInfo | None:
@@ -38,9 +46,7 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
         (run_id,),
     ):
         failures.setdefault((str(address), as_int(seq)), []).append(
-            TaskAttempt(
-                attempt=as_int(attempt), error=_error(error), at=typing.cast("dt.datetime", at)
-            )
+            TaskAttempt(attempt=as_int(attempt), error=_error(error), at=as_time(at))
         )
     tasks = []
     for row in tx.fetch_all(
@@ -52,11 +58,11 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
         key = (str(address), as_int(seq))
         tasks.append(
             TaskDetail(
-                address=key[0], seq=key[1], name=str(name), state=typing.cast("TaskState", state),
+                address=key[0], seq=key[1], name=str(name), state=_task_state(state),
                 attempts=as_int(attempts), input=task_input, output=output, error=_error(error),
                 failed_attempts=tuple(failures.get(key, ())),
-                created_at=typing.cast("dt.datetime", created),
-                updated_at=typing.cast("dt.datetime", updated),
+                created_at=as_time(created),
+                updated_at=as_time(updated),
             )
         )  # fmt: skip
     timeline = []
@@ -67,11 +73,11 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
     ):
         timeline.append(
             Transition(
-                previous=typing.cast("RunStatus | None", previous),
-                status=typing.cast("RunStatus", status), revision=as_int(revision),
+                previous=None if previous is None else as_status(previous),
+                status=as_status(status), revision=as_int(revision),
                 reason=None if reason is None else str(reason),
                 worker_id=None if worker is None else str(worker),
-                at=typing.cast("dt.datetime", at),
+                at=as_time(at),
             )
         )  # fmt: skip
     progress = tuple(latest_progress(tx, run_id))
@@ -104,8 +110,8 @@ def list_workers(tx: Transaction, *, include_gone: bool) -> list[WorkerInfo]:
                 concurrency=as_int(concurrency),
                 alive=bool(alive),
                 active_runs=as_int(active),
-                registered_at=typing.cast("dt.datetime", registered),
-                last_seen_at=typing.cast("dt.datetime", seen),
+                registered_at=as_time(registered),
+                last_seen_at=as_time(seen),
             )
         )
     return workers

@@ -8,7 +8,6 @@ pause, resume, wakeup) and the timers' firing work on sets of rows in single sta
 
 from __future__ import annotations
 
-import typing
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -16,7 +15,7 @@ import attrs
 
 from ...protocol import RecordedChild, RecordedWait
 from . import runs
-from .runs import RUN_COLUMNS, as_int, run_info
+from .runs import RUN_COLUMNS, as_int, as_time, as_uuid, run_info
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -481,7 +480,7 @@ def cancel_tree_below(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[S
         "SELECT id FROM aiki_runs WHERE parent_id = %s AND status = ANY(%s::text[])",
         (run_id, list(ACTIVE)),
     ):
-        stopped += cancel_tree(tx, typing.cast("uuid.UUID", child), reason)
+        stopped += cancel_tree(tx, as_uuid(child), reason)
     return stopped
 
 
@@ -524,4 +523,4 @@ def upcoming_deadlines(tx: Transaction, horizon_seconds: float) -> list[dt.datet
         """,
         {"h": horizon_seconds},
     )
-    return [typing.cast("dt.datetime", at) for (at,) in rows]
+    return [as_time(at) for (at,) in rows]
