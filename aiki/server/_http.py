@@ -75,13 +75,13 @@ def build_app(
 
         async def call() -> bytes:
             raw = await _read_limited(request, max_body_bytes)
-            operation, decoded = decode_request(OPERATIONS, name, raw)
-            if operation.session_only:
+            declared, decoded = decode_request(OPERATIONS, name, raw)
+            if declared.session_only:
                 raise BadRequestError(
                     f"{name} works only over the WebSocket session at {SESSION_PATH}"
                 )
             reply = await HANDLERS.handler(decoded)(services, decoded, Caller())
-            return operation.reply.encode(reply)
+            return declared.reply.encode(reply)
 
         status, body = await guarded(call)
         return Response(body, status_code=status, media_type="application/json")
