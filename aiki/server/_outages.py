@@ -3,18 +3,21 @@
 A store or stream that is down is an expected condition, not a bug: crashing would burn
 the supervisor's restart budget in seconds and take the server down with the outage.
 Actors wrap each round of work in `Outage.guard`; a retryable transport error logs once,
-waits a capped exponential backoff, and the round is tried again. Anything else crashes
-the actor as usual, for its supervisor to handle.
+waits a capped, jittered exponential backoff (`actors.Backoff`), and the round is tried
+again. Anything else crashes the actor as usual, for its supervisor to handle.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import attrs
 import trio
 
+from actors import Backoff
 from transport import TransportError
 
 if TYPE_CHECKING:
@@ -24,7 +27,8 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS: Final = 5.0
+BACKOFF: Final = Backoff(initial_seconds=0.1, max_seconds=5.0)
+"""Pauses between rounds while a store or stream is out."""
 
 
 @attrs.define
@@ -32,12 +36,13 @@ class Outage:
     """Backoff state of one actor; ``what`` names it in logs."""
 
     what: str
-    _delay: float = 0.0
+    _delays: Iterator[float] | None = None
+    """The pauses of the outage in progress (None: no outage)."""
 
     @property
     def ongoing(self) -> bool:
         """True while the last round failed on an outage."""
-        return self._delay > 0
+        return self._delays is not None
 
     async def guard(self, work: Callable[[], Awaitable[T]]) -> T | None:
         """Run ``work``; on a retryable transport error, back off and return None.
@@ -50,12 +55,12 @@ class Outage:
         except TransportError as exc:
             if not exc.retryable:
                 raise
-            if not self._delay:
+            if self._delays is None:
                 logger.warning("%s: %s; retrying until it is back", self.what, exc)
-            self._delay = min(MAX_BACKOFF_SECONDS, max(0.1, self._delay * 2))
-            await trio.sleep(self._delay)
+                self._delays = BACKOFF.delays(random.Random())
+            await trio.sleep(next(self._delays))
             return None
-        if self._delay:
+        if self._delays is not None:
             logger.warning("%s: recovered", self.what)
-            self._delay = 0.0
+            self._delays = None
         return result

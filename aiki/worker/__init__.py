@@ -6,8 +6,14 @@
     ├── link         WebSocket session to the server (reconnects, re-registers)
     ├── runs         a pool of run actors (``concurrency``), one run each at a time
     ├── heartbeat    one beat per interval for the whole worker (refreshes its claims)
-    ├── claimer      XAUTOCLAIM of entries idle too long (their consumer died)
-    └── subscriber   XREADGROUP on the registered versions' streams, for free capacity
+    ├── claimer      the worker's claim sweeper: XAUTOCLAIM of entries idle too long
+    │                (their consumer died) → the subscriber
+    └── subscriber   hands out work for exactly the free run slots, which run actors
+                     report as messages: XREADGROUP on the registered versions' streams
+
+The table of runs in progress (`Executing`: the heartbeat, the claimer and the server's
+pushes read it; the subscriber alone counts its free slots) belongs to the tree and
+outlives the restarts of the actors that use it.
 
 Define what a worker serves in your code and start it with ``aiki worker module:name``::
 
@@ -37,7 +43,8 @@ from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
 from ._link import Call, Link
-from ._subscriber import Subscriber
+from ._messages import SubscriberMsg
+from ._subscriber import Subscriber, mailbox_capacity
 
 if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -136,10 +143,13 @@ async def run_worker(
         pools=worker.pools,
         concurrency=worker.concurrency,
     )
-    executing = Executing(capacity=trio.Semaphore(worker.concurrency))
+    executing = Executing(free=worker.concurrency)
     async with open_redis_streams(config.redis_url, max_threads=4) as streams:
         await streams.ping()
         link_box = Mailbox[Call[typing.Any]]("link", capacity=max(64, worker.concurrency * 4))
+        subscriber_box = Mailbox[SubscriberMsg](
+            "subscriber", capacity=mailbox_capacity(worker.concurrency)
+        )
         runs = pool(
             "runs",
             lambda: RunActor(
@@ -148,6 +158,7 @@ async def run_worker(
                 link_box.address,
                 streams,
                 executing,
+                subscriber_box.address,
                 config.call_timeout_seconds,
             ),
             size=worker.concurrency,
@@ -171,12 +182,13 @@ async def run_worker(
             ChildSpec(
                 name="claimer",
                 factory=lambda: Claimer(
-                    streams, worker.streams(), config.worker_id, runs.router, executing,
-                    config.claim_idle_seconds,
+                    streams, worker.streams(), config.worker_id, subscriber_box.address,
+                    executing, config.claim_idle_seconds,
                 ),
             ),
             ChildSpec(
                 name="subscriber",
+                mailbox=subscriber_box,
                 factory=lambda: Subscriber(
                     streams, worker.streams(), config.worker_id, runs.router, executing,
                     link_box.address,

@@ -2,9 +2,10 @@
 
 A worker that dies between reading an entry and finishing its run leaves the entry in
 the consumer group's pending list. Every ``interval`` the claimer asks Redis for entries
-idle longer than ``min_idle_seconds`` (``XAUTOCLAIM``), for as many as it has free slots,
-and hands them to the run actors, which claim the run through the server; a run someone
-else holds is refused there and the entry is dropped. Entries of runs this worker is
+idle longer than ``min_idle_seconds`` (``XAUTOCLAIM``), a few at a time, and sends them
+to the subscriber, which hands them to run actors as slots free; a run actor claims the
+run through the server, and a run someone else holds is refused there and its entry
+dropped. Entries of runs this worker is
 executing right now are left alone (a long run is not an abandoned one).
 """
 
@@ -16,11 +17,12 @@ from typing import Final
 import attrs
 import trio
 
-from actors import Router, messages_or_ticks
+from actors import ActorStoppedError, Address, messages_or_ticks
 from transport import RedisStreams, StreamError
 
 from ..protocol import GROUP, QUEUED_RUN
-from ._executor import ExecuteRun, Executing
+from ._executor import Executing
+from ._messages import SubscriberMsg, TakeOver
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +32,12 @@ BATCH: Final = 4
 
 @attrs.define
 class Claimer:
-    """Actor: XAUTOCLAIM of entries idle too long in the group → run actors."""
+    """Actor: XAUTOCLAIM of entries idle too long in the group → the subscriber."""
 
     streams: RedisStreams
     stream_names: tuple[str, ...]
     consumer: str
-    runs: Router[ExecuteRun]
+    subscriber: Address[SubscriberMsg]
     executing: Executing
     min_idle_seconds: float = 60.0
 
@@ -53,25 +55,28 @@ class Claimer:
                     await self.claim_idle(stream)
                 except StreamError as exc:  # Redis down or reset: the subscriber copes
                     logger.debug("claiming idle entries of %s failed: %s", stream, exc)
+                except ActorStoppedError:
+                    return  # the worker is stopping: nothing takes work any more
 
     async def claim_idle(self, stream: str) -> int:
-        """Take over up to `BATCH` idle entries of ``stream``; return how many were handed on.
+        """Take over up to `BATCH` idle entries of ``stream``; return how many were handed
+        to the subscriber (which gives them to run actors as slots free).
 
-        Entries are claimed first, then each waits in line for a free slot (the semaphore
-        is fair): reserving slots up front would starve behind the subscriber, which
-        holds free slots while its read blocks.
+        Raises:
+            actors.ActorStoppedError: the subscriber stopped (the worker is shutting down;
+                the entries stay pending in Redis for another consumer).
         """
         claimed = await self.streams.autoclaim(
             stream, GROUP, self.consumer, min_idle_ms=int(self.min_idle_seconds * 1000),
             count=BATCH,
         )  # fmt: skip
-        handed = 0
+        taken = []
         for entry in claimed.entries:
             if QUEUED_RUN.decode(entry.payload).run_id in self.executing.running:
                 continue  # ours, and still going
             logger.warning("took over entry %s idle for %.0f s", entry.entry_id,
                            self.min_idle_seconds)  # fmt: skip
-            await self.executing.capacity.acquire()  # released by the run actor
-            await self.runs.send(ExecuteRun(entry=entry))
-            handed += 1
-        return handed
+            taken.append(entry)
+        if taken:
+            await self.subscriber.send(TakeOver(entries=tuple(taken)))
+        return len(taken)

@@ -19,8 +19,8 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from actors import Address, Backoff
-from transport import RedisStreams, StreamEntry, StreamUnavailableError
+from actors import ActorStoppedError, Address, Backoff
+from transport import RedisStreams, StreamUnavailableError
 
 from ..errors import (
     AikiError,
@@ -50,6 +50,7 @@ from ..protocol import (
 )
 from ..sdk import SEND_EVERY_SECONDS, Run, RunTakenOver, WorkflowVersion
 from ._link import Call, call
+from ._messages import ExecuteRun, SlotFreed, SubscriberMsg
 
 P = TypeVar("P")
 
@@ -68,15 +69,6 @@ SETTLE_ROUNDS: Final = 3
 """Scheduler rounds to let other branches reach their next step before suspending."""
 HOLD_RESULT_SECONDS: Final = 0.01
 """A completed task's result waits this long for the run's next step to carry it."""
-
-
-@attrs.frozen(kw_only=True)
-class ExecuteRun:
-    """Execute the run a stream entry announces (claim it first), or one already claimed
-    through the server (the pull path while Redis is down)."""
-
-    entry: StreamEntry | None = None
-    claim: RunClaimed | None = None
 
 
 @attrs.define
@@ -108,9 +100,12 @@ class _Reservation:
 
 @attrs.define
 class Executing:
-    """What this worker runs right now (read by the heartbeat), and its free capacity."""
+    """The worker's table of what it runs right now (read by the heartbeat, the claimer and
+    pushes), and how many run slots are free: a table the worker's tree owns, so it
+    outlives the restarts of the actors that use it."""
 
-    capacity: trio.Semaphore
+    free: int
+    """Free run slots, counted by the subscriber alone (run actors tell it with messages)."""
     running: dict[str, _Running] = attrs.Factory(dict)
     reserved: dict[str, _Reservation] = attrs.Factory(dict)
     """Runs a run actor has taken on (from before their claim until they are done)."""
@@ -261,6 +256,8 @@ class RunActor:
     link: Address[Call[Any]]
     streams: RedisStreams
     executing: Executing
+    subscriber: Address[SubscriberMsg]
+    """Told each time this actor is done with a run it was handed (its slot is free)."""
     call_timeout_seconds: float = 30.0
     _server: ServerCalls = attrs.field(init=False)
 
@@ -283,7 +280,8 @@ class RunActor:
                 # sweeper queues the run again and XAUTOCLAIM recovers the entry.
                 logger.warning("could not finish a run (%s); it will be recovered", exc)
             finally:
-                self.executing.capacity.release()
+                with contextlib.suppress(ActorStoppedError):  # stopping: nobody hands out work
+                    await self.subscriber.send(SlotFreed())
 
     async def _execute(self, message: ExecuteRun) -> None:
         entry = message.entry

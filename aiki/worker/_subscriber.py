@@ -1,13 +1,18 @@
-"""The subscriber: reads the worker's streams for exactly its free capacity.
+"""The subscriber: hands out work to the run actors, for exactly their free capacity.
 
-While Redis is unreachable it falls back to pulling queued runs through the server
-(``claim_next``) and returns to the streams when Redis answers again; after Redis lost its
-data (consumer groups gone) it recreates the groups.
+The worker's capacity is messages to this one actor: a run actor that finishes a run
+sends `SlotFreed`, the claimer sends entries it took over (`TakeOver`), and only the
+subscriber counts free slots (`Executing.free`, in the worker's table, so a restarted
+subscriber carries on from the same count). A slot is taken when a run is handed to a
+run actor, not when an entry is read, so a subscriber that crashes with entries in hand
+loses no slot (the entries stay pending in Redis; the claimer takes them over later).
 
-It takes every free run slot (waiting for at least one), asks Redis for that many
-entries (``XREADGROUP COUNT``), and hands each to the run actors. ``COUNT`` applies per
-stream, so a read over several streams may return more than asked: the surplus waits
-here for slots and is handed out before the next read.
+It asks Redis for as many entries as there are free slots (``XREADGROUP COUNT``; ``COUNT``
+applies per stream, so a read over several streams may return more: the surplus waits
+here for slots, as taken-over entries do, and goes out before the next read). While
+Redis is unreachable it pulls queued runs through the server (``claim_next``) and
+returns to the streams when Redis answers again; after Redis lost its data (consumer
+groups gone) it recreates the groups.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from transport import RedisStreams, StreamEntry, StreamError, StreamReader, Stre
 
 from ..errors import AikiError
 from ..protocol import GROUP, ClaimNext
-from ._executor import ExecuteRun, Executing
+from ._executor import Executing
 from ._link import Call, call
+from ._messages import ExecuteRun, SlotFreed, SubscriberMsg, TakeOver
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +41,14 @@ PULL_SECONDS: Final = 0.5
 """While Redis is down, how often the worker asks the server for queued runs."""
 
 
+def mailbox_capacity(concurrency: int) -> int:
+    """Room for a `SlotFreed` from every run actor and a `TakeOver`: sends never wait."""
+    return concurrency + 2
+
+
 @attrs.define
 class Subscriber:
-    """Actor: XREADGROUP for free capacity → run actors."""
+    """Actor: free slots (messages) and stream entries → run actors."""
 
     streams: RedisStreams
     stream_names: tuple[str, ...]
@@ -46,14 +57,15 @@ class Subscriber:
     executing: Executing
     link: Address[Call[typing.Any]]
     _backlog: deque[StreamEntry] = attrs.Factory(deque)
+    _changed: trio.Event = attrs.Factory(trio.Event)
 
     async def run(
         self,
-        inbox: trio.MemoryReceiveChannel[None],
+        inbox: trio.MemoryReceiveChannel[SubscriberMsg],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Read and hand out work until the mailbox closes (then stop taking work)."""
+        """Hand out work until the mailbox closes (then stop taking work)."""
         await self._ensure_groups()
         async with (
             self.streams.open_reader(GROUP, self.consumer) as reader,
@@ -61,48 +73,45 @@ class Subscriber:
         ):
             nursery.start_soon(self._feed, reader)
             task_status.started()
-            async for _ in inbox:
-                pass
+            async for message in inbox:
+                match message:
+                    case SlotFreed():
+                        self.executing.free += 1
+                    case TakeOver(entries=entries):
+                        self._backlog.extend(entries)
+                    case _:
+                        typing.assert_never(message)
+                self._changed.set()
             nursery.cancel_scope.cancel()
 
-    async def _take_slots(self, *, wait: bool) -> int:
-        capacity = self.executing.capacity
-        slots = 0
-        if wait:
-            await capacity.acquire()
-            slots = 1
-        while capacity.value > 0:
-            capacity.acquire_nowait()
-            slots += 1
-        return slots
+    async def _free_slot(self) -> None:
+        """Wait until at least one slot is free."""
+        while self.executing.free <= 0:
+            await self._changed.wait()
+            self._changed = trio.Event()
 
-    def _give_back(self, slots: int) -> None:
-        for _ in range(slots):
-            self.executing.capacity.release()
+    async def _hand_out(self, message: ExecuteRun) -> None:
+        self.executing.free -= 1
+        await self.runs.send(message)
 
     async def _feed(self, reader: StreamReader) -> None:
         while True:
-            slots = await self._take_slots(wait=True)
-            handed = 0
+            await self._free_slot()
             try:
                 if not self._backlog:
-                    self._backlog.extend(
-                        await reader.read(self.stream_names, count=slots, block_ms=BLOCK_MS)
-                    )
-                while self._backlog and handed < slots:
-                    await self.runs.send(ExecuteRun(entry=self._backlog.popleft()))
-                    handed += 1
+                    free = self.executing.free
+                    entries = await reader.read(self.stream_names, count=free, block_ms=BLOCK_MS)
+                    self._backlog.extend(entries)
             except StreamUnavailableError as exc:
                 logger.warning("Redis unavailable (%s): pulling runs through the server", exc)
-                self._give_back(slots - handed)
                 await self._pull_until_redis_is_back()
                 continue
             except StreamError as exc:  # e.g. NOGROUP: Redis restarted without its data
                 logger.warning("stream read failed (%s): recreating consumer groups", exc)
-                self._give_back(slots - handed)
                 await self._ensure_groups()
                 continue
-            self._give_back(slots - handed)
+            while self._backlog and self.executing.free > 0:
+                await self._hand_out(ExecuteRun(entry=self._backlog.popleft()))
 
     async def _ensure_groups(self) -> None:
         for stream in self.stream_names:
@@ -119,19 +128,15 @@ class Subscriber:
             else:
                 logger.warning("Redis is back: reading streams again")
                 return
-            slots = await self._take_slots(wait=False)
-            handed = 0
-            try:
-                if slots:
+            if self.executing.free > 0:
+                try:
                     with trio.fail_after(30):
                         reply = await call(
-                            self.link, ClaimNext(worker_id=self.consumer, limit=slots)
+                            self.link, ClaimNext(worker_id=self.consumer, limit=self.executing.free)
                         )
-                    for claim in reply.claims:
-                        await self.runs.send(ExecuteRun(claim=claim))
-                        handed += 1
-            except (AikiError, trio.TooSlowError) as exc:
-                logger.debug("pulling runs failed: %s", exc)
-            finally:
-                self._give_back(slots - handed)
+                except (AikiError, trio.TooSlowError) as exc:
+                    logger.debug("pulling runs failed: %s", exc)
+                else:
+                    for claim in reply.claims:  # held now: each needs a run actor
+                        await self._hand_out(ExecuteRun(claim=claim))
             await trio.sleep(PULL_SECONDS)
