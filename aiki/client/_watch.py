@@ -190,7 +190,6 @@ class Watch:
         if self._closed:
             raise StopAsyncIteration
         await self.start()
-        delays = RECONNECT.delays(random.Random())
         while not self._ready:
             assert self._feed is not None
             try:
@@ -200,6 +199,7 @@ class Watch:
                 logger.info("update stream dropped (%s); resuming", exc)
             with contextlib.suppress(AikiError):
                 await self._feed.aclose()
+            delays = RECONNECT.delays(random.Random())
             while True:
                 await anyio.sleep(next(delays))
                 try:

@@ -25,7 +25,7 @@ from . import store
 from ._outages import Outage
 
 if TYPE_CHECKING:
-    from .store.runs import OutboxEntry
+    from .store.outbox import OutboxEntry
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ class Dispatcher:
         published = 0
         while True:
             entries = await self.store.transact(
-                lambda tx: store.runs.lease_outbox(tx, BATCH, LEASE_SECONDS)
+                lambda tx: store.outbox.lease_outbox(tx, BATCH, LEASE_SECONDS)
             )
             if not entries:
                 return published
             await self._publish(entries)
             ids = [entry.outbox_id for entry in entries]
-            await self.store.transact(functools.partial(store.runs.delete_outbox, outbox_ids=ids))
+            await self.store.transact(functools.partial(store.outbox.delete_outbox, outbox_ids=ids))
             published += len(entries)
             logger.debug("published %d runs", len(entries))
             if len(entries) < BATCH:

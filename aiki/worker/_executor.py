@@ -58,6 +58,8 @@ RETRY: Final = Backoff(initial_seconds=0.05, max_seconds=2.0)
 """Pauses between a run's attempts to reach the server while the link reconnects."""
 
 if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..protocol import RecordedWait, Request
 
 logger = logging.getLogger(__name__)
@@ -187,12 +189,13 @@ class ServerCalls:
             aiki.AikiError: the server's answer was an error.
             trio.TooSlowError: no answer within ``timeout_seconds``.
         """
-        delays = RETRY.delays(random.Random())
+        delays: Iterator[float] | None = None
         with trio.fail_after(self.timeout_seconds):
             while True:
                 try:
                     return await call(self.link, request)
                 except UnavailableError:
+                    delays = delays or RETRY.delays(random.Random())
                     await trio.sleep(next(delays))
 
 

@@ -288,7 +288,7 @@ class Services:
 
     async def load_schemas(self) -> None:
         """Read every registered version's schemas (at start, and when one is unknown)."""
-        versions = await self.transact(store.runs.registered_versions, alone=True)
+        versions = await self.transact(store.workers.registered_versions, alone=True)
         for (workflow, version), (schema, events) in versions.items():
             self.schemas.remember(workflow, version, schema, events)
 

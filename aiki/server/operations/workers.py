@@ -73,7 +73,7 @@ async def register_worker(
                     f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}"
                 ) from None
     await services.transact(
-        lambda tx: store.runs.register_worker(
+        lambda tx: store.workers.register_worker(
             tx, request.worker_id, request.versions, request.pools, request.concurrency
         )
     )

@@ -1,6 +1,8 @@
 """The server's SQL, by concept. Every function runs inside one `transport.Transaction`.
 
-- `runs`: creating, reading, claiming and moving runs; task records; the outbox; workers;
+- `runs`: creating, reading, claiming and moving runs; task records;
+- `outbox`: queued runs waiting to be published to Redis;
+- `workers`: workers and the versions (with schemas) they register;
 - `waits`: durable waits, events, child runs and run control (cancel, pause, resume);
 - `recovery`: claim freshness, stale claims, dead workers, redelivery, pull claims;
 - `schedules`: schedules and the runs they start;
@@ -8,11 +10,13 @@
 - `views`: a run in full and the workers, for operators.
 """
 
+from . import outbox as outbox
 from . import recovery as recovery
 from . import runs as runs
 from . import schedules as schedules
 from . import updates as updates
 from . import views as views
 from . import waits as waits
+from . import workers as workers
 
-__all__ = ["recovery", "runs", "schedules", "updates", "views", "waits"]
+__all__ = ["outbox", "recovery", "runs", "schedules", "updates", "views", "waits", "workers"]

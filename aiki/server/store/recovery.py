@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ...protocol import RunClaimed
 from . import runs
+from .outbox import OutboxEntry
 from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
 from .waits import recorded_waits_and_children
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     import uuid
 
     from transport import Transaction
-
-    from .runs import OutboxEntry
 
 
 def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> list[str] | None:
@@ -106,7 +105,7 @@ def redeliverable(tx: Transaction, redelivery_seconds: float, limit: int) -> lis
         {"timeout": redelivery_seconds, "limit": limit},
     )
     return [
-        runs.OutboxEntry(0, str(run), as_int(revision), str(workflow), str(version),
+        OutboxEntry(0, str(run), as_int(revision), str(workflow), str(version),
                            None if pool is None else str(pool))
         for run, revision, workflow, version, pool in rows
     ]  # fmt: skip

@@ -13,7 +13,6 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Final
 
-import attrs
 import orjson
 
 from transport import make_wire_converter
@@ -25,7 +24,6 @@ from ...protocol import (
     RunInfo,
     StartOptions,
     TransitionRun,
-    VersionSpec,
     is_status,
 )
 from ...retry import RetryPolicy
@@ -542,92 +540,3 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
         {"limit": limit},
     )
     return 0 if row is None else as_int(row[0])
-
-
-# -- outbox --------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class OutboxEntry:
-    """A run to publish: where, and at which revision."""
-
-    outbox_id: int
-    run_id: str
-    revision: int
-    workflow: str
-    version: str
-    pool: str | None
-
-
-def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[OutboxEntry]:
-    """Take up to ``limit`` unpublished outbox rows for ``lease_seconds``."""
-    rows = tx.fetch_all(
-        """
-        UPDATE aiki_outbox o SET leased_until = now() + make_interval(secs => %(lease)s)
-        FROM aiki_runs r
-        WHERE o.id IN (
-            SELECT id FROM aiki_outbox
-            WHERE leased_until IS NULL OR leased_until < now()
-            ORDER BY id LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) AND r.id = o.run_id
-        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool
-        """,
-        {"lease": lease_seconds, "limit": limit},
-    )
-    return [
-        OutboxEntry(
-            as_int(oid),
-            str(run_id),
-            as_int(rev),
-            str(wf),
-            str(ver),
-            None if pool is None else str(pool),
-        )
-        for oid, run_id, rev, wf, ver, pool in rows
-    ]
-
-
-def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
-    """Forget outbox rows once their runs are published, and note when they were."""
-    tx.execute(
-        "WITH done AS (DELETE FROM aiki_outbox WHERE id = ANY(%s) RETURNING run_id)"
-        " UPDATE aiki_runs SET published_at = now() WHERE id IN (SELECT run_id FROM done)",
-        (outbox_ids,),
-    )
-
-
-# -- workers and versions ------------------------------------------------------------------------
-
-
-def register_worker(
-    tx: Transaction,
-    worker_id: str,
-    versions: tuple[VersionSpec, ...],
-    pools: tuple[str | None, ...],
-    concurrency: int,
-) -> None:
-    """Record a worker and the versions it serves (with their input and event schemas)."""
-    tx.execute_many(
-        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema, event_schemas)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
-        " SET input_schema = EXCLUDED.input_schema, event_schemas = EXCLUDED.event_schemas,"
-        " registered_at = now()",
-        [(spec.workflow, spec.version, _optional_json(spec.input_schema),
-          to_json(spec.event_schemas)) for spec in versions],
-    )  # fmt: skip
-    tx.execute(
-        "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
-        " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
-        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
-        (worker_id, to_json([[v.workflow, v.version] for v in versions]), to_json(list(pools)),
-         concurrency),
-    )  # fmt: skip
-
-
-def registered_versions(tx: Transaction) -> dict[tuple[str, str], tuple[object, object]]:
-    """Every registered workflow version with its input schema and event schemas."""
-    rows = tx.fetch_all(
-        "SELECT workflow, version, input_schema, event_schemas FROM aiki_workflow_versions"
-    )
-    return {(str(wf), str(ver)): (schema, events) for wf, ver, schema, events in rows}

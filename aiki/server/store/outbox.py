@@ -1,0 +1,68 @@
+"""SQL for the outbox: runs queued and not yet published to their Redis stream.
+
+A transition to ``queued`` writes an outbox row in the same transaction (`runs`); the
+dispatcher leases rows (so several servers can each take some), publishes them, and
+deletes them. Runs published long ago and still queued are published again
+(`recovery.redeliverable`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .runs import as_int
+
+if TYPE_CHECKING:
+    from transport import Transaction
+
+
+@attrs.frozen
+class OutboxEntry:
+    """A run to publish: where, and at which revision."""
+
+    outbox_id: int
+    run_id: str
+    revision: int
+    workflow: str
+    version: str
+    pool: str | None
+
+
+def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[OutboxEntry]:
+    """Take up to ``limit`` unpublished outbox rows for ``lease_seconds``."""
+    rows = tx.fetch_all(
+        """
+        UPDATE aiki_outbox o SET leased_until = now() + make_interval(secs => %(lease)s)
+        FROM aiki_runs r
+        WHERE o.id IN (
+            SELECT id FROM aiki_outbox
+            WHERE leased_until IS NULL OR leased_until < now()
+            ORDER BY id LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AND r.id = o.run_id
+        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool
+        """,
+        {"lease": lease_seconds, "limit": limit},
+    )
+    return [
+        OutboxEntry(
+            as_int(oid),
+            str(run_id),
+            as_int(rev),
+            str(wf),
+            str(ver),
+            None if pool is None else str(pool),
+        )
+        for oid, run_id, rev, wf, ver, pool in rows
+    ]
+
+
+def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
+    """Forget outbox rows once their runs are published, and note when they were."""
+    tx.execute(
+        "WITH done AS (DELETE FROM aiki_outbox WHERE id = ANY(%s) RETURNING run_id)"
+        " UPDATE aiki_runs SET published_at = now() WHERE id IN (SELECT run_id FROM done)",
+        (outbox_ids,),
+    )
