@@ -69,6 +69,9 @@ LEASE_MARGIN: Final = 0.25
 """A claim is confirmed with the server once less than this share of its lease is left."""
 SETTLE_ROUNDS: Final = 3
 """Scheduler rounds to let other branches reach their next step before suspending."""
+SLOT_SECONDS: Final = 5.0
+"""How long telling the subscriber of a freed slot may wait (its mailbox has room for
+every run actor's, so it does not wait unless the subscriber is restarting)."""
 HOLD_RESULT_SECONDS: Final = 0.01
 """A completed task's result waits this long for the run's next step to carry it."""
 
@@ -283,7 +286,12 @@ class RunActor:
                 # sweeper queues the run again and XAUTOCLAIM recovers the entry.
                 logger.warning("could not finish a run (%s); it will be recovered", exc)
             finally:
-                with contextlib.suppress(ActorStoppedError):  # stopping: nobody hands out work
+                # Shielded: a slot must not be lost because this actor is being cancelled.
+                # Stopping: nobody hands out work any more.
+                with (
+                    trio.move_on_after(SLOT_SECONDS, shield=True),
+                    contextlib.suppress(ActorStoppedError),
+                ):
                     await self.subscriber.send(SlotFreed())
 
     async def _execute(self, message: ExecuteRun) -> None:
