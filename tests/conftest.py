@@ -27,7 +27,7 @@ import pytest
 
 from transport import Services, services_from_env
 
-SLOW_DIRECTORIES = ("e2e", "chaos", "benchmarks")
+SLOW_DIRECTORIES = ("e2e", "edge", "chaos", "benchmarks")
 """Test directories whose tests are all ``slow``."""
 
 

@@ -1,4 +1,5 @@
-"""The edges: Redis Streams, PostgreSQL, WebSocket clients, the wire codec, local services.
+"""The edges: Redis Streams, PostgreSQL, the HTTP/WebSocket server and WebSocket clients,
+the wire codec, local services.
 
 Everything third-party (redis-py, psycopg, cattrs, the WebSocket libraries) stays behind
 this package: errors are mapped to `TransportError` subclasses here, and nothing above
@@ -17,6 +18,9 @@ from ._errors import StreamUnavailableError as StreamUnavailableError
 from ._errors import TransportError as TransportError
 from ._errors import UniqueViolationError as UniqueViolationError
 from ._errors import WebSocketError as WebSocketError
+from .asgi import ServerLimits as ServerLimits
+from .asgi import ServerStatistics as ServerStatistics
+from .asgi import serve_asgi as serve_asgi
 from .codec import WireCodec as WireCodec
 from .codec import make_wire_converter as make_wire_converter
 from .local_services import LocalPostgres as LocalPostgres
@@ -48,6 +52,8 @@ __all__ = [
     "MigrationError",
     "PostgresStore",
     "RedisStreams",
+    "ServerLimits",
+    "ServerStatistics",
     "Services",
     "StorageConflictError",
     "StorageError",
@@ -70,6 +76,7 @@ __all__ = [
     "open_postgres_store",
     "open_redis_streams",
     "open_websocket",
+    "serve_asgi",
     "services_from_env",
     "start_local_postgres",
     "start_local_redis",

@@ -177,6 +177,13 @@ def _load_worker(target: str) -> Worker:
     type=click.FloatRange(min=0),
     help="Seconds late after which a schedule's occurrence counts as missed (catch-up policy).",
 )
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Open HTTP and WebSocket connections at once; more are answered 503 (retry later).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -189,6 +196,7 @@ def server(
     redelivery_timeout: float,
     subscriber_queue: int,
     schedule_grace: float,
+    max_connections: int,
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
@@ -207,6 +215,7 @@ def server(
         redelivery_seconds=redelivery_timeout,
         subscriber_queue=subscriber_queue,
         schedule_grace_seconds=schedule_grace,
+        max_connections=max_connections,
     )
 
     async def main_fn() -> None:

@@ -46,7 +46,9 @@ class ServerConfig:
         redis_url: Redis (``redis://host:port/db``).
         host: interface to listen on.
         port: TCP port; 0 picks a free one (the URL is reported when listening).
-        max_body_bytes: largest accepted request body or WebSocket frame.
+        max_body_bytes: largest accepted request body or WebSocket message.
+        max_connections: open HTTP and WebSocket connections at once; one more is answered
+            ``503`` with ``Retry-After`` (and never more than open files allow).
         pool_size: PostgreSQL connections (and concurrent transactions).
         stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
         claim_timeout_seconds: a run whose worker sent no heartbeat for this long is released
@@ -65,6 +67,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_body_bytes: int = 2 * 1024 * 1024
+    max_connections: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     pool_size: int = 10
     stall_after_seconds: float = 300.0
     timer_scan_seconds: float = 15.0

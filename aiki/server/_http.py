@@ -1,6 +1,7 @@
 """The server's HTTP side on one port: JSON operations, the WebSocket session, the rest.
 
-An ASGI app (Starlette) served by hypercorn's trio worker. Every operation of
+An ASGI app (Starlette) served by `transport.serve_asgi` (hypercorn's protocol code, one
+contained connection at a time). Every operation of
 `aiki.protocol.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` (except the
 session-only ones) and over the WebSocket session at ``/api/v1/session``
 (`aiki.server._sessions`). Also: the dashboard at ``/``, ``/metrics``, ``/healthz``,
@@ -18,14 +19,12 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from transport import StorageError
+from transport import ServerLimits, ServerStatistics, StorageError, serve_asgi
 
 from ..errors import BadRequestError, PayloadTooLargeError
 from ..protocol import OPERATIONS, SESSION_PATH, decode_request
@@ -142,13 +141,18 @@ class Listening:
 
 @attrs.define
 class Api:
-    """Actor: serves the app with hypercorn until its mailbox closes, then drains connections."""
+    """Actor: serves the app until its mailbox closes, then drains connections.
+
+    Each connection is contained (`transport.serve_asgi`): whatever it raises closes it
+    and nothing else, and connections over ``limits.max_connections`` are refused.
+    """
 
     app: Starlette
     host: str
     port: int
     listening: Listening
-    graceful_timeout_seconds: float = 5.0
+    limits: ServerLimits
+    statistics: ServerStatistics
 
     async def run(
         self,
@@ -157,21 +161,16 @@ class Api:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen, report ready, serve; stop accepting when the mailbox closes."""
-        config = Config()
-        config.bind = [f"{self.host}:{self.port}"]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("aiki.server.http")
-        config.graceful_timeout = self.graceful_timeout_seconds
-        # Longer than any client keeps an idle connection (ours: 15 s), so the server never
-        # closes a connection a client is about to reuse (a POST cannot be retried blindly).
-        config.keep_alive_timeout = 75
-        config.keep_alive_max_requests = 1_000_000
-        config.websocket_ping_interval = 20
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(
-                functools.partial(serve, self.app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-            )
+                functools.partial(
+                    serve_asgi, self.app,  # type: ignore[arg-type]
+                    host=self.host, port=self.port, limits=self.limits,
+                    shutdown_trigger=stop.wait, statistics=self.statistics,
+                    error_log=logging.getLogger("aiki.server.http"),
+                )
+            )  # fmt: skip
             self.listening.urls[:] = list(urls)
             logger.info("API listening on %s", ", ".join(urls))
             task_status.started()

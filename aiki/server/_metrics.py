@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import prometheus_client
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from transport import ServerStatistics
 
 from ..protocol import stream_for
 
@@ -47,6 +49,24 @@ class _ActorRestarts(Collector):
                     if child.supervisor is not None:
                         stack.append((f"{path}/{child.name}", child.supervisor))
         yield family
+
+
+class _Connections(Collector):
+    """The listener's connection counters, read at scrape time."""
+
+    def __init__(self, statistics: ServerStatistics) -> None:
+        self.statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.statistics
+        yield GaugeMetricFamily("aiki_connections_open", "Open HTTP and WebSocket connections",
+                                value=stats.open)  # fmt: skip
+        yield CounterMetricFamily("aiki_connections_refused",
+                                  "Connections refused over --max-connections",
+                                  value=stats.refused)  # fmt: skip
+        yield CounterMetricFamily("aiki_connections_failed",
+                                  "Connections closed because their protocol code failed",
+                                  value=stats.failed)  # fmt: skip
 
 
 class ServerMetrics:
@@ -96,6 +116,9 @@ class ServerMetrics:
         )  # fmt: skip
         self.actor_restarts = _ActorRestarts()
         registry.register(self.actor_restarts)
+        self.connections = ServerStatistics()
+        """Kept by the listener: open connections, and those refused or failed."""
+        registry.register(_Connections(self.connections))
 
     async def render(self, store: PostgresStore) -> bytes:
         """Refresh the gauges read from PostgreSQL, then the text exposition format."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from actors import ChildSpec, Mailbox, Startable
+from transport import ServerLimits
 
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
@@ -100,6 +101,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     )
     metrics = services.metrics
     listening = Listening()
+    limits = ServerLimits(max_connections=config.max_connections,
+                          max_message_bytes=config.max_body_bytes)  # fmt: skip
     app = build_app(
         services,
         max_body_bytes=config.max_body_bytes,
@@ -131,7 +134,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             fire_batch=functools.partial(fire_schedules,
                                          grace_seconds=config.schedule_grace_seconds),
             upcoming=upcoming_schedules, scan_seconds=config.timer_scan_seconds)),
-        ChildSpec(name="api", factory=lambda: Api(app, config.host, config.port, listening)),
+        ChildSpec(name="api", factory=lambda: Api(
+            app, config.host, config.port, listening, limits, services.metrics.connections)),
     ]  # fmt: skip
     return ServerTree(services, listening, children)
 

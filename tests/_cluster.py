@@ -1,0 +1,110 @@
+"""A cluster of real processes for a test module: ``aiki server`` and two ``aiki worker``s.
+
+The fixtures are used by ``tests/e2e`` and ``tests/edge`` (each conftest imports them).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import attrs
+import psycopg
+import pytest
+import redis
+
+from tests._processes import AikiProcess, start_aiki
+
+
+@attrs.define
+class Cluster:
+    url: str
+    database_url: str
+    redis_url: str
+    logs: Path
+    server: AikiProcess
+    workers: list[AikiProcess]
+    server_args: list[str] = attrs.Factory(list)
+    worker_args: list[str] = attrs.Factory(list)
+
+    def env(self) -> dict[str, str]:
+        return {"AIKI_E2E_DATABASE_URL": self.database_url}
+
+    def start_server(self, port: int) -> None:
+        """Start the server (on ``port``; 0 picks one) and wait until it listens."""
+        env = {"AIKI_DATABASE_URL": self.database_url, "AIKI_REDIS_URL": self.redis_url,
+               **self.env()}  # fmt: skip
+        self.server = start_aiki(
+            ["server", "--port", str(port), *self.server_args],
+            self.logs / f"server-{uuid.uuid4().hex[:6]}.log", env,
+        )  # fmt: skip
+        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+
+    def restart_server(self) -> None:
+        """SIGKILL the server and start a new one on the same port."""
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server.kill()
+        self.start_server(port)
+
+    def start_worker(self, target: str, grace: float = 5.0) -> tuple[AikiProcess, str]:
+        """Start one more worker serving ``target``; return it and its worker ID."""
+        worker = start_aiki(
+            [
+                "worker",
+                target,
+                "--server-url",
+                self.url,
+                "--redis-url",
+                self.redis_url,
+                "--shutdown-grace",
+                str(grace),
+                *self.worker_args,
+            ],
+            self.logs / f"worker-{uuid.uuid4().hex[:6]}.log",
+            self.env(),
+        )
+        match = worker.wait_ready(r"aiki worker (\S+) serving")
+        return worker, match.group(1)
+
+
+@pytest.fixture(scope="module")
+def e2e_database(database_url: str) -> Iterator[str]:
+    """A schema for this module: the server's tables plus the side-effect tables."""
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(
+            f"CREATE TABLE {schema}.e2e_effects (key text, task text, "
+            "at timestamptz DEFAULT clock_timestamp())"
+        )
+        conn.execute(f"CREATE TABLE {schema}.e2e_gates (key text PRIMARY KEY)")
+    separator = "&" if "?" in database_url else "?"
+    yield f"{database_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -> Iterator[Cluster]:
+    """Server and two workers; a test module may set ``WORKER_TARGET`` and ``SERVER_ARGS``."""
+    target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
+    server_args = list(getattr(request.module, "SERVER_ARGS", []))
+    client = redis.Redis.from_url(redis_url)
+    for pattern in ("aiki:runs:e2e-*", "aiki:runs:w-*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
+    logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))
+    found = Cluster("", e2e_database, redis_url, logs, None, [], server_args)  # type: ignore[arg-type]
+    try:
+        found.start_server(port=0)
+        for _ in range(2):
+            worker, _ = found.start_worker(target)
+            found.workers.append(worker)
+        yield found
+    finally:
+        for process in reversed([found.server, *found.workers]):
+            if process is not None:
+                process.stop()

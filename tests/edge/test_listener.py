@@ -1,0 +1,109 @@
+"""The listener holds against raw-socket abuse: a connection's failure ends that connection
+only, and connections over the cap are refused with a clear 503 before descriptors run out."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import socket
+import urllib.request
+
+import trio
+
+from tests._deadline import deadline
+from tests._waiting import wait_until
+
+from .conftest import Cluster
+
+SERVER_ARGS = ["--max-connections", "40"]
+
+
+def _address(cluster: Cluster) -> tuple[str, int]:
+    host, port = cluster.url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _healthz(cluster: Cluster) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"{cluster.url}/healthz", timeout=10) as response:
+        return response.status, response.read()
+
+
+def _metric(cluster: Cluster, name: str) -> float:
+    with urllib.request.urlopen(f"{cluster.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster) -> None:
+    """hypercorn #225: bytes pipelined after a WebSocket upgrade made its protocol code raise
+    and took the whole listener down. Each such connection is now closed on its own; the
+    same server process answers /healthz afterwards."""
+    pid = cluster.server.pid
+    failed_before = _metric(cluster, "aiki_connections_failed")
+    host, port = _address(cluster)
+    for _ in range(100):
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(
+                f"GET /api/v1/session HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\nX".encode()
+            )
+            _read_all(sock)  # until the server closes this connection
+    assert _healthz(cluster) == (200, b'{"status":"ok"}')
+    assert cluster.server.process.poll() is None
+    assert cluster.server.pid == pid
+    assert _metric(cluster, "aiki_connections_failed") >= failed_before + 1
+
+
+def _fill(host: str, port: int) -> tuple[list[socket.socket], bytes]:
+    """Open idle connections until one is refused; return those held and the refusal."""
+    held: list[socket.socket] = []
+    for _ in range(60):  # the cap is 40, the workers' sessions hold some of it
+        sock = socket.create_connection((host, port), timeout=10)
+        sock.settimeout(0.5)
+        try:
+            refusal = sock.recv(4096)  # an open, accepted connection says nothing
+        except TimeoutError:
+            held.append(sock)
+            continue
+        sock.close()
+        return held, refusal
+    return held, b""
+
+
+@deadline(60)
+async def test_connections_over_the_cap_get_503_and_the_server_recovers(cluster: Cluster) -> None:
+    """Idle connections up to --max-connections are held; the next one is answered 503 with
+    Retry-After and closed; once they go, requests are served again."""
+    host, port = _address(cluster)
+    held, refusal = await trio.to_thread.run_sync(_fill, host, port)
+    try:
+        assert refusal.startswith(b"HTTP/1.1 503"), refusal
+        assert b"retry-after: 1" in refusal.lower()
+        assert 30 <= len(held) <= 40
+    finally:
+        for sock in held:
+            sock.close()
+
+    async def serving() -> bool:
+        try:
+            return (await trio.to_thread.run_sync(_healthz, cluster))[0] == 200
+        except OSError:  # 503 while the closes reach the server
+            return False
+
+    with trio.fail_after(10):
+        await wait_until(serving, interval=0.05)
+    assert await trio.to_thread.run_sync(_metric, cluster, "aiki_connections_refused") >= 1

@@ -1,0 +1,205 @@
+"""An ASGI server on trio that no client can bring down: hypercorn, one connection at a time.
+
+hypercorn's own trio worker runs every connection in one server-wide nursery, so an
+exception that escapes one connection's protocol code ends them all and the listener
+with them (hypercorn issue #225: a byte pipelined after a WebSocket upgrade raises
+wsproto's ``LocalProtocolError``; a ping racing a close raises ``BusyResourceError``).
+`serve_asgi` accepts connections itself and runs each of hypercorn's per-connection
+servers (``TCPServer``) in a guard: whatever one connection raises is logged and closes
+that connection, and nothing else. It also caps open connections, answering the one
+over the cap with ``503`` and ``Retry-After`` before file descriptors run out, and
+bounds WebSocket messages and request heads as they arrive, not after buffering.
+
+Relies on hypercorn's ``TCPServer``, ``WorkerContext`` and ``wrap_app`` (0.17 to 0.18).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import resource
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import wrap_app
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from hypercorn.typing import Framework
+
+logger = logging.getLogger(__name__)
+
+FD_RESERVE: Final = 128
+"""File descriptors kept free of client connections (see `connection_cap`)."""
+CLOSE_SECONDS: Final = 1.0
+"""How long closing a connection that failed, or one refused over the cap, may take."""
+
+BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: 75\r\n\r\n"
+    b'{"error":{"code":"unavailable","message":"too many connections, retry later"}}'
+)
+
+
+@attrs.frozen(kw_only=True)
+class ServerLimits:
+    """What one server accepts from its peers.
+
+    Args:
+        max_connections: open connections at once; one more is answered ``503`` and closed.
+        max_message_bytes: the largest WebSocket message (larger closes it with 1009).
+        max_head_bytes: the largest request line and headers.
+        keep_alive_seconds: how long an idle HTTP connection is kept.
+        ping_seconds: how often a WebSocket is pinged (a dead peer is noticed).
+        graceful_seconds: on shutdown, how long open connections may take to finish.
+    """
+
+    max_connections: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_message_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=attrs.validators.ge(1))
+    max_head_bytes: int = 16 * 1024
+    keep_alive_seconds: float = 75.0
+    ping_seconds: float | None = 20.0
+    graceful_seconds: float = 5.0
+
+
+@attrs.define
+class ServerStatistics:
+    """Counters of one `serve_asgi`."""
+
+    open: int = 0
+    refused: int = 0
+    """Connections refused over the cap."""
+    failed: int = 0
+    """Connections closed because their protocol code raised."""
+
+
+async def serve_asgi(
+    app: Framework,
+    *,
+    host: str,
+    port: int,
+    limits: ServerLimits,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    statistics: ServerStatistics | None = None,
+    error_log: logging.Logger | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host``:``port`` until ``shutdown_trigger`` returns; report the URLs
+    listened on through ``task_status``.
+
+    On shutdown, new connections are no longer accepted and open ones get
+    ``limits.graceful_seconds`` to finish before they are cancelled.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    stats = statistics if statistics is not None else ServerStatistics()
+    cap = connection_cap(limits.max_connections)
+    config = _config(limits, error_log)
+    context = WorkerContext(None)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    urls = []
+    for listener in listeners:
+        address, bound = listener.socket.getsockname()[:2]
+        urls.append(f"http://{f'[{address}]' if ':' in address else address}:{bound}")
+
+    async def connection(stream: trio.SocketStream) -> None:
+        if stats.open >= cap:
+            stats.refused += 1
+            await _refuse(stream)
+            return
+        stats.open += 1
+        try:
+            await _Connection(wrapped, config, context, {}, stream).run()  # type: ignore[arg-type]
+        except* Exception as group:
+            # One connection's failure (a protocol error, a race in its tasks): this
+            # connection ends, the server carries on.
+            stats.failed += 1
+            trace = group if logger.isEnabledFor(logging.DEBUG) else None
+            logger.warning("connection failed and was closed: %r", group.exceptions[0],
+                           exc_info=trace)  # fmt: skip
+            with trio.move_on_after(CLOSE_SECONDS, shield=True):
+                await stream.aclose()
+        finally:
+            stats.open -= 1
+
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            accepting.start_soon(
+                functools.partial(trio.serve_listeners, handler_nursery=connections),
+                connection,
+                listeners,
+                name="accept connections",
+            )
+            task_status.started(urls)
+            await shutdown_trigger()
+            accepting.cancel_scope.cancel()
+        await context.terminated.set()
+        connections.cancel_scope.deadline = trio.current_time() + limits.graceful_seconds
+
+
+class _Connection(TCPServer):
+    """hypercorn's connection server, ending soon after the peer has closed.
+
+    hypercorn's own keeps the connection's tasks going after the peer's EOF: the idle
+    timer (``keep_alive_seconds``) and a WebSocket's ping task (``ping_seconds``) hold
+    the connection open, and its place under the cap, for nobody (and a server that
+    stops waits for them). Once the peer is gone, the application gets `CLOSE_SECONDS`
+    to finish, then the connection's tasks are cancelled.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+        tasks = self._task_group._nursery  # hypercorn's TaskGroup wraps one nursery
+        if tasks is not None:
+            tasks.cancel_scope.deadline = trio.current_time() + CLOSE_SECONDS
+
+
+def connection_cap(wanted: int) -> int:
+    """At most ``wanted`` connections, and fewer than this process may open files.
+
+    The soft limit on open files is raised to the hard limit first (the default soft
+    limit, often 1024, is below what a server needs); `FD_RESERVE` descriptors stay for
+    everything else (database and Redis connections, threads, log files).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(1, min(wanted, soft - FD_RESERVE))
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    with (
+        trio.move_on_after(CLOSE_SECONDS),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.send_all(BUSY)
+    with trio.move_on_after(CLOSE_SECONDS, shield=True):
+        await stream.aclose()
+
+
+def _config(limits: ServerLimits, error_log: logging.Logger | None) -> Config:
+    config = Config()
+    config.accesslog = None
+    if error_log is not None:
+        config.errorlog = error_log
+    config.graceful_timeout = limits.graceful_seconds
+    config.keep_alive_timeout = limits.keep_alive_seconds
+    config.keep_alive_max_requests = 1_000_000
+    config.websocket_ping_interval = limits.ping_seconds
+    config.websocket_max_message_size = limits.max_message_bytes
+    config.h11_max_incomplete_size = limits.max_head_bytes
+    return config
