@@ -35,6 +35,7 @@ from .errors import AikiError as AikiError
 from .errors import BadRequestError as BadRequestError
 from .errors import ConflictError as ConflictError
 from .errors import ErrorInfo as ErrorInfo
+from .errors import ForbiddenError as ForbiddenError
 from .errors import InvalidTransitionError as InvalidTransitionError
 from .errors import NonDeterminismError as NonDeterminismError
 from .errors import NonRetryableError as NonRetryableError
@@ -51,6 +52,7 @@ from .errors import TaskFailedError as TaskFailedError
 from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import UnavailableError as UnavailableError
 from .errors import ValidationError as ValidationError
+from .errors import VersionConflictError as VersionConflictError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
 from .protocol import RunInfo as RunInfo
 from .protocol import RunPage as RunPage
@@ -93,6 +95,7 @@ __all__ = [
     "ConflictError",
     "ErrorInfo",
     "EventDefinition",
+    "ForbiddenError",
     "InvalidTransitionError",
     "NonDeterminismError",
     "NonRetryableError",
@@ -128,6 +131,7 @@ __all__ = [
     "TimedOut",
     "UnavailableError",
     "ValidationError",
+    "VersionConflictError",
     "Watch",
     "Worker",
     "Workflow",

@@ -138,6 +138,21 @@ class InvalidTransitionError(ConflictError):
 
 
 @attrs.define(auto_exc=True)
+class ForbiddenError(AikiError):
+    """The caller may not do this: a worker operation from something that is not the
+    worker holding the run (a client, plain HTTP, another worker)."""
+
+    code: ClassVar[str] = "forbidden"
+    http_status: ClassVar[int] = 403
+
+
+class VersionConflictError(ConflictError):
+    """A workflow version was registered before with another input or event schema.
+    Versions are immutable: register the changed code as a new version."""
+
+    code: ClassVar[str] = "version_conflict"
+
+
 class UnavailableError(AikiError):
     """The server or its storage is temporarily unavailable. Retry later."""
 
@@ -230,6 +245,8 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
         ScheduleConflictError,
         StaleRevisionError,
         InvalidTransitionError,
+        VersionConflictError,
+        ForbiddenError,
         UnavailableError,
     )
 }

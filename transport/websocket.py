@@ -185,7 +185,10 @@ async def _open_trio(
                     own = exc
                     raise
                 finally:
-                    with trio.move_on_after(close_seconds, shield=True):
+                    # Cancelled: the library's reader is cancelled too, so no closing
+                    # handshake can complete; the connection is just dropped.
+                    graceful = 0.0 if isinstance(own, trio.Cancelled) else close_seconds
+                    with trio.move_on_after(graceful, shield=True):
                         await connection.aclose()
                     # The library's reader ends once the closing handshake is done (maybe
                     # by another task's `aclose`: cancelling it now would stall that one);

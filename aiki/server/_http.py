@@ -31,7 +31,7 @@ from ..protocol import OPERATIONS, SESSION_PATH, decode_request
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._replies import guarded
 from ._sessions import ServerSession
-from .operations import HANDLERS, Caller
+from .operations import HANDLERS, Caller, dispatch
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -79,7 +79,7 @@ def build_app(
                 raise BadRequestError(
                     f"{name} works only over the WebSocket session at {SESSION_PATH}"
                 )
-            reply = await HANDLERS.handler(decoded)(services, decoded, Caller())
+            reply = await dispatch(HANDLERS, services, declared, decoded, Caller())
             return declared.reply.encode(reply)
 
         status, body = await guarded(call)

@@ -30,7 +30,7 @@ from ..protocol import (
     reply_frame,
 )
 from ._replies import guarded
-from .operations import HANDLERS, Caller, Services
+from .operations import HANDLERS, Caller, Services, dispatch
 
 if TYPE_CHECKING:
     from ._broadcaster import Subscriber
@@ -142,10 +142,10 @@ class ServerSession:
                     self._nursery.start_soon(self._forward, subscriber, scope)
 
     async def _reply(self, incoming: Incoming, caller: Caller) -> bytes:
-        handler = HANDLERS.handler(incoming.request)
-
         async def call() -> bytes:
-            reply = await handler(self.services, incoming.request, caller)
+            reply = await dispatch(
+                HANDLERS, self.services, incoming.operation, incoming.request, caller
+            )
             return reply_frame(incoming, reply)
 
         status, frame = await guarded(call)

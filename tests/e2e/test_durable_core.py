@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import aiki
-from aiki.protocol import WaitRun
+from aiki.protocol import RegisterWorker, WaitRun
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -335,17 +335,10 @@ async def test_a_run_of_a_version_no_worker_serves_is_never_executed_by_another_
     cluster: Cluster,
 ) -> None:
     """Runs are pinned to their version: workers serving e2e-w1@1 ignore e2e-w1@2 runs."""
-    async with httpx.AsyncClient() as http:
-        response = await http.post(
-            f"{cluster.url}/api/v1/register_worker",
-            json={
-                "worker_id": "ghost",
-                "versions": [{"workflow": "e2e-w1", "version": "2"}],
-            },
-        )
-        assert response.status_code == 200
     v2 = aiki.workflow("e2e-w1").version("2")(flows.one_task.handler)
     async with aiki.Client(cluster.url) as client:
+        # A worker that registers v2 but never reads its stream (on the client's session).
+        await client.call(RegisterWorker(worker_id="ghost", versions=(v2.spec(),)))
         handle = await v2.start(client, 5)
         waited = await client.call(
             WaitRun(run_id=handle.run_id, statuses=("running",), timeout_seconds=2.0)

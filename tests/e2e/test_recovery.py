@@ -23,7 +23,7 @@ import redis
 import trio
 
 import aiki
-from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker, VersionSpec
+from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker
 from tests._deadline import deadline
 from tests._processes import AikiProcess, start_aiki
 from tests._waiting import wait_until
@@ -270,8 +270,9 @@ async def test_an_entry_a_dead_consumer_read_is_taken_over_with_xautoclaim(
     """A consumer reads the run's entry and dies before claiming it: after the idle time a
     live worker takes the entry over and runs it (not the redelivery path)."""
     async with aiki.Client(cluster.url) as client:
-        await client.call(RegisterWorker(worker_id="registrar", versions=(
-            VersionSpec(workflow="r-takeover", version="1"),)))  # fmt: skip
+        # (On the client's session: registering binds it to worker "registrar".)
+        await client.call(RegisterWorker(worker_id="registrar",
+                                         versions=(flows.takeover_flow.spec(),)))  # fmt: skip
         handle = await flows.takeover_flow.start(client, 1)
         stream = "aiki:runs:r-takeover@1"
         ghost = redis.Redis.from_url(cluster.redis_url)
@@ -311,8 +312,9 @@ async def test_runs_redis_lost_are_published_again(
     dispatcher publishes it again after the redelivery timeout and it completes."""
     _, redis_server = services
     async with aiki.Client(cluster.url) as client:
-        await client.call(RegisterWorker(worker_id="registrar", versions=(
-            VersionSpec(workflow="r-takeover", version="1"),)))  # fmt: skip
+        # (On the client's session: registering binds it to worker "registrar".)
+        await client.call(RegisterWorker(worker_id="registrar",
+                                         versions=(flows.takeover_flow.spec(),)))  # fmt: skip
         handle = await flows.takeover_flow.start(client, 10)
 
         async def published() -> bool:

@@ -16,6 +16,9 @@ caller)``. A test checks that every declared operation has exactly one handler.
 from typing import Final
 
 from . import control, live, runs, schedules, views, waits, workers
+from ._access import authorize as authorize
+from ._access import dispatch as dispatch
+from ._access import worker_of as worker_of
 from ._handlers import Handler as Handler
 from ._handlers import Handlers as Handlers
 from ._services import Caller as Caller
@@ -48,11 +51,14 @@ __all__ = [
     "SessionHandle",
     "Wakeups",
     "WorkerSessions",
+    "authorize",
     "control",
+    "dispatch",
     "live",
     "runs",
     "schedules",
     "views",
     "waits",
+    "worker_of",
     "workers",
 ]

@@ -315,16 +315,23 @@ class Services:
             if run.from_status == "running":
                 await self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=reason))
 
-    async def fenced_out(self, run_id: uuid.UUID, request_id: str, revision: int) -> AikiError:
-        """Why a fenced write by the holder of ``revision`` was refused."""
-        current = await self.transact(lambda tx: store.runs.run_status(tx, run_id))
+    async def fenced_out(
+        self, run_id: uuid.UUID, request_id: str, revision: int, worker_id: str
+    ) -> AikiError:
+        """Why a fenced write by ``worker_id``, carrying ``revision``, was refused."""
+        current = await self.transact(lambda tx: store.runs.holder(tx, run_id))
         if current is None:
             return RunNotFoundError(f"no run with ID {request_id!r}")
-        status, current_revision = current
+        status, current_revision, holder = current
         if current_revision != revision:
             return StaleRevisionError(
                 f"run {request_id} is at revision {current_revision} ({status}); this write "
                 f"carried revision {revision}: the run was taken over"
+            )
+        if status == "running" and holder != worker_id:
+            return StaleRevisionError(
+                f"run {request_id} is held by another worker, not by {worker_id!r}: a worker "
+                "writes only to the runs it claimed"
             )
         return InvalidTransitionError(f"run {request_id} is {status}, not running")
 

@@ -28,6 +28,7 @@ from ...protocol import (
     SuspendRun,
 )
 from .. import store
+from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
 from .runs import existing_start, input_hash
@@ -45,13 +46,16 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
                               errors=("@ $.seconds",))  # fmt: skip
     if request.seq < 0:
         raise BadRequestError("seq starts at 0", errors=("@ $.seq",))
+    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
     try:
-        record = await services.transact(lambda tx: store.waits.begin_wait(tx, request, run_id))
+        record = await services.transact(
+            lambda tx: store.waits.begin_wait(tx, request, run_id, worker_id)
+        )
     except LookupError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
     if record.state == "pending" and request.seconds is not None:
         services.wakeups.deadline(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.seconds))
     return record
@@ -59,13 +63,14 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
 
 async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -> RunTransitioned:
     """Suspend a run whose branches all wait (or queue it if a wait was just resolved)."""
+    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
     blocked = [(str(kind), key, seq) for kind, key, seq in request.blocked_on]
     moved = await services.transact(
-        lambda tx: store.waits.suspend(tx, run_id, request.revision, blocked)
+        lambda tx: store.waits.suspend(tx, run_id, request.revision, worker_id, blocked)
     )
     if moved is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
     services.notifier.notify(request.run_id)
     if moved.status == "queued":
         services.wakeups.queued()
@@ -100,6 +105,7 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
 
 async def start_child(services: Services, request: StartChild, caller: Caller) -> RunStarted:
     """Start (or find) the child run of a parent's step, fenced by the parent's revision."""
+    worker_id = worker_of(caller)
     await services.check_input(request.workflow, request.version, request.input)
     parent_id = run_uuid(request.parent_id)
     options = request.options
@@ -109,7 +115,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
                         input=request.input, options=request.options)  # fmt: skip
 
     def start(tx: Transaction) -> RunStarted | None:
-        if not store.waits.holds_revision(tx, parent_id, request.revision):
+        if not store.waits.holds_revision(tx, parent_id, request.revision, worker_id):
             return None
         existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
         if existing is not None:
@@ -129,7 +135,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
 
     started = await services.transact(start)
     if started is None:
-        raise await services.fenced_out(parent_id, request.parent_id, request.revision)
+        raise await services.fenced_out(parent_id, request.parent_id, request.revision, worker_id)
     if started.created:
         services.after_start(started.run)
     return started

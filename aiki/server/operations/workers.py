@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Final
 
 import jsonschema
 
-from ...errors import BadRequestError, InvalidTransitionError, NotFoundError, RunNotFoundError
+from ...errors import (
+    BadRequestError,
+    InvalidTransitionError,
+    NotFoundError,
+    RunNotFoundError,
+    VersionConflictError,
+)
 from ...protocol import (
     ALL_STATUSES,
     CLAIM_NEXT,
@@ -42,6 +48,7 @@ from ...protocol import (
     can_transition,
 )
 from .. import store
+from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
 
@@ -72,11 +79,19 @@ async def register_worker(
                 raise BadRequestError(
                     f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}"
                 ) from None
-    await services.transact(
-        lambda tx: store.workers.register_worker(
+
+    def register(tx: Transaction) -> None:
+        conflicts = store.workers.register_worker(
             tx, request.worker_id, request.versions, request.pools, request.concurrency
         )
-    )
+        if conflicts:  # raised inside: the transaction is rolled back
+            named = ", ".join(f"{workflow}@{version}" for workflow, version in conflicts)
+            raise VersionConflictError(
+                f"{named} is registered with another input or event schema; versions are "
+                "immutable: register the changed code as a new version"
+            )
+
+    await services.transact(register)
     for spec in request.versions:
         services.schemas.remember(spec.workflow, spec.version, spec.input_schema,
                                   spec.event_schemas)  # fmt: skip
@@ -91,10 +106,11 @@ async def claim_run(
     services: Services, request: ClaimRun, caller: Caller
 ) -> RunClaimed | ClaimRejected:
     """Give a queued run to a worker, with the steps recorded so far."""
+    worker_id = worker_of(caller, request.worker_id)
     run_id = run_uuid(request.run_id)
 
     def claim(tx: Transaction) -> RunClaimed | ClaimRejected:
-        run = store.runs.claim_run(tx, run_id, request.worker_id)
+        run = store.runs.claim_run(tx, run_id, worker_id)
         if run is None:
             current = store.runs.run_status(tx, run_id)
             if current is None:
@@ -136,10 +152,13 @@ def _observe(services: Services, request: RecordTask) -> None:
 async def record_task(services: Services, request: RecordTask, caller: Caller) -> TaskRecorded:
     """Store a task outcome, fenced by the worker's revision."""
     check_task(request)
+    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
-    written = await services.transact(lambda tx: store.runs.record_task(tx, request, run_id))
+    written = await services.transact(
+        lambda tx: store.runs.record_task(tx, request, run_id, worker_id)
+    )
     if not written:
-        raise await services.fenced_out(run_id, request.run_id, request.revision)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
     _observe(services, request)
     return TaskRecorded(address=request.address, seq=request.seq)
 
@@ -148,10 +167,13 @@ async def report_progress(
     services: Services, request: ReportProgress, caller: Caller
 ) -> ProgressReported:
     """Keep a running task's latest progress (pushed to subscribers that ask)."""
+    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
-    written = await services.transact(lambda tx: store.updates.report_progress(tx, request, run_id))
+    written = await services.transact(
+        lambda tx: store.updates.report_progress(tx, request, run_id, worker_id)
+    )
     if not written:
-        raise await services.fenced_out(run_id, request.run_id, request.revision)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
     services.notifier.changed()
     return ProgressReported(run_id=request.run_id)
 
@@ -179,11 +201,11 @@ async def transition_run(
     task records it carries are stored first, in the same transaction."""
     _check_transition(request)
     run_id = run_uuid(request.run_id)
-    worker_id = caller.worker_id
+    worker_id = worker_of(caller)
 
     def move(tx: Transaction) -> tuple[RunInfo | None, int]:
         for task in request.tasks:
-            if not store.runs.record_task(tx, task, run_id):
+            if not store.runs.record_task(tx, task, run_id, worker_id):
                 return None, 0  # fenced: nothing was written
         moved = store.runs.transition_run(tx, request, run_id, worker_id)
         parents = 0
@@ -193,7 +215,7 @@ async def transition_run(
 
     moved, parents_queued = await services.transact(move)
     if moved is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
     for task in request.tasks:
         _observe(services, task)
     if moved.status == "completed":
@@ -210,10 +232,9 @@ async def transition_run(
 
 async def heartbeat(services: Services, request: Heartbeat, caller: Caller) -> HeartbeatAck:
     """The worker is alive: refresh the claims of the runs it holds."""
+    worker_id = worker_of(caller, request.worker_id)
     run_ids = [run_id for run_id in request.run_ids if store.runs.parse_run_id(run_id)]
-    held = await services.transact(
-        lambda tx: store.recovery.refresh_claims(tx, request.worker_id, run_ids)
-    )
+    held = await services.transact(lambda tx: store.recovery.refresh_claims(tx, worker_id, run_ids))
     if held is None:
         raise NotFoundError(f"worker {request.worker_id!r} is not registered")
     return HeartbeatAck(worker_id=request.worker_id, held=tuple(held),
@@ -225,8 +246,9 @@ async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> 
     if not 1 <= request.limit <= MAX_CLAIM_NEXT:
         raise BadRequestError(f"limit must be within 1..{MAX_CLAIM_NEXT}",
                               errors=("@ $.limit",))  # fmt: skip
+    worker_id = worker_of(caller, request.worker_id)
     claims = await services.transact(
-        lambda tx: store.recovery.claim_next(tx, request.worker_id, request.limit)
+        lambda tx: store.recovery.claim_next(tx, worker_id, request.limit)
     )
     for claim in claims:
         services.notifier.notify(claim.run.id)

@@ -296,7 +296,15 @@ def child_of(tx: Transaction, parent_id: uuid.UUID, address: str, seq: int) -> R
 def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | None:
     """The run's status and revision."""
     row = tx.fetch_one("SELECT status, revision FROM aiki_runs WHERE id = %s", (run_id,))
-    return None if row is None else (row[0], as_int(row[1]))  # type: ignore[return-value]
+    return None if row is None else (as_status(row[0]), as_int(row[1]))
+
+
+def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | None] | None:
+    """The run's status, revision and the worker holding its claim (None: no run)."""
+    row = tx.fetch_one("SELECT status, revision, worker_id FROM aiki_runs WHERE id = %s", (run_id,))
+    if row is None:
+        return None
+    return as_status(row[0]), as_int(row[1]), None if row[2] is None else str(row[2])
 
 
 # -- claims and worker writes -------------------------------------------------------------------
@@ -364,12 +372,15 @@ _FENCE: Final = """
     owner AS (
         SELECT id FROM aiki_runs
         WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+          AND worker_id = %(worker)s
         FOR SHARE
     )"""
+"""The run, if the writer holds it: at its revision, running, claimed by the writer."""
 
 
-def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool:
-    """Store a task attempt's outcome if the run still has the writer's revision.
+def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID, worker_id: str) -> bool:
+    """Store a task attempt's outcome if ``worker_id`` still holds the run at the
+    request's revision.
 
     Returns:
         False if the write was fenced out (the caller checks why); True otherwise,
@@ -378,6 +389,7 @@ def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool
     params = {
         "run": run_id,
         "revision": request.revision,
+        "worker": worker_id,
         "address": request.address,
         "seq": request.seq,
         "name": request.name,
@@ -428,16 +440,17 @@ def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID) -> bool
         return True
     # Nothing written: fenced out, or the outcome was already final (a repeated report).
     still_owner = tx.fetch_one(
-        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'",
-        (run_id, request.revision),
+        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'"
+        " AND worker_id = %s",
+        (run_id, request.revision, worker_id),
     )
     return still_owner is not None
 
 
 def transition_run(
-    tx: Transaction, request: TransitionRun, run_id: uuid.UUID, worker_id: str | None
+    tx: Transaction, request: TransitionRun, run_id: uuid.UUID, worker_id: str
 ) -> RunInfo | None:
-    """Move a running run held at ``request.revision``; None if fenced out."""
+    """Move a running run ``worker_id`` holds at ``request.revision``; None if fenced out."""
     row = tx.fetch_one(
         f"""
         WITH moved AS (
@@ -449,6 +462,7 @@ def transition_run(
                 wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
                                ELSE now() + make_interval(secs => %(delay)s::float8) END
             WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+              AND worker_id = %(worker)s
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,

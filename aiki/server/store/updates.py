@@ -111,18 +111,23 @@ def runs(tx: Transaction, run_ids: tuple[str, ...]) -> dict[str, RunInfo]:
     return {run.id: run for run in found}
 
 
-def report_progress(tx: Transaction, request: ReportProgress, run_id: uuid.UUID) -> bool:
-    """Keep a running task's latest progress; False if the writer no longer holds the run."""
+def report_progress(
+    tx: Transaction, request: ReportProgress, run_id: uuid.UUID, worker_id: str
+) -> bool:
+    """Keep a running task's latest progress; False unless ``worker_id`` holds the run at
+    the request's revision."""
     row = tx.fetch_one(
         """
         INSERT INTO aiki_progress (run_id, address, seq, task, details)
         SELECT id, %(address)s, %(seq)s, %(task)s, %(details)s::jsonb FROM aiki_runs
         WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+          AND worker_id = %(worker)s
         ON CONFLICT (run_id, address, seq) DO UPDATE
             SET details = EXCLUDED.details, at = now(), tx = pg_current_xact_id()
         RETURNING 1
         """,
-        {"run": run_id, "revision": request.revision, "address": request.address,
+        {"run": run_id, "revision": request.revision, "worker": worker_id,
+         "address": request.address,
          "seq": request.seq, "task": request.task,
          "details": orjson.dumps(request.details).decode()},
     )  # fmt: skip

@@ -70,16 +70,20 @@ def _wait_record(row: tuple[object, ...]) -> RecordedWait:
 # -- waits ---------------------------------------------------------------------------------------
 
 
-def holds_revision(tx: Transaction, run_id: uuid.UUID, revision: int) -> bool:
+def holds_revision(tx: Transaction, run_id: uuid.UUID, revision: int, worker_id: str) -> bool:
+    """Whether ``worker_id`` holds the run at ``revision`` (it runs, claimed by that worker);
+    the row stays locked against a takeover until the transaction ends."""
     return tx.fetch_one(
         "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'"
-        " FOR SHARE", (run_id, revision),
+        " AND worker_id = %s FOR SHARE", (run_id, revision, worker_id),
     ) is not None  # fmt: skip
 
 
-def begin_wait(tx: Transaction, request: BeginWait, run_id: uuid.UUID) -> RecordedWait | None:
+def begin_wait(
+    tx: Transaction, request: BeginWait, run_id: uuid.UUID, worker_id: str
+) -> RecordedWait | None:
     """Record a wait the run reached and resolve it at once if possible; None if fenced."""
-    if not holds_revision(tx, run_id, request.revision):
+    if not holds_revision(tx, run_id, request.revision, worker_id):
         return None
     identity = (run_id, request.kind, request.key, request.seq)
     existing = tx.fetch_one(
@@ -131,11 +135,15 @@ def begin_wait(tx: Transaction, request: BeginWait, run_id: uuid.UUID) -> Record
 
 
 def suspend(
-    tx: Transaction, run_id: uuid.UUID, revision: int, blocked_on: list[tuple[str, str, int]]
+    tx: Transaction,
+    run_id: uuid.UUID,
+    revision: int,
+    worker_id: str,
+    blocked_on: list[tuple[str, str, int]],
 ) -> RunInfo | None:
     """Suspend a running run on its pending waits, or queue it again right away if one of
     the waits it blocked on was resolved meanwhile. None if fenced out."""
-    if not holds_revision(tx, run_id, revision):
+    if not holds_revision(tx, run_id, revision, worker_id):
         return None
     kinds = [kind for kind, _, _ in blocked_on]
     still_pending = tx.fetch_one(

@@ -22,16 +22,33 @@ def register_worker(
     versions: tuple[VersionSpec, ...],
     pools: tuple[str | None, ...],
     concurrency: int,
-) -> None:
-    """Record a worker and the versions it serves (with their input and event schemas)."""
-    tx.execute_many(
+) -> list[tuple[str, str]]:
+    """Record a worker and the versions it serves (with their input and event schemas).
+
+    A version registered before keeps its schemas: versions are immutable.
+
+    Returns:
+        The versions registered before with other schemas (the caller refuses the
+        registration, rolling this transaction back); empty if all is well.
+    """
+    tx.execute(
         "INSERT INTO aiki_workflow_versions (workflow, version, input_schema, event_schemas)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (workflow, version) DO UPDATE"
-        " SET input_schema = EXCLUDED.input_schema, event_schemas = EXCLUDED.event_schemas,"
-        " registered_at = now()",
-        [(spec.workflow, spec.version, _schema(spec.input_schema), to_json(spec.event_schemas))
-         for spec in versions],
-    )  # fmt: skip
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[])"
+        " ON CONFLICT (workflow, version) DO NOTHING",
+        _columns(versions),
+    )
+    # After the insert: a racing registration of the same new version committed first is
+    # seen here too (its row's lock made the insert wait).
+    conflicts = tx.fetch_all(
+        "SELECT v.workflow, v.version FROM aiki_workflow_versions v JOIN unnest(%s::text[],"
+        " %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) AS n(workflow, version,"
+        " input_schema, event_schemas) ON (v.workflow, v.version) = (n.workflow, n.version)"
+        " WHERE v.input_schema IS DISTINCT FROM n.input_schema"
+        " OR v.event_schemas IS DISTINCT FROM n.event_schemas",
+        _columns(versions),
+    )
+    if conflicts:
+        return [(str(workflow), str(version)) for workflow, version in conflicts]
     tx.execute(
         "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
         " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
@@ -39,6 +56,18 @@ def register_worker(
         (worker_id, to_json([[v.workflow, v.version] for v in versions]), to_json(list(pools)),
          concurrency),
     )  # fmt: skip
+    return []
+
+
+def _columns(
+    versions: tuple[VersionSpec, ...],
+) -> tuple[list[str], list[str], list[str | None], list[str]]:
+    return (
+        [spec.workflow for spec in versions],
+        [spec.version for spec in versions],
+        [_schema(spec.input_schema) for spec in versions],
+        [to_json(spec.event_schemas) for spec in versions],
+    )
 
 
 def registered_versions(tx: Transaction) -> dict[tuple[str, str], tuple[object, object]]:

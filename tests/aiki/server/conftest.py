@@ -4,26 +4,46 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import typing
 import uuid
 from collections.abc import AsyncIterator
 
 import attrs
 import httpx
+import orjson
 import pytest
 import trio
 
+from aiki.errors import ERRORS_BY_CODE
+from aiki.protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
 from aiki.server import ServerConfig, serve
+from transport import WebSocketClient, open_websocket
+
+WORKER_OPERATIONS = frozenset(op.name for op in OPERATIONS if "worker" in op.callers)
 
 
 @attrs.define
 class Api:
-    """Posts operations to the server and returns (status, JSON)."""
+    """Posts operations to the server and returns (status, JSON).
+
+    Worker operations go, as they must, over a worker's WebSocket session: one per worker
+    ID, opened by ``register_worker``; a write about a run goes over the session of the
+    worker that claimed it.
+    """
 
     url: str
     http: httpx.AsyncClient
+    nursery: trio.Nursery
+    """Where each session's connection lives (the fixture's task owns them)."""
+    sessions: dict[str, WebSocketClient] = attrs.Factory(dict)
+    holders: dict[str, str] = attrs.Factory(dict)
+    """The worker that claimed each run, by run ID."""
+    _ids: itertools.count[int] = attrs.Factory(itertools.count)
 
     async def call(self, operation: str, body: object) -> tuple[int, dict[str, object]]:
+        if operation in WORKER_OPERATIONS:
+            return await self._over_session(operation, body)
         response = await self.http.post(f"{self.url}/api/v1/{operation}", json=body)
         return response.status_code, response.json()
 
@@ -31,6 +51,40 @@ class Api:
         status, reply = await self.call(operation, body)
         assert status == 200, reply
         return reply
+
+    async def session(self, worker_id: str) -> WebSocketClient:
+        """The session of ``worker_id`` (opened the first time)."""
+        if worker_id not in self.sessions:
+            self.sessions[worker_id] = await self.nursery.start(self._hold_session)
+        return self.sessions[worker_id]
+
+    async def _hold_session(self, task_status: trio.TaskStatus[WebSocketClient]) -> None:
+        async with open_websocket(
+            session_url(self.url), max_message_bytes=MAX_MESSAGE_BYTES
+        ) as websocket:
+            task_status.started(websocket)
+            await trio.sleep_forever()
+
+    async def _over_session(self, operation: str, body: object) -> tuple[int, dict[str, object]]:
+        assert isinstance(body, dict)
+        run_id = body.get("run_id") or body.get("parent_id")
+        worker_id = body.get("worker_id") or self.holders.get(str(run_id), "w1")
+        websocket = await self.session(str(worker_id))
+        request_id = next(self._ids)
+        await websocket.send(
+            orjson.dumps({"id": request_id, "op": operation, "body": body}).decode()
+        )
+        while True:
+            frame = orjson.loads(await websocket.receive())
+            if frame.get("id") == request_id:
+                break
+        if "error" in frame:
+            error = frame["error"]
+            return ERRORS_BY_CODE[error["code"]].http_status, {"error": error}
+        reply = frame["ok"]
+        if operation == "claim_run" and "run" in reply:
+            self.holders[reply["run"]["id"]] = str(worker_id)
+        return 200, reply
 
 
 @contextlib.asynccontextmanager
@@ -41,8 +95,9 @@ async def open_api(pg_url: str, redis_url: str, **config: typing.Any) -> AsyncIt
                             **config)  # fmt: skip
     async with trio.open_nursery() as nursery:
         url = await nursery.start(functools.partial(serve, settings, shutdown_trigger=stop.wait))
-        async with httpx.AsyncClient(timeout=30) as http:
-            yield Api(url, http)
+        async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as sessions:
+            yield Api(url, http, sessions)
+            sessions.cancel_scope.cancel()
         stop.set()
 
 

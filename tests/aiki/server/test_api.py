@@ -150,6 +150,7 @@ async def test_a_claimed_run_completes_with_its_task_outcomes_recorded(
 ) -> None:
     """claim → record task → complete; a second claim is rejected; the history is replayable."""
     await register(api, workflow)
+    await register(api, workflow, "w2")
     run = await _start_and_claim(api, workflow)
     assert (run["status"], run["revision"]) == ("running", 2)
     rejected = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w2"})
@@ -182,6 +183,7 @@ async def test_a_stale_write_is_rejected_and_leaves_the_run_unchanged(
 ) -> None:
     """After a requeue bumps the revision, the old owner's writes are refused (fencing)."""
     await register(api, workflow)
+    await register(api, workflow, "w2")
     run = await _start_and_claim(api, workflow)
     requeued = await api.ok("requeue_run", {"run_id": run["id"], "reason": "recovery"})
     assert (requeued["status"], requeued["revision"]) == ("queued", 3)
@@ -322,6 +324,7 @@ async def test_a_repeated_claim_by_the_holder_is_granted_and_fences_the_earlier_
     """A worker whose claim reply was lost claims again: granted with a new revision, and
     writes under the old revision are refused."""
     await register(api, workflow)
+    await register(api, workflow, "w2")
     run = await _start_and_claim(api, workflow, worker="w1")
     again = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w1"})
     assert (again["type"], again["run"]["revision"]) == ("RunClaimed", 3)

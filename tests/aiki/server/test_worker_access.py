@@ -1,0 +1,144 @@
+"""Worker operations are for the worker holding the run: not plain HTTP, not a client's
+session, not another worker; and a registered version's schemas cannot be replaced."""
+
+from __future__ import annotations
+
+import itertools
+
+import orjson
+import pytest
+
+from tests._deadline import deadline
+
+from .conftest import ORDER_SCHEMA, WORKER_OPERATIONS, Api, register
+
+ORDER = {"id": "o-1", "quantity": 2}
+
+WORKER_REQUESTS = {
+    "register_worker": {"worker_id": "intruder", "versions": []},
+    "claim_run": {"run_id": "RUN", "worker_id": "w1"},
+    "claim_next": {"worker_id": "w1"},
+    "heartbeat": {"worker_id": "w1", "run_ids": ["RUN"]},
+    "record_task": {"run_id": "RUN", "revision": 2, "address": "a", "seq": 0, "name": "a",
+                    "attempt": 1, "state": "completed", "output": 1},
+    "report_progress": {"run_id": "RUN", "revision": 2, "address": "a", "seq": 0, "task": "a"},
+    "transition_run": {"run_id": "RUN", "revision": 2, "status": "completed", "output": 9},
+    "begin_wait": {"run_id": "RUN", "revision": 2, "kind": "sleep", "key": "nap", "seq": 0,
+                   "seconds": 1},
+    "suspend_run": {"run_id": "RUN", "revision": 2},
+    "start_child": {"parent_id": "RUN", "revision": 2, "address": "c", "seq": 0,
+                    "workflow": "WF", "version": "1.0", "input": ORDER},
+}  # fmt: skip
+
+
+def _body(operation: str, run_id: str, workflow: str) -> dict[str, object]:
+    text = orjson.dumps(WORKER_REQUESTS[operation]).decode()
+    return orjson.loads(text.replace("RUN", run_id).replace('"WF"', f'"{workflow}"'))
+
+
+async def _claimed_run(api: Api, workflow: str) -> dict[str, object]:
+    run = await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER})
+    claimed = await api.ok("claim_run", {"run_id": run["run"]["id"], "worker_id": "w1"})  # type: ignore[index]
+    assert claimed["type"] == "RunClaimed"
+    return claimed["run"]  # type: ignore[return-value]
+
+
+def test_every_worker_operation_is_covered_here() -> None:
+    """The list below is every worker operation the protocol declares."""
+    assert set(WORKER_REQUESTS) == WORKER_OPERATIONS
+
+
+@pytest.mark.parametrize("operation", sorted(WORKER_REQUESTS))
+@deadline(30)
+async def test_worker_operations_are_refused_over_plain_http(
+    api: Api, workflow: str, operation: str
+) -> None:
+    """403 over HTTP, naming the WebSocket session; the run is untouched."""
+    await register(api, workflow)
+    run = await _claimed_run(api, workflow)
+    body = _body(operation, str(run["id"]), workflow)
+    response = await api.http.post(f"{api.url}/api/v1/{operation}", json=body)
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["code"] == "forbidden"
+    assert "WebSocket session" in error["message"]
+    after = await api.ok("get_run", {"run_id": run["id"]})
+    assert (after["status"], after["revision"]) == ("running", run["revision"])
+
+
+@pytest.mark.parametrize("operation", sorted(set(WORKER_REQUESTS) - {"register_worker"}))
+@deadline(30)
+async def test_worker_operations_are_refused_on_a_session_no_worker_registered(
+    api: Api, workflow: str, operation: str
+) -> None:
+    """A client's session (nothing registered on it) gets 403 for every worker operation."""
+    await register(api, workflow)
+    run = await _claimed_run(api, workflow)
+    websocket = await api.session("a-client")  # opened, never registered
+    body = _body(operation, str(run["id"]), workflow)
+    await websocket.send(orjson.dumps({"id": 1, "op": operation, "body": body}).decode())
+    frame = orjson.loads(await websocket.receive())
+    assert frame["error"]["code"] == "forbidden", frame
+    assert "register_worker" in frame["error"]["message"]
+    after = await api.ok("get_run", {"run_id": run["id"]})
+    assert (after["status"], after["revision"]) == ("running", run["revision"])
+
+
+@deadline(30)
+async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, workflow: str) -> None:
+    """Worker w2 knows w1's run and its revision (get_run tells anyone) but cannot claim as
+    w1, heartbeat for w1, or record, report, wait, suspend, start children or complete
+    the run w1 holds: nothing about the run changes."""
+    await register(api, workflow)
+    await register(api, workflow, "w2")
+    run = await _claimed_run(api, workflow)
+    ids = itertools.count(100)
+    websocket = await api.session("w2")
+    refusals = {}
+    for operation in sorted(set(WORKER_REQUESTS) - {"register_worker", "claim_next"}):
+        body = _body(operation, str(run["id"]), workflow)
+        request_id = next(ids)
+        await websocket.send(
+            orjson.dumps({"id": request_id, "op": operation, "body": body}).decode()
+        )
+        frame = orjson.loads(await websocket.receive())
+        assert frame["id"] == request_id
+        refusals[operation] = frame.get("error", {}).get("code")
+    assert refusals == {
+        "claim_run": "forbidden",  # as w1
+        "heartbeat": "forbidden",  # for w1
+        "record_task": "stale_revision",
+        "report_progress": "stale_revision",
+        "transition_run": "stale_revision",
+        "begin_wait": "stale_revision",
+        "suspend_run": "stale_revision",
+        "start_child": "stale_revision",
+    }
+    after = await api.ok("get_run", {"run_id": run["id"]})
+    assert (after["status"], after["revision"], after["output"]) == ("running", 2, None)
+    details = await api.ok("describe_run", {"run_id": run["id"]})
+    assert (details["tasks"], details["progress"]) == ([], [])
+    listed = await api.ok("list_runs", {"workflow": workflow})
+    assert len(listed["runs"]) == 1  # no child was started
+
+
+@deadline(30)
+async def test_a_registered_version_keeps_its_schemas(api: Api, workflow: str) -> None:
+    """Registering a version again with another input schema (``true`` would turn
+    validation off) is refused with version_conflict, and the first schema still holds."""
+    await register(api, workflow)
+    status, body = await api.call("register_worker", {
+        "worker_id": "w2", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0", "input_schema": True}],
+    })  # fmt: skip
+    assert (status, body["error"]["code"]) == (409, "version_conflict")
+    assert f"{workflow}@1.0" in body["error"]["message"]
+    status, body = await api.call(
+        "start_run", {"workflow": workflow, "version": "1.0", "input": {"id": 5}}
+    )
+    assert (status, body["error"]["code"]) == (422, "validation_error")
+    same = await api.ok("register_worker", {
+        "worker_id": "w3", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA}],
+    })  # fmt: skip
+    assert same["worker_id"] == "w3"
