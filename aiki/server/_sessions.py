@@ -11,12 +11,14 @@ subscriptions and its worker's push route. A failing session ends that session o
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from ..protocol import (
     OPERATIONS,
@@ -37,40 +39,71 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SESSION_IN_FLIGHT: Final = 256
+SESSION_IN_FLIGHT: Final = 64
 """Requests one WebSocket session may have in progress; more wait (backpressure)."""
+MAX_QUEUED_BYTES: Final = 8 * 1024 * 1024
+"""Replies and pushes waiting to be sent to one session; more, and the session is closed
+(the peer does not read what it asked for)."""
+SEND_SECONDS: Final = 10.0
+"""How long sending one frame may take before the session is closed (a peer that stopped
+reading)."""
+CLOSE_SECONDS: Final = 1.0
+CLOSE_TOO_SLOW: Final = 1008
+"""Close code for a peer that does not keep up (policy violation)."""
+CLOSE_BINARY: Final = 1003
+"""Close code for a binary frame: the protocol is JSON text."""
 
 
 @attrs.define(eq=False)
 class ServerSession:
-    """One WebSocket session (see the module docstring)."""
+    """One WebSocket session (see the module docstring).
+
+    Nothing waits on the peer but this session's own writer task: replies and pushes are
+    queued (at most `MAX_QUEUED_BYTES`), so a push from an actor (a timed-out run's stop,
+    a subscription's updates) never blocks it, and a peer that stops reading loses its
+    session, not the server its timers.
+    """
 
     services: Services
     websocket: WebSocket
     max_bytes: int
     worker_id: str | None = None
-    _send_lock: trio.Lock = attrs.Factory(trio.Lock)
     _slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(SESSION_IN_FLIGHT))
     _forwarders: dict[str, trio.CancelScope] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
+    _outbox: collections.deque[bytes] = attrs.Factory(collections.deque)
+    _queued_bytes: int = 0
+    _queued: trio.Event = attrs.Factory(trio.Event)
+    _drained: trio.Event = attrs.Factory(trio.Event)
+    _closing: str | None = None
+    """Why the session is ending (None while it serves)."""
+    _close_code: int = 1000
 
     async def serve(self) -> None:
-        """Accept the connection and serve it until it closes."""
+        """Accept the connection and serve it until it closes (or is closed)."""
         await self.websocket.accept()
         gauge = self.services.metrics.websocket_sessions
         gauge.inc()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._write)
                 while True:
-                    try:
-                        text = await self.websocket.receive_text()
-                    except WebSocketDisconnect:
+                    message = await self.websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    text = message.get("text")
+                    if text is None:
+                        self._close("sent a binary frame (the protocol is JSON text)",
+                                    CLOSE_BINARY)  # fmt: skip
                         break
                     await self._slots.acquire()
                     nursery.start_soon(self._answer, text)
-                # The peer is gone: replies in progress have nowhere to go.
+                # The peer is gone (or closed): replies in progress have nowhere to go.
                 nursery.cancel_scope.cancel()
+            if self._closing is not None:
+                with trio.move_on_after(CLOSE_SECONDS), contextlib.suppress(Exception):
+                    await self.websocket.close(code=self._close_code)
         finally:
             gauge.dec()
             if self.worker_id is not None:
@@ -105,21 +138,62 @@ class ServerSession:
 
     # -- sending -------------------------------------------------------------------------------
 
-    async def _send(self, frame: bytes) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(frame.decode())
+    def _send(self, frame: bytes) -> None:
+        """Queue ``frame`` for the writer; never waits. Past `MAX_QUEUED_BYTES` the session
+        is closed instead."""
+        if self._closing is not None:
+            return
+        if self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+            self._close(f"does not read: {self._queued_bytes} bytes wait to be sent",
+                        CLOSE_TOO_SLOW)  # fmt: skip
+            return
+        self._outbox.append(frame)
+        self._queued_bytes += len(frame)
+        self._queued.set()
 
-    async def push(self, message: StopRun) -> None:
-        """Send a server push to the worker."""
-        await self._send(push_frame(message))
+    async def _write(self) -> None:
+        """Send queued frames in order, each within `SEND_SECONDS`."""
+        while True:
+            while not self._outbox:
+                await self._queued.wait()
+                self._queued = trio.Event()
+            frame = self._outbox.popleft()
+            with trio.move_on_after(SEND_SECONDS) as sending:
+                await self.websocket.send_text(frame.decode())
+            if sending.cancelled_caught:
+                self._close(f"took over {SEND_SECONDS:g} s to take one frame", CLOSE_TOO_SLOW)
+                return
+            self._queued_bytes -= len(frame)
+            if not self._queued_bytes:
+                self._drained.set()
+
+    def _close(self, why: str, code: int) -> None:
+        """End the session (its tasks are cancelled; the connection is closed after)."""
+        if self._closing is None:
+            self._closing, self._close_code = why, code
+            logger.warning("session %s %s: closing it", self.worker_id or "(client)", why,
+                           extra={"worker_id": self.worker_id})  # fmt: skip
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+    def push(self, message: StopRun) -> None:
+        """Send a server push to the worker (queued: never waits)."""
+        self._send(push_frame(message))
 
     async def _forward(self, subscriber: Subscriber, scope: trio.CancelScope) -> None:
         """Push a subscription's updates (batched per frame) until it is cancelled."""
+        # Updates are taken from the subscription's queue only once everything queued
+        # before has been sent: a peer that reads slowly makes that queue overflow (it gets
+        # a resync marker), not this session's outbox grow; meanwhile updates gather into
+        # fewer, larger frames.
         with scope:
             while True:
+                while self._queued_bytes:
+                    await self._drained.wait()
+                    self._drained = trio.Event()
                 updates, resync = await subscriber.take()
                 for frame in publication_frames(subscriber.id, updates, resync=resync):
-                    await self._send(frame)
+                    self._send(frame)
 
     async def _answer(self, text: str) -> None:
         caller = Caller(session=self)
@@ -127,11 +201,11 @@ class ServerSession:
             try:
                 incoming = read_request(OPERATIONS, text, max_bytes=self.max_bytes)
             except RequestError as exc:
-                await self._send(error_frame(exc.frame_id, exc.error))
+                self._send(error_frame(exc.frame_id, exc.error))
                 return
             frame = await self._reply(incoming, caller)
             if incoming.wants_reply:
-                await self._send(frame)
+                self._send(frame)
         finally:
             self._slots.release()
             # A subscription's pushes go out only after its reply (the client learns the

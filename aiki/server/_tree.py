@@ -59,7 +59,7 @@ def _stopper(
 
     async def stopped(runs: list[Stopped]) -> None:
         counter.inc(len(runs))
-        await services.stop_all(runs, reason)
+        services.stop_all(runs, reason)
 
     return stopped
 

@@ -9,7 +9,7 @@ as their first argument. `Caller` is the session (or HTTP request) a request cam
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
@@ -101,7 +101,8 @@ class Caller:
         self.followed.append(subscriber)
 
 
-Push = Callable[[StopRun], Awaitable[None]]
+Push = Callable[[StopRun], None]
+"""Queues a push on a session (never waits on the peer)."""
 
 
 class WorkerSessions:
@@ -116,18 +117,15 @@ class WorkerSessions:
 
     def detach(self, worker_id: str, push: Push) -> None:
         """Forget the session (unless another one took over the worker ID)."""
-        if self._pushes.get(worker_id) is push:
+        if self._pushes.get(worker_id) == push:  # (bound methods: equal, not identical)
             del self._pushes[worker_id]
 
-    async def push(self, worker_id: str | None, message: StopRun) -> None:
-        """Send ``message`` to the worker if it is connected here; best effort."""
+    def push(self, worker_id: str | None, message: StopRun) -> None:
+        """Queue ``message`` for the worker if it is connected here; best effort (fencing
+        stops the worker at its next write anyway). Never waits."""
         push = self._pushes.get(worker_id) if worker_id else None
-        if push is None:
-            return  # fencing still stops it at its next write
-        try:
-            await push(message)
-        except Exception:  # a dying session; the revision bump fences the worker anyway
-            logger.debug("push to worker %s failed", worker_id, exc_info=True)
+        if push is not None:
+            push(message)
 
 
 class RunNotifier:
@@ -308,12 +306,13 @@ class Services:
             if when is not None:
                 self.wakeups.deadline(when)
 
-    async def stop_all(self, stopped: list[Stopped], reason: str) -> None:
-        """Wake waiters on the stopped runs and push a stop to the workers running them."""
+    def stop_all(self, stopped: list[Stopped], reason: str) -> None:
+        """Wake waiters on the stopped runs and push a stop to the workers running them
+        (queued on their sessions: never waits on a worker)."""
         for run in stopped:
             self.notifier.notify(run.run_id)
             if run.from_status == "running":
-                await self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=reason))
+                self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=reason))
 
     async def fenced_out(
         self, run_id: uuid.UUID, request_id: str, revision: int, worker_id: str

@@ -49,7 +49,7 @@ async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> 
         status = await _status(services, request.run_id, caller)
         raise InvalidTransitionError(f"run {request.run_id} is {status} already")
     services.metrics.runs_cancelled.inc(len(stopped))
-    await services.stop_all(stopped, "cancelled")
+    services.stop_all(stopped, "cancelled")
     services.wakeups.queued()  # parents waiting on these runs may have been queued
     return RunsStopped(run_id=request.run_id, status="cancelled",
                        affected=tuple(run.run_id for run in stopped))  # fmt: skip
@@ -65,7 +65,7 @@ async def pause_run(services: Services, request: PauseRun, caller: Caller) -> Ru
         raise InvalidTransitionError(
             f"run {request.run_id} is {status}; only {allowed} runs can be paused"
         )
-    await services.stop_all([stopped], "paused")
+    services.stop_all([stopped], "paused")
     return RunsStopped(run_id=request.run_id, status="paused", affected=(request.run_id,))
 
 

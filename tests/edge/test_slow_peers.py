@@ -1,0 +1,122 @@
+"""No actor waits on a peer: a session that never reads delays neither the timers nor
+anyone else; it loses its own session instead."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import attrs
+import orjson
+import trio
+import wsproto
+import wsproto.events
+
+import aiki
+from aiki.protocol import OPERATIONS, RegisterWorker
+from tests._deadline import deadline
+from tests.e2e import waits_flows as flows
+
+from .conftest import Cluster
+
+WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+
+REGISTER = OPERATIONS.by_name["register_worker"]
+
+
+@aiki.workflow("edge-stuck").version("1")
+async def stuck_flow(run: aiki.Run[str], text: str) -> str:
+    """A version only the stuck session serves: no real worker takes its runs."""
+    return text
+
+
+BIG = "x" * 200_000
+"""Inputs that make every page of runs a large reply."""
+
+
+class StuckSession:
+    """A raw WebSocket that registers as a worker, claims a run, asks for a lot, and then
+    never reads again; its socket's receive buffer is tiny, so the server's sends to it
+    block as soon as a few kilobytes are in flight."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.sock.sendall(self.ws.send(wsproto.events.Request(host=host, target="/api/v1/session")))
+        self.ids = 0
+        self._await_accept()
+
+    def _await_accept(self) -> None:
+        while True:
+            self.ws.receive_data(self.sock.recv(65536))
+            for event in self.ws.events():
+                if isinstance(event, wsproto.events.AcceptConnection):
+                    return
+
+    def send(self, operation: str, body: object) -> None:
+        self.ids += 1
+        frame = orjson.dumps({"id": self.ids, "op": operation, "body": body}).decode()
+        self.sock.sendall(self.ws.send(wsproto.events.TextMessage(data=frame)))
+
+    def reply(self) -> dict[str, object]:
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, wsproto.events.TextMessage):
+                    return orjson.loads(event.data)
+            self.ws.receive_data(self.sock.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@deadline(90)
+async def test_a_session_that_never_reads_delays_no_timer(cluster: Cluster) -> None:
+    """A worker session claims a run with a 1 s timeout, floods the server with requests
+    and never reads: when the timeout fires, the push to it must not hold the timers. A
+    1 s sleep and a 1 s delayed start elsewhere end on time, and the stuck session is
+    closed."""
+    registration = RegisterWorker(worker_id="edge-stuck", versions=(stuck_flow.spec(),))
+    async with aiki.Client(cluster.url) as client:
+        await client.call(attrs.evolve(registration, worker_id="edge-registrar"))
+        for _ in range(20):
+            await stuck_flow.start(client, BIG)
+        stuck_run = await stuck_flow.with_(timeout_seconds=1.0).start(client, "stuck")
+        stuck = await trio.to_thread.run_sync(StuckSession, cluster.url)
+        try:
+            await trio.to_thread.run_sync(
+                stuck.send, "register_worker", REGISTER.request.unstructure(registration)
+            )
+            assert "ok" in await trio.to_thread.run_sync(stuck.reply)
+            await trio.to_thread.run_sync(
+                stuck.send, "claim_run", {"run_id": stuck_run.run_id, "worker_id": "edge-stuck"}
+            )
+            claimed = await trio.to_thread.run_sync(stuck.reply)
+            assert claimed["ok"]["type"] == "RunClaimed", claimed  # type: ignore[index]
+            for _ in range(40):  # ~4 MB each: they pile up, the session never reads
+                await trio.to_thread.run_sync(
+                    stuck.send, "list_runs", {"workflow": "edge-stuck", "limit": 50}
+                )
+
+            started = time.monotonic()
+            sleeper = await flows.sleeper.start(client, 1.0)
+            delayed = await flows.quick_flow.with_(trigger=aiki.trigger.after(seconds=1)).start(
+                client, 2
+            )
+            slept = await sleeper.wait_for_status("completed")
+            ran = await delayed.wait_for_status("completed")
+            took = time.monotonic() - started
+            timed_out = await aiki.RunHandle(client, stuck_run.run_id, None).wait_for_status(
+                "failed"
+            )
+        finally:
+            stuck.close()
+    assert (slept.success, ran.success) == (True, True)
+    assert took < 4.0, f"a 1 s sleep and a 1 s delayed start took {took:.1f} s"
+    assert timed_out.run.error is not None
+    assert timed_out.run.error.code == "run_timeout"
+    log = cluster.server.log.read_text()
+    assert "session edge-stuck does not read" in log, log[-2000:]
