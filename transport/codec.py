@@ -2,9 +2,10 @@
 
 A protocol is a union of attrs classes; on the wire each message is a JSON object
 tagged with its class name under ``"type"``. Fields annotated ``object`` carry any JSON
-value as is (user payloads the transport does not interpret). Decoding is strict: unknown fields, a
-missing or unknown tag and values of the wrong type are all rejected with a
-`CodecError` whose ``errors`` name each problem and its path (``expected int @ $.attempt``).
+value as is (user payloads the transport does not interpret). Decoding is strict: unknown
+fields, a missing or unknown tag and values of the wrong type (no coercion: ``5`` is not a
+string, ``true`` and ``2.9`` are not integers) are all rejected with a `CodecError` whose
+``errors`` name each problem and its path (``expected an integer @ $.attempt``).
 
 Example::
 
@@ -50,6 +51,30 @@ def _passthrough(value: object, _: type) -> object:
     return value
 
 
+def _strict_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: object, _: type) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _strict_float(value: object, _: type) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _strict_bool(value: object, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 def make_wire_converter(*protocols: object) -> OrjsonConverter:
     """Build a private strict converter; every union among ``protocols`` is tagged by ``"type"``.
 
@@ -61,6 +86,11 @@ def make_wire_converter(*protocols: object) -> OrjsonConverter:
     converter = make_converter(forbid_extra_keys=True)  # never the global converter
     # Exactly `object` (a dispatch on the class would catch every subclass too).
     converter.register_structure_hook_func(lambda cls: cls is object, _passthrough)
+    # No coercion: cattrs would take 5 for a string, true or 2.9 for an integer.
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(bool, _strict_bool)
     for protocol in protocols:
         if len(_members(protocol)) > 1:
             configure_tagged_union(protocol, converter, tag_name=TAG)

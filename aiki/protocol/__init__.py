@@ -104,6 +104,11 @@ from ._schedules import ScheduleInfo as ScheduleInfo
 from ._schedules import SchedulePage as SchedulePage
 from ._schedules import ScheduleStatus as ScheduleStatus
 from ._schedules import is_schedule_status as is_schedule_status
+from ._schemas import MAX_SCHEMA_DEPTH as MAX_SCHEMA_DEPTH
+from ._schemas import MAX_SCHEMA_NODES as MAX_SCHEMA_NODES
+from ._schemas import SCHEMA_FORMATS as SCHEMA_FORMATS
+from ._schemas import SCHEMA_KEYWORDS as SCHEMA_KEYWORDS
+from ._schemas import schema_problems as schema_problems
 from ._session import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._session import PUSH as PUSH
 from ._session import SESSION_PATH as SESSION_PATH
@@ -202,6 +207,8 @@ __all__ = [
     "LIST_WORKERS",
     "MAX_DURABLE_WAIT_SECONDS",
     "MAX_MESSAGE_BYTES",
+    "MAX_SCHEMA_DEPTH",
+    "MAX_SCHEMA_NODES",
     "MIN_EVERY_SECONDS",
     "OPERATIONS",
     "PAUSE_RUN",
@@ -216,6 +223,8 @@ __all__ = [
     "RESUME_RUN",
     "RESUME_SCHEDULE",
     "RUN_UPDATE",
+    "SCHEMA_FORMATS",
+    "SCHEMA_KEYWORDS",
     "SEND_EVENT",
     "SESSION_PATH",
     "START_CHILD",
@@ -345,6 +354,7 @@ __all__ = [
     "read_request",
     "reply_frame",
     "reply_type_of",
+    "schema_problems",
     "session_url",
     "stream_for",
     "wait_address",

@@ -19,8 +19,10 @@ Generated from the protocol's operation declarations (`aiki/protocol/`) by
 
 Every operation is `POST /api/v1/<operation>` with a JSON body, answered with the reply
 object as JSON (status 200), or `{"error": {"code", "message", "errors", "run_id"}}` with a
-4xx/5xx status (`code` names an `aiki.errors` class: `bad_request` 400, `not_found` 404,
-`conflict` 409, `payload_too_large` 413, `unavailable` 503, ...). Times are ISO 8601 UTC.
+4xx/5xx status (`code` names an `aiki.errors` class: `bad_request` 400, `forbidden` 403,
+`not_found` 404, `conflict` 409, `payload_too_large` 413, `validation_error` 422,
+`unavailable` 503, ...). Values are never coerced (`5` is not a string, `true` and `2.9`
+are not integers). Times are ISO 8601 UTC.
 
 The same operations run over one WebSocket at `/api/v1/session`: send
 `{"id": N, "op": "<operation>", "body": {...}}`, receive `{"id": N, "ok": {...}}` or
@@ -33,7 +35,9 @@ Other endpoints: `GET /` (dashboard), `GET /metrics` (Prometheus), `GET /healthz
 and Redis reachable), `GET /readyz` (same, and the server is fully started, not stopping).
 
 Each operation names the roles that may call it: `viewer` (reads and watches), `client`
-(starts, events, control, schedules), `worker` (a worker executing runs), `admin`.
+(starts, events, control, schedules), `worker` (a worker executing runs), `admin`. Worker
+operations are accepted only on a WebSocket session a worker registered on
+(`register_worker`), and only for the runs that worker claimed.
 """
 
 

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from aiki.errors import ValidationError
+from aiki.protocol import MAX_SCHEMA_DEPTH, schema_problems
 from aiki.sdk import PayloadType
 
 
@@ -141,3 +142,39 @@ def test_the_json_schema_agrees_with_the_converter(
         assert not validator.is_valid(data), data
         with pytest.raises(ValidationError):
             payload.from_json(data)
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [Order, Shipment, list[Order], dict[str, float], dict[str, object], int, str, bool, None,
+     tuple[int, str], Order | None, list[Shipment] | int],
+)  # fmt: skip
+def test_every_schema_the_sdk_derives_may_be_registered(annotation: object) -> None:
+    """What the SDK writes stays within what the server accepts at registration."""
+    assert schema_problems(PayloadType(annotation, "input").schema()) == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"type": "string", "pattern": "^(a+)+$"}, "keyword 'pattern' is not allowed @ $"),
+        ({"type": "object", "properties": {"a": {"type": "string", "format": "regex"}}},
+         "format 'regex' is not allowed @ $.properties.a.format"),
+        ({"type": "object", "patternProperties": {"^(a+)+$": {}}},
+         "keyword 'patternProperties' is not allowed @ $"),
+        ({"anyOf": [{"type": "string"}, {"not": {}}]}, "keyword 'not' is not allowed @ $.anyOf[1]"),
+        ("string", "a schema must be an object or a boolean @ $"),
+    ],
+)  # fmt: skip
+def test_schemas_beyond_what_the_sdk_writes_are_refused(schema: object, problem: str) -> None:
+    """Regular expressions (catastrophic backtracking on the server's loop) and keywords
+    the SDK never writes are named with their place."""
+    assert problem in schema_problems(schema)
+
+
+def test_a_schema_too_deep_is_refused() -> None:
+    """Depth is bounded, so a hostile schema cannot exhaust the server's stack."""
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(MAX_SCHEMA_DEPTH + 5):
+        schema = {"type": "array", "items": schema}
+    assert any("too large or too deep" in problem for problem in schema_problems(schema))

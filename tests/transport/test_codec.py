@@ -115,3 +115,26 @@ def test_object_fields_carry_any_json_value_unchanged() -> None:
     codec = WireCodec[Envelope](Envelope)
     document = {"a": [1, 2.5, None, {"b": True}], "c": "x"}
     assert codec.decode(codec.encode(Envelope(payload=document))) == Envelope(payload=document)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("run_id", 5),  # a number for a string
+        ("attempt", True),  # a boolean for an integer
+        ("attempt", 2.9),  # a fraction for an integer
+        ("attempt", "3"),  # a string for an integer
+        ("reason", 0),  # a number for an optional string
+    ],
+)
+def test_values_are_never_coerced(field: str, value: object) -> None:
+    """cattrs alone would turn 5 into "5" and 2.9 into 2; the codec refuses, naming the field."""
+    codec = WireCodec[StartRun | CancelRun](StartRun | CancelRun)
+    message = {"type": "CancelRun" if field == "reason" else "StartRun", "run_id": "r1",
+               "attempt": 1, "requested_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    if field == "reason":
+        del message["attempt"], message["requested_at"]
+    message[field] = value
+    with pytest.raises(CodecError) as raised:
+        codec.structure(message)
+    assert any(error.endswith(f"@ $.{field}") for error in raised.value.errors), raised.value.errors

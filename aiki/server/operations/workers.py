@@ -46,6 +46,7 @@ from ...protocol import (
     TransitionRun,
     WorkerRegistered,
     can_transition,
+    schema_problems,
 )
 from .. import store
 from ._access import worker_of
@@ -69,15 +70,26 @@ async def register_worker(
     services: Services, request: RegisterWorker, caller: Caller
 ) -> WorkerRegistered:
     """Record a worker and the versions it serves; their schemas validate future starts."""
-    for spec in request.versions:
-        for schema in (spec.input_schema, *spec.event_schemas.values()):
+    for index, spec in enumerate(request.versions):
+        schemas = {"input_schema": spec.input_schema} | {
+            f"event_schemas.{name}": schema for name, schema in spec.event_schemas.items()
+        }
+        for field, schema in schemas.items():
             if schema is None:
                 continue
+            where = f"$.versions[{index}].{field}"
+            if problems := schema_problems(schema):
+                raise BadRequestError(
+                    f"schema of {spec.workflow}@{spec.version} not allowed: {problems[0]}",
+                    errors=tuple(f"{problem.rpartition(' @ ')[0]} @ {where}"
+                                 f"{problem.rpartition(' @ ')[2][1:]}" for problem in problems),
+                )  # fmt: skip
             try:
                 jsonschema.Draft202012Validator.check_schema(schema)  # type: ignore[arg-type]
             except jsonschema.SchemaError as exc:
                 raise BadRequestError(
-                    f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}"
+                    f"invalid schema for {spec.workflow}@{spec.version}: {exc.message}",
+                    errors=(f"{exc.message} @ {where}",),
                 ) from None
 
     def register(tx: Transaction) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 
 import orjson
-import pytest
 
 from tests._deadline import deadline
 
@@ -48,38 +47,38 @@ def test_every_worker_operation_is_covered_here() -> None:
     assert set(WORKER_REQUESTS) == WORKER_OPERATIONS
 
 
-@pytest.mark.parametrize("operation", sorted(WORKER_REQUESTS))
 @deadline(30)
-async def test_worker_operations_are_refused_over_plain_http(
-    api: Api, workflow: str, operation: str
-) -> None:
-    """403 over HTTP, naming the WebSocket session; the run is untouched."""
+async def test_worker_operations_are_refused_over_plain_http(api: Api, workflow: str) -> None:
+    """403 over HTTP for each worker operation, naming the WebSocket session; the run is
+    untouched."""
     await register(api, workflow)
     run = await _claimed_run(api, workflow)
-    body = _body(operation, str(run["id"]), workflow)
-    response = await api.http.post(f"{api.url}/api/v1/{operation}", json=body)
-    assert response.status_code == 403, response.text
-    error = response.json()["error"]
-    assert error["code"] == "forbidden"
-    assert "WebSocket session" in error["message"]
+    for operation in sorted(WORKER_REQUESTS):
+        body = _body(operation, str(run["id"]), workflow)
+        response = await api.http.post(f"{api.url}/api/v1/{operation}", json=body)
+        assert response.status_code == 403, (operation, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "forbidden"
+        assert "WebSocket session" in error["message"]
     after = await api.ok("get_run", {"run_id": run["id"]})
     assert (after["status"], after["revision"]) == ("running", run["revision"])
 
 
-@pytest.mark.parametrize("operation", sorted(set(WORKER_REQUESTS) - {"register_worker"}))
 @deadline(30)
 async def test_worker_operations_are_refused_on_a_session_no_worker_registered(
-    api: Api, workflow: str, operation: str
+    api: Api, workflow: str
 ) -> None:
     """A client's session (nothing registered on it) gets 403 for every worker operation."""
     await register(api, workflow)
     run = await _claimed_run(api, workflow)
     websocket = await api.session("a-client")  # opened, never registered
-    body = _body(operation, str(run["id"]), workflow)
-    await websocket.send(orjson.dumps({"id": 1, "op": operation, "body": body}).decode())
-    frame = orjson.loads(await websocket.receive())
-    assert frame["error"]["code"] == "forbidden", frame
-    assert "register_worker" in frame["error"]["message"]
+    for request_id, operation in enumerate(sorted(set(WORKER_REQUESTS) - {"register_worker"})):
+        body = _body(operation, str(run["id"]), workflow)
+        frame = {"id": request_id, "op": operation, "body": body}
+        await websocket.send(orjson.dumps(frame).decode())
+        reply = orjson.loads(await websocket.receive())
+        assert reply["error"]["code"] == "forbidden", (operation, reply)
+        assert "register_worker" in reply["error"]["message"]
     after = await api.ok("get_run", {"run_id": run["id"]})
     assert (after["status"], after["revision"]) == ("running", run["revision"])
 
