@@ -254,10 +254,21 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
 
 
 MAX_TRACEBACK_CHARS: Final = 16_000
+MAX_MESSAGE_CHARS: Final = 8_000
+MAX_CAUSES: Final = 8
+"""How long a chain of causes is kept (the rest is cut)."""
+
+_CONTROLS: Final = {code: "?" for code in (*range(32), 127) if chr(code) not in "\n\r\t"}
 
 
-def error_info(error: BaseException) -> ErrorInfo:
-    """Describe ``error`` for storage: type, message, traceback, retryability, cause."""
+def error_info(error: BaseException, *, depth: int = 0) -> ErrorInfo:
+    """Describe ``error`` for storage: type, message, traceback, retryability, cause.
+
+    The message and traceback are cut to `MAX_MESSAGE_CHARS` and `MAX_TRACEBACK_CHARS`,
+    control characters other than line breaks and tabs become ``?``, and at most
+    `MAX_CAUSES` causes are kept: whatever an exception says, its record fits the bounds
+    the server holds every request to.
+    """
     cls = type(error)
     name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -266,12 +277,12 @@ def error_info(error: BaseException) -> ErrorInfo:
     cause: ErrorInfo | None = None
     if isinstance(error, TaskFailedError):
         cause = error.cause
-    elif error.__cause__ is not None:
-        cause = error_info(error.__cause__)
+    elif error.__cause__ is not None and depth < MAX_CAUSES:
+        cause = error_info(error.__cause__, depth=depth + 1)
     return ErrorInfo(
-        type=name,
-        message=str(error),
-        traceback=trace,
+        type=name[:1024],
+        message=str(error)[:MAX_MESSAGE_CHARS].translate(_CONTROLS),
+        traceback=trace.translate(_CONTROLS),
         non_retryable=not is_retryable(error),
         code=error.code if isinstance(error, AikiError) else None,
         cause=cause,

@@ -49,6 +49,12 @@ logger = logging.getLogger(__name__)
 _CANCEL_RETRY_SECONDS: Final = 0.005
 
 
+TRANSIENT_CLASSES: Final = frozenset({"08", "53", "57", "58"})
+"""SQLSTATE classes of operational errors that may pass: connection exceptions,
+insufficient resources, operator intervention, system errors. Other operational errors
+(54 program limit exceeded, 55 object not in prerequisite state) are permanent."""
+
+
 @contextlib.contextmanager
 def mapped_errors() -> Iterator[None]:
     """Translate psycopg and psycopg_pool exceptions raised inside the block."""
@@ -70,6 +76,10 @@ def mapped_errors() -> Iterator[None]:
         ) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
         sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+        if sqlstate is not None and sqlstate[:2] not in TRANSIENT_CLASSES:
+            # e.g. 54000 program limit exceeded (an index row too large): the same
+            # statement fails the same way every time.
+            raise StorageError(f"postgres refused: {exc}", sqlstate=sqlstate) from exc
         raise StorageUnavailableError(f"postgres unavailable: {exc}", sqlstate=sqlstate) from exc
     except psycopg.Error as exc:
         raise StorageError(f"postgres error: {exc}", sqlstate=exc.sqlstate) from exc

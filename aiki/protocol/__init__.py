@@ -12,6 +12,13 @@
 Everything here is shared by the server, workers and clients; nothing here does I/O.
 """
 
+from ._bounds import MAX_INT as MAX_INT
+from ._bounds import MAX_ITEMS as MAX_ITEMS
+from ._bounds import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
+from ._bounds import MAX_SECONDS as MAX_SECONDS
+from ._bounds import MAX_TEXT as MAX_TEXT
+from ._bounds import payload_problems as payload_problems
+from ._bounds import request_problems as request_problems
 from ._errors import ERROR_BODY as ERROR_BODY
 from ._errors import ErrorBody as ErrorBody
 from ._errors import InternalError as InternalError
@@ -206,9 +213,14 @@ __all__ = [
     "LIST_SCHEDULES",
     "LIST_WORKERS",
     "MAX_DURABLE_WAIT_SECONDS",
+    "MAX_INT",
+    "MAX_ITEMS",
     "MAX_MESSAGE_BYTES",
+    "MAX_PAYLOAD_DEPTH",
     "MAX_SCHEMA_DEPTH",
     "MAX_SCHEMA_NODES",
+    "MAX_SECONDS",
+    "MAX_TEXT",
     "MIN_EVERY_SECONDS",
     "OPERATIONS",
     "PAUSE_RUN",
@@ -348,12 +360,14 @@ __all__ = [
     "is_status",
     "is_task_state",
     "jitter_of",
+    "payload_problems",
     "plan",
     "publication_frames",
     "push_frame",
     "read_request",
     "reply_frame",
     "reply_type_of",
+    "request_problems",
     "schema_problems",
     "session_url",
     "stream_for",

@@ -26,6 +26,7 @@ import orjson
 from transport import CodecError, WireCodec
 
 from ..errors import AikiError, BadRequestError, NotFoundError, PayloadTooLargeError
+from ._bounds import request_problems
 from ._errors import decode_error, encode_error
 from ._live import RUN_UPDATE, TASK_PROGRESS, RunUpdate, TaskProgress
 from ._operation import Operation, Request
@@ -206,11 +207,13 @@ def decode_request(
     operations: Registry, name: str, body: bytes | dict[str, object]
 ) -> tuple[Operation[Any, Any], object]:
     """The operation ``name`` and its request decoded from ``body`` (raw JSON from HTTP, or a
-    session frame's parsed body), whichever the carrier.
+    session frame's parsed body), whichever the carrier, checked against the bounds every
+    field has (`request_problems`).
 
     Raises:
         aiki.NotFoundError: no operation has that name.
-        aiki.BadRequestError: the body is not a valid request (``errors`` name the fields).
+        aiki.BadRequestError: the body is not a valid request, or a value is out of bounds
+            (``errors`` name the fields).
     """
     operation = operations.named(name)
     if operation is None:
@@ -218,10 +221,14 @@ def decode_request(
         raise NotFoundError(f"unknown operation {name!r}; known: {known}")
     try:
         if isinstance(body, dict):
-            return operation, operation.request.structure(body)
-        return operation, operation.request.decode(body)
+            request = operation.request.structure(body)
+        else:
+            request = operation.request.decode(body)
     except CodecError as exc:
         raise BadRequestError(f"invalid {name} request: {exc}", errors=exc.errors) from None
+    if problems := request_problems(request):
+        raise BadRequestError(f"invalid {name} request: {problems[0]}", errors=tuple(problems))
+    return operation, request
 
 
 def read_request(operations: Registry, text: str, *, max_bytes: int) -> Incoming:

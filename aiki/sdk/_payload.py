@@ -23,6 +23,7 @@ import orjson
 from cattrs.preconf.json import make_converter
 
 from ..errors import ValidationError
+from ..protocol import payload_problems
 
 T = TypeVar("T")
 
@@ -96,6 +97,10 @@ class PayloadType(Generic[T]):
                 f"{self.role} is not JSON-serializable as {self.describe()}: {exc}",
                 errors=(f"{exc} @ $",),
             ) from exc
+        if problems := payload_problems(data):
+            raise ValidationError(
+                f"{self.role} cannot be sent: {problems[0]}", errors=tuple(problems)
+            )
         self.from_json(data)  # round trip: catches values of the wrong shape
         return data
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import orjson
+import psycopg
 import trio
 
 from tests._deadline import deadline
@@ -51,3 +53,96 @@ async def test_a_backtracking_pattern_cannot_stall_other_clients(api: Api, workf
         nursery.start_soon(bystander)
         nursery.start_soon(attacker)
     assert slowest < 0.1, f"a get_run took {slowest * 1000:.0f} ms"
+
+
+def _deep_start(workflow: str, levels: int) -> str:
+    """A start whose input nests ``levels`` deep, as JSON text (too deep for orjson.dumps)."""
+    nested = '{"next":' * levels + '"bottom"' + "}" * levels
+    return f'{{"workflow": "{workflow}", "version": "1.0", "input": {nested}}}'
+
+
+def _start(workflow: str, **options: object) -> dict[str, object]:
+    return {"workflow": workflow, "version": "1.0", "input": ORDER, "options": options}
+
+
+EVERY_SECOND = {"every_seconds": 1.0}
+
+BAD_INPUTS: list[tuple[str, str, object, str]] = [
+    # (case, operation, body (WF: the test's workflow), the path named)
+    ("NUL in a reference ID", "start_run", lambda wf: _start(wf, reference_id="a\x00b"),
+     "$.options.reference_id"),
+    ("NUL in an input", "start_run",
+     lambda wf: {"workflow": wf, "version": "1.0", "input": {"id": "o\x00", "quantity": 1}},
+     "$.input.id"),
+    ("NUL in a filter", "list_runs", lambda wf: {"workflow": "a\x00"}, "$.workflow"),
+    ("NUL in a reason", "cancel_run", lambda wf: {"run_id": "RUN", "reason": "x\x00"},
+     "$.reason"),
+    ("1,000-deep input", "start_run", lambda wf: _deep_start(wf, 1000), "nested more than"),
+    ("8 kB reference ID", "start_run", lambda wf: _start(wf, reference_id="r" * 8192),
+     "$.options.reference_id"),
+    ("negative run timeout", "start_run", lambda wf: _start(wf, timeout_seconds=-5),
+     "$.options.timeout_seconds"),
+    ("1e308 run timeout", "start_run", lambda wf: _start(wf, timeout_seconds=1e308),
+     "$.options.timeout_seconds"),
+    ("1e13 start delay", "start_run", lambda wf: _start(wf, start_delay_seconds=1e13),
+     "$.options.start_delay_seconds"),
+    ("1e308 schedule interval", "activate_schedule",
+     lambda wf: {"workflow": wf, "version": "1.0", "input": ORDER,
+                 "spec": {"every_seconds": 1e308}}, "$.spec.every_seconds"),
+    ("1e13 schedule jitter", "activate_schedule",
+     lambda wf: {"workflow": wf, "version": "1.0", "input": ORDER, "spec": EVERY_SECOND,
+                 "policy": {"jitter_seconds": 1e13}}, "$.policy.jitter_seconds"),
+    ("1e308 catch-up window", "activate_schedule",
+     lambda wf: {"workflow": wf, "version": "1.0", "input": ORDER, "spec": EVERY_SECOND,
+                 "policy": {"catchup_window_seconds": 1e308}},
+     "$.policy.catchup_window_seconds"),
+    ("negative worker concurrency", "register_worker",
+     lambda wf: {"worker_id": "w9", "versions": [], "concurrency": -1}, "$.concurrency"),
+    ("1e13 worker concurrency", "register_worker",
+     lambda wf: {"worker_id": "w9", "versions": [], "concurrency": 10**13}, "$.concurrency"),
+    ("a newline in a worker ID", "register_worker",
+     lambda wf: {"worker_id": "w\nERROR forged", "versions": []}, "$.worker_id"),
+    ("5 for a string", "start_run", lambda wf: _start(wf, reference_id=5),
+     "$.options.reference_id"),
+    ("true for an integer", "list_runs", lambda wf: {"limit": True}, "$.limit"),
+    ("2.9 for an integer", "list_runs", lambda wf: {"limit": 2.9}, "$.limit"),
+    ("a year-3000 start", "start_run", lambda wf: _start(wf, start_at="3000-01-01T00:00:00Z"),
+     "$.options.start_at"),
+]  # fmt: skip
+
+
+@deadline(60)
+async def test_every_bad_input_gets_a_4xx_naming_the_field_and_stores_nothing(
+    api: Api, workflow: str, pg_url: str
+) -> None:
+    """Each input of the list (NUL bytes, nesting, huge or negative numbers, wrong types,
+    oversized text, control characters) is refused with 400 and the field's path, on
+    whichever carrier its operation uses; no run, schedule or worker is stored."""
+    await register(api, workflow)
+    run = await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER})
+    run_id = run["run"]["id"]  # type: ignore[index]
+
+    def counts() -> tuple[int, ...]:
+        with psycopg.connect(pg_url) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM aiki_runs), (SELECT count(*) FROM aiki_schedules),"
+                " (SELECT count(*) FROM aiki_workers)"
+            ).fetchone()
+            assert row is not None
+            return tuple(int(n) for n in row)
+
+    before = await trio.to_thread.run_sync(counts)
+    outcomes = {}
+    for case, operation, make, path in BAD_INPUTS:
+        made = make(workflow)  # type: ignore[operator]
+        if isinstance(made, str):  # raw JSON, over HTTP
+            response = await api.http.post(f"{api.url}/api/v1/{operation}", content=made)
+            status, reply = response.status_code, response.json()
+        else:
+            text = orjson.dumps(made).replace(b'"RUN"', f'"{run_id}"'.encode())
+            status, reply = await api.call(operation, orjson.loads(text))
+        error = reply.get("error", {})
+        named = any(path in line for line in error.get("errors", ()))
+        outcomes[case] = (status, error.get("code"), named)
+    assert outcomes == {case: (400, "bad_request", True) for case, *_ in BAD_INPUTS}
+    assert await trio.to_thread.run_sync(counts) == before
