@@ -184,6 +184,13 @@ def _load_worker(target: str) -> Worker:
     type=click.IntRange(min=1),
     help="Open HTTP and WebSocket connections at once; more are answered 503 (retry later).",
 )
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="A browser origin (https://ops.example.com) that may open WebSocket sessions besides "
+    "the server's own (repeatable).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -197,6 +204,7 @@ def server(
     subscriber_queue: int,
     schedule_grace: float,
     max_connections: int,
+    allowed_origins: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
@@ -216,6 +224,7 @@ def server(
         subscriber_queue=subscriber_queue,
         schedule_grace_seconds=schedule_grace,
         max_connections=max_connections,
+        allowed_origins=allowed_origins,
     )
 
     async def main_fn() -> None:

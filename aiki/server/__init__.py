@@ -49,6 +49,9 @@ class ServerConfig:
         max_body_bytes: largest accepted request body or WebSocket message.
         max_connections: open HTTP and WebSocket connections at once; one more is answered
             ``503`` with ``Retry-After`` (and never more than open files allow).
+        allowed_origins: browser origins (``https://ops.example.com``) that may open a
+            WebSocket session besides the server's own; bound to a loopback address, the
+            server also answers only requests addressed to a loopback name.
         pool_size: PostgreSQL connections (and concurrent transactions).
         stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
         claim_timeout_seconds: a run whose worker sent no heartbeat for this long is released
@@ -68,6 +71,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     max_body_bytes: int = 2 * 1024 * 1024
     max_connections: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    allowed_origins: tuple[str, ...] = ()
     pool_size: int = 10
     stall_after_seconds: float = 300.0
     timer_scan_seconds: float = 15.0

@@ -147,7 +147,8 @@ class Api:
     and nothing else, and connections over ``limits.max_connections`` are refused.
     """
 
-    app: Starlette
+    app: Callable[..., Awaitable[None]]
+    """The ASGI application."""
     host: str
     port: int
     listening: Listening
@@ -165,7 +166,7 @@ class Api:
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(
                 functools.partial(
-                    serve_asgi, self.app,  # type: ignore[arg-type]
+                    serve_asgi, self.app,
                     host=self.host, port=self.port, limits=self.limits,
                     shutdown_trigger=stop.wait, statistics=self.statistics,
                     error_log=logging.getLogger("aiki.server.http"),

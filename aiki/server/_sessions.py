@@ -74,7 +74,12 @@ class ServerSession:
     _outbox: collections.deque[bytes] = attrs.Factory(collections.deque)
     _queued_bytes: int = 0
     _queued: trio.Event = attrs.Factory(trio.Event)
-    _drained: trio.Event = attrs.Factory(trio.Event)
+    _enqueued: int = 0
+    """Frames queued so far (a count, for `_sent` to be compared with)."""
+    _sent: int = 0
+    """Frames sent so far."""
+    _progress: trio.Event = attrs.Factory(trio.Event)
+    """Set (and replaced) each time a frame has been sent."""
     _closing: str | None = None
     """Why the session is ending (None while it serves)."""
     _close_code: int = 1000
@@ -149,6 +154,7 @@ class ServerSession:
             return
         self._outbox.append(frame)
         self._queued_bytes += len(frame)
+        self._enqueued += 1
         self._queued.set()
 
     async def _write(self) -> None:
@@ -164,8 +170,9 @@ class ServerSession:
                 self._close(f"took over {SEND_SECONDS:g} s to take one frame", CLOSE_TOO_SLOW)
                 return
             self._queued_bytes -= len(frame)
-            if not self._queued_bytes:
-                self._drained.set()
+            self._sent += 1
+            self._progress.set()
+            self._progress = trio.Event()
 
     def _close(self, why: str, code: int) -> None:
         """End the session (its tasks are cancelled; the connection is closed after)."""
@@ -182,18 +189,18 @@ class ServerSession:
 
     async def _forward(self, subscriber: Subscriber, scope: trio.CancelScope) -> None:
         """Push a subscription's updates (batched per frame) until it is cancelled."""
-        # Updates are taken from the subscription's queue only once everything queued
-        # before has been sent: a peer that reads slowly makes that queue overflow (it gets
-        # a resync marker), not this session's outbox grow; meanwhile updates gather into
-        # fewer, larger frames.
+        # Updates are taken from the subscription's queue only once its frames before have
+        # been sent: a peer that reads slowly makes that queue overflow (it gets a resync
+        # marker), not this session's outbox grow; meanwhile updates gather into fewer,
+        # larger frames.
         with scope:
             while True:
-                while self._queued_bytes:
-                    await self._drained.wait()
-                    self._drained = trio.Event()
                 updates, resync = await subscriber.take()
                 for frame in publication_frames(subscriber.id, updates, resync=resync):
                     self._send(frame)
+                mark = self._enqueued
+                while self._sent < mark:
+                    await self._progress.wait()
 
     async def _answer(self, text: str) -> None:
         caller = Caller(session=self)

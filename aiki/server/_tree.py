@@ -33,6 +33,7 @@ from transport import ServerLimits
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
 from ._dispatcher import Dispatcher, Wake
+from ._guard import BrowserGuard, is_loopback
 from ._http import Api, Listening, build_app
 from ._metrics import ServerMetrics
 from ._scheduler import fire_schedules
@@ -103,11 +104,15 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     listening = Listening()
     limits = ServerLimits(max_connections=config.max_connections,
                           max_message_bytes=config.max_body_bytes)  # fmt: skip
-    app = build_app(
-        services,
-        max_body_bytes=config.max_body_bytes,
-        health_checks=(store_check(store), streams.ping),
-        listening=listening,
+    app = BrowserGuard(
+        build_app(
+            services,
+            max_body_bytes=config.max_body_bytes,
+            health_checks=(store_check(store), streams.ping),
+            listening=listening,
+        ),
+        loopback_only=is_loopback(config.host),
+        allowed_origins=frozenset(config.allowed_origins),
     )
     children: list[Startable] = [
         # First: started before, and stopped after, everything that commits through it.

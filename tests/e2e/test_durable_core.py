@@ -19,6 +19,8 @@ from tests._waiting import wait_until
 from . import flows
 from .conftest import Cluster
 
+JSON = {"content-type": "application/json"}
+
 
 def _query(cluster: Cluster, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     with psycopg.connect(cluster.database_url) as conn:
@@ -219,7 +221,9 @@ async def test_bad_input_is_refused_with_clear_errors_and_nothing_is_stored(
             await client.handle("00000000-0000-7000-8000-000000000000").refresh()
 
     async with httpx.AsyncClient() as http:
-        response = await http.post(f"{cluster.url}/api/v1/start_run", content=b'{"workflow":')
+        response = await http.post(
+            f"{cluster.url}/api/v1/start_run", content=b'{"workflow":', headers=JSON
+        )
         assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_request")
         response = await http.post(
             f"{cluster.url}/api/v1/start_run",

@@ -12,6 +12,7 @@ from transport import open_redis_streams
 
 from .conftest import Api, register
 
+JSON = {"content-type": "application/json"}
 ORDER = {"id": "o-1", "quantity": 2}
 
 
@@ -57,7 +58,9 @@ async def test_bad_requests_get_clear_4xx_errors_and_store_nothing(
     assert any("@ $.quantity" in error for error in errors), errors
     assert any("extra" in error for error in errors), errors
 
-    response = await api.http.post(f"{api.url}/api/v1/start_run", content=b"{not json")
+    response = await api.http.post(
+        f"{api.url}/api/v1/start_run", content=b"{not json", headers=JSON
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_request"
 
@@ -76,7 +79,9 @@ async def test_bad_requests_get_clear_4xx_errors_and_store_nothing(
 @deadline(30)
 async def test_oversized_bodies_are_refused(api: Api, workflow: str) -> None:
     """A body over the limit gets 413 before it is parsed."""
-    response = await api.http.post(f"{api.url}/api/v1/start_run", content=b"x" * (3 * 1024 * 1024))
+    response = await api.http.post(
+        f"{api.url}/api/v1/start_run", content=b"x" * (3 * 1024 * 1024), headers=JSON
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
 

@@ -6,12 +6,15 @@ import time
 
 import orjson
 import psycopg
+import pytest
 import trio
+import trio_websocket
 
 from tests._deadline import deadline
 
 from .conftest import Api, register
 
+JSON = {"content-type": "application/json"}
 ORDER = {"id": "o-1", "quantity": 2}
 EVIL_PATTERN = "^(a+)+$"
 EVIL_INPUT = "a" * 27 + "!"  # 8 s of backtracking for Python's re with the pattern above
@@ -21,7 +24,8 @@ EVIL_INPUT = "a" * 27 + "!"  # 8 s of backtracking for Python's re with the patt
 async def test_a_backtracking_pattern_cannot_stall_other_clients(api: Api, workflow: str) -> None:
     """A worker registering a schema with a catastrophic regular expression is refused
     (naming the keyword and where it is), so the evil input has nothing to run against:
-    meanwhile another client's get_run answers within 100 ms every time."""
+    another client's get_run is not 100 ms slower (95th percentile) while it tries than
+    without it."""
     await register(api, workflow)
     run = await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER})
     status, body = await api.call("register_worker", {
@@ -34,14 +38,21 @@ async def test_a_backtracking_pattern_cannot_stall_other_clients(api: Api, workf
     assert body["error"]["errors"] == [
         "keyword 'pattern' is not allowed @ $.versions[0].input_schema"
     ]
-    slowest = 0.0
 
-    async def bystander() -> None:
-        nonlocal slowest
+    async def bystander() -> float:
+        took = []
         for _ in range(50):
             started = time.perf_counter()
             await api.ok("get_run", {"run_id": run["run"]["id"]})  # type: ignore[index]
-            slowest = max(slowest, time.perf_counter() - started)
+            took.append(time.perf_counter() - started)
+        return sorted(took)[int(len(took) * 0.95)]
+
+    alone = await bystander()
+    attacked = 0.0
+
+    async def attacked_bystander() -> None:
+        nonlocal attacked
+        attacked = await bystander()
 
     async def attacker() -> None:
         for _ in range(20):
@@ -50,9 +61,11 @@ async def test_a_backtracking_pattern_cannot_stall_other_clients(api: Api, workf
             assert status == 404  # never registered: nothing validates the input
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(bystander)
+        nursery.start_soon(attacked_bystander)
         nursery.start_soon(attacker)
-    assert slowest < 0.1, f"a get_run took {slowest * 1000:.0f} ms"
+    assert attacked - alone < 0.1, (
+        f"get_run p95 {alone * 1000:.0f} ms alone, {attacked * 1000:.0f} ms under attack"
+    )
 
 
 def _deep_start(workflow: str, levels: int) -> str:
@@ -136,7 +149,9 @@ async def test_every_bad_input_gets_a_4xx_naming_the_field_and_stores_nothing(
     for case, operation, make, path in BAD_INPUTS:
         made = make(workflow)  # type: ignore[operator]
         if isinstance(made, str):  # raw JSON, over HTTP
-            response = await api.http.post(f"{api.url}/api/v1/{operation}", content=made)
+            response = await api.http.post(
+                f"{api.url}/api/v1/{operation}", content=made, headers=JSON
+            )
             status, reply = response.status_code, response.json()
         else:
             text = orjson.dumps(made).replace(b'"RUN"', f'"{run_id}"'.encode())
@@ -146,3 +161,41 @@ async def test_every_bad_input_gets_a_4xx_naming_the_field_and_stores_nothing(
         outcomes[case] = (status, error.get("code"), named)
     assert outcomes == {case: (400, "bad_request", True) for case, *_ in BAD_INPUTS}
     assert await trio.to_thread.run_sync(counts) == before
+
+
+@deadline(30)
+async def test_what_a_browser_can_be_tricked_into_sending_is_refused(
+    api: Api, workflow: str, pg_url: str
+) -> None:
+    """A cross-site ``text/plain`` POST (no preflight) is 415 and starts nothing; a WebSocket
+    from a foreign Origin is refused at the upgrade while the server's own origin (and a
+    client without one) is accepted; a request addressed to another host name than a
+    loopback one (DNS rebinding) is 421."""
+    await register(api, workflow)
+    body = orjson.dumps({"workflow": workflow, "version": "1.0", "input": ORDER})
+    response = await api.http.post(
+        f"{api.url}/api/v1/start_run", content=body, headers={"content-type": "text/plain"}
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        415, "unsupported_media_type")  # fmt: skip
+    listed = await api.ok("list_runs", {"workflow": workflow})
+    assert listed["runs"] == []
+
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    url = f"ws://{host}:{port}/api/v1/session"
+    with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+        async with trio_websocket.open_websocket_url(
+            url, extra_headers=[(b"origin", b"http://evil.example")]
+        ):
+            pass
+    assert rejected.value.status_code == 403
+    for origin in ([(b"origin", f"http://{host}:{port}".encode())], []):
+        async with trio_websocket.open_websocket_url(url, extra_headers=origin) as ws:
+            await ws.send_message('{"id": 1, "op": "list_workers", "body": {}}')
+            assert "ok" in orjson.loads(await ws.get_message())
+
+    response = await api.http.get(f"{api.url}/healthz", headers={"host": f"evil.example:{port}"})
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        421, "misdirected_request")  # fmt: skip
+    response = await api.http.get(f"{api.url}/healthz", headers={"host": f"localhost:{port}"})
+    assert response.status_code == 200
