@@ -14,16 +14,30 @@ import orjson
 
 CONTEXT_FIELDS: Final = ("run_id", "worker_id")
 
+_ESCAPES: Final = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}  # fmt: skip
+
+
+def escaped(text: str) -> str:
+    """``text`` on one line: control characters written as escapes (``\\n``, ``\\x1b``), so
+    nothing a peer sent can start a line of its own in the log."""
+    return text.translate(_ESCAPES)
+
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message run=… worker=…``."""
+    """``time level logger: message run=… worker=…``: one line per record (a traceback
+    follows on lines of its own), with the message and the context `escaped`."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escaped(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = [f"{name.removesuffix('_id')}={value}" for name in CONTEXT_FIELDS
+        context = [f"{name.removesuffix('_id')}={escaped(str(value))}" for name in CONTEXT_FIELDS
                    if (value := getattr(record, name, None)) is not None]  # fmt: skip
         if not context:
             return line

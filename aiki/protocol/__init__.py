@@ -162,6 +162,7 @@ from ._views import is_task_state as is_task_state
 from ._workers import BEGIN_WAIT as BEGIN_WAIT
 from ._workers import CLAIM_NEXT as CLAIM_NEXT
 from ._workers import CLAIM_RUN as CLAIM_RUN
+from ._workers import DEREGISTER_WORKER as DEREGISTER_WORKER
 from ._workers import HEARTBEAT as HEARTBEAT
 from ._workers import MAX_DURABLE_WAIT_SECONDS as MAX_DURABLE_WAIT_SECONDS
 from ._workers import RECORD_TASK as RECORD_TASK
@@ -175,6 +176,7 @@ from ._workers import ClaimedRuns as ClaimedRuns
 from ._workers import ClaimNext as ClaimNext
 from ._workers import ClaimRejected as ClaimRejected
 from ._workers import ClaimRun as ClaimRun
+from ._workers import DeregisterWorker as DeregisterWorker
 from ._workers import Heartbeat as Heartbeat
 from ._workers import HeartbeatAck as HeartbeatAck
 from ._workers import ProgressReported as ProgressReported
@@ -190,6 +192,7 @@ from ._workers import TaskRecordState as TaskRecordState
 from ._workers import TransitionRun as TransitionRun
 from ._workers import VersionSpec as VersionSpec
 from ._workers import WaitKind as WaitKind
+from ._workers import WorkerDeregistered as WorkerDeregistered
 from ._workers import WorkerRegistered as WorkerRegistered
 
 __all__ = [
@@ -202,6 +205,7 @@ __all__ = [
     "CLIENTS",
     "COUNT_CAP",
     "DEACTIVATE_SCHEDULE",
+    "DEREGISTER_WORKER",
     "DESCRIBE_RUN",
     "ERROR_BODY",
     "GET_RUN",
@@ -266,6 +270,7 @@ __all__ = [
     "Clock",
     "ConflictPolicy",
     "DeactivateSchedule",
+    "DeregisterWorker",
     "DescribeRun",
     "ErrorBody",
     "EventSent",
@@ -344,6 +349,7 @@ __all__ = [
     "WaitRun",
     "WakeupRun",
     "WokenUp",
+    "WorkerDeregistered",
     "WorkerInfo",
     "WorkerList",
     "WorkerRegistered",

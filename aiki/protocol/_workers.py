@@ -111,6 +111,14 @@ class StopRun:
     reason: str
 
 
+@attrs.frozen(kw_only=True)
+class WorkerDeregistered:
+    """Reply to `DeregisterWorker`: ``released`` runs it still held were queued again."""
+
+    worker_id: str
+    released: int = 0
+
+
 # -- requests -----------------------------------------------------------------------------------
 
 
@@ -237,7 +245,16 @@ class Heartbeat(Request[HeartbeatAck]):
     run_ids: tuple[str, ...] = ()
 
 
+@attrs.frozen(kw_only=True)
+class DeregisterWorker(Request[WorkerDeregistered]):
+    """A worker stops (gracefully): it is no longer alive, and any run it still holds is
+    queued again at once (not after the claim timeout)."""
+
+    worker_id: str
+
+
 REGISTER_WORKER: Final = declare("register_worker", RegisterWorker, callers=WORKERS)
+DEREGISTER_WORKER: Final = declare("deregister_worker", DeregisterWorker, callers=WORKERS)
 CLAIM_RUN: Final = declare("claim_run", ClaimRun, callers=WORKERS)
 RECORD_TASK: Final = declare("record_task", RecordTask, callers=WORKERS)
 REPORT_PROGRESS: Final = declare("report_progress", ReportProgress, callers=WORKERS)
@@ -249,7 +266,7 @@ CLAIM_NEXT: Final = declare("claim_next", ClaimNext, callers=WORKERS)
 HEARTBEAT: Final = declare("heartbeat", Heartbeat, callers=WORKERS)
 
 OPERATIONS: Final = (
-    REGISTER_WORKER, CLAIM_RUN, RECORD_TASK, REPORT_PROGRESS, TRANSITION_RUN,
+    REGISTER_WORKER, DEREGISTER_WORKER, CLAIM_RUN, RECORD_TASK, REPORT_PROGRESS, TRANSITION_RUN,
     BEGIN_WAIT, SUSPEND_RUN, START_CHILD, CLAIM_NEXT, HEARTBEAT,
 )  # fmt: skip
 """The operations of workers."""

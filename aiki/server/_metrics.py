@@ -69,12 +69,38 @@ class _Connections(Collector):
                                   value=stats.failed)  # fmt: skip
 
 
+MAX_LABEL_VALUES: Final = 256
+"""Distinct values a label (a workflow's name, a task's) takes at most; later ones are
+counted under ``other``: names come from peers, and the scrape must stay small."""
+
+
+class BoundedLabel:
+    """The values one label may take: the first `MAX_LABEL_VALUES` seen, then ``other``."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def __call__(self, value: str) -> str:
+        """``value`` if it is (or may become) one of the label's values, else ``other``."""
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return "other"
+
+
 class ServerMetrics:
     """The server's metrics (see the module docstring)."""
 
     def __init__(self) -> None:
         self.registry = prometheus_client.CollectorRegistry()
         registry = self.registry
+        self.workflow = BoundedLabel()
+        """The ``workflow`` label of a run's workflow name (bounded)."""
+        self.task = BoundedLabel()
+        """The ``task`` label of a task's name (bounded)."""
         self.runs_started = prometheus_client.Counter(
             "aiki_runs_started", "Runs created (children included)", ["workflow"],
             registry=registry,

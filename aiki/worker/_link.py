@@ -10,6 +10,7 @@ still in its mailbox go out on the new session.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -24,7 +25,14 @@ from transport import WebSocketError, open_websocket
 
 from ..client import SessionConnection
 from ..errors import AikiError, UnavailableError
-from ..protocol import MAX_MESSAGE_BYTES, RegisterWorker, Request, StopRun, session_url
+from ..protocol import (
+    MAX_MESSAGE_BYTES,
+    DeregisterWorker,
+    RegisterWorker,
+    Request,
+    StopRun,
+    session_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ P = TypeVar("P")
 FIRST_CONNECT_SECONDS: Final = 10.0
 """The first connection must succeed within this (a wrong URL is an error, not a hang)."""
 REGISTER_SECONDS: Final = 30.0
+GOODBYE_SECONDS: Final = 2.0
+"""How long a stopping worker waits for the server to note it (`DeregisterWorker`)."""
 RECONNECT: Final = Backoff(initial_seconds=0.1, max_seconds=5.0)
 """How long the link waits before each attempt to connect again."""
 
@@ -143,6 +153,7 @@ class Link:
                         message.request, functools.partial(answer, message.reply_to)
                     )
                 shutdown = True
+                await self._say_goodbye(connection)
                 nursery.cancel_scope.cancel()
         if shutdown:
             return None
@@ -151,6 +162,13 @@ class Link:
         if not registered:
             raise connection.ended
         return str(connection.ended)
+
+    async def _say_goodbye(self, connection: SessionConnection) -> None:
+        """The worker stops: tell the server (best effort; if it cannot be told, the
+        heartbeat monitor finds out after the claim timeout)."""
+        worker_id = self.registration.worker_id
+        with trio.move_on_after(GOODBYE_SECONDS), contextlib.suppress(AikiError):
+            await connection.call(DeregisterWorker(worker_id=worker_id))
 
     @staticmethod
     async def _read(connection: SessionConnection, session: trio.CancelScope) -> None:

@@ -44,3 +44,16 @@ def test_an_unknown_format_is_refused_clearly() -> None:
     assert isinstance(formatter(None), TextFormatter)
     with pytest.raises(ValueError, match="'text' or 'json'"):
         formatter("xml")
+
+
+def test_a_peers_line_breaks_cannot_forge_log_lines() -> None:
+    """A worker ID or message argument with a line break stays on its record's line."""
+    record = logging.makeLogRecord({
+        "name": "aiki.server", "levelno": logging.WARNING, "levelname": "WARNING",
+        "msg": "worker %s missed its heartbeats", "args": ("w1\n2026-01-01 ERROR forged",),
+        "worker_id": "w1\rX",
+    })  # fmt: skip
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert "\r" not in line
+    assert line.endswith("worker w1\\n2026-01-01 ERROR forged missed its heartbeats worker=w1\\rX")

@@ -441,3 +441,22 @@ async def test_the_server_exits_non_zero_when_its_supervision_tree_gives_up(
         server.kill()
     assert code != 0
     assert "gave up" in server.log_tail(200)
+
+
+@deadline(60)
+async def test_a_worker_stopped_with_sigterm_leaves_the_worker_list_at_once(
+    cluster: Cluster,
+) -> None:
+    """A worker that stops gracefully tells the server: it is no longer listed as alive
+    right away, and the server never reports it as having missed its heartbeats."""
+    worker, worker_id = await trio.to_thread.run_sync(
+        cluster.start_worker, "tests.e2e.flows:main_worker"
+    )
+    async with aiki.Client(cluster.url) as client:
+        assert worker_id in [found.id for found in await client.list_workers()]
+        assert await trio.to_thread.run_sync(worker.stop) == 0
+        alive = [found.id for found in await client.list_workers()]
+        gone = {found.id: found for found in await client.list_workers(include_gone=True)}
+    assert worker_id not in alive
+    assert gone[worker_id].alive is False
+    assert f"worker {worker_id} missed its heartbeats" not in cluster.server.log.read_text()

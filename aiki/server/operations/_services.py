@@ -299,7 +299,7 @@ class Services:
 
     def after_start(self, run: RunInfo) -> None:
         """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""
-        self.metrics.runs_started.labels(run.workflow).inc()
+        self.metrics.runs_started.labels(self.metrics.workflow(run.workflow)).inc()
         if run.status == "queued":
             self.wakeups.queued()
         for when in (run.wake_at, run.deadline_at):

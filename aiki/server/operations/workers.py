@@ -23,6 +23,7 @@ from ...protocol import (
     ALL_STATUSES,
     CLAIM_NEXT,
     CLAIM_RUN,
+    DEREGISTER_WORKER,
     HEARTBEAT,
     RECORD_TASK,
     REGISTER_WORKER,
@@ -33,6 +34,7 @@ from ...protocol import (
     ClaimNext,
     ClaimRejected,
     ClaimRun,
+    DeregisterWorker,
     Heartbeat,
     HeartbeatAck,
     ProgressReported,
@@ -44,6 +46,7 @@ from ...protocol import (
     RunTransitioned,
     TaskRecorded,
     TransitionRun,
+    WorkerDeregistered,
     WorkerRegistered,
     can_transition,
     schema_problems,
@@ -114,6 +117,21 @@ async def register_worker(
     return WorkerRegistered(worker_id=request.worker_id)
 
 
+async def deregister_worker(
+    services: Services, request: DeregisterWorker, caller: Caller
+) -> WorkerDeregistered:
+    """A worker stops: it is gone from the list, and its runs are queued again at once."""
+    worker_id = worker_of(caller, request.worker_id)
+    released = await services.transact(
+        lambda tx: store.recovery.deregister(tx, worker_id, MAX_CLAIM_NEXT)
+    )
+    if released:
+        services.wakeups.queued()
+    logger.info("worker %s stopped; %d runs it held queued again", worker_id, released,
+                extra={"worker_id": worker_id})  # fmt: skip
+    return WorkerDeregistered(worker_id=worker_id, released=released)
+
+
 async def claim_run(
     services: Services, request: ClaimRun, caller: Caller
 ) -> RunClaimed | ClaimRejected:
@@ -158,7 +176,8 @@ def check_task(request: RecordTask) -> None:
 
 def _observe(services: Services, request: RecordTask) -> None:
     if request.duration_seconds is not None and request.duration_seconds >= 0:
-        services.metrics.task_seconds.labels(request.name).observe(request.duration_seconds)
+        metrics = services.metrics
+        metrics.task_seconds.labels(metrics.task(request.name)).observe(request.duration_seconds)
 
 
 async def record_task(services: Services, request: RecordTask, caller: Caller) -> TaskRecorded:
@@ -231,9 +250,9 @@ async def transition_run(
     for task in request.tasks:
         _observe(services, task)
     if moved.status == "completed":
-        services.metrics.runs_completed.labels(moved.workflow).inc()
+        services.metrics.runs_completed.labels(services.metrics.workflow(moved.workflow)).inc()
     elif moved.status == "failed":
-        services.metrics.runs_failed.labels(moved.workflow).inc()
+        services.metrics.runs_failed.labels(services.metrics.workflow(moved.workflow)).inc()
     services.notifier.notify(request.run_id)
     if moved.status == "queued" or parents_queued:
         services.wakeups.queued()
@@ -270,6 +289,7 @@ async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> 
 HANDLERS: Final = (
     Handlers()
     .on(REGISTER_WORKER, register_worker)
+    .on(DEREGISTER_WORKER, deregister_worker)
     .on(CLAIM_RUN, claim_run)
     .on(RECORD_TASK, record_task)
     .on(REPORT_PROGRESS, report_progress)

@@ -88,6 +88,18 @@ def mark_dead_workers(tx: Transaction, worker_timeout_seconds: float, limit: int
     return dead
 
 
+def deregister(tx: Transaction, worker_id: str, limit: int) -> int:
+    """A worker stopped: mark it gone and queue again the runs it still holds; return how
+    many runs were queued."""
+    tx.execute(
+        "UPDATE aiki_workers SET alive = false, last_seen_at = now() WHERE id = %s", (worker_id,)
+    )
+    released = tx.fetch_all(
+        _release("worker_id = %(worker)s", "worker stopped"), {"worker": worker_id, "limit": limit}
+    )
+    return len(released)
+
+
 def redeliverable(tx: Transaction, redelivery_seconds: float, limit: int) -> list[OutboxEntry]:
     """Queued runs published longer ago than the redelivery timeout (Redis may have lost
     them): their publish time is reset, and the caller publishes them again."""

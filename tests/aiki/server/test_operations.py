@@ -21,6 +21,7 @@ from aiki.protocol import (
     ClaimNext,
     ClaimRun,
     DeactivateSchedule,
+    DeregisterWorker,
     DescribeRun,
     GetRun,
     GetSchedule,
@@ -196,6 +197,8 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         deactivated = await call.http(DeactivateSchedule(schedule_id=schedule_id))
         assert deactivated.status == "deactivated"
 
+        gone = await call.session(DeregisterWorker(worker_id="w1"))
+        assert (gone.worker_id, gone.released) == ("w1", 0)  # it holds no run by now
         assert call.called == {operation.name for operation in OPERATIONS}
         await websocket.aclose()
         nursery.cancel_scope.cancel()

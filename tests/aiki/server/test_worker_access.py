@@ -15,6 +15,7 @@ ORDER = {"id": "o-1", "quantity": 2}
 
 WORKER_REQUESTS = {
     "register_worker": {"worker_id": "intruder", "versions": []},
+    "deregister_worker": {"worker_id": "w1"},
     "claim_run": {"run_id": "RUN", "worker_id": "w1"},
     "claim_next": {"worker_id": "w1"},
     "heartbeat": {"worker_id": "w1", "run_ids": ["RUN"]},
@@ -86,7 +87,7 @@ async def test_worker_operations_are_refused_on_a_session_no_worker_registered(
 @deadline(30)
 async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, workflow: str) -> None:
     """Worker w2 knows w1's run and its revision (get_run tells anyone) but cannot claim as
-    w1, heartbeat for w1, or record, report, wait, suspend, start children or complete
+    w1, heartbeat for or deregister w1, or record, report, wait, suspend, start children or complete
     the run w1 holds: nothing about the run changes."""
     await register(api, workflow)
     await register(api, workflow, "w2")
@@ -105,6 +106,7 @@ async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, wor
         refusals[operation] = frame.get("error", {}).get("code")
     assert refusals == {
         "claim_run": "forbidden",  # as w1
+        "deregister_worker": "forbidden",  # w1
         "heartbeat": "forbidden",  # for w1
         "record_task": "stale_revision",
         "report_progress": "stale_revision",
