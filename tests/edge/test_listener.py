@@ -4,7 +4,6 @@ only, and connections over the cap are refused with a clear 503 before descripto
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import re
 import select
@@ -17,14 +16,10 @@ import trio
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
+from ._raw import address, read_all
 from .conftest import Cluster
 
 SERVER_ARGS = ["--max-connections", "40"]  # CAP, below
-
-
-def _address(cluster: Cluster) -> tuple[str, int]:
-    host, port = cluster.url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
 
 
 def _healthz(cluster: Cluster) -> tuple[int, bytes]:
@@ -40,21 +35,13 @@ def _metric(cluster: Cluster, name: str) -> float:
     return float(match.group(1))
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    received = b""
-    with contextlib.suppress(OSError):
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster) -> None:
     """hypercorn #225: bytes pipelined after a WebSocket upgrade made its protocol code raise
     and took the whole listener down. Each such connection is now closed on its own; the
     same server process answers /healthz afterwards."""
     pid = cluster.server.pid
     failed_before = _metric(cluster, "aiki_connections_failed")
-    host, port = _address(cluster)
+    host, port = address(cluster)
     for _ in range(100):
         key = base64.b64encode(os.urandom(16)).decode()
         with socket.create_connection((host, port), timeout=10) as sock:
@@ -63,7 +50,7 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\nX".encode()
             )
-            _read_all(sock)  # until the server closes this connection
+            read_all(sock)  # until the server closes this connection
     assert _healthz(cluster) == (200, b'{"status":"ok"}')
     assert cluster.server.process.poll() is None
     assert cluster.server.pid == pid
@@ -78,7 +65,7 @@ def _fill(cluster: Cluster) -> tuple[list[socket.socket], list[bytes]]:
     """Open connections up to the cap and `EXTRA` more; return those held open and what
     the extra ones were answered (each, once it was)."""
     already = int(_metric(cluster, "aiki_connections_open")) - 1  # (not the metrics request)
-    host, port = _address(cluster)
+    host, port = address(cluster)
     sockets = [socket.create_connection((host, port), timeout=10)
                for _ in range(CAP - already + EXTRA)]  # fmt: skip
     answered: dict[socket.socket, bytes] = {}
@@ -87,7 +74,7 @@ def _fill(cluster: Cluster) -> tuple[list[socket.socket], list[bytes]]:
         waiting = [sock for sock in sockets if sock not in answered]
         readable, _, _ = select.select(waiting, [], [], deadline_at - time.monotonic())
         for sock in readable:
-            answered[sock] = _read_all(sock)
+            answered[sock] = read_all(sock)
     held = [sock for sock in sockets if sock not in answered]
     for sock in answered:
         sock.close()

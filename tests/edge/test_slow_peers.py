@@ -3,20 +3,18 @@ anyone else; it loses its own session instead."""
 
 from __future__ import annotations
 
-import socket
+import functools
 import time
 
 import attrs
-import orjson
 import trio
-import wsproto
-import wsproto.events
 
 import aiki
 from aiki.protocol import OPERATIONS, RegisterWorker
 from tests._deadline import deadline
 from tests.e2e import waits_flows as flows
 
+from ._raw import RawSession
 from .conftest import Cluster
 
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
@@ -34,45 +32,6 @@ BIG = "x" * 200_000
 """Inputs that make every page of runs a large reply."""
 
 
-class StuckSession:
-    """A raw WebSocket that registers as a worker, claims a run, asks for a lot, and then
-    never reads again; its socket's receive buffer is tiny, so the server's sends to it
-    block as soon as a few kilobytes are in flight."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        self.sock.settimeout(10)
-        self.sock.connect((host, int(port)))
-        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(wsproto.events.Request(host=host, target="/api/v1/session")))
-        self.ids = 0
-        self._await_accept()
-
-    def _await_accept(self) -> None:
-        while True:
-            self.ws.receive_data(self.sock.recv(65536))
-            for event in self.ws.events():
-                if isinstance(event, wsproto.events.AcceptConnection):
-                    return
-
-    def send(self, operation: str, body: object) -> None:
-        self.ids += 1
-        frame = orjson.dumps({"id": self.ids, "op": operation, "body": body}).decode()
-        self.sock.sendall(self.ws.send(wsproto.events.TextMessage(data=frame)))
-
-    def reply(self) -> dict[str, object]:
-        while True:
-            for event in self.ws.events():
-                if isinstance(event, wsproto.events.TextMessage):
-                    return orjson.loads(event.data)
-            self.ws.receive_data(self.sock.recv(65536))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @deadline(90)
 async def test_a_session_that_never_reads_delays_no_timer(cluster: Cluster) -> None:
     """A worker session claims a run with a 1 s timeout, floods the server with requests
@@ -85,7 +44,9 @@ async def test_a_session_that_never_reads_delays_no_timer(cluster: Cluster) -> N
         for _ in range(20):
             await stuck_flow.start(client, BIG)
         stuck_run = await stuck_flow.with_(timeout_seconds=1.0).start(client, "stuck")
-        stuck = await trio.to_thread.run_sync(StuckSession, cluster.url)
+        stuck = await trio.to_thread.run_sync(
+            functools.partial(RawSession, cluster, receive_buffer=2048)
+        )
         try:
             await trio.to_thread.run_sync(
                 stuck.send, "register_worker", REGISTER.request.unstructure(registration)
