@@ -22,7 +22,9 @@ import resource
 from typing import TYPE_CHECKING, Final
 
 import attrs
+import h11
 import trio
+import wsproto.utilities
 from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -191,11 +193,33 @@ async def _refuse(stream: trio.SocketStream) -> None:
         await stream.aclose()
 
 
+PEER_ERRORS: Final = (
+    h11.LocalProtocolError, h11.RemoteProtocolError,
+    wsproto.utilities.LocalProtocolError, wsproto.utilities.RemoteProtocolError,
+    trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError,
+)  # fmt: skip
+"""What a connection's tasks raise when its peer broke the protocol or went away."""
+
+
+class _PeerFailures(logging.Filter):
+    """Drops hypercorn's "Error in ASGI Framework" records (with a traceback, at ERROR)
+    caused by a peer that broke the protocol or went away: a peer could write one per
+    connection, and the connection's end is logged once anyway, as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BaseExceptionGroup):
+            return not all(isinstance(one, PEER_ERRORS) for one in error.exceptions)
+        return not isinstance(error, PEER_ERRORS)
+
+
 def _config(limits: ServerLimits, error_log: logging.Logger | None) -> Config:
     config = Config()
     config.accesslog = None
-    if error_log is not None:
-        config.errorlog = error_log
+    errors = error_log if error_log is not None else logging.getLogger("hypercorn.error")
+    if not any(isinstance(found, _PeerFailures) for found in errors.filters):
+        errors.addFilter(_PeerFailures())
+    config.errorlog = errors
     config.graceful_timeout = limits.graceful_seconds
     config.keep_alive_timeout = limits.keep_alive_seconds
     config.keep_alive_max_requests = 1_000_000

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
 import attrs
 import cattrs
+import cattrs.cols
 import orjson
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from cattrs.strategies import configure_tagged_union
@@ -31,6 +32,8 @@ from ._errors import CodecError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from cattrs.dispatch import StructureHook
 
 M = TypeVar("M")
 T = TypeVar("T")
@@ -75,6 +78,55 @@ def _strict_bool(value: object, _: type) -> bool:
     return value
 
 
+def _expect(value: object, kind: type, name: str) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {name}, got {type(value).__name__}")
+
+
+def _is_fixed_tuple(cls: object) -> bool:
+    args = typing.get_args(cls)
+    return typing.get_origin(cls) is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+
+
+def _checked(structure: StructureHook, kind: type, name: str) -> StructureHook:
+    def strict(value: object, type_: type) -> object:
+        _expect(value, kind, name)
+        return structure(value, type_)
+
+    return strict
+
+
+def _strict_containers(converter: OrjsonConverter) -> None:
+    """Sequences take only a JSON array and mappings only an object: cattrs would iterate a
+    string character by character (or an object's keys), with an error for each one (a
+    2 MB string where a list belongs: two million errors, seconds of CPU)."""
+
+    def sequence(cls: type) -> StructureHook:
+        if typing.get_origin(cls) is tuple:
+            return _checked(cattrs.cols.homogenous_tuple_structure_factory(cls, converter),
+                            list, "an array")  # fmt: skip
+        return _checked(cattrs.cols.list_structure_factory(cls, converter), list, "an array")
+
+    def mapping(cls: type) -> StructureHook:
+        return _checked(cattrs.cols.mapping_structure_factory(cls, converter), dict, "an object")
+
+    def fixed_tuple(cls: type) -> StructureHook:
+        kinds = typing.get_args(cls)
+        hooks = [converter.get_structure_hook(kind) for kind in kinds]
+
+        def structure(value: list[object], _: type) -> object:
+            if len(value) != len(kinds):
+                raise ValueError(f"expected an array of {len(kinds)}, got {len(value)} items")
+            items = zip(hooks, value, kinds, strict=True)
+            return tuple(hook(item, kind) for hook, item, kind in items)
+
+        return _checked(structure, list, f"an array of {len(kinds)}")
+
+    converter.register_structure_hook_factory(cattrs.cols.is_sequence, sequence)
+    converter.register_structure_hook_factory(cattrs.cols.is_mapping, mapping)
+    converter.register_structure_hook_factory(_is_fixed_tuple, fixed_tuple)
+
+
 def make_wire_converter(*protocols: object) -> OrjsonConverter:
     """Build a private strict converter; every union among ``protocols`` is tagged by ``"type"``.
 
@@ -91,6 +143,7 @@ def make_wire_converter(*protocols: object) -> OrjsonConverter:
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(float, _strict_float)
     converter.register_structure_hook(bool, _strict_bool)
+    _strict_containers(converter)
     for protocol in protocols:
         if len(_members(protocol)) > 1:
             configure_tagged_union(protocol, converter, tag_name=TAG)

@@ -14,6 +14,7 @@ either committed or been rolled back; it is never left running unobserved.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Final, TypeVar
@@ -85,6 +86,10 @@ def mapped_errors() -> Iterator[None]:
         raise StorageError(f"postgres error: {exc}", sqlstate=exc.sqlstate) from exc
 
 
+_CURSOR_NAMES: Final = itertools.count()
+"""Names of server-side cursors (unique within a connection)."""
+
+
 class Transaction:
     """One open transaction, used from the store's worker thread (blocking calls).
 
@@ -106,6 +111,23 @@ class Transaction:
     def fetch_one(self, sql: str, params: Params | None = None) -> Row | None:
         """Run a query and return its first row, or None."""
         return self._connection.execute(sql, params).fetchone()
+
+    def read_while(
+        self, sql: str, params: Params | None, take: Callable[[Row], bool], *, batch: int = 16
+    ) -> tuple[list[Row], bool]:
+        """Run a query and read its rows a batch at a time (a server-side cursor) while
+        ``take`` accepts them. Return the rows taken and whether one was refused; rows after
+        the refused one's batch are never read (for an index-ordered query, never made)."""
+        name = f"aiki_read_{next(_CURSOR_NAMES)}"
+        with self._connection.cursor(name=name) as cursor:
+            cursor.itersize = batch
+            cursor.execute(sql, params)
+            taken: list[Row] = []
+            for row in cursor:
+                if not take(row):
+                    return taken, True
+                taken.append(row)
+        return taken, False
 
     def execute_many(self, sql: str, params_seq: Iterable[Params]) -> None:
         """Run one statement for each parameter set (pipelined by psycopg)."""

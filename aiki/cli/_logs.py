@@ -14,13 +14,19 @@ import orjson
 
 CONTEXT_FIELDS: Final = ("run_id", "worker_id")
 
-_ESCAPES: Final = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {
-    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}  # fmt: skip
+_ESCAPES: Final = (
+    {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+    | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+    # Line separators and the bidirectional controls (a name could reverse what follows it).
+    | {code: f"\\u{code:04x}" for code in (0x200E, 0x200F, *range(0x2028, 0x202F),
+                                           *range(0x2066, 0x206A))}
+)  # fmt: skip
 
 
 def escaped(text: str) -> str:
-    """``text`` on one line: control characters written as escapes (``\\n``, ``\\x1b``), so
-    nothing a peer sent can start a line of its own in the log."""
+    """``text`` on one line: control characters (C0, C1), line separators and bidirectional
+    controls written as escapes (``\\n``, ``\\x1b``, ``\\u202e``), so nothing a peer sent
+    can start a line of its own in the log or change how the rest of a line reads."""
     return text.translate(_ESCAPES)
 
 

@@ -20,7 +20,9 @@ import attrs
 import trio
 from starlette.websockets import WebSocket
 
+from ..errors import PayloadTooLargeError
 from ..protocol import (
+    MAX_MESSAGE_BYTES,
     OPERATIONS,
     Incoming,
     RequestError,
@@ -145,10 +147,11 @@ class ServerSession:
 
     def _send(self, frame: bytes) -> None:
         """Queue ``frame`` for the writer; never waits. Past `MAX_QUEUED_BYTES` the session
-        is closed instead."""
+        is closed instead (one frame, up to `MAX_MESSAGE_BYTES`, always fits an empty
+        outbox)."""
         if self._closing is not None:
             return
-        if self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+        if self._outbox and self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
             self._close(f"does not read: {self._queued_bytes} bytes wait to be sent",
                         CLOSE_TOO_SLOW)  # fmt: skip
             return
@@ -232,4 +235,11 @@ class ServerSession:
         status, frame = await guarded(call)
         if status != 200:  # frame is {"error": {...}}: answer the request's id with it
             return b'{"id":' + incoming.frame_id + b"," + frame[1:]
+        if len(frame) > MAX_MESSAGE_BYTES:  # more than a client takes in one message
+            too_large = PayloadTooLargeError(
+                f"the {incoming.operation.name} reply is {len(frame)} bytes, over the "
+                f"{MAX_MESSAGE_BYTES} a session message carries: ask for fewer (a smaller "
+                "limit, fewer runs)"
+            )
+            return error_frame(incoming.frame_id, too_large)
         return frame

@@ -57,3 +57,16 @@ def test_a_peers_line_breaks_cannot_forge_log_lines() -> None:
     assert "\n" not in line
     assert "\r" not in line
     assert line.endswith("worker w1\\n2026-01-01 ERROR forged missed its heartbeats worker=w1\\rX")
+
+
+def test_bidirectional_controls_and_c1_codes_are_escaped_too() -> None:
+    """A worker ID that would reverse the rest of the line (U+202E), a C1 CSI (0x9b) or a
+    Unicode line separator is written as its escape."""
+    record = logging.makeLogRecord({
+        "name": "aiki.server", "levelno": logging.WARNING, "levelname": "WARNING",
+        "msg": "worker %s missed its heartbeats", "args": ("\u202edlrow\u2028x\x9b2J",),
+        "worker_id": "\u2066w\u2069",
+    })  # fmt: skip
+    line = TextFormatter().format(record)
+    assert line.endswith("worker \\u202edlrow\\u2028x\\x9b2J missed its heartbeats "
+                         "worker=\\u2066w\\u2069")  # fmt: skip

@@ -41,6 +41,7 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
     same server process answers /healthz afterwards."""
     pid = cluster.server.pid
     failed_before = _metric(cluster, "aiki_connections_failed")
+    logged_before = cluster.server.log.stat().st_size
     host, port = address(cluster)
     for _ in range(100):
         key = base64.b64encode(os.urandom(16)).decode()
@@ -55,6 +56,9 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
     assert cluster.server.process.poll() is None
     assert cluster.server.pid == pid
     assert _metric(cluster, "aiki_connections_failed") >= failed_before + 1
+    with cluster.server.log.open(errors="replace") as log:  # a warning each, no traceback
+        log.seek(logged_before)
+        assert [line for line in log if " ERROR " in line] == []
 
 
 CAP = 40

@@ -138,3 +138,31 @@ def test_values_are_never_coerced(field: str, value: object) -> None:
     with pytest.raises(CodecError) as raised:
         codec.structure(message)
     assert any(error.endswith(f"@ $.{field}") for error in raised.value.errors), raised.value.errors
+
+
+@attrs.frozen(kw_only=True)
+class Suspend:
+    blocked_on: tuple[tuple[str, str, int], ...] = ()
+    labels: dict[str, str] = attrs.Factory(dict)
+    names: list[str] = attrs.Factory(list)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("blocked_on", "x" * 2_000_000, "invalid value for type, expected tuple @ $.blocked_on"),
+        ("blocked_on", {"a": 1}, "invalid value for type, expected tuple @ $.blocked_on"),
+        ("names", "abc", "invalid value for type, expected list @ $.names"),
+        ("labels", ["a", "b"], "invalid value for type, expected dict @ $.labels"),
+        ("blocked_on", ["evt"], "invalid value for type, expected tuple @ $.blocked_on[0]"),
+        ("blocked_on", [["event", "go"]],
+         "invalid value for type, expected tuple @ $.blocked_on[0]"),
+    ],
+)  # fmt: skip
+def test_containers_take_only_arrays_and_objects(field: str, value: object, error: str) -> None:
+    """A string where a list belongs is one error, not one per character (cattrs alone
+    iterates it: two million errors for 2 MB), and a fixed-length tuple takes its length."""
+    codec = WireCodec[Suspend](Suspend)
+    with pytest.raises(CodecError) as raised:
+        codec.structure({field: value})
+    assert raised.value.errors == (error,)

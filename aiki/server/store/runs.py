@@ -229,6 +229,32 @@ def get_run(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
     return None if row is None else run_info(row)
 
 
+PAGE_BYTES: Final = 4 * 1024 * 1024
+"""A page of a listing holds at most this much of its items' payloads (inputs, outputs,
+errors), and always at least one item: a page's size is bounded in bytes, not only in
+items (500 runs of 2 MiB inputs would be a 1 GB reply)."""
+
+
+class PageBudget:
+    """Decides, item by item, what fits one page: at most ``limit`` items and `PAGE_BYTES`
+    of their payloads (the first item always fits)."""
+
+    def __init__(self, limit: int, max_bytes: int = PAGE_BYTES) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.items = 0
+        self.bytes = 0
+
+    def take(self, *payloads: object) -> bool:
+        """Whether an item with these payloads fits the page (and count it if it does)."""
+        size = sum(len(orjson.dumps(payload)) for payload in payloads)
+        if self.items >= self.limit or (self.items and self.bytes + size > self.max_bytes):
+            return False
+        self.items += 1
+        self.bytes += size
+        return True
+
+
 def encode_cursor(created_at: dt.datetime, row_id: str) -> str:
     """A page cursor: the position after the row created at ``created_at`` with ``row_id``
     (listings are ordered by ``created_at DESC, id DESC``)."""
@@ -258,9 +284,20 @@ def list_runs(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[RunInfo], str | None]:
-    """A page of runs, newest first, and the cursor of the next page (None at the end)."""
+    """A page of runs, newest first (at most ``limit``, and `PAGE_BYTES` of payloads), and
+    the cursor of the next page (None at the end)."""
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-    rows = tx.fetch_all(
+    page = PageBudget(limit)
+    runs: list[RunInfo] = []
+
+    def take(row: Row) -> bool:
+        run = run_info(row)
+        if not page.take(run.input, run.output, run.error and run.error.message):
+            return False
+        runs.append(run)
+        return True
+
+    _, more = tx.read_while(
         f"""
         SELECT {RUN_COLUMNS} FROM aiki_runs
         WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
@@ -278,9 +315,9 @@ def list_runs(
             "after_id": after_id,
             "limit": limit + 1,
         },
+        take,
     )
-    runs = [run_info(row) for row in rows[:limit]]
-    return runs, (encode_cursor(runs[-1].created_at, runs[-1].id) if len(rows) > limit else None)
+    return runs, (encode_cursor(runs[-1].created_at, runs[-1].id) if more else None)
 
 
 def child_of(tx: Transaction, parent_id: uuid.UUID, address: str, seq: int) -> RunInfo | None:

@@ -22,7 +22,16 @@ from ...protocol import (
     StartOptions,
     describe,
 )
-from .runs import RUN_COLUMNS, as_int, as_time, as_uuid, decode_cursor, encode_cursor, run_info
+from .runs import (
+    RUN_COLUMNS,
+    PageBudget,
+    as_int,
+    as_time,
+    as_uuid,
+    decode_cursor,
+    encode_cursor,
+    run_info,
+)
 from .waits import ACTIVE
 
 if TYPE_CHECKING:
@@ -177,7 +186,17 @@ def list_page(
         BadRequestError: ``cursor`` is not a cursor.
     """
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-    rows = tx.fetch_all(
+    page = PageBudget(limit)
+    found: list[ScheduleInfo] = []
+
+    def take(row: Row) -> bool:
+        schedule = schedule_info(row)
+        if not page.take(schedule.input):
+            return False
+        found.append(schedule)
+        return True
+
+    _, more = tx.read_while(
         f"""
         SELECT {COLUMNS} FROM aiki_schedules
         WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
@@ -188,10 +207,9 @@ def list_page(
         """,
         {"workflow": workflow, "statuses": list(statuses), "after_at": after_at,
          "after_id": after_id, "limit": limit + 1},
+        take,
     )  # fmt: skip
-    found = [schedule_info(row) for row in rows[:limit]]
-    last = found[-1] if len(rows) > limit else None
-    return found, (None if last is None else encode_cursor(last.created_at, last.id))
+    return found, (encode_cursor(found[-1].created_at, found[-1].id) if more else None)
 
 
 def recent_runs(tx: Transaction, schedule_id: uuid.UUID, limit: int) -> list[RunInfo]:

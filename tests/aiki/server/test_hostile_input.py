@@ -199,3 +199,58 @@ async def test_what_a_browser_can_be_tricked_into_sending_is_refused(
         421, "misdirected_request")  # fmt: skip
     response = await api.http.get(f"{api.url}/healthz", headers={"host": f"localhost:{port}"})
     assert response.status_code == 200
+
+
+@deadline(60)
+async def test_a_page_of_runs_is_bounded_in_bytes_not_only_in_runs(api: Api, workflow: str) -> None:
+    """Runs with 1.5 MB inputs: a page asked for 5 holds as many as fit 4 MiB (always one),
+    and following the cursors lists every run once."""
+    await register(api, workflow)
+    big = "x" * 1_500_000
+    started = []
+    for n in range(5):
+        run = await api.ok("start_run", {"workflow": workflow, "version": "1.0",
+                                         "input": {"id": f"{n}{big}", "quantity": n}})  # fmt: skip
+        started.append(run["run"]["id"])  # type: ignore[index]
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = await api.ok("list_runs", {"workflow": workflow, "limit": 5, "cursor": cursor})
+        pages.append([run["id"] for run in page["runs"]])  # type: ignore[attr-defined]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(found) for found in pages] == [2, 2, 1]
+    assert [run_id for found in pages for run_id in found] == started[::-1]
+
+
+@deadline(60)
+async def test_a_reply_too_large_for_a_session_is_an_error_and_the_session_goes_on(
+    api: Api, workflow: str
+) -> None:
+    """A run whose tasks recorded 17 MB of outputs: describing it over a session (which
+    carries at most 16 MiB a message) is answered payload_too_large, and the session
+    answers the next request (it used to be closed as "does not read")."""
+    await register(api, workflow)
+    run = await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER})
+    run_id = run["run"]["id"]  # type: ignore[index]
+    claimed = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
+    revision = claimed["run"]["revision"]  # type: ignore[index]
+    for seq in range(9):
+        await api.ok("record_task", {
+            "run_id": run_id, "revision": revision, "address": f"task:big:{seq}", "seq": 0,
+            "name": "big", "attempt": 1, "state": "completed", "output": "x" * 1_900_000,
+        })  # fmt: skip
+    websocket = await api.session("w1")
+    answers = []
+    for request_id, operation in ((901, "describe_run"), (902, "get_run")):
+        await websocket.send(orjson.dumps(
+            {"id": request_id, "op": operation, "body": {"run_id": run_id}}).decode())  # fmt: skip
+        while True:
+            frame = orjson.loads(await websocket.receive())
+            if frame.get("id") == request_id:
+                answers.append(frame)
+                break
+    assert answers[0]["error"]["code"] == "payload_too_large", answers[0]
+    assert "describe_run reply is" in answers[0]["error"]["message"]
+    assert answers[1]["ok"]["id"] == run_id
