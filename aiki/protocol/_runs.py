@@ -154,7 +154,9 @@ class GetRun(Request[RunInfo]):
 
 @attrs.frozen(kw_only=True)
 class ListRuns(Request[RunPage]):
-    """List runs, newest first, optionally filtered; page with ``cursor``."""
+    """List runs, newest first, optionally filtered; page with ``cursor``. A page holds at
+    most ``limit`` runs (1..500) and 4 MiB of their inputs, outputs and errors (always one
+    run): follow ``next_cursor`` until it is null."""
 
     workflow: str | None = None
     version: str | None = None

@@ -107,7 +107,9 @@ class SchedulePage:
 
 @attrs.frozen(kw_only=True)
 class ListSchedules(Request[SchedulePage]):
-    """List schedules, newest first, optionally filtered; page with ``cursor``."""
+    """List schedules, newest first, optionally filtered; page with ``cursor``. A page holds
+    at most ``limit`` schedules (1..500) and 4 MiB of their inputs (always one): follow
+    ``next_cursor`` until it is null."""
 
     workflow: str | None = None
     statuses: tuple[ScheduleStatus, ...] = ()
