@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import socket
+import struct
 import time
 
 import orjson
@@ -11,6 +15,7 @@ import trio
 import trio_websocket
 
 from tests._deadline import deadline
+from tests._waiting import wait_until
 
 from .conftest import Api, register
 
@@ -254,3 +259,41 @@ async def test_a_reply_too_large_for_a_session_is_an_error_and_the_session_goes_
     assert answers[0]["error"]["code"] == "payload_too_large", answers[0]
     assert "describe_run reply is" in answers[0]["error"]["message"]
     assert answers[1]["ok"]["id"] == run_id
+
+
+async def _open_connections(api: Api) -> float:
+    text = (await api.http.get(f"{api.url}/metrics")).text
+    found = re.search(r"^aiki_connections_open (\S+)$", text, re.MULTILINE)
+    assert found is not None, text
+    return float(found.group(1)) - 1  # (not the request asking)
+
+
+@deadline(30)
+async def test_a_client_gone_mid_body_is_no_server_error(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POSTs whose client resets the connection halfway through the body: the server drops
+    each request without logging an unexpected error (it used to log one, with a
+    traceback, for every such connection)."""
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    baseline = await _open_connections(api)
+
+    async def opened() -> bool:
+        return await _open_connections(api) > baseline
+
+    async def all_closed() -> bool:
+        return await _open_connections(api) <= baseline
+
+    for _ in range(5):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(
+            f"POST /api/v1/get_run HTTP/1.1\r\nHost: {host}:{port}\r\ncontent-type: "
+            'application/json\r\ncontent-length: 100\r\n\r\n{"run'.encode()
+        )
+        with trio.fail_after(5):
+            await wait_until(opened)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # a reset: the body never ends
+    with trio.fail_after(10):
+        await wait_until(all_closed)
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
