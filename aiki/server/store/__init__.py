@@ -7,9 +7,11 @@
 - `recovery`: claim freshness, stale claims, dead workers, redelivery, pull claims;
 - `schedules`: schedules and the runs they start;
 - `updates`: committed transitions for live updates, task progress;
-- `views`: a run in full and the workers, for operators.
+- `views`: a run in full and the workers, for operators;
+- `keys`: API keys (their format and hash, and the SQL that keeps them).
 """
 
+from . import keys as keys
 from . import outbox as outbox
 from . import recovery as recovery
 from . import runs as runs
@@ -19,4 +21,14 @@ from . import views as views
 from . import waits as waits
 from . import workers as workers
 
-__all__ = ["outbox", "recovery", "runs", "schedules", "updates", "views", "waits", "workers"]
+__all__ = [
+    "keys",
+    "outbox",
+    "recovery",
+    "runs",
+    "schedules",
+    "updates",
+    "views",
+    "waits",
+    "workers",
+]

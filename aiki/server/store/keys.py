@@ -1,0 +1,159 @@
+"""API keys: their format, their hash, and the SQL that keeps them.
+
+A key is ``aiki_<prefix>_<secret>``: the prefix (12 lowercase base32 characters, 60 bits)
+names the key in listings and in the audit trail; the secret (43 characters, 256 random
+bits) is what proves it. Only the SHA-256 of the whole key is stored.
+
+A fast hash is right here, unlike for passwords: a slow one (bcrypt, argon2) makes
+guessing a *low-entropy* secret expensive, but nobody guesses 256 random bits, and a slow
+hash would cost every request milliseconds of CPU. The stored hash is useless without the
+key (no rainbow table covers 256-bit secrets), and comparing digests in constant time
+leaves no timing to learn from.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from typing import TYPE_CHECKING, Final
+
+import attrs
+
+from ...protocol import Role
+from .runs import as_time
+
+if TYPE_CHECKING:
+    from transport import Transaction
+    from transport.postgres import Row
+
+PREFIX_CHARS: Final = 12
+SECRET_BYTES: Final = 32
+_KEY: Final = re.compile(r"aiki_([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
+ROLES: Final[tuple[Role, ...]] = ("viewer", "client", "worker", "admin")
+
+
+@attrs.frozen(kw_only=True)
+class ApiKey:
+    """What is known of a key (never the key itself)."""
+
+    prefix: str
+    role: Role
+    namespace: str | None
+    """None: every namespace (admin keys only)."""
+    name: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    def usable_at(self, now: dt.datetime) -> bool:
+        """Whether the key may act at ``now`` (not revoked, not expired)."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and its prefix."""
+    prefix = base64.b32encode(secrets.token_bytes(10)).decode().lower()[:PREFIX_CHARS]
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)).decode().rstrip("=")
+    return f"aiki_{prefix}_{secret}", prefix
+
+
+def prefix_of(key: str) -> str | None:
+    """The prefix of a well-formed key, or None if ``key`` is not one."""
+    found = _KEY.fullmatch(key)
+    return None if found is None else found.group(1)
+
+
+def key_hash(key: str) -> bytes:
+    """The SHA-256 digest stored for ``key``."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def matches(key: str, stored_hash: bytes) -> bool:
+    """Whether ``key`` is the one ``stored_hash`` was made from (in constant time)."""
+    return hmac.compare_digest(key_hash(key), stored_hash)
+
+
+_COLUMNS: Final = "prefix, role, namespace, name, created_at, expires_at, revoked_at, last_used_at"
+
+
+def _api_key(row: Row) -> ApiKey:
+    role = str(row[1])
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r} stored for key {row[0]}")
+    return ApiKey(
+        prefix=str(row[0]),
+        role=role,
+        namespace=None if row[2] is None else str(row[2]),
+        name=str(row[3]),
+        created_at=as_time(row[4]),
+        expires_at=None if row[5] is None else as_time(row[5]),
+        revoked_at=None if row[6] is None else as_time(row[6]),
+        last_used_at=None if row[7] is None else as_time(row[7]),
+    )
+
+
+def create(
+    tx: Transaction,
+    *,
+    role: Role,
+    namespace: str | None,
+    name: str,
+    expires_at: dt.datetime | None,
+) -> tuple[str, ApiKey]:
+    """Store a new key; return the key (to show once) and its record.
+
+    Raises:
+        ValueError: a key other than an admin key without a namespace.
+    """
+    if namespace is None and role != "admin":
+        raise ValueError(f"a {role} key needs a namespace")
+    key, prefix = new_key()
+    row = tx.fetch_one(
+        f"INSERT INTO aiki_api_keys (prefix, key_hash, role, namespace, name, expires_at)"
+        f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        (prefix, key_hash(key), role, namespace, name, expires_at),
+    )
+    assert row is not None
+    return key, _api_key(row)
+
+
+def verify(tx: Transaction, key: str) -> ApiKey | None:
+    """The record of ``key`` if it is a stored key (usable or not), else None."""
+    prefix = prefix_of(key)
+    if prefix is None:
+        return None
+    row = tx.fetch_one(
+        f"SELECT {_COLUMNS}, key_hash FROM aiki_api_keys WHERE prefix = %s", (prefix,)
+    )
+    if row is None or not isinstance(row[8], bytes) or not matches(key, row[8]):
+        return None
+    return _api_key(row)
+
+
+def listing(tx: Transaction) -> list[ApiKey]:
+    """Every key, newest first."""
+    rows = tx.fetch_all(f"SELECT {_COLUMNS} FROM aiki_api_keys ORDER BY created_at DESC")
+    return [_api_key(row) for row in rows]
+
+
+def revoke(tx: Transaction, prefix: str) -> ApiKey | None:
+    """Revoke the key named ``prefix`` (kept, for the audit trail); None if there is none."""
+    row = tx.fetch_one(
+        f"UPDATE aiki_api_keys SET revoked_at = coalesce(revoked_at, now())"
+        f" WHERE prefix = %s RETURNING {_COLUMNS}",
+        (prefix,),
+    )
+    return None if row is None else _api_key(row)
+
+
+def touch(tx: Transaction, prefixes: list[str]) -> None:
+    """Record that these keys were used (batched by the caller, not once per request)."""
+    tx.execute(
+        "UPDATE aiki_api_keys SET last_used_at = now() WHERE prefix = ANY(%s::text[])",
+        (prefixes,),
+    )
