@@ -112,6 +112,8 @@ async def serve_asgi(
         address, bound = listener.socket.getsockname()[:2]
         urls.append(f"http://{f'[{address}]' if ':' in address else address}:{bound}")
 
+    failures = _FailureLog()
+
     async def connection(stream: trio.SocketStream) -> None:
         if stats.open >= cap:
             stats.refused += 1
@@ -124,9 +126,7 @@ async def serve_asgi(
             # One connection's failure (a protocol error, a race in its tasks): this
             # connection ends, the server carries on.
             stats.failed += 1
-            trace = group if logger.isEnabledFor(logging.DEBUG) else None
-            logger.warning("connection failed and was closed: %r", group.exceptions[0],
-                           exc_info=trace)  # fmt: skip
+            failures.report(group)
             with trio.move_on_after(CLOSE_SECONDS, shield=True):
                 await stream.aclose()
         finally:
@@ -145,6 +145,31 @@ async def serve_asgi(
             accepting.cancel_scope.cancel()
         await context.terminated.set()
         connections.cancel_scope.deadline = trio.current_time() + limits.graceful_seconds
+
+
+FAILURE_LOG_SECONDS: Final = 10.0
+"""At most one warning about failed connections per this many seconds (a peer can fail
+as many connections as it opens; each is counted in `ServerStatistics.failed`)."""
+
+
+class _FailureLog:
+    """Logs a failed connection as a warning, then at most one more per
+    `FAILURE_LOG_SECONDS`, saying how many failed in between."""
+
+    def __init__(self) -> None:
+        self._logged_at = -FAILURE_LOG_SECONDS
+        self._unlogged = 0
+
+    def report(self, group: BaseExceptionGroup[Exception]) -> None:
+        now = trio.current_time()
+        if now - self._logged_at < FAILURE_LOG_SECONDS:
+            self._unlogged += 1
+            return
+        trace = group if logger.isEnabledFor(logging.DEBUG) else None
+        more = f" ({self._unlogged} more since the last report)" if self._unlogged else ""
+        logger.warning("connection failed and was closed: %r%s", group.exceptions[0], more,
+                       exc_info=trace)  # fmt: skip
+        self._logged_at, self._unlogged = now, 0
 
 
 class _Connection(TCPServer):

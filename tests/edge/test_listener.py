@@ -38,7 +38,8 @@ def _metric(cluster: Cluster, name: str) -> float:
 def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster) -> None:
     """hypercorn #225: bytes pipelined after a WebSocket upgrade made its protocol code raise
     and took the whole listener down. Each such connection is now closed on its own; the
-    same server process answers /healthz afterwards."""
+    same server process answers /healthz afterwards, and the log holds a few warnings
+    (at most one per 10 s), not a hundred tracebacks."""
     pid = cluster.server.pid
     failed_before = _metric(cluster, "aiki_connections_failed")
     logged_before = cluster.server.log.stat().st_size
@@ -56,9 +57,12 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
     assert cluster.server.process.poll() is None
     assert cluster.server.pid == pid
     assert _metric(cluster, "aiki_connections_failed") >= failed_before + 1
-    with cluster.server.log.open(errors="replace") as log:  # a warning each, no traceback
+    with cluster.server.log.open(errors="replace") as log:
         log.seek(logged_before)
-        assert [line for line in log if " ERROR " in line] == []
+        lines = log.readlines()
+    assert [line for line in lines if " ERROR " in line] == []  # no traceback either
+    failed = [line for line in lines if "connection failed and was closed" in line]
+    assert 1 <= len(failed) < 10, failed  # a warning per 10 s, not one per connection
 
 
 CAP = 40
