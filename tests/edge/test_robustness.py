@@ -175,12 +175,10 @@ def _paths(value: object, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
 
 
 def _set(body: object, path: tuple[Any, ...], value: object) -> object:
+    """``body`` with ``value`` at ``path`` (the root: ``value`` itself)."""
     if not path:
         return value
-    parent: Any = body
-    for key in path[:-1]:
-        parent = parent[key]
-    parent[path[-1]] = value
+    _get(body, path[:-1])[path[-1]] = value
     return body
 
 
@@ -198,11 +196,8 @@ def _break(data: st.DataObject, body: dict[str, Any]) -> bytes:
         paths = list(_paths(value))
         path = data.draw(st.sampled_from(paths), label="at")
         kind = data.draw(st.sampled_from(["replace", "replace", "drop", "add"]), label="how")
-        target: Any = value
-        for key in path[:-1]:
-            target = target[key]
-        if kind == "drop" and path and isinstance(target, dict):
-            del target[path[-1]]
+        if kind == "drop" and path and isinstance(parent := _get(value, path[:-1]), dict):
+            del parent[path[-1]]
         elif kind == "add" and isinstance(_get(value, path), dict):
             _get(value, path)[data.draw(HOSTILE_TEXT, label="key")] = data.draw(HOSTILE)
         else:
@@ -612,7 +607,7 @@ def _actor_restarts(cluster: Cluster) -> float:
     return sum(float(value) for value in found)
 
 
-def _refused(operation: str, answer: dict[str, Any] | int | tuple[int, bytes] | None) -> bool:
+def _refused(answer: dict[str, Any] | int | tuple[int, bytes] | None) -> bool:
     """Whether an answer refuses its request (nothing may have been stored)."""
     if isinstance(answer, tuple):
         return answer[0] >= 400
@@ -727,11 +722,9 @@ class Fuzzer:
         said = f"{carrier} {operation} {_quote(sent)} -> {answer!r}"
         if _status(answer) >= 500 and not _may_fail_connection(carrier, sent, answer):
             self.tally.failure(said)
-        if _refused(operation, answer) and (grown := _grown(before, self.counts())):
+        if _refused(answer) and (grown := _grown(before, self.counts())):
             self.tally.half_way.append(f"{said}: {', '.join(grown)}"[:600])
-        if operation in ("register_worker", "deregister_worker") and not _refused(
-            operation, answer
-        ):
+        if operation in ("register_worker", "deregister_worker") and not _refused(answer):
             self.session.reopen()  # registered as `WORKER` again
 
     def sweep(self) -> None:
