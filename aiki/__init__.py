@@ -50,6 +50,7 @@ from .errors import ScheduleNotFoundError as ScheduleNotFoundError
 from .errors import StaleRevisionError as StaleRevisionError
 from .errors import TaskFailedError as TaskFailedError
 from .errors import TaskTimeoutError as TaskTimeoutError
+from .errors import UnauthenticatedError as UnauthenticatedError
 from .errors import UnavailableError as UnavailableError
 from .errors import ValidationError as ValidationError
 from .errors import VersionConflictError as VersionConflictError
@@ -129,6 +130,7 @@ __all__ = [
     "TaskProgress",
     "TaskTimeoutError",
     "TimedOut",
+    "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
     "VersionConflictError",

@@ -7,10 +7,11 @@
         print(await handle.wait_for_status("completed"))
 
 `open_dev` starts PostgreSQL and Redis with the local launcher (unless
-``AIKI_DATABASE_URL`` / ``AIKI_REDIS_URL`` name existing ones), a server on a free port and
-a worker serving ``worker``, and stops everything at the end of the block: the worker
-first (so runs in progress finish), then the server, then the databases. The server and
-the worker are separate supervision trees that share only the process.
+``AIKI_DATABASE_URL`` / ``AIKI_REDIS_URL`` name existing ones), a server on a free port
+(loopback only, without authentication: no keys to handle) and a worker serving
+``worker``, and stops everything at the end of the block: the worker first (so runs in
+progress finish), then the server, then the databases. The server and the worker are
+separate supervision trees that share only the process.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ async def open_dev(
             url = await servers.start(
                 functools.partial(
                     serve,
+                    # One machine, loopback only: no keys to handle (the server says so).
                     ServerConfig(
-                        database_url=services.database_url, redis_url=services.redis_url, port=port
+                        database_url=services.database_url,
+                        redis_url=services.redis_url,
+                        port=port,
+                        insecure_no_auth=True,
                     ),
                     shutdown_trigger=stop_server.wait,
                 )

@@ -138,9 +138,20 @@ class InvalidTransitionError(ConflictError):
 
 
 @attrs.define(auto_exc=True)
+class UnauthenticatedError(AikiError):
+    """The server needs an API key and got none, or one it does not know, or one that was
+    revoked or has expired (``Authorization: Bearer aiki_...``; `aiki.Client`'s
+    ``api_key``, ``AIKI_API_KEY``)."""
+
+    code: ClassVar[str] = "unauthenticated"
+    http_status: ClassVar[int] = 401
+
+
+@attrs.define(auto_exc=True)
 class ForbiddenError(AikiError):
-    """The caller may not do this: a worker operation from something that is not the
-    worker holding the run (a client, plain HTTP, another worker)."""
+    """The caller may not do this: its key's role does not allow the operation, or a worker
+    operation comes from something that is not the worker holding the run (a client,
+    plain HTTP, another worker)."""
 
     code: ClassVar[str] = "forbidden"
     http_status: ClassVar[int] = 403
@@ -246,6 +257,7 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
         StaleRevisionError,
         InvalidTransitionError,
         VersionConflictError,
+        UnauthenticatedError,
         ForbiddenError,
         UnavailableError,
     )

@@ -55,6 +55,7 @@ EXPECTED = {
         "TaskProgress",
         "TaskTimeoutError",
         "TimedOut",
+        "UnauthenticatedError",
         "UnavailableError",
         "ValidationError",
         "VersionConflictError",

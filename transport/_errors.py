@@ -90,6 +90,10 @@ class CodecError(TransportError):
 
 @attrs.define(auto_exc=True)
 class WebSocketError(TransportError):
-    """A WebSocket could not be opened, or it closed or broke. Retryable."""
+    """A WebSocket could not be opened, or it closed or broke. Retryable, unless the
+    server refused the handshake with a 4xx (``status``, and its answer in ``body``)."""
 
     retryable: bool = True
+    status: int | None = None
+    """The HTTP status the server refused the handshake with, if it did."""
+    body: bytes = b""

@@ -10,6 +10,12 @@ that connection, and nothing else. It also caps open connections, answering the 
 over the cap with ``503`` and ``Retry-After`` before file descriptors run out, and
 bounds WebSocket messages and request heads as they arrive, not after buffering.
 
+A request answered before its body was read (a refusal: 401, 413) has the rest of its
+body read and dropped (at most `DRAIN_BYTES`, for `DRAIN_SECONDS`), then the connection
+carries on or, past either bound, is closed. hypercorn would otherwise stall such a
+connection: the unread body fills its queue to the application, and the end of the
+response waits on that queue.
+
 Relies on hypercorn's ``TCPServer``, ``WorkerContext`` and ``wrap_app`` (0.17 to 0.18).
 """
 
@@ -33,13 +39,19 @@ from hypercorn.utils import wrap_app
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from hypercorn.typing import Framework
+    from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Framework, Scope
+    from hypercorn.typing import ASGIReceiveCallable as Receive
+    from hypercorn.typing import ASGISendCallable as Send
 
 logger = logging.getLogger(__name__)
 
 FD_RESERVE: Final = 128
 """File descriptors kept free of client connections (see `connection_cap`)."""
 CLOSE_SECONDS: Final = 1.0
+DRAIN_BYTES: Final = 16 * 1024 * 1024
+DRAIN_SECONDS: Final = 5.0
+"""How much of an unread request body is read and dropped after the answer, and for
+how long, before the connection is closed instead (the peer then sees a reset)."""
 """How long closing a connection that failed, or one refused over the cap, may take."""
 
 BUSY: Final = (
@@ -121,7 +133,7 @@ async def serve_asgi(
             return
         stats.open += 1
         try:
-            await _Connection(wrapped, config, context, {}, stream).run()  # type: ignore[arg-type]
+            await _Connection(wrapped, config, context, {}, stream).run()
         except* Exception as group:
             # One connection's failure (a protocol error, a race in its tasks): this
             # connection ends, the server carries on.
@@ -181,6 +193,54 @@ class _Connection(TCPServer):
     stops waits for them). Once the peer is gone, the application gets `CLOSE_SECONDS`
     to finish, then the connection's tasks are cancelled.
     """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: dict[str, object],
+        stream: trio.SocketStream,
+    ) -> None:
+        super().__init__(self._draining(app), config, context, state, stream)  # type: ignore[arg-type]
+
+    def _draining(self, app: AppWrapper) -> AppWrapper:
+        """``app``, reading the rest of a request body it did not read before the end of
+        its answer (see the module docstring)."""
+
+        async def drained(
+            scope: Scope,
+            receive: Receive,
+            send: Send,
+            sync_spawn: Callable[[], object],
+            call_soon: Callable[[], object],
+        ) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send, sync_spawn, call_soon)
+                return
+            done = False
+
+            async def tracked() -> ASGIReceiveEvent:
+                nonlocal done
+                message = await receive()
+                done = done or message["type"] != "http.request" or not message.get("more_body")
+                return message
+
+            async def draining_send(message: ASGISendEvent) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    left = DRAIN_BYTES
+                    with trio.move_on_after(DRAIN_SECONDS):
+                        while not done and left > 0:
+                            body = (await tracked()).get("body", b"")
+                            left -= len(body) if isinstance(body, bytes) else 0
+                    if not done and self._task_group._nursery is not None:
+                        self._task_group._nursery.cancel_scope.cancel()  # close it
+                        await trio.lowlevel.checkpoint()
+                await send(message)
+
+            await app(scope, tracked, draining_send, sync_spawn, call_soon)
+
+        return drained
 
     async def _read_data(self) -> None:
         await super()._read_data()

@@ -24,18 +24,20 @@ import sniffio
 import trio
 import trio_websocket
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.protocol import State
 
 from ._errors import WebSocketError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
 CONNECT_SECONDS: Final = 5.0
 """How long opening a connection (TCP and the WebSocket handshake) may take."""
 CLOSE_SECONDS: Final = 2.0
 """How long the closing handshake may take before the connection is dropped."""
+MAX_REFUSAL_BYTES: Final = 4096
+"""How much of a refused handshake's answer is kept (for the error it explains)."""
 
 
 class WebSocketClient(Protocol):
@@ -127,34 +129,56 @@ class _AsyncioWebSocket:
         await self.connection.close()
 
 
+def _refused(url: str, status: int, body: bytes | bytearray | None) -> WebSocketError:
+    """The error for a handshake the server answered with ``status`` instead of 101."""
+    return WebSocketError(
+        f"{url} refused the WebSocket with HTTP {status}",
+        retryable=status >= 500,
+        status=status,
+        body=bytes(body or b"")[:MAX_REFUSAL_BYTES],
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_websocket(
     url: str,
     *,
     max_message_bytes: int,
+    headers: Mapping[str, str] | None = None,
     connect_seconds: float = CONNECT_SECONDS,
     close_seconds: float = CLOSE_SECONDS,
 ) -> AsyncIterator[WebSocketClient]:
     """Connect to ``url`` (``ws://`` or ``wss://``); close the connection on exit.
 
+    Args:
+        headers: sent with the handshake (``Authorization``).
+
     Raises:
-        WebSocketError: the server could not be reached, refused the handshake, or did
-            not complete it within ``connect_seconds`` (retryable).
+        WebSocketError: the server could not be reached, or did not complete the
+            handshake within ``connect_seconds`` (retryable); or it refused the handshake
+            (``status``: retryable only for a 5xx).
 
     Cancellation: closing runs when the block is left either way; a peer that does not
     answer the closing handshake within ``close_seconds`` has its connection dropped.
     """
+    sent = list((headers or {}).items())
     if sniffio.current_async_library() == "trio":
-        async with _open_trio(url, max_message_bytes, connect_seconds, close_seconds) as ws:
+        async with _open_trio(url, max_message_bytes, sent, connect_seconds,
+                              close_seconds) as ws:  # fmt: skip
             yield ws
     else:
-        async with _open_asyncio(url, max_message_bytes, connect_seconds, close_seconds) as ws:
+        async with _open_asyncio(url, max_message_bytes, sent, connect_seconds,
+                                 close_seconds) as ws:  # fmt: skip
             yield ws
 
 
 @contextlib.asynccontextmanager
 async def _open_trio(
-    url: str, max_message_bytes: int, connect_seconds: float, close_seconds: float
+    url: str,
+    max_message_bytes: int,
+    headers: list[tuple[str, str]],
+    connect_seconds: float,
+    close_seconds: float,
 ) -> AsyncIterator[WebSocketClient]:
     # Not trio-websocket's open_websocket_url: after a handshake that times out, it waits
     # for its reader task, which waits for the silent server (trio-websocket 0.12.2).
@@ -164,13 +188,18 @@ async def _open_trio(
             try:
                 with trio.fail_after(connect_seconds):
                     connection = await trio_websocket.connect_websocket_url(
-                        nursery, url, max_message_size=max_message_bytes
-                    )
+                        nursery, url, max_message_size=max_message_bytes,
+                        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+                    )  # fmt: skip
             except trio.TooSlowError as exc:
                 own = WebSocketError(
                     f"no WebSocket handshake from {url} within {connect_seconds:g} s",
                     retryable=True,
                 )
+                own.__cause__ = exc
+                nursery.cancel_scope.cancel()
+            except trio_websocket.ConnectionRejected as exc:
+                own = _refused(url, exc.status_code, exc.body)
                 own.__cause__ = exc
                 nursery.cancel_scope.cancel()
             except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
@@ -199,6 +228,16 @@ async def _open_trio(
         # reader task itself ends quietly when cancelled).
         if own is not None and group.exceptions == (own,):
             raise own from own.__cause__
+        # A refused handshake may come from the library's reader task instead.
+        rejected, rest = group.split(trio_websocket.ConnectionRejected)
+        if rejected is not None and rest is None:
+            if isinstance(own, WebSocketError):
+                raise own from own.__cause__
+            first = rejected.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            assert isinstance(first, trio_websocket.ConnectionRejected)
+            raise _refused(url, first.status_code, first.body) from first
         raise
     if isinstance(own, WebSocketError):
         raise own
@@ -206,7 +245,11 @@ async def _open_trio(
 
 @contextlib.asynccontextmanager
 async def _open_asyncio(
-    url: str, max_message_bytes: int, connect_seconds: float, close_seconds: float
+    url: str,
+    max_message_bytes: int,
+    headers: list[tuple[str, str]],
+    connect_seconds: float,
+    close_seconds: float,
 ) -> AsyncIterator[WebSocketClient]:
     try:
         connection = await connect(
@@ -215,7 +258,11 @@ async def _open_asyncio(
             compression=None,
             open_timeout=connect_seconds,
             close_timeout=close_seconds,
+            additional_headers=headers,
         )
+    except InvalidStatus as exc:
+        response = exc.response
+        raise _refused(url, response.status_code, response.body) from exc
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise WebSocketError(f"cannot open a WebSocket to {url}: {exc!r}", retryable=True) from exc
     try:

@@ -1,6 +1,11 @@
 """What the operators' commands share: options, calling the server, output formats.
 
-Exit codes: 0 done, 1 refused by the server, 2 usage, 3 not found, 4 unreachable.
+Every command that calls the server takes ``--server-url`` (``AIKI_SERVER_URL``) and
+``--api-key`` (``AIKI_API_KEY``; prefer the variable: a command line is visible to every
+user of the machine).
+
+Exit codes: 0 done, 1 refused by the server, 2 usage, 3 not found, 4 unreachable,
+5 not authenticated (no key, or one the server does not take).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import trio
 
 from transport import WireCodec
 
-from ..client import Client
-from ..errors import AikiError, NotFoundError, UnavailableError
+from ..client import API_KEY_ENV, Client
+from ..errors import AikiError, NotFoundError, UnauthenticatedError, UnavailableError
 
 if typing.TYPE_CHECKING:
     import datetime as dt
@@ -27,22 +32,43 @@ T = TypeVar("T")
 EXIT_REFUSED: Final = 1
 EXIT_NOT_FOUND: Final = 3
 EXIT_UNREACHABLE: Final = 4
+EXIT_UNAUTHENTICATED: Final = 5
+_API_KEY: Final = "aiki.api_key"
 
-server_url_option = click.option(
-    "--server-url",
-    envvar="AIKI_SERVER_URL",
-    default="http://127.0.0.1:8470",
-    show_default=True,
-    help="The Aiki server [env AIKI_SERVER_URL].",
-)
+
+def _keep_api_key(context: click.Context, _param: click.Parameter, value: str | None) -> None:
+    context.meta[_API_KEY] = value
+
+
+def server_url_option(command: Callable[..., T]) -> Callable[..., T]:
+    """Add ``--server-url`` (passed as ``server_url``) and ``--api-key`` (kept for
+    `call_server`) to ``command``."""
+    command = click.option(
+        "--api-key",
+        envvar=API_KEY_ENV,
+        expose_value=False,
+        callback=_keep_api_key,
+        help=f"The API key to act with [env {API_KEY_ENV}; prefer it to this option].",
+    )(command)
+    return click.option(
+        "--server-url",
+        envvar="AIKI_SERVER_URL",
+        default="http://127.0.0.1:8470",
+        show_default=True,
+        help="The Aiki server [env AIKI_SERVER_URL].",
+    )(command)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a client; map Aiki errors to a message and an exit code."""
 
+    api_key = click.get_current_context().meta.get(_API_KEY)
+
     async def main() -> T:
-        async with Client(server_url) as client:
+        async with Client(server_url, api_key=api_key) as client:
             return await action(client)
 
     try:
@@ -54,6 +80,8 @@ def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
         click.echo(f"error: {error}", err=True)
         if isinstance(error, UnavailableError):
             sys.exit(EXIT_UNREACHABLE)
+        if isinstance(error, UnauthenticatedError):
+            sys.exit(EXIT_UNAUTHENTICATED)
         sys.exit(EXIT_NOT_FOUND if isinstance(error, NotFoundError) else EXIT_REFUSED)
 
 

@@ -4,9 +4,11 @@
 - ``aiki server``: the server process (PostgreSQL and Redis given by URL);
 - ``aiki worker module:worker``: a worker process serving the workflows of ``worker``;
 - ``aiki services``: a local PostgreSQL and Redis, kept up until interrupted;
-- ``aiki runs|events|workers|schedules ...``: operators' commands (`_runs`, `_schedules`).
+- ``aiki runs|events|workers|schedules ...``: operators' commands (`_runs`, `_schedules`);
+- ``aiki keys ...``: API keys (`_keys`).
 
-``AIKI_DATABASE_URL``, ``AIKI_REDIS_URL`` and ``AIKI_SERVER_URL`` supply the URLs.
+``AIKI_DATABASE_URL``, ``AIKI_REDIS_URL`` and ``AIKI_SERVER_URL`` supply the URLs,
+``AIKI_API_KEY`` the key workers and commands act with.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from transport import LocalServiceError, TransportError, services_from_env
 from .. import __version__
 from ..errors import AikiError
 from ..worker import Worker
+from ._keys import keys
 from ._logs import formatter
 from ._runs import events, runs, workers
 from ._schedules import schedules
@@ -191,6 +194,11 @@ def _load_worker(target: str) -> Worker:
     help="A browser origin (https://ops.example.com) that may open WebSocket sessions besides "
     "the server's own (repeatable).",
 )
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve everyone without an API key, with every role (loopback addresses only).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -205,27 +213,36 @@ def server(
     schedule_grace: float,
     max_connections: int,
     allowed_origins: tuple[str, ...],
+    insecure_no_auth: bool,
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
-    SIGINT/SIGTERM."""
+    SIGINT/SIGTERM.
+
+    Every request needs an API key (``aiki keys``) unless --insecure-no-auth.
+    """
     from ..server import ServerConfig, serve
 
     _configure_logging(verbose)
-    config = ServerConfig(
-        database_url=database_url,
-        redis_url=redis_url,
-        host=host,
-        port=port,
-        stall_after_seconds=stall_after,
-        timer_scan_seconds=timer_scan,
-        claim_timeout_seconds=claim_timeout,
-        redelivery_seconds=redelivery_timeout,
-        subscriber_queue=subscriber_queue,
-        schedule_grace_seconds=schedule_grace,
-        max_connections=max_connections,
-        allowed_origins=allowed_origins,
-    )
+    logging.getLogger("aiki.audit").setLevel(logging.INFO)
+    try:
+        config = ServerConfig(
+            database_url=database_url,
+            redis_url=redis_url,
+            host=host,
+            port=port,
+            stall_after_seconds=stall_after,
+            timer_scan_seconds=timer_scan,
+            claim_timeout_seconds=claim_timeout,
+            redelivery_seconds=redelivery_timeout,
+            subscriber_queue=subscriber_queue,
+            schedule_grace_seconds=schedule_grace,
+            max_connections=max_connections,
+            allowed_origins=allowed_origins,
+            insecure_no_auth=insecure_no_auth,
+        )
+    except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
+        raise click.UsageError(str(exc)) from None
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:
@@ -274,6 +291,12 @@ def server(
     show_default=True,
     help="Seconds a stream entry may stay unacknowledged before this worker takes it over.",
 )
+@click.option(
+    "--api-key",
+    envvar="AIKI_API_KEY",
+    default=None,
+    help="The worker's API key, a worker key [env AIKI_API_KEY; prefer it to this option].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def worker(
     target: str,
@@ -283,6 +306,7 @@ def worker(
     shutdown_grace: float,
     heartbeat: float,
     claim_idle: float,
+    api_key: str | None,
     verbose: bool,
 ) -> None:
     """Run a worker serving TARGET (module:attribute naming an aiki.Worker)."""
@@ -294,7 +318,7 @@ def worker(
         served.concurrency = concurrency
     config = WorkerConfig(
         server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
-        heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle,
+        heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
     )  # fmt: skip
 
     async def main_fn() -> None:
@@ -351,3 +375,4 @@ main.add_command(runs)
 main.add_command(events)
 main.add_command(workers)
 main.add_command(schedules)
+main.add_command(keys)

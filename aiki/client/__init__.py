@@ -4,12 +4,16 @@
 - `RunHandle`, `RunResult`, `ScheduleHandle` (`_handles`);
 - `Watch` (`_watch`): live updates pushed by the server;
 - `SessionConnection` (`_connection`): one session over one WebSocket, the I/O half of
-  the session protocol, also used by the worker's link.
+  the session protocol, also used by the worker's link (with `auth_headers`, which
+  present an API key, and `connect_error`, what a failed connection means).
 """
 
+from ._client import API_KEY_ENV as API_KEY_ENV
 from ._client import Client as Client
 from ._connection import PushQueue as PushQueue
 from ._connection import SessionConnection as SessionConnection
+from ._connection import auth_headers as auth_headers
+from ._connection import connect_error as connect_error
 from ._handles import RunHandle as RunHandle
 from ._handles import RunResult as RunResult
 from ._handles import ScheduleHandle as ScheduleHandle
@@ -17,6 +21,7 @@ from ._watch import Resync as Resync
 from ._watch import Watch as Watch
 
 __all__ = [
+    "API_KEY_ENV",
     "Client",
     "PushQueue",
     "Resync",
@@ -25,4 +30,6 @@ __all__ = [
     "ScheduleHandle",
     "SessionConnection",
     "Watch",
+    "auth_headers",
+    "connect_error",
 ]

@@ -23,24 +23,29 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import typing
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import httpx
-import orjson
 import sniffio
 import trio
 
-from ..errors import AikiError, PushUnavailableError, UnavailableError
+from ..errors import PushUnavailableError, UnavailableError
 from ..protocol import (
     OPERATIONS,
     CancelRun,
+    CreateKey,
     DeactivateSchedule,
     DescribeRun,
     EventSent,
     GetRun,
     GetSchedule,
+    Identity,
+    KeyCreated,
+    KeyInfo,
+    ListKeys,
     ListRuns,
     ListSchedules,
     ListWorkers,
@@ -49,6 +54,8 @@ from ..protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RevokeKey,
+    Role,
     RunDetails,
     RunInfo,
     RunPage,
@@ -65,10 +72,11 @@ from ..protocol import (
     Subscribe,
     WaitRun,
     WakeupRun,
+    WhoAmI,
     WokenUp,
     WorkerInfo,
-    decode_error,
 )
+from ._connection import answer_error, auth_headers
 from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
 from ._session import CLOSE_SECONDS, ClientSession
 from ._watch import Watch
@@ -81,6 +89,9 @@ if TYPE_CHECKING:
 
 P = TypeVar("P")
 
+API_KEY_ENV: Final = "AIKI_API_KEY"
+"""Where `Client` (and ``aiki worker``, and the CLI) find the API key if none is given."""
+
 
 def _running_trio() -> bool:
     try:
@@ -89,19 +100,13 @@ def _running_trio() -> bool:
         return False
 
 
-def _http_error(status: int, body: bytes) -> AikiError:
-    try:
-        error = orjson.loads(body)["error"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return AikiError(f"server answered {status}: {body[:200]!r}")
-    return decode_error(error)
-
-
 class Client:
     """A connection to an Aiki server.
 
     Args:
         url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
+        api_key: the API key to act with (``aiki_...``); default: ``AIKI_API_KEY`` from
+            the environment, if set (a server run with ``--insecure-no-auth`` needs none).
         http: an httpx client to use (e.g. with your own TLS or proxy settings).
         session: under trio, inside ``async with``, send requests over one WebSocket
             session (the default); False keeps every request on HTTP, and without
@@ -110,9 +115,16 @@ class Client:
     """
 
     def __init__(
-        self, url: str, *, http: httpx.AsyncClient | None = None, session: bool = True
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        session: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
+        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self._headers = {"content-type": "application/json", **auth_headers(self._api_key)}
         self._wants_session = session
         self.requests: collections.Counter[str] = collections.Counter()
         """Requests sent so far, by operation name (over HTTP and the session)."""
@@ -131,7 +143,7 @@ class Client:
         if self._wants_session and _running_trio():
             self._session_stack = contextlib.AsyncExitStack()
             nursery = await self._session_stack.enter_async_context(trio.open_nursery())
-            self._session = ClientSession(self.url, nursery, self.requests)
+            self._session = ClientSession(self.url, nursery, self.requests, self._api_key)
         return self
 
     async def __aexit__(
@@ -205,7 +217,7 @@ class Client:
             run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
             statuses=tuple(statuses), after_revision=after_revision, progress=progress,
         )  # fmt: skip
-        return Watch(self.url, self._session, request, self.requests)
+        return Watch(self.url, self._session, request, self.requests, self._api_key)
 
     async def aclose(self) -> None:
         """Close the HTTP connections (if this client created them)."""
@@ -227,12 +239,12 @@ class Client:
             response = await self._http.post(
                 f"{self.url}/api/v1/{operation.name}",
                 content=operation.request.encode(request),
-                headers={"content-type": "application/json"},
+                headers=self._headers,
             )
         except httpx.TransportError as exc:
             raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
         if response.status_code != 200:
-            raise _http_error(response.status_code, response.content)
+            raise answer_error(response.status_code, response.content)
         return operation.reply.decode(response.content)
 
     async def start_run(self, request: StartRun) -> RunStarted:
@@ -271,6 +283,39 @@ class Client:
         declared dead)."""
         reply = await self.call(ListWorkers(include_gone=include_gone))
         return reply.workers
+
+    async def create_key(
+        self,
+        role: Role,
+        *,
+        namespace: str | None = "default",
+        name: str = "",
+        expires_in_seconds: float | None = None,
+    ) -> KeyCreated:
+        """Create an API key (admin keys only); the reply holds the key, shown this once.
+
+        Raises:
+            aiki.ForbiddenError: this client's key is not an admin key.
+            aiki.ValidationError: a key other than an admin key without a namespace.
+        """
+        return await self.call(CreateKey(role=role, namespace=namespace, name=name,
+                                         expires_in_seconds=expires_in_seconds))  # fmt: skip
+
+    async def list_keys(self, *, include_revoked: bool = True) -> tuple[KeyInfo, ...]:
+        """Every API key's record, newest first (admin keys only; never the keys)."""
+        return (await self.call(ListKeys(include_revoked=include_revoked))).keys
+
+    async def revoke_key(self, prefix: str) -> KeyInfo:
+        """Revoke the key with ``prefix`` on every server, within a second (admin only).
+
+        Raises:
+            aiki.NotFoundError: no key has this prefix.
+        """
+        return await self.call(RevokeKey(prefix=prefix))
+
+    async def whoami(self) -> Identity:
+        """The key this client acts with, as the server sees it."""
+        return await self.call(WhoAmI())
 
     async def requeue(self, run_id: str, *, reason: str = "requeued") -> RunTransitioned:
         """Release a running or stalled run and queue it again (recovery)."""

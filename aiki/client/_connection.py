@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import attrs
+import orjson
 
 from transport import WebSocketError
 
@@ -36,6 +37,7 @@ from ..protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    decode_error,
 )
 
 if TYPE_CHECKING:
@@ -95,6 +97,28 @@ class PushQueue:
             await self._ready.wait()
             self._ready = anyio.Event()
         return frame
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers that present ``api_key`` (none without one)."""
+    return {} if api_key is None else {"authorization": f"Bearer {api_key}"}
+
+
+def answer_error(status: int, body: bytes) -> AikiError:
+    """The error a server's non-200 answer stands for (its ``{"error": ...}`` body)."""
+    try:
+        error = orjson.loads(body)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return AikiError(f"server answered {status}: {body[:200]!r}")
+    return decode_error(error)
+
+
+def connect_error(url: str, exc: WebSocketError) -> AikiError:
+    """What a failure to open a session means: the server's refusal (a bad key:
+    `aiki.UnauthenticatedError`), or `aiki.UnavailableError`."""
+    if exc.status is not None and 400 <= exc.status < 500:
+        return answer_error(exc.status, exc.body)
+    return UnavailableError(f"cannot reach the Aiki server at {url}: {exc}")
 
 
 Deliver = Callable[[object], None]

@@ -16,9 +16,8 @@ import trio
 
 from transport import WebSocketError, open_websocket
 
-from ..errors import UnavailableError
 from ..protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
-from ._connection import SessionConnection
+from ._connection import SessionConnection, auth_headers, connect_error
 
 if TYPE_CHECKING:
     from ..protocol import Request, Subscribe, Subscribed
@@ -36,9 +35,14 @@ class ClientSession:
     """Requests over one WebSocket; the connection's reader runs in ``nursery``."""
 
     def __init__(
-        self, url: str, nursery: trio.Nursery, counter: collections.Counter[str] | None = None
+        self,
+        url: str,
+        nursery: trio.Nursery,
+        counter: collections.Counter[str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url
+        self._api_key = api_key
         self.requests = collections.Counter[str]() if counter is None else counter
         """Requests sent, by operation name."""
         self._nursery = nursery
@@ -92,8 +96,7 @@ class ClientSession:
                 try:
                     self._connection = await self._nursery.start(self._serve_connection)
                 except WebSocketError as exc:
-                    raise UnavailableError(f"cannot reach the Aiki server at {self.url}: "
-                                           f"{exc}") from exc  # fmt: skip
+                    raise connect_error(self.url, exc) from exc
             return self._connection
 
     async def _serve_connection(self, task_status: trio.TaskStatus[SessionConnection]) -> None:
@@ -101,6 +104,7 @@ class ClientSession:
         async with open_websocket(
             session_url(self.url),
             max_message_bytes=MAX_MESSAGE_BYTES,
+            headers=auth_headers(self._api_key),
             connect_seconds=CONNECT_SECONDS,
             close_seconds=CLOSE_SECONDS,
         ) as websocket:

@@ -32,7 +32,7 @@ from ..protocol import (
     TaskProgress,
     session_url,
 )
-from ._connection import PushQueue, SessionConnection
+from ._connection import PushQueue, SessionConnection, auth_headers, connect_error
 from ._session import ClientSession
 
 if TYPE_CHECKING:
@@ -97,17 +97,21 @@ class _SocketFeed:
     queue: PushQueue
 
     @classmethod
-    async def open(cls, url: str, request: Subscribe) -> _SocketFeed:
+    async def open(cls, url: str, request: Subscribe, api_key: str | None) -> _SocketFeed:
         stack = contextlib.AsyncExitStack()
         try:
             websocket = await stack.enter_async_context(
-                open_websocket(session_url(url), max_message_bytes=MAX_MESSAGE_BYTES)
+                open_websocket(
+                    session_url(url),
+                    max_message_bytes=MAX_MESSAGE_BYTES,
+                    headers=auth_headers(api_key),
+                )
             )
             connection = SessionConnection(websocket, url)
             subscribed, queue = await connection.subscribe(request, pulling=True)
         except WebSocketError as exc:
             await stack.aclose()
-            raise UnavailableError(f"cannot reach the Aiki server at {url}: {exc}") from exc
+            raise connect_error(url, exc) from exc
         except BaseException:
             await stack.aclose()
             raise
@@ -140,9 +144,11 @@ class Watch:
         session: ClientSession | None,
         request: Subscribe,
         requests: collections.Counter[str],
+        api_key: str | None = None,
     ) -> None:
         self._requests = requests
         self._url = url
+        self._api_key = api_key
         self._session = session
         self._request = request
         self._feed: _Feed | None = None
@@ -184,7 +190,7 @@ class Watch:
         if self._session is not None:
             return await _SessionFeed.open(self._session, request)
         self._requests["subscribe"] += 1  # (its unsubscribe is the socket's close)
-        return await _SocketFeed.open(self._url, request)
+        return await _SocketFeed.open(self._url, request, self._api_key)
 
     async def __anext__(self) -> RunUpdate | Resync | TaskProgress:
         if self._closed:

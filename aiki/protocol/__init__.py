@@ -1,9 +1,10 @@
 """The protocol: what the server, workers and clients say to each other.
 
 - wire types by concept: runs (`_runs`), workers (`_workers`), operators' views
-  (`_views`), live updates (`_live`), schedules (`_schedules`, with when their
-  occurrences fall: `_occurrences`), a run's recorded steps (`_history`), run states and
-  their transitions (`_states`), stream names (`_streams`), error replies (`_errors`);
+  (`_views`), live updates (`_live`), API keys and identity (`_keys`), schedules
+  (`_schedules`, with when their occurrences fall: `_occurrences`), a run's recorded
+  steps (`_history`), run states and their transitions (`_states`), stream names
+  (`_streams`), error replies (`_errors`);
 - `Operation` and `Request`: each operation declared once, with its reply type and the
   roles that may call it, collected in `OPERATIONS`;
 - the session protocol over one WebSocket (`ClientProtocol`, `read_request` and the
@@ -30,6 +31,18 @@ from ._history import RecordedWait as RecordedWait
 from ._history import Step as Step
 from ._history import canonical_json as canonical_json
 from ._history import wait_address as wait_address
+from ._keys import CREATE_KEY as CREATE_KEY
+from ._keys import LIST_KEYS as LIST_KEYS
+from ._keys import REVOKE_KEY as REVOKE_KEY
+from ._keys import WHOAMI as WHOAMI
+from ._keys import CreateKey as CreateKey
+from ._keys import Identity as Identity
+from ._keys import KeyCreated as KeyCreated
+from ._keys import KeyInfo as KeyInfo
+from ._keys import KeyList as KeyList
+from ._keys import ListKeys as ListKeys
+from ._keys import RevokeKey as RevokeKey
+from ._keys import WhoAmI as WhoAmI
 from ._live import RUN_UPDATE as RUN_UPDATE
 from ._live import SUBSCRIBE as SUBSCRIBE
 from ._live import TASK_PROGRESS as TASK_PROGRESS
@@ -53,6 +66,8 @@ from ._occurrences import check_spec as check_spec
 from ._occurrences import describe as describe
 from ._occurrences import jitter_of as jitter_of
 from ._occurrences import plan as plan
+from ._operation import ADMINS as ADMINS
+from ._operation import ANYONE as ANYONE
 from ._operation import CLIENTS as CLIENTS
 from ._operation import READERS as READERS
 from ._operation import WORKERS as WORKERS
@@ -197,13 +212,16 @@ from ._workers import WorkerRegistered as WorkerRegistered
 
 __all__ = [
     "ACTIVATE_SCHEDULE",
+    "ADMINS",
     "ALL_STATUSES",
+    "ANYONE",
     "BEGIN_WAIT",
     "CANCEL_RUN",
     "CLAIM_NEXT",
     "CLAIM_RUN",
     "CLIENTS",
     "COUNT_CAP",
+    "CREATE_KEY",
     "DEACTIVATE_SCHEDULE",
     "DEREGISTER_WORKER",
     "DESCRIBE_RUN",
@@ -213,6 +231,7 @@ __all__ = [
     "GROUP",
     "HEARTBEAT",
     "INITIAL",
+    "LIST_KEYS",
     "LIST_RUNS",
     "LIST_SCHEDULES",
     "LIST_WORKERS",
@@ -238,6 +257,7 @@ __all__ = [
     "REQUEUE_RUN",
     "RESUME_RUN",
     "RESUME_SCHEDULE",
+    "REVOKE_KEY",
     "RUN_UPDATE",
     "SCHEMA_FORMATS",
     "SCHEMA_KEYWORDS",
@@ -257,6 +277,7 @@ __all__ = [
     "WAIT_RUN",
     "WAIT_RUN_MAX_SECONDS",
     "WAKEUP_RUN",
+    "WHOAMI",
     "WORKERS",
     "ActivateSchedule",
     "BeginWait",
@@ -269,6 +290,7 @@ __all__ = [
     "ClientProtocol",
     "Clock",
     "ConflictPolicy",
+    "CreateKey",
     "DeactivateSchedule",
     "DeregisterWorker",
     "DescribeRun",
@@ -279,8 +301,13 @@ __all__ = [
     "GetSchedule",
     "Heartbeat",
     "HeartbeatAck",
+    "Identity",
     "Incoming",
     "InternalError",
+    "KeyCreated",
+    "KeyInfo",
+    "KeyList",
+    "ListKeys",
     "ListRuns",
     "ListSchedules",
     "ListWorkers",
@@ -307,6 +334,7 @@ __all__ = [
     "RequeueRun",
     "ResumeRun",
     "ResumeSchedule",
+    "RevokeKey",
     "Role",
     "RunClaimed",
     "RunDetails",
@@ -348,6 +376,7 @@ __all__ = [
     "WaitKind",
     "WaitRun",
     "WakeupRun",
+    "WhoAmI",
     "WokenUp",
     "WorkerDeregistered",
     "WorkerInfo",

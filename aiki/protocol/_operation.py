@@ -45,6 +45,8 @@ Role = Literal["viewer", "client", "worker", "admin"]
 READERS: Final[frozenset[Role]] = frozenset({"viewer", "client", "admin"})
 CLIENTS: Final[frozenset[Role]] = frozenset({"client", "admin"})
 WORKERS: Final[frozenset[Role]] = frozenset({"worker"})
+ADMINS: Final[frozenset[Role]] = frozenset({"admin"})
+ANYONE: Final[frozenset[Role]] = frozenset({"viewer", "client", "worker", "admin"})
 
 
 class Request(Generic[R_co]):

@@ -27,10 +27,14 @@ from transport import (
     open_redis_streams,
 )
 
+from ._guard import is_loopback
 from ._tree import server_tree
+from .store import keys
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from transport import PostgresStore
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ class ServerConfig:
             queue is dropped for a ``resync`` marker.
         schedule_grace_seconds: a schedule's occurrence reached later than this (server
             down or overloaded) is *missed*; its schedule's catch-up policy decides.
+        insecure_no_auth: serve every caller without an API key, with every role (for
+            ``aiki dev`` and tests on one machine). Only on a loopback address: elsewhere
+            the server refuses to start.
     """
 
     database_url: str
@@ -79,6 +86,14 @@ class ServerConfig:
     redelivery_seconds: float = 60.0
     subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
     schedule_grace_seconds: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    insecure_no_auth: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.insecure_no_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"--insecure-no-auth serves anyone who reaches the port with every role: "
+                f"it is refused on {self.host}, which is not a loopback address"
+            )
 
 
 def migrations() -> list[Migration]:
@@ -110,6 +125,7 @@ async def serve(
     ):
         await streams.ping()
         await apply_migrations(store, migrations())
+        await _say_how_secure(config, store)
         tree = server_tree(config, store, streams)
         await tree.services.load_schemas()
         async with open_supervisor(
@@ -121,6 +137,29 @@ async def serve(
             await shutdown_trigger()
             tree.listening.ready = False
             logger.info("server shutting down")
+
+
+BOOTSTRAP_HINT: Final = (
+    "no admin API key exists yet: create the first one with `aiki keys create --bootstrap "
+    "--role admin --name NAME` (it writes to the database at AIKI_DATABASE_URL and prints "
+    "the key once)"
+)
+
+
+async def _say_how_secure(config: ServerConfig, store: PostgresStore) -> None:
+    """Warn about what is open: no authentication, no admin key yet, no TLS."""
+    if config.insecure_no_auth:
+        logger.warning("authentication is OFF (--insecure-no-auth): anyone who can reach "
+                       "%s may start, read and cancel every run", config.host)  # fmt: skip
+    elif not await store.transact(keys.admin_exists):
+        logger.warning(BOOTSTRAP_HINT)
+    if not is_loopback(config.host):
+        logger.warning(
+            "listening on %s without TLS: API keys, run inputs and outputs cross the network "
+            "in clear text, readable and alterable by anyone on the path; serve it behind a "
+            "TLS-terminating proxy",
+            config.host,
+        )
 
 
 __all__ = ["DEFAULT_PORT", "ServerConfig", "migrations", "serve"]

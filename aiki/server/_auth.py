@@ -1,40 +1,93 @@
 """Who is calling: the API key a request or session presents, checked against the stored
-keys through a short-lived cache.
+keys through a short-lived cache, before the application sees the request.
+
+`Authentication` (ASGI middleware) takes the key from ``Authorization: Bearer <key>`` or,
+for the dashboard, from the ``aiki_key`` cookie its sign-in sets (HttpOnly: page script
+never sees the key). A request without a usable key gets ``401`` (a WebSocket upgrade
+too, before any session exists), except on the open paths: ``/healthz``, ``/readyz``,
+the dashboard's static files (its sign-in page) and sign-in/sign-out themselves. What the
+key's role allows is decided per operation (`aiki.server.operations.authorize`).
 
 A key is looked up at most once per `CACHE_SECONDS` per server: requests in between are
 answered from memory (no hash and query per request). A revocation (or an expiry) is
-therefore honoured by every server within `CACHE_SECONDS`. A key that is not stored, or
-not well formed, is remembered as unknown for the same time, so a flood of bad keys costs
-one query per key and second, not one per request; at most `CACHE_ENTRIES` keys are
-remembered (the oldest are forgotten first).
+therefore honoured by every server within `CACHE_SECONDS`, open sessions included (they
+check their key again at every request and every `CACHE_SECONDS`). A key that is not
+stored is remembered as unknown for the same time, and a malformed one is never looked
+up, so a flood of bad keys costs at most one query per key and second; at most
+`CACHE_ENTRIES` keys are remembered (the oldest are forgotten first).
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import http.cookies
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
 
-from ..protocol import Role
+from transport import StorageError
+
+from ..errors import UnavailableError
+from ..protocol import ANYONE, KeyInfo, Role
+from ._guard import refuse
 from .store import keys
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from transport import PostgresStore
+
+    Scope = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+    App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 1.0
 CACHE_ENTRIES: Final = 10_000
+COOKIE: Final = "aiki_key"
+"""The dashboard's sign-in cookie (it holds the key; HttpOnly, SameSite=Strict)."""
+PRINCIPAL: Final = "aiki.principal"
+KEY: Final = "aiki.key"
+"""Where `Authentication` leaves the caller's principal and key in the ASGI scope."""
+NO_KEY: Final = "this server needs an API key: Authorization: Bearer aiki_..."
+BAD_KEY: Final = "the API key is not valid: unknown, revoked or expired"
+OPEN_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/auth/sign-in", "/auth/sign-out"})
+OPEN_PREFIXES: Final = ("/dashboard/",)
 
 
 @attrs.frozen(kw_only=True)
 class Principal:
-    """The key a caller proved it holds: what it may do, and where."""
+    """Who a caller is: the key it proved it holds, what it may do, and where."""
 
-    prefix: str
-    role: Role
-    namespace: str | None
-    """None: every namespace (admin keys)."""
+    prefix: str | None
+    """The key's prefix; None when the server runs without authentication."""
     name: str
+    role: Role
+    roles: frozenset[Role]
+    """The roles whose operations it may call (its key's; every role without auth)."""
+    namespace: str | None
+    """None: every namespace (admin keys; everyone without auth)."""
+
+    @classmethod
+    def of_key(cls, key: KeyInfo) -> Principal:
+        """The principal of a stored key."""
+        return cls(prefix=key.prefix, name=key.name, role=key.role, roles=frozenset({key.role}),
+                   namespace=key.namespace)  # fmt: skip
+
+    def __str__(self) -> str:
+        if self.prefix is None:
+            return "anyone (no authentication)"
+        return f"key {self.prefix} ({self.name})" if self.name else f"key {self.prefix}"
+
+
+NO_AUTH: Final = Principal(prefix=None, name="", role="admin", roles=ANYONE, namespace=None)
+"""Every caller, when the server runs with ``--insecure-no-auth``."""
 
 
 @attrs.define
@@ -42,34 +95,115 @@ class Authenticator:
     """Turns presented keys into principals (see the module docstring).
 
     Args:
-        lookup: the stored record of a key (`store.keys.verify` in a transaction).
+        lookup: the stored record of a key, noting its use (`lookup_in`).
         now: the wall clock (expiry is a wall-clock time).
     """
 
-    lookup: Callable[[str], Awaitable[keys.ApiKey | None]]
+    lookup: Callable[[str], Awaitable[KeyInfo | None]]
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
-    _cache: collections.OrderedDict[str, tuple[float, keys.ApiKey | None]] = attrs.field(
-        factory=collections.OrderedDict, init=False
+    _cache: collections.OrderedDict[str, tuple[float, KeyInfo | None, Principal | None]] = (
+        attrs.field(factory=collections.OrderedDict, init=False)
     )
-    used: set[str] = attrs.field(factory=set, init=False)
-    """Prefixes of keys used since the owner last recorded them (``last_used_at``)."""
 
     async def principal(self, key: str) -> Principal | None:
-        """Who holds ``key``; None if it is not a stored key, or is revoked or expired."""
-        found = await self._record(key)
+        """Who holds ``key``; None if it is not a stored key, or is revoked or expired.
+
+        Raises:
+            aiki.UnavailableError: the key had to be looked up, and could not be.
+        """
+        cached = self._cache.get(key)
+        if cached is None or trio.current_time() - cached[0] >= CACHE_SECONDS:
+            try:
+                found = await self.lookup(key) if keys.prefix_of(key) is not None else None
+            except StorageError as exc:
+                raise UnavailableError(f"cannot check the API key now: {exc}") from exc
+            cached = (trio.current_time(), found,
+                      None if found is None else Principal.of_key(found))  # fmt: skip
+            self._cache[key] = cached
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        found, principal = cached[1], cached[2]
         if found is None or not found.usable_at(self.now()):
             return None
-        self.used.add(found.prefix)
-        return Principal(prefix=found.prefix, role=found.role, namespace=found.namespace,
-                         name=found.name)  # fmt: skip
+        return principal
 
-    async def _record(self, key: str) -> keys.ApiKey | None:
-        cached = self._cache.get(key)
-        if cached is not None and trio.current_time() - cached[0] < CACHE_SECONDS:
-            return cached[1]
-        found = await self.lookup(key) if keys.prefix_of(key) is not None else None
-        self._cache[key] = (trio.current_time(), found)
-        self._cache.move_to_end(key)
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return found
+    def forget(self, prefix: str) -> None:
+        """Look the key named ``prefix`` up again at its next use (it was just revoked)."""
+        for key in [key for key, cached in self._cache.items()
+                    if cached[1] is not None and cached[1].prefix == prefix]:  # fmt: skip
+            del self._cache[key]
+
+
+def lookup_in(store: PostgresStore) -> Callable[[str], Awaitable[KeyInfo | None]]:
+    """Looks keys up in ``store``, recording their use (at most once a minute per key)."""
+
+    async def lookup(key: str) -> KeyInfo | None:
+        return await store.transact(lambda tx: keys.verify(tx, key, touch=True))
+
+    return lookup
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {bytes(name).lower(): bytes(value) for name, value in scope.get("headers", ())}
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>``, else the dashboard's
+    cookie."""
+    headers = _headers(scope)
+    authorization = headers.get(b"authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+        return credentials.strip() if scheme.lower() == "bearer" else None
+    cookie = headers.get(b"cookie")
+    if cookie is not None:
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(cookie.decode("latin-1"))
+        except http.cookies.CookieError:
+            return None
+        if COOKIE in jar:
+            return jar[COOKIE].value
+    return None
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without a key (health, the sign-in page)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+@attrs.frozen
+class Authentication:
+    """ASGI middleware: find the caller's principal (see the module docstring), refuse
+    callers without one, and leave it in the scope (`PRINCIPAL`) for the application.
+
+    Args:
+        authenticator: None: the server runs without authentication (everyone is
+            `NO_AUTH`).
+    """
+
+    app: App
+    authenticator: Authenticator | None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.authenticator is None:
+            scope[PRINCIPAL] = NO_AUTH
+            await self.app(scope, receive, send)
+            return
+        key = presented_key(scope)
+        principal = None
+        if key is not None and not is_open(scope.get("path", "")):
+            try:
+                principal = await self.authenticator.principal(key)
+            except UnavailableError as exc:
+                await refuse(scope, send, 503, exc.code, str(exc))
+                return
+        if principal is None and not is_open(scope.get("path", "")):
+            await refuse(scope, send, 401, "unauthenticated", NO_KEY if key is None else BAD_KEY)
+            return
+        scope[PRINCIPAL], scope[KEY] = principal, key
+        await self.app(scope, receive, send)

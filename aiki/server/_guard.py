@@ -74,20 +74,20 @@ class BrowserGuard:
         if kind in ("http", "websocket"):
             host = _header(scope, b"host") or ""
             if self.loopback_only and not is_loopback(_host_name(host)):
-                await self._refuse(scope, send, 421, f"this server answers only on a "
-                                   f"loopback address, not {host!r}")  # fmt: skip
+                await refuse(scope, send, 421, CODES[421], f"this server answers only on "
+                             f"a loopback address, not {host!r}")  # fmt: skip
                 return
             if kind == "http" and scope.get("method") == "POST":
                 content_type = (_header(scope, b"content-type") or "").split(";")[0].strip()
                 if content_type.lower() != "application/json":
-                    await self._refuse(scope, send, 415, "operations take content-type "
-                                       "application/json")  # fmt: skip
+                    await refuse(scope, send, 415, CODES[415], "operations take "
+                                 "content-type application/json")  # fmt: skip
                     return
             if kind == "websocket":
                 origin = _header(scope, b"origin")
                 if origin is not None and not self._origin_allowed(origin, scope, host):
-                    await self._refuse(scope, send, 403, f"origin {origin!r} may not open a "
-                                       "session here")  # fmt: skip
+                    await refuse(scope, send, 403, CODES[403], f"origin {origin!r} may "
+                                 "not open a session here")  # fmt: skip
                     return
         await self.app(scope, receive, send)
 
@@ -95,18 +95,23 @@ class BrowserGuard:
         own = {f"{scheme}://{host}" for scheme in ("http", "https")}
         return origin in own or origin in self.allowed_origins
 
-    @staticmethod
-    async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
-        body = orjson.dumps({"error": {"code": CODES[status], "message": message}})
-        if scope["type"] == "websocket":
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": status,
-                            "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:  # closing before accepting answers 403
-                await send({"type": "websocket.close", "code": 1008})
-            return
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+
+async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer ``status`` with an error body before the application sees the request (a
+    WebSocket upgrade gets the same HTTP answer where the server can send one, so no
+    session is opened)."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="aiki"'))
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": status,
+                        "headers": headers})  # fmt: skip
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:  # closing before accepting answers 403
+            await send({"type": "websocket.close", "code": 1008})
+        return
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

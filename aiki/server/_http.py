@@ -4,8 +4,11 @@ An ASGI app (Starlette) served by `transport.serve_asgi` (hypercorn's protocol c
 contained connection at a time). Every operation of
 `aiki.protocol.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` (except the
 session-only ones) and over the WebSocket session at ``/api/v1/session``
-(`aiki.server._sessions`). Also: the dashboard at ``/``, ``/metrics``, ``/healthz``,
-``/readyz``.
+(`aiki.server._sessions`). Also: the dashboard at ``/`` (with its sign-in at
+``/auth/sign-in`` and ``/auth/sign-out``), ``/metrics``, ``/healthz``, ``/readyz``.
+
+Who may reach what is decided before this app (`aiki.server._auth.Authentication`); an
+operation's roles are checked when it is dispatched.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import attrs
+import orjson
 import trio
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
@@ -27,8 +31,9 @@ from starlette.staticfiles import StaticFiles
 
 from transport import ServerLimits, ServerStatistics, StorageError, serve_asgi
 
-from ..errors import BadRequestError, PayloadTooLargeError
-from ..protocol import OPERATIONS, SESSION_PATH, decode_request
+from ..errors import BadRequestError, PayloadTooLargeError, UnauthenticatedError
+from ..protocol import MAX_TEXT, OPERATIONS, SESSION_PATH, decode_request
+from ._auth import BAD_KEY, COOKIE, KEY, PRINCIPAL
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._replies import guarded
 from ._sessions import ServerSession
@@ -45,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[None]]
 
+SIGN_IN_BYTES: Final = 4096
+COOKIE_SECONDS: Final = 12 * 3600
+"""How long the dashboard stays signed in (the key itself may expire sooner)."""
 DASHBOARD: Final = Path(str(importlib.resources.files(__package__) / "dashboard"))
 """The dashboard's static files (plain HTML, CSS and JavaScript: no build step)."""
 
@@ -62,6 +70,22 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     except ClientDisconnect:  # (the answer goes nowhere: it only must not be a 500)
         raise BadRequestError("the client went away before sending the whole body") from None
     return bytes(body)
+
+
+def _key_of(raw: bytes) -> str:
+    """The key in a sign-in body (``{"key": "aiki_..."}``).
+
+    Raises:
+        aiki.BadRequestError: the body is not that.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequestError('sign in with a JSON body: {"key": "aiki_..."}') from None
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_TEXT:
+        raise BadRequestError("sign in with an API key @ $.key", errors=("required @ $.key",))
+    return key
 
 
 def build_app(
@@ -83,14 +107,44 @@ def build_app(
                 raise BadRequestError(
                     f"{name} works only over the WebSocket session at {SESSION_PATH}"
                 )
-            reply = await dispatch(HANDLERS, services, declared, decoded, Caller())
+            caller = Caller(principal=request.scope[PRINCIPAL])
+            reply = await dispatch(HANDLERS, services, declared, decoded, caller)
             return declared.reply.encode(reply)
 
         status, body = await guarded(call)
         return Response(body, status_code=status, media_type="application/json")
 
     async def session(websocket: WebSocket) -> None:
-        await ServerSession(services, websocket, max_body_bytes).serve()
+        scope = websocket.scope
+        await ServerSession(services, websocket, max_body_bytes, scope[PRINCIPAL],
+                            scope.get(KEY)).serve()  # fmt: skip
+
+    async def sign_in(request: Request) -> Response:
+        """Check a key and keep it in the dashboard's cookie (HttpOnly: out of page
+        script's reach; SameSite=Strict: never sent from another site)."""
+        signed_in: list[str] = []
+
+        async def check() -> bytes:
+            key = _key_of(await _read_limited(request, SIGN_IN_BYTES))
+            authenticator = services.authenticator
+            if authenticator is not None and await authenticator.principal(key) is None:
+                raise UnauthenticatedError(BAD_KEY)
+            signed_in.append(key)
+            return b"{}"
+
+        status, body = await guarded(check)
+        response = Response(body, status_code=status, media_type="application/json")
+        if signed_in:
+            response.set_cookie(COOKIE, signed_in[0], max_age=COOKIE_SECONDS, path="/",
+                                httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")  # fmt: skip
+        return response
+
+    async def sign_out(request: Request) -> Response:
+        response = Response(b"{}", media_type="application/json")
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")  # fmt: skip
+        return response
 
     async def healthz(request: Request) -> Response:
         problems = []
@@ -126,6 +180,8 @@ def build_app(
             Route("/", dashboard, methods=["GET"]),
             Mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard"),
             Route("/api/v1/{operation}", operation, methods=["POST"]),
+            Route("/auth/sign-in", sign_in, methods=["POST"]),
+            Route("/auth/sign-out", sign_out, methods=["POST"]),
             WebSocketRoute(SESSION_PATH, session),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

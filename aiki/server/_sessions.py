@@ -7,6 +7,10 @@ so replies may come in any order. A worker registered on the session gets pushes
 (`StopRun`); a subscription made on it has a forwarder task that sends its updates. When
 the connection ends, the session ends, and with it its requests in progress, its
 subscriptions and its worker's push route. A failing session ends that session only.
+
+A session acts with the key its upgrade presented (`aiki.server._auth`), checked again
+at every request and every `aiki.server._auth.CACHE_SECONDS`: once the key is revoked or
+expires, the session is closed (``1008``) within about a second.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import attrs
 import trio
 from starlette.websockets import WebSocket
 
-from ..errors import PayloadTooLargeError
+from ..errors import PayloadTooLargeError, UnauthenticatedError, UnavailableError
 from ..protocol import (
     MAX_MESSAGE_BYTES,
     OPERATIONS,
@@ -33,6 +37,7 @@ from ..protocol import (
     read_request,
     reply_frame,
 )
+from ._auth import BAD_KEY, CACHE_SECONDS, Authenticator, Principal
 from ._replies import guarded
 from .operations import HANDLERS, Caller, Services, dispatch
 
@@ -52,6 +57,8 @@ reading)."""
 CLOSE_SECONDS: Final = 1.0
 CLOSE_TOO_SLOW: Final = 1008
 """Close code for a peer that does not keep up (policy violation)."""
+CLOSE_KEY_REVOKED: Final = 1008
+"""Close code for a session whose key was revoked or expired (policy violation)."""
 CLOSE_BINARY: Final = 1003
 """Close code for a binary frame: the protocol is JSON text."""
 
@@ -69,6 +76,9 @@ class ServerSession:
     services: Services
     websocket: WebSocket
     max_bytes: int
+    principal: Principal
+    key: str | None
+    """The key the upgrade presented (None without authentication)."""
     worker_id: str | None = None
     _slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(SESSION_IN_FLIGHT))
     _forwarders: dict[str, trio.CancelScope] = attrs.Factory(dict)
@@ -95,6 +105,8 @@ class ServerSession:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write)
+                if self.services.authenticator is not None and self.key is not None:
+                    nursery.start_soon(self._watch_key, self.services.authenticator, self.key)
                 while True:
                     message = await self.websocket.receive()
                     if message["type"] == "websocket.disconnect":
@@ -205,13 +217,40 @@ class ServerSession:
                 while self._sent < mark:
                     await self._progress.wait()
 
+    async def _watch_key(self, authenticator: Authenticator, key: str) -> None:
+        """Close the session once its key is no longer valid."""
+        while True:
+            await trio.sleep(CACHE_SECONDS)
+            with contextlib.suppress(UnavailableError):  # (storage down: keep serving)
+                if await authenticator.principal(key) is None:
+                    self._close(f"acts with {self.principal}, which was revoked or expired",
+                                CLOSE_KEY_REVOKED)  # fmt: skip
+                    return
+
+    async def _current_principal(self) -> Principal | None:
+        """The session's principal, if its key is still valid."""
+        authenticator = self.services.authenticator
+        if authenticator is None or self.key is None:
+            return self.principal
+        return await authenticator.principal(self.key)
+
     async def _answer(self, text: str) -> None:
-        caller = Caller(session=self)
+        caller = Caller(principal=self.principal, session=self)
         try:
             try:
                 incoming = read_request(OPERATIONS, text, max_bytes=self.max_bytes)
             except RequestError as exc:
                 self._send(error_frame(exc.frame_id, exc.error))
+                return
+            try:
+                valid = await self._current_principal()
+            except UnavailableError as exc:
+                self._send(error_frame(incoming.frame_id, exc))
+                return
+            if valid is None:
+                self._send(error_frame(incoming.frame_id, UnauthenticatedError(BAD_KEY)))
+                self._close(f"acts with {self.principal}, which was revoked or expired",
+                            CLOSE_KEY_REVOKED)  # fmt: skip
                 return
             frame = await self._reply(incoming, caller)
             if incoming.wants_reply:

@@ -30,6 +30,7 @@ import attrs
 from actors import ChildSpec, Mailbox, Startable
 from transport import ServerLimits
 
+from ._auth import Authentication, Authenticator, lookup_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
 from ._dispatcher import Dispatcher, Wake
@@ -99,17 +100,21 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         notifier=RunNotifier(broadcaster.address),
         subscriptions=subscriptions,
         lease_seconds=config.claim_timeout_seconds,
+        authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
     )
     metrics = services.metrics
     listening = Listening()
     limits = ServerLimits(max_connections=config.max_connections,
                           max_message_bytes=config.max_body_bytes)  # fmt: skip
     app = BrowserGuard(
-        build_app(
-            services,
-            max_body_bytes=config.max_body_bytes,
-            health_checks=(store_check(store), streams.ping),
-            listening=listening,
+        Authentication(
+            build_app(
+                services,
+                max_body_bytes=config.max_body_bytes,
+                health_checks=(store_check(store), streams.ping),
+                listening=listening,
+            ),
+            services.authenticator,
         ),
         loopback_only=is_loopback(config.host),
         allowed_origins=frozenset(config.allowed_origins),

@@ -37,6 +37,7 @@ import trio
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
 from transport import open_redis_streams
 
+from ..client import API_KEY_ENV
 from ..protocol import RegisterWorker, stream_for
 from ..sdk import Workflow, WorkflowVersion
 from ._claimer import Claimer
@@ -109,6 +110,8 @@ class WorkerConfig:
         claim_idle_seconds: stream entries unacknowledged this long are taken over.
         shutdown_grace_seconds: how long runs in progress may take to finish on shutdown.
         call_timeout_seconds: deadline for one request to the server.
+        api_key: the worker's API key (a ``worker`` key); default: ``AIKI_API_KEY`` from
+            the environment, if set.
     """
 
     server_url: str
@@ -120,6 +123,8 @@ class WorkerConfig:
     claim_idle_seconds: float = 60.0
     shutdown_grace_seconds: float = 30.0
     call_timeout_seconds: float = 30.0
+    api_key: str | None = attrs.field(factory=lambda: os.environ.get(API_KEY_ENV) or None,
+                                      repr=False)  # fmt: skip
 
 
 async def run_worker(
@@ -169,7 +174,8 @@ async def run_worker(
         children: list[Startable] = [
             ChildSpec(
                 name="link",
-                factory=lambda: Link(config.server_url, registration, on_push=executing.stop),
+                factory=lambda: Link(config.server_url, registration, on_push=executing.stop,
+                                     api_key=config.api_key),
                 mailbox=link_box,
             ),
             runs.spec,

@@ -23,7 +23,7 @@ import trio
 from actors import Address, Backoff, answer, ask
 from transport import WebSocketError, open_websocket
 
-from ..client import SessionConnection
+from ..client import SessionConnection, auth_headers, connect_error
 from ..errors import AikiError, UnavailableError
 from ..protocol import (
     MAX_MESSAGE_BYTES,
@@ -83,6 +83,8 @@ class Link:
     registration: RegisterWorker
     on_push: Callable[[StopRun], None] = lambda _message: None
     """Called with each server push (e.g. stop a run that was cancelled)."""
+    api_key: str | None = None
+    """The worker's API key (a ``worker`` key of its namespace)."""
 
     async def run(  # noqa: ASYNC128 (`_session` reports started, once registered)
         self,
@@ -98,6 +100,8 @@ class Link:
 
         Raises:
             aiki.UnavailableError: the first connection did not succeed in time.
+            aiki.UnauthenticatedError: the server refused the first connection's key (a
+                refusal later is logged, and the link keeps trying).
         """
         ready: trio.TaskStatus[None] | None = task_status
         deadline = trio.current_time() + FIRST_CONNECT_SECONDS
@@ -105,7 +109,16 @@ class Link:
         while True:
             try:
                 lost = await self._session(inbox, ready)
-            except (WebSocketError, UnavailableError) as exc:
+            except WebSocketError as exc:
+                refused = connect_error(self.url, exc)
+                if ready is not None and (
+                    not isinstance(refused, UnavailableError) or trio.current_time() > deadline
+                ):
+                    raise refused from exc  # a bad key is not fixed by waiting
+                if not isinstance(refused, UnavailableError):
+                    logger.error("the server refused this worker's session: %s", refused)
+                lost = str(refused)
+            except UnavailableError as exc:
                 if ready is not None and trio.current_time() > deadline:
                     raise UnavailableError(
                         f"cannot reach the Aiki server at {self.url}: {exc}"
@@ -134,7 +147,9 @@ class Link:
             aiki.UnavailableError: it ended before the worker was registered.
         """
         async with open_websocket(
-            session_url(self.url), max_message_bytes=MAX_MESSAGE_BYTES
+            session_url(self.url),
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            headers=auth_headers(self.api_key),
         ) as websocket:
             connection = SessionConnection(websocket, self.url, on_push=self.on_push)
             registered = shutdown = False

@@ -6,7 +6,8 @@
 - `control`: cancel, pause, resume, wake up, requeue;
 - `views`: a run in full, the workers;
 - `live`: subscribe and unsubscribe (WebSocket sessions only);
-- `schedules`: activate, read, list, pause, resume, deactivate.
+- `schedules`: activate, read, list, pause, resume, deactivate;
+- `keys`: create, list and revoke API keys; who the caller is.
 
 `HANDLERS` merges the domains' tables; a carrier decodes a request (by the protocol's
 `aiki.protocol.OPERATIONS`) and calls ``HANDLERS.handler(request)(services, request,
@@ -15,7 +16,7 @@ caller)``. A test checks that every declared operation has exactly one handler.
 
 from typing import Final
 
-from . import control, live, runs, schedules, views, waits, workers
+from . import control, keys, live, runs, schedules, views, waits, workers
 from ._access import authorize as authorize
 from ._access import dispatch as dispatch
 from ._access import worker_of as worker_of
@@ -37,6 +38,7 @@ HANDLERS: Final = Handlers(
     views.HANDLERS,
     live.HANDLERS,
     schedules.HANDLERS,
+    keys.HANDLERS,
 )
 """Every operation's handler, by request type."""
 
@@ -54,6 +56,7 @@ __all__ = [
     "authorize",
     "control",
     "dispatch",
+    "keys",
     "live",
     "runs",
     "schedules",

@@ -1,6 +1,10 @@
 """Who may call an operation, checked before its handler runs (both carriers).
 
-Worker operations (their declared callers are ``worker``) are for worker sessions only:
+Each operation declares the roles that may call it (`aiki.protocol.Operation.callers`);
+a caller whose key has none of them is refused (403, naming the roles it would need).
+Without authentication (``--insecure-no-auth``) every caller has every role.
+
+Worker operations (their declared callers are ``worker`` alone) are for worker sessions only:
 ``register_worker`` binds a WebSocket session to a worker, and every other worker
 operation needs a session so bound, never plain HTTP. The handlers then hold each write
 to the runs that worker holds (the claim records it), and each request's ``worker_id``
@@ -10,9 +14,11 @@ every caller.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING, Any, Final
 
 from ...errors import ForbiddenError
+from ...protocol import ADMINS, CLIENTS, WORKERS
 
 if TYPE_CHECKING:
     from ...protocol import Operation
@@ -20,14 +26,24 @@ if TYPE_CHECKING:
     from ._services import Caller, Services
 
 
+audit: Final = logging.getLogger("aiki.audit")
+
+
 def authorize(operation: Operation[Any, Any], caller: Caller) -> None:
     """Refuse ``caller`` if it may not call ``operation``.
 
     Raises:
-        aiki.ForbiddenError: a worker operation over plain HTTP, or from a session no
-            worker registered on.
+        aiki.ForbiddenError: the caller's key has none of the operation's roles; a worker
+            operation over plain HTTP, or from a session no worker registered on.
     """
-    if "worker" not in operation.callers:
+    principal = caller.principal
+    if not operation.callers & principal.roles:
+        needed = " or ".join(sorted(operation.callers))
+        raise ForbiddenError(
+            f"{operation.name} needs a key with role {needed}; {principal} has role "
+            f"{principal.role}"
+        )
+    if operation.callers != WORKERS:
         return
     if caller.session is None:
         raise ForbiddenError(
@@ -57,6 +73,16 @@ def worker_of(caller: Caller, named: str | None = None) -> str:
     return worker_id
 
 
+def _target(request: object) -> str:
+    """What a request acts on, for the audit log (`` run 0b7f…``)."""
+    for field, label in (("run_id", "run"), ("schedule_id", "schedule"), ("prefix", "key"),
+                         ("workflow", "workflow")):  # fmt: skip
+        value = getattr(request, field, None)
+        if isinstance(value, str) and value:
+            return f" {label} {value}"
+    return ""
+
+
 async def dispatch(
     handlers: Handlers,
     services: Services,
@@ -70,4 +96,8 @@ async def dispatch(
         aiki.AikiError: the refusal, or the handler's error.
     """
     authorize(operation, caller)
-    return await handlers.handler(request)(services, request, caller)
+    reply = await handlers.handler(request)(services, request, caller)
+    if operation.callers in (CLIENTS, ADMINS):  # (readers change nothing; workers: history)
+        audit.info("%s%s by %s", operation.name, _target(request), caller.principal,
+                   extra={"operation": operation.name, "key": caller.principal.prefix})  # fmt: skip
+    return reply

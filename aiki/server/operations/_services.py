@@ -31,6 +31,7 @@ from ...errors import (
 )
 from ...protocol import StopRun
 from .. import _committer, store
+from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
 from .._broadcaster import poke as poke_broadcaster
 from .._committer import Commit
@@ -83,8 +84,10 @@ class SessionHandle(Protocol):
 
 @attrs.define(eq=False)
 class Caller:
-    """Who sent a request: a WebSocket session, or (``session`` None) an HTTP request."""
+    """Who sent a request: the key's principal, and the WebSocket session it came on
+    (``session`` None: an HTTP request)."""
 
+    principal: Principal
     session: SessionHandle | None = None
     followed: list[Subscriber] = attrs.Factory(list)
     """Subscriptions the request made; the session pushes their updates after the reply."""
@@ -265,6 +268,8 @@ class Services:
     sessions: WorkerSessions = attrs.Factory(WorkerSessions)
     lease_seconds: float | None = None
     """The claim timeout, told to workers so they stop a run before it is released."""
+    authenticator: Authenticator | None = None
+    """Checks API keys (None: the server runs without authentication)."""
 
     async def transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
         """Run ``work`` in a transaction (through the committer, unless ``alone``: before the

@@ -14,19 +14,18 @@ leaves no timing to learn from.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
 from typing import TYPE_CHECKING, Final
 
-import attrs
-
-from ...protocol import Role
+from ...protocol import KeyInfo, Role
 from .runs import as_time
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from transport import Transaction
     from transport.postgres import Row
 
@@ -34,25 +33,6 @@ PREFIX_CHARS: Final = 12
 SECRET_BYTES: Final = 32
 _KEY: Final = re.compile(r"aiki_([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
 ROLES: Final[tuple[Role, ...]] = ("viewer", "client", "worker", "admin")
-
-
-@attrs.frozen(kw_only=True)
-class ApiKey:
-    """What is known of a key (never the key itself)."""
-
-    prefix: str
-    role: Role
-    namespace: str | None
-    """None: every namespace (admin keys only)."""
-    name: str
-    created_at: dt.datetime
-    expires_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-    last_used_at: dt.datetime | None
-
-    def usable_at(self, now: dt.datetime) -> bool:
-        """Whether the key may act at ``now`` (not revoked, not expired)."""
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 def new_key() -> tuple[str, str]:
@@ -81,11 +61,11 @@ def matches(key: str, stored_hash: bytes) -> bool:
 _COLUMNS: Final = "prefix, role, namespace, name, created_at, expires_at, revoked_at, last_used_at"
 
 
-def _api_key(row: Row) -> ApiKey:
+def _api_key(row: Row) -> KeyInfo:
     role = str(row[1])
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r} stored for key {row[0]}")
-    return ApiKey(
+    return KeyInfo(
         prefix=str(row[0]),
         role=role,
         namespace=None if row[2] is None else str(row[2]),
@@ -104,7 +84,7 @@ def create(
     namespace: str | None,
     name: str,
     expires_at: dt.datetime | None,
-) -> tuple[str, ApiKey]:
+) -> tuple[str, KeyInfo]:
     """Store a new key; return the key (to show once) and its record.
 
     Raises:
@@ -122,8 +102,13 @@ def create(
     return key, _api_key(row)
 
 
-def verify(tx: Transaction, key: str) -> ApiKey | None:
-    """The record of ``key`` if it is a stored key (usable or not), else None."""
+def verify(tx: Transaction, key: str, *, touch: bool = False) -> KeyInfo | None:
+    """The record of ``key`` if it is a stored key (usable or not), else None.
+
+    Args:
+        touch: record that the key is being used (at most once a minute, so a busy key
+            costs one write a minute, not one per request).
+    """
     prefix = prefix_of(key)
     if prefix is None:
         return None
@@ -132,16 +117,32 @@ def verify(tx: Transaction, key: str) -> ApiKey | None:
     )
     if row is None or not isinstance(row[8], bytes) or not matches(key, row[8]):
         return None
+    if touch:
+        tx.execute(
+            "UPDATE aiki_api_keys SET last_used_at = now() WHERE prefix = %s"
+            " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            (prefix,),
+        )
     return _api_key(row)
 
 
-def listing(tx: Transaction) -> list[ApiKey]:
-    """Every key, newest first."""
-    rows = tx.fetch_all(f"SELECT {_COLUMNS} FROM aiki_api_keys ORDER BY created_at DESC")
+def listing(tx: Transaction, *, include_revoked: bool = True) -> list[KeyInfo]:
+    """Every key (or every key not revoked), newest first."""
+    where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    rows = tx.fetch_all(f"SELECT {_COLUMNS} FROM aiki_api_keys{where} ORDER BY created_at DESC")
     return [_api_key(row) for row in rows]
 
 
-def revoke(tx: Transaction, prefix: str) -> ApiKey | None:
+def admin_exists(tx: Transaction) -> bool:
+    """Whether some admin key is usable now (if not, the server says how to make one)."""
+    row = tx.fetch_one(
+        "SELECT 1 FROM aiki_api_keys WHERE role = 'admin' AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now()) LIMIT 1"
+    )
+    return row is not None
+
+
+def revoke(tx: Transaction, prefix: str) -> KeyInfo | None:
     """Revoke the key named ``prefix`` (kept, for the audit trail); None if there is none."""
     row = tx.fetch_one(
         f"UPDATE aiki_api_keys SET revoked_at = coalesce(revoked_at, now())"
@@ -149,11 +150,3 @@ def revoke(tx: Transaction, prefix: str) -> ApiKey | None:
         (prefix,),
     )
     return None if row is None else _api_key(row)
-
-
-def touch(tx: Transaction, prefixes: list[str]) -> None:
-    """Record that these keys were used (batched by the caller, not once per request)."""
-    tx.execute(
-        "UPDATE aiki_api_keys SET last_used_at = now() WHERE prefix = ANY(%s::text[])",
-        (prefixes,),
-    )

@@ -1,4 +1,8 @@
-"""An in-process server on a fresh schema, reached over real HTTP."""
+"""An in-process server on a fresh schema, reached over real HTTP.
+
+The server runs with authentication on (as it does by default): the fixture stores a key
+of each role first; HTTP requests carry the admin key, worker sessions a worker key.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,17 @@ from collections.abc import AsyncIterator
 import attrs
 import httpx
 import orjson
+import psycopg
 import pytest
 import trio
 
 from aiki.errors import ERRORS_BY_CODE
-from aiki.protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
-from aiki.server import ServerConfig, serve
-from transport import WebSocketClient, open_websocket
+from aiki.protocol import MAX_MESSAGE_BYTES, OPERATIONS, WORKERS, session_url
+from aiki.server import ServerConfig, migrations, serve
+from aiki.server.store import keys
+from transport import Transaction, WebSocketClient, apply_migrations_sync, open_websocket
 
-WORKER_OPERATIONS = frozenset(op.name for op in OPERATIONS if "worker" in op.callers)
+WORKER_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.callers == WORKERS)
 
 
 @attrs.define
@@ -36,6 +42,8 @@ class Api:
     http: httpx.AsyncClient
     nursery: trio.Nursery
     """Where each session's connection lives (the fixture's task owns them)."""
+    keys: dict[str, str] = attrs.Factory(dict)
+    """A key of each role (namespace ``default``; the admin key: every namespace)."""
     sessions: dict[str, WebSocketClient] = attrs.Factory(dict)
     holders: dict[str, str] = attrs.Factory(dict)
     """The worker that claimed each run, by run ID."""
@@ -52,15 +60,17 @@ class Api:
         assert status == 200, reply
         return reply
 
-    async def session(self, worker_id: str) -> WebSocketClient:
-        """The session of ``worker_id`` (opened the first time)."""
+    async def session(self, worker_id: str, role: str = "worker") -> WebSocketClient:
+        """The session of ``worker_id`` (opened the first time, with a key of ``role``)."""
         if worker_id not in self.sessions:
-            self.sessions[worker_id] = await self.nursery.start(self._hold_session)
+            self.sessions[worker_id] = await self.nursery.start(self._hold_session, role)
         return self.sessions[worker_id]
 
-    async def _hold_session(self, task_status: trio.TaskStatus[WebSocketClient]) -> None:
+    async def _hold_session(self, role: str, task_status: trio.TaskStatus[WebSocketClient]) -> None:
         async with open_websocket(
-            session_url(self.url), max_message_bytes=MAX_MESSAGE_BYTES
+            session_url(self.url),
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            headers=bearer(self.keys.get(role)),
         ) as websocket:
             task_status.started(websocket)
             await trio.sleep_forever()
@@ -87,16 +97,38 @@ class Api:
         return 200, reply
 
 
+def bearer(key: str | None) -> dict[str, str]:
+    """The headers presenting ``key``."""
+    return {} if key is None else {"authorization": f"Bearer {key}"}
+
+
+def store_keys(pg_url: str) -> dict[str, str]:
+    """Store a key of each role in the database at ``pg_url``: {role: key}."""
+    apply_migrations_sync(pg_url, migrations())
+    made = {}
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+        tx = Transaction(connection)
+        for role in ("viewer", "client", "worker", "admin"):
+            namespace = None if role == "admin" else "default"
+            made[role], _ = keys.create(tx, role=role, namespace=namespace, name=f"test {role}",
+                                        expires_at=None)  # fmt: skip
+    return made
+
+
 @contextlib.asynccontextmanager
 async def open_api(pg_url: str, redis_url: str, **config: typing.Any) -> AsyncIterator[Api]:
     """Serve (with ``config`` overriding `ServerConfig` defaults) until the block ends."""
     stop = trio.Event()
     settings = ServerConfig(database_url=pg_url, redis_url=redis_url, port=0, pool_size=4,
                             **config)  # fmt: skip
+    made = {} if settings.insecure_no_auth else store_keys(pg_url)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(functools.partial(serve, settings, shutdown_trigger=stop.wait))
-        async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as sessions:
-            yield Api(url, http, sessions)
+        async with (
+            httpx.AsyncClient(timeout=30, headers=bearer(made.get("admin"))) as http,
+            trio.open_nursery() as sessions,
+        ):
+            yield Api(url, http, sessions, made)
             sessions.cancel_scope.cancel()
         stop.set()
 

@@ -194,8 +194,9 @@ async def test_what_a_browser_can_be_tricked_into_sending_is_refused(
         ):
             pass
     assert rejected.value.status_code == 403
+    key = [(b"authorization", f"Bearer {api.keys['viewer']}".encode())]
     for origin in ([(b"origin", f"http://{host}:{port}".encode())], []):
-        async with trio_websocket.open_websocket_url(url, extra_headers=origin) as ws:
+        async with trio_websocket.open_websocket_url(url, extra_headers=origin + key) as ws:
             await ws.send_message('{"id": 1, "op": "list_workers", "body": {}}')
             assert "ok" in orjson.loads(await ws.get_message())
 
@@ -246,7 +247,7 @@ async def test_a_reply_too_large_for_a_session_is_an_error_and_the_session_goes_
             "run_id": run_id, "revision": revision, "address": f"task:big:{seq}", "seq": 0,
             "name": "big", "attempt": 1, "state": "completed", "output": "x" * 1_900_000,
         })  # fmt: skip
-    websocket = await api.session("w1")
+    websocket = await api.session("a-viewer", role="viewer")
     answers = []
     for request_id, operation in ((901, "describe_run"), (902, "get_run")):
         await websocket.send(orjson.dumps(

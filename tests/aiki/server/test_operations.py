@@ -12,20 +12,27 @@ import trio
 import aiki
 from aiki.client import SessionConnection
 from aiki.protocol import (
+    ADMINS,
+    ANYONE,
+    CLIENTS,
     MAX_MESSAGE_BYTES,
     OPERATIONS,
+    READERS,
+    WORKERS,
     ActivateSchedule,
     BeginWait,
     CancelRun,
     ClaimedRuns,
     ClaimNext,
     ClaimRun,
+    CreateKey,
     DeactivateSchedule,
     DeregisterWorker,
     DescribeRun,
     GetRun,
     GetSchedule,
     Heartbeat,
+    ListKeys,
     ListRuns,
     ListSchedules,
     ListWorkers,
@@ -38,6 +45,7 @@ from aiki.protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RevokeKey,
     RunClaimed,
     ScheduleSpec,
     SendEvent,
@@ -50,13 +58,14 @@ from aiki.protocol import (
     VersionSpec,
     WaitRun,
     WakeupRun,
+    WhoAmI,
     session_url,
 )
 from aiki.server.operations import HANDLERS, Handlers
 from tests._deadline import deadline
 from transport import open_websocket
 
-from .conftest import ORDER_SCHEMA, Api
+from .conftest import ORDER_SCHEMA, Api, bearer
 
 P = TypeVar("P")
 
@@ -83,23 +92,26 @@ def test_each_handler_takes_its_request_and_returns_its_reply_type() -> None:
 
 
 def test_every_operation_declares_who_may_call_it() -> None:
-    """Worker operations are for workers alone; reads are open to viewers; the rest needs a
-    client (or admin)."""
+    """Each operation is for one of the role sets: workers alone, readers (viewers and up),
+    clients (and admins), admins alone, or anyone with a key (whoami); an admin may do
+    whatever a client may."""
     for operation in OPERATIONS:
-        assert operation.callers, operation.name
-        assert operation.callers <= {"viewer", "client", "worker", "admin"}
-        if "worker" in operation.callers:
-            assert operation.callers == {"worker"}, operation.name
-        else:
-            assert {"client", "admin"} <= operation.callers, operation.name
+        assert operation.callers in (WORKERS, READERS, CLIENTS, ADMINS, ANYONE), operation.name
+        if "client" in operation.callers:
+            assert "admin" in operation.callers, operation.name
+        if "viewer" in operation.callers:
+            assert "client" in operation.callers, operation.name
 
 
 class _Carriers:
     """Calls operations over HTTP or a session, checking each reply's declared type."""
 
-    def __init__(self, http: aiki.Client, session: SessionConnection) -> None:
+    def __init__(
+        self, http: aiki.Client, session: SessionConnection, reader: SessionConnection
+    ) -> None:
         self._http = http
         self._session = session
+        self._reader = reader
         self.called: set[str] = set()
 
     def _check(self, request: Request[Any], reply: object) -> None:
@@ -114,7 +126,14 @@ class _Carriers:
         return reply
 
     async def session(self, request: Request[P]) -> P:
+        """Over the worker's session."""
         reply = await self._session.call(request)
+        self._check(request, reply)
+        return reply
+
+    async def reader(self, request: Request[P]) -> P:
+        """Over a viewer's session."""
+        reply = await self._reader.call(request)
         self._check(request, reply)
         return reply
 
@@ -126,13 +145,18 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
     version = VersionSpec(workflow=workflow, version="1.0", input_schema=ORDER_SCHEMA,
                           event_schemas={"go": {}})  # fmt: skip
     async with (
-        aiki.Client(api.url, session=False) as http,
-        open_websocket(session_url(api.url), max_message_bytes=MAX_MESSAGE_BYTES) as websocket,
+        aiki.Client(api.url, api_key=api.keys["admin"], session=False) as http,
+        open_websocket(session_url(api.url), max_message_bytes=MAX_MESSAGE_BYTES,
+                       headers=bearer(api.keys["worker"])) as websocket,
+        open_websocket(session_url(api.url), max_message_bytes=MAX_MESSAGE_BYTES,
+                       headers=bearer(api.keys["viewer"])) as viewing,
         trio.open_nursery() as nursery,
-    ):
+    ):  # fmt: skip
         session = SessionConnection(websocket, api.url)
+        reader = SessionConnection(viewing, api.url)
         nursery.start_soon(session.read)
-        call = _Carriers(http, session)
+        nursery.start_soon(reader.read)
+        call = _Carriers(http, session, reader)
 
         await call.session(RegisterWorker(worker_id="w1", versions=(version,), concurrency=4))
         run = (await call.http(StartRun(workflow=workflow, version="1.0", input=ORDER))).run
@@ -180,9 +204,14 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         other = (await call.http(StartRun(workflow=workflow, version="1.0", input=ORDER))).run
         await call.session(ClaimRun(run_id=other.id, worker_id="w1"))
         assert (await call.http(RequeueRun(run_id=other.id))).status == "queued"
-        watched = await call.session(Subscribe(run_ids=(other.id,)))
+        watched = await call.reader(Subscribe(run_ids=(other.id,)))
         assert [found.id for found in watched.runs] == [other.id]
-        await call.session(Unsubscribe(subscription=watched.subscription))
+        await call.reader(Unsubscribe(subscription=watched.subscription))
+        assert (await call.reader(WhoAmI())).role == "viewer"
+
+        created = await call.http(CreateKey(role="client", namespace="default", name="ops"))
+        assert created.info.prefix in [key.prefix for key in (await call.http(ListKeys())).keys]
+        assert (await call.http(RevokeKey(prefix=created.info.prefix))).revoked_at is not None
 
         activated = await call.http(ActivateSchedule(
             workflow=workflow, version="1.0", input=ORDER,
@@ -201,6 +230,7 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         assert (gone.worker_id, gone.released) == ("w1", 0)  # it holds no run by now
         assert call.called == {operation.name for operation in OPERATIONS}
         await websocket.aclose()
+        await viewing.aclose()
         nursery.cancel_scope.cancel()
 
 

@@ -339,7 +339,7 @@ async def test_the_sdk_activates_inspects_and_controls_schedules(api: Api, workf
                             catchup="latest", catchup_window=dt.timedelta(hours=6),
                             jitter=dt.timedelta(minutes=5))  # fmt: skip
     assert repr(nightly).startswith("<aiki schedule At 02:00")
-    async with aiki.Client(api.url) as client:
+    async with aiki.Client(api.url, api_key=api.keys["client"]) as client:
         handle = await nightly.activate(client, handler.with_(pool="night"), Order("o-1", 2),
                                         reference_id=f"{workflow}-nightly")  # fmt: skip
         info = handle.info

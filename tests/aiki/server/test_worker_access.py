@@ -9,7 +9,7 @@ import orjson
 
 from tests._deadline import deadline
 
-from .conftest import ORDER_SCHEMA, WORKER_OPERATIONS, Api, register
+from .conftest import ORDER_SCHEMA, WORKER_OPERATIONS, Api, bearer, register
 
 ORDER = {"id": "o-1", "quantity": 2}
 
@@ -50,13 +50,14 @@ def test_every_worker_operation_is_covered_here() -> None:
 
 @deadline(30)
 async def test_worker_operations_are_refused_over_plain_http(api: Api, workflow: str) -> None:
-    """403 over HTTP for each worker operation, naming the WebSocket session; the run is
-    untouched."""
+    """403 over HTTP for each worker operation, even with a worker key, naming the
+    WebSocket session; the run is untouched."""
     await register(api, workflow)
     run = await _claimed_run(api, workflow)
     for operation in sorted(WORKER_REQUESTS):
         body = _body(operation, str(run["id"]), workflow)
-        response = await api.http.post(f"{api.url}/api/v1/{operation}", json=body)
+        response = await api.http.post(f"{api.url}/api/v1/{operation}", json=body,
+                                       headers=bearer(api.keys["worker"]))  # fmt: skip
         assert response.status_code == 403, (operation, response.text)
         error = response.json()["error"]
         assert error["code"] == "forbidden"

@@ -1,0 +1,94 @@
+"""API keys (admin keys only): create, list, revoke; and ``whoami`` for any key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Final
+
+from ...errors import NotFoundError, ValidationError
+from ...protocol import (
+    CREATE_KEY,
+    LIST_KEYS,
+    REVOKE_KEY,
+    WHOAMI,
+    CreateKey,
+    Identity,
+    KeyCreated,
+    KeyInfo,
+    KeyList,
+    ListKeys,
+    RevokeKey,
+    WhoAmI,
+)
+from .. import store
+from ._handlers import Handlers
+
+if TYPE_CHECKING:
+    from ._services import Caller, Services
+
+
+def check_key_request(role: str, namespace: str | None) -> None:
+    """Refuse a key that would act everywhere without being an admin key.
+
+    Raises:
+        aiki.ValidationError: names the field.
+    """
+    if namespace is None and role != "admin":
+        raise ValidationError(
+            f"a {role} key acts in one namespace: give one @ $.namespace",
+            errors=("a namespace is required for this role @ $.namespace",),
+        )
+    if namespace is not None and not namespace:
+        raise ValidationError("a namespace has a name @ $.namespace",
+                              errors=("empty @ $.namespace",))  # fmt: skip
+
+
+async def create_key(services: Services, request: CreateKey, caller: Caller) -> KeyCreated:
+    """A new key, shown in the reply only."""
+    check_key_request(request.role, request.namespace)
+    expires_at = None
+    if request.expires_in_seconds is not None:
+        if request.expires_in_seconds <= 0:
+            raise ValidationError("a key expires in the future @ $.expires_in_seconds",
+                                  errors=("must be > 0 @ $.expires_in_seconds",))  # fmt: skip
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
+    key, info = await services.transact(lambda tx: store.keys.create(
+        tx, role=request.role, namespace=request.namespace, name=request.name,
+        expires_at=expires_at))  # fmt: skip
+    return KeyCreated(key=key, info=info)
+
+
+async def list_keys(services: Services, request: ListKeys, caller: Caller) -> KeyList:
+    """Every key's record (never a key)."""
+    found = await services.transact(
+        lambda tx: store.keys.listing(tx, include_revoked=request.include_revoked)
+    )
+    return KeyList(keys=tuple(found))
+
+
+async def revoke_key(services: Services, request: RevokeKey, caller: Caller) -> KeyInfo:
+    """Revoke a key: this server refuses it at once, every other within a second."""
+    revoked = await services.transact(lambda tx: store.keys.revoke(tx, request.prefix))
+    if revoked is None:
+        raise NotFoundError(f"no API key with prefix {request.prefix!r}")
+    if services.authenticator is not None:
+        services.authenticator.forget(request.prefix)
+    return revoked
+
+
+async def whoami(services: Services, request: WhoAmI, caller: Caller) -> Identity:
+    """The caller's key, as the server sees it."""
+    principal = caller.principal
+    return Identity(authenticated=principal.prefix is not None, prefix=principal.prefix,
+                    name=principal.name, role=principal.role,
+                    namespace=principal.namespace)  # fmt: skip
+
+
+HANDLERS: Final = (
+    Handlers()
+    .on(CREATE_KEY, create_key)
+    .on(LIST_KEYS, list_keys)
+    .on(REVOKE_KEY, revoke_key)
+    .on(WHOAMI, whoami)
+)
+"""The handlers of API keys and identity."""
