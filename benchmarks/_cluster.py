@@ -1,5 +1,11 @@
 """An Aiki cluster for benchmarks: PostgreSQL (fsync on) and Redis, one ``aiki server``
-and a number of ``aiki worker`` processes that can be changed between measurements."""
+and a number of ``aiki worker`` processes that can be changed between measurements.
+
+The server runs as deployed, with authentication: the cluster makes a key of each role
+(`tests._processes.make_keys`); the workers act with the worker key, and this process
+with the client key (``AIKI_API_KEY``, which `aiki.Client` reads). ``auth=False`` runs
+the server with ``--insecure-no-auth`` instead (to measure what the key checks cost).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from tests._processes import AikiProcess, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 from transport import Services, services_from_env
 
 from ._meters import Meters
@@ -27,18 +33,25 @@ class AikiCluster:
     server: AikiProcess | None = None
     workers: list[AikiProcess] = attrs.Factory(list)
     url: str = ""
+    keys: dict[str, str] = attrs.Factory(dict)
 
     @classmethod
-    def start(cls, target: str, workers: int) -> AikiCluster:
+    def start(cls, target: str, workers: int, *, auth: bool = True) -> AikiCluster:
         """Start the services (unless ``AIKI_DATABASE_URL``/``AIKI_REDIS_URL`` are set), the
         server, and ``workers`` worker processes serving ``target``."""
         base = Path(tempfile.mkdtemp(prefix="aiki-bench-"))
         cluster = cls(base, services_from_env(base, fsync=True), target)
         try:
+            insecure = [] if auth else ["--insecure-no-auth"]
             cluster.server = start_aiki(
-                ["server", "--port", "0"], base / "server.log", cluster.env()
+                ["server", "--port", "0", *insecure], base / "server.log", cluster.env()
             )
             cluster.url = cluster.server.wait_ready(r"listening on (\S+)").group(1)
+            if auth:
+                cluster.keys = make_keys(cluster.services.database_url, cluster.url)
+                os.environ["AIKI_API_KEY"] = cluster.keys["client"]
+            else:
+                os.environ.pop("AIKI_API_KEY", None)
             cluster.scale(workers)
         except BaseException:
             cluster.stop()
@@ -58,7 +71,7 @@ class AikiCluster:
             worker = start_aiki(
                 ["worker", self.target, "--server-url", self.url],
                 self.base / f"worker{len(self.workers)}.log",
-                self.env(),
+                {**self.env(), **({"AIKI_API_KEY": self.keys["worker"]} if self.keys else {})},
             )
             worker.wait_ready(r"aiki worker \S+ serving")
             self.workers.append(worker)

@@ -648,12 +648,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--unloaded", type=int, default=200, help="one-at-a-time samples")
     parser.add_argument("--no-peers", action="store_true", help="measure Aiki alone")
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="run the server without authentication (to measure its cost)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     peers = [] if args.no_peers else peers_available()
     if not args.no_peers and len(peers) < 2:
         print("peers missing (pip install -e '.[peers]'); measuring without them", file=sys.stderr)
-    cluster = AikiCluster.start("benchmarks.flows:suite_worker", DEFAULT_WORKERS)
+    cluster = AikiCluster.start(
+        "benchmarks.flows:suite_worker", DEFAULT_WORKERS, auth=not args.insecure_no_auth
+    )
     try:
         samples = trio.run(_run, cluster, args, peers)
     finally:

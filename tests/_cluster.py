@@ -1,11 +1,16 @@
 """A cluster of real processes for a test module: ``aiki server`` and two ``aiki worker``s.
 
-The fixtures are used by ``tests/e2e`` and ``tests/edge`` (each conftest imports them).
+The server runs as it does by default, with authentication: the fixture makes the first
+admin key with ``aiki keys create --bootstrap`` and, with it, a worker key (the workers'
+``AIKI_API_KEY``), a client key and a viewer key (`Cluster.keys`; `Cluster.client` acts
+with the client key). The fixtures are used by ``tests/e2e`` and ``tests/edge`` (each
+conftest imports them).
 """
 
 from __future__ import annotations
 
 import tempfile
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +21,8 @@ import psycopg
 import pytest
 import redis
 
-from tests._processes import AikiProcess, start_aiki
+import aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 
 
 @attrs.define
@@ -29,14 +35,28 @@ class Cluster:
     workers: list[AikiProcess]
     server_args: list[str] = attrs.Factory(list)
     worker_args: list[str] = attrs.Factory(list)
+    keys: dict[str, str] = attrs.Factory(dict)
+    """An API key by role (namespace ``default``; the admin key: every namespace)."""
 
-    def env(self) -> dict[str, str]:
-        return {"AIKI_E2E_DATABASE_URL": self.database_url}
+    def env(self, role: str = "worker") -> dict[str, str]:
+        """The environment of a process acting with the key of ``role``."""
+        found = {"AIKI_E2E_DATABASE_URL": self.database_url}
+        if role in self.keys:
+            found["AIKI_API_KEY"] = self.keys[role]
+        return found
+
+    def headers(self, role: str = "viewer") -> dict[str, str]:
+        """HTTP headers presenting the key of ``role``."""
+        return {"authorization": f"Bearer {self.keys[role]}"}
+
+    def client(self, role: str = "client", **options: typing.Any) -> aiki.Client:
+        """A client of the server acting with the key of ``role``."""
+        return aiki.Client(self.url, api_key=self.keys.get(role), **options)
 
     def start_server(self, port: int) -> None:
         """Start the server (on ``port``; 0 picks one) and wait until it listens."""
         env = {"AIKI_DATABASE_URL": self.database_url, "AIKI_REDIS_URL": self.redis_url,
-               **self.env()}  # fmt: skip
+               **self.env(role="none")}  # fmt: skip
         self.server = start_aiki(
             ["server", "--port", str(port), *self.server_args],
             self.logs / f"server-{uuid.uuid4().hex[:6]}.log", env,
@@ -100,6 +120,7 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
     found = Cluster("", e2e_database, redis_url, logs, None, [], server_args)  # type: ignore[arg-type]
     try:
         found.start_server(port=0)
+        found.keys = make_keys(e2e_database, found.url)
         for _ in range(2):
             worker, _ = found.start_worker(target)
             found.workers.append(worker)

@@ -1,4 +1,5 @@
-"""Real ``aiki`` processes for end-to-end tests: start, wait for ready, stop, kill."""
+"""Real ``aiki`` processes for end-to-end tests: start, wait for ready, stop, kill; and the
+API keys they act with (`make_keys`)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,23 @@ def start_aiki(args: list[str], log: Path, env: dict[str, str]) -> AikiProcess:
         argv, cwd=ROOT, env={**base, **env}, stdout=subprocess.PIPE, stderr=handle, text=True
     )
     return AikiProcess(argv, log, process)
+
+
+def run_aiki(args: list[str], env: dict[str, str]) -> str:
+    """Run ``python -m aiki <args>`` to completion; its output's last line."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
+    done = subprocess.run([sys.executable, "-m", "aiki", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**base, **env}, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def make_keys(database_url: str, server_url: str) -> dict[str, str]:
+    """A key of each role, as an operator makes them: the first admin key with ``aiki keys
+    create --bootstrap`` against the database, the others with it through the server."""
+    made = {"admin": run_aiki(["keys", "create", "--bootstrap", "--role", "admin", "--name",
+                               "test admin"], {"AIKI_DATABASE_URL": database_url})}  # fmt: skip
+    admin = {"AIKI_SERVER_URL": server_url, "AIKI_API_KEY": made["admin"]}
+    for role in ("worker", "client", "viewer"):
+        made[role] = run_aiki(["keys", "create", "--role", role, "--name", f"test {role}"], admin)
+    return made

@@ -33,7 +33,7 @@ from ._operation import Operation, Request
 from ._workers import StopRun
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ._operation import Registry
 
@@ -204,13 +204,22 @@ class RequestError(Exception):
 
 
 def decode_request(
-    operations: Registry, name: str, body: bytes | dict[str, object]
+    operations: Registry,
+    name: str,
+    body: bytes | dict[str, object],
+    *,
+    admit: Callable[[Operation[Any, Any]], None] | None = None,
 ) -> tuple[Operation[Any, Any], object]:
     """The operation ``name`` and its request decoded from ``body`` (raw JSON from HTTP, or a
     session frame's parsed body), whichever the carrier, checked against the bounds every
     field has (`request_problems`).
 
+    Args:
+        admit: called with the operation before the body is decoded; raises to refuse the
+            caller (who may not call it) without looking at the body.
+
     Raises:
+        aiki.AikiError: what ``admit`` raised.
         aiki.NotFoundError: no operation has that name.
         aiki.BadRequestError: the body is not a valid request, or a value is out of bounds
             (``errors`` name the fields).
@@ -219,6 +228,8 @@ def decode_request(
     if operation is None:
         known = ", ".join(sorted(operations.by_name))
         raise NotFoundError(f"unknown operation {name!r}; known: {known}")
+    if admit is not None:
+        admit(operation)
     try:
         if isinstance(body, dict):
             request = operation.request.structure(body)
@@ -231,8 +242,14 @@ def decode_request(
     return operation, request
 
 
-def read_request(operations: Registry, text: str, *, max_bytes: int) -> Incoming:
-    """Read one request frame from a client.
+def read_request(
+    operations: Registry,
+    text: str,
+    *,
+    max_bytes: int,
+    admit: Callable[[Operation[Any, Any]], None] | None = None,
+) -> Incoming:
+    """Read one request frame from a client (``admit``: see `decode_request`).
 
     Raises:
         RequestError: the frame is too large, malformed, or names an unknown operation or
@@ -252,7 +269,7 @@ def read_request(operations: Registry, text: str, *, max_bytes: int) -> Incoming
             raise BadRequestError(f"the frame's op must be a string; expected {_EXPECTED}")
         if not isinstance(body, dict):
             raise BadRequestError("the frame's body must be a JSON object")
-        operation, request = decode_request(operations, name, body)
+        operation, request = decode_request(operations, name, body, admit=admit)
     except AikiError as exc:
         raise RequestError(frame_id, exc) from None
     return Incoming(frame_id, operation, request)

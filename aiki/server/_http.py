@@ -37,7 +37,7 @@ from ._auth import BAD_KEY, COOKIE, KEY, PRINCIPAL
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._replies import guarded
 from ._sessions import ServerSession
-from .operations import HANDLERS, Caller, dispatch
+from .operations import HANDLERS, Caller, admit, dispatch
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -100,15 +100,19 @@ def build_app(
     async def operation(request: Request) -> Response:
         name = request.path_params["operation"]
 
+        principal = request.scope[PRINCIPAL]
+
         async def call() -> bytes:
+            known = OPERATIONS.named(name)
+            if known is not None:
+                admit(known, principal)  # (a caller that may not: its body is not read)
             raw = await _read_limited(request, max_body_bytes)
             declared, decoded = decode_request(OPERATIONS, name, raw)
             if declared.session_only:
                 raise BadRequestError(
                     f"{name} works only over the WebSocket session at {SESSION_PATH}"
                 )
-            caller = Caller(principal=request.scope[PRINCIPAL])
-            reply = await dispatch(HANDLERS, services, declared, decoded, caller)
+            reply = await dispatch(HANDLERS, services, declared, decoded, Caller(principal))
             return declared.reply.encode(reply)
 
         status, body = await guarded(call)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -39,9 +39,10 @@ from ..protocol import (
 )
 from ._auth import BAD_KEY, CACHE_SECONDS, Authenticator, Principal
 from ._replies import guarded
-from .operations import HANDLERS, Caller, Services, dispatch
+from .operations import HANDLERS, Caller, Services, admit, dispatch
 
 if TYPE_CHECKING:
+    from ..protocol import Operation
     from ._broadcaster import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -234,11 +235,15 @@ class ServerSession:
             return self.principal
         return await authenticator.principal(self.key)
 
+    def _admit(self, operation: Operation[Any, Any]) -> None:
+        admit(operation, self.principal)
+
     async def _answer(self, text: str) -> None:
         caller = Caller(principal=self.principal, session=self)
         try:
             try:
-                incoming = read_request(OPERATIONS, text, max_bytes=self.max_bytes)
+                incoming = read_request(OPERATIONS, text, max_bytes=self.max_bytes,
+                                        admit=self._admit)  # fmt: skip
             except RequestError as exc:
                 self._send(error_frame(exc.frame_id, exc.error))
                 return

@@ -69,3 +69,16 @@ def test_an_unknown_log_format_is_a_usage_error() -> None:
     result = subprocess.run([*AIKI, "server"], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "AIKI_LOG_FORMAT must be 'text' or 'json'" in result.stderr
+
+
+def test_a_server_without_authentication_is_refused_beyond_loopback() -> None:
+    """``--insecure-no-auth`` on an address that is not loopback: a usage error naming the
+    risk, before anything listens."""
+    refused = subprocess.run(
+        [*AIKI, "server", "--host", "0.0.0.0", "--insecure-no-auth"],
+        env=_env(AIKI_DATABASE_URL="postgresql://nowhere/none", AIKI_REDIS_URL="redis://nowhere"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "not a loopback address" in refused.stderr
+    assert "every role" in refused.stderr

@@ -23,7 +23,7 @@ import psycopg
 import trio
 
 import aiki
-from tests._processes import AikiProcess, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 from transport import LocalPostgres, LocalRedis, start_local_postgres, start_local_redis
 
 from . import flows
@@ -94,6 +94,8 @@ class Chaos:
     url: str = ""
     faults: list[str] = attrs.Factory(list)
     keys: list[str] = attrs.Factory(list)
+    api_keys: dict[str, str] = attrs.Factory(dict)
+    """A key of each role: the workers act with the worker key, the load with the client's."""
     rng: random.Random = attrs.Factory(lambda: random.Random(7))
 
     @classmethod
@@ -110,6 +112,7 @@ class Chaos:
             conn.execute("CREATE INDEX ON chaos_effects (key, label)")
         chaos = cls(base, postgres, redis, rng=random.Random(seed))
         chaos._start_server(port=0)
+        chaos.api_keys = make_keys(postgres.url, chaos.url)
         for _ in range(workers):
             chaos.workers.append(chaos._start_worker())
         return chaos
@@ -133,7 +136,7 @@ class Chaos:
         worker = start_aiki(
             ["worker", TARGET, "--server-url", self.url, *WORKER_ARGS],
             self.base / f"worker-{uuid.uuid4().hex[:4]}.log",
-            self._env(),
+            {**self._env(), "AIKI_API_KEY": self.api_keys["worker"]},
         )
         worker.wait_ready(r"aiki worker \S+ serving")
         return worker
@@ -212,7 +215,10 @@ class Chaos:
     async def load(self, count: int, per_second: float) -> None:
         """Start ``count`` runs at ``per_second`` (retrying through outages) and send events."""
         limit = trio.Semaphore(32)
-        async with aiki.Client(self.url) as client, trio.open_nursery() as nursery:
+        async with (
+            aiki.Client(self.url, api_key=self.api_keys["client"]) as client,
+            trio.open_nursery() as nursery,
+        ):
             for index in range(count):
                 key = f"{KINDS[index % len(KINDS)]}-{index}"
                 self.keys.append(key)

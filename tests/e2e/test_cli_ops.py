@@ -11,7 +11,6 @@ import sys
 import orjson
 import trio
 
-import aiki
 from tests._deadline import deadline
 
 from . import waits_flows as flows
@@ -20,9 +19,13 @@ from .conftest import Cluster
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
 
 
-async def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going)."""
-    env = {**os.environ, "AIKI_SERVER_URL": cluster.url}
+async def cli(
+    cluster: Cluster, *args: str, role: str = "client", key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going),
+    acting with ``key``, or else the cluster's key of ``role``."""
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.url,
+           "AIKI_API_KEY": key or cluster.keys[role]}  # fmt: skip
     return await trio.to_thread.run_sync(lambda: subprocess.run(
         [sys.executable, "-m", "aiki", *args], capture_output=True, text=True, env=env,
         timeout=60, check=False,
@@ -38,7 +41,7 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> object:
 async def test_runs_list_and_show_as_tables_and_json(cluster: Cluster) -> None:
     """A completed run is listed (filtered by workflow and status) and shown with its
     task, its attempts and a timeline; both as a table and as JSON."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.quick_flow.start(client, 21)
         await handle.wait_for_status("completed")
     workflow = flows.quick_flow.workflow
@@ -94,7 +97,7 @@ async def test_bad_usage_exits_2_and_an_unreachable_server_exits_4(cluster: Clus
 @deadline(90)
 async def test_runs_watch_prints_every_update_until_the_run_ends(cluster: Cluster) -> None:
     """One JSON line per update, from creation to completion, then it exits."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.sleeper.start(client, 0.3)
         watched = await cli(cluster, "runs", "watch", handle.run_id, "--json")
         human = await cli(cluster, "runs", "watch", handle.run_id)
@@ -117,7 +120,7 @@ async def test_runs_watch_prints_every_update_until_the_run_ends(cluster: Cluste
 async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
     """Control a sleeping run from the CLI: pause, resume, wake it up (it completes "cut
     short"); cancel another; requeue of a finished run is refused with exit 1."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         sleeping = await flows.sleeper.start(client, 60)
         await sleeping.wait_for_status("sleeping")
         paused = ok_json(await cli(cluster, "runs", "pause", sleeping.run_id, "--json"))
@@ -147,7 +150,7 @@ async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
 
 @deadline(90)
 async def test_events_send_delivers_and_deduplicates(cluster: Cluster) -> None:
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.collect.start(client, 2)
         first = await cli(cluster, "events", "send", handle.run_id, "item", '{"name": "a"}',
                           "--reference-id", "item-a")  # fmt: skip
@@ -183,3 +186,38 @@ async def test_workers_list_shows_liveness_capacity_and_versions(cluster: Cluste
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "STATE", "RUNS"]
     assert sum("alive" in line for line in table.stdout.splitlines()) >= 2
+
+
+@deadline(90)
+async def test_keys_are_made_listed_and_revoked_from_the_command_line(cluster: Cluster) -> None:
+    """The server said how to bootstrap the first admin key; with one, ``aiki keys``
+    creates a key (shown once), lists it with its last use, revokes it; the revoked key's
+    commands exit 5, and a client key may not manage keys (exit 1, naming the role)."""
+    assert "aiki keys create --bootstrap" in cluster.server.log.read_text()
+    created = await cli(cluster, "keys", "create", "--role", "viewer", "--name", "auditor",
+                        "--expires-in", "30d", role="admin")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("aiki_")
+    assert "shown only now" in created.stderr
+    prefix = key.split("_")[1]
+    whoami = await cli(cluster, "keys", "whoami", role="admin")
+    assert "admin in every namespace" in whoami.stdout, whoami
+    listed = await cli(cluster, "keys", "list", role="admin")
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith(prefix)]
+    assert row.split()[1:5] == ["viewer", "default", "active", "auditor"]
+    used = await cli(cluster, "runs", "list", key=key)
+    assert used.returncode == 0, used.stderr
+    keys = ok_json(await cli(cluster, "keys", "list", "--json", role="admin"))
+    assert isinstance(keys, list)
+    (found,) = [entry for entry in keys if entry["prefix"] == prefix]
+    assert found["last_used_at"] is not None
+    assert found["expires_at"] is not None
+    refused = await cli(cluster, "keys", "list")  # a client key
+    assert refused.returncode == 1
+    assert "list_keys needs a key with role admin" in refused.stderr
+    revoked = await cli(cluster, "keys", "revoke", prefix, role="admin")
+    assert revoked.returncode == 0, revoked.stderr
+    after = await cli(cluster, "runs", "list", key=key)
+    assert after.returncode == 5, after
+    assert "not valid" in after.stderr

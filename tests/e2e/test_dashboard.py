@@ -1,6 +1,7 @@
-"""The dashboard in a real browser (headless Chromium driven by Playwright): it shows a
-run appear and complete without a reload, and cancels a sleeping run. Screenshots go to
-``test-artifacts/`` (or ``$AIKI_TEST_ARTIFACTS``)."""
+"""The dashboard in a real browser (headless Chromium driven by Playwright): without a key
+it shows only its sign-in page; signed in with a key (kept where page script cannot read
+it) it shows a run appear and complete without a reload, and cancels a sleeping run.
+Screenshots go to ``test-artifacts/`` (or ``$AIKI_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
 
@@ -59,10 +60,19 @@ def _with_client(cluster: Cluster, action: Callable[[aiki.Client], Awaitable[T]]
 
     async def main() -> T:
         with trio.fail_after(30):
-            async with aiki.Client(cluster.url) as client:
+            async with cluster.client() as client:
                 return await action(client)
 
     return trio.run(main)
+
+
+def _sign_in(page: Page, cluster: Cluster, path: str = "/", role: str = "client") -> None:
+    """Open the dashboard and sign in with the cluster's key of ``role``."""
+    page.goto(cluster.url + path)
+    expect(page.locator("#sign-in-view")).to_be_visible()
+    page.locator("#api-key").fill(cluster.keys[role])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
 
 def _screenshot(page: Page, name: str) -> None:
@@ -70,11 +80,56 @@ def _screenshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
 
 
+def test_without_a_key_the_dashboard_is_only_its_sign_in_page(page: Page, cluster: Cluster) -> None:
+    """No runs, no navigation, no session: the API answers the page 401, a WebSocket from
+    it is refused at the upgrade; a wrong key is refused with a message."""
+    page.goto(cluster.url + "/")
+    expect(page.locator("#sign-in-view")).to_be_visible()
+    for hidden in ("#runs-view", "#run-view", "#schedules-view", "#workers-view", "header nav"):
+        expect(page.locator(hidden)).to_be_hidden()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "down")
+    status = page.evaluate("""async () => (await fetch("/api/v1/list_runs", {method: "POST",
+        headers: {"content-type": "application/json"}, body: "{}"})).status""")
+    assert status == 401
+    opened = page.evaluate("""() => new Promise((resolve) => {
+        const socket = new WebSocket(`ws://${location.host}/api/v1/session`);
+        socket.onopen = () => resolve(true);
+        socket.onclose = () => resolve(false);
+    })""")
+    assert opened is False
+    page.locator("#api-key").fill("aiki_aaaaaaaaaaaa_" + "A" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#sign-in-result")).to_contain_text("not valid")
+    expect(page.locator("#runs-view")).to_be_hidden()
+    _screenshot(page, "sign-in")
+
+
+def test_the_key_is_kept_out_of_page_script_and_signing_out_forgets_it(
+    page: Page, cluster: Cluster
+) -> None:
+    """After signing in, the key is in no place page script can read (cookies, storage,
+    the form, the page); the cookie is HttpOnly and SameSite=Strict; signing out ends it."""
+    _sign_in(page, cluster, role="viewer")
+    key = cluster.keys["viewer"]
+    readable = page.evaluate("""() => [document.cookie, JSON.stringify(localStorage),
+        JSON.stringify(sessionStorage), document.querySelector("#api-key").value,
+        document.documentElement.outerHTML].join(" ")""")
+    assert key not in readable
+    assert "aiki_key" not in page.evaluate("document.cookie")
+    (cookie,) = [found for found in page.context.cookies() if found["name"] == "aiki_key"]
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["value"]) == (True, "Strict", key)
+    expect(page.locator("#identity")).to_contain_text("viewer")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#sign-in-view")).to_be_visible()
+    assert [found for found in page.context.cookies() if found["name"] == "aiki_key"] == []
+    page.reload()
+    expect(page.locator("#sign-in-view")).to_be_visible()
+
+
 def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
     page: Page, cluster: Cluster
 ) -> None:
-    page.goto(cluster.url + "/")
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    _sign_in(page, cluster)
     page.evaluate("window.__notReloaded = true")
 
     async def start_quick(client: aiki.Client) -> str:
@@ -114,8 +169,7 @@ def test_schedules_show_their_firings_live_and_can_be_paused(page: Page, cluster
         every = aiki.schedule(every=1.0, overlap="skip")
         return (await every.activate(client, flows.quick_flow, 7)).id
 
-    page.goto(cluster.url + "/#/schedules")
-    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    _sign_in(page, cluster, path="/#/schedules")
     page.evaluate("window.__notReloaded = true")
     schedule_id = _with_client(cluster, activate)
     row = page.locator(f'#schedules tr[data-schedule-id="{schedule_id}"]')

@@ -53,6 +53,7 @@ async def test_aiki_dev_serves_the_given_worker_until_interrupted(
             handle = await flows.one_task.start(client, 20)
             result = await handle.wait_for_status("completed")
         assert (result.success, result.output) == (True, 40)
+        assert "authentication is OFF" in dev.log.read_text()  # (said at start)
         dev.process.send_signal(signal.SIGINT)
         assert await trio.to_thread.run_sync(dev.process.wait, 60) == 0
     finally:

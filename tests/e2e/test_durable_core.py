@@ -42,7 +42,7 @@ async def test_500_one_task_and_100_five_task_workflows_complete_with_their_outp
     cluster: Cluster,
 ) -> None:
     """Hundreds of runs, started concurrently, spread over two workers, all complete."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handles: list[tuple[aiki.RunHandle[int], int]] = []
         limit = trio.Semaphore(32)
 
@@ -83,7 +83,7 @@ async def test_a_task_that_fails_twice_then_succeeds_completes_with_three_attemp
     cluster: Cluster,
 ) -> None:
     """Under fixed(5) the flaky task runs three times; the run completes; attempts are recorded."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.retrying_flow.start(client, "flaky-1")
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, "ok after 3")
@@ -110,7 +110,7 @@ async def test_a_non_retryable_failure_fails_the_run_with_the_error_recorded(
     cluster: Cluster,
 ) -> None:
     """NonRetryableError stops retries at once; the run fails with a typed cause."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.failing_flow.start(client, "declined-1")
         result = await handle.wait_for_status("completed")
     assert (result.success, result.status) == (False, "failed")
@@ -136,7 +136,7 @@ async def test_a_run_survives_its_worker_being_killed_after_the_first_task(
     )
     survivor = None
     try:
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             handle = await flows.crashing_flow.start(client, "crash-1")
 
             async def first_task_recorded() -> bool:
@@ -185,7 +185,7 @@ async def test_a_run_survives_its_worker_being_killed_after_the_first_task(
 @deadline(60)
 async def test_reference_ids_return_the_same_run_or_a_conflict(cluster: Cluster) -> None:
     """Same reference and input: the same run. Different input: ReferenceConflictError."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         keyed = flows.one_task.with_(reference_id="ref-e2e-1")
         first = await keyed.start(client, 21)
         second = await keyed.start(client, 21)
@@ -209,7 +209,7 @@ async def test_bad_input_is_refused_with_clear_errors_and_nothing_is_stored(
     """Wrong types fail in the SDK before sending; unknown versions and malformed JSON get
     clear errors from the server; no run is created by any of them."""
     before = await trio.to_thread.run_sync(_query, cluster, "SELECT count(*) FROM aiki_runs")
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         with pytest.raises(aiki.ValidationError, match="input of e2e-w1@1"):
             await flows.one_task.start(client, "not a number")  # type: ignore[arg-type]
 
@@ -220,7 +220,7 @@ async def test_bad_input_is_refused_with_clear_errors_and_nothing_is_stored(
         with pytest.raises(aiki.RunNotFoundError):
             await client.handle("00000000-0000-7000-8000-000000000000").refresh()
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=cluster.headers("client")) as http:
         response = await http.post(
             f"{cluster.url}/api/v1/start_run", content=b'{"workflow":', headers=JSON
         )
@@ -244,7 +244,7 @@ def test_the_client_works_under_asyncio_and_waits_without_polling(cluster: Clust
 
     async def main() -> tuple[bool, int | None]:
         http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=60)
-        async with http, aiki.Client(cluster.url, http=http) as client:
+        async with http, cluster.client(http=http) as client:
             handle = await flows.five_tasks.start(client, 3)
             result = await handle.wait_for_status("completed")
             return result.success, result.output
@@ -262,7 +262,7 @@ async def test_the_client_works_under_trio_and_waits_without_polling(cluster: Cl
         requests.append(request.url.path)
 
     http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=60)
-    async with http, aiki.Client(cluster.url, http=http) as client:
+    async with http, cluster.client(http=http) as client:
         handle = await flows.five_tasks.start(client, 4)
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, flows.expected_five(4))
@@ -277,7 +277,7 @@ async def test_sigterm_lets_a_run_in_progress_finish_then_exits_cleanly(cluster:
         cluster.start_worker, "tests.e2e.flows:napping_worker"
     )
     try:
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             handle = await flows.napping_flow.start(client, 1.0)
             assert (await handle.wait_for_status("running")).success
             worker.process.send_signal(signal.SIGTERM)
@@ -299,7 +299,7 @@ async def test_a_run_outlasting_the_shutdown_grace_is_given_back_and_finished_el
     )
     other = None
     try:
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             handle = await flows.crashing_flow.start(client, "shutdown-1")
 
             async def first_recorded() -> bool:
@@ -340,9 +340,9 @@ async def test_a_run_of_a_version_no_worker_serves_is_never_executed_by_another_
 ) -> None:
     """Runs are pinned to their version: workers serving e2e-w1@1 ignore e2e-w1@2 runs."""
     v2 = aiki.workflow("e2e-w1").version("2")(flows.one_task.handler)
-    async with aiki.Client(cluster.url) as client:
-        # A worker that registers v2 but never reads its stream (on the client's session).
-        await client.call(RegisterWorker(worker_id="ghost", versions=(v2.spec(),)))
+    async with cluster.client() as client, cluster.client(role="worker") as ghost:
+        # A worker that registers v2 but never reads its stream (on a session of its own).
+        await ghost.call(RegisterWorker(worker_id="ghost", versions=(v2.spec(),)))
         handle = await v2.start(client, 5)
         waited = await client.call(
             WaitRun(run_id=handle.run_id, statuses=("running",), timeout_seconds=2.0)
@@ -356,7 +356,7 @@ async def test_a_failed_workflow_attempt_is_retried_without_rerunning_completed_
 ) -> None:
     """Workflow-level retry: attempt 1 fails after its task, the run waits (awaiting_retry),
     the timers queue attempt 2, which replays the task instead of running it again."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.workflow_retry_flow.start(client, "wf-retry-1")
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, "once done on attempt 2")
@@ -381,7 +381,7 @@ async def test_a_failed_workflow_attempt_is_retried_without_rerunning_completed_
 @deadline(60)
 async def test_a_retry_override_at_start_replaces_the_versions_policy(cluster: Cluster) -> None:
     """with_(retry=never()) makes the same workflow fail on its first failed attempt."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.workflow_retry_flow.with_(retry=aiki.retry.never()).start(
             client, "wf-retry-2"
         )
@@ -396,7 +396,7 @@ async def test_an_output_that_does_not_fit_its_type_fails_the_run_without_retry(
     cluster: Cluster,
 ) -> None:
     """A handler returning the wrong type fails the run with a validation error, not a crash."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.bad_output_flow.start(client, 3)
         result = await handle.wait_for_status("completed")
     assert (result.success, result.status) == (False, "failed")
@@ -412,7 +412,7 @@ async def test_a_fenced_out_execution_stops_even_if_the_handler_swallows_excepti
     """The run is requeued while its task body runs; that execution's write is refused and
     it stops (fencing is not an Exception the handler can catch), so its next task never
     runs; the new execution completes normally."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.swallowing_flow.start(client, "swallow-1")
         assert (await handle.wait_for_status("running")).success
         await client.requeue(handle.run_id, reason="taken over")

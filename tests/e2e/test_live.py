@@ -40,7 +40,7 @@ async def test_a_subscriber_sees_every_state_of_a_run_in_order(cluster: Cluster)
     """Subscribed to the workflow before the run starts: queued, running, sleeping, queued,
     running, completed, each once, in revision order, the last with the output; a watch
     of the run replaying from revision 0 sees the same; both match the stored history."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         async with client.watch(workflow=flows.sleeper.workflow) as updates:
             await updates.start()
             handle = await flows.sleeper.start(client, 0.3)
@@ -78,8 +78,9 @@ async def _stalled_subscriber(
     stream = await trio.open_tcp_stream(host, int(port))
     stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     websocket = await trio_websocket.wrap_client_stream(
-        nursery, stream, host, "/api/v1/session", message_queue_size=1
-    )
+        nursery, stream, host, "/api/v1/session", message_queue_size=1,
+        extra_headers=[(b"authorization", f"Bearer {cluster.keys['viewer']}".encode())],
+    )  # fmt: skip
     await websocket.send_message('{"id": 1, "op": "subscribe", "body": {}}')
     reply = orjson.loads(await websocket.get_message())
     assert "ok" in reply, reply
@@ -95,7 +96,7 @@ async def test_a_stalled_subscriber_delays_neither_runs_nor_other_subscribers(
     a resync marker: its queue overflowed (so the test did stall it)."""
     async with trio.open_nursery() as nursery:
         stalled = await _stalled_subscriber(cluster, nursery)
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             async with client.watch(
                 workflow=flows.quick_flow.workflow, statuses=["completed"]
             ) as live:
@@ -124,7 +125,7 @@ async def test_a_stalled_subscriber_delays_neither_runs_nor_other_subscribers(
 async def test_waiting_and_watching_under_trio_are_pushed_not_polled(cluster: Cluster) -> None:
     """A run sleeps 1.5 s: waiting for it costs one subscribe and one unsubscribe, no
     reads of the run and no long-poll requests."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.sleeper.start(client, 1.5)
         before = dict(client.requests)
         result = await handle.wait_for_status("completed")
@@ -137,7 +138,7 @@ async def test_waiting_and_watching_under_trio_are_pushed_not_polled(cluster: Cl
 async def test_without_a_session_waiting_falls_back_to_long_polling(cluster: Cluster) -> None:
     """No WebSocket (``session=False``): `wait_for_status` long-polls and still returns;
     `watch` says clearly why it cannot push."""
-    async with aiki.Client(cluster.url, session=False) as client:
+    async with cluster.client(session=False) as client:
         handle = await flows.sleeper.start(client, 0.2)
         result = await handle.wait_for_status("completed")
         assert result.success
@@ -151,7 +152,7 @@ def test_waiting_and_watching_under_asyncio_are_pushed_not_polled(cluster: Clust
     reads or long-polls while waiting; a watch sees the run's remaining states."""
 
     async def main() -> tuple[aiki.RunResult[str], dict[str, int], list[str]]:
-        async with asyncio.timeout(60), aiki.Client(cluster.url) as client:
+        async with asyncio.timeout(60), cluster.client() as client:
             handle = await flows.sleeper.start(client, 1.0)
             before = dict(client.requests)
             result = await handle.wait_for_status("completed")
@@ -182,7 +183,10 @@ async def test_updates_made_through_one_server_reach_subscribers_of_another(
     other = start_aiki(["server", "--port", "0"], tmp_path / "other.log", env)
     try:
         other_url = other.wait_ready(r"listening on (\S+)").group(1)
-        async with aiki.Client(other_url) as watcher, aiki.Client(cluster.url) as starter:
+        async with (
+            aiki.Client(other_url, api_key=cluster.keys["viewer"]) as watcher,
+            cluster.client() as starter,
+        ):
             updates = watcher.watch(workflow=flows.quick_flow.workflow)
             await updates.start()
             handle = await flows.quick_flow.start(starter, 4)
@@ -204,7 +208,7 @@ async def test_task_progress_is_pushed_live_and_kept_with_the_run(cluster: Clust
     """Tasks report progress (one from trio, one from a thread): a watch asking for
     progress sees each task's reports in order up to the last, between the run's updates;
     `describe_run` keeps the latest of each; a plain watch gets none."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.progress_flow.start(client, 4)
         plain = client.watch(handle, after_revision=0)
         await plain.start()

@@ -8,7 +8,6 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-import aiki
 from tests._deadline import deadline
 
 from . import flows
@@ -27,7 +26,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_count_the_runs_executed(cluster: Cluster) -> None:
     """Seven W1 runs complete and two runs fail (in this module's own server): the
     started/completed/failed counters, the task histogram and the gauges agree."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         completing = [await flows.one_task.start(client, x) for x in range(7)]
         failing = [await flows.failing_flow.start(client, f"m-{uuid.uuid4().hex[:6]}")
                    for _ in range(2)]  # fmt: skip
@@ -36,8 +35,10 @@ async def test_metrics_count_the_runs_executed(cluster: Cluster) -> None:
         for failed in failing:
             assert (await failed.wait_for_status("completed")).status == "failed"
         async with httpx.AsyncClient() as http:
-            response = await http.get(f"{cluster.url}/metrics")
+            response = await http.get(f"{cluster.url}/metrics", headers=cluster.headers())
             ready = await http.get(f"{cluster.url}/readyz")
+            without_key = await http.get(f"{cluster.url}/metrics")
+    assert without_key.status_code == 401
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     found = _samples(response.text)

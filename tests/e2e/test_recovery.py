@@ -25,7 +25,7 @@ import trio
 import aiki
 from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker
 from tests._deadline import deadline
-from tests._processes import AikiProcess, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 from tests._waiting import wait_until
 from transport import LocalPostgres, LocalRedis, start_local_postgres, start_local_redis
 
@@ -64,6 +64,7 @@ def cluster(services: tuple[LocalPostgres, LocalRedis]) -> Iterator[Cluster]:
     )  # fmt: skip
     try:
         found.start_server(port=0)
+        found.keys = make_keys(postgres.url, found.url)
         for _ in range(2):
             found.workers.append(found.start_worker(TARGET, grace=2)[0])
         yield found
@@ -118,7 +119,7 @@ async def test_recovery_after_a_worker_is_killed_is_bounded_by_the_claim_timeout
     """SIGKILL the worker holding a run: the run is queued again within the claim timeout
     plus one sweep interval of the kill, and another worker completes it."""
     key = f"kill-{uuid.uuid4().hex[:6]}"
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.gating_flow.start(client, key)
         holder = await _running_somewhere(cluster, handle)
         victim = _worker_pid(cluster, holder)
@@ -149,7 +150,7 @@ async def test_a_frozen_worker_is_fenced_off_and_its_late_result_is_not_recorded
     completes. SIGCONT the zombie: its late task result is refused (stale revision) and it
     stops that run cleanly; the run's outcome stays the survivor's."""
     key = f"freeze-{uuid.uuid4().hex[:6]}"
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.gating_flow.start(client, key)
         holder = await _running_somewhere(cluster, handle)
         zombie = _worker_pid(cluster, holder)
@@ -192,7 +193,7 @@ async def test_a_worker_frozen_between_tasks_runs_no_task_once_it_wakes(
     worker completes the run. SIGCONT the zombie: its lease has lapsed, so it confirms the
     claim before the next task body, learns the run is gone, and stops; that body ran once."""
     key = f"between-{uuid.uuid4().hex[:6]}"
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.between_flow.start(client, key)
 
         async def first_task_recorded() -> bool:
@@ -237,7 +238,7 @@ async def test_duplicate_entries_of_a_running_run_start_no_second_execution(
     executing the run drops the duplicate (it must not claim it again and run a twin); the
     other worker's claim is refused. The task body runs once."""
     key = f"twins-{uuid.uuid4().hex[:6]}"
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.gating_flow.start(client, key)
         await _running_somewhere(cluster, handle)
         info = await handle.refresh()
@@ -269,10 +270,10 @@ async def test_an_entry_a_dead_consumer_read_is_taken_over_with_xautoclaim(
 ) -> None:
     """A consumer reads the run's entry and dies before claiming it: after the idle time a
     live worker takes the entry over and runs it (not the redelivery path)."""
-    async with aiki.Client(cluster.url) as client:
-        # (On the client's session: registering binds it to worker "registrar".)
-        await client.call(RegisterWorker(worker_id="registrar",
-                                         versions=(flows.takeover_flow.spec(),)))  # fmt: skip
+    async with cluster.client() as client, cluster.client(role="worker") as registrar:
+        # (On a session of its own: registering binds it to worker "registrar".)
+        await registrar.call(RegisterWorker(worker_id="registrar",
+                                            versions=(flows.takeover_flow.spec(),)))  # fmt: skip
         handle = await flows.takeover_flow.start(client, 1)
         stream = "aiki:runs:r-takeover@1"
         ghost = redis.Redis.from_url(cluster.redis_url)
@@ -311,10 +312,10 @@ async def test_runs_redis_lost_are_published_again(
     """Redis restarts without its data while a run is queued and undelivered; the
     dispatcher publishes it again after the redelivery timeout and it completes."""
     _, redis_server = services
-    async with aiki.Client(cluster.url) as client:
-        # (On the client's session: registering binds it to worker "registrar".)
-        await client.call(RegisterWorker(worker_id="registrar",
-                                         versions=(flows.takeover_flow.spec(),)))  # fmt: skip
+    async with cluster.client() as client, cluster.client(role="worker") as registrar:
+        # (On a session of its own: registering binds it to worker "registrar".)
+        await registrar.call(RegisterWorker(worker_id="registrar",
+                                            versions=(flows.takeover_flow.spec(),)))  # fmt: skip
         handle = await flows.takeover_flow.start(client, 10)
 
         async def published() -> bool:
@@ -343,7 +344,7 @@ async def test_while_redis_is_down_starts_are_accepted_and_workers_pull_runs_fro
     _, redis_server = services
     redis_server.stop()
     try:
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             handles = [await flows.simple_flow.start(client, x) for x in range(5)]
             results = [await handle.wait_for_status("completed") for handle in handles]
         assert [result.output for result in results] == [1, 2, 3, 4, 5]
@@ -354,7 +355,7 @@ async def test_while_redis_is_down_starts_are_accepted_and_workers_pull_runs_fro
     finally:
         with trio.move_on_after(60, shield=True):
             await trio.to_thread.run_sync(redis_server.start)
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         after = await flows.simple_flow.start(client, 41)
 
         async def streamed_again() -> bool:
@@ -376,7 +377,7 @@ async def test_a_postgres_outage_gives_retryable_errors_and_loses_no_acknowledge
     postgres, _ = services
     acknowledged: list[str] = []
     refused = 0
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         for x in range(3):
             acknowledged.append((await flows.simple_flow.start(client, x)).run_id)
         await trio.to_thread.run_sync(postgres.stop)
@@ -385,7 +386,8 @@ async def test_a_postgres_outage_gives_retryable_errors_and_loses_no_acknowledge
                 await flows.simple_flow.start(client, 100)
             async with httpx.AsyncClient(timeout=30) as http:
                 response = await http.post(f"{cluster.url}/api/v1/get_run",
-                                           json={"run_id": acknowledged[0]})  # fmt: skip
+                                           json={"run_id": acknowledged[0]},
+                                           headers=cluster.headers())  # fmt: skip
             assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
             refused += 1
         finally:
@@ -452,7 +454,7 @@ async def test_a_worker_stopped_with_sigterm_leaves_the_worker_list_at_once(
     worker, worker_id = await trio.to_thread.run_sync(
         cluster.start_worker, "tests.e2e.flows:main_worker"
     )
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         assert worker_id in [found.id for found in await client.list_workers()]
         assert await trio.to_thread.run_sync(worker.stop) == 0
         alive = [found.id for found in await client.list_workers()]

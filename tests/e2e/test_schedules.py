@@ -58,7 +58,7 @@ async def test_an_interval_schedule_fires_runs_that_complete(cluster: Cluster) -
     """From the SDK: every 0.5 s, five runs complete with the schedule's input, each
     knowing its occurrence (``run.occurrence``); the occurrences are consecutive; show
     reports them; deactivate stops it."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         every = aiki.schedule(every=dt.timedelta(seconds=0.5))
         handle = await every.activate(client, flows.stamped, 14)
         assert handle.created
@@ -84,7 +84,7 @@ async def test_overlap_skip_never_runs_two_at_once_with_a_long_running_workflow(
 ) -> None:
     """Runs take 2 s, the schedule fires every 0.4 s: each run starts only after the one
     before ended; the occurrences in between are skipped."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         skipping = aiki.schedule(every=dt.timedelta(seconds=0.4), overlap="skip")
         handle = await skipping.activate(client, flows.busy_flow, 2.0)
         with trio.fail_after(60):
@@ -105,7 +105,7 @@ async def test_overlap_cancel_previous_stops_the_running_workflow_on_its_worker(
 ) -> None:
     """Runs would take 60 s; every occurrence (1 s) cancels the running one, whose task
     is stopped on its worker at once, and starts the next."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         cancelling = aiki.schedule(every=dt.timedelta(seconds=1), overlap="cancel_previous")
         handle = await cancelling.activate(client, flows.busy_flow, 60.0)
         with trio.fail_after(60):
@@ -182,7 +182,7 @@ async def test_catch_up_after_the_server_was_down(cluster: Cluster) -> None:
     stays down ~5 s. At its first firing after the restart (time R): ``all`` runs every
     missed occurrence (no gap), ``latest`` only the last one before R - grace, ``skip``
     none of them (every run it starts is on time)."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handles = {
             policy: await aiki.schedule(every=1.0, catchup=policy).activate(client, flows.tick, 1)
             for policy in ("skip", "latest", "all")
@@ -199,7 +199,7 @@ async def test_catch_up_after_the_server_was_down(cluster: Cluster) -> None:
         with trio.fail_after(30):
             restarted = f"created_at > to_timestamp({killed_at + 5})"
             await wait_until(functools.partial(count_where, cluster, handle.id, restarted, 2))
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         for handle in handles.values():
             await client.deactivate_schedule(handle.id)
         infos = {policy: await client.describe_schedule(handle.id)
@@ -248,7 +248,10 @@ async def test_two_servers_never_fire_an_occurrence_twice(cluster: Cluster) -> N
     try:
         other_url = (await trio.to_thread.run_sync(
             lambda: other.wait_ready(r"listening on (\S+)"))).group(1)  # fmt: skip
-        async with aiki.Client(cluster.url) as client, aiki.Client(other_url) as second:
+        async with (
+            cluster.client() as client,
+            aiki.Client(other_url, api_key=cluster.keys["client"]) as second,
+        ):
             handles = [await aiki.schedule(every=0.2).activate(client, flows.tick, 1),
                        await aiki.schedule(every=0.25).activate(second, flows.tick, 2),
                        await aiki.schedule(every=0.3, overlap="skip").activate(client, flows.tick,
@@ -268,7 +271,7 @@ async def test_two_servers_never_fire_an_occurrence_twice(cluster: Cluster) -> N
         fired = []
         async with httpx.AsyncClient() as http:
             for url in (cluster.url, other_url):
-                text = (await http.get(f"{url}/metrics")).text
+                text = (await http.get(f"{url}/metrics", headers=cluster.headers())).text
                 found = re.search(r'^aiki_schedule_occurrences_total\{outcome="started"\} (\S+)$',
                                   text, re.MULTILINE)  # fmt: skip
                 fired.append(int(float(found.group(1))) if found else 0)

@@ -49,7 +49,7 @@ async def test_a_sleeping_run_holds_no_worker_slot_then_wakes_and_continues(
         cluster.start_worker, "tests.e2e.waits_flows:one_slot_worker"
     )
     try:
-        async with aiki.Client(cluster.url) as client:
+        async with cluster.client() as client:
             sleeping = await flows.slot_sleeper.start(client, 2.0)
             assert (await sleeping.wait_for_status("sleeping")).success
             [(status, holder)] = await _q(
@@ -78,7 +78,7 @@ async def test_a_sleeping_run_holds_no_worker_slot_then_wakes_and_continues(
 @deadline(60)
 async def test_wakeup_ends_a_long_sleep_early(cluster: Cluster) -> None:
     """An hour-long sleep ends at once on wakeup() and reports that it was cut short."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.sleeper.start(client, 3600.0)
         assert (await handle.wait_for_status("sleeping")).success
         woken = await handle.wakeup()
@@ -90,11 +90,11 @@ async def test_wakeup_ends_a_long_sleep_early(cluster: Cluster) -> None:
 @deadline(90)
 async def test_a_sleep_survives_a_server_restart(cluster: Cluster) -> None:
     """The server is killed while a run sleeps; a new server finds the deadline and wakes it."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.sleeper.start(client, 3.0)
         assert (await handle.wait_for_status("sleeping")).success
     await trio.to_thread.run_sync(cluster.restart_server)
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         result = await client.handle(handle.run_id).wait_for_status("completed")
     assert (result.success, result.output) == (True, "slept")
 
@@ -103,7 +103,7 @@ async def test_a_sleep_survives_a_server_restart(cluster: Cluster) -> None:
 async def test_events_before_and_after_the_wait_duplicates_and_timeout(cluster: Cluster) -> None:
     """Events sent before the run waits are kept in order; a repeated reference ID is
     ignored; a wait with a timeout and no event times out."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         delayed = flows.collect.with_(trigger=aiki.trigger.after(seconds=1))
         handle = await delayed.start(client, 3)
         assert (await handle.refresh()).status == "scheduled"
@@ -123,7 +123,7 @@ async def test_events_before_and_after_the_wait_duplicates_and_timeout(cluster: 
 @deadline(30)
 async def test_event_payloads_are_validated_on_send(cluster: Cluster) -> None:
     """A payload that does not fit is refused by the SDK and, sent raw, by the server."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.collect.start(client, 1)
         with pytest.raises(aiki.ValidationError):
             await handle.events.item.send({"nom": "x"})
@@ -140,7 +140,7 @@ async def test_a_parent_waits_for_three_children_and_sees_a_child_failure_as_a_r
     cluster: Cluster,
 ) -> None:
     """Three children started concurrently; the failing one is a typed result, not a crash."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.parent_flow.start(client, [1, -2, 3])
         result = await handle.wait_for_status("completed")
     assert (result.success, result.output) == (True, ["ok 2", "failed: negative input -2", "ok 6"])
@@ -152,7 +152,7 @@ async def test_a_parent_waits_for_three_children_and_sees_a_child_failure_as_a_r
 @deadline(60)
 async def test_cancelling_a_parent_cancels_its_children_and_grandchildren(cluster: Cluster) -> None:
     """Cancel cascades through every non-terminal descendant, and each is recorded."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.nesting_flow.start(client, 2)
 
         async def grandchild_sleeping() -> bool:
@@ -179,7 +179,7 @@ async def test_cancelling_a_parent_cancels_its_children_and_grandchildren(cluste
 async def test_pause_stops_a_running_run_and_resume_continues_it(cluster: Cluster) -> None:
     """Pausing mid-task stops the run (pushed to its worker); resuming runs it on from its
     history: the interrupted task runs again, and the run completes."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.controlled_flow.start(client, "pausable")
 
         async def first_attempt_started() -> bool:
@@ -199,7 +199,7 @@ async def test_pause_stops_a_running_run_and_resume_continues_it(cluster: Cluste
 @deadline(60)
 async def test_cancelling_a_run_stops_its_task_body_promptly(cluster: Cluster) -> None:
     """The worker is told at once (server push): the task body is cancelled, not left running."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.controlled_flow.start(client, "long")
 
         async def started() -> bool:
@@ -220,7 +220,7 @@ async def test_cancelling_a_run_stops_its_task_body_promptly(cluster: Cluster) -
 @deadline(60)
 async def test_a_task_timeout_fails_the_attempt_and_is_recorded(cluster: Cluster) -> None:
     """An attempt past timeout_seconds is cancelled and recorded as a TaskTimeoutError."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.task_timeout_flow.start(client, "slow-1")
         result = await handle.wait_for_status("completed")
     assert (result.success, result.status) == (False, "failed")
@@ -239,7 +239,7 @@ async def test_a_task_timeout_fails_the_attempt_and_is_recorded(cluster: Cluster
 @deadline(60)
 async def test_a_run_timeout_fails_the_run_and_is_recorded(cluster: Cluster) -> None:
     """A run that has not ended within its timeout is failed by the server's timers."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.timing_out_flow.start(client)
         result = await handle.wait_for_status("completed")
     assert (result.success, result.status) == (False, "failed")
@@ -254,8 +254,8 @@ async def test_an_undelivered_run_becomes_stalled_and_requeue_brings_it_back(
 ) -> None:
     """A queued run no worker takes goes stalled after the cap; requeue queues it again."""
     orphan = aiki.workflow("w-quick").version("orphan")(flows.quick_flow.handler)
-    async with aiki.Client(cluster.url) as client:
-        await client.call(_register_orphan())
+    async with cluster.client() as client, cluster.client(role="worker") as registrar:
+        await registrar.call(_register_orphan())
         handle = await orphan.start(client, 1)
         stalled = await handle.wait_for_status("stalled")
         assert stalled.success
@@ -281,7 +281,7 @@ async def test_concurrent_branches_suspend_together_resume_on_any_wait_and_repla
     """A nursery of tasks, two events, a timer and a child: the tasks overlap, the run
     suspends when every branch waits, resumes on each satisfied wait, and the final result
     holds the values of the first executions."""
-    async with aiki.Client(cluster.url) as client:
+    async with cluster.client() as client:
         handle = await flows.concurrent_flow.start(client, 7)
         assert (await handle.wait_for_status("awaiting_event")).success
         await handle.events.a.send(Knock("alice"))

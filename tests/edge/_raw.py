@@ -24,6 +24,11 @@ def address(cluster: Cluster) -> tuple[str, int]:
     return host, int(port)
 
 
+def authorization(cluster: Cluster, role: str) -> list[tuple[bytes, bytes]]:
+    """The header that presents the cluster's key of ``role``."""
+    return [(b"authorization", f"Bearer {cluster.keys[role]}".encode())]
+
+
 def read_all(sock: socket.socket) -> bytes:
     """Everything the peer sends until it closes (or the socket's timeout passes)."""
     received = b""
@@ -58,10 +63,16 @@ class RawSession:
     """A WebSocket session over a blocking socket.
 
     ``receive_buffer`` shrinks the socket's receive buffer (a session that stops reading
-    then blocks the server's sends to it after a few kilobytes)."""
+    then blocks the server's sends to it after a few kilobytes). The session acts with the
+    cluster's key of ``role``."""
 
     def __init__(
-        self, cluster: Cluster, *, timeout: float = 10.0, receive_buffer: int | None = None
+        self,
+        cluster: Cluster,
+        *,
+        timeout: float = 10.0,
+        receive_buffer: int | None = None,
+        role: str = "worker",
     ) -> None:
         host, port = address(cluster)
         self.sock = socket.socket()
@@ -70,7 +81,9 @@ class RawSession:
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(wsproto.events.Request(host=host, target=SESSION_PATH)))
+        upgrade = wsproto.events.Request(host=host, target=SESSION_PATH,
+                                         extra_headers=authorization(cluster, role))  # fmt: skip
+        self.sock.sendall(self.ws.send(upgrade))
         self.ids = 0
         for event in self._events():
             if isinstance(event, wsproto.events.AcceptConnection):

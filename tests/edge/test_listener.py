@@ -28,7 +28,8 @@ def _healthz(cluster: Cluster) -> tuple[int, bytes]:
 
 
 def _metric(cluster: Cluster, name: str) -> float:
-    with urllib.request.urlopen(f"{cluster.url}/metrics", timeout=10) as response:
+    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers())
+    with urllib.request.urlopen(scrape, timeout=10) as response:
         text = response.read().decode()
     match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.MULTILINE)
     assert match, text
@@ -44,12 +45,13 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
     failed_before = _metric(cluster, "aiki_connections_failed")
     logged_before = cluster.server.log.stat().st_size
     host, port = address(cluster)
+    bearer = f"Authorization: Bearer {cluster.keys['viewer']}\r\n"
     for _ in range(100):
         key = base64.b64encode(os.urandom(16)).decode()
         with socket.create_connection((host, port), timeout=10) as sock:
             sock.sendall(
                 f"GET /api/v1/session HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{bearer}"
                 "Sec-WebSocket-Version: 13\r\n\r\nX".encode()
             )
             read_all(sock)  # until the server closes this connection

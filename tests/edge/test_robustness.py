@@ -6,8 +6,9 @@ abuse, against a real server and workers, while a well-behaved client keeps read
   fields replaced by hostile values (NUL and control characters, huge or negative numbers,
   NaN and infinities, 2^70, wrong types, megabyte strings, nesting thousands deep), fields
   dropped or added, whole bodies replaced, the text cut short or made invalid UTF-8, and on
-  the session the frame's envelope (``id``, ``op``) broken too. Each goes over plain HTTP or
-  a registered worker's session.
+  the session the frame's envelope (``id``, ``op``) broken too. Each goes over plain HTTP
+  (with an admin key) or a session: a registered worker's for the worker operations, an
+  admin's for the others, so every request gets past authorization to be decoded.
 - **Raw sockets**, at the same time: pipelined upgrades, truncated and binary frames,
   invalid UTF-8 frames, frames announcing 64 MiB, abrupt resets mid-request, a body
   announcing a gigabyte, garbage bytes, headers that never end, sessions that never read,
@@ -46,17 +47,20 @@ from hypothesis import strategies as st
 from aiki.errors import error_from_reply
 from aiki.protocol import (
     OPERATIONS,
+    WORKERS,
     ActivateSchedule,
     BeginWait,
     CancelRun,
     ClaimNext,
     ClaimRun,
+    CreateKey,
     DeactivateSchedule,
     DeregisterWorker,
     DescribeRun,
     GetRun,
     GetSchedule,
     Heartbeat,
+    ListKeys,
     ListRuns,
     ListSchedules,
     ListWorkers,
@@ -69,6 +73,7 @@ from aiki.protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RevokeKey,
     ScheduleSpec,
     SendEvent,
     StartChild,
@@ -80,6 +85,7 @@ from aiki.protocol import (
     VersionSpec,
     WaitRun,
     WakeupRun,
+    WhoAmI,
 )
 from aiki.server import ServerConfig
 
@@ -120,13 +126,14 @@ SELECT (SELECT count(*) FROM aiki_workflow_versions),
        (SELECT count(*) FROM aiki_events),
        (SELECT count(*) FROM aiki_progress),
        (SELECT count(*) FROM aiki_schedules),
-       (SELECT count(*) FROM aiki_workers)
+       (SELECT count(*) FROM aiki_workers),
+       (SELECT count(*) FROM aiki_api_keys)
 """
 """Rows only a request stores (runs a schedule fires, transitions and the outbox are
 also written in the background, so they are left out)."""
 
 TABLES = ("versions", "runs", "tasks", "task attempts", "waits", "events", "progress",
-          "schedules", "workers")  # fmt: skip
+          "schedules", "workers", "api keys")  # fmt: skip
 
 
 def _grown(before: tuple[int, ...], after: tuple[int, ...]) -> list[str]:
@@ -253,6 +260,7 @@ class Http:
 
     def __init__(self, cluster: Cluster) -> None:
         self.host, self.port = address(cluster)
+        self.key = cluster.keys["admin"]
         self.conn = self._open()
 
     def _open(self) -> http.client.HTTPConnection:
@@ -271,7 +279,8 @@ class Http:
         return answer
 
     def _post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
-        headers = {"content-type": "application/json", "host": f"{self.host}:{self.port}"}
+        headers = {"content-type": "application/json", "host": f"{self.host}:{self.port}",
+                   "authorization": f"Bearer {self.key}"}  # fmt: skip
         # (an OSError: the server answered 413 and closed before taking it all)
         with contextlib.suppress(OSError):
             self.conn.request("POST", path, body=body, headers=headers)
@@ -310,18 +319,21 @@ def _is_notice(frame: bytes) -> bool:
     return isinstance(value, dict) and "id" in value and value["id"] is None
 
 
-class WorkerSession:
-    """The fuzzing worker's session: registered as `WORKER`, one request at a time."""
+class Session:
+    """A session, one request at a time: the fuzzing worker's (a worker key, registered as
+    `WORKER`), or an admin's (for every operation but the worker's)."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, role: str = "worker") -> None:
         self.cluster = cluster
+        self.role = role
         self.raw = self._open()
 
     def _open(self) -> RawSession:
-        raw = RawSession(self.cluster, timeout=ANSWER_SECONDS)
-        reply = raw.call("register_worker", OPERATIONS.of(REGISTRATION).request.unstructure(
-            REGISTRATION))  # fmt: skip
-        assert "ok" in reply, reply
+        raw = RawSession(self.cluster, timeout=ANSWER_SECONDS, role=self.role)
+        if self.role == "worker":
+            reply = raw.call("register_worker", OPERATIONS.of(REGISTRATION).request.unstructure(
+                REGISTRATION))  # fmt: skip
+            assert "ok" in reply, reply
         return raw
 
     def reopen(self) -> None:
@@ -362,9 +374,10 @@ class WorkerSession:
 # -- the valid requests the hostile ones are made from --------------------------------------
 
 
-def _valid_requests(http: Http, session: WorkerSession) -> dict[str, dict[str, Any]]:
+def _valid_requests(http: Http, session: Session, admin: Session) -> dict[str, dict[str, Any]]:
     """One valid body per operation, naming a fresh run the fuzzing worker holds, another
-    queued run, a schedule and a subscription, so broken requests reach the handlers."""
+    queued run, a schedule, a subscription and a key, so broken requests reach the
+    handlers."""
     start = StartRun(workflow=WORKFLOW, version="1", input={"name": "a"})
     held = http.call("start_run", _body(start))["run"]["id"]
     other = http.call("start_run", _body(start))["run"]["id"]
@@ -373,7 +386,8 @@ def _valid_requests(http: Http, session: WorkerSession) -> dict[str, dict[str, A
     schedule = http.call("activate_schedule", _body(ActivateSchedule(
         workflow=WORKFLOW, version="1", input={"name": "s"},
         spec=ScheduleSpec(every_seconds=86400.0))))["schedule"]["id"]  # fmt: skip
-    subscription = session.call("subscribe", _body(Subscribe(run_ids=(other,))))["subscription"]
+    subscription = admin.call("subscribe", _body(Subscribe(run_ids=(other,))))["subscription"]
+    key = http.call("create_key", _body(CreateKey(role="viewer", name="fuzz")))["info"]["prefix"]
     requests: list[Request[Any]] = [
         REGISTRATION,
         DeregisterWorker(worker_id=WORKER),
@@ -410,6 +424,10 @@ def _valid_requests(http: Http, session: WorkerSession) -> dict[str, dict[str, A
         PauseSchedule(schedule_id=schedule),
         ResumeSchedule(schedule_id=schedule),
         DeactivateSchedule(schedule_id=schedule),
+        CreateKey(role="viewer", namespace="default", name="fuzz", expires_in_seconds=3600.0),
+        ListKeys(),
+        RevokeKey(prefix=key),
+        WhoAmI(),
     ]  # fmt: skip
     bodies = {OPERATIONS.of(request).name: _body(request) for request in requests}
     assert set(bodies) == {operation.name for operation in OPERATIONS}, "an operation is missing"
@@ -440,11 +458,12 @@ def _bounded_wait(operation: str, body: bytes) -> bytes:
 # -- the attackers beside the requests -------------------------------------------------------
 
 
-def _upgrade(host: str, port: int, extra: bytes = b"") -> bytes:
+def _upgrade(host: str, port: int, api_key: str, extra: bytes = b"") -> bytes:
     key = base64.b64encode(os.urandom(16))
     return (b"GET /api/v1/session HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % (host.encode(), port, key)) + extra  # fmt: skip
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+            b"Authorization: Bearer %s\r\n\r\n"
+            % (host.encode(), port, key, api_key.encode())) + extra  # fmt: skip
 
 
 def _reset(sock: socket.socket) -> None:
@@ -453,9 +472,13 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def _raw_attacks(host: str, port: int) -> list[tuple[str, Callable[[socket.socket], bytes]]]:
-    """Each attack sends its bytes on a fresh connection and returns what came back."""
-    upgrade = _upgrade(host, port)
+def _raw_attacks(
+    host: str, port: int, api_key: str
+) -> list[tuple[str, Callable[[socket.socket], bytes]]]:
+    """Each attack sends its bytes on a fresh connection (with a key, as a peer that has
+    one: past authentication) and returns what came back."""
+    upgrade = _upgrade(host, port, api_key)
+    bearer = b"Authorization: Bearer %s\r\n" % api_key.encode()
 
     def opened(sock: socket.socket) -> None:
         sock.sendall(upgrade)
@@ -467,7 +490,7 @@ def _raw_attacks(host: str, port: int) -> list[tuple[str, Callable[[socket.socke
             response += chunk
 
     def pipelined(sock: socket.socket) -> bytes:
-        sock.sendall(_upgrade(host, port, b"X"))
+        sock.sendall(_upgrade(host, port, api_key, b"X"))
         return read_all(sock)
 
     def truncated(sock: socket.socket) -> bytes:
@@ -492,16 +515,16 @@ def _raw_attacks(host: str, port: int) -> list[tuple[str, Callable[[socket.socke
         return read_all(sock)
 
     def reset_mid_request(sock: socket.socket) -> bytes:
-        sock.sendall(b"POST /api/v1/get_run HTTP/1.1\r\nHost: %s:%d\r\n"
+        sock.sendall(b"POST /api/v1/get_run HTTP/1.1\r\nHost: %s:%d\r\n%s"
                      b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"run"
-                     % (host.encode(), port))  # fmt: skip
+                     % (host.encode(), port, bearer))  # fmt: skip
         _reset(sock)
         return b""
 
     def gigabyte_body(sock: socket.socket) -> bytes:
-        sock.sendall(b"POST /api/v1/start_run HTTP/1.1\r\nHost: %s:%d\r\n"
+        sock.sendall(b"POST /api/v1/start_run HTTP/1.1\r\nHost: %s:%d\r\n%s"
                      b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
-                     % (host.encode(), port))  # fmt: skip
+                     % (host.encode(), port, bearer))  # fmt: skip
         return read_all(sock)
 
     def garbage(sock: socket.socket) -> bytes:
@@ -542,10 +565,10 @@ class Attackers:
             self.held.append(socket.create_connection((host, port), timeout=ANSWER_SECONDS))
             self.tally.request()
         for _ in range(20):
-            self.sessions.append(RawSession(self.cluster))
+            self.sessions.append(RawSession(self.cluster, role="viewer"))
             self.tally.request()
         for _ in range(3):
-            stuck = RawSession(self.cluster, receive_buffer=2048)
+            stuck = RawSession(self.cluster, receive_buffer=2048, role="viewer")
             for _ in range(30):
                 stuck.send("list_runs", {"limit": 200})
                 self.tally.request()
@@ -553,7 +576,7 @@ class Attackers:
 
     def attack(self) -> None:
         host, port = address(self.cluster)
-        attacks = _raw_attacks(host, port)
+        attacks = _raw_attacks(host, port, self.cluster.keys["viewer"])
         while not self.stop.is_set():
             for name, attack in attacks:
                 self.tally.request()
@@ -601,7 +624,8 @@ class Bystander:
 
 
 def _actor_restarts(cluster: Cluster) -> float:
-    with urllib.request.urlopen(f"{cluster.url}/metrics", timeout=ANSWER_SECONDS) as response:
+    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers())
+    with urllib.request.urlopen(scrape, timeout=ANSWER_SECONDS) as response:
         text = response.read().decode()
     found = re.findall(r"^aiki_actor_restarts(?:_total)?\{[^}]*\} (\S+)$", text, re.MULTILINE)
     return sum(float(value) for value in found)
@@ -681,7 +705,8 @@ class Fuzzer:
     cluster: Cluster
     tally: Tally
     http: Http
-    session: WorkerSession
+    session: Session
+    admin: Session
     database: psycopg.Connection[Any]
     bodies: dict[str, dict[str, Any]] = attrs.Factory(dict)
     age: int = 0
@@ -690,7 +715,7 @@ class Fuzzer:
         """A valid body of ``operation``, against runs made afresh every 60 requests."""
         if not self.bodies or self.age >= 60:
             self.session.reopen()
-            self.bodies, self.age = _valid_requests(self.http, self.session), 0
+            self.bodies, self.age = _valid_requests(self.http, self.session, self.admin), 0
         self.age += 1
         return self.bodies[operation]
 
@@ -717,7 +742,9 @@ class Fuzzer:
             if frame is None:
                 frame = json.dumps({"id": 1, "op": operation, "body": DEEP}).encode()
             sent = frame.replace(json.dumps(DEEP).encode(), body or b"null", 1)
-            answer = self.session.send(sent)
+            declared = OPERATIONS.named(operation)
+            worker = declared is not None and declared.callers == WORKERS
+            answer = (self.session if worker else self.admin).send(sent)
         self.tally.request()
         said = f"{carrier} {operation} {_quote(sent)} -> {answer!r}"
         if _status(answer) >= 500 and not _may_fail_connection(carrier, sent, answer):
@@ -768,14 +795,15 @@ def test_the_edge_holds(cluster: Cluster, edge_lines: list[str]) -> None:
     logged_before = cluster.server.log.stat().st_size
     tally = Tally()
     http = Http(cluster)
-    session = WorkerSession(cluster)  # (registers the version the requests start)
+    session = Session(cluster)  # (registers the version the requests start)
+    admin = Session(cluster, role="admin")
     start = _body(StartRun(workflow=WORKFLOW, version="1", input={"name": "bystander"}))
     bystander = Bystander(cluster, http.call("start_run", start)["run"]["id"])
     attackers = Attackers(cluster, tally)
     threads = [threading.Thread(target=bystander.read, daemon=True),
                threading.Thread(target=attackers.attack, daemon=True)]  # fmt: skip
     with psycopg.connect(cluster.database_url, autocommit=True) as database:
-        fuzzer = Fuzzer(cluster, tally, http, session, database)
+        fuzzer = Fuzzer(cluster, tally, http, session, admin, database)
         try:
             attackers.hold()
             for thread in threads:
@@ -789,6 +817,7 @@ def test_the_edge_holds(cluster: Cluster, edge_lines: list[str]) -> None:
                 thread.join(timeout=60)
             attackers.release()
             session.close()
+            admin.close()
             http.close()
 
     alive = cluster.server.process.poll() is None and cluster.server.pid == pid

@@ -39,10 +39,9 @@ async def test_a_session_that_never_reads_delays_no_timer(cluster: Cluster) -> N
     1 s sleep and a 1 s delayed start elsewhere end on time, and the stuck session is
     closed."""
     registration = RegisterWorker(worker_id="edge-stuck", versions=(stuck_flow.spec(),))
-    async with aiki.Client(cluster.url) as client:
-        await client.call(attrs.evolve(registration, worker_id="edge-registrar"))
-        for _ in range(20):
-            await stuck_flow.start(client, BIG)
+    async with cluster.client() as client, cluster.client(role="worker") as registrar:
+        await registrar.call(attrs.evolve(registration, worker_id="edge-registrar"))
+        big = [(await stuck_flow.start(client, BIG)).run_id for _ in range(60)]
         stuck_run = await stuck_flow.with_(timeout_seconds=1.0).start(client, "stuck")
         stuck = await trio.to_thread.run_sync(
             functools.partial(RawSession, cluster, receive_buffer=2048)
@@ -57,9 +56,9 @@ async def test_a_session_that_never_reads_delays_no_timer(cluster: Cluster) -> N
             )
             claimed = await trio.to_thread.run_sync(stuck.reply)
             assert claimed["ok"]["type"] == "RunClaimed", claimed  # type: ignore[index]
-            for _ in range(40):  # ~4 MB each: they pile up, the session never reads
+            for run_id in big:  # 200 KB each: they pile up, the session never reads
                 await trio.to_thread.run_sync(
-                    stuck.send, "list_runs", {"workflow": "edge-stuck", "limit": 50}
+                    stuck.send, "claim_run", {"run_id": run_id, "worker_id": "edge-stuck"}
                 )
 
             started = time.monotonic()

@@ -1,5 +1,9 @@
 // Aiki dashboard: one WebSocket session to the server carries every request and the
 // live updates (no polling). Plain JavaScript, no build step.
+//
+// Signing in sends the API key once to /auth/sign-in, which keeps it in an HttpOnly,
+// SameSite=Strict cookie: the browser presents it (on the session's upgrade, on
+// requests), and page script never holds it after the form is sent.
 "use strict";
 
 const STATUSES = ["scheduled", "queued", "running", "paused", "sleeping", "awaiting_event",
@@ -24,11 +28,18 @@ class Session {
       this.onOpen();
     };
     this.socket.onmessage = (event) => this.receive(JSON.parse(event.data));
-    this.socket.onclose = () => {
-      setConnection("down", "reconnecting…");
+    this.socket.onclose = async () => {
       for (const { reject } of this.pending.values()) reject(new Error("connection lost"));
       this.pending.clear();
       this.handlers.clear();
+      if (this.closed) return;
+      setConnection("down", "reconnecting…");
+      // Refused at the upgrade (the key expired or was revoked): back to signing in.
+      if ((await whoami()) === null) {
+        this.close();
+        showSignIn("signed out: the key is no longer valid");
+        return;
+      }
       setTimeout(() => this.connect(), this.delay);
       this.delay = Math.min(this.delay * 2, 5000);
     };
@@ -65,6 +76,11 @@ class Session {
     return reply.subscription;
   }
 
+  close() {
+    this.closed = true;
+    this.socket.close();
+  }
+
   unsubscribe(subscription) {
     if (!subscription) return;
     this.handlers.delete(subscription);
@@ -73,6 +89,51 @@ class Session {
 }
 
 const $ = (selector) => document.querySelector(selector);
+
+// Who the server takes this browser for: the identity, or null when it needs a key.
+async function whoami() {
+  const response = await fetch("/api/v1/whoami", {
+    method: "POST", headers: { "content-type": "application/json" }, body: "{}",
+    credentials: "same-origin",
+  });
+  if (response.status === 401) return null;
+  if (!response.ok) throw new Error(`whoami: HTTP ${response.status}`);
+  return response.json();
+}
+
+function showSignIn(message = "") {
+  for (const id of ["runs-view", "run-view", "schedules-view", "workers-view"]) {
+    $(`#${id}`).hidden = true;
+  }
+  $("header nav").hidden = true;
+  $("#identity").hidden = $("#sign-out").hidden = true;
+  setConnection("down", "signed out");
+  $("#sign-in-view").hidden = false;
+  $("#sign-in-result").textContent = message;
+}
+
+async function start() {
+  let identity;
+  try {
+    identity = await whoami();
+  } catch (error) {
+    setConnection("down", "unreachable");
+    showError(error);
+    return;
+  }
+  if (identity === null) {
+    showSignIn();
+    return;
+  }
+  $("#sign-in-view").hidden = true;
+  $("header nav").hidden = false;
+  if (identity.authenticated) {
+    const where = identity.namespace || "every namespace";
+    $("#identity").textContent = `key ${identity.prefix} (${identity.name || "unnamed"}): ${identity.role}, ${where}`;
+    $("#identity").hidden = $("#sign-out").hidden = false;
+  }
+  session = new Session(route);
+}
 
 function setConnection(state, text) {
   const badge = $("#connection");
@@ -363,5 +424,31 @@ for (const button of document.querySelectorAll("#run-view .actions button")) {
     }
   });
 }
-window.addEventListener("hashchange", route);
-const session = new Session(route);
+$("#sign-in").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("#api-key");
+  const body = JSON.stringify({ key: input.value.trim() });
+  input.value = "";  // the key is the cookie's now, not the page's
+  const response = await fetch("/auth/sign-in", {
+    method: "POST", headers: { "content-type": "application/json" }, body,
+    credentials: "same-origin",
+  });
+  if (!response.ok) {
+    const reply = await response.json().catch(() => ({}));
+    $("#sign-in-result").textContent = (reply.error && reply.error.message) || `HTTP ${response.status}`;
+    return;
+  }
+  await start();
+});
+$("#sign-out").addEventListener("click", async () => {
+  if (session) session.close();
+  session = null;
+  await fetch("/auth/sign-out", {
+    method: "POST", headers: { "content-type": "application/json" }, body: "{}",
+    credentials: "same-origin",
+  });
+  showSignIn("signed out");
+});
+window.addEventListener("hashchange", () => { if (session) route(); });
+let session = null;
+start();

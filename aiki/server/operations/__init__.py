@@ -17,6 +17,7 @@ caller)``. A test checks that every declared operation has exactly one handler.
 from typing import Final
 
 from . import control, keys, live, runs, schedules, views, waits, workers
+from ._access import admit as admit
 from ._access import authorize as authorize
 from ._access import dispatch as dispatch
 from ._access import worker_of as worker_of
@@ -53,6 +54,7 @@ __all__ = [
     "SessionHandle",
     "Wakeups",
     "WorkerSessions",
+    "admit",
     "authorize",
     "control",
     "dispatch",

@@ -22,6 +22,7 @@ from ...protocol import ADMINS, CLIENTS, WORKERS
 
 if TYPE_CHECKING:
     from ...protocol import Operation
+    from .._auth import Principal
     from ._handlers import Handlers
     from ._services import Caller, Services
 
@@ -29,20 +30,29 @@ if TYPE_CHECKING:
 audit: Final = logging.getLogger("aiki.audit")
 
 
-def authorize(operation: Operation[Any, Any], caller: Caller) -> None:
-    """Refuse ``caller`` if it may not call ``operation``.
+def admit(operation: Operation[Any, Any], principal: Principal) -> None:
+    """Refuse ``principal`` if its role may not call ``operation`` (the carriers ask this
+    before they read the request's body).
 
     Raises:
-        aiki.ForbiddenError: the caller's key has none of the operation's roles; a worker
-            operation over plain HTTP, or from a session no worker registered on.
+        aiki.ForbiddenError: names the roles that may.
     """
-    principal = caller.principal
     if not operation.callers & principal.roles:
         needed = " or ".join(sorted(operation.callers))
         raise ForbiddenError(
             f"{operation.name} needs a key with role {needed}; {principal} has role "
             f"{principal.role}"
         )
+
+
+def authorize(operation: Operation[Any, Any], caller: Caller) -> None:
+    """Refuse ``caller`` if it may not call ``operation``.
+
+    Raises:
+        aiki.ForbiddenError: the caller's key has none of the operation's roles (`admit`);
+            a worker operation over plain HTTP, or from a session no worker registered on.
+    """
+    admit(operation, caller.principal)
     if operation.callers != WORKERS:
         return
     if caller.session is None:
