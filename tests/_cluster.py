@@ -23,6 +23,7 @@ import redis
 
 import aiki
 from tests._processes import AikiProcess, make_keys, start_aiki
+from tests._tls import Certificates, make_certificates
 
 
 @attrs.define
@@ -37,12 +38,16 @@ class Cluster:
     worker_args: list[str] = attrs.Factory(list)
     keys: dict[str, str] = attrs.Factory(dict)
     """An API key by role (namespace ``default``; the admin key: every namespace)."""
+    tls: Certificates | None = None
+    """The server serves HTTPS with these (and everyone trusts their CA)."""
 
     def env(self, role: str = "worker") -> dict[str, str]:
         """The environment of a process acting with the key of ``role``."""
         found = {"AIKI_E2E_DATABASE_URL": self.database_url}
         if role in self.keys:
             found["AIKI_API_KEY"] = self.keys[role]
+        if self.tls is not None:
+            found["AIKI_CA_FILE"] = self.tls.ca_file
         return found
 
     def headers(self, role: str = "viewer") -> dict[str, str]:
@@ -51,7 +56,8 @@ class Cluster:
 
     def client(self, role: str = "client", **options: typing.Any) -> aiki.Client:
         """A client of the server acting with the key of ``role``."""
-        return aiki.Client(self.url, api_key=self.keys.get(role), **options)
+        ca_file = None if self.tls is None else self.tls.ca_file
+        return aiki.Client(self.url, api_key=self.keys.get(role), ca_file=ca_file, **options)
 
     def start_server(self, port: int) -> None:
         """Start the server (on ``port``; 0 picks one) and wait until it listens."""
@@ -109,7 +115,8 @@ def e2e_database(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -> Iterator[Cluster]:
-    """Server and two workers; a test module may set ``WORKER_TARGET`` and ``SERVER_ARGS``."""
+    """Server and two workers; a test module may set ``WORKER_TARGET``, ``SERVER_ARGS`` and
+    ``TLS`` (True: the server serves HTTPS with a test CA's certificate)."""
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
     server_args = list(getattr(request.module, "SERVER_ARGS", []))
     client = redis.Redis.from_url(redis_url)
@@ -118,9 +125,12 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
             client.delete(key)
     logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))
     found = Cluster("", e2e_database, redis_url, logs, None, [], server_args)  # type: ignore[arg-type]
+    if getattr(request.module, "TLS", False):
+        found.tls = make_certificates(logs / "tls")
+        found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
     try:
         found.start_server(port=0)
-        found.keys = make_keys(e2e_database, found.url)
+        found.keys = make_keys(e2e_database, found.url, found.env(role="none"))
         for _ in range(2):
             worker, _ = found.start_worker(target)
             found.workers.append(worker)

@@ -85,12 +85,15 @@ def run_aiki(args: list[str], env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def make_keys(database_url: str, server_url: str) -> dict[str, str]:
+def make_keys(
+    database_url: str, server_url: str, env: dict[str, str] | None = None
+) -> dict[str, str]:
     """A key of each role, as an operator makes them: the first admin key with ``aiki keys
-    create --bootstrap`` against the database, the others with it through the server."""
+    create --bootstrap`` against the database, the others with it through the server
+    (``env``: more of the commands' environment, e.g. ``AIKI_CA_FILE``)."""
     made = {"admin": run_aiki(["keys", "create", "--bootstrap", "--role", "admin", "--name",
                                "test admin"], {"AIKI_DATABASE_URL": database_url})}  # fmt: skip
-    admin = {"AIKI_SERVER_URL": server_url, "AIKI_API_KEY": made["admin"]}
+    admin = {**(env or {}), "AIKI_SERVER_URL": server_url, "AIKI_API_KEY": made["admin"]}
     for role in ("worker", "client", "viewer"):
         made[role] = run_aiki(["keys", "create", "--role", role, "--name", f"test {role}"], admin)
     return made

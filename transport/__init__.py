@@ -40,6 +40,8 @@ from .redis_streams import RedisStreams as RedisStreams
 from .redis_streams import StreamEntry as StreamEntry
 from .redis_streams import StreamReader as StreamReader
 from .redis_streams import open_redis_streams as open_redis_streams
+from .tls import client_tls as client_tls
+from .tls import server_tls as server_tls
 from .websocket import WebSocketClient as WebSocketClient
 from .websocket import open_websocket as open_websocket
 
@@ -71,12 +73,14 @@ __all__ = [
     "WireCodec",
     "apply_migrations",
     "apply_migrations_sync",
+    "client_tls",
     "load_migrations",
     "make_wire_converter",
     "open_postgres_store",
     "open_redis_streams",
     "open_websocket",
     "serve_asgi",
+    "server_tls",
     "services_from_env",
     "start_local_postgres",
     "start_local_redis",

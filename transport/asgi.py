@@ -10,6 +10,9 @@ that connection, and nothing else. It also caps open connections, answering the 
 over the cap with ``503`` and ``Retry-After`` before file descriptors run out, and
 bounds WebSocket messages and request heads as they arrive, not after buffering.
 
+With an ``ssl_context``, every connection is TLS (HTTPS and WSS on the one port): the
+handshake must complete within `TLS_HANDSHAKE_SECONDS`, and only HTTP/1.1 is offered.
+
 A request answered before its body was read (a refusal: 401, 413) has the rest of its
 body read and dropped (at most `DRAIN_BYTES`, for `DRAIN_SECONDS`), then the connection
 carries on or, past either bound, is closed. hypercorn would otherwise stall such a
@@ -37,6 +40,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable
 
     from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Framework, Scope
@@ -48,6 +52,7 @@ logger = logging.getLogger(__name__)
 FD_RESERVE: Final = 128
 """File descriptors kept free of client connections (see `connection_cap`)."""
 CLOSE_SECONDS: Final = 1.0
+TLS_HANDSHAKE_SECONDS: Final = 10.0
 DRAIN_BYTES: Final = 16 * 1024 * 1024
 DRAIN_SECONDS: Final = 5.0
 """How much of an unread request body is read and dropped after the answer, and for
@@ -102,10 +107,12 @@ async def serve_asgi(
     shutdown_trigger: Callable[[], Awaitable[object]],
     statistics: ServerStatistics | None = None,
     error_log: logging.Logger | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host``:``port`` until ``shutdown_trigger`` returns; report the URLs
-    listened on through ``task_status``.
+    listened on through ``task_status`` (``https://`` with an ``ssl_context``: see
+    `transport.server_tls`).
 
     On shutdown, new connections are no longer accepted and open ones get
     ``limits.graceful_seconds`` to finish before they are cancelled.
@@ -122,18 +129,26 @@ async def serve_asgi(
     urls = []
     for listener in listeners:
         address, bound = listener.socket.getsockname()[:2]
-        urls.append(f"http://{f'[{address}]' if ':' in address else address}:{bound}")
+        scheme = "http" if ssl_context is None else "https"
+        urls.append(f"{scheme}://{f'[{address}]' if ':' in address else address}:{bound}")
 
     failures = _FailureLog()
 
-    async def connection(stream: trio.SocketStream) -> None:
+    async def connection(plain: trio.SocketStream) -> None:
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = plain
+        if ssl_context is not None:
+            stream = trio.SSLStream(plain, ssl_context, server_side=True, https_compatible=True)
         if stats.open >= cap:
             stats.refused += 1
             await _refuse(stream)
             return
         stats.open += 1
         try:
-            await _Connection(wrapped, config, context, {}, stream).run()
+            # Closing the connection from inside (`_Connection.abandon`) cancels this scope,
+            # not hypercorn's task group: its exit drops the flag that says it caught the
+            # cancellation, which would then end the listener (hypercorn 0.17).
+            with trio.CancelScope() as abandon:
+                await _Connection(wrapped, config, context, {}, stream, abandon).run()
         except* Exception as group:
             # One connection's failure (a protocol error, a race in its tasks): this
             # connection ends, the server carries on.
@@ -200,9 +215,12 @@ class _Connection(TCPServer):
         config: Config,
         context: WorkerContext,
         state: dict[str, object],
-        stream: trio.SocketStream,
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
+        abandon: trio.CancelScope,
     ) -> None:
         super().__init__(self._draining(app), config, context, state, stream)  # type: ignore[arg-type]
+        self.abandon = abandon
+        """Cancelled to close the connection at once (its tasks and stream)."""
 
     def _draining(self, app: AppWrapper) -> AppWrapper:
         """``app``, reading the rest of a request body it did not read before the end of
@@ -227,16 +245,22 @@ class _Connection(TCPServer):
                 return message
 
             async def draining_send(message: ASGISendEvent) -> None:
-                if message["type"] == "http.response.body" and not message.get("more_body"):
-                    left = DRAIN_BYTES
-                    with trio.move_on_after(DRAIN_SECONDS):
-                        while not done and left > 0:
-                            body = (await tracked()).get("body", b"")
-                            left -= len(body) if isinstance(body, bytes) else 0
-                    if not done and self._task_group._nursery is not None:
-                        self._task_group._nursery.cancel_scope.cancel()  # close it
-                        await trio.lowlevel.checkpoint()
-                await send(message)
+                if done or message["type"] != "http.response.body" or message.get("more_body"):
+                    await send(message)
+                    return
+                # The answer's last part, and the request's body not all read: send the
+                # answer's bytes, read (and drop) the rest of the request, then end the
+                # answer, or the connection if the rest does not come within the bounds.
+                await send({**message, "more_body": True})
+                left = DRAIN_BYTES
+                with trio.move_on_after(DRAIN_SECONDS):
+                    while not done and left > 0:
+                        body = (await tracked()).get("body", b"")
+                        left -= len(body) if isinstance(body, bytes) else 0
+                if not done:
+                    self.abandon.cancel()
+                    await trio.lowlevel.checkpoint()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
             await app(scope, tracked, draining_send, sync_spawn, call_soon)
 
@@ -268,12 +292,12 @@ def connection_cap(wanted: int) -> int:
     return max(1, min(wanted, soft - FD_RESERVE))
 
 
-async def _refuse(stream: trio.SocketStream) -> None:
+async def _refuse(stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
     with (
         trio.move_on_after(CLOSE_SECONDS),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
     ):
-        await stream.send_all(BUSY)
+        await stream.send_all(BUSY)  # (over TLS: the handshake first, within the second)
     with trio.move_on_after(CLOSE_SECONDS, shield=True):
         await stream.aclose()
 
@@ -300,6 +324,7 @@ class _PeerFailures(logging.Filter):
 
 def _config(limits: ServerLimits, error_log: logging.Logger | None) -> Config:
     config = Config()
+    config.ssl_handshake_timeout = TLS_HANDSHAKE_SECONDS
     config.accesslog = None
     errors = error_log if error_log is not None else logging.getLogger("hypercorn.error")
     if not any(isinstance(found, _PeerFailures) for found in errors.filters):

@@ -16,6 +16,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ssl
+import urllib.parse
 from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
@@ -145,6 +147,7 @@ async def open_websocket(
     *,
     max_message_bytes: int,
     headers: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     connect_seconds: float = CONNECT_SECONDS,
     close_seconds: float = CLOSE_SECONDS,
 ) -> AsyncIterator[WebSocketClient]:
@@ -152,6 +155,7 @@ async def open_websocket(
 
     Args:
         headers: sent with the handshake (``Authorization``).
+        ssl_context: for ``wss://`` (default: the system's trusted authorities).
 
     Raises:
         WebSocketError: the server could not be reached, or did not complete the
@@ -162,12 +166,13 @@ async def open_websocket(
     answer the closing handshake within ``close_seconds`` has its connection dropped.
     """
     sent = list((headers or {}).items())
+    tls = (ssl_context or ssl.create_default_context()) if url.startswith("wss://") else None
     if sniffio.current_async_library() == "trio":
-        async with _open_trio(url, max_message_bytes, sent, connect_seconds,
+        async with _open_trio(url, max_message_bytes, sent, tls, connect_seconds,
                               close_seconds) as ws:  # fmt: skip
             yield ws
     else:
-        async with _open_asyncio(url, max_message_bytes, sent, connect_seconds,
+        async with _open_asyncio(url, max_message_bytes, sent, tls, connect_seconds,
                                  close_seconds) as ws:  # fmt: skip
             yield ws
 
@@ -177,6 +182,7 @@ async def _open_trio(
     url: str,
     max_message_bytes: int,
     headers: list[tuple[str, str]],
+    ssl_context: ssl.SSLContext | None,
     connect_seconds: float,
     close_seconds: float,
 ) -> AsyncIterator[WebSocketClient]:
@@ -187,10 +193,12 @@ async def _open_trio(
         async with trio.open_nursery() as nursery:  # the library's reader task
             try:
                 with trio.fail_after(connect_seconds):
-                    connection = await trio_websocket.connect_websocket_url(
-                        nursery, url, max_message_size=max_message_bytes,
-                        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-                    )  # fmt: skip
+                    connection = await _connect_trio(
+                        nursery, url, ssl_context, headers, max_message_bytes
+                    )
+            except WebSocketError as exc:
+                own = exc
+                nursery.cancel_scope.cancel()
             except trio.TooSlowError as exc:
                 own = WebSocketError(
                     f"no WebSocket handshake from {url} within {connect_seconds:g} s",
@@ -243,11 +251,51 @@ async def _open_trio(
         raise own
 
 
+async def _connect_trio(
+    nursery: trio.Nursery,
+    url: str,
+    ssl_context: ssl.SSLContext | None,
+    headers: list[tuple[str, str]],
+    max_message_bytes: int,
+) -> trio_websocket.WebSocketConnection:
+    """Open the TCP (and TLS) connection, then the WebSocket on it.
+
+    The TLS handshake is done here, not by trio-websocket, whose reader swallows a failed
+    one (a certificate that does not verify would look like a server that never answers).
+
+    Raises:
+        WebSocketError: the TLS handshake failed (not retryable: the certificate is not
+            trusted, or names another host).
+    """
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    stream = await trio.open_tcp_stream(host, port)
+    if secure:
+        tls = trio.SSLStream(stream, ssl_context or ssl.create_default_context(),
+                             server_hostname=host, https_compatible=True)  # fmt: skip
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            await trio.aclose_forcefully(stream)
+            raise WebSocketError(f"TLS with {url} failed: {exc.__cause__ or exc}",
+                                 retryable=False) from exc  # fmt: skip
+        stream = tls
+    return await trio_websocket.wrap_client_stream(
+        nursery, stream, parts.netloc, resource, max_message_size=max_message_bytes,
+        extra_headers=[(key.encode(), value.encode()) for key, value in headers],
+    )  # fmt: skip
+
+
 @contextlib.asynccontextmanager
 async def _open_asyncio(
     url: str,
     max_message_bytes: int,
     headers: list[tuple[str, str]],
+    ssl_context: ssl.SSLContext | None,
     connect_seconds: float,
     close_seconds: float,
 ) -> AsyncIterator[WebSocketClient]:
@@ -259,6 +307,7 @@ async def _open_asyncio(
             open_timeout=connect_seconds,
             close_timeout=close_seconds,
             additional_headers=headers,
+            ssl=ssl_context,
         )
     except InvalidStatus as exc:
         response = exc.response

@@ -1,8 +1,9 @@
 """What the operators' commands share: options, calling the server, output formats.
 
-Every command that calls the server takes ``--server-url`` (``AIKI_SERVER_URL``) and
+Every command that calls the server takes ``--server-url`` (``AIKI_SERVER_URL``),
 ``--api-key`` (``AIKI_API_KEY``; prefer the variable: a command line is visible to every
-user of the machine).
+user of the machine) and ``--ca-file`` (``AIKI_CA_FILE``: a private CA's certificate, for
+an ``https://`` server).
 
 Exit codes: 0 done, 1 refused by the server, 2 usage, 3 not found, 4 unreachable,
 5 not authenticated (no key, or one the server does not take).
@@ -20,7 +21,7 @@ import trio
 
 from transport import WireCodec
 
-from ..client import API_KEY_ENV, Client
+from ..client import API_KEY_ENV, CA_FILE_ENV, Client
 from ..errors import AikiError, NotFoundError, UnauthenticatedError, UnavailableError
 
 if typing.TYPE_CHECKING:
@@ -34,20 +35,28 @@ EXIT_NOT_FOUND: Final = 3
 EXIT_UNREACHABLE: Final = 4
 EXIT_UNAUTHENTICATED: Final = 5
 _API_KEY: Final = "aiki.api_key"
+_CA_FILE: Final = "aiki.ca_file"
 
 
-def _keep_api_key(context: click.Context, _param: click.Parameter, value: str | None) -> None:
-    context.meta[_API_KEY] = value
+def _keep(context: click.Context, param: click.Parameter, value: str | None) -> None:
+    context.meta[_API_KEY if param.name == "api_key" else _CA_FILE] = value
 
 
 def server_url_option(command: Callable[..., T]) -> Callable[..., T]:
-    """Add ``--server-url`` (passed as ``server_url``) and ``--api-key`` (kept for
-    `call_server`) to ``command``."""
+    """Add ``--server-url`` (passed as ``server_url``), ``--api-key`` and ``--ca-file``
+    (kept for `call_server`) to ``command``."""
+    command = click.option(
+        "--ca-file",
+        envvar=CA_FILE_ENV,
+        expose_value=False,
+        callback=_keep,
+        help=f"A private CA's certificate (PEM) for an https:// server [env {CA_FILE_ENV}].",
+    )(command)
     command = click.option(
         "--api-key",
         envvar=API_KEY_ENV,
         expose_value=False,
-        callback=_keep_api_key,
+        callback=_keep,
         help=f"The API key to act with [env {API_KEY_ENV}; prefer it to this option].",
     )(command)
     return click.option(
@@ -65,10 +74,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a client; map Aiki errors to a message and an exit code."""
 
-    api_key = click.get_current_context().meta.get(_API_KEY)
+    meta = click.get_current_context().meta
 
     async def main() -> T:
-        async with Client(server_url, api_key=api_key) as client:
+        async with Client(server_url, api_key=meta.get(_API_KEY),
+                          ca_file=meta.get(_CA_FILE)) as client:  # fmt: skip
             return await action(client)
 
     try:

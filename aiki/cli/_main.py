@@ -195,6 +195,18 @@ def _load_worker(target: str) -> Worker:
     "the server's own (repeatable).",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A PEM certificate (chain): serve HTTPS and WSS on the port (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The certificate's private key (PEM).",
+)
+@click.option(
     "--insecure-no-auth",
     is_flag=True,
     help="Serve everyone without an API key, with every role (loopback addresses only).",
@@ -213,6 +225,8 @@ def server(
     schedule_grace: float,
     max_connections: int,
     allowed_origins: tuple[str, ...],
+    tls_cert: str | None,
+    tls_key: str | None,
     insecure_no_auth: bool,
     verbose: bool,
 ) -> None:
@@ -240,6 +254,8 @@ def server(
             max_connections=max_connections,
             allowed_origins=allowed_origins,
             insecure_no_auth=insecure_no_auth,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
         raise click.UsageError(str(exc)) from None
@@ -297,6 +313,13 @@ def server(
     default=None,
     help="The worker's API key, a worker key [env AIKI_API_KEY; prefer it to this option].",
 )
+@click.option(
+    "--ca-file",
+    envvar="AIKI_CA_FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A private CA's certificate (PEM) for an https:// server [env AIKI_CA_FILE].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def worker(
     target: str,
@@ -307,6 +330,7 @@ def worker(
     heartbeat: float,
     claim_idle: float,
     api_key: str | None,
+    ca_file: str | None,
     verbose: bool,
 ) -> None:
     """Run a worker serving TARGET (module:attribute naming an aiki.Worker)."""
@@ -319,6 +343,7 @@ def worker(
     config = WorkerConfig(
         server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
         heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
+        ca_file=ca_file,
     )  # fmt: skip
 
     async def main_fn() -> None:

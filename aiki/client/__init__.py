@@ -9,7 +9,9 @@
 """
 
 from ._client import API_KEY_ENV as API_KEY_ENV
+from ._client import CA_FILE_ENV as CA_FILE_ENV
 from ._client import Client as Client
+from ._client import tls_for as tls_for
 from ._connection import PushQueue as PushQueue
 from ._connection import SessionConnection as SessionConnection
 from ._connection import auth_headers as auth_headers
@@ -22,6 +24,7 @@ from ._watch import Watch as Watch
 
 __all__ = [
     "API_KEY_ENV",
+    "CA_FILE_ENV",
     "Client",
     "PushQueue",
     "Resync",
@@ -32,4 +35,5 @@ __all__ = [
     "Watch",
     "auth_headers",
     "connect_error",
+    "tls_for",
 ]

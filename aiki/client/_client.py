@@ -32,7 +32,9 @@ import httpx
 import sniffio
 import trio
 
-from ..errors import PushUnavailableError, UnavailableError
+from transport import TransportError, client_tls
+
+from ..errors import PushUnavailableError, UnavailableError, ValidationError
 from ..protocol import (
     OPERATIONS,
     CancelRun,
@@ -82,6 +84,7 @@ from ._session import CLOSE_SECONDS, ClientSession
 from ._watch import Watch
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Iterable
     from types import TracebackType
 
@@ -91,6 +94,22 @@ P = TypeVar("P")
 
 API_KEY_ENV: Final = "AIKI_API_KEY"
 """Where `Client` (and ``aiki worker``, and the CLI) find the API key if none is given."""
+CA_FILE_ENV: Final = "AIKI_CA_FILE"
+"""Where they find a private CA's certificate to trust for an ``https://`` server."""
+
+
+def tls_for(ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS context trusting ``ca_file`` (None: the defaults, the system's authorities).
+
+    Raises:
+        aiki.ValidationError: ``ca_file`` cannot be read or holds no certificate.
+    """
+    if not ca_file:
+        return None
+    try:
+        return client_tls(ca_file)
+    except TransportError as exc:
+        raise ValidationError(str(exc), errors=("not a CA certificate file @ ca_file",)) from exc
 
 
 def _running_trio() -> bool:
@@ -107,6 +126,9 @@ class Client:
         url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
         api_key: the API key to act with (``aiki_...``); default: ``AIKI_API_KEY`` from
             the environment, if set (a server run with ``--insecure-no-auth`` needs none).
+        ca_file: for an ``https://`` server whose certificate a private CA signed: that
+            CA's certificate (PEM); default: ``AIKI_CA_FILE``, if set, else the system's
+            trusted authorities.
         http: an httpx client to use (e.g. with your own TLS or proxy settings).
         session: under trio, inside ``async with``, send requests over one WebSocket
             session (the default); False keeps every request on HTTP, and without
@@ -119,11 +141,13 @@ class Client:
         url: str,
         *,
         api_key: str | None = None,
+        ca_file: str | None = None,
         http: httpx.AsyncClient | None = None,
         session: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self._tls = tls_for(ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV))
         self._headers = {"content-type": "application/json", **auth_headers(self._api_key)}
         self._wants_session = session
         self.requests: collections.Counter[str] = collections.Counter()
@@ -132,6 +156,7 @@ class Client:
         self._session_stack: contextlib.AsyncExitStack | None = None
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
+            verify=self._tls if self._tls is not None else True,
             timeout=httpx.Timeout(10.0, read=WAIT_SLICE_SECONDS + 15.0),
             # Idle connections are dropped well before the server's 75 s keep-alive timeout.
             limits=httpx.Limits(
@@ -143,7 +168,8 @@ class Client:
         if self._wants_session and _running_trio():
             self._session_stack = contextlib.AsyncExitStack()
             nursery = await self._session_stack.enter_async_context(trio.open_nursery())
-            self._session = ClientSession(self.url, nursery, self.requests, self._api_key)
+            self._session = ClientSession(self.url, nursery, self.requests, self._api_key,
+                                          self._tls)  # fmt: skip
         return self
 
     async def __aexit__(
@@ -217,7 +243,7 @@ class Client:
             run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
             statuses=tuple(statuses), after_revision=after_revision, progress=progress,
         )  # fmt: skip
-        return Watch(self.url, self._session, request, self.requests, self._api_key)
+        return Watch(self.url, self._session, request, self.requests, self._api_key, self._tls)
 
     async def aclose(self) -> None:
         """Close the HTTP connections (if this client created them)."""

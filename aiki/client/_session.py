@@ -20,6 +20,8 @@ from ..protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
 from ._connection import SessionConnection, auth_headers, connect_error
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..protocol import Request, Subscribe, Subscribed
     from ._connection import PushQueue
 
@@ -40,9 +42,11 @@ class ClientSession:
         nursery: trio.Nursery,
         counter: collections.Counter[str] | None = None,
         api_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self._api_key = api_key
+        self._tls = tls
         self.requests = collections.Counter[str]() if counter is None else counter
         """Requests sent, by operation name."""
         self._nursery = nursery
@@ -105,6 +109,7 @@ class ClientSession:
             session_url(self.url),
             max_message_bytes=MAX_MESSAGE_BYTES,
             headers=auth_headers(self._api_key),
+            ssl_context=self._tls,
             connect_seconds=CONNECT_SECONDS,
             close_seconds=CLOSE_SECONDS,
         ) as websocket:

@@ -36,6 +36,7 @@ from ._connection import PushQueue, SessionConnection, auth_headers, connect_err
 from ._session import ClientSession
 
 if TYPE_CHECKING:
+    import ssl
     from types import TracebackType
 
     from ..protocol import Published
@@ -97,7 +98,9 @@ class _SocketFeed:
     queue: PushQueue
 
     @classmethod
-    async def open(cls, url: str, request: Subscribe, api_key: str | None) -> _SocketFeed:
+    async def open(
+        cls, url: str, request: Subscribe, api_key: str | None, tls: ssl.SSLContext | None
+    ) -> _SocketFeed:
         stack = contextlib.AsyncExitStack()
         try:
             websocket = await stack.enter_async_context(
@@ -105,6 +108,7 @@ class _SocketFeed:
                     session_url(url),
                     max_message_bytes=MAX_MESSAGE_BYTES,
                     headers=auth_headers(api_key),
+                    ssl_context=tls,
                 )
             )
             connection = SessionConnection(websocket, url)
@@ -145,10 +149,12 @@ class Watch:
         request: Subscribe,
         requests: collections.Counter[str],
         api_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._requests = requests
         self._url = url
         self._api_key = api_key
+        self._tls = tls
         self._session = session
         self._request = request
         self._feed: _Feed | None = None
@@ -190,7 +196,7 @@ class Watch:
         if self._session is not None:
             return await _SessionFeed.open(self._session, request)
         self._requests["subscribe"] += 1  # (its unsubscribe is the socket's close)
-        return await _SocketFeed.open(self._url, request, self._api_key)
+        return await _SocketFeed.open(self._url, request, self._api_key, self._tls)
 
     async def __anext__(self) -> RunUpdate | Resync | TaskProgress:
         if self._closed:

@@ -70,6 +70,8 @@ class ServerConfig:
         insecure_no_auth: serve every caller without an API key, with every role (for
             ``aiki dev`` and tests on one machine). Only on a loopback address: elsewhere
             the server refuses to start.
+        tls_cert: a PEM certificate (chain) to serve HTTPS and WSS with, on the same port.
+        tls_key: its private key (PEM); given with ``tls_cert`` or not at all.
     """
 
     database_url: str
@@ -87,8 +89,12 @@ class ServerConfig:
     subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
     schedule_grace_seconds: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     insecure_no_auth: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
         if self.insecure_no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"--insecure-no-auth serves anyone who reaches the port with every role: "
@@ -153,11 +159,11 @@ async def _say_how_secure(config: ServerConfig, store: PostgresStore) -> None:
                        "%s may start, read and cancel every run", config.host)  # fmt: skip
     elif not await store.transact(keys.admin_exists):
         logger.warning(BOOTSTRAP_HINT)
-    if not is_loopback(config.host):
+    if not is_loopback(config.host) and config.tls_cert is None:
         logger.warning(
             "listening on %s without TLS: API keys, run inputs and outputs cross the network "
-            "in clear text, readable and alterable by anyone on the path; serve it behind a "
-            "TLS-terminating proxy",
+            "in clear text, readable and alterable by anyone on the path; give --tls-cert "
+            "and --tls-key (or serve it behind a TLS-terminating proxy)",
             config.host,
         )
 

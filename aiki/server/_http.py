@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -218,6 +219,8 @@ class Api:
     listening: Listening
     limits: ServerLimits
     statistics: ServerStatistics
+    ssl_context: ssl.SSLContext | None = None
+    """TLS: HTTPS and WSS (None: plain HTTP)."""
 
     async def run(
         self,
@@ -233,6 +236,7 @@ class Api:
                     serve_asgi, self.app,
                     host=self.host, port=self.port, limits=self.limits,
                     shutdown_trigger=stop.wait, statistics=self.statistics,
+                    ssl_context=self.ssl_context,
                     error_log=logging.getLogger("aiki.server.http"),
                 )
             )  # fmt: skip

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from actors import ChildSpec, Mailbox, Startable
-from transport import ServerLimits
+from transport import ServerLimits, server_tls
 
 from ._auth import Authentication, Authenticator, lookup_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
@@ -104,6 +104,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     )
     metrics = services.metrics
     listening = Listening()
+    tls = None if config.tls_cert is None else server_tls(config.tls_cert, str(config.tls_key))
     limits = ServerLimits(max_connections=config.max_connections,
                           max_message_bytes=config.max_body_bytes)  # fmt: skip
     app = BrowserGuard(
@@ -145,7 +146,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
                                          grace_seconds=config.schedule_grace_seconds),
             upcoming=upcoming_schedules, scan_seconds=config.timer_scan_seconds)),
         ChildSpec(name="api", factory=lambda: Api(
-            app, config.host, config.port, listening, limits, services.metrics.connections)),
+            app, config.host, config.port, listening, limits, services.metrics.connections,
+            tls)),
     ]  # fmt: skip
     return ServerTree(services, listening, children)
 

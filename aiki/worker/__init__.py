@@ -37,7 +37,7 @@ import trio
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
 from transport import open_redis_streams
 
-from ..client import API_KEY_ENV
+from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
 from ..protocol import RegisterWorker, stream_for
 from ..sdk import Workflow, WorkflowVersion
 from ._claimer import Claimer
@@ -112,6 +112,8 @@ class WorkerConfig:
         call_timeout_seconds: deadline for one request to the server.
         api_key: the worker's API key (a ``worker`` key); default: ``AIKI_API_KEY`` from
             the environment, if set.
+        ca_file: a private CA's certificate (PEM) to trust for an ``https://`` server;
+            default: ``AIKI_CA_FILE`` from the environment, if set.
     """
 
     server_url: str
@@ -125,6 +127,7 @@ class WorkerConfig:
     call_timeout_seconds: float = 30.0
     api_key: str | None = attrs.field(factory=lambda: os.environ.get(API_KEY_ENV) or None,
                                       repr=False)  # fmt: skip
+    ca_file: str | None = attrs.field(factory=lambda: os.environ.get(CA_FILE_ENV) or None)
 
 
 async def run_worker(
@@ -140,8 +143,11 @@ async def run_worker(
 
     Raises:
         aiki.UnavailableError: the server could not be reached at start.
+        aiki.UnauthenticatedError: the server refused the worker's key.
+        aiki.ValidationError: ``config.ca_file`` is not a CA certificate file.
         transport.StreamUnavailableError: Redis could not be reached at start.
     """
+    tls = tls_for(config.ca_file)
     registration = RegisterWorker(
         worker_id=config.worker_id,
         versions=tuple(version.spec() for version in worker.versions.values()),
@@ -175,7 +181,7 @@ async def run_worker(
             ChildSpec(
                 name="link",
                 factory=lambda: Link(config.server_url, registration, on_push=executing.stop,
-                                     api_key=config.api_key),
+                                     api_key=config.api_key, tls=tls),
                 mailbox=link_box,
             ),
             runs.spec,

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -85,6 +86,8 @@ class Link:
     """Called with each server push (e.g. stop a run that was cancelled)."""
     api_key: str | None = None
     """The worker's API key (a ``worker`` key of its namespace)."""
+    tls: ssl.SSLContext | None = None
+    """For a ``https://`` server (None: the system's trusted authorities)."""
 
     async def run(  # noqa: ASYNC128 (`_session` reports started, once registered)
         self,
@@ -150,6 +153,7 @@ class Link:
             session_url(self.url),
             max_message_bytes=MAX_MESSAGE_BYTES,
             headers=auth_headers(self.api_key),
+            ssl_context=self.tls,
         ) as websocket:
             connection = SessionConnection(websocket, self.url, on_push=self.on_push)
             registered = shutdown = False

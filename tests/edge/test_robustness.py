@@ -715,6 +715,7 @@ class Fuzzer:
         """A valid body of ``operation``, against runs made afresh every 60 requests."""
         if not self.bodies or self.age >= 60:
             self.session.reopen()
+            self.admin.reopen()  # (its subscriptions end with it)
             self.bodies, self.age = _valid_requests(self.http, self.session, self.admin), 0
         self.age += 1
         return self.bodies[operation]

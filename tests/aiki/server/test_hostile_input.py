@@ -298,3 +298,43 @@ async def test_a_client_gone_mid_body_is_no_server_error(
     with trio.fail_after(10):
         await wait_until(all_closed)
     assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def _answer_and_end(api: Api, head: str, body: bytes) -> bytes:
+    """Send ``head`` and ``body`` on a raw connection; everything the server sends until it
+    ends the connection (read while writing, as a client must)."""
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    received = bytearray()
+
+    async def read() -> None:
+        while chunk := await stream.receive_some(65536):
+            received.extend(chunk)
+
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await stream.send_all(head.encode() + body)
+    return bytes(received)
+
+
+@deadline(30)
+async def test_a_request_refused_before_its_body_is_read_costs_one_connection_only(
+    api: Api,
+) -> None:
+    """Refused before the body was read (413 for a body announced too large, 403 for a key
+    of the wrong role): the client gets the answer in full, whether it goes on sending the
+    body (3 MiB: read and dropped) or never does (the connection is closed after the
+    drain bound), and the server goes on serving others. (hypercorn stalled such a
+    connection; closing it from inside once ended the listener.)"""
+    key = api.keys["viewer"]
+    head = ("POST /api/v1/start_run HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: %d\r\n\r\n")  # fmt: skip
+    whole = await _answer_and_end(api, head % (3 * 1024 * 1024), b"x" * (3 * 1024 * 1024))
+    assert whole.startswith(b"HTTP/1.1 403"), whole[:200]
+    never = await _answer_and_end(api, head % 10**9, b"{")
+    assert never.startswith(b"HTTP/1.1 403"), never[:200]
+    assert b"start_run needs a key with role" in never
+    assert (await api.http.get(f"{api.url}/healthz")).status_code == 200
+    status, _ = await api.call("list_runs", {})
+    assert status == 200
