@@ -141,7 +141,10 @@ async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
         assert cancelled.returncode == 0, cancelled.stderr
         assert (await doomed.wait_for_status("cancelled")).status == "cancelled"
         details = await client.describe_run(doomed.run_id)
-        assert details.timeline[-1].reason == "cli test"
+        client_prefix = cluster.keys["client"].split("_")[1]
+        assert details.timeline[-1].reason == f"cli test, by key {client_prefix} (test client)"
+        shown = await cli(cluster, "runs", "show", doomed.run_id)
+        assert f"by key {client_prefix}" in shown.stdout  # who did it, in the history
 
     refused = await cli(cluster, "runs", "requeue", sleeping.run_id)
     assert refused.returncode == 1

@@ -151,7 +151,7 @@ def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
     expect(page.locator('#run-status .status[data-status="sleeping"]')).to_be_visible()
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator('#run-status .status[data-status="cancelled"]')).to_be_visible()
-    expect(page.locator("#timeline")).to_contain_text("from the dashboard")
+    expect(page.locator("#timeline")).to_contain_text("from the dashboard, by key")
     assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
     _screenshot(page, "cancelled")
 

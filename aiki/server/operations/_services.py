@@ -97,6 +97,13 @@ class Caller:
         """The worker registered on the caller's session, if one is."""
         return None if self.session is None else self.session.worker_id
 
+    def attributed(self, reason: str) -> str:
+        """``reason`` as the run's history records it: with the key that acted
+        (``cancelled, by key ab12cd… (ops)``), when there is one."""
+        if self.principal.prefix is None:
+            return reason
+        return f"{reason}, by {self.principal}"
+
     def follow(self, subscriber: Subscriber) -> None:
         """Push ``subscriber``'s updates on the caller's session, once the reply is sent."""
         assert self.session is not None

@@ -43,7 +43,7 @@ async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> 
     """Cancel a run and all its non-terminal descendants."""
     run_id = run_uuid(request.run_id)
     stopped = await services.transact(
-        lambda tx: store.waits.cancel_tree(tx, run_id, request.reason)
+        lambda tx: store.waits.cancel_tree(tx, run_id, caller.attributed(request.reason))
     )
     if not stopped or stopped[0].run_id != request.run_id:
         status = await _status(services, request.run_id, caller)
@@ -58,7 +58,8 @@ async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> 
 async def pause_run(services: Services, request: PauseRun, caller: Caller) -> RunsStopped:
     """Pause a run; a running one is stopped and resumes later from its history."""
     run_id = run_uuid(request.run_id)
-    stopped = await services.transact(lambda tx: store.waits.pause(tx, run_id, request.reason))
+    reason = caller.attributed(request.reason)
+    stopped = await services.transact(lambda tx: store.waits.pause(tx, run_id, reason))
     if stopped is None:
         status = await _status(services, request.run_id, caller)
         allowed = ", ".join(store.waits.PAUSABLE)
@@ -72,7 +73,8 @@ async def pause_run(services: Services, request: PauseRun, caller: Caller) -> Ru
 async def resume_run(services: Services, request: ResumeRun, caller: Caller) -> RunTransitioned:
     """Queue a paused run again."""
     run_id = run_uuid(request.run_id)
-    moved = await services.transact(lambda tx: store.waits.resume(tx, run_id))
+    reason = caller.attributed("resumed")
+    moved = await services.transact(lambda tx: store.waits.resume(tx, run_id, reason))
     if moved is None:
         status = await _status(services, request.run_id, caller)
         raise InvalidTransitionError(f"run {request.run_id} is {status}, not paused")
@@ -95,7 +97,8 @@ async def wakeup_run(services: Services, request: WakeupRun, caller: Caller) -> 
 async def requeue_run(services: Services, request: RequeueRun, caller: Caller) -> RunTransitioned:
     """Release a run's claim and queue it again (recovery)."""
     run_id = run_uuid(request.run_id)
-    moved = await services.transact(lambda tx: store.runs.requeue_run(tx, run_id, request.reason))
+    reason = caller.attributed(request.reason)
+    moved = await services.transact(lambda tx: store.runs.requeue_run(tx, run_id, reason))
     if moved is None:
         status = await _status(services, request.run_id, caller)
         allowed = " or ".join(store.runs.REQUEUEABLE)

@@ -360,7 +360,7 @@ def pause(tx: Transaction, run_id: uuid.UUID, reason: str) -> Stopped | None:
     return Stopped(str(row[0]), str(row[1]), None if row[2] is None else str(row[2]))
 
 
-def resume(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
+def resume(tx: Transaction, run_id: uuid.UUID, reason: str = "resumed") -> RunInfo | None:
     """Queue a paused run again; None if it is not paused."""
     row = tx.fetch_one(
         f"""
@@ -371,13 +371,13 @@ def resume(tx: Transaction, run_id: uuid.UUID) -> RunInfo | None:
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'paused', 'queued', revision, 'resumed' FROM moved
+            SELECT id, 'paused', 'queued', revision, %(reason)s FROM moved
         ), outbox AS (
             INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
         )
         SELECT {RUN_COLUMNS} FROM moved
         """,
-        {"run": run_id},
+        {"run": run_id, "reason": reason},
     )
     return None if row is None else run_info(row)
 
