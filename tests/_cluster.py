@@ -120,7 +120,7 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
     server_args = list(getattr(request.module, "SERVER_ARGS", []))
     client = redis.Redis.from_url(redis_url)
-    for pattern in ("aiki:runs:e2e-*", "aiki:runs:w-*"):
+    for pattern in ("aiki:runs:*/e2e-*", "aiki:runs:*/w-*"):
         for key in client.scan_iter(pattern):
             client.delete(key)
     logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))

@@ -117,8 +117,15 @@ def create_key(
 def _bootstrap(
     database_url: str, role: Role, namespace: str | None, name: str, seconds: float | None
 ) -> KeyCreated:
+    from ..errors import ValidationError
     from ..server import migrations
+    from ..server.operations.keys import check_key_request
     from ..server.store import keys as stored
+
+    try:
+        check_key_request(role, namespace)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--namespace") from None
 
     expires_at = None if seconds is None else dt.datetime.now(dt.UTC) + dt.timedelta(
         seconds=seconds)  # fmt: skip

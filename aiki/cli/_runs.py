@@ -85,7 +85,8 @@ def show_run(server_url: str, run_id: str, as_json: bool) -> None:
         return
     run = details.run
     fields = [
-        ("run", run.id), ("workflow", f"{run.workflow}@{run.version}"), ("status", run.status),
+        ("run", run.id), ("namespace", run.namespace),
+        ("workflow", f"{run.workflow}@{run.version}"), ("status", run.status),
         ("revision", run.revision), ("attempt", run.attempt),
         ("reference", run.reference_id or "-"), ("parent", run.parent_id or "-"),
         ("created", when(run.created_at)), ("updated", when(run.updated_at)),

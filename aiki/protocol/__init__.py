@@ -1,7 +1,8 @@
 """The protocol: what the server, workers and clients say to each other.
 
 - wire types by concept: runs (`_runs`), workers (`_workers`), operators' views
-  (`_views`), live updates (`_live`), API keys and identity (`_keys`), schedules
+  (`_views`), live updates (`_live`), API keys and identity (`_keys`), namespaces
+  (`_namespaces`), schedules
   (`_schedules`, with when their occurrences fall: `_occurrences`), a run's recorded
   steps (`_history`), run states and their transitions (`_states`), stream names
   (`_streams`), error replies (`_errors`);
@@ -53,6 +54,9 @@ from ._live import Subscribed as Subscribed
 from ._live import TaskProgress as TaskProgress
 from ._live import Unsubscribe as Unsubscribe
 from ._live import Unsubscribed as Unsubscribed
+from ._namespaces import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+from ._namespaces import NAMESPACE_PATTERN as NAMESPACE_PATTERN
+from ._namespaces import is_namespace as is_namespace
 from ._occurrences import COUNT_CAP as COUNT_CAP
 from ._occurrences import MIN_EVERY_SECONDS as MIN_EVERY_SECONDS
 from ._occurrences import UTC as UTC
@@ -223,6 +227,7 @@ __all__ = [
     "COUNT_CAP",
     "CREATE_KEY",
     "DEACTIVATE_SCHEDULE",
+    "DEFAULT_NAMESPACE",
     "DEREGISTER_WORKER",
     "DESCRIBE_RUN",
     "ERROR_BODY",
@@ -245,6 +250,7 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_TEXT",
     "MIN_EVERY_SECONDS",
+    "NAMESPACE_PATTERN",
     "OPERATIONS",
     "PAUSE_RUN",
     "PAUSE_SCHEDULE",
@@ -391,6 +397,7 @@ __all__ = [
     "describe",
     "encode_error",
     "error_frame",
+    "is_namespace",
     "is_schedule_status",
     "is_status",
     "is_task_state",

@@ -28,6 +28,7 @@ class TaskProgress:
     task: str
     details: object = None
     at: dt.datetime
+    namespace: str = "default"
 
 
 @attrs.frozen(kw_only=True)
@@ -55,6 +56,8 @@ class RunUpdate:
     output: object = None
     error: ErrorInfo | None = None
     run: RunInfo | None = None
+    namespace: str = "default"
+    """The run's namespace."""
 
 
 @attrs.frozen(kw_only=True)

@@ -72,6 +72,8 @@ class RunInfo:
     """The schedule that started the run, if one did."""
     occurrence: dt.datetime | None = None
     """The occurrence (its nominal time) of ``schedule_id`` the run was started for."""
+    namespace: str = "default"
+    """The namespace the run belongs to (its starter's; a child's, its parent's)."""
 
 
 # -- replies ------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ class ScheduleInfo:
     skipped: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    namespace: str = "default"
+    """The namespace the schedule (and every run it starts) belongs to."""
 
 
 @attrs.frozen(kw_only=True)

@@ -12,9 +12,11 @@ GROUP: Final = "aiki-workers"
 """The consumer group every worker reads run streams through."""
 
 
-def stream_for(workflow: str, version: str, pool: str | None) -> str:
-    """The Redis stream that carries queued runs of one workflow version (and pool)."""
-    base = f"aiki:runs:{workflow}@{version}"
+def stream_for(namespace: str, workflow: str, version: str, pool: str | None) -> str:
+    """The Redis stream that carries queued runs of one workflow version (and pool) in one
+    namespace: ``aiki:runs:<namespace>/<workflow>@<version>[#<pool>]`` (a namespace name
+    has no ``/``, so the key names one stream only)."""
+    base = f"aiki:runs:{namespace}/{workflow}@{version}"
     return base if pool is None else f"{base}#{pool}"
 
 

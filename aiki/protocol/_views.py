@@ -92,6 +92,7 @@ class WorkerInfo:
     active_runs: int
     registered_at: dt.datetime
     last_seen_at: dt.datetime
+    namespace: str = "default"
 
 
 @attrs.frozen(kw_only=True)

@@ -42,6 +42,8 @@ class WorkerRegistered:
     """Reply to `RegisterWorker`."""
 
     worker_id: str
+    namespace: str = "default"
+    """The namespace the worker serves (its key's): its runs, and the streams it reads."""
 
 
 @attrs.frozen(kw_only=True)

@@ -13,8 +13,9 @@ answered from memory (no hash and query per request). A revocation (or an expiry
 therefore honoured by every server within `CACHE_SECONDS`, open sessions included (they
 check their key again at every request and every `CACHE_SECONDS`). A key that is not
 stored is remembered as unknown for the same time, and a malformed one is never looked
-up, so a flood of bad keys costs at most one query per key and second; at most
-`CACHE_ENTRIES` keys are remembered (the oldest are forgotten first).
+up; concurrent requests with one key share its lookup. A flood of bad keys thus costs at
+most one query per key and second; at most `CACHE_ENTRIES` keys are remembered (the
+oldest are forgotten first).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import http.cookies
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
     App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-logger = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 1.0
 CACHE_ENTRIES: Final = 10_000
@@ -104,6 +102,8 @@ class Authenticator:
     _cache: collections.OrderedDict[str, tuple[float, KeyInfo | None, Principal | None]] = (
         attrs.field(factory=collections.OrderedDict, init=False)
     )
+    _looking: dict[str, trio.Event] = attrs.field(factory=dict, init=False)
+    """Keys being looked up now: concurrent requests with one key share one lookup."""
 
     async def principal(self, key: str) -> Principal | None:
         """Who holds ``key``; None if it is not a stored key, or is revoked or expired.
@@ -112,21 +112,33 @@ class Authenticator:
             aiki.UnavailableError: the key had to be looked up, and could not be.
         """
         cached = self._cache.get(key)
-        if cached is None or trio.current_time() - cached[0] >= CACHE_SECONDS:
-            try:
-                found = await self.lookup(key) if keys.prefix_of(key) is not None else None
-            except StorageError as exc:
-                raise UnavailableError(f"cannot check the API key now: {exc}") from exc
-            cached = (trio.current_time(), found,
-                      None if found is None else Principal.of_key(found))  # fmt: skip
-            self._cache[key] = cached
-            self._cache.move_to_end(key)
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+        while cached is None or trio.current_time() - cached[0] >= CACHE_SECONDS:
+            looking = self._looking.get(key)
+            if looking is not None:  # another request is looking this key up: share it
+                await looking.wait()
+                cached = self._cache.get(key)
+                continue
+            cached = await self._look_up(key)
         found, principal = cached[1], cached[2]
         if found is None or not found.usable_at(self.now()):
             return None
         return principal
+
+    async def _look_up(self, key: str) -> tuple[float, KeyInfo | None, Principal | None]:
+        self._looking[key] = done = trio.Event()
+        try:
+            found = await self.lookup(key) if keys.prefix_of(key) is not None else None
+        except StorageError as exc:
+            raise UnavailableError(f"cannot check the API key now: {exc}") from exc
+        finally:
+            del self._looking[key]
+            done.set()
+        cached = (trio.current_time(), found, None if found is None else Principal.of_key(found))
+        self._cache[key] = cached
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return cached
 
     def forget(self, prefix: str) -> None:
         """Look the key named ``prefix`` up again at its next use (it was just revoked)."""

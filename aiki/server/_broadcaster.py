@@ -62,6 +62,8 @@ class Subscriber:
     id: str
     filter: Subscribe
     limit: int = QUEUE_LIMIT
+    namespace: str | None = None
+    """Only this namespace's runs (None: every namespace's)."""
     queue: collections.deque[Item] = attrs.Factory(collections.deque)
     resync: bool = False
     """Updates were dropped since the last read: the reader must resynchronise."""
@@ -80,7 +82,8 @@ class Subscriber:
         else:
             status = update.status
         return (
-            (not wanted.run_ids or update.run_id in wanted.run_ids)
+            (self.namespace is None or update.namespace == self.namespace)
+            and (not wanted.run_ids or update.run_id in wanted.run_ids)
             and (wanted.workflow is None or update.workflow == wanted.workflow)
             and (wanted.version is None or update.version == wanted.version)
             and (not wanted.statuses or status in wanted.statuses)
@@ -148,10 +151,11 @@ class Subscriptions:
     """The broadcaster's wait while nobody subscribed; a new subscription cancels it."""
     _ids: Iterator[int] = attrs.Factory(itertools.count)
 
-    async def add(self, request: Subscribe) -> Subscriber:
-        """Register a subscription; once this returns, every change committed afterwards
-        reaches it (changes from before: `store.updates.history`)."""
-        subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit)
+    async def add(self, request: Subscribe, namespace: str | None = None) -> Subscriber:
+        """Register a subscription (to the runs of ``namespace``; None: of every one); once
+        this returns, every change committed afterwards reaches it (changes from before:
+        `store.updates.history`)."""
+        subscriber = Subscriber(f"s{next(self._ids)}", request, self.queue_limit, namespace)
         self.subscribers[subscriber.id] = subscriber
         if request.run_ids:  # indexed: an update is matched only against its run's
             for run_id in request.run_ids:

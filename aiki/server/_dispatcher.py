@@ -74,7 +74,7 @@ class Dispatcher:
 
     async def _publish(self, entries: list[OutboxEntry]) -> None:
         await self.streams.publish_many([
-            (stream_for(e.workflow, e.version, e.pool),
+            (stream_for(e.namespace, e.workflow, e.version, e.pool),
              QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
             for e in entries
         ])  # fmt: skip

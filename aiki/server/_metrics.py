@@ -157,11 +157,12 @@ class ServerMetrics:
 
 def _queue_depths(tx: Transaction) -> list[tuple[str, int]]:
     rows = tx.fetch_all(
-        "SELECT workflow, version, pool, count(*) FROM aiki_runs WHERE status = 'queued'"
-        " GROUP BY workflow, version, pool"
+        "SELECT namespace, workflow, version, pool, count(*) FROM aiki_runs"
+        " WHERE status = 'queued' GROUP BY namespace, workflow, version, pool"
     )
-    return [(stream_for(str(workflow), str(version), None if pool is None else str(pool)),
-             int(str(count))) for workflow, version, pool, count in rows]  # fmt: skip
+    return [(stream_for(str(namespace), str(workflow), str(version),
+                        None if pool is None else str(pool)), int(str(count)))
+            for namespace, workflow, version, pool, count in rows]  # fmt: skip
 
 
 CONTENT_TYPE: Final = prometheus_client.CONTENT_TYPE_LATEST

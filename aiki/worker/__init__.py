@@ -38,12 +38,12 @@ from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervi
 from transport import open_redis_streams
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
-from ..protocol import RegisterWorker, stream_for
+from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, stream_for
 from ..sdk import Workflow, WorkflowVersion
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
-from ._link import Call, Link
+from ._link import Call, Link, Registered
 from ._messages import SubscriberMsg
 from ._subscriber import Subscriber, mailbox_capacity
 
@@ -88,10 +88,10 @@ class Worker:
         self.concurrency = concurrency
         self.pools = tuple(pools)
 
-    def streams(self) -> tuple[str, ...]:
-        """The Redis streams this worker reads."""
+    def streams(self, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
+        """The Redis streams this worker reads (in ``namespace``: its key's)."""
         return tuple(
-            stream_for(workflow, version, pool)
+            stream_for(namespace, workflow, version, pool)
             for (workflow, version) in self.versions
             for pool in self.pools
         )
@@ -155,6 +155,7 @@ async def run_worker(
         concurrency=worker.concurrency,
     )
     executing = Executing(free=worker.concurrency)
+    registered = Registered()  # (the link fills it in; the stream readers start after it)
     async with open_redis_streams(config.redis_url, max_threads=4) as streams:
         await streams.ping()
         link_box = Mailbox[Call[typing.Any]]("link", capacity=max(64, worker.concurrency * 4))
@@ -181,7 +182,7 @@ async def run_worker(
             ChildSpec(
                 name="link",
                 factory=lambda: Link(config.server_url, registration, on_push=executing.stop,
-                                     api_key=config.api_key, tls=tls),
+                                     api_key=config.api_key, tls=tls, registered=registered),
                 mailbox=link_box,
             ),
             runs.spec,
@@ -194,7 +195,8 @@ async def run_worker(
             ChildSpec(
                 name="claimer",
                 factory=lambda: Claimer(
-                    streams, worker.streams(), config.worker_id, subscriber_box.address,
+                    streams, worker.streams(registered.namespace), config.worker_id,
+                    subscriber_box.address,
                     executing, config.claim_idle_seconds,
                 ),
             ),
@@ -202,7 +204,8 @@ async def run_worker(
                 name="subscriber",
                 mailbox=subscriber_box,
                 factory=lambda: Subscriber(
-                    streams, worker.streams(), config.worker_id, runs.router, executing,
+                    streams, worker.streams(registered.namespace), config.worker_id,
+                    runs.router, executing,
                     link_box.address,
                 ),
             ),

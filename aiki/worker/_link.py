@@ -27,6 +27,7 @@ from transport import WebSocketError, open_websocket
 from ..client import SessionConnection, auth_headers, connect_error
 from ..errors import AikiError, UnavailableError
 from ..protocol import (
+    DEFAULT_NAMESPACE,
     MAX_MESSAGE_BYTES,
     DeregisterWorker,
     RegisterWorker,
@@ -76,6 +77,14 @@ async def call(link: Address[Call[Any]], request: Request[P]) -> P:
 
 
 @attrs.define
+class Registered:
+    """What the server told the worker when it registered."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    """The namespace the worker serves (its key's): the streams it reads are this one's."""
+
+
+@attrs.define
 class Link:
     """Actor: the WebSocket session to the server."""
 
@@ -88,6 +97,8 @@ class Link:
     """The worker's API key (a ``worker`` key of its namespace)."""
     tls: ssl.SSLContext | None = None
     """For a ``https://`` server (None: the system's trusted authorities)."""
+    registered: Registered = attrs.Factory(Registered)
+    """Filled in at each registration."""
 
     async def run(  # noqa: ASYNC128 (`_session` reports started, once registered)
         self,
@@ -160,7 +171,8 @@ class Link:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, connection, nursery.cancel_scope)
                 with trio.fail_after(REGISTER_SECONDS):
-                    await connection.call(self.registration)
+                    reply = await connection.call(self.registration)
+                self.registered.namespace = reply.namespace
                 registered = True
                 worker_id = self.registration.worker_id
                 logger.info("worker %s connected to %s", worker_id, self.url,

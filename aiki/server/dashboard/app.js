@@ -253,7 +253,8 @@ async function showRun(runId) {
   const fields = $("#run-fields");
   fields.replaceChildren();
   const rows = [
-    ["status", statusBadge(run.status)], ["revision", run.revision], ["attempt", run.attempt],
+    ["status", statusBadge(run.status)], ["namespace", run.namespace],
+    ["revision", run.revision], ["attempt", run.attempt],
     ["reference", run.reference_id], ["parent", run.parent_id], ["created", when(run.created_at)],
     ["updated", when(run.updated_at)], ["input", json(run.input)],
   ];

@@ -29,7 +29,7 @@ from ...errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from ...protocol import StopRun
+from ...protocol import DEFAULT_NAMESPACE, StopRun
 from .. import _committer, store
 from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
@@ -96,6 +96,16 @@ class Caller:
     def worker_id(self) -> str | None:
         """The worker registered on the caller's session, if one is."""
         return None if self.session is None else self.session.worker_id
+
+    @property
+    def home(self) -> str:
+        """The namespace what the caller creates goes to: its key's (an admin key's, or
+        any caller's without authentication: ``default``)."""
+        return self.principal.namespace or DEFAULT_NAMESPACE
+
+    def sees(self, namespace: str) -> bool:
+        """Whether the caller may see (and act on) what belongs to ``namespace``."""
+        return self.principal.namespace is None or self.principal.namespace == namespace
 
     def attributed(self, reason: str) -> str:
         """``reason`` as the run's history records it: with the key that acted
@@ -180,26 +190,34 @@ def _problems(validator: jsonschema.protocols.Validator, value: object) -> tuple
     return tuple(f"{problem.message} @ {_path(problem)}" for problem in ordered)
 
 
+Version = tuple[str, str, str]
+"""A workflow version in its namespace: (namespace, workflow, version)."""
+
+
 class Schemas:
-    """The JSON Schemas workers registered for each version's input and events."""
+    """The JSON Schemas workers registered for each version's input and events (each
+    namespace has its own versions)."""
 
     def __init__(self) -> None:
-        self._inputs: dict[tuple[str, str], jsonschema.protocols.Validator | None] = {}
-        self._events: dict[tuple[str, str], dict[str, jsonschema.protocols.Validator | None]] = {}
+        self._inputs: dict[Version, jsonschema.protocols.Validator | None] = {}
+        self._events: dict[Version, dict[str, jsonschema.protocols.Validator | None]] = {}
 
-    def knows(self, workflow: str, version: str) -> bool:
-        """Whether ``workflow@version`` has been registered (as far as this server knows)."""
-        return (workflow, version) in self._inputs
+    def knows(self, namespace: str, workflow: str, version: str) -> bool:
+        """Whether ``workflow@version`` has been registered in ``namespace`` (as far as this
+        server knows)."""
+        return (namespace, workflow, version) in self._inputs
 
-    def remember(self, workflow: str, version: str, schema: object, events: object) -> None:
+    def remember(
+        self, namespace: str, workflow: str, version: str, schema: object, events: object
+    ) -> None:
         """Keep the schemas of one registered version."""
-        self._inputs[(workflow, version)] = _validator(schema)
+        self._inputs[(namespace, workflow, version)] = _validator(schema)
         event_schemas = events if isinstance(events, dict) else {}
-        self._events[(workflow, version)] = {
+        self._events[(namespace, workflow, version)] = {
             name: _validator(event_schema) for name, event_schema in event_schemas.items()
         }
 
-    def check_input(self, workflow: str, version: str, input_json: object) -> None:
+    def check_input(self, namespace: str, workflow: str, version: str, input_json: object) -> None:
         """Validate a start's input.
 
         Raises:
@@ -207,26 +225,28 @@ class Schemas:
             aiki.ValidationError: the input does not match the schema (``errors`` name the
                 fields).
         """
-        if not self.knows(workflow, version):
+        if not self.knows(namespace, workflow, version):
             raise WorkflowNotFoundError(
-                f"workflow {workflow!r} version {version!r} is not registered: start a worker "
-                "that serves it before starting runs"
+                f"workflow {workflow!r} version {version!r} is not registered in namespace "
+                f"{namespace!r}: start a worker that serves it before starting runs"
             )
-        validator = self._inputs[(workflow, version)]
+        validator = self._inputs[(namespace, workflow, version)]
         if validator is not None and (errors := _problems(validator, input_json)):
             raise ValidationError(
                 f"input of {workflow}@{version} does not match its type: " + "; ".join(errors),
                 errors=errors,
             )
 
-    def check_event(self, workflow: str, version: str, name: str, payload: object) -> None:
+    def check_event(
+        self, namespace: str, workflow: str, version: str, name: str, payload: object
+    ) -> None:
         """Validate an event's payload.
 
         Raises:
             aiki.NotFoundError: the version declares no such event.
             aiki.ValidationError: the payload does not match its schema.
         """
-        events = self._events.get((workflow, version), {})
+        events = self._events.get((namespace, workflow, version), {})
         if name not in events:
             declared = ", ".join(sorted(events)) or "none"
             raise NotFoundError(
@@ -299,15 +319,30 @@ class Services:
     async def load_schemas(self) -> None:
         """Read every registered version's schemas (at start, and when one is unknown)."""
         versions = await self.transact(store.workers.registered_versions, alone=True)
-        for (workflow, version), (schema, events) in versions.items():
-            self.schemas.remember(workflow, version, schema, events)
+        for (namespace, workflow, version), (schema, events) in versions.items():
+            self.schemas.remember(namespace, workflow, version, schema, events)
 
-    async def check_input(self, workflow: str, version: str, input_json: object) -> None:
+    async def check_input(
+        self, namespace: str, workflow: str, version: str, input_json: object
+    ) -> None:
         """`Schemas.check_input`, reading the registry again first if the version is new
         to this server (another instance may have registered it)."""
-        if not self.schemas.knows(workflow, version):
+        if not self.schemas.knows(namespace, workflow, version):
             await self.load_schemas()
-        self.schemas.check_input(workflow, version, input_json)
+        self.schemas.check_input(namespace, workflow, version, input_json)
+
+    async def visible_run(self, caller: Caller, run_id: str) -> RunInfo:
+        """The run ``run_id`` names, if the caller may see it (a run of another namespace
+        is not found: its existence is not told).
+
+        Raises:
+            aiki.RunNotFoundError: no run with this ID, or not one the caller may see.
+        """
+        uid = run_uuid(run_id)
+        run = await self.transact(lambda tx: store.runs.get_run(tx, uid))
+        if run is None or not caller.sees(run.namespace):
+            raise RunNotFoundError(f"no run with ID {run_id!r}")
+        return run
 
     def after_start(self, run: RunInfo) -> None:
         """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""

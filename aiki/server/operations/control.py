@@ -1,5 +1,8 @@
 """Operations that control runs: cancel, pause, resume, wake up, requeue.
 
+Each first finds the run among those the caller may see (a run of another namespace is
+not found); its namespace never changes, so the check holds for what follows.
+
 Control that stops a run a worker is executing (cancel, pause) commits first (the
 revision bump fences the worker), then pushes `StopRun` over that worker's WebSocket
 session so the run's cancel scope is cancelled at once instead of at its next write.
@@ -42,6 +45,7 @@ async def _status(services: Services, run_id: str, caller: Caller) -> str:
 async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> RunsStopped:
     """Cancel a run and all its non-terminal descendants."""
     run_id = run_uuid(request.run_id)
+    await services.visible_run(caller, request.run_id)
     stopped = await services.transact(
         lambda tx: store.waits.cancel_tree(tx, run_id, caller.attributed(request.reason))
     )
@@ -58,6 +62,7 @@ async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> 
 async def pause_run(services: Services, request: PauseRun, caller: Caller) -> RunsStopped:
     """Pause a run; a running one is stopped and resumes later from its history."""
     run_id = run_uuid(request.run_id)
+    await services.visible_run(caller, request.run_id)
     reason = caller.attributed(request.reason)
     stopped = await services.transact(lambda tx: store.waits.pause(tx, run_id, reason))
     if stopped is None:
@@ -73,6 +78,7 @@ async def pause_run(services: Services, request: PauseRun, caller: Caller) -> Ru
 async def resume_run(services: Services, request: ResumeRun, caller: Caller) -> RunTransitioned:
     """Queue a paused run again."""
     run_id = run_uuid(request.run_id)
+    await services.visible_run(caller, request.run_id)
     reason = caller.attributed("resumed")
     moved = await services.transact(lambda tx: store.waits.resume(tx, run_id, reason))
     if moved is None:
@@ -86,7 +92,7 @@ async def resume_run(services: Services, request: ResumeRun, caller: Caller) -> 
 async def wakeup_run(services: Services, request: WakeupRun, caller: Caller) -> WokenUp:
     """Cut the run's pending sleeps short."""
     run_id = run_uuid(request.run_id)
-    await _status(services, request.run_id, caller)  # RunNotFoundError if unknown
+    await services.visible_run(caller, request.run_id)
     count = await services.transact(lambda tx: store.waits.wakeup(tx, run_id))
     if count:
         services.notifier.notify(request.run_id)
@@ -97,6 +103,7 @@ async def wakeup_run(services: Services, request: WakeupRun, caller: Caller) -> 
 async def requeue_run(services: Services, request: RequeueRun, caller: Caller) -> RunTransitioned:
     """Release a run's claim and queue it again (recovery)."""
     run_id = run_uuid(request.run_id)
+    await services.visible_run(caller, request.run_id)
     reason = caller.attributed(request.reason)
     moved = await services.transact(lambda tx: store.runs.requeue_run(tx, run_id, reason))
     if moved is None:

@@ -19,6 +19,7 @@ from ...protocol import (
     ListKeys,
     RevokeKey,
     WhoAmI,
+    is_namespace,
 )
 from .. import store
 from ._handlers import Handlers
@@ -38,9 +39,12 @@ def check_key_request(role: str, namespace: str | None) -> None:
             f"a {role} key acts in one namespace: give one @ $.namespace",
             errors=("a namespace is required for this role @ $.namespace",),
         )
-    if namespace is not None and not namespace:
-        raise ValidationError("a namespace has a name @ $.namespace",
-                              errors=("empty @ $.namespace",))  # fmt: skip
+    if namespace is not None and not is_namespace(namespace):
+        raise ValidationError(
+            f"namespace {namespace!r} is not a namespace name: 1-63 lowercase letters, digits "
+            "and inner hyphens @ $.namespace",
+            errors=("not a namespace name @ $.namespace",),
+        )
 
 
 async def create_key(services: Services, request: CreateKey, caller: Caller) -> KeyCreated:

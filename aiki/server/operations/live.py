@@ -44,10 +44,11 @@ async def subscribe(services: Services, request: Subscribe, caller: Caller) -> S
     if session.subscription_count >= SESSION_SUBSCRIPTIONS:
         raise BadRequestError(f"at most {SESSION_SUBSCRIPTIONS} subscriptions per session")
     subscriptions = services.subscriptions
-    subscriber = await subscriptions.add(request)
+    subscriber = await subscriptions.add(request, caller.principal.namespace)
     try:
         # Read after registering: every change from here on is pushed (no gap).
-        found = await services.transact(lambda tx: store.updates.runs(tx, request.run_ids))
+        read = await services.transact(lambda tx: store.updates.runs(tx, request.run_ids))
+        found = {run_id: run for run_id, run in read.items() if caller.sees(run.namespace)}
         missing = [run_id for run_id in request.run_ids if run_id not in found]
         if missing:
             raise NotFoundError(f"no run {', '.join(missing[:5])}")

@@ -44,15 +44,19 @@ def input_hash(input_json: object) -> str:
     return hashlib.sha256(canonical_json(input_json)).hexdigest()
 
 
-def existing_start(tx: Transaction, request: StartRun, digest: str) -> RunStarted | None:
-    """The run already started with ``request``'s reference ID, if there is one.
+def existing_start(
+    tx: Transaction, namespace: str, request: StartRun, digest: str
+) -> RunStarted | None:
+    """The run already started with ``request``'s reference ID in ``namespace``, if any.
 
     Raises:
         aiki.ReferenceConflictError: it has another input, and the policy is ``error``.
     """
     reference_id = request.options.reference_id
     assert reference_id is not None
-    found = store.runs.find_by_reference(tx, request.workflow, request.version, reference_id)
+    found = store.runs.find_by_reference(
+        tx, namespace, request.workflow, request.version, reference_id
+    )
     if found is None:
         return None
     run, existing_hash = found
@@ -66,23 +70,28 @@ def existing_start(tx: Transaction, request: StartRun, digest: str) -> RunStarte
 
 
 async def start_run(services: Services, request: StartRun, caller: Caller) -> RunStarted:
-    """Validate the input against the version's schema and create the run (idempotently)."""
-    await services.check_input(request.workflow, request.version, request.input)
+    """Validate the input against the version's schema and create the run (idempotently)
+    in the caller's namespace."""
+    namespace = caller.home
+    await services.check_input(namespace, request.workflow, request.version, request.input)
     options = request.options
     digest = input_hash(request.input)
     run_id = store.runs.new_run_id()
 
     def start(tx: Transaction) -> RunStarted:
-        if options.reference_id is not None and (existing := existing_start(tx, request, digest)):
+        if options.reference_id is not None and (
+            existing := existing_start(tx, namespace, request, digest)
+        ):
             return existing
         created = store.runs.insert_run(
-            tx, run_id=run_id, workflow=request.workflow, version=request.version,
-            input_json=request.input, input_hash=digest, options=options,
+            tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
+            version=request.version, input_json=request.input, input_hash=digest,
+            options=options,
         )  # fmt: skip
         if created is not None:
             return RunStarted(run=created, created=True)
         # Another start with this reference ID committed in between.
-        existing = existing_start(tx, request, digest)
+        existing = existing_start(tx, namespace, request, digest)
         assert existing is not None
         return existing
 
@@ -93,17 +102,19 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
 
 
 async def get_run(services: Services, request: GetRun, caller: Caller) -> RunInfo:
-    """Find a run by ID or by reference ID."""
+    """Find a run by ID or by reference ID (in the caller's namespace: a run of another is
+    not found)."""
     if request.run_id is not None:
         run_id = run_uuid(request.run_id)
         run = await services.transact(lambda tx: store.runs.get_run(tx, run_id))
-        if run is None:
+        if run is None or not caller.sees(run.namespace):
             raise RunNotFoundError(f"no run with ID {request.run_id!r}")
         return run
     if request.workflow and request.version and request.reference_id:
         workflow, version, reference_id = request.workflow, request.version, request.reference_id
+        namespace = caller.home
         found = await services.transact(
-            lambda tx: store.runs.find_by_reference(tx, workflow, version, reference_id)
+            lambda tx: store.runs.find_by_reference(tx, namespace, workflow, version, reference_id)
         )
         if found is None:
             raise RunNotFoundError(
@@ -122,8 +133,9 @@ async def list_runs(services: Services, request: ListRuns, caller: Caller) -> Ru
         raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
     runs, cursor = await services.transact(
         lambda tx: store.runs.list_runs(
-            tx, workflow=request.workflow, version=request.version, statuses=request.statuses,
-            limit=request.limit, cursor=request.cursor,
+            tx, namespace=caller.principal.namespace, workflow=request.workflow,
+            version=request.version, statuses=request.statuses, limit=request.limit,
+            cursor=request.cursor,
         )
     )  # fmt: skip
     return RunPage(runs=tuple(runs), next_cursor=cursor)

@@ -80,14 +80,15 @@ async def activate_schedule(
             "its start from the schedule (no reference_id or trigger)",
             errors=("@ $.options",),
         )
-    await services.check_input(request.workflow, request.version, request.input)
+    namespace = caller.home
+    await services.check_input(namespace, request.workflow, request.version, request.input)
     digest = definition_hash(request)
     identity = f"ref:{request.reference_id}" if request.reference_id else f"def:{digest}"
     schedule_id = store.runs.new_run_id()
 
     def activate(tx: Transaction) -> ScheduleActivated:
         for _ in range(2):  # a racing activation of the same identity may commit first
-            found = store.schedules.find_live(tx, identity)
+            found = store.schedules.find_live(tx, namespace, identity)
             if found is not None:
                 existing, existing_hash = found
                 if existing_hash != digest and request.conflict == "error":
@@ -100,7 +101,8 @@ async def activate_schedule(
             anchor = store.schedules.now(tx)
             first = Clock(request.spec, anchor).after(anchor)
             created = store.schedules.insert(
-                tx, schedule_id=schedule_id, identity=identity, definition_hash=digest,
+                tx, namespace=namespace, schedule_id=schedule_id, identity=identity,
+                definition_hash=digest,
                 request=request, anchor=anchor, next_at=first,
                 due_at=first + jitter_of(str(schedule_id), first,
                                          request.policy.jitter_seconds),
@@ -141,10 +143,12 @@ async def get_schedule(services: Services, request: GetSchedule, caller: Caller)
             row = store.schedules.get(tx, wanted)
         else:
             assert request.reference_id is not None
-            row = store.schedules.find_by_reference(tx, request.reference_id)
+            row = store.schedules.find_by_reference(tx, caller.home, request.reference_id)
         if row is None:
             return None
         info = store.schedules.schedule_info(row)
+        if not caller.sees(info.namespace):  # another namespace's: not found
+            return None
         upcoming: list[dt.datetime] = []
         moment = info.next_fire_at
         clock = Clock(info.spec, store.schedules.anchor_of(row))
@@ -170,12 +174,14 @@ async def list_schedules(
     if not 1 <= request.limit <= MAX_PAGE:
         raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
     found, cursor = await services.transact(lambda tx: store.schedules.list_page(
-        tx, workflow=request.workflow, statuses=request.statuses, limit=request.limit,
-        cursor=request.cursor))  # fmt: skip
+        tx, namespace=caller.principal.namespace, workflow=request.workflow,
+        statuses=request.statuses, limit=request.limit, cursor=request.cursor))  # fmt: skip
     return SchedulePage(schedules=tuple(found), next_cursor=cursor)
 
 
-async def _set_status(services: Services, schedule_id: str, status: ScheduleStatus) -> ScheduleInfo:
+async def _set_status(
+    services: Services, caller: Caller, schedule_id: str, status: ScheduleStatus
+) -> ScheduleInfo:
     """Pause, resume or deactivate; asking for the current status changes nothing."""
     wanted = _schedule_uuid(schedule_id)
 
@@ -184,6 +190,8 @@ async def _set_status(services: Services, schedule_id: str, status: ScheduleStat
         if row is None:
             return None
         info = store.schedules.schedule_info(row)
+        if not caller.sees(info.namespace):  # another namespace's: not found
+            return None
         if info.status == status:
             return info
         if info.status == "deactivated":
@@ -210,21 +218,21 @@ async def pause_schedule(
     services: Services, request: PauseSchedule, caller: Caller
 ) -> ScheduleInfo:
     """Stop a schedule firing until resumed."""
-    return await _set_status(services, request.schedule_id, "paused")
+    return await _set_status(services, caller, request.schedule_id, "paused")
 
 
 async def resume_schedule(
     services: Services, request: ResumeSchedule, caller: Caller
 ) -> ScheduleInfo:
     """Fire a paused schedule again, from its next occurrence after now."""
-    return await _set_status(services, request.schedule_id, "active")
+    return await _set_status(services, caller, request.schedule_id, "active")
 
 
 async def deactivate_schedule(
     services: Services, request: DeactivateSchedule, caller: Caller
 ) -> ScheduleInfo:
     """Stop a schedule for good."""
-    return await _set_status(services, request.schedule_id, "deactivated")
+    return await _set_status(services, caller, request.schedule_id, "deactivated")
 
 
 HANDLERS: Final = (

@@ -25,7 +25,7 @@ async def describe_run(services: Services, request: DescribeRun, caller: Caller)
     """A run with its tasks, their failed attempts, and its timeline."""
     run_id = run_uuid(request.run_id)
     details = await services.transact(lambda tx: store.views.describe_run(tx, run_id))
-    if details is None:
+    if details is None or not caller.sees(details.run.namespace):
         raise RunNotFoundError(f"no run with ID {request.run_id!r}")
     return details
 
@@ -33,7 +33,9 @@ async def describe_run(services: Services, request: DescribeRun, caller: Caller)
 async def list_workers(services: Services, request: ListWorkers, caller: Caller) -> WorkerList:
     """The registered workers (alive ones, unless ``include_gone``)."""
     workers = await services.transact(
-        lambda tx: store.views.list_workers(tx, include_gone=request.include_gone)
+        lambda tx: store.views.list_workers(
+            tx, namespace=caller.principal.namespace, include_gone=request.include_gone
+        )
     )
     return WorkerList(workers=tuple(workers))
 

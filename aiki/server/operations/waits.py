@@ -83,10 +83,11 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
 
     def send(tx: Transaction) -> store.waits.EventOutcome:
         found = store.waits.lock_run(tx, run_id)
-        if found is None:
+        if found is None or not caller.sees(found[0]):
             raise RunNotFoundError(f"no run with ID {request.run_id!r}")
-        workflow, version, status = found
-        services.schemas.check_event(workflow, version, request.name, request.payload)
+        namespace, workflow, version, status = found
+        services.schemas.check_event(namespace, workflow, version, request.name,
+                                     request.payload)  # fmt: skip
         if status in TERMINAL:
             raise InvalidTransitionError(
                 f"run {request.run_id} is {status}; it takes no more events"
@@ -104,9 +105,11 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
 
 
 async def start_child(services: Services, request: StartChild, caller: Caller) -> RunStarted:
-    """Start (or find) the child run of a parent's step, fenced by the parent's revision."""
+    """Start (or find) the child run of a parent's step, fenced by the parent's revision;
+    the child belongs to its parent's namespace (the worker's)."""
     worker_id = worker_of(caller)
-    await services.check_input(request.workflow, request.version, request.input)
+    namespace = caller.home
+    await services.check_input(namespace, request.workflow, request.version, request.input)
     parent_id = run_uuid(request.parent_id)
     options = request.options
     digest = input_hash(request.input)
@@ -115,20 +118,23 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
                         input=request.input, options=request.options)  # fmt: skip
 
     def start(tx: Transaction) -> RunStarted | None:
-        if not store.waits.holds_revision(tx, parent_id, request.revision, worker_id):
+        if store.waits.holds_revision(tx, parent_id, request.revision, worker_id) is None:
             return None
         existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
         if existing is not None:
             return RunStarted(run=existing, created=False)
-        if options.reference_id is not None and (found := existing_start(tx, as_start, digest)):
+        if options.reference_id is not None and (
+            found := existing_start(tx, namespace, as_start, digest)
+        ):
             return found
         created = store.runs.insert_run(
-            tx, run_id=run_id, workflow=request.workflow, version=request.version,
-            input_json=request.input, input_hash=digest, options=options,
-            parent_id=parent_id, child_address=request.address, child_seq=request.seq,
+            tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
+            version=request.version, input_json=request.input, input_hash=digest,
+            options=options, parent_id=parent_id, child_address=request.address,
+            child_seq=request.seq,
         )  # fmt: skip
         if created is None:  # a racing start took the reference ID
-            found = existing_start(tx, as_start, digest)
+            found = existing_start(tx, namespace, as_start, digest)
             assert found is not None
             return found
         return RunStarted(run=created, created=True)

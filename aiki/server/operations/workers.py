@@ -14,6 +14,7 @@ import jsonschema
 
 from ...errors import (
     BadRequestError,
+    ForbiddenError,
     InvalidTransitionError,
     NotFoundError,
     RunNotFoundError,
@@ -95,10 +96,19 @@ async def register_worker(
                     errors=(f"{exc.message} @ {where}",),
                 ) from None
 
+    namespace = caller.home
+
     def register(tx: Transaction) -> None:
-        conflicts = store.workers.register_worker(
-            tx, request.worker_id, request.versions, request.pools, request.concurrency
-        )
+        try:
+            conflicts = store.workers.register_worker(
+                tx, namespace, request.worker_id, request.versions, request.pools,
+                request.concurrency,
+            )  # fmt: skip
+        except store.workers.WorkerElsewhere:  # raised inside: rolled back
+            raise ForbiddenError(
+                f"worker ID {request.worker_id!r} is registered in another namespace; this "
+                f"key's workers are in {namespace!r}: choose another worker ID"
+            ) from None
         if conflicts:  # raised inside: the transaction is rolled back
             named = ", ".join(f"{workflow}@{version}" for workflow, version in conflicts)
             raise VersionConflictError(
@@ -108,13 +118,13 @@ async def register_worker(
 
     await services.transact(register)
     for spec in request.versions:
-        services.schemas.remember(spec.workflow, spec.version, spec.input_schema,
+        services.schemas.remember(namespace, spec.workflow, spec.version, spec.input_schema,
                                   spec.event_schemas)  # fmt: skip
     if caller.session is not None:
         caller.session.bind_worker(request.worker_id)
     logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),
                 extra={"worker_id": request.worker_id})  # fmt: skip
-    return WorkerRegistered(worker_id=request.worker_id)
+    return WorkerRegistered(worker_id=request.worker_id, namespace=namespace)
 
 
 async def deregister_worker(
@@ -139,11 +149,13 @@ async def claim_run(
     worker_id = worker_of(caller, request.worker_id)
     run_id = run_uuid(request.run_id)
 
+    namespace = caller.home
+
     def claim(tx: Transaction) -> RunClaimed | ClaimRejected:
-        run = store.runs.claim_run(tx, run_id, worker_id)
+        run = store.runs.claim_run(tx, namespace, run_id, worker_id)
         if run is None:
             current = store.runs.run_status(tx, run_id)
-            if current is None:
+            if current is None or current[2] != namespace:  # (another's: not found)
                 raise RunNotFoundError(f"no run with ID {request.run_id!r}")
             return ClaimRejected(run_id=request.run_id, status=current[0],
                                  reason=f"run is {current[0]}, not queued")  # fmt: skip

@@ -28,6 +28,7 @@ class OutboxEntry:
     workflow: str
     version: str
     pool: str | None
+    namespace: str
 
 
 def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[OutboxEntry]:
@@ -42,7 +43,7 @@ def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[Outb
             ORDER BY id LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
         ) AND r.id = o.run_id
-        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool
+        RETURNING o.id, o.run_id, o.revision, r.workflow, r.version, r.pool, r.namespace
         """,
         {"lease": lease_seconds, "limit": limit},
     )
@@ -54,8 +55,9 @@ def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[Outb
             str(wf),
             str(ver),
             None if pool is None else str(pool),
+            str(namespace),
         )
-        for oid, run_id, rev, wf, ver, pool in rows
+        for oid, run_id, rev, wf, ver, pool, namespace in rows
     ]
 
 

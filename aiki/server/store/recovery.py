@@ -112,14 +112,14 @@ def redeliverable(tx: Transaction, redelivery_seconds: float, limit: int) -> lis
             ORDER BY published_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
         )
         UPDATE aiki_runs r SET published_at = now() FROM stale WHERE r.id = stale.id
-        RETURNING r.id, r.revision, r.workflow, r.version, r.pool
+        RETURNING r.id, r.revision, r.workflow, r.version, r.pool, r.namespace
         """,
         {"timeout": redelivery_seconds, "limit": limit},
     )
     return [
         OutboxEntry(0, str(run), as_int(revision), str(workflow), str(version),
-                           None if pool is None else str(pool))
-        for run, revision, workflow, version, pool in rows
+                    None if pool is None else str(pool), str(namespace))
+        for run, revision, workflow, version, pool, namespace in rows
     ]  # fmt: skip
 
 
@@ -128,13 +128,13 @@ def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
     rows = tx.fetch_all(
         f"""
         WITH worker AS (
-            SELECT versions, pools FROM aiki_workers WHERE id = %(worker)s
+            SELECT versions, pools, namespace FROM aiki_workers WHERE id = %(worker)s
         ), served AS (
             SELECT v ->> 0 AS workflow, v ->> 1 AS version
             FROM worker, jsonb_array_elements(worker.versions) v
         ), picked AS (
             SELECT r.id FROM aiki_runs r, worker
-            WHERE r.status = 'queued'
+            WHERE r.status = 'queued' AND r.namespace = worker.namespace
               AND (r.workflow, r.version) IN (SELECT workflow, version FROM served)
               AND ((r.pool IS NULL AND worker.pools @> '[null]'::jsonb)
                    OR worker.pools @> jsonb_build_array(r.pool))

@@ -39,7 +39,7 @@ _CONVERT: Final = make_wire_converter()
 RUN_COLUMNS: Final = (
     "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
     "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at, "
-    "schedule_id, occurrence"
+    "schedule_id, occurrence, namespace"
 )
 
 
@@ -128,6 +128,7 @@ def run_info(row: Row) -> RunInfo:
         updated_at=values["updated_at"],  # type: ignore[arg-type]
         schedule_id=text("schedule_id"),
         occurrence=values["occurrence"],  # type: ignore[arg-type]
+        namespace=str(values["namespace"]),
     )
 
 
@@ -157,6 +158,7 @@ def parse_run_id(text: str) -> uuid.UUID | None:
 def insert_run(
     tx: Transaction,
     *,
+    namespace: str,
     run_id: uuid.UUID,
     workflow: str,
     version: str,
@@ -177,16 +179,17 @@ def insert_run(
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
-                                   child_address, child_seq)
+                                   child_address, child_seq, namespace)
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
-                   %(parent)s, %(child_address)s, %(child_seq)s
+                   %(parent)s, %(child_address)s, %(child_seq)s, %(namespace)s
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
                          END AS at) planned
-            ON CONFLICT (workflow, version, reference_id) WHERE reference_id IS NOT NULL
+            ON CONFLICT (namespace, workflow, version, reference_id)
+                WHERE reference_id IS NOT NULL
             DO NOTHING
             RETURNING {RUN_COLUMNS}
         ), history AS (
@@ -206,19 +209,20 @@ def insert_run(
             "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
+            "namespace": namespace,
         },
     )  # fmt: skip
     return None if row is None else run_info(row)
 
 
 def find_by_reference(
-    tx: Transaction, workflow: str, version: str, reference_id: str
+    tx: Transaction, namespace: str, workflow: str, version: str, reference_id: str
 ) -> tuple[RunInfo, str] | None:
-    """The run with this reference ID, and its input hash."""
+    """The run with this reference ID in ``namespace``, and its input hash."""
     row = tx.fetch_one(
         f"SELECT {RUN_COLUMNS}, input_hash FROM aiki_runs"
-        " WHERE workflow = %s AND version = %s AND reference_id = %s",
-        (workflow, version, reference_id),
+        " WHERE namespace = %s AND workflow = %s AND version = %s AND reference_id = %s",
+        (namespace, workflow, version, reference_id),
     )
     return None if row is None else (run_info(row[:-1]), str(row[-1]))
 
@@ -278,14 +282,15 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 def list_runs(
     tx: Transaction,
     *,
+    namespace: str | None,
     workflow: str | None,
     version: str | None,
     statuses: tuple[str, ...],
     limit: int,
     cursor: str | None,
 ) -> tuple[list[RunInfo], str | None]:
-    """A page of runs, newest first (at most ``limit``, and `PAGE_BYTES` of payloads), and
-    the cursor of the next page (None at the end)."""
+    """A page of runs (of ``namespace``; None: of all), newest first (at most ``limit``,
+    and `PAGE_BYTES` of payloads), and the cursor of the next page (None at the end)."""
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     page = PageBudget(limit)
     runs: list[RunInfo] = []
@@ -300,7 +305,8 @@ def list_runs(
     _, more = tx.read_while(
         f"""
         SELECT {RUN_COLUMNS} FROM aiki_runs
-        WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+        WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s)
+          AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
           AND (%(version)s::text IS NULL OR version = %(version)s)
           AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
           AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
@@ -308,6 +314,7 @@ def list_runs(
         LIMIT %(limit)s
         """,
         {
+            "namespace": namespace,
             "workflow": workflow,
             "version": version,
             "statuses": list(statuses),
@@ -330,10 +337,10 @@ def child_of(tx: Transaction, parent_id: uuid.UUID, address: str, seq: int) -> R
     return None if row is None else run_info(row)
 
 
-def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int] | None:
-    """The run's status and revision."""
-    row = tx.fetch_one("SELECT status, revision FROM aiki_runs WHERE id = %s", (run_id,))
-    return None if row is None else (as_status(row[0]), as_int(row[1]))
+def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str] | None:
+    """The run's status, revision and namespace."""
+    row = tx.fetch_one("SELECT status, revision, namespace FROM aiki_runs WHERE id = %s", (run_id,))
+    return None if row is None else (as_status(row[0]), as_int(row[1]), str(row[2]))
 
 
 def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | None] | None:
@@ -347,8 +354,8 @@ def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | No
 # -- claims and worker writes -------------------------------------------------------------------
 
 
-def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
-    """Move a queued run to running for ``worker_id``, bumping its revision.
+def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
+    """Move a queued run of ``namespace`` to running for ``worker_id``, bumping its revision.
 
     A claim repeated by the worker that already holds the run (its reply was lost) is
     granted again with a new revision, which fences off any earlier execution.
@@ -356,7 +363,8 @@ def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | N
     row = tx.fetch_one(
         f"""
         WITH old AS (
-            SELECT id, status, worker_id FROM aiki_runs WHERE id = %(id)s FOR UPDATE
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
         ), claimed AS (
             UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
                                    worker_id = %(worker)s, claimed_at = now(),
@@ -372,7 +380,7 @@ def claim_run(tx: Transaction, run_id: uuid.UUID, worker_id: str) -> RunInfo | N
         )
         SELECT {RUN_COLUMNS} FROM claimed
         """,
-        {"id": run_id, "worker": worker_id},
+        {"id": run_id, "worker": worker_id, "namespace": namespace},
     )
     return None if row is None else run_info(row)
 

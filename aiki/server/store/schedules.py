@@ -42,7 +42,7 @@ _CONVERT: Final = make_wire_converter()
 
 COLUMNS: Final = (
     "id, workflow, version, input, spec, policy, options, reference_id, status, next_at, "
-    "due_at, last_fired_at, fired, skipped, created_at, updated_at, anchor"
+    "due_at, last_fired_at, fired, skipped, created_at, updated_at, namespace, anchor"
 )
 _FIELDS: Final = tuple(column.strip() for column in COLUMNS.split(","))
 
@@ -74,6 +74,7 @@ def schedule_info(row: Row) -> ScheduleInfo:
         skipped=as_int(values["skipped"]),
         created_at=values["created_at"],  # type: ignore[arg-type]
         updated_at=values["updated_at"],  # type: ignore[arg-type]
+        namespace=str(values["namespace"]),
     )
 
 
@@ -89,12 +90,13 @@ def now(tx: Transaction) -> dt.datetime:
     return as_time(row[0])
 
 
-def find_live(tx: Transaction, identity: str) -> tuple[ScheduleInfo, str] | None:
-    """The active or paused schedule with this identity, and its definition hash."""
+def find_live(tx: Transaction, namespace: str, identity: str) -> tuple[ScheduleInfo, str] | None:
+    """The active or paused schedule with this identity in ``namespace``, and its
+    definition hash."""
     row = tx.fetch_one(
         f"SELECT {COLUMNS}, definition_hash FROM aiki_schedules"
-        " WHERE identity = %s AND status <> 'deactivated'",
-        (identity,),
+        " WHERE namespace = %s AND identity = %s AND status <> 'deactivated'",
+        (namespace, identity),
     )
     return None if row is None else (schedule_info(row[:-1]), str(row[-1]))
 
@@ -102,6 +104,7 @@ def find_live(tx: Transaction, identity: str) -> tuple[ScheduleInfo, str] | None
 def insert(
     tx: Transaction,
     *,
+    namespace: str,
     schedule_id: uuid.UUID,
     identity: str,
     definition_hash: str,
@@ -115,11 +118,11 @@ def insert(
         f"""
         INSERT INTO aiki_schedules (id, identity, definition_hash, reference_id, workflow,
                                     version, input, spec, policy, options, status, anchor,
-                                    next_at, due_at, created_at, updated_at)
+                                    next_at, due_at, created_at, updated_at, namespace)
         VALUES (%(id)s, %(identity)s, %(hash)s, %(reference)s, %(workflow)s, %(version)s,
                 %(input)s::jsonb, %(spec)s::jsonb, %(policy)s::jsonb, %(options)s::jsonb,
-                'active', %(anchor)s, %(next)s, %(due)s, %(anchor)s, %(anchor)s)
-        ON CONFLICT (identity) WHERE status <> 'deactivated' DO NOTHING
+                'active', %(anchor)s, %(next)s, %(due)s, %(anchor)s, %(anchor)s, %(namespace)s)
+        ON CONFLICT (namespace, identity) WHERE status <> 'deactivated' DO NOTHING
         RETURNING {COLUMNS}
         """,
         {
@@ -129,7 +132,7 @@ def insert(
             "spec": _json(_CONVERT.unstructure(request.spec)),
             "policy": _json(_CONVERT.unstructure(request.policy)),
             "options": _json(_CONVERT.unstructure(request.options)),
-            "anchor": anchor, "next": next_at, "due": due_at,
+            "anchor": anchor, "next": next_at, "due": due_at, "namespace": namespace,
         },
     )  # fmt: skip
     return None if row is None else schedule_info(row)
@@ -143,12 +146,13 @@ def get(tx: Transaction, schedule_id: uuid.UUID, *, lock: bool = False) -> Row |
     )
 
 
-def find_by_reference(tx: Transaction, reference_id: str) -> Row | None:
-    """The schedule with this reference ID: the live one, else the latest deactivated."""
+def find_by_reference(tx: Transaction, namespace: str, reference_id: str) -> Row | None:
+    """The schedule with this reference ID in ``namespace``: the live one, else the latest
+    deactivated."""
     return tx.fetch_one(
-        f"SELECT {COLUMNS} FROM aiki_schedules WHERE reference_id = %s"
+        f"SELECT {COLUMNS} FROM aiki_schedules WHERE namespace = %s AND reference_id = %s"
         " ORDER BY status = 'deactivated', created_at DESC LIMIT 1",
-        (reference_id,),
+        (namespace, reference_id),
     )
 
 
@@ -175,12 +179,14 @@ def set_status(
 def list_page(
     tx: Transaction,
     *,
+    namespace: str | None,
     workflow: str | None,
     statuses: tuple[str, ...],
     limit: int,
     cursor: str | None,
 ) -> tuple[list[ScheduleInfo], str | None]:
-    """A page of schedules, newest first, and the next page's cursor (None at the end).
+    """A page of schedules (of ``namespace``; None: of all), newest first, and the next
+    page's cursor (None at the end).
 
     Raises:
         BadRequestError: ``cursor`` is not a cursor.
@@ -199,14 +205,15 @@ def list_page(
     _, more = tx.read_while(
         f"""
         SELECT {COLUMNS} FROM aiki_schedules
-        WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+        WHERE (%(namespace)s::text IS NULL OR namespace = %(namespace)s)
+          AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
           AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
           AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
         ORDER BY created_at DESC, id DESC
         LIMIT %(limit)s
         """,
-        {"workflow": workflow, "statuses": list(statuses), "after_at": after_at,
-         "after_id": after_id, "limit": limit + 1},
+        {"namespace": namespace, "workflow": workflow, "statuses": list(statuses),
+         "after_at": after_at, "after_id": after_id, "limit": limit + 1},
         take,
     )  # fmt: skip
     return found, (encode_cursor(found[-1].created_at, found[-1].id) if more else None)
@@ -258,10 +265,11 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
                      schedule_id, occurrence, reason)
         ), run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
-                                   pool, retry, deadline_at, schedule_id, occurrence)
-            SELECT id, workflow, version, 'queued', 1, input::jsonb, input_hash, pool,
-                   retry::jsonb, now() + make_interval(secs => timeout), schedule_id, occurrence
-            FROM wanted
+                                   pool, retry, deadline_at, schedule_id, occurrence, namespace)
+            SELECT w.id, w.workflow, w.version, 'queued', 1, w.input::jsonb, w.input_hash,
+                   w.pool, w.retry::jsonb, now() + make_interval(secs => w.timeout),
+                   w.schedule_id, w.occurrence, s.namespace
+            FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id
             RETURNING {RUN_COLUMNS}
         ), history AS (
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 _UPDATE_COLUMNS: Final = f"""
     t.run_id, r.workflow, r.version, t.to_status, t.revision, t.from_status, t.reason, t.at,
     t.to_status IN ('completed', 'failed', 'cancelled') AND r.revision = t.revision,
-    {prefixed_run_columns("r")}
+    r.namespace, {prefixed_run_columns("r")}
 """
-_FIXED: Final = 9
+_FIXED: Final = 10
 
 
 def horizon(tx: Transaction) -> int:
@@ -84,7 +84,9 @@ def history(tx: Transaction, run_ids: tuple[str, ...], after_revision: int) -> l
 
 
 def _update(row: Row) -> RunUpdate:
-    run_id, workflow, version, status, revision, previous, reason, at, final = row[:_FIXED]
+    run_id, workflow, version, status, revision, previous, reason, at, final, namespace = row[
+        :_FIXED
+    ]
     assert isinstance(run_id, uuid.UUID)
     # The run as it ended, when this update is its end (and nothing moved it since).
     run = run_info(row[_FIXED:]) if final else None
@@ -100,6 +102,7 @@ def _update(row: Row) -> RunUpdate:
         output=None if run is None else run.output,
         error=None if run is None else run.error,
         run=run,
+        namespace=str(namespace),
     )
 
 
@@ -135,7 +138,7 @@ def report_progress(
 
 
 _PROGRESS_COLUMNS: Final = (
-    "p.run_id, r.workflow, r.version, p.address, p.seq, p.task, p.details, p.at"
+    "p.run_id, r.workflow, r.version, p.address, p.seq, p.task, p.details, p.at, r.namespace"
 )
 
 
@@ -167,8 +170,9 @@ def latest_progress(tx: Transaction, run_id: uuid.UUID) -> list[TaskProgress]:
 
 
 def _progress(row: Row) -> TaskProgress:
-    run_id, workflow, version, address, seq, task, details, at = row
+    run_id, workflow, version, address, seq, task, details, at, namespace = row
     return TaskProgress(
         run_id=str(run_id), workflow=str(workflow), version=str(version), address=str(address),
         seq=as_int(seq), task=str(task), details=details, at=as_time(at),
+        namespace=str(namespace),
     )  # fmt: skip

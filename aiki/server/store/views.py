@@ -84,22 +84,24 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
     return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline), progress=progress)
 
 
-def list_workers(tx: Transaction, *, include_gone: bool) -> list[WorkerInfo]:
-    """Registered workers, most recently seen first, with how many runs each holds."""
+def list_workers(tx: Transaction, *, namespace: str | None, include_gone: bool) -> list[WorkerInfo]:
+    """Registered workers (of ``namespace``; None: of all), most recently seen first, with
+    how many runs each holds."""
     rows = tx.fetch_all(
         """
         SELECT w.id, w.versions, w.pools, w.concurrency, w.alive, w.registered_at,
                w.last_seen_at,
-               (SELECT count(*) FROM aiki_runs r WHERE r.worker_id = w.id AND r.status = 'running')
+               (SELECT count(*) FROM aiki_runs r WHERE r.worker_id = w.id AND r.status = 'running'),
+               w.namespace
         FROM aiki_workers w
-        WHERE w.alive OR %(gone)s
+        WHERE (w.alive OR %(gone)s) AND (%(namespace)s::text IS NULL OR w.namespace = %(namespace)s)
         ORDER BY w.last_seen_at DESC, w.id
         LIMIT 1000
         """,
-        {"gone": include_gone},
+        {"gone": include_gone, "namespace": namespace},
     )
     workers = []
-    for worker_id, versions, pools, concurrency, alive, registered, seen, active in rows:
+    for worker_id, versions, pools, concurrency, alive, registered, seen, active, where in rows:
         assert isinstance(versions, list)
         assert isinstance(pools, list)
         workers.append(
@@ -112,6 +114,7 @@ def list_workers(tx: Transaction, *, include_gone: bool) -> list[WorkerInfo]:
                 active_runs=as_int(active),
                 registered_at=as_time(registered),
                 last_seen_at=as_time(seen),
+                namespace=str(where),
             )
         )
     return workers

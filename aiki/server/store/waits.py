@@ -70,13 +70,15 @@ def _wait_record(row: tuple[object, ...]) -> RecordedWait:
 # -- waits ---------------------------------------------------------------------------------------
 
 
-def holds_revision(tx: Transaction, run_id: uuid.UUID, revision: int, worker_id: str) -> bool:
-    """Whether ``worker_id`` holds the run at ``revision`` (it runs, claimed by that worker);
-    the row stays locked against a takeover until the transaction ends."""
-    return tx.fetch_one(
-        "SELECT 1 FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'"
+def holds_revision(tx: Transaction, run_id: uuid.UUID, revision: int, worker_id: str) -> str | None:
+    """The run's namespace if ``worker_id`` holds it at ``revision`` (it runs, claimed by
+    that worker), else None; the row stays locked against a takeover until the
+    transaction ends."""
+    row = tx.fetch_one(
+        "SELECT namespace FROM aiki_runs WHERE id = %s AND revision = %s AND status = 'running'"
         " AND worker_id = %s FOR SHARE", (run_id, revision, worker_id),
-    ) is not None  # fmt: skip
+    )  # fmt: skip
+    return None if row is None else str(row[0])
 
 
 def begin_wait(
@@ -224,12 +226,13 @@ def resolve_child_waits(tx: Transaction, ended: list[uuid.UUID]) -> int:
 # -- events --------------------------------------------------------------------------------------
 
 
-def lock_run(tx: Transaction, run_id: uuid.UUID) -> tuple[str, str, str] | None:
-    """Lock a run row for update; return its workflow, version and status."""
+def lock_run(tx: Transaction, run_id: uuid.UUID) -> tuple[str, str, str, str] | None:
+    """Lock a run row for update; return its namespace, workflow, version and status."""
     row = tx.fetch_one(
-        "SELECT workflow, version, status FROM aiki_runs WHERE id = %s FOR UPDATE", (run_id,)
+        "SELECT namespace, workflow, version, status FROM aiki_runs WHERE id = %s FOR UPDATE",
+        (run_id,),
     )
-    return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
+    return None if row is None else (str(row[0]), str(row[1]), str(row[2]), str(row[3]))
 
 
 @attrs.frozen

@@ -1,4 +1,5 @@
-"""SQL for workers and the workflow versions they register (with their schemas)."""
+"""SQL for workers and the workflow versions they register (with their schemas), each in
+its namespace."""
 
 from __future__ import annotations
 
@@ -16,26 +17,36 @@ def _schema(schema: object) -> str | None:
     return None if schema is None else to_json(schema)
 
 
+class WorkerElsewhere(Exception):
+    """The worker ID is registered in another namespace."""
+
+
 def register_worker(
     tx: Transaction,
+    namespace: str,
     worker_id: str,
     versions: tuple[VersionSpec, ...],
     pools: tuple[str | None, ...],
     concurrency: int,
 ) -> list[tuple[str, str]]:
-    """Record a worker and the versions it serves (with their input and event schemas).
+    """Record a worker and the versions it serves (with their input and event schemas) in
+    ``namespace``.
 
     A version registered before keeps its schemas: versions are immutable.
 
     Returns:
         The versions registered before with other schemas (the caller refuses the
         registration, rolling this transaction back); empty if all is well.
+
+    Raises:
+        WorkerElsewhere: the worker ID belongs to another namespace (nothing is written:
+            the caller's transaction is rolled back).
     """
     tx.execute(
-        "INSERT INTO aiki_workflow_versions (workflow, version, input_schema, event_schemas)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[])"
-        " ON CONFLICT (workflow, version) DO NOTHING",
-        _columns(versions),
+        "INSERT INTO aiki_workflow_versions (namespace, workflow, version, input_schema,"
+        " event_schemas) SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[]::jsonb[],"
+        " %s::text[]::jsonb[]) ON CONFLICT (namespace, workflow, version) DO NOTHING",
+        (namespace, *_columns(versions)),
     )
     # After the insert: a racing registration of the same new version committed first is
     # seen here too (its row's lock made the insert wait).
@@ -43,19 +54,22 @@ def register_worker(
         "SELECT v.workflow, v.version FROM aiki_workflow_versions v JOIN unnest(%s::text[],"
         " %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) AS n(workflow, version,"
         " input_schema, event_schemas) ON (v.workflow, v.version) = (n.workflow, n.version)"
-        " WHERE v.input_schema IS DISTINCT FROM n.input_schema"
-        " OR v.event_schemas IS DISTINCT FROM n.event_schemas",
-        _columns(versions),
+        " WHERE v.namespace = %s AND (v.input_schema IS DISTINCT FROM n.input_schema"
+        " OR v.event_schemas IS DISTINCT FROM n.event_schemas)",
+        (*_columns(versions), namespace),
     )
     if conflicts:
         return [(str(workflow), str(version)) for workflow, version in conflicts]
-    tx.execute(
-        "INSERT INTO aiki_workers (id, versions, pools, concurrency) VALUES (%s, %s::jsonb,"
-        " %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
-        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()",
-        (worker_id, to_json([[v.workflow, v.version] for v in versions]), to_json(list(pools)),
-         concurrency),
+    registered = tx.fetch_one(
+        "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency) VALUES (%s, %s,"
+        " %s::jsonb, %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
+        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()"
+        " WHERE aiki_workers.namespace = EXCLUDED.namespace RETURNING id",
+        (worker_id, namespace, to_json([[v.workflow, v.version] for v in versions]),
+         to_json(list(pools)), concurrency),
     )  # fmt: skip
+    if registered is None:
+        raise WorkerElsewhere(worker_id)
     return []
 
 
@@ -70,9 +84,14 @@ def _columns(
     )
 
 
-def registered_versions(tx: Transaction) -> dict[tuple[str, str], tuple[object, object]]:
-    """Every registered workflow version with its input schema and event schemas."""
+def registered_versions(
+    tx: Transaction,
+) -> dict[tuple[str, str, str], tuple[object, object]]:
+    """Every registered workflow version, by (namespace, workflow, version), with its
+    input schema and event schemas."""
     rows = tx.fetch_all(
-        "SELECT workflow, version, input_schema, event_schemas FROM aiki_workflow_versions"
+        "SELECT namespace, workflow, version, input_schema, event_schemas"
+        " FROM aiki_workflow_versions"
     )
-    return {(str(wf), str(ver)): (schema, events) for wf, ver, schema, events in rows}
+    return {(str(ns), str(wf), str(ver)): (schema, events)
+            for ns, wf, ver, schema, events in rows}  # fmt: skip

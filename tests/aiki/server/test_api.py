@@ -303,7 +303,7 @@ async def test_queued_runs_are_published_to_their_stream(
 ) -> None:
     """The dispatcher puts each queued run on its version's stream, with its revision."""
     await register(api, workflow)
-    stream = stream_for(workflow, "1.0", None)
+    stream = stream_for("default", workflow, "1.0", None)
     async with open_redis_streams(redis_url) as streams:
         await streams.ensure_group(stream, GROUP)
         run = (await api.ok("start_run", {"workflow": workflow, "version": "1.0", "input": ORDER}))[

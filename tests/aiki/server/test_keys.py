@@ -112,6 +112,11 @@ async def test_keys_are_checked_from_a_cache_and_a_revocation_reaches_every_serv
         assert await servers[0].principal(unknown) is None
         assert await servers[0].principal("Bearer nonsense") is None
     assert first.count == 2
+    other = keys.new_key()[0]
+    async with trio.open_nursery() as nursery:  # at once: they share one lookup
+        for _ in range(50):
+            nursery.start_soon(servers[0].principal, other)
+    assert first.count == 3
 
     keys.revoke(tx, created.prefix)
     revoked_at = trio.current_time()
