@@ -172,7 +172,8 @@ async def test_cancelling_a_parent_cancels_its_children_and_grandchildren(cluste
             UNION ALL
             SELECT r.id, r.status, r.stop_reason FROM aiki_runs r JOIN t ON r.parent_id = t.id)
         SELECT status, stop_reason FROM t""", (handle.run_id,))  # fmt: skip
-    assert tree == [("cancelled", "order withdrawn")] * 3
+    by = f"by key {cluster.keys['client'].split('_')[1]} (test client)"  # who, as recorded
+    assert tree == [("cancelled", f"order withdrawn, {by}")] * 3
 
 
 @deadline(90)
