@@ -36,29 +36,26 @@ EXIT_UNREACHABLE: Final = 4
 EXIT_UNAUTHENTICATED: Final = 5
 _API_KEY: Final = "aiki.api_key"
 _CA_FILE: Final = "aiki.ca_file"
+"""Where `_keep` leaves ``--api-key`` and ``--ca-file`` in the click context."""
 
 
 def _keep(context: click.Context, param: click.Parameter, value: str | None) -> None:
-    context.meta[_API_KEY if param.name == "api_key" else _CA_FILE] = value
+    context.meta[f"aiki.{param.name}"] = value
+
+
+_KEPT: Final = (
+    ("--ca-file", CA_FILE_ENV, "A private CA's certificate (PEM) for an https:// server"),
+    ("--api-key", API_KEY_ENV, "The API key to act with (prefer the variable to the option)"),
+)
+"""Options every command that calls the server takes, kept for `call_server`."""
 
 
 def server_url_option(command: Callable[..., T]) -> Callable[..., T]:
     """Add ``--server-url`` (passed as ``server_url``), ``--api-key`` and ``--ca-file``
     (kept for `call_server`) to ``command``."""
-    command = click.option(
-        "--ca-file",
-        envvar=CA_FILE_ENV,
-        expose_value=False,
-        callback=_keep,
-        help=f"A private CA's certificate (PEM) for an https:// server [env {CA_FILE_ENV}].",
-    )(command)
-    command = click.option(
-        "--api-key",
-        envvar=API_KEY_ENV,
-        expose_value=False,
-        callback=_keep,
-        help=f"The API key to act with [env {API_KEY_ENV}; prefer it to this option].",
-    )(command)
+    for flag, env, text in _KEPT:
+        command = click.option(flag, envvar=env, expose_value=False, callback=_keep,
+                               help=f"{text} [env {env}].")(command)  # fmt: skip
     return click.option(
         "--server-url",
         envvar="AIKI_SERVER_URL",

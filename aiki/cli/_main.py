@@ -207,6 +207,12 @@ def _load_worker(target: str) -> Worker:
     help="The certificate's private key (PEM).",
 )
 @click.option(
+    "--metrics-host",
+    default=None,
+    help="Also serve /metrics without a key on this address (a scraper's own network).",
+)
+@click.option("--metrics-port", default=9470, show_default=True, help="The port of --metrics-host.")
+@click.option(
     "--insecure-no-auth",
     is_flag=True,
     help="Serve everyone without an API key, with every role (loopback addresses only).",
@@ -227,6 +233,8 @@ def server(
     allowed_origins: tuple[str, ...],
     tls_cert: str | None,
     tls_key: str | None,
+    metrics_host: str | None,
+    metrics_port: int,
     insecure_no_auth: bool,
     verbose: bool,
 ) -> None:
@@ -256,6 +264,8 @@ def server(
             insecure_no_auth=insecure_no_auth,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
     except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
         raise click.UsageError(str(exc)) from None

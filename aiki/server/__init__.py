@@ -72,6 +72,9 @@ class ServerConfig:
             the server refuses to start.
         tls_cert: a PEM certificate (chain) to serve HTTPS and WSS with, on the same port.
         tls_key: its private key (PEM); given with ``tls_cert`` or not at all.
+        metrics_host: also serve ``/metrics`` here, without a key (for a scraper on a
+            network of its own); None: only on the API's port, with a key.
+        metrics_port: the port of that listener.
     """
 
     database_url: str
@@ -91,6 +94,8 @@ class ServerConfig:
     insecure_no_auth: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    metrics_host: str | None = None
+    metrics_port: int = 9470
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

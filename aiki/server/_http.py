@@ -169,14 +169,6 @@ def build_app(
                                 status_code=503)  # fmt: skip
         return await healthz(request)
 
-    async def metrics(request: Request) -> Response:
-        try:
-            with trio.fail_after(5):
-                body = await services.metrics.render(services.store)
-        except (StorageError, trio.TooSlowError) as exc:
-            return Response(f"# storage unavailable: {exc}\n", status_code=503)
-        return Response(body, media_type=METRICS_CONTENT_TYPE)
-
     async def dashboard(request: Request) -> Response:
         return FileResponse(DASHBOARD / "index.html", media_type="text/html")
 
@@ -190,9 +182,29 @@ def build_app(
             WebSocketRoute(SESSION_PATH, session),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(services), methods=["GET"]),
         ]
     )
+
+
+def metrics_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics``: the Prometheus text exposition (503 while storage is down)."""
+
+    async def metrics(request: Request) -> Response:
+        try:
+            with trio.fail_after(5):
+                body = await services.metrics.render(services.store)
+        except (StorageError, trio.TooSlowError) as exc:
+            return Response(f"# storage unavailable: {exc}\n", status_code=503)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    return metrics
+
+
+def build_metrics_app(services: Services) -> Starlette:
+    """The metrics listener's application: ``/metrics`` alone, without a key (for a
+    scraper on a network of its own: ``--metrics-host``)."""
+    return Starlette(routes=[Route("/metrics", metrics_endpoint(services), methods=["GET"])])
 
 
 @attrs.define
@@ -221,6 +233,8 @@ class Api:
     statistics: ServerStatistics
     ssl_context: ssl.SSLContext | None = None
     """TLS: HTTPS and WSS (None: plain HTTP)."""
+    name: str = "API"
+    """What it serves, for the log (``API``, ``metrics``)."""
 
     async def run(
         self,
@@ -241,7 +255,7 @@ class Api:
                 )
             )  # fmt: skip
             self.listening.urls[:] = list(urls)
-            logger.info("API listening on %s", ", ".join(urls))
+            logger.info("%s listening on %s", self.name, ", ".join(urls))
             task_status.started()
             async for _ in inbox:
                 pass

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from actors import ChildSpec, Mailbox, Startable
-from transport import ServerLimits, server_tls
+from transport import ServerLimits, ServerStatistics, server_tls
 
 from ._auth import Authentication, Authenticator, lookup_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
 from ._dispatcher import Dispatcher, Wake
 from ._guard import BrowserGuard, is_loopback
-from ._http import Api, Listening, build_app
+from ._http import Api, Listening, build_app, build_metrics_app
 from ._metrics import ServerMetrics
 from ._scheduler import fire_schedules
 from ._sweeper import Sweeper
@@ -149,6 +149,12 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             app, config.host, config.port, listening, limits, services.metrics.connections,
             tls)),
     ]  # fmt: skip
+    if config.metrics_host is not None:
+        metrics_app = build_metrics_app(services)
+        metrics_host, metrics_port = config.metrics_host, config.metrics_port
+        children.append(ChildSpec(name="metrics", factory=lambda: Api(
+            metrics_app, metrics_host, metrics_port, Listening(), ServerLimits(max_connections=64),
+            ServerStatistics(), name="metrics")))  # fmt: skip
     return ServerTree(services, listening, children)
 
 

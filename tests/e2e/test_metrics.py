@@ -1,8 +1,9 @@
-"""/metrics in the Prometheus format, scraped after runs, counts them exactly; /readyz
-reports a ready server."""
+"""/metrics in the Prometheus format, scraped after runs, counts them exactly (with a key
+on the API's port, without one on the metrics listener); /readyz reports a ready server."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import httpx
@@ -12,6 +13,16 @@ from tests._deadline import deadline
 
 from . import flows
 from .conftest import Cluster
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+METRICS_PORT = _free_port()
+SERVER_ARGS = ["--metrics-host", "127.0.0.1", "--metrics-port", str(METRICS_PORT)]
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,7 +49,12 @@ async def test_metrics_count_the_runs_executed(cluster: Cluster) -> None:
             response = await http.get(f"{cluster.url}/metrics", headers=cluster.headers())
             ready = await http.get(f"{cluster.url}/readyz")
             without_key = await http.get(f"{cluster.url}/metrics")
+            listener = await http.get(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+            elsewhere = await http.get(f"http://127.0.0.1:{METRICS_PORT}/api/v1/list_runs")
     assert without_key.status_code == 401
+    assert listener.status_code == 200  # the metrics listener needs no key, and serves
+    assert elsewhere.status_code == 404  # nothing else
+    assert "aiki_runs_started_total" in listener.text
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     found = _samples(response.text)

@@ -4,12 +4,16 @@ Each operation declares the roles that may call it (`aiki.protocol.Operation.cal
 a caller whose key has none of them is refused (403, naming the roles it would need).
 Without authentication (``--insecure-no-auth``) every caller has every role.
 
-Worker operations (their declared callers are ``worker`` alone) are for worker sessions only:
-``register_worker`` binds a WebSocket session to a worker, and every other worker
+Worker operations (their declared callers are ``worker`` alone) are for worker sessions
+only: ``register_worker`` binds a WebSocket session to a worker, and every other worker
 operation needs a session so bound, never plain HTTP. The handlers then hold each write
 to the runs that worker holds (the claim records it), and each request's ``worker_id``
-to the session's own. Until API keys exist (roles per key), everything else is open to
-every caller.
+to the session's own.
+
+Every operation declared for clients or admins (what changes runs, schedules or keys, and
+the listing of keys; reads change nothing, and a worker's changes are in its runs'
+history) is written to the ``aiki.audit`` log with the key that called it
+(``cancel_run run 0b7f… by key ab12cd… (ops-team)``).
 """
 
 from __future__ import annotations

@@ -317,6 +317,7 @@ async def _answer_and_end(api: Api, head: str, body: bytes) -> bytes:
     return bytes(received)
 
 
+@pytest.mark.slow  # (it waits out the 5 s drain bound)
 @deadline(30)
 async def test_a_request_refused_before_its_body_is_read_costs_one_connection_only(
     api: Api,
