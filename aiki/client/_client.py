@@ -119,6 +119,29 @@ def _running_trio() -> bool:
         return False
 
 
+async def _without_group(
+    stack: contextlib.AsyncExitStack,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """Exit the session's nursery; what the ``async with`` block raised comes out as it was
+    raised, not wrapped in the nursery's exception group (so ``except aiki.ValidationError``
+    matches under trio as under asyncio)."""
+    try:
+        await stack.__aexit__(exc_type, exc, traceback)
+    except BaseExceptionGroup as group:
+        if exc is None or group.exceptions != (exc,):
+            raise
+        # Raise the block's own exception, with the cause and context it had.
+        context, cause, suppress = exc.__context__, exc.__cause__, exc.__suppress_context__
+        try:
+            raise exc
+        finally:
+            exc.__context__, exc.__cause__ = context, cause
+            exc.__suppress_context__ = suppress
+
+
 class Client:
     """A connection to an Aiki server.
 
@@ -188,7 +211,7 @@ class Client:
                 finally:
                     # The nursery of the session's reader, which ends with its connection
                     # (a scope opened after the nursery cannot hold its exit).
-                    await stack.__aexit__(exc_type, exc, traceback)  # noqa: ASYNC102
+                    await _without_group(stack, exc_type, exc, traceback)  # noqa: ASYNC102
         finally:
             with anyio.move_on_after(CLOSE_SECONDS, shield=True):
                 await self.aclose()

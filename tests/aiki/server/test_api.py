@@ -4,9 +4,11 @@ transitions, long-poll waits, listing, and publishing to Redis Streams."""
 from __future__ import annotations
 
 import psycopg
+import pytest
 import trio
 
-from aiki.protocol import GROUP, QUEUED_RUN, stream_for
+import aiki
+from aiki.protocol import GROUP, QUEUED_RUN, StartRun, stream_for
 from tests._deadline import deadline
 from transport import open_redis_streams
 
@@ -339,3 +341,36 @@ async def test_a_repeated_claim_by_the_holder_is_granted_and_fences_the_earlier_
     assert (status, body["error"]["code"]) == (409, "stale_revision")
     other = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w2"})
     assert other["type"] == "ClaimRejected"
+
+
+class _Mine(Exception):
+    """An application's own error, raised inside ``async with aiki.Client(...)``."""
+
+
+@deadline(30)
+async def test_errors_inside_the_client_block_come_out_as_raised_under_trio(
+    api: Api, workflow: str
+) -> None:
+    """Under trio the client's session runs in a nursery; what the block raises (the
+    server's refusal, an application's own error with its cause) comes out as it was
+    raised, not in an exception group, so ``except`` clauses match as under asyncio."""
+    await register(api, workflow)
+    client = aiki.Client(api.url, api_key=api.keys["client"])
+
+    async def start_bad() -> None:
+        async with client:
+            await client.start_run(StartRun(workflow=workflow, version="1.0", input={"id": 1}))
+
+    with pytest.raises(aiki.ValidationError) as refused:
+        await start_bad()
+    assert "does not match" in str(refused.value)
+    cause = KeyError("order")
+
+    async def stop_inside() -> None:
+        async with aiki.Client(api.url, api_key=api.keys["client"]) as other:
+            await other.whoami()  # (the session is open: its nursery is running)
+            raise _Mine("stop") from cause
+
+    with pytest.raises(_Mine) as mine:
+        await stop_inside()
+    assert mine.value.__cause__ is cause
