@@ -8,11 +8,13 @@
 - `schedules`: schedules and the runs they start;
 - `updates`: committed transitions for live updates, task progress;
 - `views`: a run in full and the workers, for operators;
-- `keys`: API keys (their format and hash, and the SQL that keeps them).
+- `keys`: API keys (their format and hash, and the SQL that keeps them);
+- `pages`: pages of listings, bounded in items and bytes, and their cursors.
 """
 
 from . import keys as keys
 from . import outbox as outbox
+from . import pages as pages
 from . import recovery as recovery
 from . import runs as runs
 from . import schedules as schedules
@@ -24,6 +26,7 @@ from . import workers as workers
 __all__ = [
     "keys",
     "outbox",
+    "pages",
     "recovery",
     "runs",
     "schedules",

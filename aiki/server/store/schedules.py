@@ -22,14 +22,12 @@ from ...protocol import (
     StartOptions,
     describe,
 )
+from .pages import PageBudget, decode_cursor, encode_cursor
 from .runs import (
     RUN_COLUMNS,
-    PageBudget,
     as_int,
     as_time,
     as_uuid,
-    decode_cursor,
-    encode_cursor,
     run_info,
 )
 from .waits import ACTIVE
