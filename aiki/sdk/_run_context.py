@@ -31,6 +31,7 @@ from ..errors import (
     TaskFailedError,
     TaskTimeoutError,
     ValidationError,
+    WorkflowNotFoundError,
     error_info,
     is_retryable,
 )
@@ -521,8 +522,12 @@ class Run(Generic[I]):
 
     @contextmanager
     def _fenced(self) -> Iterator[None]:
+        """A write refused because the run moved on (another worker owns it) stops this
+        execution; an unknown child workflow is the handler's error to catch."""
         try:
             yield
+        except WorkflowNotFoundError:
+            raise
         except (ConflictError, NotFoundError) as exc:
             raise RunTakenOver(str(exc)) from exc
 

@@ -166,6 +166,11 @@ class WorkflowVersion(Generic[I, O]):
         by its input; the conflict policy applies as for `start`. Wait for it with
         ``await child.wait_for_status("completed")``: the parent is suspended meanwhile.
         Cancelling the parent cancels its children.
+
+        Raises:
+            aiki.WorkflowNotFoundError: no worker has registered this version (in the run's
+                namespace); uncaught, it fails the parent.
+            aiki.ValidationError: ``input`` does not fit the version's input type.
         """
         return await run._start_child(self, input, self.options)
 

@@ -150,6 +150,27 @@ async def test_a_parent_waits_for_three_children_and_sees_a_child_failure_as_a_r
 
 
 @deadline(60)
+async def test_a_child_of_a_version_no_worker_serves_is_an_error_the_parent_can_catch(
+    cluster: Cluster,
+) -> None:
+    """Starting a child of an unregistered version raises `aiki.WorkflowNotFoundError` in
+    the handler: caught, the parent goes on; uncaught, it fails the parent at once (never a
+    parent re-run every claim timeout)."""
+    async with cluster.client() as client:
+        caught = await flows.adopting_flow.start(client, True)
+        uncaught = await flows.adopting_flow.start(client, False)
+        done = await caught.wait_for_status("completed")
+        failed = await uncaught.wait_for_status("completed")
+    assert done.success and done.output is not None
+    assert done.output.startswith("caught: workflow 'w-unserved' version '1' is not registered")
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "workflow_not_found"
+    for run_id in (caught.run_id, uncaught.run_id):
+        statuses = [row[1] for row in await _history(cluster, run_id)]
+        assert statuses.count("running") == 1, f"executed once, not taken back: {statuses}"
+
+
+@deadline(60)
 async def test_cancelling_a_parent_cancels_its_children_and_grandchildren(cluster: Cluster) -> None:
     """Cancel cascades through every non-terminal descendant, and each is recorded."""
     async with cluster.client() as client:

@@ -234,10 +234,33 @@ async def progress_flow(run: aiki.Run[int], steps: int) -> int:
     return await counting.start(run, steps) + await counting_in_a_thread.start(run, steps)
 
 
+unserved = aiki.workflow("w-unserved")
+
+
+@unserved.version("1")
+async def unserved_flow(run: aiki.Run[None]) -> None:
+    """Served by no worker: starting it as a child is the parent's error."""
+
+
+adopting = aiki.workflow("w-adopting")
+
+
+@adopting.version("1")
+async def adopting_flow(run: aiki.Run[bool], catch: bool) -> str:
+    """Starts a child of a version no worker serves; catches the error or not."""
+    try:
+        await unserved_flow.start_as_child(run)
+    except aiki.WorkflowNotFoundError as exc:
+        if not catch:
+            raise
+        return f"caught: {exc.message}"
+    return "started"
+
+
 waits_worker = aiki.Worker(
     sleeper, quick_flow, collect, child_flow, parent_flow, nesting_flow, controlled_flow,
     timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, progress_flow,
-    concurrency=8,
+    adopting_flow, concurrency=8,
 )  # fmt: skip
 slot_sleepy = aiki.workflow("w-slot-sleepy")
 slot_quick = aiki.workflow("w-slot-quick")
