@@ -35,6 +35,7 @@ from .errors import AikiError as AikiError
 from .errors import BadRequestError as BadRequestError
 from .errors import ConflictError as ConflictError
 from .errors import ErrorInfo as ErrorInfo
+from .errors import ExecutionsLostError as ExecutionsLostError
 from .errors import ForbiddenError as ForbiddenError
 from .errors import InvalidTransitionError as InvalidTransitionError
 from .errors import NonDeterminismError as NonDeterminismError
@@ -96,6 +97,7 @@ __all__ = [
     "ConflictError",
     "ErrorInfo",
     "EventDefinition",
+    "ExecutionsLostError",
     "ForbiddenError",
     "InvalidTransitionError",
     "NonDeterminismError",

@@ -219,6 +219,15 @@ class RunTimeoutError(AikiError):
     code: ClassVar[str] = "run_timeout"
 
 
+@attrs.define(auto_exc=True)
+class ExecutionsLostError(AikiError):
+    """A run's execution was lost too many times (its worker died or was declared dead
+    while running it, ``aiki server --max-lost-executions`` times); the server failed it
+    rather than queue it again."""
+
+    code: ClassVar[str] = "executions_lost"
+
+
 @attrs.frozen(kw_only=True)
 class ErrorInfo:
     """Why a run or task failed: the exception type, its message, and more.

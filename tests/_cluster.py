@@ -9,6 +9,9 @@ conftest imports them).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 import typing
 import uuid
@@ -17,9 +20,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import attrs
+import orjson
 import psycopg
 import pytest
 import redis
+import trio
 
 import aiki
 from tests._processes import AikiProcess, make_keys, start_aiki
@@ -139,3 +144,21 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
         for process in reversed([found.server, *found.workers]):
             if process is not None:
                 process.stop()
+
+
+async def cli(
+    cluster: Cluster, *args: str, role: str = "client", key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going),
+    acting with ``key``, or else the cluster's key of ``role``."""
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.url,
+           "AIKI_API_KEY": key or cluster.keys[role]}  # fmt: skip
+    return await trio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "aiki", *args], capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    ))  # fmt: skip
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> object:
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)

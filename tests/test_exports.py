@@ -39,6 +39,7 @@ EXPECTED = {
         "RunResult",
         "RunStatus",
         "RunTimeoutError",
+        "ExecutionsLostError",
         "RunUpdate",
         "Schedule",
         "ScheduleConflictError",

@@ -162,6 +162,14 @@ def _load_worker(target: str) -> Worker:
     help="Seconds without a heartbeat before a worker's runs are queued again.",
 )
 @click.option(
+    "--max-lost-executions",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fail a run (executions_lost) once its worker died or was declared dead this many "
+    "times while running it, instead of queueing it again.",
+)
+@click.option(
     "--redelivery-timeout",
     default=60.0,
     show_default=True,
@@ -226,6 +234,7 @@ def server(
     stall_after: float,
     timer_scan: float,
     claim_timeout: float,
+    max_lost_executions: int,
     redelivery_timeout: float,
     subscriber_queue: int,
     schedule_grace: float,
@@ -256,6 +265,7 @@ def server(
             stall_after_seconds=stall_after,
             timer_scan_seconds=timer_scan,
             claim_timeout_seconds=claim_timeout,
+            max_lost_executions=max_lost_executions,
             redelivery_seconds=redelivery_timeout,
             subscriber_queue=subscriber_queue,
             schedule_grace_seconds=schedule_grace,

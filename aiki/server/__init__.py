@@ -60,6 +60,9 @@ class ServerConfig:
         stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
         claim_timeout_seconds: a run whose worker sent no heartbeat for this long is released
             and queued again (the old worker is fenced off).
+        max_lost_executions: a run whose execution is lost this many times (its worker died
+            or was declared dead while running it) fails with `aiki.ExecutionsLostError`
+            instead of being queued again.
         redelivery_seconds: a run still queued this long after it was published is
             published again (Redis may have lost it).
         timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
@@ -88,6 +91,7 @@ class ServerConfig:
     stall_after_seconds: float = 300.0
     timer_scan_seconds: float = 15.0
     claim_timeout_seconds: float = 30.0
+    max_lost_executions: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     redelivery_seconds: float = 60.0
     subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
     schedule_grace_seconds: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))

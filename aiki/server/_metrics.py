@@ -118,6 +118,11 @@ class ServerMetrics:
         self.runs_timed_out = prometheus_client.Counter(
             "aiki_runs_timed_out", "Runs failed by their deadline", registry=registry
         )
+        self.runs_executions_lost = prometheus_client.Counter(
+            "aiki_runs_executions_lost",
+            "Runs failed because their execution was lost too many times",
+            registry=registry,
+        )
         self.task_seconds = prometheus_client.Histogram(
             "aiki_task_duration_seconds", "Task attempt durations, as reported by workers",
             ["task"], buckets=TASK_BUCKETS, registry=registry,

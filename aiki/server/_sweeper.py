@@ -4,27 +4,54 @@ Every ``interval``: runs whose claim was not refreshed within the claim timeout 
 released and queued again (``recovery``), and workers silent for longer than the worker
 timeout are marked dead, releasing every run they held. The revision bump of each release
 fences the old owner: a worker that was only frozen gets a conflict on its next write.
+A run whose execution is lost ``max_lost_executions`` times (its worker keeps dying or being
+declared dead while running it: a task that crashes the process or blocks its event loop)
+fails with `aiki.ExecutionsLostError` instead of being queued again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import attrs
+import orjson
 import trio
 
 from actors import Address, messages_or_ticks
-from transport import PostgresStore, Transaction
+from transport import PostgresStore, Transaction, make_wire_converter
 
+from ..errors import ErrorInfo
 from . import store
 from ._dispatcher import Wake, poke
 from ._outages import Outage
+from .store.recovery import LOST, LostBound
+from .store.waits import Stopped
 
 logger = logging.getLogger(__name__)
 
 BATCH: Final = 1000
+_CONVERT: Final = make_wire_converter()
+
+
+def lost_bound(max_lost: int) -> LostBound:
+    """The bound and the error a run fails with once its execution is lost ``max_lost``
+    times."""
+    error = ErrorInfo(
+        type="aiki.errors.ExecutionsLostError", code="executions_lost", non_retryable=True,
+        message=(
+            f"the run's execution was lost {max_lost} times: its worker died or was declared "
+            "dead (no heartbeat) each time while running it. A task that crashes its worker "
+            "process, runs it out of memory, or blocks its event loop (blocking code in an "
+            "async def task: make it a plain def task) does this; see the workers' logs"
+        ),
+    )  # fmt: skip
+    return LostBound(max_lost, orjson.dumps(_CONVERT.unstructure(error)).decode())
+
+
+async def _nobody_told(_runs: list[Stopped]) -> None:
+    return None
 
 
 @attrs.define
@@ -36,6 +63,9 @@ class Sweeper:
     """Poked when runs were queued again."""
     claim_timeout_seconds: float = 30.0
     worker_timeout_seconds: float = 30.0
+    max_lost_executions: int = 5
+    on_failed: Callable[[list[Stopped]], Awaitable[None]] = _nobody_told
+    """Told the runs failed (and their descendants cancelled) for lost executions."""
     on_released: Callable[[int], None] = lambda _count: None
     """Called with how many runs a sweep queued again (metrics)."""
 
@@ -59,12 +89,27 @@ class Sweeper:
     async def sweep(self) -> int:
         """Release stale claims and dead workers' runs; return how many runs were released."""
 
-        def sweep(tx: Transaction) -> tuple[list[tuple[str, str | None]], list[str]]:
-            released = store.recovery.release_stale_claims(tx, self.claim_timeout_seconds, BATCH)
-            dead = store.recovery.mark_dead_workers(tx, self.worker_timeout_seconds, BATCH)
-            return released, dead
+        bound = lost_bound(self.max_lost_executions)
 
-        released, dead = await self.store.transact(sweep)
+        def sweep(
+            tx: Transaction,
+        ) -> tuple[list[tuple[str, str | None]], list[str], list[Stopped]]:
+            released, failed = store.recovery.release_stale_claims(
+                tx, self.claim_timeout_seconds, BATCH, bound
+            )
+            dead, failed_dead = store.recovery.mark_dead_workers(
+                tx, self.worker_timeout_seconds, BATCH, bound
+            )
+            return released, dead, failed + failed_dead
+
+        released, dead, failed = await self.store.transact(sweep)
+        for run in failed:
+            if run.reason == LOST:
+                logger.error("run %s failed: its execution was lost %d times (last on worker %s)",
+                             run.run_id, self.max_lost_executions, run.worker_id,
+                             extra={"run_id": run.run_id, "worker_id": run.worker_id})  # fmt: skip
+        if failed:
+            await self.on_failed(failed)
         for worker in dead:
             logger.warning("worker %s missed its heartbeats: marked dead, its runs released",
                            worker, extra={"worker_id": worker})  # fmt: skip

@@ -131,6 +131,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,
             worker_timeout_seconds=config.claim_timeout_seconds,
+            max_lost_executions=config.max_lost_executions,
+            on_failed=_stopper(services, "executions lost", metrics.runs_executions_lost),
             on_released=metrics.claim_recoveries.inc)),
         ChildSpec(name="timers", mailbox=timers, factory=lambda: Timers(
             store, dispatcher.address,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import trio
@@ -69,5 +70,22 @@ async def between_flow(run: aiki.Run[str], key: str) -> str:
     return await note.start(run, f"{key}/after")
 
 
+@aiki.task
+def crash(key: str) -> str:
+    """A poison pill: kills the worker process running it, every time."""
+    record_effect(key, "crash")
+    os.kill(os.getpid(), signal.SIGKILL)
+    return "unreachable"
+
+
+poison = aiki.workflow("r-poison")
+
+
+@poison.version("1")
+async def poison_flow(run: aiki.Run[str], key: str) -> str:
+    return await crash.start(run, key)
+
+
 recovery_worker = aiki.Worker(gating_flow, simple_flow, between_flow, concurrency=4)
+poison_worker = aiki.Worker(poison_flow, simple_flow, concurrency=4)
 takeover_worker = aiki.Worker(takeover_flow, concurrency=2)

@@ -3,38 +3,16 @@ tables for people, ``--json`` for scripts, clear errors and exit codes."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import orjson
-import trio
 
 from tests._deadline import deadline
 
 from . import waits_flows as flows
-from .conftest import Cluster
+from .conftest import Cluster, cli, ok_json
 
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
-
-
-async def cli(
-    cluster: Cluster, *args: str, role: str = "client", key: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going),
-    acting with ``key``, or else the cluster's key of ``role``."""
-    env = {**os.environ, "AIKI_SERVER_URL": cluster.url,
-           "AIKI_API_KEY": key or cluster.keys[role]}  # fmt: skip
-    return await trio.to_thread.run_sync(lambda: subprocess.run(
-        [sys.executable, "-m", "aiki", *args], capture_output=True, text=True, env=env,
-        timeout=60, check=False,
-    ))  # fmt: skip
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> object:
-    assert result.returncode == 0, result.stderr
-    return orjson.loads(result.stdout)
 
 
 @deadline(90)

@@ -30,11 +30,13 @@ from tests._waiting import wait_until
 from transport import LocalPostgres, LocalRedis, start_local_postgres, start_local_redis
 
 from . import recovery_flows as flows
-from .conftest import Cluster
+from .conftest import Cluster, cli
 
 CLAIM_TIMEOUT = 2.0
 SWEEP_INTERVAL = CLAIM_TIMEOUT / 4
+MAX_LOST = 3
 TARGET = "tests.e2e.recovery_flows:recovery_worker"
+POISON = "tests.e2e.recovery_flows:poison_worker"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,8 @@ def cluster(services: tuple[LocalPostgres, LocalRedis]) -> Iterator[Cluster]:
     logs = Path(tempfile.mkdtemp(prefix="aiki-recovery-logs-"))
     found = Cluster(
         "", postgres.url, redis_server.url, logs, None, [],  # type: ignore[arg-type]
-        ["--claim-timeout", str(CLAIM_TIMEOUT), "--redelivery-timeout", "8", "--timer-scan", "1"],
+        ["--claim-timeout", str(CLAIM_TIMEOUT), "--redelivery-timeout", "8", "--timer-scan", "1",
+         "--max-lost-executions", str(MAX_LOST)],
         ["--heartbeat", "0.3", "--claim-idle", "1"],
     )  # fmt: skip
     try:
@@ -140,6 +143,42 @@ async def test_recovery_after_a_worker_is_killed_is_bounded_by_the_claim_timeout
           f"(claim timeout {CLAIM_TIMEOUT} s, sweep every {SWEEP_INTERVAL} s)")  # fmt: skip
     assert recovery_seconds <= CLAIM_TIMEOUT + SWEEP_INTERVAL + 0.5
     assert result.output != f"done by {victim.pid}"
+
+
+@deadline(90)
+async def test_a_poison_pill_run_fails_after_the_configured_lost_executions(
+    cluster: Cluster,
+) -> None:
+    """A task that kills its worker process every time: after ``--max-lost-executions``
+    lost executions the run fails (``executions_lost``, the reason in ``runs show``)
+    instead of taking down one worker after another forever; runs started beside it on
+    the same workers complete."""
+    key = f"pill-{uuid.uuid4().hex[:6]}"
+    pill_workers = [(await trio.to_thread.run_sync(cluster.start_worker, POISON))[0]
+                    for _ in range(MAX_LOST + 1)]  # fmt: skip
+    try:
+        async with cluster.client() as client:
+            pill = await flows.poison_flow.start(client, key)
+            others = [await flows.simple_flow.start(client, x) for x in range(8)]
+            result = await pill.wait_for_status("completed")
+            outputs = [(await other.wait_for_status("completed")).output for other in others]
+        assert result.status == "failed"
+        assert result.error is not None
+        assert result.error.code == "executions_lost"
+        assert f"lost {MAX_LOST} times" in result.error.message
+        assert outputs == [x + 1 for x in range(8)]
+        [(crashes,)] = await _q(cluster, "SELECT count(*) FROM e2e_effects WHERE key = %s",
+                                (key,))  # fmt: skip
+        assert crashes == MAX_LOST
+        dead = [worker for worker in pill_workers if worker.process.poll() is not None]
+        assert len(dead) == MAX_LOST, "one pill worker is spared"
+        shown = await cli(cluster, "runs", "show", pill.run_id)
+        assert shown.returncode == 0, shown.stderr
+        assert f"execution lost {MAX_LOST} times" in shown.stdout
+        assert "worker died or was declared dead" in shown.stdout
+    finally:
+        for worker in pill_workers:
+            worker.stop()
 
 
 @deadline(60)

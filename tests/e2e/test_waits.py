@@ -161,9 +161,11 @@ async def test_a_child_of_a_version_no_worker_serves_is_an_error_the_parent_can_
         uncaught = await flows.adopting_flow.start(client, False)
         done = await caught.wait_for_status("completed")
         failed = await uncaught.wait_for_status("completed")
-    assert done.success and done.output is not None
+    assert done.success
+    assert done.output is not None
     assert done.output.startswith("caught: workflow 'w-unserved' version '1' is not registered")
-    assert failed.status == "failed" and failed.error is not None
+    assert failed.status == "failed"
+    assert failed.error is not None
     assert failed.error.code == "workflow_not_found"
     for run_id in (caught.run_id, uncaught.run_id):
         statuses = [row[1] for row in await _history(cluster, run_id)]

@@ -359,7 +359,8 @@ class Services:
         for run in stopped:
             self.notifier.notify(run.run_id)
             if run.from_status == "running":
-                self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=reason))
+                why = run.reason or reason
+                self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=why))
 
     async def fenced_out(
         self, run_id: uuid.UUID, request_id: str, revision: int, worker_id: str

@@ -2,24 +2,27 @@
 
 A worker's heartbeat refreshes ``claimed_at`` of the runs it holds. A run whose claim is
 older than the claim timeout is released and queued again (reason ``recovery``); the
-revision bump fences the old owner, which gets a conflict on its next write. Runs queued
+revision bump fences the old owner, which gets a conflict on its next write. Each such
+release counts as a lost execution of the run; the one that reaches the server's bound
+fails the run instead (a poison pill must not cost workers forever). Runs queued
 but published long ago are re-published (Redis may have lost them). While Redis is down,
 workers pull queued runs through the server instead (`claim_next`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import attrs
 
 from ...protocol import RunClaimed
 from . import runs
 from .outbox import OutboxEntry
 from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
-from .waits import recorded_waits_and_children
+from .waits import Stopped, cancel_tree_below, recorded_waits_and_children, resolve_child_waits
 
 if TYPE_CHECKING:
-    import uuid
-
     from transport import Transaction
 
 
@@ -41,14 +44,28 @@ def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> list[
     return sorted(str(run_id) for (run_id,) in rows)
 
 
-def _release(where: str, reason: str) -> str:
+LOST: Final = "executions lost"
+
+
+@attrs.frozen
+class LostBound:
+    """After how many lost executions a run fails instead of being queued again, and the
+    error (JSON) it fails with."""
+
+    max_lost: int
+    error_json: str
+
+
+def _release(where: str, reason: str, *, lost: bool) -> str:
+    counted = "r.lost_executions + 1" if lost else "r.lost_executions"
     return f"""
         WITH stale AS (
             SELECT id, worker_id FROM aiki_runs WHERE status = 'running' AND {where}
             ORDER BY claimed_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
-                                   worker_id = NULL, claimed_at = NULL, updated_at = now()
+                                   worker_id = NULL, claimed_at = NULL, updated_at = now(),
+                                   lost_executions = {counted}
             FROM stale WHERE r.id = stale.id
             RETURNING r.id, r.revision, stale.worker_id
         ), history AS (
@@ -62,30 +79,79 @@ def _release(where: str, reason: str) -> str:
         """
 
 
-def release_stale_claims(
-    tx: Transaction, claim_timeout_seconds: float, limit: int
-) -> list[tuple[str, str | None]]:
-    """Queue again running runs whose claim was not refreshed in time; (run, old worker)."""
+def _fail_lost(tx: Transaction, where: str, params: dict[str, object], bound: LostBound,
+               cause: str) -> list[Stopped]:  # fmt: skip
+    """Fail the running runs matching ``where`` whose execution this release would lose
+    for the ``max_lost``-th time (cancelling their descendants, resolving parents' waits).
+    Returns what stopped: the failed runs first (reason ``executions lost``), then their
+    descendants."""
     rows = tx.fetch_all(
-        _release("claimed_at < now() - make_interval(secs => %(timeout)s::float8)", "recovery"),
-        {"timeout": claim_timeout_seconds, "limit": limit},
+        f"""
+        WITH doomed AS (
+            SELECT id, worker_id FROM aiki_runs
+            WHERE status = 'running' AND {where} AND lost_executions + 1 >= %(max_lost)s
+            ORDER BY claimed_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE aiki_runs r SET status = 'failed', revision = r.revision + 1,
+                                   lost_executions = r.lost_executions + 1,
+                                   error = %(error)s::jsonb, stop_reason = 'executions lost',
+                                   worker_id = NULL, claimed_at = NULL, wake_at = NULL,
+                                   deadline_at = NULL, updated_at = now()
+            FROM doomed WHERE r.id = doomed.id
+            RETURNING r.id, r.revision, doomed.worker_id
+        ), history AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, 'running', 'failed', revision, %(reason)s, worker_id FROM moved
+        )
+        SELECT id, worker_id FROM moved
+        """,
+        {
+            **params,
+            "max_lost": bound.max_lost,
+            "error": bound.error_json,
+            "reason": f"execution lost {bound.max_lost} times ({cause})",
+        },
     )
-    return [(str(run), None if worker is None else str(worker)) for run, worker in rows]
+    failed = [Stopped(str(run), "running", None if worker is None else str(worker), LOST)
+              for run, worker in rows]  # fmt: skip
+    stopped = list(failed)
+    for run in failed:
+        stopped += cancel_tree_below(tx, uuid.UUID(run.run_id), "parent failed")
+    resolve_child_waits(tx, [uuid.UUID(run.run_id) for run in failed])
+    return stopped
 
 
-def mark_dead_workers(tx: Transaction, worker_timeout_seconds: float, limit: int) -> list[str]:
-    """Workers silent for longer than the timeout are dead; release every run they held."""
+def release_stale_claims(
+    tx: Transaction, claim_timeout_seconds: float, limit: int, bound: LostBound
+) -> tuple[list[tuple[str, str | None]], list[Stopped]]:
+    """Queue again running runs whose claim was not refreshed in time: (run, old worker)
+    for each; and the runs failed instead, their execution lost too often."""
+    where = "claimed_at < now() - make_interval(secs => %(timeout)s::float8)"
+    params: dict[str, object] = {"timeout": claim_timeout_seconds, "limit": limit}
+    failed = _fail_lost(tx, where, params, bound, "claim went stale")
+    rows = tx.fetch_all(_release(where, "recovery", lost=True), params)
+    released = [(str(run), None if worker is None else str(worker)) for run, worker in rows]
+    return released, failed
+
+
+def mark_dead_workers(
+    tx: Transaction, worker_timeout_seconds: float, limit: int, bound: LostBound
+) -> tuple[list[str], list[Stopped]]:
+    """Workers silent for longer than the timeout are dead; release every run they held
+    (failing those whose execution was lost too often). Returns (dead workers, failed)."""
     dead = [str(worker) for (worker,) in tx.fetch_all(
         "UPDATE aiki_workers SET alive = false WHERE alive"
         " AND last_seen_at < now() - make_interval(secs => %s::float8) RETURNING id",
         (worker_timeout_seconds,),
     )]  # fmt: skip
-    if dead:
-        tx.fetch_all(
-            _release("worker_id = ANY(%(dead)s::text[])", "worker dead"),
-            {"dead": dead, "limit": limit},
-        )
-    return dead
+    if not dead:
+        return dead, []
+    where = "worker_id = ANY(%(dead)s::text[])"
+    params: dict[str, object] = {"dead": dead, "limit": limit}
+    failed = _fail_lost(tx, where, params, bound, "worker dead")
+    tx.fetch_all(_release(where, "worker dead", lost=True), params)
+    return dead, failed
 
 
 def deregister(tx: Transaction, worker_id: str, limit: int) -> int:
@@ -95,7 +161,8 @@ def deregister(tx: Transaction, worker_id: str, limit: int) -> int:
         "UPDATE aiki_workers SET alive = false, last_seen_at = now() WHERE id = %s", (worker_id,)
     )
     released = tx.fetch_all(
-        _release("worker_id = %(worker)s", "worker stopped"), {"worker": worker_id, "limit": limit}
+        _release("worker_id = %(worker)s", "worker stopped", lost=False),
+        {"worker": worker_id, "limit": limit},
     )
     return len(released)
 

@@ -301,6 +301,9 @@ class Stopped:
     run_id: str
     from_status: str
     worker_id: str | None
+    reason: str | None = None
+    """Why, when it differs from the whole batch's (e.g. a failed run among the
+    descendants cancelled with it)."""
 
 
 def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped]:
