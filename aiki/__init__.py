@@ -33,6 +33,7 @@ from .client import ScheduleHandle as ScheduleHandle
 from .client import Watch as Watch
 from .errors import AikiError as AikiError
 from .errors import BadRequestError as BadRequestError
+from .errors import BlockingTaskError as BlockingTaskError
 from .errors import ConflictError as ConflictError
 from .errors import ErrorInfo as ErrorInfo
 from .errors import ExecutionsLostError as ExecutionsLostError
@@ -91,6 +92,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "AikiError",
     "BadRequestError",
+    "BlockingTaskError",
     "ChildResult",
     "ChildRun",
     "Client",

@@ -220,6 +220,16 @@ class RunTimeoutError(AikiError):
 
 
 @attrs.define(auto_exc=True)
+class BlockingTaskError(AikiError):
+    """An ``async def`` task body blocked its event loop past the worker's limit
+    (``time.sleep``, synchronous I/O, a long computation): nothing else on that loop ran
+    meanwhile. Not retried: make blocking code a plain ``def`` task (it runs in a thread)."""
+
+    code: ClassVar[str] = "blocking_task"
+    non_retryable: ClassVar[bool] = True
+
+
+@attrs.define(auto_exc=True)
 class ExecutionsLostError(AikiError):
     """A run's execution was lost too many times (its worker died or was declared dead
     while running it, ``aiki server --max-lost-executions`` times); the server failed it

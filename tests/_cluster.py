@@ -120,8 +120,9 @@ def e2e_database(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -> Iterator[Cluster]:
-    """Server and two workers; a test module may set ``WORKER_TARGET``, ``SERVER_ARGS`` and
-    ``TLS`` (True: the server serves HTTPS with a test CA's certificate)."""
+    """Server and two workers; a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``,
+    ``WORKER_ARGS`` and ``TLS`` (True: the server serves HTTPS with a test CA's
+    certificate)."""
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
     server_args = list(getattr(request.module, "SERVER_ARGS", []))
     client = redis.Redis.from_url(redis_url)
@@ -129,7 +130,8 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
         for key in client.scan_iter(pattern):
             client.delete(key)
     logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))
-    found = Cluster("", e2e_database, redis_url, logs, None, [], server_args)  # type: ignore[arg-type]
+    found = Cluster("", e2e_database, redis_url, logs, None, [], server_args,  # type: ignore[arg-type]
+                    list(getattr(request.module, "WORKER_ARGS", [])))  # fmt: skip
     if getattr(request.module, "TLS", False):
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]

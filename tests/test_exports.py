@@ -15,6 +15,7 @@ EXPECTED = {
     "aiki": [
         "AikiError",
         "BadRequestError",
+        "BlockingTaskError",
         "ChildResult",
         "ChildRun",
         "Client",

@@ -328,6 +328,13 @@ def server(
     help="Seconds a stream entry may stay unacknowledged before this worker takes it over.",
 )
 @click.option(
+    "--block-limit",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an async def task may block its event loop before it fails (BlockingTaskError).",
+)
+@click.option(
     "--api-key",
     envvar="AIKI_API_KEY",
     default=None,
@@ -349,6 +356,7 @@ def worker(
     shutdown_grace: float,
     heartbeat: float,
     claim_idle: float,
+    block_limit: float,
     api_key: str | None,
     ca_file: str | None,
     verbose: bool,
@@ -363,7 +371,7 @@ def worker(
     config = WorkerConfig(
         server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
         heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
-        ca_file=ca_file,
+        ca_file=ca_file, block_limit_seconds=block_limit,
     )  # fmt: skip
 
     async def main_fn() -> None:

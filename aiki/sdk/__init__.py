@@ -3,6 +3,7 @@
 - `workflow` / `Workflow` / `WorkflowVersion` (`_workflow`) and `task` / `Task` (`_task`):
   definitions, typed by their annotations (`_payload` converts payloads strictly);
 - `event` (`_event`), `schedule` (`_schedule`), `progress` (`_progress`);
+- the loops task bodies run on, and their watchdogs (`_loops`);
 - `Run` (`_run_context`): the handle a workflow handler gets, whose every step goes
   through the replay log (`_replay`, pure) before anything new happens.
 
@@ -12,6 +13,9 @@ The worker executes runs with these; the server never imports them.
 from ._event import EventDefinition as EventDefinition
 from ._event import TimedOut as TimedOut
 from ._event import event as event
+from ._loops import AsyncioLoop as AsyncioLoop
+from ._loops import open_asyncio_loop as open_asyncio_loop
+from ._loops import watching_trio as watching_trio
 from ._payload import PayloadType as PayloadType
 from ._progress import SEND_EVERY_SECONDS as SEND_EVERY_SECONDS
 from ._progress import progress as progress
@@ -34,6 +38,7 @@ from ._workflow import workflow as workflow
 
 __all__ = [
     "SEND_EVERY_SECONDS",
+    "AsyncioLoop",
     "ChildResult",
     "ChildRun",
     "EventDefinition",
@@ -50,9 +55,11 @@ __all__ = [
     "WorkflowVersion",
     "child_address",
     "event",
+    "open_asyncio_loop",
     "progress",
     "schedule",
     "task",
     "task_address",
+    "watching_trio",
     "workflow",
 ]

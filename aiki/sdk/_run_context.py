@@ -25,6 +25,7 @@ import trio
 from transport import make_wire_converter
 
 from ..errors import (
+    BlockingTaskError,
     ConflictError,
     ErrorInfo,
     NotFoundError,
@@ -53,6 +54,7 @@ from ..protocol import (
     wait_address,
 )
 from ._event import EventDefinition, TimedOut
+from ._loops import AsyncioLoop, Attempt
 from ._progress import CURRENT_TASK, Reporter
 from ._replay import NewCall, ReplayLog, child_address, task_address
 
@@ -267,8 +269,10 @@ class Run(Generic[I]):
         rng: random.Random | None = None,
         schedule_id: str | None = None,
         occurrence: dt.datetime | None = None,
+        asyncio_loop: AsyncioLoop | None = None,
     ) -> None:
         self.id = run_id
+        self._asyncio_loop = asyncio_loop
         self.schedule_id = schedule_id
         self.occurrence = occurrence
         self.workflow = workflow
@@ -346,8 +350,9 @@ class Run(Generic[I]):
                 with self._fenced():
                     await self._gateway.confirm_claim()
                 started = time.perf_counter()
+                tried = Attempt(task.name, self.id)
                 try:
-                    result = await self._reporting(call, task, argument)
+                    result = await self._reporting(call, task, argument, tried)
                     try:
                         output_json = task.output_type.to_json(result)
                     except ValidationError as exc:
@@ -378,23 +383,33 @@ class Run(Generic[I]):
                 await trio.sleep(delay)
                 attempt += 1
 
-    async def _reporting(self, call: NewCall, task: Task[TI, O], argument: TI) -> O:
-        """One attempt, with `aiki.progress` reporting for this task within it."""
+    async def _reporting(
+        self, call: NewCall, task: Task[TI, O], argument: TI, attempt: Attempt
+    ) -> O:
+        """One attempt, with `aiki.progress` reporting for this task within it; an
+        attempt that blocked its loop past the watchdog's limit fails for that."""
         reporter = Reporter(self.report_progress, trio.lowlevel.current_trio_token(),
                             call.address, call.seq, task.name)  # fmt: skip
         token = CURRENT_TASK.set(reporter)
         try:
-            return await self._attempt(task, argument)
+            result = await self._attempt(task, argument, attempt)
+        except Exception as exc:
+            if attempt.blocked_seconds:
+                raise _blocking(task, attempt) from exc
+            raise
         finally:
             CURRENT_TASK.reset(token)
+        if attempt.blocked_seconds:
+            raise _blocking(task, attempt)
+        return result
 
-    @staticmethod
-    async def _attempt(task: Task[TI, O], argument: TI) -> O:
+    async def _attempt(self, task: Task[TI, O], argument: TI, attempt: Attempt) -> O:
+        loop = self._asyncio_loop
         if task.timeout_seconds is None:
-            return await task.invoke(argument)
+            return await task.invoke(argument, attempt=attempt, asyncio_loop=loop)
         try:
             with trio.fail_after(task.timeout_seconds):
-                return await task.invoke(argument)
+                return await task.invoke(argument, attempt=attempt, asyncio_loop=loop)
         except trio.TooSlowError:
             raise TaskTimeoutError(
                 f"task {task.name!r} timed out after {task.timeout_seconds:g} s"
@@ -560,6 +575,16 @@ class Run(Generic[I]):
         """Return once `all_blocked` holds (the worker then settles and suspends)."""
         while not self.all_blocked:
             await self._changed.wait()
+
+
+def _blocking(task: Task[Any, Any], attempt: Attempt) -> BlockingTaskError:
+    loop = "the worker's trio loop" if task.loop == "trio" else "its asyncio event loop"
+    return BlockingTaskError(
+        f"task {task.name!r} blocked {loop} for {attempt.blocked_seconds:.1f} s (at "
+        f"{attempt.blocked_at}): an async def task must not block (time.sleep, synchronous "
+        "I/O, long computations); use a plain def task for blocking code (it runs in a "
+        "thread), or await the call's async form"
+    )
 
 
 class TaskOutputError(ValidationError):

@@ -9,24 +9,29 @@
     charge_id = await charge.start(run, order)
 
 A task takes at most one input (its first parameter) and returns one output; both are
-typed by annotations and travel as JSON. Sync functions run in a worker thread. A task's
+typed by annotations and travel as JSON. ``async def`` bodies run on an asyncio event loop
+(``loop="asyncio"``, the default: asyncio libraries work) or on the worker's trio loop
+(``loop="trio"``); plain ``def`` bodies run in a worker thread (see `aiki.sdk._loops`). A
+task's
 *name* (default: the function's name) is part of its replay address: keep it stable
 while runs that called it are in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import typing
-from typing import TYPE_CHECKING, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import trio
 
 from ..retry import NEVER, RetryPolicy
+from ._loops import AsyncioLoop, Attempt, Loop, marked
 from ._payload import PayloadType
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from ._run_context import Run
 
@@ -59,10 +64,14 @@ class Task(Generic[I, O]):
         name: str,
         retry: RetryPolicy,
         timeout_seconds: float | None = None,
+        loop: Loop = "asyncio",
     ) -> None:
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds}")
+        if loop not in ("asyncio", "trio"):
+            raise ValueError(f"loop must be 'asyncio' or 'trio', got {loop!r}")
         self.fn = fn
+        self.loop = loop
         self.name = name
         self.retry = retry
         self.timeout_seconds = timeout_seconds
@@ -83,15 +92,31 @@ class Task(Generic[I, O]):
         """
         return await run._call_task(self, input)
 
-    async def invoke(self, input_value: I) -> O:
-        """Run the function once (no replay, no retries). Sync functions run in a thread.
+    async def invoke(
+        self,
+        input_value: I,
+        *,
+        attempt: Attempt | None = None,
+        asyncio_loop: AsyncioLoop | None = None,
+    ) -> O:
+        """Run the function once (no replay, no retries): an async body on its loop
+        (``asyncio_loop``, or a fresh asyncio loop in a thread if None), a sync body in a
+        thread. ``attempt`` is what the loop watchdog marks if the body blocks its loop.
 
         Cancellation: an async body is cancelled; a sync body's thread is left to finish
         on its own (its result is dropped).
         """
         args = (input_value,) if self.takes_input else ()
         if self.is_async:
-            return await typing.cast("Callable[..., Awaitable[O]]", self.fn)(*args)
+            attempt = attempt or Attempt(self.name, run_id="")
+            fn = typing.cast("Callable[..., Coroutine[Any, Any, O]]", self.fn)
+            if self.loop == "trio":
+                return await marked(attempt, fn(*args))
+            if asyncio_loop is not None:
+                return await asyncio_loop.run(lambda: marked(attempt, fn(*args)))
+            return await trio.to_thread.run_sync(
+                asyncio.run, marked(attempt, fn(*args)), abandon_on_cancel=True
+            )
         # Abandoned on cancel: a blocked sync body must not hold up a cancel or a shutdown.
         # The run is given back and may run this task again (tasks are at-least-once).
         return await trio.to_thread.run_sync(
@@ -110,7 +135,11 @@ def task(fn: Callable[[I], O], /) -> Task[I, O]: ...
 def task(fn: Callable[[], Awaitable[O]], /) -> Task[None, O]: ...
 @overload
 def task(
-    *, name: str | None = None, retry: RetryPolicy = NEVER, timeout_seconds: float | None = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy = NEVER,
+    timeout_seconds: float | None = None,
+    loop: Loop = "asyncio",
 ) -> Callable[[Callable[..., object]], Task[typing.Any, typing.Any]]: ...
 
 
@@ -121,6 +150,7 @@ def task(
     name: str | None = None,
     retry: RetryPolicy = NEVER,
     timeout_seconds: float | None = None,
+    loop: Loop = "asyncio",
 ) -> Task[typing.Any, typing.Any] | Callable[[Callable[..., object]], Task[typing.Any, typing.Any]]:
     """Declare a task: ``@aiki.task`` or ``@aiki.task(name="charge", retry=...)``.
 
@@ -129,14 +159,18 @@ def task(
         retry: how failed attempts are retried (default: never).
         timeout_seconds: cancel an attempt running longer; it counts as a failed attempt
             (`aiki.TaskTimeoutError`), retried per ``retry``. Each attempt gets the full time.
+        loop: where an ``async def`` body runs: ``"asyncio"`` (default; asyncio libraries
+            such as aiohttp, asyncpg, ``redis.asyncio`` work) or ``"trio"`` (the worker's
+            own loop; trio libraries, and a little less overhead). anyio-based libraries
+            (httpx) work on both. Ignored for plain ``def`` bodies (they run in a thread).
 
     Raises:
         TypeError: the function takes more than one parameter or lacks annotations.
+        ValueError: ``loop`` is neither ``"asyncio"`` nor ``"trio"``.
     """
 
     def decorate(function: Callable[..., object]) -> Task[typing.Any, typing.Any]:
-        return Task(
-            function, name=name or function.__name__, retry=retry, timeout_seconds=timeout_seconds
-        )
+        return Task(function, name=name or function.__name__, retry=retry,
+                    timeout_seconds=timeout_seconds, loop=loop)  # fmt: skip
 
     return decorate(fn) if fn is not None else decorate

@@ -39,7 +39,7 @@ from transport import open_redis_streams
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, stream_for
-from ..sdk import Workflow, WorkflowVersion
+from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
@@ -114,6 +114,9 @@ class WorkerConfig:
             the environment, if set.
         ca_file: a private CA's certificate (PEM) to trust for an ``https://`` server;
             default: ``AIKI_CA_FILE`` from the environment, if set.
+        block_limit_seconds: an ``async def`` task body that blocks its event loop this
+            long fails with `aiki.BlockingTaskError` (a watchdog thread per loop notices
+            and logs any block from one second on).
     """
 
     server_url: str
@@ -128,6 +131,7 @@ class WorkerConfig:
     api_key: str | None = attrs.field(factory=lambda: os.environ.get(API_KEY_ENV) or None,
                                       repr=False)  # fmt: skip
     ca_file: str | None = attrs.field(factory=lambda: os.environ.get(CA_FILE_ENV) or None)
+    block_limit_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
 
 
 async def run_worker(
@@ -156,7 +160,10 @@ async def run_worker(
     )
     executing = Executing(free=worker.concurrency)
     registered = Registered()  # (the link fills it in; the stream readers start after it)
-    async with open_redis_streams(config.redis_url, max_threads=4) as streams:
+    async with (
+        open_redis_streams(config.redis_url, max_threads=4) as streams,
+        open_asyncio_loop(config.block_limit_seconds) as asyncio_loop,
+    ):
         await streams.ping()
         link_box = Mailbox[Call[typing.Any]]("link", capacity=max(64, worker.concurrency * 4))
         subscriber_box = Mailbox[SubscriberMsg](
@@ -172,6 +179,7 @@ async def run_worker(
                 executing,
                 subscriber_box.address,
                 config.call_timeout_seconds,
+                asyncio_loop,
             ),
             size=worker.concurrency,
             capacity=worker.concurrency,
@@ -210,21 +218,22 @@ async def run_worker(
                 ),
             ),
         ]  # fmt: skip
-        async with open_supervisor(
-            "worker",
-            children,
-            strategy="one_for_one",
-            intensity=RestartIntensity(max_restarts=5, within_seconds=30),
-            shutdown_grace_seconds=config.shutdown_grace_seconds + 10,
-        ):
-            logger.info(
-                "worker %s serving %s",
-                config.worker_id,
-                ", ".join(f"{w}@{v}" for w, v in worker.versions),
-            )
-            task_status.started(config.worker_id)
-            await shutdown_trigger()
-            logger.info("worker %s shutting down", config.worker_id)
+        with watching_trio(config.block_limit_seconds):
+            async with open_supervisor(
+                "worker",
+                children,
+                strategy="one_for_one",
+                intensity=RestartIntensity(max_restarts=5, within_seconds=30),
+                shutdown_grace_seconds=config.shutdown_grace_seconds + 10,
+            ):
+                logger.info(
+                    "worker %s serving %s",
+                    config.worker_id,
+                    ", ".join(f"{w}@{v}" for w, v in worker.versions),
+                )
+                task_status.started(config.worker_id)
+                await shutdown_trigger()
+                logger.info("worker %s shutting down", config.worker_id)
 
 
 __all__ = ["Worker", "WorkerConfig", "run_worker"]

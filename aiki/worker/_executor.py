@@ -48,7 +48,7 @@ from ..protocol import (
     SuspendRun,
     TransitionRun,
 )
-from ..sdk import SEND_EVERY_SECONDS, Run, RunTakenOver, WorkflowVersion
+from ..sdk import SEND_EVERY_SECONDS, AsyncioLoop, Run, RunTakenOver, WorkflowVersion
 from ._link import Call, call
 from ._messages import ExecuteRun, SlotFreed, SubscriberMsg
 
@@ -265,6 +265,8 @@ class RunActor:
     subscriber: Address[SubscriberMsg]
     """Told each time this actor is done with a run it was handed (its slot is free)."""
     call_timeout_seconds: float = 30.0
+    asyncio_loop: AsyncioLoop | None = None
+    """Where ``loop="asyncio"`` task bodies run (None: a fresh loop per attempt)."""
     _server: ServerCalls = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -391,6 +393,7 @@ class RunActor:
             waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
             gateway=_LinkGateway(self._server, self.worker_id, info.id, running, self.executing),
             events=version.events, schedule_id=info.schedule_id, occurrence=info.occurrence,
+            asyncio_loop=self.asyncio_loop,
         )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)
         outcome: TransitionRun | SuspendRun | None = None

@@ -52,14 +52,14 @@ class Go:
     by: str
 
 
-@aiki.task(retry=aiki.retry.fixed(20, delay_seconds=0.2))
+@aiki.task(retry=aiki.retry.fixed(20, delay_seconds=0.2), loop="trio")
 async def step(s: Step) -> int:
     await trio.to_thread.run_sync(record_effect, s.key, s.label)
     await trio.sleep(s.hold_seconds)  # keeps bodies in flight when faults hit
     return s.value + 1
 
 
-@aiki.task(retry=aiki.retry.fixed(20, delay_seconds=0.2))
+@aiki.task(retry=aiki.retry.fixed(20, delay_seconds=0.2), loop="trio")
 async def flaky(s: Step) -> int:
     attempt = await trio.to_thread.run_sync(record_effect, s.key, s.label)
     if attempt == 1:

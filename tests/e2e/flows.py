@@ -81,7 +81,7 @@ def second(key: str) -> str:
     return "second done"
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def nap(seconds: float) -> str:
     await trio.sleep(seconds)
     return f"slept {seconds}"

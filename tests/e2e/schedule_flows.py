@@ -21,7 +21,7 @@ class Hold:
     seconds: float
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def hold(job: Hold) -> str:
     """Busy for ``job.seconds`` (records its start, and its cancellation if stopped)."""
     key = job.key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import attrs
@@ -27,7 +28,7 @@ async def double(x: int) -> int:
     return 2 * x
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def timed_step(key: str) -> float:
     """Sleeps a second; returns when it started (to show tasks overlap)."""
     started = time.time()
@@ -35,7 +36,7 @@ async def timed_step(key: str) -> float:
     return started
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def long_task(key: str) -> str:
     """Runs until cancelled (records start and cancellation), or 60 s."""
     record_effect(key, "long started")
@@ -48,7 +49,7 @@ async def long_task(key: str) -> str:
     return "finished"
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def quick_then_slow(key: str) -> str:
     """First attempt takes long (pausing interrupts it); later attempts are quick."""
     attempt = record_effect(key, "qts")
@@ -59,8 +60,9 @@ async def quick_then_slow(key: str) -> str:
 
 @aiki.task(timeout_seconds=0.5)
 async def too_slow(key: str) -> str:
+    """Written for asyncio: the task timeout reaches it on the worker's asyncio loop."""
     record_effect(key, "too_slow")
-    await trio.sleep(5)
+    await asyncio.sleep(5)
     return "never"
 
 
@@ -206,7 +208,7 @@ async def wide_flow(run: aiki.Run[int], width: int) -> int:
     return total
 
 
-@aiki.task
+@aiki.task(loop="trio")
 async def counting(steps: int) -> int:
     """Reports its progress at each step (from trio)."""
     for index in range(steps):
