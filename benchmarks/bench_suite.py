@@ -147,9 +147,10 @@ async def aiki_load(
     else:
         parents = n
         workflows = n
-        tasks = {"W1": 1, "W5": 5, "event": 0}[workload] * n
+        tasks = {"W1": 1, "W1 trio task": 1, "W5": 5, "event": 0}[workload] * n
     version = {
         "W1": flows.one_task,
+        "W1 trio task": flows.one_trio_task,
         "W5": flows.five_tasks,
         "fan-out": flows.fan_out,
         "event": flows.event_round_trip,
@@ -214,7 +215,11 @@ async def aiki_load(
 
 async def aiki_unloaded(client: aiki.Client, workload: str, count: int) -> list[float]:
     """Start → result, one workflow at a time, as the client sees it."""
-    version = {"W1": flows.one_task, "W5": flows.five_tasks}[workload]
+    version = {
+        "W1": flows.one_task,
+        "W1 trio task": flows.one_trio_task,
+        "W5": flows.five_tasks,
+    }[workload]
     samples = []
     for x in range(count):
         began = time.perf_counter()
@@ -377,7 +382,7 @@ async def _run(cluster: AikiCluster, args: argparse.Namespace, peers: list[str])
             await aiki_unloaded(client, "W1", 20)  # warm up connections and caches
             for round_ in range(1, args.rounds + 1):
                 cluster.scale(DEFAULT_WORKERS)
-                for workload in ("W1", "W5", "fan-out", "event"):
+                for workload in ("W1", "W1 trio task", "W5", "fan-out", "event"):
                     samples.append(
                         await aiki_load(
                             cluster, client, workload, args.n, f"aiki {workload} r{round_}"
@@ -416,7 +421,11 @@ async def _run(cluster: AikiCluster, args: argparse.Namespace, peers: list[str])
                             samples.append(sample)
                         samples.append(attrs.evolve(sample, workload="W1 scaling"))
             cluster.scale(DEFAULT_WORKERS)
-            for workload, count in (("W1", args.unloaded), ("W5", args.unloaded // 2)):
+            for workload, count in (
+                ("W1", args.unloaded),
+                ("W1 trio task", args.unloaded),
+                ("W5", args.unloaded // 2),
+            ):
                 latencies = await aiki_unloaded(client, workload, count)
                 unloaded.append(
                     Sample(
@@ -560,6 +569,7 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
         "W1 throughput, Aiki / DBOS": (("aiki", "W1"), ("dbos", "W1")),
         "W5 throughput, Aiki / DBOS": (("aiki", "W5"), ("dbos", "W5")),
         "W1 throughput, Aiki / Celery (2 workers)": (("aiki", "W1"), ("celery", "W1")),
+        "W1 throughput, asyncio task / trio task": (("aiki", "W1"), ("aiki", "W1 trio task")),
     }.items():
         mine = _find(rows, *a, DEFAULT_WORKERS if a[0] == "aiki" else None)
         theirs = _find(rows, *b, DEFAULT_WORKERS if b[0] == "celery" else None)

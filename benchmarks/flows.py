@@ -11,16 +11,29 @@ import aiki
 
 @aiki.task
 async def work(x: int) -> int:
+    """On the worker's asyncio loop (the default for ``async def`` tasks)."""
+    return x + 1
+
+
+@aiki.task(loop="trio")
+async def work_on_trio(x: int) -> int:
+    """On the worker's trio loop (no hop to the asyncio thread)."""
     return x + 1
 
 
 w1 = aiki.workflow("bench-w1")
+w1_trio = aiki.workflow("bench-w1-trio")
 w5 = aiki.workflow("bench-w5")
 
 
 @w1.version("1")
 async def one_task(run: aiki.Run[int], x: int) -> int:
     return await work.start(run, x)
+
+
+@w1_trio.version("1")
+async def one_trio_task(run: aiki.Run[int], x: int) -> int:
+    return await work_on_trio.start(run, x)
 
 
 @w5.version("1")
@@ -85,5 +98,5 @@ async def event_round_trip(run: aiki.Run[float], x: int) -> float:
 
 
 suite_worker = aiki.Worker(
-    one_task, five_tasks, leaf_flow, fan_out, event_round_trip, concurrency=32
+    one_task, one_trio_task, five_tasks, leaf_flow, fan_out, event_round_trip, concurrency=32
 )
