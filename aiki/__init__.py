@@ -51,9 +51,11 @@ from .errors import ScheduleConflictError as ScheduleConflictError
 from .errors import ScheduleNotFoundError as ScheduleNotFoundError
 from .errors import StaleRevisionError as StaleRevisionError
 from .errors import TaskFailedError as TaskFailedError
+from .errors import TaskOutputError as TaskOutputError
 from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import UnauthenticatedError as UnauthenticatedError
 from .errors import UnavailableError as UnavailableError
+from .errors import UnawaitedStepError as UnawaitedStepError
 from .errors import ValidationError as ValidationError
 from .errors import VersionConflictError as VersionConflictError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
@@ -131,11 +133,13 @@ __all__ = [
     "StaleRevisionError",
     "Task",
     "TaskFailedError",
+    "TaskOutputError",
     "TaskProgress",
     "TaskTimeoutError",
     "TimedOut",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnawaitedStepError",
     "ValidationError",
     "VersionConflictError",
     "Watch",

@@ -220,12 +220,31 @@ class RunTimeoutError(AikiError):
 
 
 @attrs.define(auto_exc=True)
+class TaskOutputError(ValidationError):
+    """A task returned a value that does not have its declared return type (a ``set`` for
+    ``-> list[str]``, a ``bool`` for ``-> int``…); ``errors`` say where. Not retried."""
+
+    code: ClassVar[str] = "task_output"
+    non_retryable: ClassVar[bool] = True
+
+
+@attrs.define(auto_exc=True)
 class BlockingTaskError(AikiError):
     """An ``async def`` task body blocked its event loop past the worker's limit
     (``time.sleep``, synchronous I/O, a long computation): nothing else on that loop ran
     meanwhile. Not retried: make blocking code a plain ``def`` task (it runs in a thread)."""
 
     code: ClassVar[str] = "blocking_task"
+    non_retryable: ClassVar[bool] = True
+
+
+@attrs.define(auto_exc=True)
+class UnawaitedStepError(AikiError):
+    """A workflow handler made a durable step (``run.sleep(...)``, ``task.start(...)``…)
+    and never awaited it, so it never happened; the message names the step and its line.
+    Not retried: the code needs an ``await``."""
+
+    code: ClassVar[str] = "unawaited_step"
     non_retryable: ClassVar[bool] = True
 
 

@@ -10,6 +10,8 @@
 The worker executes runs with these; the server never imports them.
 """
 
+from ._children import ChildResult as ChildResult
+from ._children import ChildRun as ChildRun
 from ._event import EventDefinition as EventDefinition
 from ._event import TimedOut as TimedOut
 from ._event import event as event
@@ -23,8 +25,6 @@ from ._replay import NewCall as NewCall
 from ._replay import ReplayLog as ReplayLog
 from ._replay import child_address as child_address
 from ._replay import task_address as task_address
-from ._run_context import ChildResult as ChildResult
-from ._run_context import ChildRun as ChildRun
 from ._run_context import Run as Run
 from ._run_context import RunGateway as RunGateway
 from ._run_context import RunTakenOver as RunTakenOver

@@ -10,6 +10,7 @@ can reject bad input from any client (curl included) without importing user code
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import datetime as dt
 import enum
@@ -62,17 +63,122 @@ def _errors(exc: Exception, path: str) -> tuple[str, ...]:
         return (f"{exc} @ {path}",)
 
 
+_SCALARS: Final = (bool, int, float, str, dt.datetime, dt.date)
+_SEQUENCES: Final[dict[object, tuple[type, ...]]] = {
+    list: (list,), set: (set, frozenset), frozenset: (set, frozenset),
+    collections.abc.Sequence: (list, tuple), collections.abc.MutableSequence: (list,),
+}  # fmt: skip
+_EXACT: Final[dict[object, type | tuple[type, ...]]] = {
+    int: int, float: (int, float), str: str, bool: bool, type(None): type(None),
+}  # fmt: skip
+_MAPPINGS: Final = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def _is_record(tp: object) -> bool:
+    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp) or
+                                     is_typeddict(tp))  # fmt: skip
+
+
+def unsupported(tp: object, seen: frozenset[object] = frozenset()) -> str | None:
+    """Why ``tp`` cannot travel as a payload (naming the part that cannot), or None if it
+    can: JSON scalars, datetimes, enums, literals, unions, lists/sets/tuples/dicts of
+    those, attrs classes, dataclasses and TypedDicts; ``object``/``Any`` for any JSON."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any or tp is object or tp is None or tp is type(None) or tp in _SCALARS:
+        return None
+    if (isinstance(tp, type) and issubclass(tp, enum.Enum)) or origin is typing.Literal:
+        return None
+    if origin in (typing.Union, types.UnionType, tuple, *_SEQUENCES, *_MAPPINGS):
+        parts = [arg for arg in args if arg is not Ellipsis]
+        return next((why for arg in parts if (why := unsupported(arg, seen))), None)
+    if _is_record(tp):
+        if tp in seen:
+            return None
+        hints = typing.get_type_hints(tp)
+        return next((f"{getattr(tp, '__name__', tp)}.{name}: {why}" for name, hint in
+                     hints.items() if (why := unsupported(hint, seen | {tp}))), None)  # fmt: skip
+    if tp in (list, dict, set, tuple):
+        return None  # unparameterised: items of any JSON value
+    return (f"{tp!r} cannot travel as JSON (use an attrs class, a dataclass, a TypedDict, "
+            "JSON scalars, or lists and dicts of those)")  # fmt: skip
+
+
+def _mismatch(value: object, tp: object, path: str) -> str | None:
+    """Where ``value`` does not have the declared type ``tp`` exactly (a ``set`` is not a
+    ``list``, ``True`` is not an ``int``), or None. Shapes only: the converter's round
+    trip checks the rest."""
+    origin, args = get_origin(tp), get_args(tp)
+    found = type(value).__name__
+    if tp is Any or tp is object:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        misses = [_mismatch(value, arg, path) for arg in args]
+        return None if None in misses else f"{found} fits none of {tp!r} @ {path}"
+    exact = _EXACT.get(tp)
+    if exact is not None and (
+        not isinstance(value, exact) or (tp is not bool and isinstance(value, bool))
+    ):
+        return f"expected {getattr(tp, '__name__', tp)}, got {found} @ {path}"
+    accepted = _SEQUENCES.get(origin or tp)
+    if accepted is not None:
+        if not isinstance(value, accepted):
+            return f"expected {getattr(origin or tp, '__name__', tp)}, got {found} @ {path}"
+        items = typing.cast("typing.Iterable[object]", value)
+        item = args[0] if args else Any
+        return next((why for index, each in enumerate(items)
+                     if (why := _mismatch(each, item, f"{path}[{index}]"))), None)  # fmt: skip
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, tuple):
+            return f"expected tuple, got {found} @ {path}"
+        kinds = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        return next((why for index, (each, kind) in enumerate(zip(value, kinds, strict=False))
+                     if (why := _mismatch(each, kind, f"{path}[{index}]"))), None)  # fmt: skip
+    if origin in _MAPPINGS or tp is dict:
+        if not isinstance(value, dict):
+            return f"expected dict, got {found} @ {path}"
+        kind = args[1] if len(args) == 2 else Any
+        return next((why for key, each in value.items()
+                     if (why := _mismatch(each, kind, f"{path}.{key}"))), None)  # fmt: skip
+    if isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp)):
+        if not isinstance(value, tp):
+            return f"expected {tp.__name__}, got {found} @ {path}"
+        hints = typing.get_type_hints(tp)
+        return next((why for name, hint in hints.items()
+                     if (why := _mismatch(getattr(value, name, None), hint, f"{path}.{name}"))),
+                    None)  # fmt: skip
+    return None
+
+
+def declared_output(hints: dict[str, object], what: str) -> object:
+    """The return annotation among a function's ``hints``.
+
+    Raises:
+        TypeError: there is none (a missing annotation is not taken to mean ``None``).
+    """
+    if "return" not in hints:
+        raise TypeError(
+            f"{what}: annotate the return type (-> None if it returns nothing): every "
+            "return is checked against it"
+        )
+    return hints["return"]
+
+
 class PayloadType(Generic[T]):
     """How one declared type travels as JSON. Build with ``PayloadType(Order, "input")``.
 
     Args:
         annotation: the declared type (``None`` / ``NoneType`` for "no value").
         role: named in error messages, e.g. ``"input of order-processing@1.0.0"``.
+
+    Raises:
+        TypeError: the type cannot travel as JSON (the message names the part).
     """
 
     def __init__(self, annotation: object, role: str) -> None:
         self.annotation = type(None) if annotation is None else annotation
         self.role = role
+        if (why := unsupported(self.annotation)) is not None:
+            raise TypeError(f"{role}: {why}")
 
     def to_json(self, value: T) -> object:
         """Convert ``value`` to JSON-compatible data, checking that it fits the type.
@@ -80,14 +186,9 @@ class PayloadType(Generic[T]):
         Raises:
             ValidationError: ``value`` is not of the declared type (nothing was sent).
         """
-        annotation = self.annotation
-        is_class = isinstance(annotation, type) and (
-            attrs.has(annotation) or dataclasses.is_dataclass(annotation)
-        )
-        if is_class and not isinstance(value, typing.cast("type", annotation)):
+        if (mismatch := _mismatch(value, self.annotation, "$")) is not None:
             raise ValidationError(
-                f"{self.role} must be a {self.describe()}, got {type(value).__name__}",
-                errors=(f"expected {self.describe()}, got {type(value).__name__} @ $",),
+                f"{self.role} must be {self.describe()}: {mismatch}", errors=(mismatch,)
             )
         try:
             data = CONVERTER.unstructure(value, unstructure_as=self.annotation)
@@ -122,6 +223,8 @@ class PayloadType(Generic[T]):
     def describe(self) -> str:
         """A short name of the declared type for messages."""
         annotation = self.annotation
+        if get_args(annotation):
+            return repr(annotation).replace("typing.", "")
         return getattr(annotation, "__name__", None) or repr(annotation)
 
     def schema(self) -> JsonSchema:

@@ -12,14 +12,11 @@ then replays from the top to where it was.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import random
 import time
-import typing
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, Protocol, TypeVar
 
-import attrs
 import trio
 
 from transport import make_wire_converter
@@ -30,14 +27,15 @@ from ..errors import (
     ErrorInfo,
     NotFoundError,
     TaskFailedError,
+    TaskOutputError,
     TaskTimeoutError,
+    UnawaitedStepError,
     ValidationError,
     WorkflowNotFoundError,
     error_info,
     is_retryable,
 )
 from ..protocol import (
-    TERMINAL,
     BeginWait,
     RecordedChild,
     RecordedTask,
@@ -45,20 +43,21 @@ from ..protocol import (
     RecordTask,
     ReportProgress,
     RunInfo,
-    RunStatus,
     StartChild,
     StartOptions,
     TaskRecordState,
     WaitKind,
-    is_status,
     wait_address,
 )
-from ._event import EventDefinition, TimedOut
+from ._children import ChildRun
+from ._event import EventDefinition, RunEvents
 from ._loops import AsyncioLoop, Attempt
 from ._progress import CURRENT_TASK, Reporter
 from ._replay import NewCall, ReplayLog, child_address, task_address
+from ._steps import Step, unawaited_error
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Iterator
 
     from ._task import Task
@@ -70,16 +69,6 @@ T = TypeVar("T")
 TI = TypeVar("TI")
 
 _CONVERT: Final = make_wire_converter()
-
-Seconds = float | dt.timedelta
-"""A duration. The ``timeout`` of a durable wait (``# noqa: ASYNC109`` below) is recorded on
-the server and outlives this process: it is not a cancellation deadline."""
-
-
-def _seconds(value: Seconds | None) -> float | None:
-    if value is None:
-        return None
-    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
 class RunTakenOver(BaseException):
@@ -116,123 +105,6 @@ class RunGateway(Protocol):
             RunTakenOver: the claim lapsed (the run belongs to another worker now).
         """
         ...
-
-
-@attrs.frozen(kw_only=True)
-class ChildResult(Generic[O]):
-    """How a child run ended, as seen by its parent.
-
-    Attributes:
-        success: the child reached the status waited for.
-        status: the child's terminal status.
-        output: its output (declared type), if it completed.
-        error: why it failed, if it did.
-    """
-
-    success: bool
-    status: RunStatus
-    output: O | None = None
-    error: ErrorInfo | None = None
-
-
-class ChildRun(Generic[O]):
-    """A child run started by a workflow. Wait for it with `wait_for_status`."""
-
-    def __init__(self, parent: Run[Any], run_id: str, version: WorkflowVersion[Any, O]) -> None:
-        self._parent = parent
-        self.run_id = run_id
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"<aiki child run {self.run_id} of {self.version.workflow}@{self.version.version}>"
-
-    @typing.overload
-    async def wait_for_status(self, status: RunStatus) -> ChildResult[O]: ...
-    @typing.overload
-    async def wait_for_status(
-        self,
-        status: RunStatus,
-        *,
-        timeout: Seconds,  # noqa: ASYNC109
-    ) -> ChildResult[O] | TimedOut: ...
-
-    async def wait_for_status(
-        self,
-        status: RunStatus,
-        *,
-        timeout: Seconds | None = None,  # noqa: ASYNC109
-    ) -> ChildResult[O] | TimedOut:
-        """Suspend the parent until the child ends; report whether it ended in ``status``.
-
-        Args:
-            status: a terminal status (completed, failed, cancelled).
-            timeout: give up after this long (durably) and return `aiki.TimedOut`.
-
-        Raises:
-            ValueError: ``status`` is not terminal.
-        """
-        if status not in TERMINAL:
-            raise ValueError(f"a parent can wait for a terminal status, not {status!r}")
-        record = await self._parent._wait("child", self.run_id, _seconds(timeout))
-        if record.state == "timed_out":
-            return TimedOut()
-        outcome = record.result if isinstance(record.result, dict) else {}
-        ended = outcome.get("status")
-        if not isinstance(ended, str) or not is_status(ended):
-            raise TypeError(f"a child's recorded outcome has no status: {outcome!r}")
-        output = None
-        if ended == "completed":
-            output = self.version.output_type.from_json(outcome.get("output"))
-        error = outcome.get("error")
-        return ChildResult(
-            success=ended == status,
-            status=ended,
-            output=output,
-            error=None if error is None else _CONVERT.structure(error, ErrorInfo),
-        )
-
-
-class RunEvent(Generic[T]):
-    """One declared event, seen from inside a run."""
-
-    def __init__(self, run: Run[Any], definition: EventDefinition[T]) -> None:
-        self._run = run
-        self._definition = definition
-
-    @typing.overload
-    async def wait(self) -> T: ...
-    @typing.overload
-    async def wait(self, *, timeout: Seconds) -> T | TimedOut: ...  # noqa: ASYNC109
-
-    async def wait(self, *, timeout: Seconds | None = None) -> T | TimedOut:  # noqa: ASYNC109
-        """Take the oldest event of this name not taken yet, waiting (suspended) for one.
-
-        Returns:
-            The event's payload, or `aiki.TimedOut` if ``timeout`` passed first.
-        """
-        name = self._definition.name
-        record = await self._run._wait("event", name, _seconds(timeout))
-        if record.state == "timed_out":
-            return TimedOut()
-        return self._definition.payload.from_json(record.result)
-
-
-class RunEvents:
-    """``run.events.<name>``: the events the run's workflow version declares."""
-
-    def __init__(self, run: Run[Any], definitions: dict[str, EventDefinition[Any]]) -> None:
-        self._run = run
-        self._definitions = definitions
-
-    def __getattr__(self, name: str) -> RunEvent[typing.Any]:
-        definition = self._definitions.get(name)
-        if definition is None:
-            declared = ", ".join(sorted(self._definitions)) or "none"
-            raise AttributeError(
-                f"{self._run.workflow}@{self._run.version} declares no event {name!r} "
-                f"(declared: {declared})"
-            )
-        return RunEvent(self._run, definition)
 
 
 class Run(Generic[I]):
@@ -293,13 +165,14 @@ class Run(Generic[I]):
         self._progress_ready = trio.Event()
         self._held = trio.Event()
         self._flushing = trio.Lock()
+        self._unawaited: set[Step[Any]] = set()
 
     def __repr__(self) -> str:
         return f"<aiki run {self.id} of {self.workflow}@{self.version}>"
 
     # -- durable steps --------------------------------------------------------------------------
 
-    async def sleep(
+    def sleep(
         self,
         name: str,
         duration: dt.timedelta | None = None,
@@ -308,22 +181,30 @@ class Run(Generic[I]):
         minutes: float = 0,
         hours: float = 0,
         days: float = 0,
-    ) -> bool:
+    ) -> Step[bool]:
         """Sleep durably: the run is suspended (no worker slot held) and resumed when due.
 
         ``name`` identifies the sleep in the run's history; the same name in a loop is told
         apart by occurrence. The end time is fixed when a sleep first starts: changing the
         duration in code later only affects sleeps that have not started yet.
 
-        Returns:
+        Returns (awaited):
             True if the sleep was cut short (``handle.wakeup()``), False if it ran out.
         """
         total = (duration.total_seconds() if duration else 0) + seconds + minutes * 60 + (
             hours * 3600) + days * 86400  # fmt: skip
+        return Step(self._sleep(name, total), f"run.sleep({name!r}, ...)", self._unawaited, 1)
+
+    async def _sleep(self, name: str, total: float) -> bool:
         if total <= 0:
             return False
         record = await self._wait("sleep", name, total)
         return record.state == "cut_short"
+
+    def unawaited_error(self) -> UnawaitedStepError | None:
+        """The error for durable steps the handler made and never awaited (they are
+        closed), or None. Called once the handler is over."""
+        return unawaited_error(self._unawaited)
 
     async def _call_task(self, task: Task[TI, O], input_value: TI) -> O:
         input_json = task.input_type.to_json(input_value)
@@ -585,9 +466,3 @@ def _blocking(task: Task[Any, Any], attempt: Attempt) -> BlockingTaskError:
         "I/O, long computations); use a plain def task for blocking code (it runs in a "
         "thread), or await the call's async form"
     )
-
-
-class TaskOutputError(ValidationError):
-    """A task returned a value that does not fit its declared output type (not retried)."""
-
-    non_retryable = True

@@ -28,7 +28,8 @@ import trio
 
 from ..retry import NEVER, RetryPolicy
 from ._loops import AsyncioLoop, Attempt, Loop, marked
-from ._payload import PayloadType
+from ._payload import PayloadType, declared_output
+from ._steps import Step
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -51,7 +52,7 @@ def _io_types(fn: Callable[..., object], what: str) -> tuple[object, object]:
         if name not in hints:
             raise TypeError(f"{what}: annotate the input parameter {name!r} with its type")
         input_type = hints[name]
-    return input_type, hints.get("return")
+    return input_type, declared_output(hints, what)
 
 
 class Task(Generic[I, O]):
@@ -81,8 +82,9 @@ class Task(Generic[I, O]):
         self.input_type: PayloadType[I] = PayloadType(input_type, f"input of task {name!r}")
         self.output_type: PayloadType[O] = PayloadType(output_type, f"output of task {name!r}")
 
-    async def start(self, run: Run[object], input: I = None) -> O:  # type: ignore[assignment]
-        """Run this task as part of ``run``, or return its recorded result on replay.
+    def start(self, run: Run[object], input: I = None) -> Step[O]:  # type: ignore[assignment]
+        """Run this task as part of ``run``, or return its recorded result on replay
+        (await it: a step not awaited never runs, and fails the run).
 
         Raises:
             aiki.TaskFailedError: the task failed for good (retries exhausted or
@@ -90,7 +92,8 @@ class Task(Generic[I, O]):
             aiki.NonDeterminismError: the call does not match the run's history.
             aiki.ValidationError: ``input`` does not fit the task's input type.
         """
-        return await run._call_task(self, input)
+        return Step(run._call_task(self, input), f"{self.name}.start(run, ...)",
+                    run._unawaited, 1)  # fmt: skip
 
     async def invoke(
         self,
@@ -165,7 +168,9 @@ def task(
             (httpx) work on both. Ignored for plain ``def`` bodies (they run in a thread).
 
     Raises:
-        TypeError: the function takes more than one parameter or lacks annotations.
+        TypeError: the function takes more than one parameter, lacks annotations (its
+            input's, or its return type: ``-> None`` if it returns nothing), or declares a
+            type that cannot travel as JSON.
         ValueError: ``loop`` is neither ``"asyncio"`` nor ``"trio"``.
     """
 

@@ -27,14 +27,16 @@ from ..client import RunHandle
 from ..protocol import ConflictPolicy, GetRun, StartOptions, StartRun, VersionSpec
 from ..retry import NEVER, RetryPolicy
 from ._event import EventDefinition, bind_events
-from ._payload import PayloadType
+from ._payload import PayloadType, declared_output
+from ._steps import Step
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..client import Client
     from ..trigger import Trigger
-    from ._run_context import ChildRun, Run
+    from ._children import ChildRun
+    from ._run_context import Run
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -59,7 +61,7 @@ def _handler_types(handler: Callable[..., object], what: str) -> tuple[object, o
         if name not in hints:
             raise TypeError(f"{what}: annotate the input parameter {name!r} with its type")
         input_type = hints[name]
-    return input_type, hints.get("return")
+    return input_type, declared_output(hints, what)
 
 
 class WorkflowVersion(Generic[I, O]):
@@ -159,7 +161,7 @@ class WorkflowVersion(Generic[I, O]):
         started = await client.start_run(request)
         return RunHandle(client, started.run.id, self, info=started.run)
 
-    async def start_as_child(self, run: Run[typing.Any], input: I = None) -> ChildRun[O]:  # type: ignore[assignment]
+    def start_as_child(self, run: Run[typing.Any], input: I = None) -> Step[ChildRun[O]]:  # type: ignore[assignment]
         """Start a run of this version as a child of ``run`` (inside a workflow handler).
 
         On replay the same child is returned, matched by its reference ID (``with_``) or
@@ -172,7 +174,8 @@ class WorkflowVersion(Generic[I, O]):
                 namespace); uncaught, it fails the parent.
             aiki.ValidationError: ``input`` does not fit the version's input type.
         """
-        return await run._start_child(self, input, self.options)
+        label = f"{self.workflow}@{self.version}.start_as_child(run, ...)"
+        return Step(run._start_child(self, input, self.options), label, run._unawaited, 1)
 
     def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
         """A handle on an existing run of this version (no request is made)."""

@@ -433,6 +433,8 @@ class RunActor:
             with handler_scope:
                 try:
                     result = await version.handler(*args)
+                    if (unawaited := run.unawaited_error()) is not None:
+                        raise unawaited
                     outcome = TransitionRun(
                         run_id=info.id, revision=info.revision, status="completed",
                         output=version.output_type.to_json(result), reason="completed",
@@ -443,10 +445,11 @@ class RunActor:
                     if found is None:
                         if not isinstance(exc, Exception):
                             raise  # e.g. Cancelled, grouped by the handler's own nursery
-                        outcome = self._failure(version, info, exc)
+                        outcome = self._failure(version, info, run.unawaited_error() or exc)
                 except Exception as exc:  # the workflow failed; Cancelled passes through
-                    outcome = self._failure(version, info, exc)
+                    outcome = self._failure(version, info, run.unawaited_error() or exc)
             nursery.cancel_scope.cancel()
+        run.unawaited_error()  # suspended: steps made meanwhile are closed (made again on replay)
         if interrupted is not None:
             raise interrupted
         assert outcome is not None

@@ -11,6 +11,7 @@ import attrs
 import jsonschema
 import pytest
 
+import aiki
 from aiki.errors import ValidationError
 from aiki.protocol import MAX_SCHEMA_DEPTH, schema_problems
 from aiki.sdk import PayloadType
@@ -109,6 +110,67 @@ def test_to_json_rejects_a_value_of_the_wrong_type() -> None:
     """Passing a value that does not fit the declared type fails before anything is sent."""
     with pytest.raises(ValidationError):
         PayloadType(Order, "input").to_json({"id": 1})
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "problem"),
+    [
+        (list[str], {"a"}, "expected list, got set @ $"),
+        (list[str], ("a",), "expected list, got tuple @ $"),
+        (int, True, "expected int, got bool @ $"),
+        (dict[str, list[int]], {"k": {1}}, "expected list, got set @ $.k"),
+        (Order, Order(id="o", items=(Item("a", 1),)), "expected list, got tuple @ $.items"),  # type: ignore[arg-type]
+        (int | str, 1.5, "float fits none of"),
+    ],
+)
+def test_to_json_is_strict_about_containers_and_scalars(
+    annotation: object, value: object, problem: str
+) -> None:
+    """A value the converter could coerce (a set for a list, True for an int) is refused
+    as not of the declared type, naming where."""
+    with pytest.raises(ValidationError) as caught:
+        PayloadType(annotation, "output of task 'x'").to_json(value)
+    assert problem in caught.value.message
+    assert caught.value.message.startswith("output of task 'x' must be ")
+
+
+class Opaque:
+    """Not an attrs class, dataclass or TypedDict: cannot travel as JSON."""
+
+
+def test_types_that_cannot_travel_as_json_are_refused_at_declaration() -> None:
+    with pytest.raises(TypeError, match="Opaque'> cannot travel as JSON"):
+
+        @aiki.task
+        async def opaque(x: int) -> Opaque:
+            return Opaque()
+
+    with pytest.raises(TypeError, match=r"input of task 'nested': .*Wrapper.inner: "):
+
+        @aiki.task
+        async def nested(x: Wrapper) -> None:
+            return None
+
+
+@attrs.frozen
+class Wrapper:
+    inner: Opaque
+
+
+def test_a_missing_return_annotation_is_refused_at_declaration() -> None:
+    """Not taken to mean ``None`` (which failed only at run time, on the first return)."""
+    with pytest.raises(TypeError, match=r"task 'bare': annotate the return type \(-> None"):
+
+        @aiki.task
+        async def bare(x: int):  # type: ignore[no-untyped-def]
+            return x
+
+    flow = aiki.workflow("bare-flow")
+    with pytest.raises(TypeError, match=r"bare-flow@1: annotate the return type"):
+
+        @flow.version("1")
+        async def handler(run: aiki.Run[int], x: int):  # type: ignore[no-untyped-def]
+            return x
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,8 @@ async def test_a_sleep_survives_a_server_restart(cluster: Cluster) -> None:
 @deadline(60)
 async def test_events_before_and_after_the_wait_duplicates_and_timeout(cluster: Cluster) -> None:
     """Events sent before the run waits are kept in order; a repeated reference ID is
-    ignored; a wait with a timeout and no event times out."""
+    ignored, even once the run ended (webhooks retry), while a new event to an ended run
+    is refused; a wait with a timeout and no event times out."""
     async with cluster.client() as client:
         delayed = flows.collect.with_(trigger=aiki.trigger.after(seconds=1))
         handle = await delayed.start(client, 3)
@@ -114,6 +115,10 @@ async def test_events_before_and_after_the_wait_duplicates_and_timeout(cluster: 
         assert (await handle.wait_for_status("awaiting_event")).success
         await handle.events.item.send(Item("c"))
         result = await handle.wait_for_status("completed")
+        late = await handle.events.item.send(Item("a"), reference_id="psp-1")
+        assert (late.duplicate, late.seq) == (True, first.seq)
+        with pytest.raises(aiki.InvalidTransitionError, match="completed; it takes no more"):
+            await handle.events.item.send(Item("d"), reference_id="psp-2")
     assert (result.success, result.output) == (True, ["a", "b", "c", "timed out"])
     history = await _history(cluster, handle.run_id)
     assert history[0][1] == "scheduled"

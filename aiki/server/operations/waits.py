@@ -78,7 +78,9 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
 
 
 async def send_event(services: Services, request: SendEvent, caller: Caller) -> EventSent:
-    """Deliver an event (validated against the version's declared payload type)."""
+    """Deliver an event (validated against the version's declared payload type). One with
+    a reference ID the run already has is a duplicate, whatever the run's state: answered
+    as delivered before (webhooks retry); only a new event to an ended run is refused."""
     run_id = run_uuid(request.run_id)
 
     def send(tx: Transaction) -> store.waits.EventOutcome:
@@ -88,6 +90,10 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
         namespace, workflow, version, status = found
         services.schemas.check_event(namespace, workflow, version, request.name,
                                      request.payload)  # fmt: skip
+        reference = request.reference_id
+        if reference is not None and (seen := store.waits.delivered(tx, run_id, request.name,
+                                                                     reference)):  # fmt: skip
+            return seen
         if status in TERMINAL:
             raise InvalidTransitionError(
                 f"run {request.run_id} is {status}; it takes no more events"

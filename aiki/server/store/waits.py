@@ -244,21 +244,25 @@ class EventOutcome:
     requeued: bool
 
 
+def delivered(
+    tx: Transaction, run_id: uuid.UUID, name: str, reference_id: str
+) -> EventOutcome | None:
+    """The event of this name and reference ID the run already has (a duplicate), or None."""
+    seen = tx.fetch_one(
+        "SELECT seq FROM aiki_events WHERE run_id = %s AND name = %s AND reference_id = %s",
+        (run_id, name, reference_id),
+    )
+    return None if seen is None else EventOutcome(as_int(seen[0]), duplicate=True, requeued=False)
+
+
 def send_event(
     tx: Transaction, run_id: uuid.UUID, name: str, payload: object, reference_id: str | None
 ) -> EventOutcome:
     """Store an event; hand it to the oldest pending wait for it (queuing a suspended run).
 
     The caller has locked the run row (``lock_run``): events and waits of one run are
-    handled one at a time.
+    handled one at a time; it has made sure the event is not a duplicate (`delivered`).
     """
-    if reference_id is not None:
-        seen = tx.fetch_one(
-            "SELECT seq FROM aiki_events WHERE run_id = %s AND name = %s AND reference_id = %s",
-            (run_id, name, reference_id),
-        )
-        if seen is not None:
-            return EventOutcome(as_int(seen[0]), duplicate=True, requeued=False)
     row = tx.fetch_one(
         f"""
         WITH next AS (
