@@ -66,13 +66,25 @@ class Cluster:
 
     def start_server(self, port: int) -> None:
         """Start the server (on ``port``; 0 picks one) and wait until it listens."""
+        self.server = self.spawn_server(port)
+        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+
+    def spawn_server(self, port: int) -> AikiProcess:
+        """Start one more server process on the cluster's PostgreSQL and Redis."""
         env = {"AIKI_DATABASE_URL": self.database_url, "AIKI_REDIS_URL": self.redis_url,
                **self.env(role="none")}  # fmt: skip
-        self.server = start_aiki(
+        return start_aiki(
             ["server", "--port", str(port), *self.server_args],
             self.logs / f"server-{uuid.uuid4().hex[:6]}.log", env,
         )  # fmt: skip
-        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+
+    def spawn_worker(self, target: str, server_url: str, grace: float = 5.0) -> AikiProcess:
+        """Start one more worker serving ``target`` from ``server_url`` (not waiting)."""
+        return start_aiki(
+            ["worker", target, "--server-url", server_url, "--redis-url", self.redis_url,
+             "--shutdown-grace", str(grace), *self.worker_args],
+            self.logs / f"worker-{uuid.uuid4().hex[:6]}.log", self.env(),
+        )  # fmt: skip
 
     def restart_server(self) -> None:
         """SIGKILL the server and start a new one on the same port."""
@@ -82,21 +94,7 @@ class Cluster:
 
     def start_worker(self, target: str, grace: float = 5.0) -> tuple[AikiProcess, str]:
         """Start one more worker serving ``target``; return it and its worker ID."""
-        worker = start_aiki(
-            [
-                "worker",
-                target,
-                "--server-url",
-                self.url,
-                "--redis-url",
-                self.redis_url,
-                "--shutdown-grace",
-                str(grace),
-                *self.worker_args,
-            ],
-            self.logs / f"worker-{uuid.uuid4().hex[:6]}.log",
-            self.env(),
-        )
+        worker = self.spawn_worker(target, self.url, grace)
         match = worker.wait_ready(r"aiki worker (\S+) serving")
         return worker, match.group(1)
 

@@ -85,9 +85,13 @@ def services(data_dir: Path) -> None:
     watched = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
+        # What `aiki server` and `aiki worker` read, then what the test suite reads.
+        click.echo(f"export AIKI_DATABASE_URL={running.database_url}")
+        click.echo(f"export AIKI_REDIS_URL={running.redis_url}")
         click.echo(f"export AIKI_TEST_DATABASE_URL={running.database_url}")
         click.echo(f"export AIKI_TEST_REDIS_URL={running.redis_url}")
-        click.echo("# PostgreSQL and Redis are up; Ctrl-C stops them.", err=True)
+        click.echo("# PostgreSQL and Redis are up (for aiki server, aiki worker and the tests); "
+                   "Ctrl-C stops them.", err=True)  # fmt: skip
         signal.sigwait(watched)
     finally:
         running.stop()
@@ -335,6 +339,13 @@ def server(
     help="Seconds an async def task may block its event loop before it fails (BlockingTaskError).",
 )
 @click.option(
+    "--start-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Give up if the server or Redis is not reachable within this many seconds "
+    "(default: wait for them, retrying with backoff).",
+)
+@click.option(
     "--api-key",
     envvar="AIKI_API_KEY",
     default=None,
@@ -357,6 +368,7 @@ def worker(
     heartbeat: float,
     claim_idle: float,
     block_limit: float,
+    start_timeout: float | None,
     api_key: str | None,
     ca_file: str | None,
     verbose: bool,
@@ -371,7 +383,7 @@ def worker(
     config = WorkerConfig(
         server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
         heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
-        ca_file=ca_file, block_limit_seconds=block_limit,
+        ca_file=ca_file, block_limit_seconds=block_limit, start_timeout_seconds=start_timeout,
     )  # fmt: skip
 
     async def main_fn() -> None:

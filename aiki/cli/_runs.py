@@ -21,8 +21,11 @@ from ..protocol import (
     ALL_STATUSES,
     TERMINAL,
     RunDetails,
+    RunsStopped,
+    RunTransitioned,
     RunUpdate,
     TaskProgress,
+    WokenUp,
     WorkerInfo,
     is_status,
 )
@@ -175,6 +178,17 @@ _UPDATE: Final = WireCodec[RunUpdate](RunUpdate)
 _PROGRESS: Final = WireCodec[TaskProgress](TaskProgress)
 
 
+def _said(reply: RunsStopped | RunTransitioned | WokenUp) -> str:
+    """A control command's reply as a sentence."""
+    if isinstance(reply, WokenUp):
+        sleeps = "1 sleep" if reply.sleeps == 1 else f"{reply.sleeps} sleeps"
+        return f"run {reply.run_id}: {sleeps} cut short"
+    said = f"run {reply.run_id} is {reply.status} now"
+    if isinstance(reply, RunsStopped) and (others := len(reply.affected) - 1) > 0:
+        said += f", and {others} of its descendants" if others > 1 else ", and 1 descendant"
+    return said
+
+
 def _control(name: str, summary: str, *, reason: str | None) -> click.Command:
     """A command that applies one control action to a run."""
 
@@ -188,7 +202,7 @@ def _control(name: str, summary: str, *, reason: str | None) -> click.Command:
         if as_json:
             dump(reply, type(reply))
         else:
-            click.echo(f"{name}: {short(WireCodec[object](type(reply)).unstructure(reply), 200)}")
+            click.echo(_said(reply))
 
     if reason is not None:
         command = click.option("--reason", default=reason, show_default=True)(command)

@@ -25,17 +25,21 @@ to ``shutdown_grace_seconds``, and gives back to the server any run still going 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
+import random
 import socket
 import typing
+import urllib.parse
 import uuid
 
 import attrs
 import trio
 
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
-from transport import open_redis_streams
+from transport import RedisStreams, StreamUnavailableError, open_redis_streams
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, stream_for
@@ -43,7 +47,7 @@ from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
-from ._link import Call, Link, Registered
+from ._link import RECONNECT, Call, Link, Registered
 from ._messages import SubscriberMsg
 from ._subscriber import Subscriber, mailbox_capacity
 
@@ -114,6 +118,9 @@ class WorkerConfig:
             the environment, if set.
         ca_file: a private CA's certificate (PEM) to trust for an ``https://`` server;
             default: ``AIKI_CA_FILE`` from the environment, if set.
+        start_timeout_seconds: give up starting if the server or Redis is not reachable
+            within this; None (the default): wait for them however long, with backoff,
+            logging each attempt (Compose and Kubernetes start things in any order).
         block_limit_seconds: an ``async def`` task body that blocks its event loop this
             long fails with `aiki.BlockingTaskError` (a watchdog thread per loop notices
             and logs any block from one second on).
@@ -131,7 +138,33 @@ class WorkerConfig:
     api_key: str | None = attrs.field(factory=lambda: os.environ.get(API_KEY_ENV) or None,
                                       repr=False)  # fmt: skip
     ca_file: str | None = attrs.field(factory=lambda: os.environ.get(CA_FILE_ENV) or None)
+    start_timeout_seconds: float | None = None
     block_limit_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+
+
+def _address(url: str) -> str:
+    """``host:port`` of a URL (never its password)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+async def _until_redis_answers(streams: RedisStreams, config: WorkerConfig) -> None:
+    """Ping Redis until it answers, with backoff (logging each attempt), for at most
+    ``config.start_timeout_seconds``."""
+    limit = config.start_timeout_seconds
+    deadline = trio.current_time() + (limit if limit is not None else math.inf)
+    delays = RECONNECT.delays(random.Random())
+    for attempt in itertools.count(1):
+        try:
+            await streams.ping()
+            return
+        except StreamUnavailableError as exc:
+            if trio.current_time() > deadline:
+                raise
+            delay = next(delays)
+            logger.warning("Redis at %s is not reachable yet (%s); attempt %d, next in %.1f s",
+                           _address(config.redis_url), exc, attempt, delay)  # fmt: skip
+            await trio.sleep(delay)
 
 
 async def run_worker(
@@ -143,13 +176,17 @@ async def run_worker(
 ) -> None:
     """Run a worker until ``shutdown_trigger`` returns, then shut down gracefully.
 
-    Reports the worker ID through ``task_status`` once connected and registered.
+    Reports the worker ID through ``task_status`` once connected and registered: until
+    Redis and the server answer, it tries again with backoff (see
+    ``config.start_timeout_seconds``).
 
     Raises:
-        aiki.UnavailableError: the server could not be reached at start.
+        aiki.UnavailableError: the server could not be reached within
+            ``config.start_timeout_seconds``.
         aiki.UnauthenticatedError: the server refused the worker's key.
         aiki.ValidationError: ``config.ca_file`` is not a CA certificate file.
-        transport.StreamUnavailableError: Redis could not be reached at start.
+        transport.StreamUnavailableError: Redis could not be reached within
+            ``config.start_timeout_seconds``.
     """
     tls = tls_for(config.ca_file)
     registration = RegisterWorker(
@@ -164,7 +201,7 @@ async def run_worker(
         open_redis_streams(config.redis_url, max_threads=4) as streams,
         open_asyncio_loop(config.block_limit_seconds) as asyncio_loop,
     ):
-        await streams.ping()
+        await _until_redis_answers(streams, config)
         link_box = Mailbox[Call[typing.Any]]("link", capacity=max(64, worker.concurrency * 4))
         subscriber_box = Mailbox[SubscriberMsg](
             "subscriber", capacity=mailbox_capacity(worker.concurrency)
@@ -190,7 +227,8 @@ async def run_worker(
             ChildSpec(
                 name="link",
                 factory=lambda: Link(config.server_url, registration, on_push=executing.stop,
-                                     api_key=config.api_key, tls=tls, registered=registered),
+                                     api_key=config.api_key, tls=tls, registered=registered,
+                                     first_connect_seconds=config.start_timeout_seconds),
                 mailbox=link_box,
             ),
             runs.spec,

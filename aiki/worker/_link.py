@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import random
 import ssl
 from collections.abc import Callable
@@ -40,8 +41,6 @@ logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
 
-FIRST_CONNECT_SECONDS: Final = 10.0
-"""The first connection must succeed within this (a wrong URL is an error, not a hang)."""
 REGISTER_SECONDS: Final = 30.0
 GOODBYE_SECONDS: Final = 2.0
 """How long a stopping worker waits for the server to note it (`DeregisterWorker`)."""
@@ -99,6 +98,9 @@ class Link:
     """For a ``https://`` server (None: the system's trusted authorities)."""
     registered: Registered = attrs.Factory(Registered)
     """Filled in at each registration."""
+    first_connect_seconds: float | None = None
+    """Give up if the first connection does not succeed within this; None: wait until the
+    server is up, however long (it may start after the worker)."""
 
     async def run(  # noqa: ASYNC128 (`_session` reports started, once registered)
         self,
@@ -108,19 +110,23 @@ class Link:
     ) -> None:
         """Connect and register, then send calls until the mailbox closes.
 
-        The first connection must succeed within `FIRST_CONNECT_SECONDS`. After that, a
-        lost session is re-established with backoff for as long as it takes (the server
-        may be restarting); calls wait in the mailbox.
+        Until the server answers (it may start after the worker), and whenever a session
+        is lost (it may be restarting), the link tries again with a jittered backoff,
+        logging each attempt and why the last one failed; calls wait in the mailbox.
 
         Raises:
-            aiki.UnavailableError: the first connection did not succeed in time.
+            aiki.UnavailableError: the first connection did not succeed within
+                `first_connect_seconds` (if set).
             aiki.UnauthenticatedError: the server refused the first connection's key (a
                 refusal later is logged, and the link keeps trying).
         """
         ready: trio.TaskStatus[None] | None = task_status
-        deadline = trio.current_time() + FIRST_CONNECT_SECONDS
+        limit = self.first_connect_seconds
+        deadline = trio.current_time() + (limit if limit is not None else math.inf)
         delays = RECONNECT.delays(random.Random())
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 lost = await self._session(inbox, ready)
             except WebSocketError as exc:
@@ -142,10 +148,14 @@ class Link:
                 if lost is None:
                     return  # the mailbox closed: shutdown
                 # The session had been up: reconnect promptly (and for as long as it takes).
-                ready, delays = None, RECONNECT.delays(random.Random())
+                ready, delays, attempt = None, RECONNECT.delays(random.Random()), 0
             delay = next(delays)
-            logger.warning("session with %s lost (%s); reconnecting in %.1f s", self.url,
-                           lost, delay)  # fmt: skip
+            if ready is not None:
+                logger.warning("the Aiki server at %s is not reachable yet (%s); attempt %d, "
+                               "next in %.1f s", self.url, lost, attempt, delay)  # fmt: skip
+            else:
+                logger.warning("session with %s lost (%s); reconnecting in %.1f s", self.url,
+                               lost, delay)  # fmt: skip
             await trio.sleep(delay)
 
     async def _session(

@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import redis
 
+from tests._processes import start_aiki
 from transport import LocalPostgres
 
 AIKI = [sys.executable, "-m", "aiki"]
@@ -33,7 +34,9 @@ def test_version_and_help() -> None:
 
 
 def test_services_runs_servers_until_interrupted(tmp_path: Path) -> None:
-    """``aiki services`` prints working URLs, and SIGINT stops both servers."""
+    """``aiki services`` prints working URLs under the names the server, the worker and
+    the tests read (``aiki server`` starts with them and no option), and SIGINT stops
+    both servers."""
     process = subprocess.Popen(
         [*AIKI, "services", "--data-dir", str(tmp_path / "svc")],
         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -41,14 +44,22 @@ def test_services_runs_servers_until_interrupted(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         urls = {}
-        for _ in range(2):
+        for _ in range(4):
             line = process.stdout.readline()
-            match = re.fullmatch(r"export (AIKI_TEST_\w+)=(\S+)\n", line)
+            match = re.fullmatch(r"export (AIKI_\w+)=(\S+)\n", line)
             assert match, line
             urls[match.group(1)] = match.group(2)
+        assert set(urls) == {"AIKI_DATABASE_URL", "AIKI_REDIS_URL", "AIKI_TEST_DATABASE_URL",
+                             "AIKI_TEST_REDIS_URL"}  # fmt: skip
         with psycopg.connect(urls["AIKI_TEST_DATABASE_URL"]) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert redis.Redis.from_url(urls["AIKI_TEST_REDIS_URL"]).ping()
+        server = start_aiki(["server", "--port", "0", "--insecure-no-auth"],
+                            tmp_path / "server.log", urls)  # fmt: skip
+        try:
+            server.wait_ready(r"listening on (\S+)")
+        finally:
+            assert server.stop() == 0
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)

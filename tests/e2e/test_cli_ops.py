@@ -106,7 +106,7 @@ async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
         assert (paused["run_id"], paused["status"]) == (sleeping.run_id, "paused")
         resumed = await cli(cluster, "runs", "resume", sleeping.run_id)
         assert resumed.returncode == 0, resumed.stderr
-        assert resumed.stdout.startswith("resume: ")
+        assert re.fullmatch(rf"run {sleeping.run_id} is (queued|sleeping) now\n", resumed.stdout)
         await sleeping.wait_for_status("sleeping")
         woken = ok_json(await cli(cluster, "runs", "wakeup", sleeping.run_id, "--json"))
         assert woken == {"run_id": sleeping.run_id, "sleeps": 1}
@@ -117,6 +117,7 @@ async def test_cancel_pause_resume_wakeup_and_requeue(cluster: Cluster) -> None:
         await doomed.wait_for_status("sleeping")
         cancelled = await cli(cluster, "runs", "cancel", doomed.run_id, "--reason", "cli test")
         assert cancelled.returncode == 0, cancelled.stderr
+        assert cancelled.stdout == f"run {doomed.run_id} is cancelled now\n"  # a sentence
         assert (await doomed.wait_for_status("cancelled")).status == "cancelled"
         details = await client.describe_run(doomed.run_id)
         client_prefix = cluster.keys["client"].split("_")[1]
@@ -152,6 +153,9 @@ async def test_events_send_delivers_and_deduplicates(cluster: Cluster) -> None:
     invalid = await cli(cluster, "events", "send", handle.run_id, "item", '{"nom": 1}')
     assert invalid.returncode == 1
     assert "error: " in invalid.stderr
+    undeclared = await cli(cluster, "events", "send", handle.run_id, "itme", '{"name": "c"}')
+    assert undeclared.returncode == 1, "a mistake in the request, not 3 (no such run)"
+    assert "declares no event 'itme' (declared: done, item)" in undeclared.stderr
 
 
 @deadline(60)

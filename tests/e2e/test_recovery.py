@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import tempfile
 import time
 import uuid
@@ -143,6 +144,42 @@ async def test_recovery_after_a_worker_is_killed_is_bounded_by_the_claim_timeout
           f"(claim timeout {CLAIM_TIMEOUT} s, sweep every {SWEEP_INTERVAL} s)")  # fmt: skip
     assert recovery_seconds <= CLAIM_TIMEOUT + SWEEP_INTERVAL + 0.5
     assert result.output != f"done by {victim.pid}"
+
+
+@deadline(60)
+async def test_a_worker_started_before_the_server_waits_for_it_then_serves(
+    cluster: Cluster,
+) -> None:
+    """Started before its server (Compose and Kubernetes start things in any order), a
+    worker keeps trying with backoff, logging each attempt and why, and serves once the
+    server is up (no "supervision gave up" after a few seconds)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    worker = cluster.spawn_worker(TARGET, url, grace=2)
+    server = None
+    try:
+
+        async def retried() -> bool:
+            return "attempt 3" in worker.log.read_text()
+
+        with trio.fail_after(30):
+            await wait_until(retried)
+        assert worker.process.poll() is None, "it waits, it does not give up"
+        server = cluster.spawn_server(port)
+        await trio.to_thread.run_sync(server.wait_ready, r"listening on")
+        await trio.to_thread.run_sync(worker.wait_ready, r"aiki worker \S+ serving")
+        async with aiki.Client(url, api_key=cluster.keys["client"]) as client:
+            result = await (await flows.simple_flow.start(client, 1)).wait_for_status("completed")
+        assert (result.success, result.output) == (True, 2)
+    finally:
+        worker.stop()
+        if server is not None:
+            server.stop()
+    log = worker.log.read_text()
+    assert f"the Aiki server at {url} is not reachable yet" in log
+    assert "supervision gave up" not in log
 
 
 @deadline(90)

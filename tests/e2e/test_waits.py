@@ -135,8 +135,9 @@ async def test_event_payloads_are_validated_on_send(cluster: Cluster) -> None:
         with pytest.raises(aiki.ValidationError) as caught:
             await client.send_event(handle.run_id, "item", {"name": 5})
         assert caught.value.errors == ("5 is not of type 'string' @ $.name",)
-        with pytest.raises(aiki.NotFoundError, match="declares no event 'nope'"):
+        with pytest.raises(aiki.ValidationError, match="declares no event 'nope'") as undeclared:
             await client.send_event(handle.run_id, "nope", None)
+        assert undeclared.value.errors == ("undeclared event 'nope' @ $.name",)
         await handle.cancel()
 
 

@@ -22,7 +22,6 @@ from transport import PostgresStore, StorageError, StorageUnavailableError
 from ...errors import (
     AikiError,
     InvalidTransitionError,
-    NotFoundError,
     RunNotFoundError,
     StaleRevisionError,
     UnavailableError,
@@ -243,14 +242,16 @@ class Schemas:
         """Validate an event's payload.
 
         Raises:
-            aiki.NotFoundError: the version declares no such event.
-            aiki.ValidationError: the payload does not match its schema.
+            aiki.ValidationError: the version declares no such event (a mistake in the
+                request, not a missing resource: the run exists), or the payload does not
+                match its schema.
         """
         events = self._events.get((namespace, workflow, version), {})
         if name not in events:
             declared = ", ".join(sorted(events)) or "none"
-            raise NotFoundError(
-                f"{workflow}@{version} declares no event {name!r} (declared: {declared})"
+            raise ValidationError(
+                f"{workflow}@{version} declares no event {name!r} (declared: {declared})",
+                errors=(f"undeclared event {name!r} @ $.name",),
             )
         validator = events[name]
         if validator is not None and (errors := _problems(validator, payload)):
