@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import logging
@@ -127,7 +128,15 @@ def _load_worker(target: str) -> Worker:
         raise click.BadParameter(
             f"cannot import {module_name!r}: {exc}", param_hint="TARGET"
         ) from None
-    found = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        workers = [name for name, value in vars(module).items() if isinstance(value, Worker)]
+        close = difflib.get_close_matches(attribute, workers, n=1)
+        hint = (f"; did you mean {module_name}:{close[0]}?" if close else
+                f"; its aiki.Workers: {', '.join(sorted(workers)) or 'none'}")  # fmt: skip
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attribute!r}{hint}", param_hint="TARGET"
+        )
+    found = getattr(module, attribute)
     if not isinstance(found, Worker):
         raise click.BadParameter(
             f"{target} is {type(found).__name__}, not an aiki.Worker", param_hint="TARGET"

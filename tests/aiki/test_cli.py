@@ -74,6 +74,17 @@ def test_services_runs_servers_until_interrupted(tmp_path: Path) -> None:
         pass
 
 
+def test_a_worker_target_typo_is_named_with_what_was_meant() -> None:
+    """``module:wroker``: the attribute that does not exist, and the Worker it may mean
+    (not "is NoneType, not an aiki.Worker")."""
+    env = {**os.environ, "AIKI_REDIS_URL": "redis://127.0.0.1:9"}
+    result = subprocess.run([*AIKI, "worker", "examples.orders:wroker"], capture_output=True,
+                            text=True, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert "module 'examples.orders' has no attribute 'wroker'" in result.stderr
+    assert "did you mean examples.orders:worker?" in result.stderr
+
+
 def test_an_unknown_log_format_is_a_usage_error() -> None:
     env = {**os.environ, "AIKI_LOG_FORMAT": "xml", "AIKI_DATABASE_URL": "postgresql://x/y",
            "AIKI_REDIS_URL": "redis://x"}  # fmt: skip
