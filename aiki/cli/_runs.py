@@ -24,6 +24,8 @@ from ..protocol import (
     RunsStopped,
     RunTransitioned,
     RunUpdate,
+    StartOptions,
+    StartRun,
     TaskProgress,
     WokenUp,
     WorkerInfo,
@@ -74,6 +76,57 @@ def list_runs(
     click.echo(table(("id", "workflow", "status", "attempt", "created", "updated"), rows))
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
+
+
+@runs.command("start")
+@server_url_option
+@click.argument("workflow")
+@click.argument("version")
+@click.argument("data", required=False, default="null")
+@click.option("--reference-id", help="Idempotency: a second start with it finds this run.")
+@click.option(
+    "--conflict",
+    type=click.Choice(["error", "return_existing"]),
+    default="error",
+    show_default=True,
+    help="With a known reference ID and another input: refuse, or return the existing run.",
+)
+@click.option("--pool", help="The worker pool to run it on (default: the default pool).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Fail the run if it has not ended within this many seconds.")  # fmt: skip
+@json_option
+def start_run(
+    server_url: str,
+    workflow: str,
+    version: str,
+    data: str,
+    reference_id: str | None,
+    conflict: str,
+    pool: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Start a run of WORKFLOW at VERSION with input DATA (JSON; default null)."""
+    payload = _json_argument(data, "DATA")
+    options = StartOptions(reference_id=reference_id, pool=pool, timeout_seconds=timeout,
+                           conflict="return_existing" if conflict == "return_existing"
+                           else "error")  # fmt: skip
+    request = StartRun(workflow=workflow, version=version, input=payload, options=options)
+    started = call_server(server_url, lambda client: client.start_run(request))
+    if as_json:
+        dump(started, type(started))
+    elif started.created:
+        click.echo(f"started run {started.run.id} of {workflow}@{version}")
+    else:
+        click.echo(f"run {started.run.id} already has reference ID {reference_id!r} "
+                   f"({started.run.status}); no new run")  # fmt: skip
+
+
+def _json_argument(data: str, name: str) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
 
 
 @runs.command("show")
@@ -234,10 +287,7 @@ def send_event(
     server_url: str, run_id: str, name: str, data: str, reference_id: str | None, as_json: bool
 ) -> None:
     """Send event NAME to RUN_ID with DATA (JSON; default null)."""
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from None
+    payload = _json_argument(data, "DATA")
     sent = call_server(server_url, lambda client: client.send_event(
         run_id, name, payload, reference_id=reference_id))  # fmt: skip
     if as_json:

@@ -196,13 +196,21 @@ _ACTIONS: Final[dict[str, Callable[[Client, str], Awaitable[ScheduleInfo]]]] = {
 def _control(name: str, summary: str) -> click.Command:
     """A command that pauses, resumes or deactivates one schedule."""
 
-    @click.command(name, help=summary)
+    @click.command(name, help=f"{summary} SCHEDULE: its ID or its reference ID.")
     @server_url_option
-    @click.argument("schedule_id")
+    @click.argument("schedule")
     @json_option
-    def command(server_url: str, schedule_id: str, as_json: bool) -> None:
+    def command(server_url: str, schedule: str, as_json: bool) -> None:
         action = _ACTIONS[name]
-        info = call_server(server_url, lambda c: action(c, schedule_id))
+
+        async def act(client: Client) -> ScheduleInfo:
+            lookup = _lookup(schedule)
+            if "schedule_id" in lookup:
+                return await action(client, lookup["schedule_id"])
+            found = await client.describe_schedule(**lookup, upcoming=0, recent_runs=0)
+            return await action(client, found.schedule.id)
+
+        info = call_server(server_url, act)
         if as_json:
             dump(info, ScheduleInfo)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import trio
 
 import aiki
+from aiki.protocol import GetRun
 from tests._deadline import deadline
 from tests._processes import ROOT, start_aiki
 
@@ -35,6 +38,49 @@ def test_the_readme_example_runs_and_prints_its_results(pg_url: str, redis_url: 
     assert "order o0: failed; cause: aiki.errors.NonRetryableError: cannot charge 0 cents" in (
         result.stdout
     )
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    """The README's command lines that start with ``prefix`` (as argv, ``aiki`` dropped)."""
+    text = (ROOT / "README.md").read_text()
+    return [shlex.split(line, comments=True)[1:] for line in text.splitlines()
+            if line.startswith(prefix)]  # fmt: skip
+
+
+@deadline(90)
+async def test_the_readmes_cli_commands_work_against_aiki_dev_with_the_example(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """``aiki runs start`` and ``aiki schedules activate|show|pause`` as the README writes
+    them, against ``aiki dev examples.orders:worker``: the run completes, the schedule is
+    found and paused by its reference ID."""
+    dev = start_aiki(["dev", "examples.orders:worker", "--port", "0", "--data-dir",
+                      str(tmp_path)], tmp_path / "dev.log",
+                     {"AIKI_DATABASE_URL": pg_url, "AIKI_REDIS_URL": redis_url})  # fmt: skip
+    try:
+        url = (await trio.to_thread.run_sync(dev.wait_ready, r"aiki dev: server (\S+),")).group(1)
+        env = {"PATH": "/usr/bin:/bin", "AIKI_SERVER_URL": url}
+        outputs = []
+        for argv in [*_readme_commands("aiki runs start "),
+                     *_readme_commands("aiki schedules activate "),
+                     *_readme_commands("aiki schedules show "),
+                     *_readme_commands("aiki schedules pause ")]:  # fmt: skip
+            result = await trio.to_thread.run_sync(lambda argv=argv: subprocess.run(
+                [sys.executable, "-m", "aiki", *argv], cwd=ROOT, capture_output=True,
+                text=True, timeout=60, env=env))  # fmt: skip
+            assert result.returncode == 0, (argv, result.stderr)
+            outputs.append(result.stdout)
+        assert len(outputs) == 4
+        assert re.match(r"started run (\S+) of order-processing@1\.0\.0", outputs[0])
+        assert re.search(r"^reference +daily-paper$", outputs[2], flags=re.M)
+        assert re.match(r"schedule \S+ is paused", outputs[3])
+        async with aiki.Client(url) as client:
+            run = await client.get_run(GetRun(workflow="order-processing", version="1.0.0",
+                                              reference_id="order-7"))  # fmt: skip
+            result = await client.handle(run.id).wait_for_status("completed")
+        assert result.success, result.error
+    finally:
+        dev.stop()
 
 
 @deadline(90)
