@@ -239,8 +239,9 @@ class Client:
 
         Watch one run, a set of ``runs``, a ``workflow`` (and ``version``), or, with no
         arguments, every run; ``statuses`` keeps only updates to those statuses. A watch
-        of given runs starts from their state when it begins (`Watch.runs`), or with
-        ``after_revision`` replays their recorded changes after it (0: from creation).
+        of given runs yields first each run's state when it begins (``reason="watch
+        began"``; also in `Watch.runs`), or with ``after_revision`` replays their recorded
+        changes after it instead (0: from creation).
         Each run's updates come in order, none missed or twice, across reconnects. With
         ``progress``, the tasks' `aiki.progress` reports come too (`aiki.TaskProgress`).
 

@@ -25,6 +25,7 @@ from transport import WebSocketError, open_websocket
 from ..errors import AikiError, UnavailableError
 from ..protocol import (
     MAX_MESSAGE_BYTES,
+    TERMINAL,
     RunInfo,
     RunUpdate,
     Subscribe,
@@ -128,6 +129,21 @@ class _SocketFeed:
         await self.stack.aclose()
 
 
+BEGAN: Final = "watch began"
+"""The reason of the first update of a watch of given runs: each run's state then."""
+
+
+def _as_it_is(run: RunInfo) -> RunUpdate:
+    """The update that tells a new watcher the run's state when its watch began."""
+    ended = run.status in TERMINAL
+    return RunUpdate(
+        run_id=run.id, workflow=run.workflow, version=run.version, status=run.status,
+        revision=run.revision, previous=None, reason=BEGAN, at=run.updated_at,
+        output=run.output, error=run.error, run=run if ended else None,
+        namespace=run.namespace,
+    )  # fmt: skip
+
+
 class Watch:
     """Live updates of runs, as an async iterator (see `aiki.Client.watch`).
 
@@ -137,9 +153,11 @@ class Watch:
             async for update in updates:
                 print(update.status, update.reason)
 
+    A watch of given runs yields first each run's state when the watch began (an update
+    with ``reason="watch began"`` and ``previous=None``), then every later change.
+
     Attributes:
-        runs: for a watch of given runs, each run as it was when the watch began (every
-            later change is an update).
+        runs: for a watch of given runs, each run as it was when the watch began.
     """
 
     def __init__(
@@ -187,10 +205,13 @@ class Watch:
         """
         if self._feed is None:
             self._feed = await self._open(self._request)
+            request = self._request
             for run in self._feed.subscribed.runs:
                 self.runs[run.id] = run
-                if self._request.after_revision is None:
+                if request.after_revision is None:
                     self._last[run.id] = run.revision
+                    if not request.statuses or run.status in request.statuses:
+                        self._ready.append(_as_it_is(run))
 
     async def _open(self, request: Subscribe) -> _Feed:
         if self._session is not None:

@@ -38,7 +38,8 @@ class RunUpdate:
     Attributes:
         revision: the run's revision after the change; a run's updates have consecutive
             revisions, so a gap shows a missed update.
-        previous: the status before (None for the run's creation).
+        previous: the status before (None for the run's creation, and for the state a
+            watch of given runs begins with: ``reason="watch began"``).
         at: when the change was committed (server clock).
         output: the output, once ``completed``.
         error: the error, once ``failed`` (or the cause of ``cancelled``).

@@ -70,6 +70,31 @@ async def test_a_subscriber_sees_every_state_of_a_run_in_order(cluster: Cluster)
     assert stored == [(update.status, update.revision) for update in seen]
 
 
+@deadline(60)
+async def test_a_watch_of_a_run_begins_with_its_state_at_that_moment(cluster: Cluster) -> None:
+    """``client.watch(handle)`` yields the run's state when the watch began first (not
+    only a later revision): for a run sleeping, then its remaining changes; for a run
+    already ended, its end (with the run and its output)."""
+    async with cluster.client() as client:
+        handle = await flows.sleeper.start(client, 1.0)
+        await handle.wait_for_status("sleeping")
+        async with client.watch(handle) as updates:
+            first = await updates.__anext__()
+            later = [await updates.__anext__() for _ in range(3)]
+        ended = await handle.wait_for_status("completed")
+        async with client.watch(handle) as updates:
+            last = await updates.__anext__()
+    assert isinstance(first, aiki.RunUpdate)
+    assert (first.status, first.reason, first.previous) == ("sleeping", "watch began", None)
+    assert [(u.status, u.revision) for u in later if isinstance(u, aiki.RunUpdate)] == [
+        ("queued", first.revision + 1), ("running", first.revision + 2),
+        ("completed", first.revision + 3),
+    ]  # fmt: skip
+    assert isinstance(last, aiki.RunUpdate)
+    assert (last.status, last.revision, last.output) == ("completed", ended.run.revision, "slept")
+    assert last.run is not None
+
+
 async def _stalled_subscriber(
     cluster: Cluster, nursery: trio.Nursery
 ) -> trio_websocket.WebSocketConnection:
