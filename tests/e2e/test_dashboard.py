@@ -138,6 +138,11 @@ def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
     quick = _with_client(cluster, start_quick)
     row = page.locator(f'#runs tr[data-run-id="{quick}"]')
     expect(row.locator('.status[data-status="completed"]')).to_be_visible()
+    row.locator("a").click()
+    address = page.locator("#tasks .address").first
+    expect(address).to_have_text(re.compile(r"^[0-9a-f]{10}…#0$"))  # not 64 characters
+    assert (address.get_attribute("title") or "").startswith("task:double:")
+    page.go_back()
     assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
     _screenshot(page, "runs")
 
@@ -149,9 +154,15 @@ def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
     sleeping = _with_client(cluster, start_sleeper)
     page.locator(f'#runs tr[data-run-id="{sleeping}"] a').click()
     expect(page.locator('#run-status .status[data-status="sleeping"]')).to_be_visible()
+    expect(page.get_by_role("button", name="Resume")).to_be_disabled()  # not paused
+    expect(page.locator("#progress")).to_be_hidden()  # no task reported any
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator('#run-status .status[data-status="cancelled"]')).to_be_visible()
     expect(page.locator("#timeline")).to_contain_text("from the dashboard, by key")
+    for name in ("Cancel", "Pause", "Resume", "Wake up", "Requeue"):
+        expect(page.get_by_role("button", name=name)).to_be_disabled()  # the run ended
+    first_time = page.locator("#timeline tbody tr td").first.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", first_time), first_time
     assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
     _screenshot(page, "cancelled")
 

@@ -148,11 +148,37 @@ function showError(error) {
 }
 
 function when(text) {
+  // ISO 8601 in the browser's timezone, to the millisecond (as the CLI prints times).
   if (!text) return "-";
   const moment = new Date(text);
-  return moment.toLocaleString(undefined, { hour12: false }) + "." +
+  const two = (n) => String(n).padStart(2, "0");
+  return `${moment.getFullYear()}-${two(moment.getMonth() + 1)}-${two(moment.getDate())} ` +
+    `${two(moment.getHours())}:${two(moment.getMinutes())}:${two(moment.getSeconds())}.` +
     String(moment.getMilliseconds()).padStart(3, "0");
 }
+
+function shortAddress(address, seq) {
+  // A task's address ends in the 64-character hash of its input: show its start; the
+  // whole address is the cell's tooltip.
+  const span = document.createElement("span");
+  const cut = address.lastIndexOf(":");
+  const key = address.slice(cut + 1);
+  span.textContent = `${key.length > 12 ? key.slice(0, 10) + "…" : key}#${seq}`;
+  span.title = `${address}#${seq}`;
+  span.className = "address";
+  return span;
+}
+
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const ACTIONS = {
+  // Which run actions make sense in which status (the server decides; these only spare
+  // a click that would be refused).
+  cancel_run: (status) => !TERMINAL.has(status),
+  pause_run: (status) => !TERMINAL.has(status) && status !== "paused",
+  resume_run: (status) => status === "paused",
+  wakeup_run: (status) => status === "sleeping",
+  requeue_run: (status) => status === "running" || status === "stalled",
+};
 
 function cell(row, content, className) {
   const td = row.insertCell();
@@ -275,18 +301,22 @@ async function showRun(runId) {
   for (const task of details.tasks) {
     const row = tasks.insertRow();
     cell(row, task.name);
-    cell(row, `${task.address}#${task.seq}`);
+    cell(row, shortAddress(task.address, task.seq));
     cell(row, statusBadge(task.state));
     cell(row, task.attempts);
     cell(row, task.error ? task.error.message : json(task.output));
     cell(row, when(task.updated_at));
   }
+  for (const button of document.querySelectorAll("#run-view .actions button")) {
+    button.disabled = !ACTIONS[button.dataset.action](run.status);
+  }
   const progress = $("#progress tbody");
   progress.replaceChildren();
+  $("#progress").hidden = $("#progress-title").hidden = details.progress.length === 0;
   for (const report of details.progress) {
     const row = progress.insertRow();
     cell(row, report.task);
-    cell(row, `${report.address}#${report.seq}`);
+    cell(row, shortAddress(report.address, report.seq));
     cell(row, json(report.details), "progress-details");
     cell(row, when(report.at));
   }
@@ -419,7 +449,9 @@ for (const button of document.querySelectorAll("#run-view .actions button")) {
     if (op === "cancel_run" || op === "pause_run") body.reason = "from the dashboard";
     try {
       const reply = await session.request(op, body);
-      $("#action-result").textContent = `${button.textContent}: ${JSON.stringify(reply)}`;
+      $("#action-result").textContent = reply.sleeps === undefined
+        ? `${button.textContent}: the run is ${reply.status} now`
+        : `${button.textContent}: ${reply.sleeps} sleep(s) cut short`;
     } catch (error) {
       $("#action-result").textContent = `${button.textContent} refused: ${error.message}`;
     }
