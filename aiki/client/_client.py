@@ -13,8 +13,10 @@
 It speaks HTTP through httpx, which runs on anyio: the same client serves a trio
 program, a FastAPI or Django (asyncio) application, or a script. Under trio, inside
 ``async with``, requests go over one multiplexed WebSocket session instead (several
-times cheaper per request on both ends). Waiting does not poll: each ``wait_run``
-request is held by the server until the run changes (long-poll, always over HTTP).
+times cheaper per request on both ends). Waiting does not poll: `RunHandle.wait_for_status`
+and `Client.watch` ride updates the server pushes over a WebSocket (the session under
+trio, a WebSocket of its own under asyncio); only where no WebSocket can be had does
+waiting fall back to ``wait_run`` requests the server holds until the run changes.
 Deadlines belong to the caller (``trio.fail_after`` / ``anyio.fail_after`` /
 ``asyncio.timeout``).
 """
