@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,17 +21,14 @@ from . import flows
 
 
 def test_the_readme_example_runs_and_prints_its_results(pg_url: str, redis_url: str) -> None:
-    """`python -m examples.quickstart`: five receipts, one idempotent start, one refusal,
-    one failed order with its cause."""
-    result = subprocess.run(
-        [sys.executable, "-m", "examples.quickstart"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "AIKI_DATABASE_URL": pg_url, "AIKI_REDIS_URL": redis_url},
-    )
-    assert result.returncode == 0, result.stderr
+    """``./run-example``: five receipts, one idempotent start, one refusal, one failed
+    order with its cause. Run twice: the second time it sets up nothing, it just runs."""
+    env = {"PATH": "/usr/bin:/bin", "AIKI_DATABASE_URL": pg_url, "AIKI_REDIS_URL": redis_url}
+    for _ in range(2):
+        result = subprocess.run([str(ROOT / "run-example")], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert "setup:" not in result.stderr, "set up again although nothing changed"
     assert result.stdout.count("completed  Receipt(") == 5
     assert "charge_id='ch_o3'" in result.stdout  # o3's first charge failed and was retried
     assert "same run = True" in result.stdout
@@ -38,6 +36,25 @@ def test_the_readme_example_runs_and_prints_its_results(pg_url: str, redis_url: 
     assert "order o0: failed; cause: aiki.errors.NonRetryableError: cannot charge 0 cents" in (
         result.stdout
     )
+
+
+def test_without_chromium_the_test_command_stops_at_once_with_the_command_to_run(
+    tmp_path: Path,
+) -> None:
+    """``./run-tests`` where Chromium is missing and cannot be installed (not root, or
+    told not to): it stops before running anything, printing the one command to run."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("bash", "sha256sum", "cut", "cat", "id", "dirname", "env"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (tools / tool).symlink_to(found)
+    result = subprocess.run([str(ROOT / "run-tests"), "--collect-only"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env={"PATH": str(tools), "AIKI_NO_SYSTEM_INSTALL": "1"})  # fmt: skip
+    assert result.returncode == 1
+    assert "sudo apt-get install -y chromium" in result.stderr
+    assert "collected" not in result.stdout, "stopped before running anything"
 
 
 def _readme_commands(prefix: str) -> list[list[str]]:
