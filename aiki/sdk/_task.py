@@ -82,7 +82,7 @@ class Task(Generic[I, O]):
         self.input_type: PayloadType[I] = PayloadType(input_type, f"input of task {name!r}")
         self.output_type: PayloadType[O] = PayloadType(output_type, f"output of task {name!r}")
 
-    def start(self, run: Run[object], input: I = None) -> Step[O]:  # type: ignore[assignment]
+    def start(self, run: Run[Any], input: I = None) -> Step[O]:  # type: ignore[assignment]
         """Run this task as part of ``run``, or return its recorded result on replay
         (await it: a step not awaited never runs, and fails the run).
 
