@@ -37,6 +37,7 @@ def test_the_suite_measures_every_workload_and_writes_its_results(tmp_path: Path
         ("aiki", "W1", 2), ("aiki", "W5", 2), ("aiki", "fan-out", 2), ("aiki", "event", 2),
         ("aiki", "W1 scaling", 1), ("aiki", "W1 scaling", 2), ("aiki", "W1 scaling", 4),
         ("aiki", "W1 unloaded", 2), ("aiki", "W5 unloaded", 2),
+        ("aiki", "W1 trio task", 2), ("aiki", "W1 trio task unloaded", 2),
     }  # fmt: skip
     for sample in results["samples"]:
         assert sample["latencies_ms"], sample["workload"]
