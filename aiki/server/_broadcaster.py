@@ -7,6 +7,12 @@ process died right after its commit. It reads when this server committed a chang
 poke) and otherwise every ``tick_seconds`` (changes made by other instances), and only
 while someone subscribes.
 
+The fast path: an operation of this server that moved a run hands the change to the
+subscriptions of that run at once (`Subscriptions.push_committed`), after its commit and
+before the broadcaster's read; it is queued only where it is the next revision that
+subscription has (so nothing is skipped or reordered), and the broadcaster's later copy is
+dropped by revision.
+
 Subscribers are never waited for: each has a bounded queue, and one that falls behind
 loses its queued updates and gets a ``resync`` marker instead (it should re-read the
 state it cares about). A slow subscriber slows neither the server nor other subscribers.
@@ -69,6 +75,8 @@ class Subscriber:
     """Updates were dropped since the last read: the reader must resynchronise."""
     dropped: int = 0
     _last: dict[str, int] = attrs.Factory(dict)
+    _queued: dict[str, int] = attrs.Factory(dict)
+    """For a subscription of given runs: the newest revision queued of each."""
     _ready: trio.Event = attrs.Factory(trio.Event)
 
     def matches(self, update: Item) -> bool:
@@ -97,7 +105,17 @@ class Subscriber:
             self.dropped += 1
         else:
             self.queue.append(update)
+            if isinstance(update, RunUpdate) and self.filter.run_ids:
+                known = self._queued.get(update.run_id, 0)
+                self._queued[update.run_id] = max(known, update.revision)
         self._ready.set()
+
+    def follows(self, update: RunUpdate) -> bool:
+        """Whether ``update`` is the next revision of its run this subscription of given
+        runs has (queued or taken): only then may it go ahead of the broadcaster."""
+        run = update.run_id
+        known = max(self._last.get(run, 0), self._queued.get(run, 0))
+        return known > 0 and update.revision == known + 1
 
     def skip_through(self, revisions: dict[str, int]) -> None:
         """Push nothing of these runs up to these revisions (the subscriber has them)."""
@@ -177,6 +195,17 @@ class Subscriptions:
             horizon = await _committer.transact(self.committer, store.updates.horizon)
             if self.horizon is None:
                 self.horizon = horizon
+
+    def push_committed(self, update: RunUpdate) -> int:
+        """A change this server just committed: queue it for the subscriptions of its run
+        that have every revision before it (the others get it from the broadcaster, in
+        order); return how many took it."""
+        taken = 0
+        for subscriber in self.by_run.get(update.run_id, ()):
+            if subscriber.matches(update) and subscriber.follows(update):
+                subscriber.offer(update)
+                taken += 1
+        return taken
 
     def remove(self, subscription: str) -> None:
         """Forget a subscription (idempotent)."""

@@ -28,7 +28,7 @@ from ...errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from ...protocol import DEFAULT_NAMESPACE, StopRun
+from ...protocol import DEFAULT_NAMESPACE, TERMINAL, RunUpdate, StopRun
 from .. import _committer, store
 from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from transport import Transaction
 
-    from ...protocol import RunInfo
+    from ...protocol import RunInfo, RunStatus
     from .._broadcaster import Poke
     from ..store.waits import Stopped
 
@@ -298,6 +298,19 @@ class Services:
     """The claim timeout, told to workers so they stop a run before it is released."""
     authenticator: Authenticator | None = None
     """Checks API keys (None: the server runs without authentication)."""
+
+    def moved(self, run: RunInfo, previous: RunStatus, reason: str | None) -> None:
+        """``run`` (as it is now) moved from ``previous``, committed by this server: wake
+        its long-poll waiters and the broadcaster, and hand the change to the run's
+        subscribers at once (`Subscriptions.push_committed`)."""
+        ended = run.status in TERMINAL
+        self.subscriptions.push_committed(RunUpdate(
+            run_id=run.id, workflow=run.workflow, version=run.version, status=run.status,
+            revision=run.revision, previous=previous, reason=reason, at=run.updated_at,
+            output=run.output if ended else None, error=run.error if ended else None,
+            run=run if ended else None, namespace=run.namespace,
+        ))  # fmt: skip
+        self.notifier.notify(run.id)
 
     async def transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
         """Run ``work`` in a transaction (through the committer, unless ``alone``: before the

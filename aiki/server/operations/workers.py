@@ -265,7 +265,7 @@ async def transition_run(
         services.metrics.runs_completed.labels(services.metrics.workflow(moved.workflow)).inc()
     elif moved.status == "failed":
         services.metrics.runs_failed.labels(services.metrics.workflow(moved.workflow)).inc()
-    services.notifier.notify(request.run_id)
+    services.moved(moved, "running", request.reason)
     if moved.status == "queued" or parents_queued:
         services.wakeups.queued()
     if moved.status == "awaiting_retry" and moved.wake_at is not None:
