@@ -126,7 +126,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         ChildSpec(name="broadcaster", mailbox=broadcaster,
                   factory=lambda: Broadcaster(subscriptions)),
         ChildSpec(name="dispatcher", mailbox=dispatcher, factory=lambda: Dispatcher(
-            store, streams, redelivery_seconds=config.redelivery_seconds)),
+            store, streams, redelivery_seconds=config.redelivery_seconds,
+            lane=services.wakeups.lane)),
         ChildSpec(name="sweeper", factory=lambda: Sweeper(
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,

@@ -34,11 +34,12 @@ from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
 from .._broadcaster import poke as poke_broadcaster
 from .._committer import Commit
-from .._dispatcher import Wake
+from .._dispatcher import FastLane, Wake
 from .._dispatcher import poke as poke_dispatcher
 from .._metrics import ServerMetrics
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
+from ..store.outbox import OutboxEntry
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -268,6 +269,8 @@ class Wakeups:
     dispatcher: Address[Wake]
     timers: Address[Deadline]
     scheduler: Address[Deadline]
+    lane: FastLane = attrs.Factory(FastLane)
+    """Runs this server just queued, published by the dispatcher at once."""
 
     def queued(self) -> None:
         """Runs were queued: the dispatcher publishes them."""
@@ -358,11 +361,17 @@ class Services:
             raise RunNotFoundError(f"no run with ID {run_id!r}")
         return run
 
-    def after_start(self, run: RunInfo) -> None:
-        """Wake the dispatcher (queued) or the timers (scheduled start, run deadline)."""
+    def after_start(self, run: RunInfo, outbox_id: int | None = None) -> None:
+        """Publish a queued run at once (its outbox row ``outbox_id`` was leased for this;
+        if the fast lane is full, the outbox publishes it once the lease ends), or wake the
+        timers (scheduled start, run deadline)."""
         self.metrics.runs_started.labels(self.metrics.workflow(run.workflow)).inc()
         if run.status == "queued":
-            self.wakeups.queued()
+            entry = None if outbox_id is None else OutboxEntry(
+                outbox_id, run.id, run.revision, run.workflow, run.version, run.pool,
+                run.namespace)  # fmt: skip
+            if entry is None or not self.wakeups.lane.add(entry):
+                self.wakeups.queued()
         for when in (run.wake_at, run.deadline_at):
             if when is not None:
                 self.wakeups.deadline(when)

@@ -25,6 +25,7 @@ from ...protocol import (
     canonical_json,
 )
 from .. import store
+from .._dispatcher import FAST_LEASE_SECONDS
 from ._handlers import Handlers
 from ._services import run_uuid
 
@@ -78,6 +79,8 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     digest = input_hash(request.input)
     run_id = store.runs.new_run_id()
 
+    outbox: list[int | None] = [None]
+
     def start(tx: Transaction) -> RunStarted:
         if options.reference_id is not None and (
             existing := existing_start(tx, namespace, request, digest)
@@ -86,10 +89,11 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         created = store.runs.insert_run(
             tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
-            options=options,
+            options=options, fast_lease_seconds=FAST_LEASE_SECONDS,
         )  # fmt: skip
         if created is not None:
-            return RunStarted(run=created, created=True)
+            outbox[0] = created[1]
+            return RunStarted(run=created[0], created=True)
         # Another start with this reference ID committed in between.
         existing = existing_start(tx, namespace, request, digest)
         assert existing is not None
@@ -97,7 +101,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
 
     started = await services.transact(start)
     if started.created:
-        services.after_start(started.run)
+        services.after_start(started.run, outbox[0])
     return started
 
 

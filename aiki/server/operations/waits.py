@@ -28,6 +28,7 @@ from ...protocol import (
     SuspendRun,
 )
 from .. import store
+from .._dispatcher import FAST_LEASE_SECONDS
 from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
@@ -123,6 +124,8 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     as_start = StartRun(workflow=request.workflow, version=request.version,
                         input=request.input, options=request.options)  # fmt: skip
 
+    outbox: list[int | None] = [None]
+
     def start(tx: Transaction) -> RunStarted | None:
         if store.waits.holds_revision(tx, parent_id, request.revision, worker_id) is None:
             return None
@@ -137,19 +140,20 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
             tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, parent_id=parent_id, child_address=request.address,
-            child_seq=request.seq,
+            child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS,
         )  # fmt: skip
         if created is None:  # a racing start took the reference ID
             found = existing_start(tx, namespace, as_start, digest)
             assert found is not None
             return found
-        return RunStarted(run=created, created=True)
+        outbox[0] = created[1]
+        return RunStarted(run=created[0], created=True)
 
     started = await services.transact(start)
     if started is None:
         raise await services.fenced_out(parent_id, request.parent_id, request.revision, worker_id)
     if started.created:
-        services.after_start(started.run)
+        services.after_start(started.run, outbox[0])
     return started
 
 

@@ -168,10 +168,14 @@ def insert_run(
     parent_id: uuid.UUID | None = None,
     child_address: str | None = None,
     child_seq: int | None = None,
-) -> RunInfo | None:
-    """Create a run (queued, or scheduled with a trigger) with its history and outbox rows.
+    fast_lease_seconds: float = 0.0,
+) -> tuple[RunInfo, int | None] | None:
+    """Create a run (queued, or scheduled with a trigger) with its history and outbox row.
 
-    Returns None if the reference ID exists already.
+    A queued run's outbox row is leased for ``fast_lease_seconds`` (the caller publishes it
+    right after the commit; the outbox does, should it not) and the run counts as
+    published. Returns the run and its outbox row's id (None if not queued), or None if
+    the reference ID exists already.
     """
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
     row = tx.fetch_one(
@@ -179,11 +183,12 @@ def insert_run(
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
-                                   child_address, child_seq, namespace)
+                                   child_address, child_seq, namespace, published_at)
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
-                   %(parent)s, %(child_address)s, %(child_seq)s, %(namespace)s
+                   %(parent)s, %(child_address)s, %(child_seq)s, %(namespace)s,
+                   CASE WHEN %(status)s = 'queued' THEN now() END
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
@@ -196,10 +201,12 @@ def insert_run(
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
             SELECT id, NULL, status, 1, 'started' FROM run
         ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+            INSERT INTO aiki_outbox (run_id, revision, leased_until)
+            SELECT id, 1, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
             WHERE status = 'queued'
+            RETURNING id
         )
-        SELECT {RUN_COLUMNS} FROM run
+        SELECT {RUN_COLUMNS}, (SELECT id FROM outbox) FROM run
         """,
         {
             "id": run_id, "workflow": workflow, "version": version, "input": to_json(input_json),
@@ -209,10 +216,13 @@ def insert_run(
             "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
-            "namespace": namespace,
+            "namespace": namespace, "fast_lease": fast_lease_seconds,
         },
     )  # fmt: skip
-    return None if row is None else run_info(row)
+    if row is None:
+        return None
+    outbox_id = row[-1]
+    return run_info(row[:-1]), None if outbox_id is None else as_int(outbox_id)
 
 
 def find_by_reference(
@@ -312,7 +322,8 @@ def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str
     """Move a queued run of ``namespace`` to running for ``worker_id``, bumping its revision.
 
     A claim repeated by the worker that already holds the run (its reply was lost) is
-    granted again with a new revision, which fences off any earlier execution.
+    granted again with a new revision, which fences off any earlier execution. The run's
+    outbox rows go with the claim (it was delivered: nothing is left to publish).
     """
     row = tx.fetch_one(
         f"""
@@ -331,6 +342,8 @@ def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
                                           worker_id)
             SELECT id, from_status, 'running', revision, 'claimed', %(worker)s FROM claimed
+        ), published AS (
+            DELETE FROM aiki_outbox WHERE run_id = (SELECT id FROM claimed)
         )
         SELECT {RUN_COLUMNS} FROM claimed
         """,
