@@ -8,9 +8,9 @@ Redis the fast path.
 
 Starts take a faster lane: their transaction leases their outbox row for
 `FAST_LEASE_SECONDS` already, and the server that committed them hands them to the
-dispatcher (`FastLane`), which publishes them at once, with no transaction of its own;
-the claim of the run deletes the row. Should that publish not happen (a crash, Redis
-down, the lane full), the lease runs out and the outbox publishes the run as any other.
+dispatcher (`FastLane`), which publishes them at once, with no transaction before it,
+then forgets their rows. Should that publish not happen (a crash, Redis down, the lane
+full), the lease runs out and the outbox publishes the run as any other.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from actors import Address, MailboxFullError, messages_or_ticks
-from transport import PostgresStore, RedisStreams, StreamUnavailableError
+from transport import PostgresStore, RedisStreams, StorageError, StreamUnavailableError
 
 from ..protocol import QUEUED_RUN, QueuedRun, stream_for
 from . import store
@@ -117,7 +117,13 @@ class Dispatcher:
             entries = await self.lane.take()
             try:
                 await self._publish(entries)
-            except StreamUnavailableError as exc:
+                ids = [entry.outbox_id for entry in entries]
+                await self.store.transact(
+                    functools.partial(store.outbox.forget_outbox, outbox_ids=ids)
+                )
+            except (StreamUnavailableError, StorageError) as exc:
+                if not exc.retryable:
+                    raise  # a bug or bad data: crash for the supervisor
                 logger.debug("fast publish of %d runs failed (%s); the outbox retries",
                              len(entries), exc)  # fmt: skip
 

@@ -61,6 +61,12 @@ def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[Outb
     ]
 
 
+def forget_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
+    """Forget outbox rows whose runs the fast lane published (their runs were marked
+    published when they were queued)."""
+    tx.execute("DELETE FROM aiki_outbox WHERE id = ANY(%s)", (outbox_ids,))
+
+
 def delete_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
     """Forget outbox rows once their runs are published, and note when they were."""
     tx.execute(

@@ -216,8 +216,6 @@ def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
                                           worker_id)
             SELECT id, 'queued', 'running', revision, 'claimed (pull)', %(worker)s FROM claimed
-        ), published AS (
-            DELETE FROM aiki_outbox o USING claimed c WHERE o.run_id = c.id
         )
         SELECT {RUN_COLUMNS} FROM claimed
         """,

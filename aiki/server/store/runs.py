@@ -322,8 +322,7 @@ def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str
     """Move a queued run of ``namespace`` to running for ``worker_id``, bumping its revision.
 
     A claim repeated by the worker that already holds the run (its reply was lost) is
-    granted again with a new revision, which fences off any earlier execution. The run's
-    outbox rows go with the claim (it was delivered: nothing is left to publish).
+    granted again with a new revision, which fences off any earlier execution.
     """
     row = tx.fetch_one(
         f"""
@@ -342,8 +341,6 @@ def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str
             INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
                                           worker_id)
             SELECT id, from_status, 'running', revision, 'claimed', %(worker)s FROM claimed
-        ), published AS (
-            DELETE FROM aiki_outbox WHERE run_id = (SELECT id FROM claimed)
         )
         SELECT {RUN_COLUMNS} FROM claimed
         """,
