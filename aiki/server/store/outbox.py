@@ -63,7 +63,14 @@ def lease_outbox(tx: Transaction, limit: int, lease_seconds: float) -> list[Outb
 
 def forget_outbox(tx: Transaction, outbox_ids: list[int]) -> None:
     """Forget outbox rows whose runs the fast lane published (their runs were marked
-    published when they were queued)."""
+    published when they were queued).
+
+    Committed without waiting for the disk (``synchronous_commit`` off for this
+    transaction only): a forget lost in a PostgreSQL crash only publishes those runs once
+    more (a duplicate entry, refused at claim), and not waiting keeps this bookkeeping
+    out of the way of the commits that runs wait for.
+    """
+    tx.execute("SET LOCAL synchronous_commit TO off")
     tx.execute("DELETE FROM aiki_outbox WHERE id = ANY(%s)", (outbox_ids,))
 
 
