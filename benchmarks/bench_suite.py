@@ -46,6 +46,8 @@ from . import flows
 from ._cluster import AikiCluster
 from ._meters import Meters, Reading, per_workflow
 from ._report import machine, progress
+from ._targets import table as targets_table
+from ._targets import verdicts
 
 INFLIGHT = 64
 FAN_OUT_WIDTH = 50
@@ -577,6 +579,9 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
             ratios.append(f"| {label} | **{mine.throughput / theirs.throughput:.2f}** |")
     if ratios:
         lines += ["", "| ratio (same run) | value |", "|---|---:|", *ratios]
+    found = verdicts(lambda system, workload, workers: _find(rows, system, workload, workers),
+                     DEFAULT_WORKERS)  # fmt: skip
+    lines += ["", *targets_table(found)]
     return "\n".join(lines)
 
 
