@@ -7,7 +7,6 @@ import sys
 from . import (
     bench_foundations,
     bench_live,
-    bench_path,
     bench_schedules,
     bench_sleepers,
     bench_suite,
@@ -22,7 +21,6 @@ SUITES = {
     "soak": soak.main,
     "suite": bench_suite.main,
     "live": bench_live.main,
-    "path": bench_path.main,
     "schedules": bench_schedules.main,
 }
 

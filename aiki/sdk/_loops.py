@@ -155,30 +155,6 @@ class LoopWatchdog:
                        time.monotonic() - since)  # fmt: skip
 
 
-class _Crossing:
-    """Callables handed from one thread to another loop's thread in batches: the first
-    one of a batch schedules a single drain there (one wakeup); the rest join it."""
-
-    def __init__(self, schedule: Callable[[Callable[[], object]], object]) -> None:
-        self._schedule = schedule
-        self._lock = threading.Lock()
-        self._waiting: list[Callable[[], object]] = []
-
-    def send(self, work: Callable[[], object]) -> None:
-        """Run ``work`` soon on the other side (in order)."""
-        with self._lock:
-            self._waiting.append(work)
-            if len(self._waiting) > 1:
-                return  # a drain is scheduled already
-        self._schedule(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            batch, self._waiting = self._waiting, []
-        for work in batch:
-            work()
-
-
 class AsyncioLoop:
     """An asyncio event loop in a thread of its own, watched by a `LoopWatchdog`: where
     ``loop="asyncio"`` task bodies run.
@@ -192,10 +168,6 @@ class AsyncioLoop:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="aiki-asyncio", daemon=True)
         self._watchdog: LoopWatchdog | None = None
-        self._there = _Crossing(self._loop.call_soon_threadsafe)
-        """Starts and cancels, to the asyncio thread."""
-        self._back: dict[trio.lowlevel.TrioToken, _Crossing] = {}
-        """Completions, back to each trio loop that runs bodies here (a worker has one)."""
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -234,16 +206,13 @@ class AsyncioLoop:
         given `CANCEL_GRACE_SECONDS` to unwind before it is abandoned.
         """
         token = trio.lowlevel.current_trio_token()
-        back = self._back.get(token)
-        if back is None:
-            back = self._back[token] = _Crossing(token.run_sync_soon)
         done = trio.Event()
         started: list[asyncio.Task[T]] = []
         context = contextvars.copy_context()
 
         def finished(_task: object) -> None:
             with contextlib.suppress(trio.RunFinishedError):
-                back.send(done.set)
+                token.run_sync_soon(done.set)
 
         def start() -> None:
             task = self._loop.create_task(body(), context=context)
@@ -253,12 +222,12 @@ class AsyncioLoop:
         def cancel() -> None:
             started[0].cancel()
 
-        self._there.send(start)
+        self._loop.call_soon_threadsafe(start)
         try:
             await done.wait()
         finally:
             if not done.is_set():
-                self._there.send(cancel)
+                self._loop.call_soon_threadsafe(cancel)
                 with trio.move_on_after(CANCEL_GRACE_SECONDS, shield=True):
                     await done.wait()
         task = started[0]
