@@ -7,6 +7,7 @@ import sys
 from . import (
     bench_foundations,
     bench_live,
+    bench_path,
     bench_schedules,
     bench_sleepers,
     bench_suite,
@@ -21,6 +22,7 @@ SUITES = {
     "soak": soak.main,
     "suite": bench_suite.main,
     "live": bench_live.main,
+    "path": bench_path.main,
     "schedules": bench_schedules.main,
 }
 
