@@ -151,14 +151,22 @@ class LocalService:
         self._process = None
 
     def kill(self) -> None:
-        """SIGKILL the server and every process it started (kill -9; nothing flushed)."""
+        """SIGKILL the server and every process it started (kill -9; nothing flushed),
+        and wait until they are gone: its children too, which may have left its process
+        group (PostgreSQL's backends each call ``setsid``) and would otherwise still hold
+        its shared memory when it starts again."""
         process = self._process
         if process is None:
             return
+        children = _children(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         process.wait()
         self._reap_group(process.pid)
+        _wait_gone(children)
         self._process = None
 
     def restart(self, *, kill: bool = False) -> Self:
@@ -229,6 +237,34 @@ class LocalService:
             if _group_only_zombies(pgid):
                 return
             time.sleep(READY_POLL_SECONDS)
+
+
+def _stat(pid: str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (None: gone)."""
+    try:
+        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)) and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_gone(pids: list[int], wait_seconds: float = 10.0) -> None:
+    """Wait until none of ``pids`` runs any more (a zombie counts as gone)."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if (fields := _stat(str(pid))) and fields[0] != "Z"]
+        if not alive:
+            return
+        time.sleep(READY_POLL_SECONDS)
+    logger.warning("processes %s outlived their server's kill by %s s", pids, wait_seconds)
 
 
 def _group_only_zombies(pgid: int) -> bool:

@@ -64,6 +64,26 @@ def test_postgres_survives_kill_9_and_restarts_on_the_same_port_and_data(scratch
         pg.remove()
 
 
+def test_a_killed_postgres_leaves_no_backend_behind_and_restarts_at_once(scratch: Path) -> None:
+    """Backends leave the postmaster's process group (``setsid``): ``kill`` ends them too,
+    so a restart right after never meets "pre-existing shared memory block is still in
+    use" (which a busy backend outliving its postmaster caused)."""
+    pg = start_local_postgres(scratch / "pg", fsync=False)
+    try:
+        busy = [psycopg.connect(pg.url, autocommit=True) for _ in range(4)]
+        backends = [conn.info.backend_pid for conn in busy]
+        for _ in range(3):
+            pg.kill()
+            for pid in backends:  # gone as kill returns, not a moment later
+                stat = Path(f"/proc/{pid}/stat")
+                assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            pg.start()
+            busy = [psycopg.connect(pg.url, autocommit=True) for _ in range(4)]
+            backends = [conn.info.backend_pid for conn in busy]
+    finally:
+        pg.remove()
+
+
 def test_postgres_runs_unprivileged_even_when_launched_as_root(scratch: Path) -> None:
     """PostgreSQL refuses root; as root the launcher runs it as the service user."""
     pg = start_local_postgres(scratch / "pg", fsync=False)
