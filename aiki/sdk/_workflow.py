@@ -18,6 +18,7 @@ register, so a run is never executed by another version's code.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
@@ -135,11 +136,11 @@ class WorkflowVersion(Generic[I, O]):
                 current.timeout_seconds if timeout_seconds is _UNSET else timeout_seconds
             ),
         )
-        copy = WorkflowVersion[I, O](
-            self.workflow, self.version, self.handler, retry=self.retry, options=options
-        )
-        copy.events = self.events
-        return copy
+        # A shallow copy: the handler's types were derived once, at declaration (deriving
+        # them again, per start, cost more than the start's own request).
+        clone = copy.copy(self)
+        clone.options = options
+        return clone
 
     async def start(self, client: Client, input: I = None) -> RunHandle[O]:  # type: ignore[assignment]
         """Start a run of this version and return its handle.

@@ -82,10 +82,8 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     outbox: list[int | None] = [None]
 
     def start(tx: Transaction) -> RunStarted:
-        if options.reference_id is not None and (
-            existing := existing_start(tx, namespace, request, digest)
-        ):
-            return existing
+        # Insert first: a new run takes one statement; a repeated start (the reference ID
+        # exists) a second one that reads the existing run.
         created = store.runs.insert_run(
             tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
@@ -94,7 +92,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         if created is not None:
             outbox[0] = created[1]
             return RunStarted(run=created[0], created=True)
-        # Another start with this reference ID committed in between.
+        # The reference ID exists: this start repeats an earlier one (or races it).
         existing = existing_start(tx, namespace, request, digest)
         assert existing is not None
         return existing

@@ -132,17 +132,13 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
         existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
         if existing is not None:
             return RunStarted(run=existing, created=False)
-        if options.reference_id is not None and (
-            found := existing_start(tx, namespace, as_start, digest)
-        ):
-            return found
         created = store.runs.insert_run(
             tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, parent_id=parent_id, child_address=request.address,
             child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS,
         )  # fmt: skip
-        if created is None:  # a racing start took the reference ID
+        if created is None:  # the reference ID exists (an earlier or racing start)
             found = existing_start(tx, namespace, as_start, digest)
             assert found is not None
             return found
