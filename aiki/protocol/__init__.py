@@ -184,6 +184,8 @@ from ._workers import CLAIM_RUN as CLAIM_RUN
 from ._workers import DEREGISTER_WORKER as DEREGISTER_WORKER
 from ._workers import HEARTBEAT as HEARTBEAT
 from ._workers import MAX_DURABLE_WAIT_SECONDS as MAX_DURABLE_WAIT_SECONDS
+from ._workers import MAX_OFFER_SECONDS as MAX_OFFER_SECONDS
+from ._workers import OFFER_SLOT as OFFER_SLOT
 from ._workers import RECORD_TASK as RECORD_TASK
 from ._workers import REGISTER_WORKER as REGISTER_WORKER
 from ._workers import REPORT_PROGRESS as REPORT_PROGRESS
@@ -198,11 +200,13 @@ from ._workers import ClaimRun as ClaimRun
 from ._workers import DeregisterWorker as DeregisterWorker
 from ._workers import Heartbeat as Heartbeat
 from ._workers import HeartbeatAck as HeartbeatAck
+from ._workers import OfferSlot as OfferSlot
 from ._workers import ProgressReported as ProgressReported
 from ._workers import RecordTask as RecordTask
 from ._workers import RegisterWorker as RegisterWorker
 from ._workers import ReportProgress as ReportProgress
 from ._workers import RunClaimed as RunClaimed
+from ._workers import ServedQueue as ServedQueue
 from ._workers import StartChild as StartChild
 from ._workers import StopRun as StopRun
 from ._workers import SuspendRun as SuspendRun
@@ -244,6 +248,7 @@ __all__ = [
     "MAX_INT",
     "MAX_ITEMS",
     "MAX_MESSAGE_BYTES",
+    "MAX_OFFER_SECONDS",
     "MAX_PAYLOAD_DEPTH",
     "MAX_SCHEMA_DEPTH",
     "MAX_SCHEMA_NODES",
@@ -251,6 +256,7 @@ __all__ = [
     "MAX_TEXT",
     "MIN_EVERY_SECONDS",
     "NAMESPACE_PATTERN",
+    "OFFER_SLOT",
     "OPERATIONS",
     "PAUSE_RUN",
     "PAUSE_SCHEDULE",
@@ -317,6 +323,7 @@ __all__ = [
     "ListRuns",
     "ListSchedules",
     "ListWorkers",
+    "OfferSlot",
     "Operation",
     "Outgoing",
     "OverlapPolicy",
@@ -359,6 +366,7 @@ __all__ = [
     "ScheduleSpec",
     "ScheduleStatus",
     "SendEvent",
+    "ServedQueue",
     "SessionEvent",
     "StartChild",
     "StartOptions",

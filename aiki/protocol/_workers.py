@@ -60,7 +60,7 @@ class RunClaimed:
 
 @attrs.frozen(kw_only=True)
 class ClaimedRuns:
-    """Reply to `ClaimNext`: the runs now held by the worker (possibly none)."""
+    """Reply to `ClaimNext` and `OfferSlot`: the runs now held by the worker (possibly none)."""
 
     claims: tuple[RunClaimed, ...] = ()
 
@@ -240,6 +240,32 @@ class ClaimNext(Request[ClaimedRuns]):
 
 
 @attrs.frozen(kw_only=True)
+class ServedQueue:
+    """Runs a worker serves: one workflow version, in one pool (None: runs without a pool)."""
+
+    workflow: str
+    version: str
+    pool: str | None = None
+
+
+MAX_OFFER_SECONDS: Final = 60.0
+"""Longest an `OfferSlot` is held open by the server."""
+
+
+@attrs.frozen(kw_only=True)
+class OfferSlot(Request[ClaimedRuns]):
+    """Offer one free execution slot for the next run started on this server that the
+    worker serves (eager dispatch): the start's own transaction claims the run for the
+    worker, and the reply carries that claim; after ``wait_seconds`` without such a start,
+    the reply carries none. A run dispatched this way takes no stream entry and no claim
+    of its own."""
+
+    worker_id: str
+    queues: tuple[ServedQueue, ...]
+    wait_seconds: float
+
+
+@attrs.frozen(kw_only=True)
 class Heartbeat(Request[HeartbeatAck]):
     """A worker is alive and holds these runs (their claims are refreshed)."""
 
@@ -265,10 +291,11 @@ BEGIN_WAIT: Final = declare("begin_wait", BeginWait, callers=WORKERS)
 SUSPEND_RUN: Final = declare("suspend_run", SuspendRun, callers=WORKERS)
 START_CHILD: Final = declare("start_child", StartChild, callers=WORKERS)
 CLAIM_NEXT: Final = declare("claim_next", ClaimNext, callers=WORKERS)
+OFFER_SLOT: Final = declare("offer_slot", OfferSlot, callers=WORKERS)
 HEARTBEAT: Final = declare("heartbeat", Heartbeat, callers=WORKERS)
 
 OPERATIONS: Final = (
     REGISTER_WORKER, DEREGISTER_WORKER, CLAIM_RUN, RECORD_TASK, REPORT_PROGRESS, TRANSITION_RUN,
-    BEGIN_WAIT, SUSPEND_RUN, START_CHILD, CLAIM_NEXT, HEARTBEAT,
+    BEGIN_WAIT, SUSPEND_RUN, START_CHILD, CLAIM_NEXT, OFFER_SLOT, HEARTBEAT,
 )  # fmt: skip
 """The operations of workers."""

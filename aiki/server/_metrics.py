@@ -145,6 +145,11 @@ class ServerMetrics:
             "Schedule occurrences handled, by outcome: started, or skipped (overlap, missed)",
             ["outcome"], registry=registry,
         )  # fmt: skip
+        self.offers_open = prometheus_client.Gauge(
+            "aiki_offers_open",
+            "Free worker slots offered to this server's starts (eager dispatch), open now",
+            registry=registry,
+        )
         self.actor_restarts = _ActorRestarts()
         registry.register(self.actor_restarts)
         self.connections = ServerStatistics()

@@ -103,6 +103,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
     )
     metrics = services.metrics
+    metrics.offers_open.set_function(services.offers.open)
     listening = Listening()
     tls = None if config.tls_cert is None else server_tls(config.tls_cert, str(config.tls_key))
     limits = ServerLimits(max_connections=config.max_connections,

@@ -42,7 +42,7 @@ from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervi
 from transport import RedisStreams, StreamUnavailableError, open_redis_streams
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
-from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, stream_for
+from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, stream_for
 from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
@@ -91,6 +91,14 @@ class Worker:
         self.versions = versions
         self.concurrency = concurrency
         self.pools = tuple(pools)
+
+    def queues(self) -> tuple[ServedQueue, ...]:
+        """The queues this worker serves (each version in each pool)."""
+        return tuple(
+            ServedQueue(workflow=workflow, version=version, pool=pool)
+            for (workflow, version) in self.versions
+            for pool in self.pools
+        )
 
     def streams(self, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
         """The Redis streams this worker reads (in ``namespace``: its key's)."""
@@ -252,7 +260,7 @@ async def run_worker(
                 factory=lambda: Subscriber(
                     streams, worker.streams(registered.namespace), config.worker_id,
                     runs.router, executing,
-                    link_box.address,
+                    link_box.address, worker.queues(),
                 ),
             ),
         ]  # fmt: skip

@@ -330,7 +330,9 @@ class RunActor:
         self, message: ExecuteRun, run_id: str, reservation: _Reservation
     ) -> None:
         claim: RunClaimed | ClaimRejected | None = message.claim
-        claimed_at = -math.inf  # pulled through the server: confirmed before the first task
+        # Claimed through the server: the lease counts from before the claim was asked
+        # for, if known; otherwise the claim is confirmed before the first task.
+        claimed_at = -math.inf if message.claimed_after is None else message.claimed_after
         if message.entry is not None:
             claimed_at = trio.current_time()
             try:

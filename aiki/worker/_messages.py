@@ -17,10 +17,14 @@ from ..protocol import RunClaimed
 @attrs.frozen(kw_only=True)
 class ExecuteRun:
     """Execute the run a stream entry announces (claim it first), or one already claimed
-    through the server (the pull path while Redis is down)."""
+    through the server (an offered slot taken by a start, or the pull path while Redis is
+    down)."""
 
     entry: StreamEntry | None = None
     claim: RunClaimed | None = None
+    claimed_after: float | None = None
+    """For a claim: a time (trio clock) before the claim was made, from which its lease
+    may be counted; None: unknown (the claim is confirmed before the first task)."""
 
 
 @attrs.frozen

@@ -7,9 +7,16 @@ subscriber carries on from the same count). A slot is taken when a run is handed
 run actor, not when an entry is read, so a subscriber that crashes with entries in hand
 loses no slot (the entries stay pending in Redis; the claimer takes them over later).
 
-It asks Redis for as many entries as there are free slots (``XREADGROUP COUNT``; ``COUNT``
-applies per stream, so a read over several streams may return more: the surplus waits
-here for slots, as taken-over entries do, and goes out before the next read). While
+While at least two slots are free, it also offers slots to the server (`OfferSlot`, up to
+`OFFERS` at once, each held open up to `OFFER_SECONDS`): a run started on that server
+for a queue this worker serves comes back claimed in the offer's answer (eager dispatch:
+no stream entry, no claim of its own). At least one free slot is always left to the
+streams, which carry every other run (started elsewhere, queued again, recovered).
+
+It asks Redis for as many entries as there are free slots not offered (``XREADGROUP
+COUNT``; ``COUNT`` applies per stream, so a read over several streams may return more: the
+surplus waits here for slots, as taken-over entries do, and goes out before the next
+read). While
 Redis is unreachable it pulls queued runs through the server (``claim_next``) and
 returns to the streams when Redis answers again; after Redis lost its data (consumer
 groups gone) it recreates the groups.
@@ -18,6 +25,7 @@ groups gone) it recreates the groups.
 from __future__ import annotations
 
 import logging
+import random
 import typing
 from collections import deque
 from typing import Final
@@ -25,12 +33,12 @@ from typing import Final
 import attrs
 import trio
 
-from actors import Address, Router
+from actors import Address, Backoff, Router
 from transport import RedisStreams, StreamEntry, StreamError, StreamReader, StreamUnavailableError
 
 from ..errors import AikiError
-from ..protocol import GROUP, ClaimNext
-from ._executor import Executing
+from ..protocol import GROUP, ClaimNext, OfferSlot, ServedQueue
+from ._executor import LEASE_MARGIN, Executing
 from ._link import Call, call
 from ._messages import ExecuteRun, SlotFreed, SubscriberMsg, TakeOver
 
@@ -39,6 +47,15 @@ logger = logging.getLogger(__name__)
 BLOCK_MS: Final = 2000
 PULL_SECONDS: Final = 0.5
 """While Redis is down, how often the worker asks the server for queued runs."""
+OFFERS: Final = 4
+"""Slots offered to the server at once, at most."""
+OFFER_SECONDS: Final = 10.0
+"""How long an offer is held open at most (less with a short claim timeout: its claim's
+lease is counted from the offer's sending, and must not be mostly gone when it arrives)."""
+OFFER_RETRY: Final = Backoff(initial_seconds=0.5, max_seconds=10.0)
+ANSWER_GRACE_SECONDS: Final = 40.0
+"""How long past its wait an offer's answer may take (a start that took it may still be
+committing, up to the server's bound on that)."""
 
 
 def mailbox_capacity(concurrency: int) -> int:
@@ -56,8 +73,12 @@ class Subscriber:
     runs: Router[ExecuteRun]
     executing: Executing
     link: Address[Call[typing.Any]]
+    queues: tuple[ServedQueue, ...] = ()
+    """What this worker serves, named in its offers (none: it offers no slots)."""
     _backlog: deque[StreamEntry] = attrs.Factory(deque)
     _changed: trio.Event = attrs.Factory(trio.Event)
+    _offered: int = 0
+    """Free slots held by offers open on the server."""
 
     async def run(
         self,
@@ -72,6 +93,9 @@ class Subscriber:
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(self._feed, reader)
+            if self.queues:
+                for _ in range(OFFERS):
+                    nursery.start_soon(self._offer_slots)
             task_status.started()
             async for message in inbox:
                 match message:
@@ -81,14 +105,23 @@ class Subscriber:
                         self._backlog.extend(entries)
                     case _:
                         typing.assert_never(message)
-                self._changed.set()
+                self._notify()
             nursery.cancel_scope.cancel()
 
-    async def _free_slot(self) -> None:
-        """Wait until at least one slot is free."""
-        while self.executing.free <= 0:
+    @property
+    def _spare(self) -> int:
+        """Free slots not held by offers."""
+        return self.executing.free - self._offered
+
+    def _notify(self) -> None:
+        """The slots changed: wake every task waiting for them (each checks again)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _free_slot(self, spare: int = 1) -> None:
+        """Wait until at least ``spare`` free slots are not held by offers."""
+        while self._spare < spare:
             await self._changed.wait()
-            self._changed = trio.Event()
 
     async def _hand_out(self, message: ExecuteRun) -> None:
         self.executing.free -= 1
@@ -99,7 +132,7 @@ class Subscriber:
             await self._free_slot()
             try:
                 if not self._backlog:
-                    free = self.executing.free
+                    free = self._spare
                     entries = await reader.read(self.stream_names, count=free, block_ms=BLOCK_MS)
                     self._backlog.extend(entries)
             except StreamUnavailableError as exc:
@@ -110,8 +143,35 @@ class Subscriber:
                 logger.warning("stream read failed (%s): recreating consumer groups", exc)
                 await self._ensure_groups()
                 continue
-            while self._backlog and self.executing.free > 0:
+            while self._backlog and self._spare > 0:
                 await self._hand_out(ExecuteRun(entry=self._backlog.popleft()))
+
+    async def _offer_slots(self) -> None:
+        """Offer one free slot to the server at a time, while two or more are spare (one
+        stays with the streams); hand out the run a start claimed for it."""
+        delays = OFFER_RETRY.delays(random.Random())
+        while True:
+            await self._free_slot(spare=2)
+            lease = self.executing.lease_seconds
+            wait = OFFER_SECONDS if lease is None else min(OFFER_SECONDS, LEASE_MARGIN * lease)
+            request = OfferSlot(worker_id=self.consumer, queues=self.queues, wait_seconds=wait)
+            self._offered += 1
+            sent = trio.current_time()
+            try:
+                with trio.fail_after(wait + ANSWER_GRACE_SECONDS):
+                    reply = await call(self.link, request)
+            except (AikiError, trio.TooSlowError) as exc:
+                logger.debug("offering a slot failed: %s", exc)
+                reply = None
+            finally:
+                self._offered -= 1
+                self._notify()
+            if reply is None:
+                await trio.sleep(next(delays))
+                continue
+            delays = OFFER_RETRY.delays(random.Random())
+            for claim in reply.claims:  # held now (the slot was ours all along)
+                await self._hand_out(ExecuteRun(claim=claim, claimed_after=sent))
 
     async def _ensure_groups(self) -> None:
         for stream in self.stream_names:
@@ -128,11 +188,11 @@ class Subscriber:
             else:
                 logger.warning("Redis is back: reading streams again")
                 return
-            if self.executing.free > 0:
+            if self._spare > 0:
                 try:
                     with trio.fail_after(30):
                         reply = await call(
-                            self.link, ClaimNext(worker_id=self.consumer, limit=self.executing.free)
+                            self.link, ClaimNext(worker_id=self.consumer, limit=self._spare)
                         )
                 except (AikiError, trio.TooSlowError) as exc:
                     logger.debug("pulling runs failed: %s", exc)

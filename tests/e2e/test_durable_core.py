@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import signal
 
 import httpx
@@ -72,7 +73,7 @@ async def test_500_one_task_and_100_five_task_workflows_complete_with_their_outp
     by_worker = await trio.to_thread.run_sync(
         _query,
         cluster,
-        "SELECT worker_id, count(*) FROM aiki_transitions WHERE reason = 'claimed'"
+        "SELECT worker_id, count(*) FROM aiki_transitions WHERE reason LIKE 'claimed%%'"
         " GROUP BY worker_id",
     )
     assert len(by_worker) == 2, "both workers took work"
@@ -125,6 +126,37 @@ async def test_a_non_retryable_failure_fails_the_run_with_the_error_recorded(
     assert await _effects(cluster, "declined-1", "declined") == 1
 
 
+@deadline(60)
+async def test_a_run_started_while_workers_are_idle_is_claimed_in_its_own_start(
+    cluster: Cluster,
+) -> None:
+    """Idle workers offer slots to the server; a start then creates its run already claimed
+    by one of them (no stream entry, no claim of its own), and the run completes."""
+    async with httpx.AsyncClient() as http:
+
+        async def offered() -> bool:
+            response = await http.get(f"{cluster.url}/metrics", headers=cluster.headers())
+            found = re.search(r"^aiki_offers_open (\S+)$", response.text, re.MULTILINE)
+            return found is not None and float(found.group(1)) >= 1
+
+        await wait_until(offered)
+    async with cluster.client() as client:
+        handle = await flows.one_task.start(client, 20)
+        result = await handle.wait_for_status("completed")
+    assert result.output == 40
+    history = await trio.to_thread.run_sync(
+        _query, cluster,
+        "SELECT to_status, reason FROM aiki_transitions WHERE run_id = %s ORDER BY id",
+        (handle.run_id,),
+    )  # fmt: skip
+    assert history[:2] == [("queued", "started"), ("running", "claimed at start")]
+    assert history[-1][0] == "completed"
+    outbox = await trio.to_thread.run_sync(
+        _query, cluster, "SELECT count(*) FROM aiki_outbox WHERE run_id = %s", (handle.run_id,)
+    )
+    assert outbox == [(0,)]
+
+
 @deadline(120)
 async def test_a_run_survives_its_worker_being_killed_after_the_first_task(
     cluster: Cluster,
@@ -173,7 +205,7 @@ async def test_a_run_survives_its_worker_being_killed_after_the_first_task(
     claims = await trio.to_thread.run_sync(
         _query,
         cluster,
-        "SELECT worker_id FROM aiki_transitions WHERE run_id = %s AND reason = 'claimed'"
+        "SELECT worker_id FROM aiki_transitions WHERE run_id = %s AND reason LIKE 'claimed%%'"
         " ORDER BY id",
         (handle.run_id,),
     )

@@ -416,12 +416,15 @@ async def test_while_redis_is_down_starts_are_accepted_and_workers_pull_runs_fro
     cluster: Cluster, services: tuple[LocalPostgres, LocalRedis]
 ) -> None:
     """Redis down: starts still succeed (outbox), workers claim runs through the server and
-    complete them; Redis back: new runs flow through the streams again."""
+    complete them; Redis back: new runs flow through the streams again. (The runs start
+    with a trigger, so that they are queued later by the timers, not handed to an offered
+    slot at their start.)"""
     _, redis_server = services
+    queued_later = flows.simple_flow.with_(trigger=aiki.trigger.after(seconds=0))
     redis_server.stop()
     try:
         async with cluster.client() as client:
-            handles = [await flows.simple_flow.start(client, x) for x in range(5)]
+            handles = [await queued_later.start(client, x) for x in range(5)]
             results = [await handle.wait_for_status("completed") for handle in handles]
         assert [result.output for result in results] == [1, 2, 3, 4, 5]
         pulled = await _q(cluster, "SELECT count(*) FROM aiki_transitions WHERE reason ="
@@ -432,7 +435,7 @@ async def test_while_redis_is_down_starts_are_accepted_and_workers_pull_runs_fro
         with trio.move_on_after(60, shield=True):
             await trio.to_thread.run_sync(redis_server.start)
     async with cluster.client() as client:
-        after = await flows.simple_flow.start(client, 41)
+        after = await queued_later.start(client, 41)
 
         async def streamed_again() -> bool:
             rows = await _q(cluster, "SELECT reason FROM aiki_transitions WHERE run_id = %s"

@@ -8,9 +8,10 @@ as their first argument. `Caller` is the session (or HTTP request) a request cam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import attrs
 import jsonschema
@@ -28,7 +29,15 @@ from ...errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from ...protocol import DEFAULT_NAMESPACE, TERMINAL, RunUpdate, StopRun
+from ...protocol import (
+    DEFAULT_NAMESPACE,
+    TERMINAL,
+    RunClaimed,
+    RunStarted,
+    RunUpdate,
+    StopRun,
+    TransitionRun,
+)
 from .. import _committer, store
 from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
@@ -40,6 +49,7 @@ from .._metrics import ServerMetrics
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
 from ..store.outbox import OutboxEntry
+from ._offers import Offer, Offers
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -52,6 +62,9 @@ if TYPE_CHECKING:
     from ..store.waits import Stopped
 
 T = TypeVar("T")
+
+GIVE_BACK_SECONDS: Final = 10.0
+"""How long a start waits to give back a claim its offer could no longer take."""
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +314,8 @@ class Services:
     """The claim timeout, told to workers so they stop a run before it is released."""
     authenticator: Authenticator | None = None
     """Checks API keys (None: the server runs without authentication)."""
+    offers: Offers = attrs.Factory(Offers)
+    """Free slots workers offer to this server's starts (eager dispatch)."""
 
     def moved(self, run: RunInfo, previous: RunStatus, reason: str | None) -> None:
         """``run`` (as it is now) moved from ``previous``, committed by this server: wake
@@ -375,6 +390,30 @@ class Services:
         for when in (run.wake_at, run.deadline_at):
             if when is not None:
                 self.wakeups.deadline(when)
+
+    async def hand_over(self, offer: Offer, started: RunStarted) -> None:
+        """Answer ``offer`` with the claim its start made (nothing if the start found an
+        existing run); a claim its request can no longer take is given back at once.
+
+        Cancellation: the give-back is shielded (bounded), so a claim is not stranded
+            until the claim timeout because the starting client went away.
+        """
+        run = started.run
+        if not started.created or run.status != "running":
+            offer.answer(None)
+            return
+        if offer.answer(RunClaimed(run=run)):
+            return
+        give_back = TransitionRun(run_id=run.id, revision=run.revision, status="queued",
+                                  reason="offered slot withdrawn")  # fmt: skip
+        run_id = run_uuid(run.id)
+        with trio.move_on_after(GIVE_BACK_SECONDS, shield=True), contextlib.suppress(AikiError):
+            moved = await self.transact(
+                lambda tx: store.runs.transition_run(tx, give_back, run_id, offer.worker_id)
+            )
+            if moved is not None:
+                self.moved(moved, "running", give_back.reason)
+                self.wakeups.queued()
 
     def stop_all(self, stopped: list[Stopped], reason: str) -> None:
         """Wake waiters on the stopped runs and push a stop to the workers running them

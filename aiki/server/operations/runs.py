@@ -78,6 +78,12 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     options = request.options
     digest = input_hash(request.input)
     run_id = store.runs.new_run_id()
+    # A worker's free slot, if one is offered for this queue: the run is created claimed
+    # by that worker (eager dispatch, `_offers`).
+    scheduled = options.start_delay_seconds is not None or options.start_at is not None
+    offer = None if scheduled else services.offers.take(
+        (namespace, request.workflow, request.version, options.pool))  # fmt: skip
+    claimed_by = None if offer is None else offer.worker_id
 
     outbox: list[int | None] = [None]
 
@@ -87,7 +93,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         created = store.runs.insert_run(
             tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
-            options=options, fast_lease_seconds=FAST_LEASE_SECONDS,
+            options=options, fast_lease_seconds=FAST_LEASE_SECONDS, claimed_by=claimed_by,
         )  # fmt: skip
         if created is not None:
             outbox[0] = created[1]
@@ -97,9 +103,20 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         assert existing is not None
         return existing
 
-    started = await services.transact(start)
+    try:
+        # With an offer, shielded: its outcome must reach the offer (a claimed run whose
+        # worker never hears of it would wait for the claim timeout); the committer
+        # bounds a transaction anyway.
+        with trio.CancelScope(shield=offer is not None):
+            started = await services.transact(start)
+    except BaseException:
+        if offer is not None:
+            offer.answer(None)  # no run: the worker offers its slot again
+        raise
     if started.created:
         services.after_start(started.run, outbox[0])
+    if offer is not None:
+        await services.hand_over(offer, started)
     return started
 
 

@@ -26,6 +26,8 @@ from ...protocol import (
     CLAIM_RUN,
     DEREGISTER_WORKER,
     HEARTBEAT,
+    MAX_OFFER_SECONDS,
+    OFFER_SLOT,
     RECORD_TASK,
     REGISTER_WORKER,
     REPORT_PROGRESS,
@@ -38,6 +40,7 @@ from ...protocol import (
     DeregisterWorker,
     Heartbeat,
     HeartbeatAck,
+    OfferSlot,
     ProgressReported,
     RecordTask,
     RegisterWorker,
@@ -55,6 +58,7 @@ from ...protocol import (
 from .. import store
 from ._access import worker_of
 from ._handlers import Handlers
+from ._offers import Offer
 from ._services import run_uuid
 
 if TYPE_CHECKING:
@@ -68,6 +72,8 @@ WORKER_TRANSITIONS: Final = frozenset({"completed", "failed", "awaiting_retry", 
 """Where a worker may move the run it holds with `TransitionRun` (waits use `SuspendRun`)."""
 
 MAX_CLAIM_NEXT: Final = 1000
+MAX_OFFER_QUEUES: Final = 1000
+"""Queues one `OfferSlot` may name."""
 
 
 async def register_worker(
@@ -298,6 +304,22 @@ async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> 
     return ClaimedRuns(claims=tuple(claims))
 
 
+async def offer_slot(services: Services, request: OfferSlot, caller: Caller) -> ClaimedRuns:
+    """Hold one of the worker's free slots open for this server's next start of a run it
+    serves (eager dispatch, `_offers`); answer with that start's claim, or with none."""
+    if not 0 < request.wait_seconds <= MAX_OFFER_SECONDS:
+        raise BadRequestError(f"wait_seconds must be within 0..{MAX_OFFER_SECONDS:g}",
+                              errors=("@ $.wait_seconds",))  # fmt: skip
+    if not 1 <= len(request.queues) <= MAX_OFFER_QUEUES:
+        raise BadRequestError(f"an offer names 1..{MAX_OFFER_QUEUES} queues",
+                              errors=("@ $.queues",))  # fmt: skip
+    worker_id = worker_of(caller, request.worker_id)
+    namespace = caller.home
+    queues = tuple({(namespace, q.workflow, q.version, q.pool): None for q in request.queues})
+    claim = await services.offers.hold(Offer(worker_id, queues), request.wait_seconds)
+    return ClaimedRuns(claims=() if claim is None else (claim,))
+
+
 HANDLERS: Final = (
     Handlers()
     .on(REGISTER_WORKER, register_worker)
@@ -308,5 +330,6 @@ HANDLERS: Final = (
     .on(TRANSITION_RUN, transition_run)
     .on(HEARTBEAT, heartbeat)
     .on(CLAIM_NEXT, claim_next)
+    .on(OFFER_SLOT, offer_slot)
 )
 """The handlers of the worker operations."""

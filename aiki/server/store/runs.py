@@ -169,26 +169,36 @@ def insert_run(
     child_address: str | None = None,
     child_seq: int | None = None,
     fast_lease_seconds: float = 0.0,
+    claimed_by: str | None = None,
 ) -> tuple[RunInfo, int | None] | None:
     """Create a run (queued, or scheduled with a trigger) with its history and outbox row.
 
     A queued run's outbox row is leased for ``fast_lease_seconds`` (the caller publishes it
     right after the commit; the outbox does, should it not) and the run counts as
-    published. Returns the run and its outbox row's id (None if not queued), or None if
-    the reference ID exists already.
+    published. With ``claimed_by`` (a worker's ID; not for a scheduled start) the run is
+    created already claimed by that worker, as its first claim would leave it (running,
+    revision 2, history ``started`` then ``claimed at start``), with no outbox row.
+    Returns the run and its outbox row's id (None if not queued), or None if the
+    reference ID exists already.
     """
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
+    assert claimed_by is None or not scheduled, "a scheduled start cannot be claimed"
+    status = "scheduled" if scheduled else "queued" if claimed_by is None else "running"
     row = tx.fetch_one(
         f"""
         WITH run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
-                                   child_address, child_seq, namespace, published_at)
-            SELECT %(id)s, %(workflow)s, %(version)s, %(status)s, 1, %(input)s::jsonb, %(hash)s,
+                                   child_address, child_seq, namespace, published_at,
+                                   worker_id, claimed_at)
+            SELECT %(id)s, %(workflow)s, %(version)s, %(status)s,
+                   CASE WHEN %(worker)s::text IS NULL THEN 1 ELSE 2 END,
+                   %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
                    %(parent)s, %(child_address)s, %(child_seq)s, %(namespace)s,
-                   CASE WHEN %(status)s = 'queued' THEN now() END
+                   CASE WHEN %(status)s = 'queued' THEN now() END,
+                   %(worker)s, CASE WHEN %(worker)s::text IS NOT NULL THEN now() END
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
@@ -198,8 +208,13 @@ def insert_run(
             DO NOTHING
             RETURNING {RUN_COLUMNS}
         ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, NULL, status, 1, 'started' FROM run
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            SELECT id, NULL, CASE WHEN %(worker)s::text IS NULL THEN status ELSE 'queued' END,
+                   1, 'started', NULL FROM run
+            UNION ALL
+            SELECT id, 'queued', 'running', 2, 'claimed at start', %(worker)s FROM run
+            WHERE %(worker)s::text IS NOT NULL
         ), outbox AS (
             INSERT INTO aiki_outbox (run_id, revision, leased_until)
             SELECT id, 1, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
@@ -213,7 +228,7 @@ def insert_run(
             "hash": input_hash, "reference": options.reference_id, "pool": options.pool,
             "retry": None if options.retry is None else to_json(
                 _CONVERT.unstructure(options.retry)),
-            "status": "scheduled" if scheduled else "queued", "start_at": options.start_at,
+            "status": status, "worker": claimed_by, "start_at": options.start_at,
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
             "namespace": namespace, "fast_lease": fast_lease_seconds,

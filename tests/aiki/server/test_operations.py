@@ -36,6 +36,7 @@ from aiki.protocol import (
     ListRuns,
     ListSchedules,
     ListWorkers,
+    OfferSlot,
     PauseRun,
     PauseSchedule,
     RecordTask,
@@ -49,6 +50,7 @@ from aiki.protocol import (
     RunClaimed,
     ScheduleSpec,
     SendEvent,
+    ServedQueue,
     StartChild,
     StartRun,
     Subscribe,
@@ -189,6 +191,10 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         assert [report.task for report in described.progress] == ["b"]
         assert "w1" in [worker.id for worker in (await call.http(ListWorkers())).workers]
 
+        unused = await call.session(OfferSlot(
+            worker_id="w1", queues=(ServedQueue(workflow=workflow, version="1.0"),),
+            wait_seconds=0.01))  # fmt: skip
+        assert unused.claims == ()  # no start meanwhile
         pulled: ClaimedRuns = await call.session(ClaimNext(worker_id="w1", limit=5))
         again = {claim.run.id: claim.run.revision for claim in pulled.claims}
         assert run.id in again

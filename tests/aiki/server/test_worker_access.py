@@ -18,6 +18,8 @@ WORKER_REQUESTS = {
     "deregister_worker": {"worker_id": "w1"},
     "claim_run": {"run_id": "RUN", "worker_id": "w1"},
     "claim_next": {"worker_id": "w1"},
+    "offer_slot": {"worker_id": "w1", "queues": [{"workflow": "WF", "version": "1.0"}],
+                   "wait_seconds": 0.01},
     "heartbeat": {"worker_id": "w1", "run_ids": ["RUN"]},
     "record_task": {"run_id": "RUN", "revision": 2, "address": "a", "seq": 0, "name": "a",
                     "attempt": 1, "state": "completed", "output": 1},
@@ -109,6 +111,7 @@ async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, wor
         "claim_run": "forbidden",  # as w1
         "deregister_worker": "forbidden",  # w1
         "heartbeat": "forbidden",  # for w1
+        "offer_slot": "forbidden",  # as w1
         "record_task": "stale_revision",
         "report_progress": "stale_revision",
         "transition_run": "stale_revision",
