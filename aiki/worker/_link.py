@@ -11,7 +11,6 @@ still in its mailbox go out on the new session.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import random
@@ -22,7 +21,7 @@ from typing import Any, Final, Generic, TypeVar
 import attrs
 import trio
 
-from actors import Address, Backoff, answer, ask
+from actors import Address, Backoff, ask
 from transport import WebSocketError, open_websocket
 
 from ..client import SessionConnection, auth_headers, connect_error
@@ -54,12 +53,30 @@ class Call(Generic[P]):
 
     request: Request[P]
     reply_to: trio.MemorySendChannel[P | AikiError] = attrs.field(eq=False, repr=False)
+    orphaned: Callable[[P], None] | None = attrs.field(default=None, eq=False, repr=False)
+    """Called with a reply that came after its asker stopped waiting (cancelled, or its
+    deadline passed): for replies that hand the worker something it must not just drop."""
+
+    def deliver(self, reply: P | AikiError) -> None:
+        """Hand the asker ``reply``; one nobody waits for any more goes to `orphaned`."""
+        with self.reply_to:
+            try:
+                self.reply_to.send_nowait(reply)
+            except trio.BrokenResourceError:
+                if self.orphaned is not None and not isinstance(reply, AikiError):
+                    self.orphaned(reply)
 
 
-async def call(link: Address[Call[Any]], request: Request[P]) -> P:
+async def call(
+    link: Address[Call[Any]],
+    request: Request[P],
+    *,
+    orphaned: Callable[[P], None] | None = None,
+) -> P:
     """Send ``request`` through the link and return the server's reply.
 
-    Put a deadline around it (``trio.fail_after``).
+    Put a deadline around it (``trio.fail_after``). A reply that comes after the caller
+    stopped waiting is dropped, or given to ``orphaned``.
 
     Raises:
         aiki.AikiError: the server's error (stale revision, not found, ...).
@@ -67,7 +84,7 @@ async def call(link: Address[Call[Any]], request: Request[P]) -> P:
     """
 
     def make(reply_to: trio.MemorySendChannel[P | AikiError]) -> Call[P]:
-        return Call(request=request, reply_to=reply_to)
+        return Call(request=request, reply_to=reply_to, orphaned=orphaned)
 
     reply = await ask(link, make)
     if isinstance(reply, AikiError):
@@ -190,9 +207,7 @@ class Link:
                 if task_status is not None:
                     task_status.started()
                 async for message in inbox:
-                    await connection.send_request(
-                        message.request, functools.partial(answer, message.reply_to)
-                    )
+                    await connection.send_request(message.request, message.deliver)
                 shutdown = True
                 await self._say_goodbye(connection)
                 nursery.cancel_scope.cancel()

@@ -24,6 +24,7 @@ groups gone) it recreates the groups.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import typing
@@ -33,11 +34,11 @@ from typing import Final
 import attrs
 import trio
 
-from actors import Address, Backoff, Router
+from actors import ActorStoppedError, Address, Backoff, MailboxFullError, Router
 from transport import RedisStreams, StreamEntry, StreamError, StreamReader, StreamUnavailableError
 
 from ..errors import AikiError
-from ..protocol import GROUP, ClaimNext, OfferSlot, ServedQueue
+from ..protocol import GROUP, ClaimedRuns, ClaimNext, OfferSlot, ServedQueue, TransitionRun
 from ._executor import LEASE_MARGIN, Executing
 from ._link import Call, call
 from ._messages import ExecuteRun, SlotFreed, SubscriberMsg, TakeOver
@@ -159,7 +160,7 @@ class Subscriber:
             sent = trio.current_time()
             try:
                 with trio.fail_after(wait + ANSWER_GRACE_SECONDS):
-                    reply = await call(self.link, request)
+                    reply = await call(self.link, request, orphaned=self._give_back)
             except (AikiError, trio.TooSlowError) as exc:
                 logger.debug("offering a slot failed: %s", exc)
                 reply = None
@@ -172,6 +173,18 @@ class Subscriber:
             delays = OFFER_RETRY.delays(random.Random())
             for claim in reply.claims:  # held now (the slot was ours all along)
                 await self._hand_out(ExecuteRun(claim=claim, claimed_after=sent))
+
+    def _give_back(self, reply: ClaimedRuns) -> None:
+        """An offer answered after this subscriber stopped waiting for it (it is stopping
+        or restarting): give its claims back at once rather than leave them to the claim
+        timeout (best effort: with the link's mailbox full, the timeout it is)."""
+        for claim in reply.claims:
+            give_back = TransitionRun(run_id=claim.run.id, revision=claim.run.revision,
+                                      status="queued", reason="offered slot withdrawn")  # fmt: skip
+            reply_to, unread = trio.open_memory_channel[typing.Any](1)
+            unread.close()  # nobody waits for the answer
+            with contextlib.suppress(MailboxFullError, ActorStoppedError):
+                self.link.send_nowait(Call(request=give_back, reply_to=reply_to))
 
     async def _ensure_groups(self) -> None:
         for stream in self.stream_names:

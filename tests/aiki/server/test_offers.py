@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 import pytest
@@ -64,6 +64,30 @@ def _offer(workflow: str, worker_id: str = "w1", wait_seconds: float = 30.0) -> 
                      wait_seconds=wait_seconds)  # fmt: skip
 
 
+async def _open_offer(
+    api: Api, session: SessionConnection, nursery: trio.Nursery, request: OfferSlot
+) -> Callable[[], Awaitable[ClaimedRuns]]:
+    """Send ``request`` in the background and wait until the server holds it open; the
+    function returned waits for its answer."""
+    answers: list[ClaimedRuns] = []
+    answered = trio.Event()
+
+    async def offer() -> None:
+        answers.append(await session.call(request))
+        answered.set()
+
+    nursery.start_soon(offer)
+    with trio.fail_after(10):
+        await wait_until(lambda: _is(api, "aiki_offers_open", 1.0))
+
+    async def answer() -> ClaimedRuns:
+        with trio.fail_after(10):
+            await answered.wait()
+        return answers[0]
+
+    return answer
+
+
 def _rows(pg_url: str, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
     with psycopg.connect(pg_url) as connection:
         return connection.execute(sql, params).fetchall()
@@ -85,23 +109,12 @@ async def test_an_offered_slot_takes_the_next_start_claimed_in_its_transaction(
     """The start's reply shows the run running at revision 2; the offer's answer is that
     claim; the run has no outbox row; the worker completes it with that revision."""
     async with _worker(api, "w1", workflow) as session, trio.open_nursery() as nursery:
-        answers: list[ClaimedRuns] = []
-        answered = trio.Event()
-
-        async def offer() -> None:
-            answers.append(await session.call(_offer(workflow)))
-            answered.set()
-
-        nursery.start_soon(offer)
-        with trio.fail_after(10):
-            await wait_until(lambda: _is(api, "aiki_offers_open", 1.0))
+        answer = await _open_offer(api, session, nursery, _offer(workflow))
         started = await api.ok("start_run", {"workflow": workflow, "version": "1.0",
                                              "input": ORDER})  # fmt: skip
         run = started["run"]
         assert (run["status"], run["revision"]) == ("running", 2)  # type: ignore[index]
-        with trio.fail_after(10):
-            await answered.wait()
-        (claim,) = answers[0].claims
+        (claim,) = (await answer()).claims
         assert (claim.run.id, claim.run.revision) == (run["id"], 2)  # type: ignore[index]
         assert await _is(api, "aiki_offers_open", 0.0)
         outbox = await trio.to_thread.run_sync(
@@ -122,22 +135,12 @@ async def test_an_offer_ends_unused_and_a_start_of_another_queue_is_queued(
 ) -> None:
     """An offer for another workflow is not taken; after its wait it answers with nothing."""
     async with _worker(api, "w1", workflow) as session, trio.open_nursery() as nursery:
-        answers: list[ClaimedRuns] = []
-        answered = trio.Event()
-
-        async def offer() -> None:
-            answers.append(await session.call(_offer(f"{workflow}-other", wait_seconds=1.0)))
-            answered.set()
-
-        nursery.start_soon(offer)
-        with trio.fail_after(10):
-            await wait_until(lambda: _is(api, "aiki_offers_open", 1.0))
+        other = _offer(f"{workflow}-other", wait_seconds=1.0)
+        answer = await _open_offer(api, session, nursery, other)
         started = await api.ok("start_run", {"workflow": workflow, "version": "1.0",
                                              "input": ORDER})  # fmt: skip
         assert started["run"]["status"] == "queued"  # type: ignore[index]
-        with trio.fail_after(10):
-            await answered.wait()
-        assert answers[0].claims == ()
+        assert (await answer()).claims == ()
         assert await _is(api, "aiki_offers_open", 0.0)
 
 
