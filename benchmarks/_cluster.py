@@ -36,16 +36,21 @@ class AikiCluster:
     keys: dict[str, str] = attrs.Factory(dict)
 
     @classmethod
-    def start(cls, target: str, workers: int, *, auth: bool = True) -> AikiCluster:
+    def start(
+        cls, target: str, workers: int, *, auth: bool = True, server_processes: int = 1
+    ) -> AikiCluster:
         """Start the services (unless ``AIKI_DATABASE_URL``/``AIKI_REDIS_URL`` are set), the
-        server, and ``workers`` worker processes serving ``target``."""
+        server (``server_processes`` processes on one port), and ``workers`` worker
+        processes serving ``target``."""
         base = Path(tempfile.mkdtemp(prefix="aiki-bench-"))
         cluster = cls(base, services_from_env(base, fsync=True), target)
         try:
             insecure = [] if auth else ["--insecure-no-auth"]
+            processes = ["--processes", str(server_processes)]
             cluster.server = start_aiki(
-                ["server", "--port", "0", *insecure], base / "server.log", cluster.env()
-            )
+                ["server", "--port", "0", *processes, *insecure], base / "server.log",
+                cluster.env(),
+            )  # fmt: skip
             cluster.url = cluster.server.wait_ready(r"listening on (\S+)").group(1)
             if auth:
                 cluster.keys = make_keys(cluster.services.database_url, cluster.url)

@@ -668,14 +668,21 @@ def main(argv: list[str]) -> None:
         action="store_true",
         help="run the server without authentication (to measure its cost)",
     )
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="aiki server --processes (server processes sharing its port)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     peers = [] if args.no_peers else peers_available()
     if not args.no_peers and len(peers) < 2:
         print("peers missing (pip install -e '.[peers]'); measuring without them", file=sys.stderr)
     cluster = AikiCluster.start(
-        "benchmarks.flows:suite_worker", DEFAULT_WORKERS, auth=not args.insecure_no_auth
-    )
+        "benchmarks.flows:suite_worker", DEFAULT_WORKERS, auth=not args.insecure_no_auth,
+        server_processes=args.server_processes,
+    )  # fmt: skip
     try:
         samples = trio.run(_run, cluster, args, peers)
     finally:

@@ -98,6 +98,43 @@ class ServerStatistics:
     """Connections closed because their protocol code raised."""
 
 
+LISTEN_BACKLOG: Final = 1024
+"""Connections the kernel queues for a listener before they are accepted."""
+
+
+def reusable_socket(family: int) -> trio.socket.SocketType:
+    """A TCP socket whose port other processes may listen on too (``SO_REUSEPORT``)."""
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    if family == trio.socket.AF_INET6:
+        sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+async def _shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listeners on ``host``:``port`` (every address it resolves to), port shared."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    listeners = []
+    try:
+        for family, _, _, _, address in addresses:
+            sock = reusable_socket(family)
+            try:
+                await sock.bind(address)
+                sock.listen(LISTEN_BACKLOG)
+            except OSError:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except OSError:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
 async def serve_asgi(
     app: Framework,
     *,
@@ -108,11 +145,15 @@ async def serve_asgi(
     statistics: ServerStatistics | None = None,
     error_log: logging.Logger | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host``:``port`` until ``shutdown_trigger`` returns; report the URLs
     listened on through ``task_status`` (``https://`` with an ``ssl_context``: see
     `transport.server_tls`).
+
+    With ``reuse_port``, the port may be shared with other processes that listen on it the
+    same way (``SO_REUSEPORT``: the kernel spreads new connections over them).
 
     On shutdown, new connections are no longer accepted and open ones get
     ``limits.graceful_seconds`` to finish before they are cancelled.
@@ -125,7 +166,11 @@ async def serve_asgi(
     config = _config(limits, error_log)
     context = WorkerContext(None)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = (
+        await _shared_listeners(host, port)
+        if reuse_port
+        else await trio.open_tcp_listeners(port, host=host)
+    )
     urls = []
     for listener in listeners:
         address, bound = listener.socket.getsockname()[:2]

@@ -34,11 +34,14 @@ from ..errors import AikiError
 from ..worker import Worker
 from ._keys import keys
 from ._logs import formatter
+from ._processes import serve_processes
 from ._runs import events, runs, workers
 from ._schedules import schedules
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from ..server import ServerConfig
 
 
 class _NoTracebacks(logging.Filter):
@@ -238,6 +241,14 @@ def _load_worker(target: str) -> Worker:
     is_flag=True,
     help="Serve everyone without an API key, with every role (loopback addresses only).",
 )
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Server processes sharing the port (SO_REUSEPORT), each a whole server; one that "
+    "exits is started again.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -258,6 +269,7 @@ def server(
     metrics_host: str | None,
     metrics_port: int,
     insecure_no_auth: bool,
+    processes: int,
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
@@ -265,10 +277,9 @@ def server(
 
     Every request needs an API key (``aiki keys``) unless --insecure-no-auth.
     """
-    from ..server import ServerConfig, serve
+    from ..server import ServerConfig
 
     _configure_logging(verbose)
-    logging.getLogger("aiki.audit").setLevel(logging.INFO)
     try:
         config = ServerConfig(
             database_url=database_url,
@@ -292,14 +303,30 @@ def server(
         )
     except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
         raise click.UsageError(str(exc)) from None
+    if processes > 1:
+        serve_processes(config, processes, verbose, serve_one)
+        return
+
+    def started(url: str) -> None:
+        click.echo(f"aiki server listening on {url}")
+        sys.stdout.flush()
+
+    serve_one(config, verbose, started)
+
+
+def serve_one(config: ServerConfig, verbose: bool, started: Callable[[str], None]) -> None:
+    """Run one server process until SIGINT/SIGTERM; ``started(url)`` once it listens."""
+    from ..server import serve
+
+    _configure_logging(verbose)
+    logging.getLogger("aiki.audit").setLevel(logging.INFO)
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
                 functools.partial(serve, config, shutdown_trigger=_until_signal)
             )
-            click.echo(f"aiki server listening on {url}")
-            sys.stdout.flush()
+            started(url)
 
     _run(main_fn)
 

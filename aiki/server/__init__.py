@@ -78,6 +78,8 @@ class ServerConfig:
         metrics_host: also serve ``/metrics`` here, without a key (for a scraper on a
             network of its own); None: only on the API's port, with a key.
         metrics_port: the port of that listener.
+        reuse_port: listen with ``SO_REUSEPORT``, sharing the port (and the metrics port)
+            with other server processes that do the same (``aiki server --processes``).
     """
 
     database_url: str
@@ -100,6 +102,7 @@ class ServerConfig:
     tls_key: str | None = None
     metrics_host: str | None = None
     metrics_port: int = 9470
+    reuse_port: bool = False
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -235,6 +235,8 @@ class Api:
     """TLS: HTTPS and WSS (None: plain HTTP)."""
     name: str = "API"
     """What it serves, for the log (``API``, ``metrics``)."""
+    reuse_port: bool = False
+    """Share the port with other processes listening on it the same way."""
 
     async def run(
         self,
@@ -250,7 +252,7 @@ class Api:
                     serve_asgi, self.app,
                     host=self.host, port=self.port, limits=self.limits,
                     shutdown_trigger=stop.wait, statistics=self.statistics,
-                    ssl_context=self.ssl_context,
+                    ssl_context=self.ssl_context, reuse_port=self.reuse_port,
                     error_log=logging.getLogger("aiki.server.http"),
                 )
             )  # fmt: skip

@@ -151,14 +151,14 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             upcoming=upcoming_schedules, scan_seconds=config.timer_scan_seconds)),
         ChildSpec(name="api", factory=lambda: Api(
             app, config.host, config.port, listening, limits, services.metrics.connections,
-            tls)),
+            tls, reuse_port=config.reuse_port)),
     ]  # fmt: skip
     if config.metrics_host is not None:
         metrics_app = build_metrics_app(services)
         metrics_host, metrics_port = config.metrics_host, config.metrics_port
         children.append(ChildSpec(name="metrics", factory=lambda: Api(
             metrics_app, metrics_host, metrics_port, Listening(), ServerLimits(max_connections=64),
-            ServerStatistics(), name="metrics")))  # fmt: skip
+            ServerStatistics(), name="metrics", reuse_port=config.reuse_port)))  # fmt: skip
     return ServerTree(services, listening, children)
 
 
