@@ -4,7 +4,9 @@ while every run still completes once."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import uuid
 from pathlib import Path
@@ -13,6 +15,7 @@ import psycopg
 import trio
 
 import aiki
+from actors import Backoff
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -23,6 +26,8 @@ SERVER_ARGS = ["--processes", "2", "--claim-timeout", "3"]
 """A short claim timeout: a run claimed in the killed process's last moment (its claim's
 answer lost with it) is released by the claim sweeper of the other."""
 WORKER_ARGS = ["--heartbeat", "0.3"]
+RETRY = Backoff(initial_seconds=0.05, max_seconds=0.5)
+"""How a start refused as unavailable is repeated."""
 
 
 def _server_processes(parent: int) -> list[int]:
@@ -89,12 +94,12 @@ async def _run_many(
         async with cluster.client() as client:
             for x in range(offset, count, clients):
                 version = flows.one_task.with_(reference_id=f"{tag}-{x}")
-                for attempt in range(50):
+                for delay in itertools.islice(RETRY.delays(random.Random()), 50):
                     try:
                         handle = await version.start(client, x)
                         break
                     except aiki.UnavailableError:
-                        await trio.sleep(0.05 * min(attempt + 1, 10))  # back off, then again
+                        await trio.sleep(delay)  # the client's backoff before starting again
                 else:
                     raise AssertionError(f"start {x} never got through")
                 inputs[handle.run_id] = x

@@ -65,8 +65,6 @@ class Offers:
     """The offers open on this server, by queue, oldest first."""
 
     _waiting: dict[Queue, deque[Offer]] = attrs.Factory(dict)
-    taken: int = 0
-    """Offers taken by starts since the server started."""
 
     def take(self, queue: Queue) -> Offer | None:
         """The oldest open offer for ``queue`` (now taken: no other start gets it)."""
@@ -76,7 +74,6 @@ class Offers:
         offer = offers[0]
         self._drop(offer)
         offer.taken = True
-        self.taken += 1
         return offer
 
     async def hold(self, offer: Offer, wait_seconds: float) -> RunClaimed | None:
