@@ -25,7 +25,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from transport import Services, services_from_env
+from transport import LocalRedisCluster, Services, services_from_env
 
 SLOW_DIRECTORIES = ("e2e", "edge", "chaos", "benchmarks")
 """Test directories whose tests are all ``slow``."""
@@ -51,6 +51,18 @@ def services() -> Iterator[Services]:
         for service in (found.redis, found.postgres):
             if service is not None:
                 service.remove()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A local 3-master Redis Cluster (the project's launcher), for the session."""
+    base = Path(tempfile.mkdtemp(prefix="aiki-cluster-"))
+    found = LocalRedisCluster(base, masters=3)
+    try:
+        yield found.start()
+    finally:
+        found.remove()
         shutil.rmtree(base, ignore_errors=True)
 
 

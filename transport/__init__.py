@@ -18,11 +18,17 @@ from ._errors import StreamUnavailableError as StreamUnavailableError
 from ._errors import TransportError as TransportError
 from ._errors import UniqueViolationError as UniqueViolationError
 from ._errors import WebSocketError as WebSocketError
+from ._redis_clients import SLOTS as SLOTS
+from ._redis_clients import RedisTarget as RedisTarget
+from ._redis_clients import hash_slot as hash_slot
+from ._redis_clients import parse_redis_url as parse_redis_url
 from .asgi import ServerLimits as ServerLimits
 from .asgi import ServerStatistics as ServerStatistics
 from .asgi import serve_asgi as serve_asgi
 from .codec import WireCodec as WireCodec
 from .codec import make_wire_converter as make_wire_converter
+from .local_cluster import LocalRedisCluster as LocalRedisCluster
+from .local_cluster import start_local_redis_cluster as start_local_redis_cluster
 from .local_services import LocalPostgres as LocalPostgres
 from .local_services import LocalRedis as LocalRedis
 from .local_services import Services as Services
@@ -46,14 +52,17 @@ from .websocket import WebSocketClient as WebSocketClient
 from .websocket import open_websocket as open_websocket
 
 __all__ = [
+    "SLOTS",
     "CodecError",
     "LocalPostgres",
     "LocalRedis",
+    "LocalRedisCluster",
     "LocalServiceError",
     "Migration",
     "MigrationError",
     "PostgresStore",
     "RedisStreams",
+    "RedisTarget",
     "ServerLimits",
     "ServerStatistics",
     "Services",
@@ -74,14 +83,17 @@ __all__ = [
     "apply_migrations",
     "apply_migrations_sync",
     "client_tls",
+    "hash_slot",
     "load_migrations",
     "make_wire_converter",
     "open_postgres_store",
     "open_redis_streams",
     "open_websocket",
+    "parse_redis_url",
     "serve_asgi",
     "server_tls",
     "services_from_env",
     "start_local_postgres",
     "start_local_redis",
+    "start_local_redis_cluster",
 ]

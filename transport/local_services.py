@@ -400,6 +400,9 @@ class LocalRedis(LocalService):
     kind: ClassVar[str] = "redis"
 
     persistent: bool = False
+    cluster_enabled: bool = False
+    """Run as a Redis Cluster node (`LocalRedisCluster` joins the nodes); its cluster
+    configuration (``nodes.conf``) survives restarts, its data only if ``persistent``."""
 
     @property
     def url(self) -> str:
@@ -428,6 +431,9 @@ class LocalRedis(LocalService):
             "--appendonly",
             "yes" if self.persistent else "no",
         ]
+        if self.cluster_enabled:
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", "2000"]  # fmt: skip
         return argv, ServiceUser("current", None, None)
 
     def _serving(self) -> bool:

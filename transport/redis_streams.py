@@ -6,6 +6,11 @@ inspection and ``XAUTOCLAIM``. Blocking reads go through a `StreamReader`, which
 a dedicated connection and thread so that a long ``XREADGROUP ... BLOCK`` can never
 starve the shared pool.
 
+The URL names one Redis server or a Redis Cluster (see `transport.parse_redis_url`). On
+a cluster every command names keys of one hash slot, so a reader reads the streams of
+one slot (`RedisStreams.read_groups` groups them), on a connection to the node that owns
+that slot; a pipelined publish is sent to each node its streams live on, in parallel.
+
 Cancellation of a blocked read is the subtle part: Redis delivers entries to whoever
 is blocked, so an abandoned read would swallow the next entry (it would sit in the
 consumer's pending list until claimed). `StreamReader.read` therefore never abandons
@@ -24,10 +29,12 @@ from typing import Final, TypeVar, cast
 
 import attrs
 import redis
+import redis.cluster
 import redis.exceptions
 import trio
 
 from ._errors import StreamError, StreamUnavailableError
+from ._redis_clients import RedisTarget, hash_slot, parse_redis_url
 from ._threads import run_sync_interruptible
 
 T = TypeVar("T")
@@ -88,10 +95,22 @@ class AutoClaimed:
 def _mapped_errors(what: str) -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except _UNAVAILABLE as exc:
         raise StreamUnavailableError(f"redis unavailable during {what}: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise StreamError(f"redis rejected {what}: {exc}") from exc
+
+
+_UNAVAILABLE: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    # A cluster mid-failover or resharding: down, slots moving, a node unreachable.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # (and MovedError)
+    redis.exceptions.RedisClusterException,
+)
 
 
 def _text(value: object) -> str:
@@ -130,34 +149,44 @@ def _read_reply(reply: object) -> list[StreamEntry]:
     return entries
 
 
-def _client(url: str, *, socket_timeout: float, **options: object) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        health_check_interval=0,
-        **options,
-    )
-
-
 class RedisStreams:
     """Short Redis Streams commands from trio, via a thread-limited redis-py client.
 
     Args:
-        url: ``redis://host:port/db``.
-        max_threads: at most this many commands run at once (and as many connections).
+        url: ``redis://host:port/db``, or a cluster's ``redis+cluster://host:port,...``.
+        max_threads: at most this many commands run at once (and as many connections
+            per node).
         socket_timeout_seconds: a command that gets no reply in this time fails with
             `StreamUnavailableError` (the bound on a thread stuck on a dead server).
+
+    Raises:
+        ValueError: ``url`` is not a Redis URL (the message says why).
     """
 
     def __init__(
         self, url: str, *, max_threads: int = 8, socket_timeout_seconds: float = 5.0
     ) -> None:
         self.url = url
+        self.target: RedisTarget = parse_redis_url(url)
         self._limiter = trio.CapacityLimiter(max_threads)
-        self._client = _client(
-            url, socket_timeout=socket_timeout_seconds, max_connections=max_threads
+        self._client = self.target.client(
+            socket_timeout=socket_timeout_seconds, max_connections=max_threads
         )
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a cluster (commands name keys of one slot)."""
+        return self.target.cluster
+
+    def read_groups(self, streams: Sequence[str]) -> list[tuple[str, ...]]:
+        """``streams`` split into the groups one `StreamReader` can read at once: all of
+        them on one server, those of each hash slot on a cluster (in first-seen order)."""
+        if not self.cluster:
+            return [tuple(streams)] if streams else []
+        groups: dict[int, list[str]] = {}
+        for stream in streams:
+            groups.setdefault(hash_slot(stream), []).append(stream)
+        return [tuple(group) for group in groups.values()]
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         def call() -> T:
@@ -352,14 +381,41 @@ class RedisStreams:
         )
 
     @contextlib.asynccontextmanager
-    async def open_reader(self, group: str, consumer: str) -> AsyncIterator[StreamReader]:
-        """Open a `StreamReader` for ``consumer`` in ``group``, on its own connection."""
-        reader = await trio.to_thread.run_sync(StreamReader, self, group, consumer)
+    async def open_reader(
+        self, group: str, consumer: str, streams: Sequence[str] = ()
+    ) -> AsyncIterator[StreamReader]:
+        """Open a `StreamReader` for ``consumer`` in ``group``, on its own connection.
+
+        On a cluster, the reader connects to the node that owns the slot of ``streams``
+        (one of `read_groups`'s groups): it reads those streams only.
+
+        Raises:
+            ValueError: on a cluster, ``streams`` is empty or spans several slots.
+            StreamUnavailableError: the node cannot be reached.
+        """
+        node_url = self.url
+        if self.cluster:
+            node_url = await self._call("slot owner", lambda: self._slot_owner(streams))
+        reader = await trio.to_thread.run_sync(StreamReader, self, group, consumer, node_url)
         try:
             yield reader
         finally:
             with trio.move_on_after(5, shield=True):
                 await trio.to_thread.run_sync(reader.close_sync)
+
+    def _slot_owner(self, streams: Sequence[str]) -> str:
+        """The URL of the node owning the one slot of ``streams`` (blocking; a cluster's).
+
+        Asks through the cluster client first, so a slot that moved (a failover) is
+        followed and the client's slot map refreshed before the owner is looked up.
+        """
+        slots = {hash_slot(stream) for stream in streams}
+        if len(slots) != 1:
+            raise ValueError(f"a cluster reader reads streams of one slot; got {len(slots)}")
+        cluster = cast("redis.cluster.RedisCluster", self._client)
+        cluster.exists(streams[0])
+        node = cluster.get_node_from_key(streams[0])  # type: ignore[no-untyped-call]
+        return self.target.node_url(node.host, int(node.port))
 
 
 class StreamReader:
@@ -368,18 +424,26 @@ class StreamReader:
     Build it with `RedisStreams.open_reader`. Not for concurrent use: one read at a time.
     """
 
-    def __init__(self, streams: RedisStreams, group: str, consumer: str) -> None:
+    def __init__(
+        self, streams: RedisStreams, group: str, consumer: str, node_url: str | None = None
+    ) -> None:
         self.group = group
         self.consumer = consumer
-        self._streams = streams
         self._limiter = trio.CapacityLimiter(1)
         self._stash: list[StreamEntry] = []
         self._client_id: int | None = None
+        url = streams.url if node_url is None else node_url
         with _mapped_errors("connect"):
-            self._client = _client(
-                streams.url,
+            self._client = redis.Redis.from_url(
+                url,
                 socket_timeout=MAX_BLOCK_MS / 1000 + _SOCKET_SLACK_SECONDS,
+                socket_connect_timeout=5.0,
+                health_check_interval=0,
                 single_connection_client=True,
+            )
+            # Unblocks this reader's read on its node (its own pool: connected on first use).
+            self._control = redis.Redis.from_url(
+                url, socket_timeout=5.0, socket_connect_timeout=5.0, max_connections=1
             )
             connection = self._client.connection
             assert connection is not None
@@ -391,8 +455,16 @@ class StreamReader:
         self._client_id = int(connection.read_response())
 
     def close_sync(self) -> None:
-        """Close the reader's connection (blocking; `RedisStreams.open_reader` calls it)."""
+        """Close the reader's connections (blocking; `RedisStreams.open_reader` calls it)."""
         self._client.close()
+        self._control.close()
+
+    async def _unblock(self, client_id: int) -> bool:
+        def unblock() -> bool:
+            with _mapped_errors("CLIENT UNBLOCK"):
+                return bool(self._control.client_unblock(client_id))
+
+        return await trio.to_thread.run_sync(unblock)
 
     async def read(
         self, streams: Sequence[str], *, count: int, block_ms: int | None = None
@@ -459,7 +531,7 @@ class StreamReader:
         while not finished():
             if self._client_id is not None:
                 with contextlib.suppress(StreamUnavailableError):
-                    if await self._streams.unblock(self._client_id):
+                    if await self._unblock(self._client_id):
                         return
             await trio.sleep(_UNBLOCK_RETRY_SECONDS)
 

@@ -157,7 +157,11 @@ def _load_worker(target: str) -> Worker:
     help="PostgreSQL URL [env AIKI_DATABASE_URL].",
 )
 @click.option(
-    "--redis-url", envvar="AIKI_REDIS_URL", required=True, help="Redis URL [env AIKI_REDIS_URL]."
+    "--redis-url",
+    envvar="AIKI_REDIS_URL",
+    required=True,
+    help="Redis URL: redis://host:port/db, or a Redis Cluster's "
+    "redis+cluster://host:port,host:port [env AIKI_REDIS_URL].",
 )
 @click.option(
     "--stall-after",
@@ -249,6 +253,15 @@ def _load_worker(target: str) -> Worker:
     help="Server processes sharing the port (SO_REUSEPORT), each a whole server; one that "
     "exits is started again.",
 )
+@click.option(
+    "--stream-shards",
+    default=1,
+    show_default=True,
+    envvar="AIKI_STREAM_SHARDS",
+    type=click.IntRange(min=1, max=64),
+    help="Redis sub-streams per queue, so one hot workflow spreads over a Redis Cluster's "
+    "nodes (the same on every server) [env AIKI_STREAM_SHARDS].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def server(
     host: str,
@@ -270,6 +283,7 @@ def server(
     metrics_port: int,
     insecure_no_auth: bool,
     processes: int,
+    stream_shards: int,
     verbose: bool,
 ) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
@@ -300,6 +314,7 @@ def server(
             tls_key=tls_key,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
+            stream_shards=stream_shards,
         )
     except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
         raise click.UsageError(str(exc)) from None
@@ -341,7 +356,11 @@ def serve_one(config: ServerConfig, verbose: bool, started: Callable[[str], None
     help="The server [env AIKI_SERVER_URL].",
 )
 @click.option(
-    "--redis-url", envvar="AIKI_REDIS_URL", required=True, help="Redis URL [env AIKI_REDIS_URL]."
+    "--redis-url",
+    envvar="AIKI_REDIS_URL",
+    required=True,
+    help="Redis URL: redis://host:port/db, or a Redis Cluster's "
+    "redis+cluster://host:port,host:port [env AIKI_REDIS_URL].",
 )
 @click.option(
     "--concurrency",
@@ -416,11 +435,15 @@ def worker(
     served = _load_worker(target)
     if concurrency is not None:
         served.concurrency = concurrency
-    config = WorkerConfig(
-        server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
-        heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
-        ca_file=ca_file, block_limit_seconds=block_limit, start_timeout_seconds=start_timeout,
-    )  # fmt: skip
+    try:
+        config = WorkerConfig(
+            server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
+            heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
+            ca_file=ca_file, block_limit_seconds=block_limit,
+            start_timeout_seconds=start_timeout,
+        )  # fmt: skip
+    except ValueError as exc:  # e.g. a Redis URL that is not one
+        raise click.UsageError(str(exc)) from None
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:

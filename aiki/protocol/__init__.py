@@ -163,9 +163,13 @@ from ._states import RunStatus as RunStatus
 from ._states import can_transition as can_transition
 from ._states import is_status as is_status
 from ._streams import GROUP as GROUP
+from ._streams import MAX_SHARDS as MAX_SHARDS
 from ._streams import QUEUED_RUN as QUEUED_RUN
 from ._streams import QueuedRun as QueuedRun
+from ._streams import queue_for as queue_for
+from ._streams import shard_of as shard_of
 from ._streams import stream_for as stream_for
+from ._streams import streams_for as streams_for
 from ._views import DESCRIBE_RUN as DESCRIBE_RUN
 from ._views import LIST_WORKERS as LIST_WORKERS
 from ._views import DescribeRun as DescribeRun
@@ -253,6 +257,7 @@ __all__ = [
     "MAX_SCHEMA_DEPTH",
     "MAX_SCHEMA_NODES",
     "MAX_SECONDS",
+    "MAX_SHARDS",
     "MAX_TEXT",
     "MIN_EVERY_SECONDS",
     "NAMESPACE_PATTERN",
@@ -414,12 +419,15 @@ __all__ = [
     "plan",
     "publication_frames",
     "push_frame",
+    "queue_for",
     "read_request",
     "reply_frame",
     "reply_type_of",
     "request_problems",
     "schema_problems",
     "session_url",
+    "shard_of",
     "stream_for",
+    "streams_for",
     "wait_address",
 ]

@@ -44,6 +44,9 @@ class WorkerRegistered:
     worker_id: str
     namespace: str = "default"
     """The namespace the worker serves (its key's): its runs, and the streams it reads."""
+    stream_shards: int = 1
+    """Sub-streams per queue the server publishes to (``aiki server --stream-shards``):
+    the worker reads every one."""
 
 
 @attrs.frozen(kw_only=True)

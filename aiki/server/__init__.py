@@ -25,8 +25,10 @@ from transport import (
     load_migrations,
     open_postgres_store,
     open_redis_streams,
+    parse_redis_url,
 )
 
+from ..protocol import MAX_SHARDS
 from ._guard import is_loopback
 from ._tree import server_tree
 from .store import keys
@@ -47,7 +49,8 @@ class ServerConfig:
 
     Args:
         database_url: PostgreSQL (libpq URL).
-        redis_url: Redis (``redis://host:port/db``).
+        redis_url: Redis: one server (``redis://host:port/db``) or a Redis Cluster
+            (``redis+cluster://host:port,host:port``; see `transport.parse_redis_url`).
         host: interface to listen on.
         port: TCP port; 0 picks a free one (the URL is reported when listening).
         max_body_bytes: largest accepted request body or WebSocket message.
@@ -80,6 +83,9 @@ class ServerConfig:
         metrics_port: the port of that listener.
         reuse_port: listen with ``SO_REUSEPORT``, sharing the port (and the metrics port)
             with other server processes that do the same (``aiki server --processes``).
+        stream_shards: sub-streams each queue is split into (1 to 64), so that one hot
+            workflow spreads over a Redis Cluster's nodes; workers learn it when they
+            register. Every server on one database must use the same number.
     """
 
     database_url: str
@@ -103,8 +109,12 @@ class ServerConfig:
     metrics_host: str | None = None
     metrics_port: int = 9470
     reuse_port: bool = False
+    stream_shards: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_SHARDS)]
+    )
 
     def __attrs_post_init__(self) -> None:
+        parse_redis_url(self.redis_url)  # a ValueError naming what is wrong
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
         if self.insecure_no_auth and not is_loopback(self.host):

@@ -26,7 +26,7 @@ import trio
 from actors import Address, MailboxFullError, messages_or_ticks
 from transport import PostgresStore, RedisStreams, StorageError, StreamUnavailableError
 
-from ..protocol import QUEUED_RUN, QueuedRun, stream_for
+from ..protocol import QUEUED_RUN, QueuedRun, shard_of, stream_for
 from . import store
 from ._outages import Outage
 from .store.outbox import OutboxEntry
@@ -67,6 +67,17 @@ class FastLane:
         return entries
 
 
+def stream_entries(entries: list[OutboxEntry], shards: int) -> list[tuple[str, bytes]]:
+    """The stream entry of each queued run, in order: on its queue's sub-stream
+    `shard_of` its ID (one run's entries all go to one stream, in the order published)."""
+    return [
+        (stream_for(e.namespace, e.workflow, e.version, e.pool,
+                    shard=shard_of(e.run_id, shards), shards=shards),
+         QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
+        for e in entries
+    ]  # fmt: skip
+
+
 @attrs.frozen
 class Wake:
     """Something was queued: look at the outbox now."""
@@ -88,6 +99,8 @@ class Dispatcher:
     idle_scan_seconds: float = 1.0
     redelivery_seconds: float = 60.0
     lane: FastLane = attrs.Factory(FastLane)
+    shards: int = 1
+    """Sub-streams per queue: a run goes to sub-stream `shard_of` its ID."""
 
     async def run(
         self,
@@ -128,11 +141,7 @@ class Dispatcher:
                              len(entries), exc)  # fmt: skip
 
     async def _publish(self, entries: list[OutboxEntry]) -> None:
-        await self.streams.publish_many([
-            (stream_for(e.namespace, e.workflow, e.version, e.pool),
-             QUEUED_RUN.encode(QueuedRun(run_id=e.run_id, revision=e.revision)))
-            for e in entries
-        ])  # fmt: skip
+        await self.streams.publish_many(stream_entries(entries, self.shards))
 
     async def publish_pending(self) -> int:
         """Publish every unleased outbox row; return how many runs were published."""

@@ -100,6 +100,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         notifier=RunNotifier(broadcaster.address),
         subscriptions=subscriptions,
         lease_seconds=config.claim_timeout_seconds,
+        stream_shards=config.stream_shards,
         authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
     )
     metrics = services.metrics
@@ -128,7 +129,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
                   factory=lambda: Broadcaster(subscriptions)),
         ChildSpec(name="dispatcher", mailbox=dispatcher, factory=lambda: Dispatcher(
             store, streams, redelivery_seconds=config.redelivery_seconds,
-            lane=services.wakeups.lane)),
+            lane=services.wakeups.lane, shards=config.stream_shards)),
         ChildSpec(name="sweeper", factory=lambda: Sweeper(
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,

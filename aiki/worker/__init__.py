@@ -32,17 +32,16 @@ import os
 import random
 import socket
 import typing
-import urllib.parse
 import uuid
 
 import attrs
 import trio
 
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
-from transport import RedisStreams, StreamUnavailableError, open_redis_streams
+from transport import RedisStreams, StreamUnavailableError, open_redis_streams, parse_redis_url
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
-from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, stream_for
+from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
 from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
@@ -100,12 +99,14 @@ class Worker:
             for pool in self.pools
         )
 
-    def streams(self, namespace: str = DEFAULT_NAMESPACE) -> tuple[str, ...]:
-        """The Redis streams this worker reads (in ``namespace``: its key's)."""
+    def streams(self, namespace: str = DEFAULT_NAMESPACE, shards: int = 1) -> tuple[str, ...]:
+        """The Redis streams this worker reads (in ``namespace``: its key's; each queue
+        split into ``shards`` sub-streams, as the server says)."""
         return tuple(
-            stream_for(namespace, workflow, version, pool)
+            stream
             for (workflow, version) in self.versions
             for pool in self.pools
+            for stream in streams_for(namespace, workflow, version, pool, shards=shards)
         )
 
 
@@ -115,7 +116,8 @@ class WorkerConfig:
 
     Args:
         server_url: the server's base URL.
-        redis_url: the Redis the server publishes runs to.
+        redis_url: the Redis the server publishes runs to (one server, or a Redis
+            Cluster's ``redis+cluster://host:port,...``).
         worker_id: unique per process (default: host, pid and a random suffix).
         heartbeat_seconds: interval between heartbeats (keep it well under the server's
             claim timeout).
@@ -149,11 +151,13 @@ class WorkerConfig:
     start_timeout_seconds: float | None = None
     block_limit_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
 
+    def __attrs_post_init__(self) -> None:
+        parse_redis_url(self.redis_url)  # a ValueError naming what is wrong
+
 
 def _address(url: str) -> str:
-    """``host:port`` of a URL (never its password)."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 6379}"
+    """``host:port`` of a Redis URL, or its cluster's seeds (never a password)."""
+    return ",".join(f"{host}:{port}" for host, port in parse_redis_url(url).seeds)
 
 
 async def _until_redis_answers(streams: RedisStreams, config: WorkerConfig) -> None:
@@ -205,6 +209,10 @@ async def run_worker(
     )
     executing = Executing(free=worker.concurrency)
     registered = Registered()  # (the link fills it in; the stream readers start after it)
+
+    def served_streams() -> tuple[str, ...]:
+        return worker.streams(registered.namespace, registered.stream_shards)
+
     async with (
         open_redis_streams(config.redis_url, max_threads=4) as streams,
         open_asyncio_loop(config.block_limit_seconds) as asyncio_loop,
@@ -249,7 +257,7 @@ async def run_worker(
             ChildSpec(
                 name="claimer",
                 factory=lambda: Claimer(
-                    streams, worker.streams(registered.namespace), config.worker_id,
+                    streams, served_streams(), config.worker_id,
                     subscriber_box.address,
                     executing, config.claim_idle_seconds,
                 ),
@@ -258,7 +266,7 @@ async def run_worker(
                 name="subscriber",
                 mailbox=subscriber_box,
                 factory=lambda: Subscriber(
-                    streams, worker.streams(registered.namespace), config.worker_id,
+                    streams, served_streams(), config.worker_id,
                     runs.router, executing,
                     link_box.address, worker.queues(),
                 ),

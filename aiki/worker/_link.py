@@ -98,6 +98,8 @@ class Registered:
 
     namespace: str = DEFAULT_NAMESPACE
     """The namespace the worker serves (its key's): the streams it reads are this one's."""
+    stream_shards: int = 1
+    """Sub-streams per queue the server publishes to: the worker reads each one."""
 
 
 @attrs.define
@@ -200,6 +202,7 @@ class Link:
                 with trio.fail_after(REGISTER_SECONDS):
                     reply = await connection.call(self.registration)
                 self.registered.namespace = reply.namespace
+                self.registered.stream_shards = reply.stream_shards
                 registered = True
                 worker_id = self.registration.worker_id
                 logger.info("worker %s connected to %s", worker_id, self.url,

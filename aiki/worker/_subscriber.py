@@ -16,10 +16,13 @@ streams, which carry every other run (started elsewhere, queued again, recovered
 It asks Redis for as many entries as there are free slots not offered (``XREADGROUP
 COUNT``; ``COUNT`` applies per stream, so a read over several streams may return more: the
 surplus waits here for slots, as taken-over entries do, and goes out before the next
-read). While
+read). On a Redis Cluster a read names the streams of one hash slot only, so there is a
+reader (its own connection, to the slot's node) per slot, each asking for its share of
+the free slots. While
 Redis is unreachable it pulls queued runs through the server (``claim_next``) and
 returns to the streams when Redis answers again; after Redis lost its data (consumer
-groups gone) it recreates the groups.
+groups gone) it recreates the groups; a reader whose node went away (a cluster
+failover) connects again to the slot's new owner.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Subscriber:
     _changed: trio.Event = attrs.Factory(trio.Event)
     _offered: int = 0
     """Free slots held by offers open on the server."""
+    _pulling: trio.Lock = attrs.Factory(trio.Lock)
 
     async def run(
         self,
@@ -89,11 +93,10 @@ class Subscriber:
     ) -> None:
         """Hand out work until the mailbox closes (then stop taking work)."""
         await self._ensure_groups()
-        async with (
-            self.streams.open_reader(GROUP, self.consumer) as reader,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(self._feed, reader)
+        groups = self.streams.read_groups(self.stream_names)
+        async with trio.open_nursery() as nursery:
+            for group in groups:
+                nursery.start_soon(self._feed, group, len(groups))
             if self.queues:
                 for _ in range(OFFERS):
                     nursery.start_soon(self._offer_slots)
@@ -128,22 +131,36 @@ class Subscriber:
         self.executing.free -= 1
         await self.runs.send(message)
 
-    async def _feed(self, reader: StreamReader) -> None:
+    async def _feed(self, streams: tuple[str, ...], readers: int) -> None:
+        """Read ``streams`` (one reader's group of ``readers``) for free slots, reading
+        again on a new connection after an error."""
         while True:
-            await self._free_slot()
             try:
-                if not self._backlog:
-                    free = self._spare
-                    entries = await reader.read(self.stream_names, count=free, block_ms=BLOCK_MS)
-                    self._backlog.extend(entries)
+                async with self.streams.open_reader(GROUP, self.consumer, streams) as reader:
+                    await self._read(reader, streams, readers)
             except StreamUnavailableError as exc:
-                logger.warning("Redis unavailable (%s): pulling runs through the server", exc)
-                await self._pull_until_redis_is_back()
-                continue
+                async with self._pulling:  # one reader pulls; the others wait for it
+                    if await self._redis_answers():  # only this reader's node: soon again
+                        logger.warning("stream read failed (%s): reading again", exc)
+                        await trio.sleep(PULL_SECONDS)
+                    else:
+                        logger.warning("Redis unavailable (%s): pulling runs through the "
+                                       "server", exc)  # fmt: skip
+                        await self._pull_until_redis_is_back()
             except StreamError as exc:  # e.g. NOGROUP: Redis restarted without its data
                 logger.warning("stream read failed (%s): recreating consumer groups", exc)
-                await self._ensure_groups()
-                continue
+                try:
+                    await self._ensure_groups()
+                except StreamError:
+                    await trio.sleep(PULL_SECONDS)
+
+    async def _read(self, reader: StreamReader, streams: tuple[str, ...], readers: int) -> None:
+        while True:
+            await self._free_slot()
+            if not self._backlog:
+                share = max(1, -(-self._spare // readers))  # (rounded up)
+                entries = await reader.read(streams, count=share, block_ms=BLOCK_MS)
+                self._backlog.extend(entries)
             while self._backlog and self._spare > 0:
                 await self._hand_out(ExecuteRun(entry=self._backlog.popleft()))
 
@@ -190,15 +207,19 @@ class Subscriber:
         for stream in self.stream_names:
             await self.streams.ensure_group(stream, GROUP, start_id="0")
 
+    async def _redis_answers(self) -> bool:
+        """Whether Redis answers, with every stream's consumer group there."""
+        try:
+            await self.streams.ping()
+            await self._ensure_groups()
+        except StreamError:
+            return False
+        return True
+
     async def _pull_until_redis_is_back(self) -> None:
         """Degraded mode: claim queued runs through the server until Redis answers again."""
         while True:
-            try:
-                await self.streams.ping()
-                await self._ensure_groups()
-            except StreamError:
-                pass
-            else:
+            if await self._redis_answers():
                 logger.warning("Redis is back: reading streams again")
                 return
             if self._spare > 0:

@@ -316,6 +316,8 @@ class Services:
     """Checks API keys (None: the server runs without authentication)."""
     offers: Offers = attrs.Factory(Offers)
     """Free slots workers offer to this server's starts (eager dispatch)."""
+    stream_shards: int = 1
+    """Sub-streams per queue (told to workers when they register)."""
 
     def moved(self, run: RunInfo, previous: RunStatus, reason: str | None) -> None:
         """``run`` (as it is now) moved from ``previous``, committed by this server: wake

@@ -130,7 +130,8 @@ async def register_worker(
         caller.session.bind_worker(request.worker_id)
     logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),
                 extra={"worker_id": request.worker_id})  # fmt: skip
-    return WorkerRegistered(worker_id=request.worker_id, namespace=namespace)
+    return WorkerRegistered(worker_id=request.worker_id, namespace=namespace,
+                            stream_shards=services.stream_shards)  # fmt: skip
 
 
 async def deregister_worker(
