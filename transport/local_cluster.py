@@ -93,11 +93,11 @@ class LocalRedisCluster:
         for epoch, node in enumerate(self.nodes, start=1):
             with _client(node) as client:
                 with contextlib.suppress(redis.ResponseError):  # set already
-                    client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+                    client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)  # type: ignore[no-untyped-call]
                 if node is not self.nodes[0]:
-                    client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+                    client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)  # type: ignore[no-untyped-call]
                 first, last = self.slot_range(epoch - 1)
-                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+                client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))  # type: ignore[no-untyped-call]
 
     def slot_range(self, index: int) -> tuple[int, int]:
         """The first and last slot node ``index`` owns (as joined here)."""
@@ -125,7 +125,8 @@ class LocalRedisCluster:
     def owner(self, slot: int) -> int:
         """The port of the node that serves ``slot`` now."""
         with _client(self.nodes[0]) as client:
-            for first, last, master, *_replicas in client.execute_command("CLUSTER SLOTS"):
+            ranges = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+            for first, last, master, *_replicas in ranges:
                 if int(first) <= slot <= int(last):
                     return int(master[1])
         raise LocalServiceError(f"no node serves slot {slot}")
@@ -150,7 +151,7 @@ class LocalRedisCluster:
     def _info(node: LocalRedis) -> dict[str, str]:
         with _client(node) as client:
             try:
-                raw = client.execute_command("CLUSTER INFO")
+                raw = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
             except (redis.ConnectionError, redis.TimeoutError):
                 return {}
         if isinstance(raw, dict):

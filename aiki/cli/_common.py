@@ -21,7 +21,7 @@ import trio
 
 from transport import WireCodec
 
-from ..client import API_KEY_ENV, CA_FILE_ENV, Client
+from ..client import API_KEY_ENV, CA_FILE_ENV, Client, parse_server_urls
 from ..errors import AikiError, NotFoundError, UnauthenticatedError, UnavailableError
 
 if typing.TYPE_CHECKING:
@@ -61,7 +61,8 @@ def server_url_option(command: Callable[..., T]) -> Callable[..., T]:
         envvar="AIKI_SERVER_URL",
         default="http://127.0.0.1:8470",
         show_default=True,
-        help="The Aiki server [env AIKI_SERVER_URL].",
+        help="The Aiki server, or several comma-separated (used in turn when one is "
+        "unreachable) [env AIKI_SERVER_URL].",
     )(command)
 
 
@@ -72,6 +73,10 @@ def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``action`` with a client; map Aiki errors to a message and an exit code."""
 
     meta = click.get_current_context().meta
+    try:
+        parse_server_urls(server_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server-url") from None
 
     async def main() -> T:
         async with Client(server_url, api_key=meta.get(_API_KEY),

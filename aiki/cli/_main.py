@@ -353,7 +353,8 @@ def serve_one(config: ServerConfig, verbose: bool, started: Callable[[str], None
     envvar="AIKI_SERVER_URL",
     default="http://127.0.0.1:8470",
     show_default=True,
-    help="The server [env AIKI_SERVER_URL].",
+    help="The server, or several comma-separated: the worker uses one at a time and moves "
+    "on to the next when it goes away [env AIKI_SERVER_URL].",
 )
 @click.option(
     "--redis-url",

@@ -3,6 +3,7 @@
 - `Client` (`_client`): requests over HTTP, or over one WebSocket session under trio;
 - `RunHandle`, `RunResult`, `ScheduleHandle` (`_handles`);
 - `Watch` (`_watch`): live updates pushed by the server;
+- `Servers` (`_servers`): several server URLs, and moving on when one goes away;
 - `SessionConnection` (`_connection`): one session over one WebSocket, the I/O half of
   the session protocol, also used by the worker's link (with `auth_headers`, which
   present an API key, and `connect_error`, what a failed connection means).
@@ -19,6 +20,8 @@ from ._connection import connect_error as connect_error
 from ._handles import RunHandle as RunHandle
 from ._handles import RunResult as RunResult
 from ._handles import ScheduleHandle as ScheduleHandle
+from ._servers import Servers as Servers
+from ._servers import parse_server_urls as parse_server_urls
 from ._watch import Resync as Resync
 from ._watch import Watch as Watch
 
@@ -31,9 +34,11 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "ScheduleHandle",
+    "Servers",
     "SessionConnection",
     "Watch",
     "auth_headers",
     "connect_error",
+    "parse_server_urls",
     "tls_for",
 ]

@@ -82,12 +82,13 @@ from ..protocol import (
 )
 from ._connection import answer_error, auth_headers
 from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
+from ._servers import Servers
 from ._session import CLOSE_SECONDS, ClientSession
 from ._watch import Watch
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from types import TracebackType
 
     from ..protocol import Request
@@ -144,11 +145,21 @@ async def _without_group(
             exc.__suppress_context__ = suppress
 
 
+class _Sent(Exception):
+    """A request that failed after it was sent: not to be tried on another server."""
+
+    def __init__(self, error: UnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Client:
-    """A connection to an Aiki server.
+    """A connection to an Aiki server (or several: see ``url``).
 
     Args:
-        url: the server's base URL, e.g. ``http://127.0.0.1:8470``.
+        url: the server's base URL, e.g. ``http://127.0.0.1:8470``; or several servers
+            of one deployment, comma-separated (or a list): the client uses one at a time
+            and moves on to the next when it cannot be reached or its session drops.
         api_key: the API key to act with (``aiki_...``); default: ``AIKI_API_KEY`` from
             the environment, if set (a server run with ``--insecure-no-auth`` needs none).
         ca_file: for an ``https://`` server whose certificate a private CA signed: that
@@ -163,14 +174,16 @@ class Client:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         api_key: str | None = None,
         ca_file: str | None = None,
         http: httpx.AsyncClient | None = None,
         session: bool = True,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.servers = Servers(url)
+        """The servers, and the one in use."""
+        self.url = str(self.servers)
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self._tls = tls_for(ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV))
         self._headers = {"content-type": "application/json", **auth_headers(self._api_key)}
@@ -193,7 +206,7 @@ class Client:
         if self._wants_session and _running_trio():
             self._session_stack = contextlib.AsyncExitStack()
             nursery = await self._session_stack.enter_async_context(trio.open_nursery())
-            self._session = ClientSession(self.url, nursery, self.requests, self._api_key,
+            self._session = ClientSession(self.servers, nursery, self.requests, self._api_key,
                                           self._tls)  # fmt: skip
         return self
 
@@ -269,7 +282,7 @@ class Client:
             run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
             statuses=tuple(statuses), after_revision=after_revision, progress=progress,
         )  # fmt: skip
-        return Watch(self.url, self._session, request, self.requests, self._api_key, self._tls)
+        return Watch(self.servers, self._session, request, self.requests, self._api_key, self._tls)
 
     async def aclose(self) -> None:
         """Close the HTTP connections (if this client created them)."""
@@ -287,14 +300,23 @@ class Client:
             return await self._session.call(request)
         operation = OPERATIONS.of(request)
         self.requests[operation.name] += 1
+        body = operation.request.encode(request)
+
+        async def post(url: str) -> httpx.Response:
+            try:
+                return await self._http.post(
+                    f"{url}/api/v1/{operation.name}", content=body, headers=self._headers
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
+                raise UnavailableError(f"cannot reach the Aiki server at {url}: {exc}") from exc
+            except httpx.TransportError as exc:  # sent: not repeated on another server
+                self.servers.failed(url)
+                raise _Sent(UnavailableError(f"request to {url} failed: {exc}")) from exc
+
         try:
-            response = await self._http.post(
-                f"{self.url}/api/v1/{operation.name}",
-                content=operation.request.encode(request),
-                headers=self._headers,
-            )
-        except httpx.TransportError as exc:
-            raise UnavailableError(f"cannot reach the Aiki server at {self.url}: {exc}") from exc
+            response = await self.servers.first_reachable(post)
+        except _Sent as sent:
+            raise sent.error from sent.__cause__
         if response.status_code != 200:
             raise answer_error(response.status_code, response.content)
         return operation.reply.decode(response.content)

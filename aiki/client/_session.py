@@ -4,7 +4,9 @@ One WebSocket to ``/api/v1/session`` carries every request of a `Client` used in
 ``async with`` under trio: any number of requests are in flight at once, and a reader
 task routes each reply to its caller. It costs a fraction of an HTTP request on both
 sides. The session connects on first use and again after it drops; requests in flight
-when it drops fail with `aiki.UnavailableError` (like a failed HTTP request).
+when it drops fail with `aiki.UnavailableError` (like a failed HTTP request). Given
+several servers, it connects to the next one when its server drops the session or
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
     from ..protocol import Request, Subscribe, Subscribed
     from ._connection import PushQueue
+    from ._servers import Servers
 
 P = TypeVar("P")
 
@@ -38,13 +41,13 @@ class ClientSession:
 
     def __init__(
         self,
-        url: str,
+        servers: Servers,
         nursery: trio.Nursery,
         counter: collections.Counter[str] | None = None,
         api_key: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.url = url
+        self.servers = servers
         self._api_key = api_key
         self._tls = tls
         self.requests = collections.Counter[str]() if counter is None else counter
@@ -97,25 +100,33 @@ class ClientSession:
         """
         async with self._connecting:
             if self._connection is None or self._connection.ended is not None:
-                try:
-                    self._connection = await self._nursery.start(self._serve_connection)
-                except WebSocketError as exc:
-                    raise connect_error(self.url, exc) from exc
+                self._connection = await self.servers.first_reachable(self._open)
             return self._connection
 
-    async def _serve_connection(self, task_status: trio.TaskStatus[SessionConnection]) -> None:
-        """Open the WebSocket, report the connection, and read from it until it ends."""
+    async def _open(self, url: str) -> SessionConnection:
+        try:
+            connection: SessionConnection = await self._nursery.start(self._serve_connection, url)
+        except WebSocketError as exc:
+            raise connect_error(url, exc) from exc
+        return connection
+
+    async def _serve_connection(
+        self, url: str, task_status: trio.TaskStatus[SessionConnection]
+    ) -> None:
+        """Open the WebSocket, report the connection, and read from it until it ends (a
+        connection that dropped moves the session on to the next server)."""
         async with open_websocket(
-            session_url(self.url),
+            session_url(url),
             max_message_bytes=MAX_MESSAGE_BYTES,
             headers=auth_headers(self._api_key),
             ssl_context=self._tls,
             connect_seconds=CONNECT_SECONDS,
             close_seconds=CLOSE_SECONDS,
         ) as websocket:
-            connection = SessionConnection(websocket, self.url)
+            connection = SessionConnection(websocket, url)
             task_status.started(connection)
             await connection.read()
+            self.servers.failed(url)
 
     async def aclose(self) -> None:
         """Close the session (bounded: a peer that never answers the closing handshake

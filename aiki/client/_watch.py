@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ..protocol import Published
+    from ._servers import Servers
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,13 @@ class _SocketFeed:
 
     @classmethod
     async def open(
+        cls, servers: Servers, request: Subscribe, api_key: str | None,
+        tls: ssl.SSLContext | None,
+    ) -> _SocketFeed:  # fmt: skip
+        return await servers.first_reachable(lambda url: cls._open_on(url, request, api_key, tls))
+
+    @classmethod
+    async def _open_on(
         cls, url: str, request: Subscribe, api_key: str | None, tls: ssl.SSLContext | None
     ) -> _SocketFeed:
         stack = contextlib.AsyncExitStack()
@@ -162,7 +170,7 @@ class Watch:
 
     def __init__(
         self,
-        url: str,
+        servers: Servers,
         session: ClientSession | None,
         request: Subscribe,
         requests: collections.Counter[str],
@@ -170,7 +178,7 @@ class Watch:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._requests = requests
-        self._url = url
+        self._servers = servers
         self._api_key = api_key
         self._tls = tls
         self._session = session
@@ -217,7 +225,7 @@ class Watch:
         if self._session is not None:
             return await _SessionFeed.open(self._session, request)
         self._requests["subscribe"] += 1  # (its unsubscribe is the socket's close)
-        return await _SocketFeed.open(self._url, request, self._api_key, self._tls)
+        return await _SocketFeed.open(self._servers, request, self._api_key, self._tls)
 
     async def __anext__(self) -> RunUpdate | Resync | TaskProgress:
         if self._closed:

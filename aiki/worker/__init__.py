@@ -40,7 +40,7 @@ import trio
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
 from transport import RedisStreams, StreamUnavailableError, open_redis_streams, parse_redis_url
 
-from ..client import API_KEY_ENV, CA_FILE_ENV, tls_for
+from ..client import API_KEY_ENV, CA_FILE_ENV, Servers, parse_server_urls, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
 from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
 from ._claimer import Claimer
@@ -115,7 +115,8 @@ class WorkerConfig:
     """Where the server and Redis are, and tuning.
 
     Args:
-        server_url: the server's base URL.
+        server_url: the server's base URL, or several servers' comma-separated (the
+            worker uses one at a time and moves on to the next when it goes away).
         redis_url: the Redis the server publishes runs to (one server, or a Redis
             Cluster's ``redis+cluster://host:port,...``).
         worker_id: unique per process (default: host, pid and a random suffix).
@@ -152,7 +153,8 @@ class WorkerConfig:
     block_limit_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
 
     def __attrs_post_init__(self) -> None:
-        parse_redis_url(self.redis_url)  # a ValueError naming what is wrong
+        parse_server_urls(self.server_url)  # a ValueError naming what is wrong
+        parse_redis_url(self.redis_url)
 
 
 def _address(url: str) -> str:
@@ -242,8 +244,9 @@ async def run_worker(
         children: list[Startable] = [
             ChildSpec(
                 name="link",
-                factory=lambda: Link(config.server_url, registration, on_push=executing.stop,
-                                     api_key=config.api_key, tls=tls, registered=registered,
+                factory=lambda: Link(Servers(config.server_url), registration,
+                                     on_push=executing.stop, api_key=config.api_key, tls=tls,
+                                     registered=registered,
                                      first_connect_seconds=config.start_timeout_seconds),
                 mailbox=link_box,
             ),

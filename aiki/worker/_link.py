@@ -5,7 +5,10 @@ link sends each request on its `aiki.client.SessionConnection`, whose reader rou
 reply back, so any number of requests are in flight at once. On (re)connect the link
 registers the worker. If the connection drops, every call in flight is answered with
 `aiki.UnavailableError`, and the link connects again after a jittered backoff; calls
-still in its mailbox go out on the new session.
+still in its mailbox go out on the new session. Given several servers, it connects to
+the next one in the list after a failure: a worker whose server died carries on, with
+its claims, through another (its heartbeats keep them; its completions are fenced by
+revision as anywhere).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import trio
 from actors import Address, Backoff, ask
 from transport import WebSocketError, open_websocket
 
-from ..client import SessionConnection, auth_headers, connect_error
+from ..client import Servers, SessionConnection, auth_headers, connect_error
 from ..errors import AikiError, UnavailableError
 from ..protocol import (
     DEFAULT_NAMESPACE,
@@ -106,8 +109,8 @@ class Registered:
 class Link:
     """Actor: the WebSocket session to the server."""
 
-    url: str
-    """The server's base URL (``http://...``)."""
+    servers: Servers
+    """The servers' base URLs (``http://...``), and the one in use."""
     registration: RegisterWorker
     on_push: Callable[[StopRun], None] = lambda _message: None
     """Called with each server push (e.g. stop a run that was cancelled)."""
@@ -146,10 +149,11 @@ class Link:
         attempt = 0
         while True:
             attempt += 1
+            url = self.servers.current
             try:
-                lost = await self._session(inbox, ready)
+                lost = await self._session(url, inbox, ready)
             except WebSocketError as exc:
-                refused = connect_error(self.url, exc)
+                refused = connect_error(url, exc)
                 if ready is not None and (
                     not isinstance(refused, UnavailableError) or trio.current_time() > deadline
                 ):
@@ -160,7 +164,7 @@ class Link:
             except UnavailableError as exc:
                 if ready is not None and trio.current_time() > deadline:
                     raise UnavailableError(
-                        f"cannot reach the Aiki server at {self.url}: {exc}"
+                        f"cannot reach the Aiki server at {self.servers}: {exc}"
                     ) from exc
                 lost = str(exc)
             else:
@@ -168,17 +172,19 @@ class Link:
                     return  # the mailbox closed: shutdown
                 # The session had been up: reconnect promptly (and for as long as it takes).
                 ready, delays, attempt = None, RECONNECT.delays(random.Random()), 0
+            self.servers.failed(url)
             delay = next(delays)
             if ready is not None:
                 logger.warning("the Aiki server at %s is not reachable yet (%s); attempt %d, "
-                               "next in %.1f s", self.url, lost, attempt, delay)  # fmt: skip
+                               "next in %.1f s", url, lost, attempt, delay)  # fmt: skip
             else:
-                logger.warning("session with %s lost (%s); reconnecting in %.1f s", self.url,
-                               lost, delay)  # fmt: skip
+                logger.warning("session with %s lost (%s); connecting to %s in %.1f s", url,
+                               lost, self.servers.current, delay)  # fmt: skip
             await trio.sleep(delay)
 
     async def _session(
         self,
+        url: str,
         inbox: trio.MemoryReceiveChannel[Call[Any]],
         task_status: trio.TaskStatus[None] | None,
     ) -> str | None:
@@ -190,12 +196,12 @@ class Link:
             aiki.UnavailableError: it ended before the worker was registered.
         """
         async with open_websocket(
-            session_url(self.url),
+            session_url(url),
             max_message_bytes=MAX_MESSAGE_BYTES,
             headers=auth_headers(self.api_key),
             ssl_context=self.tls,
         ) as websocket:
-            connection = SessionConnection(websocket, self.url, on_push=self.on_push)
+            connection = SessionConnection(websocket, url, on_push=self.on_push)
             registered = shutdown = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, connection, nursery.cancel_scope)
@@ -205,7 +211,7 @@ class Link:
                 self.registered.stream_shards = reply.stream_shards
                 registered = True
                 worker_id = self.registration.worker_id
-                logger.info("worker %s connected to %s", worker_id, self.url,
+                logger.info("worker %s connected to %s", worker_id, url,
                             extra={"worker_id": worker_id})  # fmt: skip
                 if task_status is not None:
                     task_status.started()

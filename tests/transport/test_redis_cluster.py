@@ -47,11 +47,13 @@ def _spread_keys(cluster: LocalRedisCluster) -> list[str]:
 
 def test_a_cluster_url_names_seeds_and_bad_urls_are_refused_by_name() -> None:
     target = parse_redis_url("redis+cluster://user:pw@10.0.0.1:7000,10.0.0.2:7001?protocol=3")
-    assert target.cluster and target.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert target.cluster
+    assert target.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
     assert target.node_url("10.0.0.3", 7002) == "redis://user:pw@10.0.0.3:7002?protocol=3"
     assert parse_redis_url("rediss+cluster://h:1").node_url("h", 1) == "rediss://h:1"
     plain = parse_redis_url("redis://127.0.0.1:6390/2")
-    assert not plain.cluster and plain.seeds == (("127.0.0.1", 6390),)
+    assert not plain.cluster
+    assert plain.seeds == (("127.0.0.1", 6390),)
     for url, says in [
         ("http://h:1", "scheme must be"),
         ("redis+cluster://", "at least one cluster node"),
