@@ -1,5 +1,11 @@
 """A cluster of real processes for a test module: ``aiki server`` and two ``aiki worker``s.
 
+Two topologies (a module lists those it runs on in ``TOPOLOGIES``; the default is the
+first): `ONE_SERVER`, one server on the session's Redis; and `THREE_SERVERS`, three
+servers on a local 3-master Redis Cluster with every queue in four sub-streams, whose
+clients, workers and CLI are given all three URLs (each picks one, and moves on when it
+goes away).
+
 The server runs as it does by default, with authentication: the fixture makes the first
 admin key with ``aiki keys create --bootstrap`` and, with it, a worker key (the workers'
 ``AIKI_API_KEY``), a client key and a viewer key (`Cluster.keys`; `Cluster.client` acts
@@ -9,6 +15,7 @@ conftest imports them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,23 +31,33 @@ import orjson
 import psycopg
 import pytest
 import redis
+import redis.cluster
 import trio
 
 import aiki
 from tests._processes import AikiProcess, make_keys, start_aiki
 from tests._tls import Certificates, make_certificates
 
+ONE_SERVER = "one-server"
+THREE_SERVERS = "three-servers-redis-cluster"
+
 
 @attrs.define
 class Cluster:
     url: str
+    """The first server's URL (for plain HTTP requests to one server)."""
     database_url: str
     redis_url: str
     logs: Path
     server: AikiProcess
+    """The first server."""
     workers: list[AikiProcess]
     server_args: list[str] = attrs.Factory(list)
     worker_args: list[str] = attrs.Factory(list)
+    servers: list[AikiProcess] = attrs.Factory(list)
+    """Every server, the first one first."""
+    urls: list[str] = attrs.Factory(list)
+    """Every server's URL, in the order of `servers`."""
     keys: dict[str, str] = attrs.Factory(dict)
     """An API key by role (namespace ``default``; the admin key: every namespace)."""
     tls: Certificates | None = None
@@ -59,15 +76,38 @@ class Cluster:
         """HTTP headers presenting the key of ``role``."""
         return {"authorization": f"Bearer {self.keys[role]}"}
 
-    def client(self, role: str = "client", **options: typing.Any) -> aiki.Client:
-        """A client of the server acting with the key of ``role``."""
-        ca_file = None if self.tls is None else self.tls.ca_file
-        return aiki.Client(self.url, api_key=self.keys.get(role), ca_file=ca_file, **options)
+    @property
+    def server_urls(self) -> str:
+        """What clients, workers and the CLI are given: every server's URL."""
+        return ",".join(self.urls)
 
-    def start_server(self, port: int) -> None:
-        """Start the server (on ``port``; 0 picks one) and wait until it listens."""
-        self.server = self.spawn_server(port)
-        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+    def client(self, role: str = "client", **options: typing.Any) -> aiki.Client:
+        """A client of the servers acting with the key of ``role``."""
+        ca_file = None if self.tls is None else self.tls.ca_file
+        return aiki.Client(self.server_urls, api_key=self.keys.get(role), ca_file=ca_file,
+                           **options)  # fmt: skip
+
+    def start_server(self, port: int, index: int = 0) -> None:
+        """Start server ``index`` (on ``port``; 0 picks one) and wait until it listens."""
+        process = self.spawn_server(port)
+        url = process.wait_ready(r"listening on (\S+)").group(1)
+        if index == len(self.servers):
+            self.servers.append(process)
+            self.urls.append(url)
+        self.servers[index], self.urls[index] = process, url
+        self.server, self.url = self.servers[0], self.urls[0]
+
+    def kill_servers(self) -> list[int]:
+        """SIGKILL every server; return their ports (for `start_servers`)."""
+        ports = [int(url.rsplit(":", 1)[1]) for url in self.urls]
+        for process in self.servers:
+            process.kill()
+        return ports
+
+    def start_servers(self, ports: list[int]) -> None:
+        """Start every server again, each on its port."""
+        for index, port in enumerate(ports):
+            self.start_server(port, index)
 
     def spawn_server(self, port: int) -> AikiProcess:
         """Start one more server process on the cluster's PostgreSQL and Redis."""
@@ -87,14 +127,14 @@ class Cluster:
         )  # fmt: skip
 
     def restart_server(self) -> None:
-        """SIGKILL the server and start a new one on the same port."""
+        """SIGKILL the first server and start a new one on the same port."""
         port = int(self.url.rsplit(":", 1)[1])
         self.server.kill()
         self.start_server(port)
 
     def start_worker(self, target: str, grace: float = 5.0) -> tuple[AikiProcess, str]:
         """Start one more worker serving ``target``; return it and its worker ID."""
-        worker = self.spawn_worker(target, self.url, grace)
+        worker = self.spawn_worker(target, self.server_urls, grace)
         match = worker.wait_ready(r"aiki worker (\S+) serving")
         return worker, match.group(1)
 
@@ -102,6 +142,13 @@ class Cluster:
 @pytest.fixture(scope="module")
 def e2e_database(database_url: str) -> Iterator[str]:
     """A schema for this module: the server's tables plus the side-effect tables."""
+    with e2e_schema(database_url) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def e2e_schema(database_url: str) -> Iterator[str]:
+    """A fresh schema (dropped afterwards) with the side-effect tables; its URL."""
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -117,16 +164,37 @@ def e2e_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -> Iterator[Cluster]:
-    """Server and two workers; a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``,
-    ``WORKER_ARGS`` and ``TLS`` (True: the server serves HTTPS with a test CA's
-    certificate)."""
+def cluster(request: pytest.FixtureRequest, database_url: str) -> Iterator[Cluster]:
+    """Servers and two workers, in the topology of ``request.param`` (default:
+    `ONE_SERVER`); a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``, ``WORKER_ARGS``
+    and ``TLS`` (True: the server serves HTTPS with a test CA's certificate)."""
+    topology = getattr(request, "param", ONE_SERVER)
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
     server_args = list(getattr(request.module, "SERVER_ARGS", []))
-    client = redis.Redis.from_url(redis_url)
+    servers = 1
+    if topology == THREE_SERVERS:
+        redis_url = request.getfixturevalue("redis_cluster").url
+        server_args += ["--stream-shards", "4"]
+        servers = 3
+        client: redis.Redis = redis.cluster.RedisCluster.from_url(
+            redis_url.replace("redis+cluster://", "redis://").split(",")[0]
+        )
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        client = redis.Redis.from_url(redis_url)
     for pattern in ("aiki:runs:*/e2e-*", "aiki:runs:*/w-*"):
         for key in client.scan_iter(pattern):
             client.delete(key)
+    client.close()
+    with e2e_schema(database_url) as e2e_database:
+        yield from _cluster(request, e2e_database, target, redis_url, server_args, servers)
+
+
+def _cluster(
+    request: pytest.FixtureRequest, e2e_database: str, target: str, redis_url: str,
+    server_args: list[str], servers: int,
+) -> Iterator[Cluster]:  # fmt: skip
+    """The processes of a `cluster` on its own schema (``e2e_database``)."""
     logs = Path(tempfile.mkdtemp(prefix="aiki-e2e-"))
     found = Cluster("", e2e_database, redis_url, logs, None, [], server_args,  # type: ignore[arg-type]
                     list(getattr(request.module, "WORKER_ARGS", [])))  # fmt: skip
@@ -134,16 +202,16 @@ def cluster(request: pytest.FixtureRequest, e2e_database: str, redis_url: str) -
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
     try:
-        found.start_server(port=0)
+        for index in range(servers):
+            found.start_server(port=0, index=index)
         found.keys = make_keys(e2e_database, found.url, found.env(role="none"))
         for _ in range(2):
             worker, _ = found.start_worker(target)
             found.workers.append(worker)
         yield found
     finally:
-        for process in reversed([found.server, *found.workers]):
-            if process is not None:
-                process.stop()
+        for process in reversed([*found.servers, *found.workers]):
+            process.stop()
 
 
 async def cli(
@@ -151,7 +219,7 @@ async def cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m aiki <args>`` against the cluster (in a thread: trio keeps going),
     acting with ``key``, or else the cluster's key of ``role``."""
-    env = {**os.environ, "AIKI_SERVER_URL": cluster.url,
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.server_urls,
            "AIKI_API_KEY": key or cluster.keys[role]}  # fmt: skip
     return await trio.to_thread.run_sync(lambda: subprocess.run(
         [sys.executable, "-m", "aiki", *args], capture_output=True, text=True, env=env,

@@ -18,9 +18,10 @@ from tests._deadline import deadline
 from tests._waiting import wait_until
 
 from . import flows
-from .conftest import Cluster
+from .conftest import ONE_SERVER, THREE_SERVERS, Cluster
 
 JSON = {"content-type": "application/json"}
+TOPOLOGIES = (ONE_SERVER, THREE_SERVERS)
 
 
 def _query(cluster: Cluster, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -130,17 +131,23 @@ async def test_a_non_retryable_failure_fails_the_run_with_the_error_recorded(
 async def test_a_run_started_while_workers_are_idle_is_claimed_in_its_own_start(
     cluster: Cluster,
 ) -> None:
-    """Idle workers offer slots to the server; a start then creates its run already claimed
-    by one of them (no stream entry, no claim of its own), and the run completes."""
+    """Idle workers offer slots to their server; a start on that server then creates its
+    run already claimed by one of them (no stream entry, no claim of its own), and the run
+    completes."""
+    offering: list[str] = []
     async with httpx.AsyncClient() as http:
 
         async def offered() -> bool:
-            response = await http.get(f"{cluster.url}/metrics", headers=cluster.headers())
-            found = re.search(r"^aiki_offers_open (\S+)$", response.text, re.MULTILINE)
-            return found is not None and float(found.group(1)) >= 1
+            for url in cluster.urls:
+                response = await http.get(f"{url}/metrics", headers=cluster.headers())
+                found = re.search(r"^aiki_offers_open (\S+)$", response.text, re.MULTILINE)
+                if found is not None and float(found.group(1)) >= 1:
+                    offering.append(url)
+                    return True
+            return False
 
         await wait_until(offered)
-    async with cluster.client() as client:
+    async with aiki.Client(offering[0], api_key=cluster.keys["client"]) as client:
         handle = await flows.one_task.start(client, 20)
         result = await handle.wait_for_status("completed")
     assert result.output == 40

@@ -21,10 +21,11 @@ from tests._processes import start_aiki
 from tests._waiting import wait_until
 
 from . import schedule_flows as flows
-from .conftest import Cluster
+from .conftest import ONE_SERVER, THREE_SERVERS, Cluster
 from .test_cli_ops import cli, ok_json
 
 WORKER_TARGET = "tests.e2e.schedule_flows:schedule_worker"
+TOPOLOGIES = (ONE_SERVER, THREE_SERVERS)
 GRACE = 1.0
 SERVER_ARGS = ["--schedule-grace", str(GRACE), "--timer-scan", "0.5"]
 
@@ -190,11 +191,10 @@ async def test_catch_up_after_the_server_was_down(cluster: Cluster) -> None:
     for handle in handles.values():
         with trio.fail_after(30):
             await wait_until(functools.partial(count_where, cluster, handle.id, "true", 2))
-    port = int(cluster.url.rsplit(":", 1)[1])
-    cluster.server.kill()
+    ports = cluster.kill_servers()
     killed_at = time.time()
     await trio.sleep(5.0)  # the outage under test: occurrences fall due with no server up
-    await trio.to_thread.run_sync(cluster.start_server, port)
+    await trio.to_thread.run_sync(cluster.start_servers, ports)
     for handle in handles.values():
         with trio.fail_after(30):
             restarted = f"created_at > to_timestamp({killed_at + 5})"
@@ -236,11 +236,10 @@ async def test_catch_up_after_the_server_was_down(cluster: Cluster) -> None:
 
 @deadline(150)
 async def test_two_servers_never_fire_an_occurrence_twice(cluster: Cluster) -> None:
-    """Both servers (fresh processes, same database) fire three fast schedules: every
-    occurrence runs once, none is lost, and the servers' counters add up to the runs."""
-    port = int(cluster.url.rsplit(":", 1)[1])
-    cluster.server.stop()
-    await trio.to_thread.run_sync(cluster.start_server, port)
+    """The cluster's servers and one more (fresh processes, same database) fire three fast
+    schedules: every occurrence runs once, none is lost, and the servers' counters add up
+    to the runs."""
+    await trio.to_thread.run_sync(cluster.start_servers, cluster.kill_servers())
     other = start_aiki(["server", "--port", "0", *cluster.server_args],
                        cluster.logs / f"server-b-{uuid.uuid4().hex[:6]}.log",
                        {"AIKI_DATABASE_URL": cluster.database_url,
@@ -270,7 +269,7 @@ async def test_two_servers_never_fire_an_occurrence_twice(cluster: Cluster) -> N
             total += len(runs)
         fired = []
         async with httpx.AsyncClient() as http:
-            for url in (cluster.url, other_url):
+            for url in (*cluster.urls, other_url):
                 text = (await http.get(f"{url}/metrics", headers=cluster.headers())).text
                 found = re.search(r'^aiki_schedule_occurrences_total\{outcome="started"\} (\S+)$',
                                   text, re.MULTILINE)  # fmt: skip

@@ -11,10 +11,11 @@ from tests._deadline import deadline
 from tests._waiting import wait_until
 
 from . import waits_flows as flows
-from .conftest import Cluster
+from .conftest import ONE_SERVER, THREE_SERVERS, Cluster
 from .waits_flows import Item, Knock
 
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+TOPOLOGIES = (ONE_SERVER, THREE_SERVERS)
 SERVER_ARGS = ["--stall-after", "3", "--timer-scan", "1"]
 
 
