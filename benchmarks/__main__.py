@@ -8,6 +8,7 @@ from . import (
     bench_foundations,
     bench_live,
     bench_path,
+    bench_scaling,
     bench_schedules,
     bench_sleepers,
     bench_suite,
@@ -23,6 +24,7 @@ SUITES = {
     "suite": bench_suite.main,
     "live": bench_live.main,
     "path": bench_path.main,
+    "scaling": bench_scaling.main,
     "schedules": bench_schedules.main,
 }
 

@@ -57,6 +57,18 @@ async def sleeper(run: aiki.Run[float], seconds: float) -> bool:
 sleeper_worker = aiki.Worker(one_task, five_tasks, sleeper, concurrency=32)
 
 
+backlog = aiki.workflow("bench-backlog")
+
+
+@backlog.version("1")
+async def queued(run: aiki.Run[int], x: int) -> int:
+    """Registered once (`backlog_worker`), then served by nobody: its runs stay queued."""
+    return x
+
+
+backlog_worker = aiki.Worker(queued, concurrency=1)
+
+
 leaf = aiki.workflow("bench-leaf")
 fan = aiki.workflow("bench-fan-out")
 

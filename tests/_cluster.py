@@ -89,12 +89,18 @@ class Cluster:
 
     def start_server(self, port: int, index: int = 0) -> None:
         """Start server ``index`` (on ``port``; 0 picks one) and wait until it listens."""
-        process = self.spawn_server(port)
-        url = process.wait_ready(r"listening on (\S+)").group(1)
-        if index == len(self.servers):
-            self.servers.append(process)
-            self.urls.append(url)
-        self.servers[index], self.urls[index] = process, url
+        self.start_servers([port], first=index)
+
+    def start_servers(self, ports: list[int], first: int = 0) -> None:
+        """Start servers ``first``, ``first + 1``, ... (each on its port; 0 picks one) at
+        once, and wait until each listens."""
+        spawned = [self.spawn_server(port) for port in ports]
+        for index, process in enumerate(spawned, start=first):
+            url = process.wait_ready(r"listening on (\S+)").group(1)
+            if index == len(self.servers):
+                self.servers.append(process)
+                self.urls.append(url)
+            self.servers[index], self.urls[index] = process, url
         self.server, self.url = self.servers[0], self.urls[0]
 
     def kill_servers(self) -> list[int]:
@@ -103,11 +109,6 @@ class Cluster:
         for process in self.servers:
             process.kill()
         return ports
-
-    def start_servers(self, ports: list[int]) -> None:
-        """Start every server again, each on its port."""
-        for index, port in enumerate(ports):
-            self.start_server(port, index)
 
     def spawn_server(self, port: int) -> AikiProcess:
         """Start one more server process on the cluster's PostgreSQL and Redis."""
@@ -202,12 +203,11 @@ def _cluster(
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
     try:
-        for index in range(servers):
-            found.start_server(port=0, index=index)
+        found.start_servers([0] * servers)
         found.keys = make_keys(e2e_database, found.url, found.env(role="none"))
-        for _ in range(2):
-            worker, _ = found.start_worker(target)
-            found.workers.append(worker)
+        found.workers = [found.spawn_worker(target, found.server_urls) for _ in range(2)]
+        for worker in found.workers:
+            worker.wait_ready(r"aiki worker (\S+) serving")
         yield found
     finally:
         for process in reversed([*found.servers, *found.workers]):

@@ -78,11 +78,22 @@ def start_aiki(args: list[str], log: Path, env: dict[str, str]) -> AikiProcess:
 
 def run_aiki(args: list[str], env: dict[str, str]) -> str:
     """Run ``python -m aiki <args>`` to completion; its output's last line."""
+    return run_aiki_all([args], env)[0]
+
+
+def run_aiki_all(commands: list[list[str]], env: dict[str, str]) -> list[str]:
+    """Run several ``python -m aiki <args>`` at once, to completion; each one's output's
+    last line, in order."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
-    done = subprocess.run([sys.executable, "-m", "aiki", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**base, **env}, timeout=60, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip().splitlines()[-1]
+    running = [subprocess.Popen([sys.executable, "-m", "aiki", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**base, **env}) for args in commands]  # fmt: skip
+    lines = []
+    for process in running:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        lines.append(out.strip().splitlines()[-1])
+    return lines
 
 
 def make_keys(
@@ -94,6 +105,8 @@ def make_keys(
     made = {"admin": run_aiki(["keys", "create", "--bootstrap", "--role", "admin", "--name",
                                "test admin"], {"AIKI_DATABASE_URL": database_url})}  # fmt: skip
     admin = {**(env or {}), "AIKI_SERVER_URL": server_url, "AIKI_API_KEY": made["admin"]}
-    for role in ("worker", "client", "viewer"):
-        made[role] = run_aiki(["keys", "create", "--role", role, "--name", f"test {role}"], admin)
-    return made
+    roles = ("worker", "client", "viewer")
+    keys = run_aiki_all(
+        [["keys", "create", "--role", role, "--name", f"test {role}"] for role in roles], admin
+    )
+    return made | dict(zip(roles, keys, strict=True))

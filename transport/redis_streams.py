@@ -374,12 +374,6 @@ class RedisStreams:
             return 0
         return await self._call("DEL", lambda: int(self._client.delete(*keys)))
 
-    async def unblock(self, client_id: int) -> bool:
-        """Unblock the connection ``client_id`` if it is blocked (its read returns empty)."""
-        return await self._call(
-            "CLIENT UNBLOCK", lambda: bool(self._client.client_unblock(client_id))
-        )
-
     @contextlib.asynccontextmanager
     async def open_reader(
         self, group: str, consumer: str, streams: Sequence[str] = ()

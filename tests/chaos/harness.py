@@ -2,8 +2,9 @@
 
 Used by the chaos test (a few minutes, in CI) and by ``benchmarks/soak.py`` (as long as
 you like). Everything runs on loopback: a PostgreSQL and a Redis of its own (so they can
-be killed and restarted), one ``aiki server`` and three ``aiki worker`` processes with
-short recovery timeouts.
+be killed and restarted), one ``aiki server`` (or several, which the clients and workers
+are all given) and three ``aiki worker`` processes with short recovery timeouts. Redis
+is one server, or a 3-master Redis Cluster whose nodes are restarted one at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import trio
 
 import aiki
 from tests._processes import AikiProcess, make_keys, start_aiki
-from transport import LocalPostgres, LocalRedis, start_local_postgres, start_local_redis
+from transport import (
+    LocalPostgres,
+    LocalRedis,
+    LocalRedisCluster,
+    start_local_postgres,
+    start_local_redis,
+)
 
 from . import flows
 
@@ -88,22 +95,34 @@ class Chaos:
 
     base: Path
     postgres: LocalPostgres
-    redis: LocalRedis
-    server: AikiProcess | None = None
+    redis: LocalRedis | LocalRedisCluster
+    servers: list[AikiProcess] = attrs.Factory(list)
+    urls: list[str] = attrs.Factory(list)
     workers: list[AikiProcess] = attrs.Factory(list)
-    url: str = ""
     faults: list[str] = attrs.Factory(list)
     keys: list[str] = attrs.Factory(list)
     api_keys: dict[str, str] = attrs.Factory(dict)
     """A key of each role: the workers act with the worker key, the load with the client's."""
     rng: random.Random = attrs.Factory(lambda: random.Random(7))
 
+    @property
+    def url(self) -> str:
+        """What clients and workers are given: every server's URL."""
+        return ",".join(self.urls)
+
     @classmethod
-    def start(cls, workers: int = 3, seed: int = 7) -> Chaos:
-        """Start PostgreSQL, Redis, the server and the workers (``seed`` picks victims)."""
+    def start(
+        cls, workers: int = 3, seed: int = 7, *, servers: int = 1, redis_cluster: bool = False
+    ) -> Chaos:
+        """Start PostgreSQL, Redis (a 3-master cluster if ``redis_cluster``), ``servers``
+        servers and the workers (``seed`` picks victims)."""
         base = Path(tempfile.mkdtemp(prefix="aiki-chaos-"))
         postgres = start_local_postgres(base / "postgres", fsync=True)
-        redis = start_local_redis(base / "redis")
+        redis: LocalRedis | LocalRedisCluster = (
+            LocalRedisCluster(base / "redis").start()
+            if redis_cluster
+            else start_local_redis(base / "redis")
+        )
         with psycopg.connect(postgres.url, autocommit=True) as conn:
             conn.execute(
                 "CREATE TABLE chaos_effects (key text, label text,"
@@ -111,7 +130,8 @@ class Chaos:
             )
             conn.execute("CREATE INDEX ON chaos_effects (key, label)")
         chaos = cls(base, postgres, redis, rng=random.Random(seed))
-        chaos._start_server(port=0)
+        for index in range(servers):
+            chaos._start_server(port=0, index=index)
         chaos.api_keys = make_keys(postgres.url, chaos.url)
         for _ in range(workers):
             chaos.workers.append(chaos._start_worker())
@@ -124,13 +144,18 @@ class Chaos:
             "AIKI_CHAOS_DATABASE_URL": self.postgres.url,
         }
 
-    def _start_server(self, port: int) -> None:
-        self.server = start_aiki(
-            ["server", "--port", str(port), *SERVER_ARGS],
+    def _start_server(self, port: int, index: int) -> None:
+        shards = ["--stream-shards", "4"] if isinstance(self.redis, LocalRedisCluster) else []
+        server = start_aiki(
+            ["server", "--port", str(port), *SERVER_ARGS, *shards],
             self.base / f"server-{uuid.uuid4().hex[:4]}.log",
             self._env(),
         )
-        self.url = self.server.wait_ready(r"listening on (\S+)").group(1)
+        url = server.wait_ready(r"listening on (\S+)").group(1)
+        if index == len(self.servers):
+            self.servers.append(server)
+            self.urls.append(url)
+        self.servers[index], self.urls[index] = server, url
 
     def _start_worker(self) -> AikiProcess:
         worker = start_aiki(
@@ -143,11 +168,10 @@ class Chaos:
 
     def stop(self) -> None:
         """Stop everything and remove the data."""
-        for process in [*self.workers, self.server]:
-            if process is not None:
-                if process.process.poll() is None:
-                    os.kill(process.pid, signal.SIGCONT)  # in case a freeze was interrupted
-                process.stop(10)
+        for process in [*self.workers, *self.servers]:
+            if process.process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)  # in case a freeze was interrupted
+            process.stop(10)
         self.redis.remove()
         self.postgres.remove()
         if os.environ.get("AIKI_CHAOS_KEEP_LOGS"):
@@ -174,15 +198,21 @@ class Chaos:
         self.faults.append("worker SIGKILL")
 
     def restart_server(self) -> None:
-        """SIGKILL the server and start it again on the same port."""
-        assert self.server is not None
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server.kill()
-        self._start_server(port)
+        """SIGKILL a server and start it again on the same port (with several, its
+        sessions move to the others meanwhile)."""
+        index = self.rng.randrange(len(self.servers))
+        port = int(self.urls[index].rsplit(":", 1)[1])
+        self.servers[index].kill()
+        self._start_server(port, index)
         self.faults.append("server SIGKILL+restart")
 
     def restart_redis(self) -> None:
-        """Restart Redis without persistence: every stream and group is gone."""
+        """Restart Redis without persistence: every stream and group is gone (on a
+        cluster: one node's, which comes back owning its slots, empty)."""
+        if isinstance(self.redis, LocalRedisCluster):
+            self.redis.restart_node(self.rng.randrange(len(self.redis.nodes)))
+            self.faults.append("redis cluster node restart (data lost)")
+            return
         self.redis.restart(kill=True)
         self.faults.append("redis restart (data lost)")
 
@@ -227,7 +257,7 @@ class Chaos:
 
     async def _start_one(self, client: aiki.Client, key: str, limit: trio.Semaphore) -> None:
         async with limit:
-            # The server restarts on the same port, so one client serves throughout.
+            # Servers restart on their ports, so one client serves throughout.
             handle = await _retry(
                 lambda: flows.chaos_flow.with_(reference_id=key).start(client, key)
             )

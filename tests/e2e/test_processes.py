@@ -4,30 +4,22 @@ while every run still completes once."""
 
 from __future__ import annotations
 
-import itertools
 import os
-import random
 import signal
-import uuid
 from pathlib import Path
 
-import psycopg
 import trio
 
-import aiki
-from actors import Backoff
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
-from . import flows
+from ._load import completions, run_many
 from .conftest import Cluster
 
 SERVER_ARGS = ["--processes", "2", "--claim-timeout", "3"]
 """A short claim timeout: a run claimed in the killed process's last moment (its claim's
 answer lost with it) is released by the claim sweeper of the other."""
 WORKER_ARGS = ["--heartbeat", "0.3"]
-RETRY = Backoff(initial_seconds=0.05, max_seconds=0.5)
-"""How a start refused as unavailable is repeated."""
 
 
 def _server_processes(parent: int) -> list[int]:
@@ -69,49 +61,6 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _completions(cluster: Cluster, run_ids: list[str]) -> dict[str, int]:
-    with psycopg.connect(cluster.database_url) as conn:
-        rows = conn.execute(
-            "SELECT run_id::text, count(*) FROM aiki_transitions"
-            " WHERE to_status = 'completed' AND run_id = ANY(%s::uuid[]) GROUP BY run_id",
-            (run_ids,),
-        ).fetchall()
-    return {str(run_id): int(count) for run_id, count in rows}  # type: ignore[call-overload]
-
-
-async def _run_many(
-    cluster: Cluster, count: int, clients: int, some_started: trio.Event | None = None
-) -> dict[str, int]:
-    """Start ``count`` W1 runs over ``clients`` sessions (spread over the processes);
-    return each run's input by run ID. ``some_started`` is set after a sixth of them.
-
-    Each start has a reference ID and is repeated while the server is unavailable (its
-    process died with the start in flight), as a client should: the run exists once."""
-    inputs: dict[str, int] = {}
-    tag = uuid.uuid4().hex[:8]
-
-    async def client_runs(offset: int) -> None:
-        async with cluster.client() as client:
-            for x in range(offset, count, clients):
-                version = flows.one_task.with_(reference_id=f"{tag}-{x}")
-                for delay in itertools.islice(RETRY.delays(random.Random()), 50):
-                    try:
-                        handle = await version.start(client, x)
-                        break
-                    except aiki.UnavailableError:
-                        await trio.sleep(delay)  # the client's backoff before starting again
-                else:
-                    raise AssertionError(f"start {x} never got through")
-                inputs[handle.run_id] = x
-                if some_started is not None and len(inputs) >= count // 6:
-                    some_started.set()
-
-    async with trio.open_nursery() as nursery:
-        for offset in range(clients):
-            nursery.start_soon(client_runs, offset)
-    return inputs
-
-
 @deadline(90)
 async def test_two_server_processes_listen_on_one_port_and_serve_runs(cluster: Cluster) -> None:
     """Both processes hold a listening socket on the URL's port; runs complete."""
@@ -120,7 +69,7 @@ async def test_two_server_processes_listen_on_one_port_and_serve_runs(cluster: C
     assert len(processes) == 2
     listening = _listening_inodes(port)
     assert all(_socket_inodes(pid) & listening for pid in processes)
-    inputs = await _run_many(cluster, 40, clients=8)
+    inputs = await run_many(cluster, 40, clients=8)
     async with cluster.client() as client:
         for run_id, x in inputs.items():
             result = await client.handle(run_id).wait_for_status("completed")
@@ -139,7 +88,7 @@ async def test_a_server_process_killed_under_load_is_started_again_and_no_run_is
     async with trio.open_nursery() as nursery:
 
         async def load() -> None:
-            inputs.update(await _run_many(cluster, 120, clients=6, some_started=some_started))
+            inputs.update(await run_many(cluster, 120, clients=6, some_started=some_started))
 
         nursery.start_soon(load)
         with trio.fail_after(30):
@@ -151,7 +100,7 @@ async def test_a_server_process_killed_under_load_is_started_again_and_no_run_is
         for run_id, x in inputs.items():
             result = await client.handle(run_id).wait_for_status("completed")
             assert (result.success, result.output) == (True, 2 * x)
-    counts = await trio.to_thread.run_sync(_completions, cluster, list(inputs))
+    counts = await trio.to_thread.run_sync(completions, cluster, list(inputs))
     assert len(inputs) == 120
     assert counts == dict.fromkeys(inputs, 1)
 

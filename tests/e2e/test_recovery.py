@@ -24,7 +24,7 @@ import redis
 import trio
 
 import aiki
-from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker
+from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker, stream_for
 from tests._deadline import deadline
 from tests._processes import AikiProcess, make_keys, start_aiki
 from tests._waiting import wait_until
@@ -322,10 +322,10 @@ async def test_duplicate_entries_of_a_running_run_start_no_second_execution(
         payload = QUEUED_RUN.encode(QueuedRun(run_id=handle.run_id, revision=info.revision))
         last = b""
         for _ in range(6):
-            last = publisher.xadd("aiki:runs:default/r-gating@1", {b"m": payload})
+            last = publisher.xadd(stream_for("default", "r-gating", "1", None), {b"m": payload})
 
         async def duplicates_consumed() -> bool:
-            [group] = publisher.xinfo_groups("aiki:runs:default/r-gating@1")
+            [group] = publisher.xinfo_groups(stream_for("default", "r-gating", "1", None))
             return bool(group["last-delivered-id"] == last and group["pending"] <= 1)
 
         await wait_until(duplicates_consumed)
@@ -351,7 +351,7 @@ async def test_an_entry_a_dead_consumer_read_is_taken_over_with_xautoclaim(
         await registrar.call(RegisterWorker(worker_id="registrar",
                                             versions=(flows.takeover_flow.spec(),)))  # fmt: skip
         handle = await flows.takeover_flow.start(client, 1)
-        stream = "aiki:runs:default/r-takeover@1"
+        stream = stream_for("default", "r-takeover", "1", None)
         ghost = redis.Redis.from_url(cluster.redis_url)
 
         def read_as_ghost() -> int:
