@@ -65,9 +65,11 @@ class AikiCluster:
 
     def env(self) -> dict[str, str]:
         """The environment of the cluster's processes."""
+        shards = os.environ.get("AIKI_STREAM_SHARDS")
         return {
             "AIKI_DATABASE_URL": self.services.database_url,
             "AIKI_REDIS_URL": self.services.redis_url,
+            **({"AIKI_STREAM_SHARDS": shards} if shards else {}),
         }
 
     def scale(self, count: int) -> None:

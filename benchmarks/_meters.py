@@ -13,6 +13,8 @@ import attrs
 import psycopg
 import redis
 
+from transport import parse_redis_url
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 STATS_FLUSH_SECONDS = 1.1
 """PostgreSQL flushes a backend's transaction counts at most once a second."""
@@ -80,11 +82,14 @@ class Meters:
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database"
                 " WHERE datname = current_database()"
             ).fetchone()
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            commands = int(client.info("stats")["total_commands_processed"])
-        finally:
-            client.close()
+        commands = 0
+        target = parse_redis_url(self.redis_url)
+        for host, port in target.seeds:  # (a cluster: name every node as a seed)
+            client = redis.Redis.from_url(target.node_url(host, port))
+            try:
+                commands += int(client.info("stats")["total_commands_processed"])
+            finally:
+                client.close()
         return Reading(
             time.perf_counter(), cpu_by_role(self.roles()), int(row[0]) if row else 0, commands
         )

@@ -8,6 +8,8 @@
    CPU ms per workflow by role, PostgreSQL transactions and Redis commands per workflow.
    Rounds alternate over the whole grid, so a drift of the machine's speed hits every
    cell alike; medians are reported.
+   With ``--redis-cluster``, Redis is a local 3-master Redis Cluster (queues in
+   ``--stream-shards`` sub-streams) instead of one Redis.
 2. **Backlog.** One server process and two workers: W1, then W1 next to a backlog of
    queued runs (of a version nobody serves: in PostgreSQL and in its Redis stream) and
    as many sleeping runs (asleep for an hour, holding no slot), for each size in
@@ -17,7 +19,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 import time
 import typing
 import uuid
@@ -27,6 +32,7 @@ import psycopg
 import trio
 
 import aiki
+from transport import LocalRedisCluster
 
 from . import flows
 from ._cluster import AikiCluster
@@ -35,6 +41,8 @@ from ._report import Measurement, machine, progress, table, write_json
 from .bench_workflows import _load
 
 INFLIGHT = 64
+_REDIS_NODES: dict[str, list[int]] = {}
+"""The Redis Cluster's node pids (``redis``), when the benchmark started one."""
 
 
 def _count(database_url: str, sql: str, params: tuple[object, ...] = ()) -> int:
@@ -45,7 +53,7 @@ def _count(database_url: str, sql: str, params: tuple[object, ...] = ()) -> int:
 
 async def _w1(cluster: AikiCluster, n: int, label: str) -> dict[str, float]:
     """W1 at ``n`` runs: throughput and cost per workflow."""
-    meters = cluster.meters()
+    meters = cluster.meters(**_REDIS_NODES)
     await trio.to_thread.run_sync(meters.settle)
     before = await trio.to_thread.run_sync(meters.read)
     async with aiki.Client(cluster.url) as client:
@@ -155,8 +163,24 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--servers", type=ints, default=[1, 2, 3])
     parser.add_argument("--workers", type=ints, default=[1, 2, 4])
     parser.add_argument("--backlogs", type=ints, default=[10_000, 100_000])
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="a local 3-master Redis Cluster instead of one Redis")  # fmt: skip
+    parser.add_argument("--stream-shards", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/scaling.json"))
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.redis_cluster:
+            base = Path(tempfile.mkdtemp(prefix="aiki-bench-cluster-"))
+            cluster = stack.enter_context(LocalRedisCluster(base))
+            stack.callback(cluster.remove)
+            os.environ["AIKI_REDIS_URL"] = cluster.url
+            _REDIS_NODES["redis"] = [node.pid for node in cluster.nodes if node.pid]
+        if args.stream_shards > 1:
+            os.environ["AIKI_STREAM_SHARDS"] = str(args.stream_shards)
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     results = _grid(args) if args.servers and args.workers else []
     if args.backlogs:
         cluster = AikiCluster.start("benchmarks.flows:sleeper_worker", 2)

@@ -35,7 +35,7 @@ import redis.cluster
 import trio
 
 import aiki
-from tests._processes import AikiProcess, make_keys, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki, stop_all
 from tests._tls import Certificates, make_certificates
 
 ONE_SERVER = "one-server"
@@ -210,8 +210,8 @@ def _cluster(
             worker.wait_ready(r"aiki worker (\S+) serving")
         yield found
     finally:
-        for process in reversed([*found.servers, *found.workers]):
-            process.stop()
+        stop_all(found.workers)  # (first: they say goodbye to their servers)
+        stop_all(found.servers)
 
 
 async def cli(

@@ -7,12 +7,14 @@ import os
 import re
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import attrs
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +67,15 @@ class AikiProcess:
             self.process.wait()
 
 
+def stop_all(processes: list[AikiProcess], seconds: float = 30.0) -> None:
+    """SIGTERM every process at once, then wait for each (SIGKILL past ``seconds``)."""
+    for process in processes:
+        if process.process.poll() is None:
+            process.process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.stop(seconds)
+
+
 def start_aiki(args: list[str], log: Path, env: dict[str, str]) -> AikiProcess:
     """Start ``python -m aiki <args>`` from the repository root."""
     argv = [sys.executable, "-m", "aiki", *args]
@@ -78,35 +89,29 @@ def start_aiki(args: list[str], log: Path, env: dict[str, str]) -> AikiProcess:
 
 def run_aiki(args: list[str], env: dict[str, str]) -> str:
     """Run ``python -m aiki <args>`` to completion; its output's last line."""
-    return run_aiki_all([args], env)[0]
-
-
-def run_aiki_all(commands: list[list[str]], env: dict[str, str]) -> list[str]:
-    """Run several ``python -m aiki <args>`` at once, to completion; each one's output's
-    last line, in order."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
-    running = [subprocess.Popen([sys.executable, "-m", "aiki", *args], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**base, **env}) for args in commands]  # fmt: skip
-    lines = []
-    for process in running:
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err
-        lines.append(out.strip().splitlines()[-1])
-    return lines
+    done = subprocess.run([sys.executable, "-m", "aiki", *args], cwd=ROOT, capture_output=True,
+                          text=True, env={**base, **env}, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
 
 def make_keys(
     database_url: str, server_url: str, env: dict[str, str] | None = None
 ) -> dict[str, str]:
     """A key of each role, as an operator makes them: the first admin key with ``aiki keys
-    create --bootstrap`` against the database, the others with it through the server
-    (``env``: more of the commands' environment, e.g. ``AIKI_CA_FILE``)."""
+    create --bootstrap`` against the database, the others with it through the server's
+    API (``create_key``; ``env``: where ``AIKI_CA_FILE`` is, for an HTTPS server).
+    ``tests/e2e/test_cli_ops.py`` covers ``aiki keys create`` through the server."""
     made = {"admin": run_aiki(["keys", "create", "--bootstrap", "--role", "admin", "--name",
                                "test admin"], {"AIKI_DATABASE_URL": database_url})}  # fmt: skip
-    admin = {**(env or {}), "AIKI_SERVER_URL": server_url, "AIKI_API_KEY": made["admin"]}
-    roles = ("worker", "client", "viewer")
-    keys = run_aiki_all(
-        [["keys", "create", "--role", role, "--name", f"test {role}"] for role in roles], admin
-    )
-    return made | dict(zip(roles, keys, strict=True))
+    ca_file = (env or {}).get("AIKI_CA_FILE")
+    verify = True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+    with httpx.Client(verify=verify, timeout=30,
+                      headers={"authorization": f"Bearer {made['admin']}"}) as http:  # fmt: skip
+        for role in ("worker", "client", "viewer"):
+            reply = http.post(f"{server_url.split(',')[0]}/api/v1/create_key",
+                              json={"role": role, "name": f"test {role}"})  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            made[role] = reply.json()["key"]
+    return made

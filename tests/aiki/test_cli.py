@@ -104,3 +104,26 @@ def test_a_server_without_authentication_is_refused_beyond_loopback() -> None:
     assert refused.returncode == 2, refused.stderr
     assert "not a loopback address" in refused.stderr
     assert "every role" in refused.stderr
+
+
+def test_bad_server_and_redis_urls_are_usage_errors_naming_what_is_wrong() -> None:
+    """A server list with something that is not an http(s) URL, a cluster node without a
+    port, a cluster URL with a database: refused before anything connects, by name."""
+    runs = subprocess.run([*AIKI, "runs", "list"], capture_output=True, text=True, timeout=60,
+                          env=_env(AIKI_SERVER_URL="http://a:8470,ftp://b"))  # fmt: skip
+    assert runs.returncode == 2, runs.stderr
+    assert "--server-url" in runs.stderr
+    assert "'ftp://b': must be http://host:port" in runs.stderr
+    worker = subprocess.run(
+        [*AIKI, "worker", "examples.orders:worker"], capture_output=True, text=True, timeout=60,
+        env=_env(AIKI_REDIS_URL="redis+cluster://u:secret@h1:7000,h2"),
+    )  # fmt: skip
+    assert worker.returncode == 2, worker.stderr
+    assert "cluster node 'h2' must be host:port" in worker.stderr
+    assert "secret" not in worker.stderr
+    server = subprocess.run(
+        [*AIKI, "server"], capture_output=True, text=True, timeout=60,
+        env=_env(AIKI_DATABASE_URL="postgresql://x/y", AIKI_REDIS_URL="redis+cluster://h:1/4"),
+    )  # fmt: skip
+    assert server.returncode == 2, server.stderr
+    assert "a Redis Cluster has database 0 only" in server.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from collections.abc import Callable
 
 import psycopg
 import trio
@@ -61,4 +62,23 @@ async def run_many(
     async with trio.open_nursery() as nursery:
         for offset in range(clients):
             nursery.start_soon(client_runs, offset)
+    return inputs
+
+
+async def run_many_with_fault(
+    cluster: Cluster, count: int, clients: int, fault: Callable[[], None]
+) -> dict[str, int]:
+    """`run_many`, with ``fault()`` called once a sixth of the runs started (the rest
+    start through it)."""
+    inputs: dict[str, int] = {}
+    some_started = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def load() -> None:
+            inputs.update(await run_many(cluster, count, clients, some_started))
+
+        nursery.start_soon(load)
+        with trio.fail_after(30):
+            await some_started.wait()
+        fault()
     return inputs

@@ -11,7 +11,7 @@ import trio
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
-from ._load import completions, run_many
+from ._load import completions, run_many_with_fault
 from .conftest import THREE_SERVERS, Cluster
 
 TOPOLOGIES = (THREE_SERVERS,)
@@ -42,17 +42,7 @@ async def test_killing_one_of_three_servers_under_load_loses_no_run_and_runs_non
     assert all(first), first
     victim_url = first[0][-1]
     victim = cluster.urls.index(victim_url)
-    inputs: dict[str, int] = {}
-    some_started = trio.Event()
-    async with trio.open_nursery() as nursery:
-
-        async def load() -> None:
-            inputs.update(await run_many(cluster, 150, clients=6, some_started=some_started))
-
-        nursery.start_soon(load)
-        with trio.fail_after(30):
-            await some_started.wait()
-        cluster.servers[victim].kill()
+    inputs = await run_many_with_fault(cluster, 150, 6, cluster.servers[victim].kill)
 
     async def moved_on() -> bool:
         return all(sessions[-1] != victim_url for sessions in _sessions(cluster))

@@ -13,7 +13,7 @@ import trio
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
-from ._load import completions, run_many
+from ._load import completions, run_many, run_many_with_fault
 from .conftest import Cluster
 
 SERVER_ARGS = ["--processes", "2", "--claim-timeout", "3"]
@@ -83,17 +83,7 @@ async def test_a_server_process_killed_under_load_is_started_again_and_no_run_is
     """SIGKILL one of the two processes while runs start and execute: the parent starts
     it again, clients and workers reconnect (to either), every run completes exactly once."""
     before = _server_processes(cluster.server.pid)
-    inputs: dict[str, int] = {}
-    some_started = trio.Event()
-    async with trio.open_nursery() as nursery:
-
-        async def load() -> None:
-            inputs.update(await run_many(cluster, 120, clients=6, some_started=some_started))
-
-        nursery.start_soon(load)
-        with trio.fail_after(30):
-            await some_started.wait()
-        os.kill(before[0], signal.SIGKILL)
+    inputs = await run_many_with_fault(cluster, 120, 6, lambda: os.kill(before[0], signal.SIGKILL))
     with trio.fail_after(30):
         await wait_until(lambda: _restarted(cluster.server.pid, before))
     async with cluster.client() as client:
