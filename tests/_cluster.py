@@ -35,7 +35,7 @@ import redis.cluster
 import trio
 
 import aiki
-from tests._processes import AikiProcess, make_keys, start_aiki, stop_all
+from tests._processes import AikiProcess, make_keys, start_aiki, start_bootstrap, stop_all
 from tests._tls import Certificates, make_certificates
 
 ONE_SERVER = "one-server"
@@ -203,8 +203,9 @@ def _cluster(
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
     try:
+        admin = start_bootstrap(e2e_database)  # (while the servers start)
         found.start_servers([0] * servers)
-        found.keys = make_keys(e2e_database, found.url, found.env(role="none"))
+        found.keys = make_keys(e2e_database, found.url, found.env(role="none"), admin)
         found.workers = [found.spawn_worker(target, found.server_urls) for _ in range(2)]
         for worker in found.workers:
             worker.wait_ready(r"aiki worker (\S+) serving")

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -96,15 +97,37 @@ def run_aiki(args: list[str], env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def start_bootstrap(database_url: str) -> Callable[[], str]:
+    """Start ``aiki keys create --bootstrap`` (the first admin key, written to the database
+    directly; it applies the migrations itself, so it may run while a server starts); the
+    function returned waits for it and returns the key."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiki", "keys", "create", "--bootstrap", "--role", "admin",
+         "--name", "test admin"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**base, "AIKI_DATABASE_URL": database_url},
+    )  # fmt: skip
+
+    def key() -> str:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        return out.strip().splitlines()[-1]
+
+    return key
+
+
 def make_keys(
-    database_url: str, server_url: str, env: dict[str, str] | None = None
+    database_url: str,
+    server_url: str,
+    env: dict[str, str] | None = None,
+    admin: Callable[[], str] | None = None,
 ) -> dict[str, str]:
     """A key of each role, as an operator makes them: the first admin key with ``aiki keys
     create --bootstrap`` against the database, the others with it through the server's
-    API (``create_key``; ``env``: where ``AIKI_CA_FILE`` is, for an HTTPS server).
+    API (``create_key``; ``env``: where ``AIKI_CA_FILE`` is, for an HTTPS server;
+    ``admin``: a bootstrap already started with `start_bootstrap`).
     ``tests/e2e/test_cli_ops.py`` covers ``aiki keys create`` through the server."""
-    made = {"admin": run_aiki(["keys", "create", "--bootstrap", "--role", "admin", "--name",
-                               "test admin"], {"AIKI_DATABASE_URL": database_url})}  # fmt: skip
+    made = {"admin": (admin or start_bootstrap(database_url))()}
     ca_file = (env or {}).get("AIKI_CA_FILE")
     verify = True if ca_file is None else ssl.create_default_context(cafile=ca_file)
     with httpx.Client(verify=verify, timeout=30,

@@ -8,15 +8,20 @@ import pytest
 import trio
 
 import aiki
+import aiki.client._session as client_session
 from aiki.protocol import GetRun
 from tests._deadline import deadline
 
 
 @deadline(30)
-async def test_a_server_that_never_answers_the_handshake_is_unavailable_not_a_hang() -> None:
+async def test_a_server_that_never_answers_the_handshake_is_unavailable_not_a_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """TCP accepted, WebSocket handshake never answered (a server dying or stalled as the
-    client connects): the request fails with UnavailableError after the connect timeout,
-    and so does the next one (the session is not wedged behind the stalled attempt)."""
+    client connects): the request fails with UnavailableError after the connect timeout
+    (shortened here to one second), and so does the next one (the session is not wedged
+    behind the stalled attempt)."""
+    monkeypatch.setattr(client_session, "CONNECT_SECONDS", 1.0)
 
     async def stall(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()

@@ -35,14 +35,14 @@ def tenants(cluster: Cluster) -> Iterator[dict[str, dict[str, str]]]:
                                                namespace, "--name", f"{namespace} {role}"],
                                               admin)
                                for role in ("client", "worker")}  # fmt: skip
-            worker = start_aiki(
+            workers.append(start_aiki(
                 ["worker", "tests.e2e.flows:main_worker", "--server-url", cluster.url,
                  "--redis-url", cluster.redis_url, "--shutdown-grace", "2"],
                 cluster.logs / f"worker-{namespace}.log",
                 {**cluster.env(role="none"), "AIKI_API_KEY": made[namespace]["worker"]},
-            )  # fmt: skip
+            ))  # fmt: skip
+        for namespace, worker in zip(NAMESPACES, workers, strict=True):
             made[namespace]["worker_id"] = worker.wait_ready(r"aiki worker (\S+) serving").group(1)
-            workers.append(worker)
         yield made
     finally:
         for worker in workers:
