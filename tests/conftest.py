@@ -2,7 +2,9 @@
 
 ``AIKI_TEST_DATABASE_URL`` and ``AIKI_TEST_REDIS_URL`` point at external instances;
 otherwise the session starts its own with the project's launcher (the same code
-``aiki dev`` uses) in a temporary directory, and stops them at the end. A service that
+``aiki dev`` uses) in a temporary directory, and stops them at the end. The tests that
+need a Redis Cluster (`redis_cluster`) get a local 3-master one from the same launcher
+(``LocalRedisCluster``), since they restart its nodes. A service that
 cannot be had fails the session; nothing is skipped.
 
 Tests isolate themselves by name, not by mocks: a fresh PostgreSQL schema per test
