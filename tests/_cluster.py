@@ -167,8 +167,9 @@ def e2e_schema(database_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, database_url: str) -> Iterator[Cluster]:
     """Servers and two workers, in the topology of ``request.param`` (default:
-    `ONE_SERVER`); a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``, ``WORKER_ARGS``
-    and ``TLS`` (True: the server serves HTTPS with a test CA's certificate)."""
+    `ONE_SERVER`); a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``, ``WORKER_ARGS``,
+    ``TLS`` (True: the server serves HTTPS with a test CA's certificate) and
+    ``KEYS_AFTER_START`` (True: no key exists when the servers start)."""
     topology = getattr(request, "param", ONE_SERVER)
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
     server_args = list(getattr(request.module, "SERVER_ARGS", []))
@@ -203,7 +204,10 @@ def _cluster(
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
     try:
-        admin = start_bootstrap(e2e_database)  # (while the servers start)
+        # The first admin key is made while the servers start, unless the module checks
+        # what a server that finds none at start says (``KEYS_AFTER_START``).
+        after = getattr(request.module, "KEYS_AFTER_START", False)
+        admin = None if after else start_bootstrap(e2e_database)
         found.start_servers([0] * servers)
         found.keys = make_keys(e2e_database, found.url, found.env(role="none"), admin)
         found.workers = [found.spawn_worker(target, found.server_urls) for _ in range(2)]

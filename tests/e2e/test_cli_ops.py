@@ -13,6 +13,8 @@ from . import waits_flows as flows
 from .conftest import Cluster, cli, ok_json
 
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+KEYS_AFTER_START = True
+"""The server starts with no admin key, so it says how to bootstrap one (checked below)."""
 
 
 @deadline(90)
