@@ -82,18 +82,31 @@ def _grid(args: argparse.Namespace) -> list[Measurement]:
     found = []
     for (servers, workers), samples in cells.items():
         group = f"{servers} server process{'es' if servers > 1 else ''}, {workers} workers"
-        for key, name, unit in [
-            ("throughput", "W1 throughput", "wf/s"),
-            ("cpu_ms_server", "server CPU per workflow", "ms"),
-            ("cpu_ms_workers", "workers' CPU per workflow", "ms"),
-            ("cpu_ms_postgres", "PostgreSQL CPU per workflow", "ms"),
-            ("cpu_ms_redis", "Redis CPU per workflow", "ms"),
-            ("cpu_ms_client", "client CPU per workflow", "ms"),
-            ("pg_transactions", "PostgreSQL transactions per workflow", "count"),
-            ("redis_commands", "Redis commands per workflow", "count"),
-        ]:
-            found.append(Measurement(group, name, unit, [sample[key] for sample in samples]))
+        found += _measurements(group, samples, ["throughput", "cpu_ms_server", "cpu_ms_workers",
+                                                "cpu_ms_postgres", "cpu_ms_redis", "cpu_ms_client",
+                                                "pg_transactions", "redis_commands"])  # fmt: skip
     return found
+
+
+_MEASURES = {
+    "throughput": ("W1 throughput", "wf/s"),
+    "p50": ("W1 latency p50 (start to completed)", "ms"),
+    "cpu_ms_server": ("server CPU per workflow", "ms"),
+    "cpu_ms_workers": ("workers' CPU per workflow", "ms"),
+    "cpu_ms_postgres": ("PostgreSQL CPU per workflow", "ms"),
+    "cpu_ms_redis": ("Redis CPU per workflow", "ms"),
+    "cpu_ms_client": ("client CPU per workflow", "ms"),
+    "pg_transactions": ("PostgreSQL transactions per workflow", "count"),
+    "redis_commands": ("Redis commands per workflow", "count"),
+}
+
+
+def _measurements(
+    group: str, samples: list[dict[str, float]], keys: list[str]
+) -> list[Measurement]:
+    """One `Measurement` per key of ``keys``, over the samples of one group."""
+    return [Measurement(group, *_MEASURES[key], [sample[key] for sample in samples])
+            for key in keys]  # fmt: skip
 
 
 async def _start_many(
@@ -121,14 +134,8 @@ async def _backlog(cluster: AikiCluster, args: argparse.Namespace) -> list[Measu
     async def measure(label: str) -> None:
         samples = [await _w1(cluster, args.n, f"{label}, round {r + 1}")
                    for r in range(args.rounds)]  # fmt: skip
-        for key, name, unit in [
-            ("throughput", "W1 throughput", "wf/s"),
-            ("p50", "W1 latency p50 (start to completed)", "ms"),
-            ("cpu_ms_server", "server CPU per workflow", "ms"),
-            ("cpu_ms_postgres", "PostgreSQL CPU per workflow", "ms"),
-            ("pg_transactions", "PostgreSQL transactions per workflow", "count"),
-        ]:
-            found.append(Measurement(label, name, unit, [sample[key] for sample in samples]))
+        keys = ["throughput", "p50", "cpu_ms_server", "cpu_ms_postgres", "pg_transactions"]
+        found.extend(_measurements(label, samples, keys))
 
     await measure("no backlog")
     total = 0

@@ -16,6 +16,7 @@ from ._history import RecordedChild, RecordedTask, RecordedWait
 from ._operation import WORKERS, Request, declare
 from ._runs import RunInfo, RunStarted, RunTransitioned, StartOptions
 from ._states import RunStatus
+from ._streams import MAX_SHARDS
 
 TaskRecordState = Literal["completed", "failed", "attempt_failed"]
 WaitKind = Literal["sleep", "event", "child"]
@@ -44,9 +45,11 @@ class WorkerRegistered:
     worker_id: str
     namespace: str = "default"
     """The namespace the worker serves (its key's): its runs, and the streams it reads."""
-    stream_shards: int = 1
+    stream_shards: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_SHARDS)]
+    )
     """Sub-streams per queue the server publishes to (``aiki server --stream-shards``):
-    the worker reads every one."""
+    the worker reads every one (bounded: a reply naming more is refused when decoded)."""
 
 
 @attrs.frozen(kw_only=True)

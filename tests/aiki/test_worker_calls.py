@@ -4,11 +4,13 @@ back that way), and an error nobody waits for is dropped."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from aiki.errors import UnavailableError
-from aiki.protocol import ClaimedRuns, OfferSlot, ServedQueue
+from aiki.protocol import MAX_SHARDS, ClaimedRuns, OfferSlot, ServedQueue, WorkerRegistered
 from aiki.worker._link import Call
+from transport import CodecError, WireCodec
 
 OFFER = OfferSlot(worker_id="w1", queues=(ServedQueue(workflow="wf", version="1"),),
                   wait_seconds=1.0)  # fmt: skip
@@ -32,3 +34,13 @@ def test_a_reply_reaches_the_asker_and_a_late_one_goes_to_orphaned() -> None:
         UnavailableError("session dropped")
     )
     assert orphans == [late]  # an error is nothing to hand back
+
+
+def test_a_registration_reply_naming_too_many_sub_streams_is_refused_when_decoded() -> None:
+    """The server's ``stream_shards`` is a peer's number: beyond `MAX_SHARDS` the reply is
+    not a reply (the worker would otherwise build that many stream names)."""
+    codec = WireCodec[WorkerRegistered](WorkerRegistered)
+    assert codec.decode(b'{"worker_id":"w","stream_shards":64}').stream_shards == MAX_SHARDS
+    for shards in (0, MAX_SHARDS + 1, 10**9):
+        with pytest.raises(CodecError):
+            codec.decode(b'{"worker_id":"w","stream_shards":%d}' % shards)
