@@ -183,7 +183,8 @@ class PushUnavailableError(AikiError):
 class NonDeterminismError(NonRetryableError):
     """Replay found the workflow code no longer matches the run's recorded history.
 
-    ``unconsumed`` names the recorded task calls (``address#seq``) the code skipped.
+    ``unconsumed`` names the recorded steps (``address#seq``) the code did not reach (or
+    the step it gave up that the history had delivered).
     """
 
     unconsumed: tuple[str, ...] = ()

@@ -29,6 +29,7 @@ from ._errors import encode_error as encode_error
 from ._history import RecordedChild as RecordedChild
 from ._history import RecordedTask as RecordedTask
 from ._history import RecordedWait as RecordedWait
+from ._history import Settled as Settled
 from ._history import Step as Step
 from ._history import canonical_json as canonical_json
 from ._history import wait_address as wait_address
@@ -190,6 +191,7 @@ from ._workers import HEARTBEAT as HEARTBEAT
 from ._workers import MAX_DURABLE_WAIT_SECONDS as MAX_DURABLE_WAIT_SECONDS
 from ._workers import MAX_OFFER_SECONDS as MAX_OFFER_SECONDS
 from ._workers import OFFER_SLOT as OFFER_SLOT
+from ._workers import RECORD_HISTORY as RECORD_HISTORY
 from ._workers import RECORD_TASK as RECORD_TASK
 from ._workers import REGISTER_WORKER as REGISTER_WORKER
 from ._workers import REPORT_PROGRESS as REPORT_PROGRESS
@@ -204,8 +206,11 @@ from ._workers import ClaimRun as ClaimRun
 from ._workers import DeregisterWorker as DeregisterWorker
 from ._workers import Heartbeat as Heartbeat
 from ._workers import HeartbeatAck as HeartbeatAck
+from ._workers import HistoryRecorded as HistoryRecorded
+from ._workers import HistoryUpdate as HistoryUpdate
 from ._workers import OfferSlot as OfferSlot
 from ._workers import ProgressReported as ProgressReported
+from ._workers import RecordHistory as RecordHistory
 from ._workers import RecordTask as RecordTask
 from ._workers import RegisterWorker as RegisterWorker
 from ._workers import ReportProgress as ReportProgress
@@ -268,6 +273,7 @@ __all__ = [
     "PUSH",
     "QUEUED_RUN",
     "READERS",
+    "RECORD_HISTORY",
     "RECORD_TASK",
     "REGISTER_WORKER",
     "REPORT_PROGRESS",
@@ -318,6 +324,8 @@ __all__ = [
     "GetSchedule",
     "Heartbeat",
     "HeartbeatAck",
+    "HistoryRecorded",
+    "HistoryUpdate",
     "Identity",
     "Incoming",
     "InternalError",
@@ -339,6 +347,7 @@ __all__ = [
     "Published",
     "Pushed",
     "QueuedRun",
+    "RecordHistory",
     "RecordTask",
     "RecordedChild",
     "RecordedTask",
@@ -373,6 +382,7 @@ __all__ = [
     "SendEvent",
     "ServedQueue",
     "SessionEvent",
+    "Settled",
     "StartChild",
     "StartOptions",
     "StartRun",

@@ -12,6 +12,8 @@ from typing import Literal, Protocol
 import attrs
 import orjson
 
+from ..errors import ErrorInfo
+
 
 def canonical_json(value: object) -> bytes:
     """Serialize ``value`` (JSON-compatible data) with sorted keys and no whitespace."""
@@ -59,7 +61,9 @@ class RecordedWait:
     kind: Literal["sleep", "event", "child"]
     key: str
     seq: int
-    state: Literal["pending", "completed", "cut_short", "timed_out"]
+    state: Literal["pending", "completed", "cut_short", "timed_out", "withdrawn"]
+    """``withdrawn``: the handler gave the wait up (the branch waiting was cancelled);
+    it takes no event and wakes nothing."""
     result: object = None
 
     @property
@@ -75,3 +79,21 @@ class RecordedChild:
     address: str
     seq: int
     run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Settled:
+    """When a step settled in an execution: its outcome reached the handler, or the handler
+    gave the step up (``withdrawn``), as the ``position``-th step of the run to settle.
+
+    Replay delivers recorded outcomes in this order, one at a time, so that concurrent
+    branches make the same decisions in every execution.
+    """
+
+    address: str
+    seq: int
+    position: int
+    withdrawn: bool = False
+    error: ErrorInfo | None = None
+    """The step failed without a record of its own (a child start the server refused):
+    the error its branch received."""

@@ -12,7 +12,7 @@ from typing import Final, Literal
 import attrs
 
 from ..errors import ErrorInfo
-from ._history import RecordedChild, RecordedTask, RecordedWait
+from ._history import RecordedChild, RecordedTask, RecordedWait, Settled
 from ._operation import WORKERS, Request, declare
 from ._runs import RunInfo, RunStarted, RunTransitioned, StartOptions
 from ._states import RunStatus
@@ -62,6 +62,9 @@ class RunClaimed:
     children: tuple[RecordedChild, ...] = ()
     task_attempts: tuple[tuple[str, int, int], ...] = ()
     """Failed attempts so far of tasks without a final outcome: (address, seq, attempts)."""
+    settled: tuple[Settled, ...] = ()
+    """Where steps settled in earlier executions, by position (replay delivers recorded
+    outcomes in this order)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -179,6 +182,36 @@ class ReportProgress(Request[ProgressReported]):
 
 
 @attrs.frozen(kw_only=True)
+class HistoryUpdate:
+    """What an execution adds to its run's history, stored (in the same transaction)
+    before the request that carries it: final task outcomes not sent yet, and the steps
+    that settled since the last write, in order. Steps the handler gave up that were
+    pending waits are withdrawn: they take no event and wake nothing."""
+
+    tasks: tuple[RecordTask, ...] = ()
+    settled: tuple[Settled, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.settled)
+
+
+@attrs.frozen(kw_only=True)
+class HistoryRecorded:
+    """Reply to `RecordHistory`."""
+
+    run_id: str
+
+
+@attrs.frozen(kw_only=True)
+class RecordHistory(Request[HistoryRecorded]):
+    """Store what an execution added to its run's history (fenced by revision)."""
+
+    run_id: str
+    revision: int
+    history: HistoryUpdate = attrs.Factory(HistoryUpdate)
+
+
+@attrs.frozen(kw_only=True)
 class TransitionRun(Request[RunTransitioned]):
     """Move a claimed run to ``status`` (completed, failed, awaiting_retry, queued), fenced."""
 
@@ -190,9 +223,9 @@ class TransitionRun(Request[RunTransitioned]):
     retry_delay_seconds: float | None = None
     """For ``awaiting_retry``: when the server should queue the run again."""
     reason: str | None = None
-    tasks: tuple[RecordTask, ...] = ()
-    """Task outcomes stored in the same transaction, before the move: a task completed
-    just before the handler returned rides with the completion (one write, not two)."""
+    history: HistoryUpdate = attrs.Factory(HistoryUpdate)
+    """Stored in the same transaction, before the move: a task completed just before the
+    handler returned rides with the completion (one write, not two)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -208,19 +241,22 @@ class BeginWait(Request[RecordedWait]):
     key: str
     seq: int
     seconds: float | None = None
+    history: HistoryUpdate = attrs.Factory(HistoryUpdate)
 
 
 @attrs.frozen(kw_only=True)
 class SuspendRun(Request[RunTransitioned]):
     """Every branch of the run is waiting: free the worker slot until a wait is satisfied.
 
-    ``blocked_on`` names the waits (kind, key, seq) the branches block on; if one of them
-    was resolved meanwhile, the server queues the run again instead.
+    ``blocked_on`` names the waits (kind, key, seq) the branches block on. The run is
+    suspended only if every one of them is pending (each can wake it); if one was resolved
+    or withdrawn meanwhile, or none is named, the server queues the run again instead.
     """
 
     run_id: str
     revision: int
     blocked_on: tuple[tuple[WaitKind, str, int], ...] = ()
+    history: HistoryUpdate = attrs.Factory(HistoryUpdate)
 
 
 @attrs.frozen(kw_only=True)
@@ -235,6 +271,7 @@ class StartChild(Request[RunStarted]):
     version: str
     input: object = None
     options: StartOptions = attrs.Factory(StartOptions)
+    history: HistoryUpdate = attrs.Factory(HistoryUpdate)
 
 
 @attrs.frozen(kw_only=True)
@@ -291,6 +328,7 @@ REGISTER_WORKER: Final = declare("register_worker", RegisterWorker, callers=WORK
 DEREGISTER_WORKER: Final = declare("deregister_worker", DeregisterWorker, callers=WORKERS)
 CLAIM_RUN: Final = declare("claim_run", ClaimRun, callers=WORKERS)
 RECORD_TASK: Final = declare("record_task", RecordTask, callers=WORKERS)
+RECORD_HISTORY: Final = declare("record_history", RecordHistory, callers=WORKERS)
 REPORT_PROGRESS: Final = declare("report_progress", ReportProgress, callers=WORKERS)
 TRANSITION_RUN: Final = declare("transition_run", TransitionRun, callers=WORKERS)
 BEGIN_WAIT: Final = declare("begin_wait", BeginWait, callers=WORKERS)
@@ -301,7 +339,8 @@ OFFER_SLOT: Final = declare("offer_slot", OfferSlot, callers=WORKERS)
 HEARTBEAT: Final = declare("heartbeat", Heartbeat, callers=WORKERS)
 
 OPERATIONS: Final = (
-    REGISTER_WORKER, DEREGISTER_WORKER, CLAIM_RUN, RECORD_TASK, REPORT_PROGRESS, TRANSITION_RUN,
+    REGISTER_WORKER, DEREGISTER_WORKER, CLAIM_RUN, RECORD_TASK, RECORD_HISTORY, REPORT_PROGRESS,
+    TRANSITION_RUN,
     BEGIN_WAIT, SUSPEND_RUN, START_CHILD, CLAIM_NEXT, OFFER_SLOT, HEARTBEAT,
 )  # fmt: skip
 """The operations of workers."""

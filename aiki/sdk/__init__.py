@@ -4,30 +4,44 @@
   definitions, typed by their annotations (`_payload` converts payloads strictly);
 - `event` (`_event`), `schedule` (`_schedule`), `progress` (`_progress`);
 - the loops task bodies run on, and their watchdogs (`_loops`);
-- `Run` (`_run_context`): the handle a workflow handler gets, whose every step goes
-  through the replay log (`_replay`, pure) before anything new happens.
+- `Run` (`_run_context`): the handle a workflow handler gets; each step it takes parks
+  its branch until the replay core (`_replay`, pure) decides, while no branch can run,
+  what happens next (deliver a recorded outcome, start new steps, suspend).
 
 The worker executes runs with these; the server never imports them.
 """
 
+from ._branches import deterministic_scheduling as deterministic_scheduling
 from ._children import ChildResult as ChildResult
 from ._children import ChildRun as ChildRun
 from ._event import EventDefinition as EventDefinition
 from ._event import TimedOut as TimedOut
 from ._event import event as event
+from ._execution import Completed as Completed
+from ._execution import Execution as Execution
+from ._execution import ExecutionInterrupted as ExecutionInterrupted
+from ._execution import Failed as Failed
+from ._execution import RunGateway as RunGateway
+from ._execution import RunTakenOver as RunTakenOver
+from ._execution import Suspended as Suspended
 from ._loops import AsyncioLoop as AsyncioLoop
 from ._loops import open_asyncio_loop as open_asyncio_loop
 from ._loops import watching_trio as watching_trio
 from ._payload import PayloadType as PayloadType
 from ._progress import SEND_EVERY_SECONDS as SEND_EVERY_SECONDS
 from ._progress import progress as progress
-from ._replay import NewCall as NewCall
-from ._replay import ReplayLog as ReplayLog
+from ._replay import Branch as Branch
+from ._replay import Decision as Decision
+from ._replay import Deliver as Deliver
+from ._replay import Diverge as Diverge
+from ._replay import Idle as Idle
+from ._replay import NewStep as NewStep
+from ._replay import Replay as Replay
+from ._replay import Start as Start
+from ._replay import Suspend as Suspend
 from ._replay import child_address as child_address
 from ._replay import task_address as task_address
 from ._run_context import Run as Run
-from ._run_context import RunGateway as RunGateway
-from ._run_context import RunTakenOver as RunTakenOver
 from ._schedule import Schedule as Schedule
 from ._schedule import schedule as schedule
 from ._task import Task as Task
@@ -39,21 +53,34 @@ from ._workflow import workflow as workflow
 __all__ = [
     "SEND_EVERY_SECONDS",
     "AsyncioLoop",
+    "Branch",
     "ChildResult",
     "ChildRun",
+    "Completed",
+    "Decision",
+    "Deliver",
+    "Diverge",
     "EventDefinition",
-    "NewCall",
+    "Execution",
+    "ExecutionInterrupted",
+    "Failed",
+    "Idle",
+    "NewStep",
     "PayloadType",
-    "ReplayLog",
+    "Replay",
     "Run",
     "RunGateway",
     "RunTakenOver",
     "Schedule",
+    "Start",
+    "Suspend",
+    "Suspended",
     "Task",
     "TimedOut",
     "Workflow",
     "WorkflowVersion",
     "child_address",
+    "deterministic_scheduling",
     "event",
     "open_asyncio_loop",
     "progress",

@@ -1,39 +1,69 @@
-"""Replay with content-addressed memoization. Pure: no I/O, no trio, no clock.
+"""Replay: which step of a handler happens next. Pure: no I/O, no trio, no clock.
 
-On every resumption a workflow handler runs again from the top. Each *step* it takes
-(a task call, a child start, a sleep, an event wait, a wait for a child) is identified
-by its *address*, and each address holds an ordered queue of recorded outcomes (by
-occurrence, ``seq`` 0, 1, …). Addresses:
+On every resumption a workflow handler runs again from the top, its trio branches
+included. Each *step* a branch takes (a task call, a child start, a sleep, an event wait,
+a wait for a child) is identified by its *address* and its occurrence ``seq`` among steps
+of that address. Addresses:
 
 - task call: ``task:<name>:<sha256 of the canonical JSON input>``;
 - child start: ``child:<workflow>@<version>:<reference ID, or sha256 of the input>``;
 - sleep: ``sleep:<name>``; event wait: ``event:<name>``; wait for a child: ``wait:<run ID>``.
 
-- A step whose address has a recorded outcome consumes it: a task is not run again, a
-  child is not started again, a wait resumes where it was.
-- A step with nothing recorded may run only if *no* recorded entries remain unconsumed;
-  otherwise the code no longer matches the history and the run fails with
-  `NonDeterminismError` naming the unconsumed entries, before any new side effect.
+A branch that takes a step *parks* until the step *settles*: its outcome is delivered to
+the branch, or the branch gives the step up (it was cancelled: the step is *withdrawn*).
+`Replay` decides, each time no branch of the handler can run (the handler is
+*quiescent*), the one thing that happens next (a `Decision`), so that a handler whose code
+did not change makes the same decisions in every execution, whatever the order in which
+trio ran its branches or the server resolved its waits:
 
-So reordering calls and removing calls are safe; inserting a call before recorded ones,
-or changing a recorded call's input, is caught.
+- **Steps are numbered by branch, not by timing.** Steps taken while the handler ran to
+  quiescence are given their ``seq`` in the order of the branches that took them
+  (`Branch`, the branch's place in the handler's task tree), not in the order trio ran
+  them.
+- **Outcomes are delivered one at a time, in the recorded order.** Every settlement
+  gets the next *position* in the run's history (`Settled`, stored by the server). On
+  replay a recorded outcome is delivered at its recorded position, and the handler runs
+  to quiescence before the next one; outcomes that were never delivered (a wait the
+  server resolved while the run was suspended) follow, in the server's order (the order
+  in which they resolved), and then outcomes of new steps, in the order they arrive.
+- **New steps wait for the history.** A step with nothing recorded starts only once
+  every recorded step was reached: one taken while recorded steps remain out of reach is
+  a divergence (`NonDeterminismError`, naming them) before any new side effect. So
+  reordering recorded calls and removing calls replay fine, while inserting a call before
+  recorded ones, changing a recorded call's input, or a control-flow change that reaches
+  new steps is caught.
+- **A withdrawn step stays withdrawn.** A step the handler gave up in an earlier
+  execution (a race it lost, a trio deadline around it) is not delivered on replay: its
+  branch waits until the handler gives it up again.
+- **Suspend only on what can wake the run.** The run is suspended only when the handler
+  is quiescent, nothing is in flight or to be delivered, and some branch waits on a
+  pending wait (a wait that was given up is not one).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import deque
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
-from ..errors import NonDeterminismError
-from ..protocol import Step, canonical_json
+from ..errors import ErrorInfo, NonDeterminismError
+from ..protocol import RecordedChild, RecordedTask, RecordedWait, Settled, canonical_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-S = TypeVar("S", bound=Step)
+Branch = tuple[int, ...]
+"""A branch's place in the handler's task tree: the handler's own task is ``()``, and the
+n-th task a branch spawned (counting from 0) is that branch's path plus ``(n,)``."""
+
+Key = tuple[str, int]
+"""A step's identity in the run's history: (address, seq)."""
+Recorded = RecordedTask | RecordedChild | RecordedWait
+
+RESOLVED: Final = frozenset({"completed", "cut_short", "timed_out"})
+"""States of a wait whose outcome can be delivered."""
 
 
 def _digest(value: object) -> str:
@@ -51,57 +81,340 @@ def child_address(workflow: str, version: str, reference_id: str | None, input_j
     return f"child:{workflow}@{version}:{key}"
 
 
-@attrs.frozen(kw_only=True)
-class NewCall:
-    """A call with no recorded outcome: run the task, then record it under ``seq``."""
+# -- decisions ------------------------------------------------------------------------------------
 
+
+@attrs.frozen(kw_only=True)
+class Deliver:
+    """Hand ``outcome`` (a recorded step, or the `ErrorInfo` of a step that failed) to
+    the branch parked on step (address, seq); ``settled``: where it settles, to be stored
+    (None if an earlier execution stored it)."""
+
+    branch: Branch
     address: str
     seq: int
+    outcome: object
+    settled: Settled | None
 
 
-class ReplayLog:
-    """Matches one execution's steps against the recorded history of the run."""
+@attrs.frozen(kw_only=True)
+class NewStep:
+    """A step with nothing recorded, to be done now (``attempts``: failed attempts of a
+    task recorded by an earlier execution)."""
 
-    def __init__(self, recorded: Iterable[Step]) -> None:
-        self._queues: dict[str, deque[Step]] = {}
-        self._next_seq: dict[str, int] = {}
-        for task in sorted(recorded, key=lambda task: (task.address, task.seq)):
-            self._queues.setdefault(task.address, deque()).append(task)
-            self._next_seq[task.address] = max(self._next_seq.get(task.address, 0), task.seq + 1)
+    branch: Branch
+    address: str
+    seq: int
+    attempts: int = 0
 
-    def call(self, address: str, kind: type[S]) -> S | NewCall:
-        """Resolve the next step at ``address``, recorded as a ``kind``.
 
-        Returns:
-            The recorded step, or a `NewCall`.
+@attrs.frozen(kw_only=True)
+class Start:
+    """Do these new steps (in this order); first store what is not stored yet."""
+
+    steps: tuple[NewStep, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Suspend:
+    """Every branch waits; these pending waits can wake the run."""
+
+    waits: tuple[RecordedWait, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Diverge:
+    """The code no longer matches the run's history."""
+
+    error: NonDeterminismError
+
+
+@attrs.frozen
+class Idle:
+    """Nothing to do until something changes (a step's outcome arrives, a branch moves)."""
+
+
+Decision = Deliver | Start | Suspend | Diverge | Idle
+
+IDLE: Final = Idle()
+
+# -- the core -------------------------------------------------------------------------------------
+
+_State = Literal[
+    "unkeyed",  # taken since the last decision; not numbered yet
+    "awaiting",  # its outcome is known (recorded or arrived): to be delivered
+    "blocked",  # a pending wait
+    "withdrawing",  # given up by an earlier execution: waits to be given up again
+    "held",  # new: waits for the history to be replayed
+    "running",  # new, in flight
+]
+
+
+@attrs.define(eq=False)
+class _Parked:
+    branch: Branch
+    address: str
+    deadline: bool
+    """A trio deadline is pending around the step (it may be given up without any step)."""
+    key: Key | None = None
+    state: _State = "unkeyed"
+    outcome: object = None
+    position: int | None = None
+    """Where the outcome was delivered in an earlier execution (None: not delivered yet)."""
+
+
+class Replay:
+    """The replay core of one execution: steps taken, steps settled, what comes next.
+
+    Args:
+        recorded: the run's recorded steps: final task outcomes, child runs started,
+            waits reached (in the order the server resolved them).
+        settled: where each step settled in earlier executions (`Settled`).
+        attempts: failed attempts of tasks without a final outcome, by (address, seq).
+    """
+
+    def __init__(
+        self,
+        recorded: Iterable[Recorded] = (),
+        settled: Iterable[Settled] = (),
+        attempts: Iterable[tuple[str, int, int]] = (),
+    ) -> None:
+        self._records: dict[Key, Recorded] = {}
+        self._rank: dict[Key, int] = {}
+        for rank, step in enumerate(recorded):
+            key = (step.address, step.seq)
+            self._records[key] = step
+            self._rank[key] = rank
+        self._order = sorted(settled, key=lambda entry: entry.position)
+        self._settlement = {(entry.address, entry.seq): entry for entry in self._order}
+        self._attempts = {(address, seq): count for address, seq, count in attempts}
+        self._consumed: set[Key] = set()
+        self._cursor = 0
+        self._position = self._order[-1].position + 1 if self._order else 0
+        self._parked: dict[Branch, _Parked] = {}
+        self._by_key: dict[Key, _Parked] = {}
+        self._unkeyed: list[Branch] = []
+        self._seq: dict[str, int] = {}
+        self._keyed: set[Key] = set()
+        self._arrivals: deque[Key] = deque()
+        self._running = 0
+        self._divergence: NonDeterminismError | None = None
+
+    # -- what the branches do ---------------------------------------------------------------------
+
+    def take(self, branch: Branch, address: str, *, deadline: bool = False) -> None:
+        """``branch`` takes the step at ``address`` and parks until it settles.
 
         Raises:
-            NonDeterminismError: nothing is recorded for this call but other recorded
-                calls were never consumed: the code diverged from the history (or what
-                is recorded at the address is not a ``kind``).
+            ValueError: the branch is parked already.
         """
-        queue = self._queues.get(address)
-        if queue:
-            step = queue.popleft()
-            if not isinstance(step, kind):
-                raise NonDeterminismError(
-                    f"step {address}#{step.seq} was recorded as {type(step).__name__}, "
-                    f"not {kind.__name__}",
-                    unconsumed=(f"{address}#{step.seq}",),
-                )
-            return step
-        if pending := self.unconsumed():
-            raise NonDeterminismError(
-                f"step {address} has no recorded result, but recorded steps were not "
-                f"replayed: {', '.join(f'{t.address}#{t.seq}' for t in pending)}. The workflow "
-                "code changed in a way its history cannot replay (a step inserted before "
-                "recorded ones, or a recorded call's input changed)",
-                unconsumed=tuple(f"{t.address}#{t.seq}" for t in pending),
-            )
-        seq = self._next_seq.get(address, 0)
-        self._next_seq[address] = seq + 1
-        return NewCall(address=address, seq=seq)
+        if branch in self._parked:
+            raise ValueError(f"branch {branch} is parked already")
+        self._parked[branch] = _Parked(branch, address, deadline)
+        self._unkeyed.append(branch)
 
-    def unconsumed(self) -> list[Step]:
-        """Recorded steps this execution has not (yet) reached, in address order."""
-        return [task for queue in self._queues.values() for task in queue]
+    def withdraw(self, branch: Branch) -> Settled | None:
+        """``branch`` gave its step up (it was cancelled while parked).
+
+        Returns:
+            The settlement to store, or None if there is nothing to store (the step had
+            not started, or its withdrawal is recorded already).
+        """
+        parked = self._parked.pop(branch, None)
+        if parked is None:
+            return None
+        if parked.key is None:
+            self._unkeyed.remove(branch)
+            return None
+        del self._by_key[parked.key]
+        if parked.state == "running":
+            self._running -= 1
+        if parked.state == "held":
+            return None
+        if parked.state == "withdrawing":
+            self._consumed.add(parked.key)
+            return None
+        if parked.position is not None:
+            self._divergence = self._divergence or NonDeterminismError(
+                f"step {_name(parked.key)} was given up, but an earlier execution received "
+                f"its outcome (at position {parked.position}): the handler's decisions "
+                "depend on time (a trio deadline or sleep in the handler); use the step's "
+                "own timeout",
+                unconsumed=(_name(parked.key),),
+            )
+            return None
+        if parked.key in self._arrivals:
+            self._arrivals.remove(parked.key)
+        return self._settle(parked.key, withdrawn=True)
+
+    def arrive(self, address: str, seq: int, outcome: object) -> None:
+        """The outcome of a new step arrived (delivered in arrival order)."""
+        parked = self._by_key.get((address, seq))
+        if parked is None or parked.state != "running":
+            return  # given up meanwhile
+        self._running -= 1
+        parked.state, parked.outcome = "awaiting", outcome
+        self._arrivals.append((address, seq))
+
+    def pending(self, address: str, seq: int, wait: RecordedWait) -> None:
+        """A new wait was recorded as pending: its branch waits on the server."""
+        parked = self._by_key.get((address, seq))
+        if parked is None or parked.state != "running":
+            return
+        self._running -= 1
+        parked.state, parked.outcome = "blocked", wait
+
+    # -- what comes next --------------------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        """Recorded settlements remain to be replayed."""
+        return self._next_entry() is not None
+
+    @property
+    def in_flight(self) -> int:
+        """New steps started whose outcome has not arrived."""
+        return self._running
+
+    def decide(self) -> Decision:
+        """What happens next; call only while no branch of the handler can run."""
+        self._number_steps()
+        if self._divergence is not None:
+            return Diverge(error=self._divergence)
+        entry = self._next_entry()
+        if entry is not None and (decision := self._replay(entry)) is not None:
+            return decision
+        parked = sorted(self._parked.values(), key=lambda p: p.branch)
+        recorded = [p for p in parked if p.state == "awaiting" and p.key in self._rank
+                    and p.position is None]  # fmt: skip
+        if recorded:  # resolved while the run was suspended: in the server's order
+            return self._deliver(min(recorded, key=lambda p: self._rank[_key(p)]))
+        if held := [p for p in parked if p.state == "held"]:
+            missed = self._unreached()
+            if entry is not None or missed:
+                return Diverge(error=self._inserted(held[0], missed))
+            return self._start(held)
+        if self._arrivals:
+            return self._deliver(self._by_key[self._arrivals[0]])
+        if self._running:
+            return IDLE
+        if blocked := [p for p in parked if p.state == "blocked"]:
+            return Suspend(waits=tuple(p.outcome for p in blocked))  # type: ignore[misc]
+        if stuck := [p for p in parked if p.state == "withdrawing" and not p.deadline]:
+            return Diverge(error=NonDeterminismError(
+                f"step {_name(_key(stuck[0]))} was given up by an earlier execution, but "
+                "nothing in this one gives it up: the workflow code changed",
+                unconsumed=tuple(_name(_key(p)) for p in stuck),
+            ))  # fmt: skip
+        return IDLE
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _number_steps(self) -> None:
+        """Give the steps taken since the last decision their seq, in branch order."""
+        for branch in sorted(self._unkeyed):
+            parked = self._parked[branch]
+            seq = self._seq.get(parked.address, 0)
+            self._seq[parked.address] = seq + 1
+            key = parked.key = (parked.address, seq)
+            self._keyed.add(key)
+            self._by_key[key] = parked
+            record = self._records.get(key)
+            entry = self._settlement.get(key)
+            if entry is not None and entry.withdrawn:
+                parked.state = "withdrawing"
+            elif entry is not None and entry.error is not None:
+                parked.state, parked.outcome = "awaiting", entry.error
+                parked.position = entry.position
+            elif isinstance(record, RecordedWait) and record.state == "pending":
+                parked.state, parked.outcome = "blocked", record
+            elif isinstance(record, RecordedWait) and record.state == "withdrawn":
+                parked.state = "withdrawing"
+            elif record is not None:
+                parked.state, parked.outcome = "awaiting", record
+                parked.position = None if entry is None else entry.position
+            else:
+                parked.state = "held"
+        self._unkeyed.clear()
+
+    def _next_entry(self) -> Settled | None:
+        while self._cursor < len(self._order):
+            entry = self._order[self._cursor]
+            if (entry.address, entry.seq) not in self._consumed:
+                return entry
+            self._cursor += 1
+        return None
+
+    def _replay(self, entry: Settled) -> Decision | None:
+        """The next recorded settlement, if the handler can reach it; else the earliest
+        recorded outcome a branch awaits (the code changed: replay by address)."""
+        parked = self._by_key.get((entry.address, entry.seq))
+        if parked is not None:
+            if parked.state == "awaiting" and not entry.withdrawn:
+                return self._deliver(parked)
+            if parked.state == "withdrawing" and parked.deadline:
+                return IDLE  # its trio deadline gives it up, as before
+        positioned = [p for p in self._parked.values()
+                      if p.state == "awaiting" and p.position is not None]  # fmt: skip
+        if positioned:
+            return self._deliver(min(positioned, key=lambda p: p.position or 0))
+        return None
+
+    def _deliver(self, parked: _Parked) -> Deliver:
+        key = _key(parked)
+        del self._parked[parked.branch]
+        del self._by_key[key]
+        settled = None
+        if parked.position is not None:
+            self._consumed.add(key)
+        else:
+            if key in self._arrivals:
+                self._arrivals.remove(key)
+            error = parked.outcome if isinstance(parked.outcome, ErrorInfo) else None
+            settled = self._settle(key, withdrawn=False, error=error)
+        return Deliver(branch=parked.branch, address=key[0], seq=key[1],
+                       outcome=parked.outcome, settled=settled)  # fmt: skip
+
+    def _settle(self, key: Key, *, withdrawn: bool, error: ErrorInfo | None = None) -> Settled:
+        self._consumed.add(key)
+        settled = Settled(address=key[0], seq=key[1], position=self._position,
+                          withdrawn=withdrawn, error=error)  # fmt: skip
+        self._position += 1
+        return settled
+
+    def _start(self, held: list[_Parked]) -> Start:
+        steps = []
+        for parked in held:
+            key = _key(parked)
+            parked.state = "running"
+            self._running += 1
+            steps.append(NewStep(branch=parked.branch, address=key[0], seq=key[1],
+                                 attempts=self._attempts.get(key, 0)))  # fmt: skip
+        return Start(steps=tuple(steps))
+
+    def _unreached(self) -> list[Key]:
+        """Recorded steps this execution has not taken, in history order."""
+        recorded = [*((e.address, e.seq) for e in self._order), *self._records]
+        return [key for key in dict.fromkeys(recorded) if key not in self._keyed]
+
+    def _inserted(self, parked: _Parked, missed: list[Key]) -> NonDeterminismError:
+        if not missed:  # taken, but their recorded settlement is out of reach
+            missed = [(e.address, e.seq) for e in self._order[self._cursor:]
+                      if (e.address, e.seq) not in self._consumed]  # fmt: skip
+        names = tuple(_name(key) for key in missed)
+        return NonDeterminismError(
+            f"step {_name(_key(parked))} has no recorded result, but recorded steps were not "
+            f"replayed: {', '.join(names)}. The workflow code changed in a way its history "
+            "cannot replay (a step inserted before recorded ones, or a recorded call's input "
+            "changed)",
+            unconsumed=names,
+        )
+
+
+def _key(parked: _Parked) -> Key:
+    assert parked.key is not None
+    return parked.key
+
+
+def _name(key: Key) -> str:
+    return f"{key[0]}#{key[1]}"

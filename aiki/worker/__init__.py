@@ -42,7 +42,13 @@ from transport import RedisStreams, StreamUnavailableError, open_redis_streams, 
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, Servers, parse_server_urls, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
-from ..sdk import Workflow, WorkflowVersion, open_asyncio_loop, watching_trio
+from ..sdk import (
+    Workflow,
+    WorkflowVersion,
+    deterministic_scheduling,
+    open_asyncio_loop,
+    watching_trio,
+)
 from ._claimer import Claimer
 from ._executor import Executing, RunActor
 from ._heartbeat import Heartbeats
@@ -275,7 +281,9 @@ async def run_worker(
                 ),
             ),
         ]  # fmt: skip
-        with watching_trio(config.block_limit_seconds):
+        # Deterministic scheduling: handlers whose branches contend for trio primitives
+        # make the same decisions in every execution.
+        with watching_trio(config.block_limit_seconds), deterministic_scheduling():
             async with open_supervisor(
                 "worker",
                 children,

@@ -39,6 +39,7 @@ from ..protocol import (
     ClaimRun,
     Heartbeat,
     HeartbeatAck,
+    RecordHistory,
     RecordTask,
     ReportProgress,
     RunClaimed,
@@ -48,7 +49,18 @@ from ..protocol import (
     SuspendRun,
     TransitionRun,
 )
-from ..sdk import SEND_EVERY_SECONDS, AsyncioLoop, Run, RunTakenOver, WorkflowVersion
+from ..sdk import (
+    AsyncioLoop,
+    Completed,
+    Execution,
+    ExecutionInterrupted,
+    Failed,
+    Replay,
+    Run,
+    RunTakenOver,
+    Suspended,
+    WorkflowVersion,
+)
 from ._link import Call, call
 from ._messages import ExecuteRun, SlotFreed, SubscriberMsg
 
@@ -67,13 +79,9 @@ logger = logging.getLogger(__name__)
 GIVE_BACK_SECONDS: Final = 5.0
 LEASE_MARGIN: Final = 0.25
 """A claim is confirmed with the server once less than this share of its lease is left."""
-SETTLE_ROUNDS: Final = 3
-"""Scheduler rounds to let other branches reach their next step before suspending."""
 SLOT_SECONDS: Final = 5.0
 """How long telling the subscriber of a freed slot may wait (its mailbox has room for
 every run actor's, so it does not wait unless the subscriber is restarting)."""
-HOLD_RESULT_SECONDS: Final = 0.01
-"""A completed task's result waits this long for the run's next step to carry it."""
 
 
 @attrs.define
@@ -148,28 +156,13 @@ class Executing:
                 running.extend(sent_at + self.lease_seconds)
 
 
-class ServerOutOfReach(BaseException):
+class ServerOutOfReach(ExecutionInterrupted):
     """A run's write got no answer within the call timeout (the server or its database
     stayed down): this execution is abandoned, recording nothing more.
 
     Not the workflow's failure, so a `BaseException` that user code cannot swallow. The
     run's claim goes stale without heartbeats and the server queues it again.
     """
-
-
-def _interruption(exc: BaseException) -> BaseException | None:
-    """The fencing or outage signal in ``exc`` (perhaps grouped by a handler's nursery)."""
-    if isinstance(exc, RunTakenOver | ServerOutOfReach):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for kind in (RunTakenOver, ServerOutOfReach):
-            group, _ = exc.split(kind)
-            found: BaseException | None = group
-            while isinstance(found, BaseExceptionGroup):
-                found = found.exceptions[0]
-            if found is not None:
-                return found
-    return None
 
 
 @attrs.frozen
@@ -241,6 +234,9 @@ class _LinkGateway:
             raise ServerOutOfReach(f"no answer from the server: {exc!r}") from exc
 
     async def record_task(self, request: RecordTask) -> None:
+        await self._write(request)
+
+    async def record_history(self, request: RecordHistory) -> None:
         await self._write(request)
 
     async def report_progress(self, request: ReportProgress) -> None:
@@ -361,7 +357,7 @@ class RunActor:
             with running.scope:
                 outcome = await self._run_handler(version, claim, running)
         except BaseException as exc:
-            if _interruption(exc) is not None:
+            if isinstance(exc, ExecutionInterrupted):
                 raise  # fenced out or out of reach: nothing to give back
             # Cancelled from outside (shutdown past its grace): give the run back at once.
             give_back = TransitionRun(run_id=info.id, revision=info.revision, status="queued",
@@ -389,77 +385,45 @@ class RunActor:
             input_value = version.input_type.from_json(info.input)
         except ValidationError as exc:
             return self._failure(version, info, exc)
-        run = Run[typing.Any](
-            run_id=info.id, workflow=info.workflow, version=info.version, attempt=info.attempt,
-            revision=info.revision, input_value=input_value, recorded=claim.tasks,
-            waits=claim.waits, children=claim.children, task_attempts=claim.task_attempts,
+        replay = Replay([*claim.waits, *claim.children, *claim.tasks], claim.settled,
+                        claim.task_attempts)  # fmt: skip
+        execution = Execution(
+            run_id=info.id, revision=info.revision, replay=replay,
             gateway=_LinkGateway(self._server, self.worker_id, info.id, running, self.executing),
-            events=version.events, schedule_id=info.schedule_id, occurrence=info.occurrence,
             asyncio_loop=self.asyncio_loop,
         )  # fmt: skip
+        run = Run[typing.Any](
+            execution=execution, workflow=info.workflow, version=info.version,
+            attempt=info.attempt, input_value=input_value, events=version.events,
+            schedule_id=info.schedule_id, occurrence=info.occurrence,
+        )  # fmt: skip
         args = (run, input_value) if version.takes_input else (run,)
-        outcome: TransitionRun | SuspendRun | None = None
-        interrupted: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            handler_scope = trio.CancelScope()
 
-            async def suspend_when_all_blocked() -> None:
-                nonlocal outcome
-                while True:
-                    await run.wait_until_all_blocked()
-                    # Let every other branch run up to its next step before deciding.
-                    for _ in range(SETTLE_ROUNDS):
-                        await trio.lowlevel.checkpoint()
-                    if run.all_blocked:
-                        outcome = SuspendRun(run_id=info.id, revision=info.revision,
-                                             blocked_on=run.blocked_on)  # fmt: skip
-                        handler_scope.cancel()
-                        return
+        async def handler() -> object:
+            return await version.handler(*args)
 
-            async def flush_held() -> None:
-                nonlocal interrupted
+        ended = await execution.run(handler)
+        unawaited = run.unawaited_error()  # closes steps made and never awaited
+        match ended:
+            case Suspended(blocked_on=blocked_on):
+                return SuspendRun(run_id=info.id, revision=info.revision, blocked_on=blocked_on,
+                                  history=execution.take_history())  # fmt: skip
+            case Completed(value=value) if unawaited is None:
                 try:
-                    await run.flush_held(HOLD_RESULT_SECONDS)
-                except (RunTakenOver, ServerOutOfReach) as exc:
-                    interrupted = exc
-                    handler_scope.cancel()
-
-            async def send_progress() -> None:
-                # Advisory: if the server is out of reach, progress waits for nobody.
-                with contextlib.suppress(RunTakenOver, ServerOutOfReach):
-                    await run.send_progress(SEND_EVERY_SECONDS)
-
-            nursery.start_soon(suspend_when_all_blocked)
-            nursery.start_soon(flush_held)
-            nursery.start_soon(send_progress)
-            with handler_scope:
-                try:
-                    result = await version.handler(*args)
-                    if (unawaited := run.unawaited_error()) is not None:
-                        raise unawaited
-                    outcome = TransitionRun(
+                    output = version.output_type.to_json(value)
+                except ValidationError as exc:
+                    transition = self._failure(version, info, exc)
+                else:
+                    transition = TransitionRun(
                         run_id=info.id, revision=info.revision, status="completed",
-                        output=version.output_type.to_json(result), reason="completed",
+                        output=output, reason="completed",
                     )  # fmt: skip
-                except (RunTakenOver, ServerOutOfReach, BaseExceptionGroup) as exc:
-                    found = _interruption(exc)  # raised below, outside the nursery
-                    interrupted = found or interrupted
-                    if found is None:
-                        if not isinstance(exc, Exception):
-                            raise  # e.g. Cancelled, grouped by the handler's own nursery
-                        outcome = self._failure(version, info, run.unawaited_error() or exc)
-                except Exception as exc:  # the workflow failed; Cancelled passes through
-                    outcome = self._failure(version, info, run.unawaited_error() or exc)
-            nursery.cancel_scope.cancel()
-        run.unawaited_error()  # suspended: steps made meanwhile are closed (made again on replay)
-        if interrupted is not None:
-            raise interrupted
-        assert outcome is not None
-        if isinstance(outcome, SuspendRun):
-            await run.flush()
-        else:
-            outcome = attrs.evolve(outcome, tasks=run.take_unsent())
-        return outcome
+            case Completed():
+                assert unawaited is not None
+                transition = self._failure(version, info, unawaited)
+            case Failed(error=error):
+                transition = self._failure(version, info, unawaited or error)
+        return attrs.evolve(transition, history=execution.take_history())
 
     def _failure(
         self, version: WorkflowVersion[typing.Any, typing.Any], info: RunInfo, exc: Exception

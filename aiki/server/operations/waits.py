@@ -20,6 +20,7 @@ from ...protocol import (
     BeginWait,
     EventSent,
     RecordedWait,
+    RunInfo,
     RunStarted,
     RunTransitioned,
     SendEvent,
@@ -33,6 +34,7 @@ from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
 from .runs import existing_start, input_hash
+from .workers import check_history, observe_tasks
 
 if TYPE_CHECKING:
     from transport import Transaction
@@ -47,31 +49,49 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
                               errors=("@ $.seconds",))  # fmt: skip
     if request.seq < 0:
         raise BadRequestError("seq starts at 0", errors=("@ $.seq",))
+    check_history(request.run_id, request.revision, request.history)
     worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
+
+    def begin(tx: Transaction) -> RecordedWait | None:
+        if request.history and not store.history.record_history(
+            tx, request.history, run_id, request.revision, worker_id
+        ):
+            return None
+        return store.waits.begin_wait(tx, request, run_id, worker_id)
+
     try:
-        record = await services.transact(
-            lambda tx: store.waits.begin_wait(tx, request, run_id, worker_id)
-        )
+        record = await services.transact(begin)
     except LookupError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+    observe_tasks(services, request.history)
     if record.state == "pending" and request.seconds is not None:
         services.wakeups.deadline(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.seconds))
     return record
 
 
 async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -> RunTransitioned:
-    """Suspend a run whose branches all wait (or queue it if a wait was just resolved)."""
+    """Suspend a run whose branches all wait on pending waits; queue it instead if one of
+    them was resolved or withdrawn meanwhile, or none is named (nothing could wake it).
+    The history it carries (waits given up among it) is stored first."""
+    check_history(request.run_id, request.revision, request.history)
     worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
     blocked = [(str(kind), key, seq) for kind, key, seq in request.blocked_on]
-    moved = await services.transact(
-        lambda tx: store.waits.suspend(tx, run_id, request.revision, worker_id, blocked)
-    )
+
+    def suspend(tx: Transaction) -> RunInfo | None:
+        if request.history and not store.history.record_history(
+            tx, request.history, run_id, request.revision, worker_id
+        ):
+            return None
+        return store.waits.suspend(tx, run_id, request.revision, worker_id, blocked)
+
+    moved = await services.transact(suspend)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+    observe_tasks(services, request.history)
     services.notifier.notify(request.run_id)
     if moved.status == "queued":
         services.wakeups.queued()
@@ -125,10 +145,14 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
                         input=request.input, options=request.options)  # fmt: skip
 
     outbox: list[int | None] = [None]
+    check_history(request.parent_id, request.revision, request.history)
 
     def start(tx: Transaction) -> RunStarted | None:
         if store.waits.holds_revision(tx, parent_id, request.revision, worker_id) is None:
             return None
+        if request.history:
+            store.history.record_history(tx, request.history, parent_id, request.revision,
+                                         worker_id)  # fmt: skip
         existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
         if existing is not None:
             return RunStarted(run=existing, created=False)
@@ -148,6 +172,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     started = await services.transact(start)
     if started is None:
         raise await services.fenced_out(parent_id, request.parent_id, request.revision, worker_id)
+    observe_tasks(services, request.history)
     if started.created:
         services.after_start(started.run, outbox[0])
     return started

@@ -28,6 +28,7 @@ from ...protocol import (
     HEARTBEAT,
     MAX_OFFER_SECONDS,
     OFFER_SLOT,
+    RECORD_HISTORY,
     RECORD_TASK,
     REGISTER_WORKER,
     REPORT_PROGRESS,
@@ -40,8 +41,11 @@ from ...protocol import (
     DeregisterWorker,
     Heartbeat,
     HeartbeatAck,
+    HistoryRecorded,
+    HistoryUpdate,
     OfferSlot,
     ProgressReported,
+    RecordHistory,
     RecordTask,
     RegisterWorker,
     ReportProgress,
@@ -168,12 +172,7 @@ async def claim_run(
                                  reason=f"run is {current[0]}, not queued")  # fmt: skip
         if run.revision == 2:  # the first claim: nothing can have been recorded yet
             return RunClaimed(run=run)
-        tasks, unfinished = store.runs.recorded_tasks(tx, run_id)
-        waits, children = store.waits.recorded_waits_and_children(tx, run_id)
-        return RunClaimed(
-            run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished),
-            waits=tuple(waits), children=tuple(children),
-        )  # fmt: skip
+        return store.history.claimed(tx, run)
 
     reply = await services.transact(claim)
     if isinstance(reply, RunClaimed):
@@ -191,6 +190,47 @@ def check_task(request: RecordTask) -> None:
         raise BadRequestError("a failed task attempt needs an error", errors=("@ $.error",))
     if request.attempt < 1 or request.seq < 0:
         raise BadRequestError("attempt starts at 1 and seq at 0")
+
+
+def check_history(run_id: str, revision: int, history: HistoryUpdate) -> None:
+    """Refuse history that cannot be the run's: task records of another run or revision,
+    a bad task record, a step settled twice.
+
+    Raises:
+        aiki.BadRequestError: naming the field.
+    """
+    for index, task in enumerate(history.tasks):
+        if (task.run_id, task.revision) != (run_id, revision):
+            raise BadRequestError("tasks carried as history must be of its run and revision",
+                                  errors=(f"@ $.history.tasks[{index}]",))  # fmt: skip
+        check_task(task)
+    positions = [entry.position for entry in history.settled]
+    steps = [(entry.address, entry.seq) for entry in history.settled]
+    if len(set(positions)) != len(positions) or len(set(steps)) != len(steps):
+        raise BadRequestError("a step settles once, at one position",
+                              errors=("@ $.history.settled",))  # fmt: skip
+
+
+def observe_tasks(services: Services, history: HistoryUpdate) -> None:
+    """Count the task durations ``history`` reports (the task latency histogram)."""
+    for task in history.tasks:
+        _observe(services, task)
+
+
+async def record_history(
+    services: Services, request: RecordHistory, caller: Caller
+) -> HistoryRecorded:
+    """Store what an execution added to its run's history, fenced by revision."""
+    check_history(request.run_id, request.revision, request.history)
+    worker_id = worker_of(caller)
+    run_id = run_uuid(request.run_id)
+    written = await services.transact(lambda tx: store.history.record_history(
+        tx, request.history, run_id, request.revision, worker_id
+    ))  # fmt: skip
+    if not written:
+        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+    observe_tasks(services, request.history)
+    return HistoryRecorded(run_id=request.run_id)
 
 
 def _observe(services: Services, request: RecordTask) -> None:
@@ -237,26 +277,23 @@ def _check_transition(request: TransitionRun) -> None:
         raise BadRequestError("awaiting_retry needs retry_delay_seconds >= 0")
     if request.status == "failed" and request.error is None:
         raise BadRequestError("a failed run needs an error", errors=("@ $.error",))
-    for task in request.tasks:
-        if (task.run_id, task.revision) != (request.run_id, request.revision):
-            raise BadRequestError("tasks carried by a transition must be of its run and "
-                                  "revision", errors=("@ $.tasks",))  # fmt: skip
-        check_task(task)
+    check_history(request.run_id, request.revision, request.history)
 
 
 async def transition_run(
     services: Services, request: TransitionRun, caller: Caller
 ) -> RunTransitioned:
     """Move a claimed run on (complete, fail, retry later, give back), fenced by revision;
-    task records it carries are stored first, in the same transaction."""
+    the history it carries is stored first, in the same transaction."""
     _check_transition(request)
     run_id = run_uuid(request.run_id)
     worker_id = worker_of(caller)
 
     def move(tx: Transaction) -> tuple[RunInfo | None, int]:
-        for task in request.tasks:
-            if not store.runs.record_task(tx, task, run_id, worker_id):
-                return None, 0  # fenced: nothing was written
+        if request.history and not store.history.record_history(
+            tx, request.history, run_id, request.revision, worker_id
+        ):
+            return None, 0  # fenced: nothing was written
         moved = store.runs.transition_run(tx, request, run_id, worker_id)
         parents = 0
         if moved is not None and moved.parent_id is not None and moved.status in TERMINAL:
@@ -266,8 +303,7 @@ async def transition_run(
     moved, parents_queued = await services.transact(move)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
-    for task in request.tasks:
-        _observe(services, task)
+    observe_tasks(services, request.history)
     if moved.status == "completed":
         services.metrics.runs_completed.labels(services.metrics.workflow(moved.workflow)).inc()
     elif moved.status == "failed":
@@ -327,6 +363,7 @@ HANDLERS: Final = (
     .on(DEREGISTER_WORKER, deregister_worker)
     .on(CLAIM_RUN, claim_run)
     .on(RECORD_TASK, record_task)
+    .on(RECORD_HISTORY, record_history)
     .on(REPORT_PROGRESS, report_progress)
     .on(TRANSITION_RUN, transition_run)
     .on(HEARTBEAT, heartbeat)

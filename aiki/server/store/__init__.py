@@ -4,6 +4,7 @@
 - `outbox`: queued runs waiting to be published to Redis;
 - `workers`: workers and the versions (with schemas) they register;
 - `waits`: durable waits, events, child runs and run control (cancel, pause, resume);
+- `history`: the order in which a run's steps settled, and what an execution adds to it;
 - `recovery`: claim freshness, stale claims, dead workers, redelivery, pull claims;
 - `schedules`: schedules and the runs they start;
 - `updates`: committed transitions for live updates, task progress;
@@ -12,6 +13,7 @@
 - `pages`: pages of listings, bounded in items and bytes, and their cursors.
 """
 
+from . import history as history
 from . import keys as keys
 from . import outbox as outbox
 from . import pages as pages
@@ -24,6 +26,7 @@ from . import waits as waits
 from . import workers as workers
 
 __all__ = [
+    "history",
     "keys",
     "outbox",
     "pages",

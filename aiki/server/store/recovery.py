@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from ...protocol import RunClaimed
-from . import runs
+from . import history
 from .outbox import OutboxEntry
 from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
-from .waits import Stopped, cancel_tree_below, recorded_waits_and_children, resolve_child_waits
+from .waits import Stopped, cancel_tree_below, resolve_child_waits
 
 if TYPE_CHECKING:
     from transport import Transaction
+
+    from ...protocol import RunClaimed
 
 
 def refresh_claims(tx: Transaction, worker_id: str, run_ids: list[str]) -> list[str] | None:
@@ -221,12 +222,4 @@ def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
         """,
         {"worker": worker_id, "limit": limit},
     )
-    claims = []
-    for row in rows:
-        run = run_info(row)
-        run_uuid: uuid.UUID = row[0]  # type: ignore[assignment]
-        tasks, unfinished = runs.recorded_tasks(tx, run_uuid)
-        waits, children = recorded_waits_and_children(tx, run_uuid)
-        claims.append(RunClaimed(run=run, tasks=tuple(tasks), task_attempts=tuple(unfinished),
-                                 waits=tuple(waits), children=tuple(children)))  # fmt: skip
-    return claims
+    return [history.claimed(tx, run_info(row)) for row in rows]

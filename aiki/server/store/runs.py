@@ -370,7 +370,7 @@ def recorded_tasks(
     """Final task outcomes of a run, and (address, seq, attempts) of unfinished tasks."""
     rows = tx.fetch_all(
         "SELECT address, seq, name, state, attempts, output, error FROM aiki_tasks"
-        " WHERE run_id = %s",
+        " WHERE run_id = %s ORDER BY updated_at, address, seq",
         (run_id,),
     )
     final, unfinished = [], []
@@ -551,7 +551,8 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
     """Queue runs whose retry delay has passed, as a new attempt; return how many.
 
     Failed tasks of the previous attempt are deleted so they run again; completed tasks
-    stay recorded and are replayed.
+    stay recorded and are replayed, by address, in the order the new attempt reaches them
+    (the order steps settled in is forgotten).
     """
     row = tx.fetch_one(
         """
@@ -562,6 +563,8 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
             FOR UPDATE SKIP LOCKED
         ), cleared AS (
             DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
+        ), unordered AS (
+            DELETE FROM aiki_step_order o USING due WHERE o.run_id = due.id
         ), moved AS (
             UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
                                    attempt = r.attempt + 1, wake_at = NULL, updated_at = now()

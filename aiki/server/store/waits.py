@@ -186,14 +186,19 @@ def suspend(
 def recorded_waits_and_children(
     tx: Transaction, run_id: uuid.UUID
 ) -> tuple[list[RecordedWait], list[RecordedChild]]:
-    """Every wait of a run and every child it started (for replay after a claim)."""
+    """Every wait of a run, in the order the server resolved them (the order replay
+    delivers outcomes no execution received yet), and every child it started (for replay
+    after a claim)."""
     waits = [_wait_record(row) for row in tx.fetch_all(
-        "SELECT kind, key, seq, state, result FROM aiki_waits WHERE run_id = %s", (run_id,)
+        "SELECT kind, key, seq, state, result FROM aiki_waits WHERE run_id = %s"
+        " ORDER BY resolved_at NULLS LAST, kind, key, seq", (run_id,),
     )]  # fmt: skip
     children = [
         RecordedChild(address=str(address), seq=as_int(seq), run_id=str(child))
         for child, address, seq in tx.fetch_all(
-            "SELECT id, child_address, child_seq FROM aiki_runs WHERE parent_id = %s", (run_id,)
+            "SELECT id, child_address, child_seq FROM aiki_runs WHERE parent_id = %s"
+            " ORDER BY created_at, child_address, child_seq",
+            (run_id,),
         )
     ]
     return waits, children
@@ -264,35 +269,67 @@ def send_event(
     handled one at a time; it has made sure the event is not a duplicate (`delivered`).
     """
     row = tx.fetch_one(
-        f"""
-        WITH next AS (
-            SELECT COALESCE(max(seq), 0) + 1 AS seq FROM aiki_events
-            WHERE run_id = %(run)s AND name = %(name)s
-        ), waiting AS (
-            SELECT seq FROM aiki_waits
-            WHERE run_id = %(run)s AND kind = 'event' AND key = %(name)s AND state = 'pending'
-            ORDER BY seq LIMIT 1 FOR UPDATE
-        ), stored AS (
-            INSERT INTO aiki_events (run_id, name, seq, reference_id, payload, consumed_by)
-            SELECT %(run)s, %(name)s, next.seq, %(reference)s, %(payload)s::jsonb,
-                   (SELECT seq FROM waiting)
-            FROM next
-            RETURNING seq
-        ), resolved AS (
-            UPDATE aiki_waits w SET state = 'completed', result = %(payload)s::jsonb,
-                                    resolved_at = now()
-            FROM waiting
-            WHERE w.run_id = %(run)s AND w.kind = 'event' AND w.key = %(name)s
-              AND w.seq = waiting.seq
-            RETURNING w.run_id
-        ), {_requeue_suspended("resolved", "event received")}
-        SELECT (SELECT seq FROM stored), (SELECT count(*) FROM requeued)
+        """
+        INSERT INTO aiki_events (run_id, name, seq, reference_id, payload)
+        SELECT %(run)s, %(name)s, COALESCE(max(seq), 0) + 1, %(reference)s, %(payload)s::jsonb
+        FROM aiki_events WHERE run_id = %(run)s AND name = %(name)s
+        RETURNING seq
         """,
         {"run": run_id, "name": name, "reference": reference_id,
          "payload": runs.to_json(payload)},
     )  # fmt: skip
     assert row is not None
-    return EventOutcome(as_int(row[0]), duplicate=False, requeued=as_int(row[1]) > 0)
+    requeued = route_events(tx, run_id, name)
+    return EventOutcome(as_int(row[0]), duplicate=False, requeued=requeued > 0)
+
+
+def route_events(tx: Transaction, run_id: uuid.UUID, name: str) -> int:
+    """Hand the run's events of ``name`` not taken yet to its pending waits for them,
+    oldest event to oldest wait (withdrawn waits take none); queue the run if it is
+    suspended. Returns how many runs were queued (0 or 1)."""
+    row = tx.fetch_one(
+        f"""
+        WITH free AS (
+            SELECT seq, payload, row_number() OVER (ORDER BY seq) AS n FROM aiki_events
+            WHERE run_id = %(run)s AND name = %(name)s AND consumed_by IS NULL
+        ), waiting AS (
+            SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM aiki_waits
+            WHERE run_id = %(run)s AND kind = 'event' AND key = %(name)s AND state = 'pending'
+        ), pairs AS (
+            SELECT f.seq AS event_seq, f.payload, w.seq AS wait_seq
+            FROM free f JOIN waiting w USING (n)
+        ), taken AS (
+            UPDATE aiki_events e SET consumed_by = p.wait_seq FROM pairs p
+            WHERE e.run_id = %(run)s AND e.name = %(name)s AND e.seq = p.event_seq
+        ), resolved AS (
+            UPDATE aiki_waits w SET state = 'completed', result = p.payload, resolved_at = now()
+            FROM pairs p
+            WHERE w.run_id = %(run)s AND w.kind = 'event' AND w.key = %(name)s
+              AND w.seq = p.wait_seq
+            RETURNING w.run_id
+        ), {_requeue_suspended("resolved", "event received")}
+        SELECT count(*) FROM requeued
+        """,
+        {"run": run_id, "name": name},
+    )
+    return 0 if row is None else as_int(row[0])
+
+
+def withdraw(tx: Transaction, run_id: uuid.UUID, kind: str, key: str, seq: int) -> None:
+    """The handler gave a wait up (its branch was cancelled): it takes no event and wakes
+    nothing. An event it had taken, unseen, goes to the next pending wait for it."""
+    row = tx.fetch_one(
+        "UPDATE aiki_waits SET state = 'withdrawn', result = NULL,"
+        " resolved_at = COALESCE(resolved_at, now())"
+        " WHERE run_id = %s AND kind = %s AND key = %s AND seq = %s AND state <> 'withdrawn'"
+        " RETURNING kind", (run_id, kind, key, seq),
+    )  # fmt: skip
+    if row is not None and kind == "event":
+        tx.execute(
+            "UPDATE aiki_events SET consumed_by = NULL"
+            " WHERE run_id = %s AND name = %s AND consumed_by = %s", (run_id, key, seq),
+        )  # fmt: skip
+        route_events(tx, run_id, key)
 
 
 # -- control -------------------------------------------------------------------------------------

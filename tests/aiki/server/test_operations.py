@@ -32,6 +32,7 @@ from aiki.protocol import (
     GetRun,
     GetSchedule,
     Heartbeat,
+    HistoryUpdate,
     ListKeys,
     ListRuns,
     ListSchedules,
@@ -39,6 +40,7 @@ from aiki.protocol import (
     OfferSlot,
     PauseRun,
     PauseSchedule,
+    RecordHistory,
     RecordTask,
     RegisterWorker,
     ReportProgress,
@@ -51,6 +53,7 @@ from aiki.protocol import (
     ScheduleSpec,
     SendEvent,
     ServedQueue,
+    Settled,
     StartChild,
     StartRun,
     Subscribe,
@@ -181,6 +184,9 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         child = (await call.session(StartChild(
             parent_id=run.id, revision=revision, address="child:c", seq=0, workflow=workflow,
             version="1.0", input=ORDER))).run  # fmt: skip
+        child_started = Settled(address="child:c", seq=0, position=0)
+        history = HistoryUpdate(settled=(child_started,))
+        await call.session(RecordHistory(run_id=run.id, revision=revision, history=history))
         suspended = await call.session(SuspendRun(run_id=run.id, revision=revision,
                                                   blocked_on=(("event", "go", 0),)))  # fmt: skip
         assert suspended.status == "awaiting_event"
@@ -198,6 +204,8 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         pulled: ClaimedRuns = await call.session(ClaimNext(worker_id="w1", limit=5))
         again = {claim.run.id: claim.run.revision for claim in pulled.claims}
         assert run.id in again
+        (resumed,) = [claim for claim in pulled.claims if claim.run.id == run.id]
+        assert resumed.settled == (child_started,), "a claim carries the order steps settled in"
         done = await call.session(TransitionRun(run_id=run.id, revision=again[run.id],
                                                 status="completed", output=2))  # fmt: skip
         assert done.status == "completed"

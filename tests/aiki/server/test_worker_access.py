@@ -24,6 +24,8 @@ WORKER_REQUESTS = {
     "record_task": {"run_id": "RUN", "revision": 2, "address": "a", "seq": 0, "name": "a",
                     "attempt": 1, "state": "completed", "output": 1},
     "report_progress": {"run_id": "RUN", "revision": 2, "address": "a", "seq": 0, "task": "a"},
+    "record_history": {"run_id": "RUN", "revision": 2, "history": {
+        "settled": [{"address": "sleep:nap", "seq": 0, "position": 0, "withdrawn": True}]}},
     "transition_run": {"run_id": "RUN", "revision": 2, "status": "completed", "output": 9},
     "begin_wait": {"run_id": "RUN", "revision": 2, "kind": "sleep", "key": "nap", "seq": 0,
                    "seconds": 1},
@@ -91,7 +93,7 @@ async def test_worker_operations_are_refused_on_a_session_no_worker_registered(
 async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, workflow: str) -> None:
     """Worker w2 knows w1's run and its revision (get_run tells anyone) but cannot claim as
     w1, heartbeat for or deregister w1, or record, report, wait, suspend, start children or complete
-    the run w1 holds: nothing about the run changes."""
+    the run w1 holds: nothing about the run changes (nor does its history)."""
     await register(api, workflow)
     await register(api, workflow, "w2")
     run = await _claimed_run(api, workflow)
@@ -113,6 +115,7 @@ async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, wor
         "heartbeat": "forbidden",  # for w1
         "offer_slot": "forbidden",  # as w1
         "record_task": "stale_revision",
+        "record_history": "stale_revision",
         "report_progress": "stale_revision",
         "transition_run": "stale_revision",
         "begin_wait": "stale_revision",
@@ -125,6 +128,8 @@ async def test_a_worker_cannot_act_as_another_or_write_to_its_runs(api: Api, wor
     assert (details["tasks"], details["progress"]) == ([], [])
     listed = await api.ok("list_runs", {"workflow": workflow})
     assert len(listed["runs"]) == 1  # no child was started
+    again = await api.ok("claim_run", {"run_id": run["id"], "worker_id": "w1"})
+    assert again["settled"] == []  # w2's history was not stored
 
 
 @deadline(30)
