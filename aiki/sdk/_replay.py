@@ -43,6 +43,7 @@ trio ran its branches or the server resolved its waits:
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -166,6 +167,9 @@ class _Parked:
 class Replay:
     """The replay core of one execution: steps taken, steps settled, what comes next.
 
+    Each decision costs time in the number of branches it concerns, not in the number
+    of branches parked (a fan-out of thousands of children replays in linear time).
+
     Args:
         recorded: the run's recorded steps: final task outcomes, child runs started,
             waits reached (in the order the server resolved them).
@@ -188,6 +192,8 @@ class Replay:
         self._order = sorted(settled, key=lambda entry: entry.position)
         self._settlement = {(entry.address, entry.seq): entry for entry in self._order}
         self._attempts = {(address, seq): count for address, seq, count in attempts}
+        self._recorded_keys = {*self._records, *self._settlement}
+        self._unreached = len(self._recorded_keys)
         self._consumed: set[Key] = set()
         self._cursor = 0
         self._position = self._order[-1].position + 1 if self._order else 0
@@ -199,6 +205,15 @@ class Replay:
         self._arrivals: deque[Key] = deque()
         self._running = 0
         self._divergence: NonDeterminismError | None = None
+        # Parked branches by state (heaps are cleaned lazily: an entry counts only while
+        # its branch is still parked in that state).
+        self._ready: list[tuple[int, Branch]] = []
+        """Recorded outcomes no execution received yet, by the server's rank."""
+        self._positioned: list[tuple[int, Branch]] = []
+        """Recorded outcomes with their recorded position."""
+        self._held: dict[Branch, _Parked] = {}
+        self._blocked: dict[Branch, _Parked] = {}
+        self._withdrawing: dict[Branch, _Parked] = {}
 
     # -- what the branches do ---------------------------------------------------------------------
 
@@ -227,11 +242,11 @@ class Replay:
             self._unkeyed.remove(branch)
             return None
         del self._by_key[parked.key]
-        if parked.state == "running":
-            self._running -= 1
-        if parked.state == "held":
+        state = parked.state
+        self._leave(parked)
+        if state == "held":
             return None
-        if parked.state == "withdrawing":
+        if state == "withdrawing":
             self._consumed.add(parked.key)
             return None
         if parked.position is not None:
@@ -252,8 +267,7 @@ class Replay:
         parked = self._by_key.get((address, seq))
         if parked is None or parked.state != "running":
             return  # given up meanwhile
-        self._running -= 1
-        parked.state, parked.outcome = "awaiting", outcome
+        self._enter(parked, "awaiting", outcome)
         self._arrivals.append((address, seq))
 
     def pending(self, address: str, seq: int, wait: RecordedWait) -> None:
@@ -261,8 +275,7 @@ class Replay:
         parked = self._by_key.get((address, seq))
         if parked is None or parked.state != "running":
             return
-        self._running -= 1
-        parked.state, parked.outcome = "blocked", wait
+        self._enter(parked, "blocked", wait)
 
     # -- what comes next --------------------------------------------------------------------------
 
@@ -284,23 +297,21 @@ class Replay:
         entry = self._next_entry()
         if entry is not None and (decision := self._replay(entry)) is not None:
             return decision
-        parked = sorted(self._parked.values(), key=lambda p: p.branch)
-        recorded = [p for p in parked if p.state == "awaiting" and p.key in self._rank
-                    and p.position is None]  # fmt: skip
-        if recorded:  # resolved while the run was suspended: in the server's order
-            return self._deliver(min(recorded, key=lambda p: self._rank[_key(p)]))
-        if held := [p for p in parked if p.state == "held"]:
-            missed = self._unreached()
-            if entry is not None or missed:
-                return Diverge(error=self._inserted(held[0], missed))
+        if (ready := self._first(self._ready)) is not None:
+            return self._deliver(ready)  # resolved while suspended: in the server's order
+        if self._held:
+            held = sorted(self._held.values(), key=lambda p: p.branch)
+            if entry is not None or self._unreached:
+                return Diverge(error=self._inserted(held[0]))
             return self._start(held)
         if self._arrivals:
             return self._deliver(self._by_key[self._arrivals[0]])
         if self._running:
             return IDLE
-        if blocked := [p for p in parked if p.state == "blocked"]:
+        if self._blocked:
+            blocked = sorted(self._blocked.values(), key=lambda p: p.branch)
             return Suspend(waits=tuple(p.outcome for p in blocked))  # type: ignore[misc]
-        if stuck := [p for p in parked if p.state == "withdrawing" and not p.deadline]:
+        if stuck := [p for p in self._withdrawing.values() if not p.deadline]:
             return Diverge(error=NonDeterminismError(
                 f"step {_name(_key(stuck[0]))} was given up by an earlier execution, but "
                 "nothing in this one gives it up: the workflow code changed",
@@ -310,6 +321,51 @@ class Replay:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _enter(self, parked: _Parked, state: _State, outcome: object = None) -> None:
+        """Move a keyed branch to ``state`` (leaving the one it was in)."""
+        self._leave(parked)
+        parked.state = state
+        if outcome is not None:
+            parked.outcome = outcome
+        branch = parked.branch
+        match state:
+            case "awaiting" if parked.position is not None:
+                heapq.heappush(self._positioned, (parked.position, branch))
+            case "awaiting" if _key(parked) in self._rank:
+                heapq.heappush(self._ready, (self._rank[_key(parked)], branch))
+            case "held":
+                self._held[branch] = parked
+            case "blocked":
+                self._blocked[branch] = parked
+            case "withdrawing":
+                self._withdrawing[branch] = parked
+            case "running":
+                self._running += 1
+
+    def _leave(self, parked: _Parked) -> None:
+        branch = parked.branch
+        match parked.state:
+            case "held":
+                del self._held[branch]
+            case "blocked":
+                del self._blocked[branch]
+            case "withdrawing":
+                del self._withdrawing[branch]
+            case "running":
+                self._running -= 1
+
+    def _first(self, heap: list[tuple[int, Branch]]) -> _Parked | None:
+        """The first branch of ``heap`` still awaiting its outcome there (dropping those
+        that moved on)."""
+        while heap:
+            branch = heap[0][1]
+            parked = self._parked.get(branch)
+            if parked is not None and parked.state == "awaiting" and (
+                    heap is not self._positioned or parked.position == heap[0][0]):  # fmt: skip
+                return parked
+            heapq.heappop(heap)
+        return None
+
     def _number_steps(self) -> None:
         """Give the steps taken since the last decision their seq, in branch order."""
         for branch in sorted(self._unkeyed):
@@ -318,23 +374,25 @@ class Replay:
             self._seq[parked.address] = seq + 1
             key = parked.key = (parked.address, seq)
             self._keyed.add(key)
+            if key in self._recorded_keys:
+                self._unreached -= 1
             self._by_key[key] = parked
             record = self._records.get(key)
             entry = self._settlement.get(key)
             if entry is not None and entry.withdrawn:
-                parked.state = "withdrawing"
+                self._enter(parked, "withdrawing")
             elif entry is not None and entry.error is not None:
-                parked.state, parked.outcome = "awaiting", entry.error
                 parked.position = entry.position
+                self._enter(parked, "awaiting", entry.error)
             elif isinstance(record, RecordedWait) and record.state == "pending":
-                parked.state, parked.outcome = "blocked", record
+                self._enter(parked, "blocked", record)
             elif isinstance(record, RecordedWait) and record.state == "withdrawn":
-                parked.state = "withdrawing"
+                self._enter(parked, "withdrawing")
             elif record is not None:
-                parked.state, parked.outcome = "awaiting", record
                 parked.position = None if entry is None else entry.position
+                self._enter(parked, "awaiting", record)
             else:
-                parked.state = "held"
+                self._enter(parked, "held")
         self._unkeyed.clear()
 
     def _next_entry(self) -> Settled | None:
@@ -354,16 +412,15 @@ class Replay:
                 return self._deliver(parked)
             if parked.state == "withdrawing" and parked.deadline:
                 return IDLE  # its trio deadline gives it up, as before
-        positioned = [p for p in self._parked.values()
-                      if p.state == "awaiting" and p.position is not None]  # fmt: skip
-        if positioned:
-            return self._deliver(min(positioned, key=lambda p: p.position or 0))
+        if (positioned := self._first(self._positioned)) is not None:
+            return self._deliver(positioned)
         return None
 
     def _deliver(self, parked: _Parked) -> Deliver:
         key = _key(parked)
         del self._parked[parked.branch]
         del self._by_key[key]
+        self._leave(parked)
         settled = None
         if parked.position is not None:
             self._consumed.add(key)
@@ -386,18 +443,15 @@ class Replay:
         steps = []
         for parked in held:
             key = _key(parked)
-            parked.state = "running"
-            self._running += 1
+            self._enter(parked, "running")
             steps.append(NewStep(branch=parked.branch, address=key[0], seq=key[1],
                                  attempts=self._attempts.get(key, 0)))  # fmt: skip
         return Start(steps=tuple(steps))
 
-    def _unreached(self) -> list[Key]:
-        """Recorded steps this execution has not taken, in history order."""
+    def _inserted(self, parked: _Parked) -> NonDeterminismError:
+        """The divergence of a new step taken while recorded steps are out of reach."""
         recorded = [*((e.address, e.seq) for e in self._order), *self._records]
-        return [key for key in dict.fromkeys(recorded) if key not in self._keyed]
-
-    def _inserted(self, parked: _Parked, missed: list[Key]) -> NonDeterminismError:
+        missed = [key for key in dict.fromkeys(recorded) if key not in self._keyed]
         if not missed:  # taken, but their recorded settlement is out of reach
             missed = [(e.address, e.seq) for e in self._order[self._cursor:]
                       if (e.address, e.seq) not in self._consumed]  # fmt: skip

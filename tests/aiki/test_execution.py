@@ -60,15 +60,46 @@ async def slow_unwind(run: aiki.Run[int], months: int) -> list[str]:
     return outcomes
 
 
+deadlines = aiki.workflow(f"deadlines-{uuid.uuid4().hex[:8]}")
+
+
+@aiki.task(loop="trio")
+async def slow(key: str) -> str:
+    await trio.sleep(0.3)
+    return key
+
+
+@deadlines.version("1", events={"go": aiki.event(str)})
+async def deadline_around_a_wait(run: aiki.Run[int], rounds: int) -> list[str]:
+    """Each round: a slow task beside a trio deadline around an event wait (the deadline
+    gives the wait up while the task runs), then a durable sleep: every round is replayed
+    by the executions after it."""
+    seen: list[str] = []
+    for round_ in range(rounds):
+        got = "gave up"
+        async with trio.open_nursery() as nursery:
+
+            async def work(key: str = str(round_)) -> None:
+                seen.append(await slow.start(run, key))
+
+            nursery.start_soon(work)
+            with trio.move_on_after(0.05):
+                got = await run.events.go.wait()
+            seen.append(got)  # before the task's result, when the deadline gives up first
+        await run.sleep("between", seconds=0.05)
+    return seen
+
+
 @asynccontextmanager
 async def _serving(pg_url: str, redis_url: str) -> AsyncIterator[Api]:
-    """A server and a worker of ``slow_unwind``, in this process."""
+    """A server and a worker of the workflows above, in this process."""
     stop = trio.Event()
     async with open_api(pg_url, redis_url) as api, trio.open_nursery() as nursery:
         config = WorkerConfig(server_url=api.url, redis_url=redis_url,
                               api_key=api.keys["worker"], heartbeat_seconds=0.5)  # fmt: skip
         await nursery.start(functools.partial(
-            run_worker, aiki.Worker(slow_unwind), config, shutdown_trigger=stop.wait
+            run_worker, aiki.Worker(slow_unwind, deadline_around_a_wait), config,
+            shutdown_trigger=stop.wait,
         ))  # fmt: skip
         yield api
         stop.set()
@@ -115,6 +146,34 @@ async def test_a_run_is_suspended_only_once_cancelled_branches_unwound_and_on_li
         waits = conn.execute("SELECT kind, state, count(*) FROM aiki_waits WHERE run_id = %s"
                              " GROUP BY kind, state", (handle.run_id,)).fetchall()  # fmt: skip
     assert sorted(waits) == [("event", "withdrawn", months), ("sleep", "completed", months)]
+
+
+@deadline(60)
+async def test_a_trio_deadline_around_a_durable_wait_replays_to_the_same_decision(
+    pg_url: str, redis_url: str
+) -> None:
+    """The deadline gave the wait up in the first execution; each replay waits for it to
+    do so again (no divergence, no event wait left pending), and the run completes with
+    what the first executions decided."""
+    rounds = 3
+    async with (
+        _serving(pg_url, redis_url) as api,
+        aiki.Client(api.url, api_key=api.keys["client"]) as client,
+    ):
+        handle = await deadline_around_a_wait.start(client, rounds)
+        result = await handle.wait_for_status("completed")
+    assert result.success, result.error
+    assert result.output == [item for r in range(rounds) for item in ("gave up", str(r))]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        waits = conn.execute("SELECT kind, state, count(*) FROM aiki_waits WHERE run_id = %s"
+                             " GROUP BY kind, state", (handle.run_id,)).fetchall()  # fmt: skip
+        claims = conn.execute(
+            "SELECT count(*) FROM aiki_transitions WHERE run_id = %s AND to_status = 'running'",
+            (handle.run_id,),
+        ).fetchone()
+    assert sorted(waits) == [("event", "withdrawn", rounds), ("sleep", "completed", rounds)]
+    assert claims is not None
+    assert claims[0] >= rounds, "each round was replayed in a later execution"
 
 
 async def test_the_workers_scheduler_runs_tasks_in_the_order_they_were_created() -> None:
