@@ -90,6 +90,34 @@ async def deadline_around_a_wait(run: aiki.Run[int], rounds: int) -> list[str]:
     return seen
 
 
+drifting = aiki.workflow(f"drifting-{uuid.uuid4().hex[:8]}")
+CODE = {"changed": False}
+"""Flipped by a test while a run is suspended: the handler's code changed under it."""
+RAN: list[str] = []
+
+
+@aiki.task(loop="trio")
+async def note(key: str) -> str:
+    RAN.append(key)
+    return key
+
+
+@drifting.version("1")
+async def drifting_branches(run: aiki.Run[int], count: int) -> int:
+    """Branches each call a task, then the run sleeps; once the code "changed", branch 1
+    calls it with another input."""
+
+    async def one(index: int) -> None:
+        changed = CODE["changed"] and index == 1
+        await note.start(run, f"{index}-changed" if changed else str(index))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(count):
+            nursery.start_soon(one, index)
+    await run.sleep("nap", seconds=0.2)
+    return count
+
+
 @asynccontextmanager
 async def _serving(pg_url: str, redis_url: str) -> AsyncIterator[Api]:
     """A server and a worker of the workflows above, in this process."""
@@ -98,7 +126,8 @@ async def _serving(pg_url: str, redis_url: str) -> AsyncIterator[Api]:
         config = WorkerConfig(server_url=api.url, redis_url=redis_url,
                               api_key=api.keys["worker"], heartbeat_seconds=0.5)  # fmt: skip
         await nursery.start(functools.partial(
-            run_worker, aiki.Worker(slow_unwind, deadline_around_a_wait), config,
+            run_worker, aiki.Worker(slow_unwind, deadline_around_a_wait, drifting_branches),
+            config,
             shutdown_trigger=stop.wait,
         ))  # fmt: skip
         yield api
@@ -174,6 +203,32 @@ async def test_a_trio_deadline_around_a_durable_wait_replays_to_the_same_decisio
     assert sorted(waits) == [("event", "withdrawn", rounds), ("sleep", "completed", rounds)]
     assert claims is not None
     assert claims[0] >= rounds, "each round was replayed in a later execution"
+
+
+@deadline(60)
+async def test_a_branch_that_diverges_fails_the_run_with_the_divergence_itself(
+    pg_url: str, redis_url: str
+) -> None:
+    """A branch's recorded call changed while the run slept: the run fails with
+    `NonDeterminismError` itself (its code, the step, the recorded entries it did not
+    reach), not a nursery's exception group, and the changed call never ran."""
+    CODE["changed"] = False
+    async with (
+        _serving(pg_url, redis_url) as api,
+        aiki.Client(api.url, api_key=api.keys["client"]) as client,
+    ):
+        handle = await drifting_branches.start(client, 4)
+        assert (await handle.wait_for_status("sleeping")).success
+        CODE["changed"] = True
+        result = await handle.wait_for_status("failed")
+    CODE["changed"] = False
+    assert result.success
+    error = result.error
+    assert error is not None
+    assert (error.code, error.type) == ("non_determinism", "aiki.errors.NonDeterminismError")
+    assert "task:note:" in error.message
+    assert "recorded steps were not replayed" in error.message
+    assert "1-changed" not in RAN, "the changed call never ran"
 
 
 async def test_the_workers_scheduler_runs_tasks_in_the_order_they_were_created() -> None:
