@@ -273,7 +273,8 @@ def _check_transition(request: TransitionRun) -> None:
         raise BadRequestError(f"unknown status {request.status!r}")
     if request.status not in WORKER_TRANSITIONS or not can_transition("running", request.status):
         raise InvalidTransitionError(f"a worker cannot move a run to {request.status!r}")
-    if request.status == "awaiting_retry" and (request.retry_delay_seconds or -1) < 0:
+    delay = request.retry_delay_seconds
+    if request.status == "awaiting_retry" and (delay is None or delay < 0):
         raise BadRequestError("awaiting_retry needs retry_delay_seconds >= 0")
     if request.status == "failed" and request.error is None:
         raise BadRequestError("a failed run needs an error", errors=("@ $.error",))

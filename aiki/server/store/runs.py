@@ -552,7 +552,8 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
 
     Failed tasks of the previous attempt are deleted so they run again; completed tasks
     stay recorded and are replayed, by address, in the order the new attempt reaches them
-    (the order steps settled in is forgotten).
+    (the order steps settled in is forgotten, and so are waits the previous attempt gave
+    up: the new attempt waits afresh).
     """
     row = tx.fetch_one(
         """
@@ -565,6 +566,8 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
             DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
         ), unordered AS (
             DELETE FROM aiki_step_order o USING due WHERE o.run_id = due.id
+        ), forgotten AS (
+            DELETE FROM aiki_waits w USING due WHERE w.run_id = due.id AND w.state = 'withdrawn'
         ), moved AS (
             UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
                                    attempt = r.attempt + 1, wake_at = NULL, updated_at = now()

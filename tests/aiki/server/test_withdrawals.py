@@ -125,3 +125,28 @@ async def test_history_a_worker_sends_is_checked_and_stored_once(api: Api, workf
     await api.ok("record_history", once)
     claimed = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
     assert [entry["address"] for entry in claimed["settled"]] == ["sleep:a"]  # type: ignore[union-attr]
+
+
+@deadline(30)
+async def test_a_new_workflow_attempt_forgets_the_step_order_and_the_waits_given_up(
+    api: Api, workflow: str
+) -> None:
+    """A run retried after a failure replays by address: the order its steps settled in
+    and the waits it gave up are gone (the new attempt waits afresh); its pending waits
+    stay."""
+    run_id, revision = await _claimed(api, workflow)
+    await _wait(api, run_id, revision, 0)
+    await _wait(api, run_id, revision, 1)
+    await api.ok("transition_run", {
+        "run_id": run_id, "revision": revision, "status": "awaiting_retry",
+        "retry_delay_seconds": 0, "reason": "retry",
+        "error": {"type": "Boom", "message": "first attempt"},
+        "history": {"settled": [_given_up(0, 0)]},
+    })  # fmt: skip
+    queued = await api.ok("wait_run", {"run_id": run_id, "statuses": ["queued"],
+                                       "timeout_seconds": 10})  # fmt: skip
+    assert queued["status"] == "queued"
+    again = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
+    assert again["run"]["attempt"] == 2  # type: ignore[index]
+    assert again["settled"] == []
+    assert [(w["seq"], w["state"]) for w in again["waits"]] == [(1, "pending")]  # type: ignore[union-attr]
