@@ -232,6 +232,8 @@ class Execution:
         self._progress_ready = trio.Event()
         self._scope = trio.CancelScope()
         self._ended: Ended | None = None
+        self._decided: Decision | None = None
+        """Decided when the handler's only branch took a step; for the drive loop."""
         self._interrupted: ExecutionInterrupted | None = None
 
     # -- what branches call -----------------------------------------------------------------------
@@ -254,6 +256,15 @@ class Execution:
         task = trio.lowlevel.current_task()
         deadline = trio.current_effective_deadline() != math.inf
         self._replay.take(branch, address, deadline=deadline)
+        if not self._branches.spawned and self._decided is None:
+            # The handler's only branch is taking this step: nothing else can move, so
+            # the handler is quiescent now (a recorded outcome comes back at once).
+            decision = self._replay.decide()
+            if isinstance(decision, Deliver):
+                self._note(decision)
+                return self._outcome(decision)
+            if not isinstance(decision, Idle):
+                self._decided = decision  # the drive loop acts on it
         self._parked[branch] = task
         self._calls[branch] = call
         self._branches.poke()
@@ -262,6 +273,7 @@ class Execution:
             self._parked.pop(branch, None)
             self._calls.pop(branch, None)
             if self._ended is None and self._interrupted is None:
+                self._decided = None  # (it was about this branch, the only one)
                 settled = self._replay.withdraw(branch)
                 if settled is not None:
                     self._unsent_settled.append(settled)
@@ -297,13 +309,36 @@ class Execution:
         assert self._ended is not None
         return self._ended
 
-    def take_history(self) -> HistoryUpdate:
+    def take_history(self, *, final: bool = False) -> HistoryUpdate:
         """What the execution added to the history and did not send yet (forgotten now:
-        the caller sends it with the run's outcome)."""
-        update = HistoryUpdate(tasks=tuple(self._unsent_tasks),
-                               settled=tuple(self._unsent_settled))  # fmt: skip
+        the caller sends it).
+
+        Args:
+            final: it goes with the run's outcome (the run is never replayed again, or its
+                next attempt replays by address): the order of deliveries is left out.
+        """
+        settled = self._unsent_settled
+        if final:
+            settled = [entry for entry in settled if entry.withdrawn or entry.error]
+        update = HistoryUpdate(tasks=tuple(self._unsent_tasks), settled=tuple(settled))
         self._unsent_tasks, self._unsent_settled = [], []
         return update
+
+    def _outcome(self, deliver: Deliver) -> object:
+        """What a delivery hands its branch: the outcome, or the original error of a step
+        the server refused in this execution."""
+        original = self._raised.get((deliver.address, deliver.seq))
+        if isinstance(deliver.outcome, ErrorInfo) and original is not None:
+            raise original
+        return deliver.outcome
+
+    def _note(self, deliver: Deliver) -> None:
+        """Keep where a delivered step settled, to be stored. A handler that never spawned
+        a branch needs no order (its one branch takes its steps in program order, and
+        replay delivers them as taken); a refused step's error has no other record."""
+        settled = deliver.settled
+        if settled is not None and (self._branches.spawned or settled.error is not None):
+            self._unsent_settled.append(settled)
 
     def _end(self, ended: Ended) -> None:
         if self._ended is None and self._interrupted is None:
@@ -334,7 +369,7 @@ class Execution:
             while True:
                 await self._branches.wait_poked()
                 while self._quiescent():
-                    decision = self._replay.decide()
+                    decision, self._decided = self._decided or self._replay.decide(), None
                     if isinstance(decision, Idle):
                         break
                     try:
@@ -348,13 +383,8 @@ class Execution:
             case Deliver():
                 task = self._parked.pop(decision.branch)
                 self._calls.pop(decision.branch, None)
-                if decision.settled is not None:
-                    self._unsent_settled.append(decision.settled)
-                original = self._raised.get((decision.address, decision.seq))
-                if isinstance(decision.outcome, ErrorInfo) and original is not None:
-                    trio.lowlevel.reschedule(task, outcome.Error(original))
-                else:
-                    trio.lowlevel.reschedule(task, outcome.Value(decision.outcome))
+                self._note(decision)
+                trio.lowlevel.reschedule(task, outcome.capture(self._outcome, decision))
             case Start(steps=steps):
                 calls = [self._calls[step.branch] for step in steps]
                 async with self._flushing:  # a flush under way is stored first

@@ -423,7 +423,7 @@ class RunActor:
                 transition = self._failure(version, info, unawaited)
             case Failed(error=error):
                 transition = self._failure(version, info, unawaited or error)
-        return attrs.evolve(transition, history=execution.take_history())
+        return attrs.evolve(transition, history=execution.take_history(final=True))
 
     def _failure(
         self, version: WorkflowVersion[typing.Any, typing.Any], info: RunInfo, exc: Exception

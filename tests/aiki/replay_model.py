@@ -79,6 +79,8 @@ class Server:
     settled: dict[int, Settled] = attrs.Factory(dict)
     seen: dict[int, tuple[Branch, object]] = attrs.Factory(dict)
     """Who received what at each stored position (kept by the test, not the server)."""
+    delivered: set[tuple[str, int]] = attrs.Factory(set)
+    """Steps whose outcome some execution delivered (kept by the test)."""
     events: dict[str, list[list[object]]] = attrs.Factory(dict)
     """name -> [payload, consumed by (wait seq) or None], in arrival order."""
     task_runs: dict[tuple[str, int], int] = attrs.Factory(dict)
@@ -176,10 +178,8 @@ class Server:
 
     def check_settled(self) -> None:
         """Once the run completed, every wait it reached was received or given up."""
-        settled = {(e.address, e.seq): e for e in self.settled.values()}
         for key, wait in self.waits.items():
-            entry = settled.get(key)
-            if wait.state != "withdrawn" and (entry is None or entry.withdrawn):
+            if wait.state != "withdrawn" and key not in self.delivered:
                 raise ModelError(f"wait {key} is {wait.state} but its run completed")
 
     def check_events(self) -> None:
@@ -244,6 +244,9 @@ class Execution:
     in_flight: dict[tuple[str, int], tuple[str, object]] = attrs.Factory(dict)
     decisions: int = 0
     taken: list[tuple[Branch, str]] = attrs.Factory(list)
+    spawned: bool = False
+    """The handler spawned a branch: from then on deliveries' positions are stored (as
+    the worker does; before, its one branch needs no order)."""
 
     def __attrs_post_init__(self) -> None:
         self.replay = self.server.replay()
@@ -337,6 +340,7 @@ class Execution:
                 self._take(branch, address)
                 return
             branch.state = "joining"
+            self.spawned = True
             branch.race = stmt.race
             branch.winner = None
             branch.children = []
@@ -396,20 +400,21 @@ class Execution:
         if branch.state != "parked":
             raise ModelError(f"delivered to {deliver.branch}, which is not parked")
         key = (deliver.address, deliver.seq)
+        self.server.delivered.add(key)
         if deliver.settled is None:
             position = next((p for p, e in self.server.settled.items()
                              if (e.address, e.seq) == key), None)  # fmt: skip
-            if position is None:
-                raise ModelError(f"recorded delivery of {key} has no stored position")
-            recorded_branch, recorded_outcome = self.server.seen[position]
+            if position is None:  # stored without its position (a single branch's step)
+                position = -1
+            recorded_branch, recorded_outcome = self.server.seen.get(position, (None, None))
             now = (deliver.branch, _summary(deliver.outcome))
-            if self.strict and (recorded_branch, recorded_outcome) != now:
+            if self.strict and position >= 0 and (recorded_branch, recorded_outcome) != now:
                 raise ModelError(
                     f"position {position} ({key}) went to {recorded_branch} with "
                     f"{recorded_outcome} before, to {deliver.branch} with "
                     f"{_summary(deliver.outcome)} now"
                 )
-        else:
+        elif self.spawned or deliver.settled.error is not None:
             self.unsent.append((deliver.settled, deliver.branch, _summary(deliver.outcome)))
         branch.state = "runnable"
         branch.outcome = deliver.outcome

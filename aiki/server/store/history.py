@@ -29,24 +29,36 @@ def record_history(
     tx: Transaction, history: HistoryUpdate, run_id: uuid.UUID, revision: int, worker_id: str
 ) -> bool:
     """Store ``history`` if ``worker_id`` holds the run at ``revision``; False if fenced
-    (nothing is written). Repeating a request stores nothing twice."""
-    if not waits.holds_revision(tx, run_id, revision, worker_id):
-        return False
+    (nothing is written). Repeating a request stores nothing twice.
+
+    One statement per part: the task records and the settlements each check the fence
+    themselves (the run row stays locked against a takeover until the transaction ends).
+    """
     for task in history.tasks:
         if not runs.record_task(tx, task, run_id, worker_id):
-            return False  # (cannot happen: the run is held; the transaction rolls back)
+            return False
     settled = history.settled
-    if settled:
-        tx.execute(
-            """
+    if not settled:
+        return bool(history.tasks) or waits.holds_revision(
+            tx, run_id, revision, worker_id) is not None  # fmt: skip
+    row = tx.fetch_one(
+        f"""
+        WITH {runs.FENCE}, stored AS (
             INSERT INTO aiki_step_order (run_id, position, address, seq, withdrawn, error)
-            SELECT %s, * FROM unnest(%s::int[], %s::text[], %s::int[], %s::bool[], %s::jsonb[])
+            SELECT owner.id, s.* FROM owner,
+                unnest(%(positions)s::int[], %(addresses)s::text[], %(seqs)s::int[],
+                       %(withdrawn)s::bool[], %(errors)s::jsonb[]) AS s
             ON CONFLICT DO NOTHING
-            """,
-            (run_id, [s.position for s in settled], [s.address for s in settled],
-             [s.seq for s in settled], [s.withdrawn for s in settled],
-             [runs.error_json(s.error) for s in settled]),
-        )  # fmt: skip
+        )
+        SELECT count(*) FROM owner
+        """,
+        {"run": run_id, "revision": revision, "worker": worker_id,
+         "positions": [s.position for s in settled], "addresses": [s.address for s in settled],
+         "seqs": [s.seq for s in settled], "withdrawn": [s.withdrawn for s in settled],
+         "errors": [runs.error_json(s.error) for s in settled]},
+    )  # fmt: skip
+    if row is None or not as_int(row[0]):
+        return False
     for entry in settled:
         prefix, _, key = entry.address.partition(":")
         if entry.withdrawn and prefix in _WAIT_KINDS:

@@ -392,7 +392,7 @@ def recorded_tasks(
     return final, unfinished
 
 
-_FENCE: Final = """
+FENCE: Final = """
     owner AS (
         SELECT id FROM aiki_runs
         WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
@@ -426,7 +426,7 @@ def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID, worker_
     if request.state == "attempt_failed":
         row = tx.fetch_one(
             f"""
-            WITH {_FENCE}, task AS (
+            WITH {FENCE}, task AS (
                 INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input)
                 SELECT id, %(address)s, %(seq)s, %(name)s, 'running', %(attempt)s, %(input)s::jsonb
                 FROM owner
@@ -446,7 +446,7 @@ def record_task(tx: Transaction, request: RecordTask, run_id: uuid.UUID, worker_
     else:
         row = tx.fetch_one(
             f"""
-            WITH {_FENCE}
+            WITH {FENCE}
             INSERT INTO aiki_tasks (run_id, address, seq, name, state, attempts, input, output,
                                     error)
             SELECT id, %(address)s, %(seq)s, %(name)s, %(state)s, %(attempt)s, %(input)s::jsonb,
