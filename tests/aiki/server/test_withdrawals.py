@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 
 from tests._deadline import deadline
+from tests._waiting import wait_until
 
 from .conftest import ORDER_SCHEMA, Api
 
@@ -143,9 +144,11 @@ async def test_a_new_workflow_attempt_forgets_the_step_order_and_the_waits_given
         "error": {"type": "Boom", "message": "first attempt"},
         "history": {"settled": [_given_up(0, 0)]},
     })  # fmt: skip
-    queued = await api.ok("wait_run", {"run_id": run_id, "statuses": ["queued"],
-                                       "timeout_seconds": 10})  # fmt: skip
-    assert queued["status"] == "queued"
+
+    async def queued() -> bool:
+        return (await api.ok("get_run", {"run_id": run_id}))["status"] == "queued"
+
+    await wait_until(queued, interval=0.02)
     again = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
     assert again["run"]["attempt"] == 2  # type: ignore[index]
     assert again["settled"] == []
