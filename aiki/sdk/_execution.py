@@ -218,7 +218,7 @@ class Execution:
         self._replay = replay
         self._gateway = gateway
         self._asyncio_loop = asyncio_loop
-        self._rng = rng or random.Random()
+        self._rng = rng
         self._branches = Branches()
         self._parked: dict[Branch, trio.lowlevel.Task] = {}
         self._calls: dict[Branch, StepCall] = {}
@@ -254,7 +254,9 @@ class Execution:
         await trio.lowlevel.checkpoint_if_cancelled()
         branch = current_branch()
         task = trio.lowlevel.current_task()
-        deadline = trio.current_effective_deadline() != math.inf
+        deadline = self._replay.given_up_before(address) and (
+            trio.current_effective_deadline() != math.inf
+        )  # (walks every enclosing scope)
         self._replay.take(branch, address, deadline=deadline)
         if not self._branches.spawned and self._decided is None:
             # The handler's only branch is taking this step: nothing else can move, so
@@ -474,6 +476,8 @@ class Execution:
                 return self._hold(task, step, attempt, "completed", input_json,
                                   output=output_json, took=took)  # fmt: skip
             info = error_info(failure)
+            if self._rng is None:  # (seeded from the OS: only when a task fails)
+                self._rng = random.Random()
             delay = (task.retry.delay_before(attempt + 1, self._rng)
                      if is_retryable(failure) else None)  # fmt: skip
             if delay is None:

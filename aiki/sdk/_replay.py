@@ -193,6 +193,10 @@ class Replay:
         self._settlement = {(entry.address, entry.seq): entry for entry in self._order}
         self._attempts = {(address, seq): count for address, seq, count in attempts}
         self._recorded_keys = {*self._records, *self._settlement}
+        self._given_up = {entry.address for entry in self._order if entry.withdrawn} | {
+            record.address for record in self._records.values()
+            if isinstance(record, RecordedWait) and record.state == "withdrawn"
+        }  # fmt: skip
         self._unreached = len(self._recorded_keys)
         self._consumed: set[Key] = set()
         self._cursor = 0
@@ -217,8 +221,16 @@ class Replay:
 
     # -- what the branches do ---------------------------------------------------------------------
 
+    def given_up_before(self, address: str) -> bool:
+        """An earlier execution gave up a step at ``address`` (whether a trio deadline is
+        around this one matters: see `take`)."""
+        return address in self._given_up
+
     def take(self, branch: Branch, address: str, *, deadline: bool = False) -> None:
         """``branch`` takes the step at ``address`` and parks until it settles.
+
+        ``deadline``: a trio deadline is pending around the step (it may be given up
+        without any step being delivered); needed only where `given_up_before` holds.
 
         Raises:
             ValueError: the branch is parked already.
