@@ -22,6 +22,7 @@ application::
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from . import retry as retry
 from . import trigger as trigger
@@ -84,7 +85,20 @@ from .sdk import progress as progress
 from .sdk import schedule as schedule
 from .sdk import task as task
 from .sdk import workflow as workflow
-from .worker import Worker as Worker
+
+if TYPE_CHECKING:
+    from .worker import Worker as Worker
+
+
+def __getattr__(name: str) -> object:
+    # `Worker` is loaded when first named: it brings Redis and the worker's actors, which
+    # an application that only starts and watches runs never needs.
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'aiki' has no attribute {name!r}")
+
 
 try:
     __version__ = version("aiki")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import trio
 
-from transport import Services, services_from_env
+from transport.local_services import Services, services_from_env
 
 from .client import Client
 from .server import ServerConfig, serve

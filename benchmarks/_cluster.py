@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 
 from tests._processes import AikiProcess, make_keys, start_aiki
-from transport import Services, services_from_env
+from transport.local_services import Services, services_from_env
 
 from ._meters import Meters
 

@@ -13,7 +13,7 @@ import attrs
 import psycopg
 import redis
 
-from transport import parse_redis_url
+from transport.redis_streams import parse_redis_url
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 STATS_FLUSH_SECONDS = 1.1

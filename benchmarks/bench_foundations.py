@@ -23,7 +23,9 @@ import redis
 import trio
 
 from actors import Mailbox, answer, ask
-from transport import PostgresStore, RedisStreams, services_from_env
+from transport.local_services import services_from_env
+from transport.postgres import PostgresStore
+from transport.redis_streams import RedisStreams
 
 from ._report import Measurement, machine, table, write_json
 

@@ -32,7 +32,7 @@ import psycopg
 import trio
 
 import aiki
-from transport import LocalRedisCluster
+from transport.local_cluster import LocalRedisCluster
 
 from . import flows
 from ._cluster import AikiCluster

@@ -29,7 +29,7 @@ import trio
 
 import aiki
 from tests._processes import AikiProcess, start_aiki
-from transport import services_from_env
+from transport.local_services import services_from_env
 
 from . import flows
 from ._report import Measurement, machine, progress, table, write_json

@@ -27,7 +27,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from transport import LocalRedisCluster, Services, services_from_env
+from transport.local_cluster import LocalRedisCluster
+from transport.local_services import Services, services_from_env
 
 SLOW_DIRECTORIES = ("e2e", "edge", "chaos", "benchmarks")
 """Test directories whose tests are all ``slow``."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -120,51 +123,19 @@ EXPECTED = {
         "supervisor_spec",
     ],
     "transport": [
-        "CodecError",
-        "LocalPostgres",
-        "LocalRedis",
-        "LocalRedisCluster",
-        "RedisTarget",
-        "SLOTS",
-        "hash_slot",
-        "parse_redis_url",
-        "start_local_redis_cluster",
         "LocalServiceError",
-        "Migration",
         "MigrationError",
-        "PostgresStore",
-        "RedisStreams",
-        "ServerLimits",
-        "ServerStatistics",
-        "Services",
         "StorageConflictError",
         "StorageError",
         "StorageTimeoutError",
         "StorageUnavailableError",
-        "StreamEntry",
         "StreamError",
-        "StreamReader",
         "StreamUnavailableError",
-        "Transaction",
         "TransportError",
         "UniqueViolationError",
-        "WebSocketClient",
         "WebSocketError",
-        "WireCodec",
-        "apply_migrations",
-        "apply_migrations_sync",
-        "client_tls",
-        "load_migrations",
-        "make_wire_converter",
-        "open_postgres_store",
-        "open_redis_streams",
-        "open_websocket",
-        "serve_asgi",
-        "server_tls",
-        "services_from_env",
-        "start_local_postgres",
-        "start_local_redis",
     ],
+    "aiki.wire": ["CodecError", "WireCodec", "make_wire_converter"],
 }
 
 
@@ -187,3 +158,27 @@ def test_every_public_name_is_documented(module: object) -> None:
         and not (obj.__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+DRIVERS = ("psycopg", "redis", "hypercorn", "trio_websocket", "starlette", "websockets")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    """The driver modules a fresh interpreter has loaded after running ``statement``."""
+    wanted = set(DRIVERS)
+    probe = (f"import sys; {statement}; "
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {wanted!r}))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                         text=True, timeout=60).stdout  # fmt: skip
+    return list(ast.literal_eval(out.strip()))
+
+
+def test_an_application_that_only_starts_runs_loads_no_driver() -> None:
+    """``import aiki`` and ``aiki.Client`` load the wire and the client only: no database,
+    Redis, server or WebSocket library until the client first connects (and then the one
+    for the running event loop)."""
+    assert _loaded_after("import aiki; aiki.Client") == []
+
+
+def test_the_worker_is_a_name_loaded_when_first_used() -> None:
+    assert "redis" in {name.split(".")[0] for name in _loaded_after("import aiki; aiki.Worker")}

@@ -1,5 +1,6 @@
-"""Errors of the transport layer. Third-party errors (psycopg, redis-py, cattrs) are mapped
-to these inside `transport/`, so nothing above it handles a library's exception types.
+"""Errors of the transport layer. Third-party errors (psycopg, redis-py, the WebSocket
+libraries) are mapped to these inside `transport/`, so nothing above it handles a
+library's exception types.
 
 ``retryable`` tells callers whether the same operation may succeed if tried again
 later (a connection dropped, a serialization conflict) or will fail the same way.
@@ -7,7 +8,12 @@ later (a connection dropped, a serialization conflict) or will fail the same way
 
 from __future__ import annotations
 
+from typing import Final
+
 import attrs
+
+MAX_REFUSAL_BYTES: Final = 4096
+"""How much of a refused WebSocket handshake's answer is kept (for the error it explains)."""
 
 
 @attrs.define(auto_exc=True)
@@ -79,16 +85,6 @@ class StreamUnavailableError(StreamError):
 
 
 @attrs.define(auto_exc=True)
-class CodecError(TransportError):
-    """Bytes could not be decoded into the expected message type (or a value encoded).
-
-    ``errors`` lists each problem with its path, e.g. ``"expected int @ $.attempt"``.
-    """
-
-    errors: tuple[str, ...] = ()
-
-
-@attrs.define(auto_exc=True)
 class WebSocketError(TransportError):
     """A WebSocket could not be opened, or it closed or broke. Retryable, unless the
     server refused the handshake with a 4xx (``status``, and its answer in ``body``)."""
@@ -97,3 +93,14 @@ class WebSocketError(TransportError):
     status: int | None = None
     """The HTTP status the server refused the handshake with, if it did."""
     body: bytes = b""
+    """The start of the server's answer to a refused handshake (`MAX_REFUSAL_BYTES`)."""
+
+    @classmethod
+    def refused(cls, url: str, status: int, body: bytes | bytearray | None) -> WebSocketError:
+        """The error for a handshake ``url`` answered with ``status`` instead of 101."""
+        return cls(
+            f"{url} refused the WebSocket with HTTP {status}",
+            retryable=status >= 500,
+            status=status,
+            body=bytes(body or b"")[:MAX_REFUSAL_BYTES],
+        )

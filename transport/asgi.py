@@ -150,7 +150,7 @@ async def serve_asgi(
 ) -> None:
     """Serve ``app`` on ``host``:``port`` until ``shutdown_trigger`` returns; report the URLs
     listened on through ``task_status`` (``https://`` with an ``ssl_context``: see
-    `transport.server_tls`).
+    `transport.tls.server_tls`).
 
     With ``reuse_port``, the port may be shared with other processes that listen on it the
     same way (``SO_REUSEPORT``: the kernel spreads new connections over them).

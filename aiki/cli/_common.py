@@ -19,10 +19,9 @@ import click
 import orjson
 import trio
 
-from transport import WireCodec
-
 from ..client import API_KEY_ENV, CA_FILE_ENV, Client, parse_server_urls
 from ..errors import AikiError, NotFoundError, UnauthenticatedError, UnavailableError
+from ..wire import WireCodec
 
 if typing.TYPE_CHECKING:
     import datetime as dt

@@ -15,9 +15,12 @@ import click
 import orjson
 import trio
 
-from transport import TransportError, WireCodec, apply_migrations, open_postgres_store
+from transport import TransportError
+from transport.migrations import apply_migrations
+from transport.postgres import open_postgres_store
 
 from ..protocol import KeyCreated, KeyInfo, Role
+from ..wire import WireCodec
 from ._common import call_server, json_option, server_url_option, table, when
 
 if TYPE_CHECKING:

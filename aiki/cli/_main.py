@@ -27,7 +27,8 @@ import click
 import trio
 
 from actors import ActorError
-from transport import LocalServiceError, TransportError, services_from_env
+from transport import LocalServiceError, TransportError
+from transport.local_services import services_from_env
 
 from .. import __version__
 from ..errors import AikiError

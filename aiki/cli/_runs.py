@@ -14,8 +14,6 @@ from typing import Final
 import click
 import orjson
 
-from transport import WireCodec
-
 from ..client import Client, Resync
 from ..protocol import (
     ALL_STATUSES,
@@ -31,6 +29,7 @@ from ..protocol import (
     WorkerInfo,
     is_status,
 )
+from ..wire import WireCodec
 from ._common import call_server, dump, json_option, server_url_option, short, table, when
 
 _statuses = click.option(

@@ -34,11 +34,13 @@ import httpx
 import sniffio
 import trio
 
-from transport import TransportError, client_tls
+from transport import TransportError
+from transport.tls import client_tls
 
 from ..errors import PushUnavailableError, UnavailableError, ValidationError
 from ..protocol import (
     OPERATIONS,
+    ActivateSchedule,
     CancelRun,
     CreateKey,
     DeactivateSchedule,
@@ -92,8 +94,10 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ..protocol import Request
+    from ..sdk import WorkflowVersion
 
 P = TypeVar("P")
+O = TypeVar("O")
 
 API_KEY_ENV: Final = "AIKI_API_KEY"
 """Where `Client` (and ``aiki worker``, and the CLI) find the API key if none is given."""
@@ -419,9 +423,23 @@ class Client:
         request = SendEvent(run_id=run_id, name=name, payload=payload, reference_id=reference_id)
         return await self.call(request)
 
-    def handle(self, run_id: str) -> RunHandle[object]:
-        """A handle on any run by ID (outputs stay plain JSON; use the version for types)."""
-        return RunHandle(self, run_id, None)
+    @typing.overload
+    def handle(self, run_id: str, *, info: RunInfo | None = None) -> RunHandle[object]: ...
+    @typing.overload
+    def handle(
+        self, run_id: str, version: WorkflowVersion[typing.Any, O], *, info: RunInfo | None = None
+    ) -> RunHandle[O]: ...
+    def handle(
+        self,
+        run_id: str,
+        version: WorkflowVersion[typing.Any, typing.Any] | None = None,
+        *,
+        info: RunInfo | None = None,
+    ) -> RunHandle[typing.Any]:
+        """A handle on a run by ID (no request is made). With ``version``, its output and
+        events are typed by the version; without, they stay plain JSON. ``info`` is the
+        run as already seen, if it was."""
+        return RunHandle(self, run_id, version, info=info)
 
     # -- schedules (activate with ``aiki.schedule(...).activate``) -------------------------------
 
@@ -467,6 +485,12 @@ class Client:
         """Stop a schedule for good (its runs are not touched)."""
         request = DeactivateSchedule(schedule_id=schedule_id)
         return await self.call(request)
+
+    async def activate_schedule(self, request: ActivateSchedule) -> ScheduleHandle:
+        """Activate a schedule from a raw request (prefer ``aiki.schedule(...).activate``)."""
+        activated = await self.call(request)
+        return ScheduleHandle(self, activated.schedule.id, info=activated.schedule,
+                              created=activated.created)  # fmt: skip
 
     def schedule_handle(self, schedule_id: str) -> ScheduleHandle:
         """A handle on a schedule by ID (no request is made)."""

@@ -2,7 +2,7 @@
 
 The I/O half of the session protocol (`aiki.protocol.ClientProtocol` is the other half),
 shared by the client's session, its watches and the worker's link, under trio and
-asyncio alike (anyio primitives; the WebSocket comes from `transport.open_websocket`).
+asyncio alike (anyio primitives; the WebSocket comes from `transport.websocket.open_websocket`).
 
 A `SessionConnection` is driven in one of two ways: a reader task runs `read` for as
 long as the connection is open (the client session, the worker link), or the caller
@@ -41,7 +41,7 @@ from ..protocol import (
 )
 
 if TYPE_CHECKING:
-    from transport import WebSocketClient
+    from transport.websocket import WebSocketClient
 
     from ..protocol import Request
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import trio
 
-from transport import WebSocketError, open_websocket
+from transport import WebSocketError
+from transport.websocket import open_websocket
 
 from ..protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
 from ._connection import SessionConnection, auth_headers, connect_error

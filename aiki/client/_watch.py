@@ -20,7 +20,8 @@ import anyio
 import attrs
 
 from actors import Backoff
-from transport import WebSocketError, open_websocket
+from transport import WebSocketError
+from transport.websocket import open_websocket
 
 from ..errors import AikiError, UnavailableError
 from ..protocol import (

@@ -12,9 +12,8 @@ from typing import Final
 import attrs
 import orjson
 
-from transport import CodecError, WireCodec
-
 from ..errors import AikiError, ReferenceConflictError, ValidationError, error_from_reply
+from ..wire import CodecError, WireCodec
 
 
 @attrs.frozen(kw_only=True)

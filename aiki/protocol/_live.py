@@ -8,9 +8,8 @@ from typing import Final
 
 import attrs
 
-from transport import WireCodec
-
 from ..errors import ErrorInfo
+from ..wire import WireCodec
 from ._operation import READERS, Request, declare
 from ._runs import RunInfo
 from ._states import RunStatus

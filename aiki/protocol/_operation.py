@@ -24,7 +24,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 import attrs
 
-from transport import WireCodec
+from ..wire import WireCodec
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

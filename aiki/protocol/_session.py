@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import attrs
 import orjson
 
-from transport import CodecError, WireCodec
-
 from ..errors import AikiError, BadRequestError, NotFoundError, PayloadTooLargeError
+from ..wire import CodecError, WireCodec
 from ._bounds import request_problems
 from ._errors import decode_error, encode_error
 from ._live import RUN_UPDATE, TASK_PROGRESS, RunUpdate, TaskProgress

@@ -12,6 +12,7 @@ sub-stream (`shard_of` its ID): its entries stay in order relative to each other
 
 from __future__ import annotations
 
+import binascii
 import functools
 import itertools
 import zlib
@@ -19,7 +20,10 @@ from typing import Final
 
 import attrs
 
-from transport import SLOTS, WireCodec, hash_slot
+from ..wire import WireCodec
+
+SLOTS: Final = 16384
+"""Hash slots of a Redis Cluster."""
 
 GROUP: Final = "aiki-workers"
 """The consumer group every worker reads run streams through."""
@@ -68,6 +72,18 @@ def shard_of(run_id: str, shards: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
+def hash_slot(key: str) -> int:
+    """The Redis Cluster hash slot of ``key``: CRC16 (XMODEM) of its hash tag (the text
+    between the first ``{`` and the next ``}``, if not empty), or of the whole key,
+    modulo `SLOTS` (the cluster specification's key-slot rule)."""
+    start = key.find("{")
+    if start != -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return binascii.crc_hqx(key.encode(), 0) % SLOTS
+
+
 def _shard_tag(queue: str, shard: int, shards: int) -> str:
     """The hash tag of sub-stream ``shard``: the first of ``<queue>~<shard>``,
     ``<queue>~<shard>.1``, ... whose slot lies within an eighth of a shard's width of

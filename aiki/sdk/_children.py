@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import attrs
 
-from transport import make_wire_converter
-
 from ..errors import ErrorInfo
 from ..protocol import TERMINAL, RunStatus, is_status
+from ..wire import make_wire_converter
 from ._event import TimedOut
 from ._steps import Seconds, Step, seconds_of
 

@@ -34,8 +34,6 @@ import attrs
 import outcome
 import trio
 
-from transport import make_wire_converter
-
 from ..errors import (
     BlockingTaskError,
     ConflictError,
@@ -64,6 +62,7 @@ from ..protocol import (
     TaskRecordState,
     WaitKind,
 )
+from ..wire import make_wire_converter
 from ._branches import Branches, current_branch, enter_root, tracking
 from ._loops import AsyncioLoop, Attempt
 from ._progress import CURRENT_TASK, SEND_EVERY_SECONDS, Reporter

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from transport import make_wire_converter
-
 from ..errors import (
     ErrorInfo,
     TaskFailedError,
@@ -30,6 +28,7 @@ from ..protocol import (
     WaitKind,
     wait_address,
 )
+from ..wire import make_wire_converter
 from ._children import ChildRun
 from ._event import EventDefinition, RunEvents
 from ._execution import ChildCall, Execution, TaskCall, WaitCall

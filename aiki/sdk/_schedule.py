@@ -19,7 +19,6 @@ import datetime as dt
 import typing
 from typing import TYPE_CHECKING
 
-from ..client import ScheduleHandle
 from ..protocol import (
     ActivateSchedule,
     CatchupPolicy,
@@ -33,7 +32,7 @@ from ..protocol import (
 )
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..client import Client, ScheduleHandle
     from ._workflow import WorkflowVersion
 
 
@@ -97,9 +96,7 @@ class Schedule:
             reference_id=reference_id,
             conflict=conflict,
         )
-        activated = await client.call(request)
-        return ScheduleHandle(client, activated.schedule.id, info=activated.schedule,
-                              created=activated.created)  # fmt: skip
+        return await client.activate_schedule(request)
 
 
 def schedule(

@@ -24,7 +24,6 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ..client import RunHandle
 from ..protocol import ConflictPolicy, GetRun, StartOptions, StartRun, VersionSpec
 from ..retry import NEVER, RetryPolicy
 from ._event import EventDefinition, bind_events
@@ -34,7 +33,7 @@ from ._steps import Step
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..client import Client
+    from ..client import Client, RunHandle
     from ..trigger import Trigger
     from ._children import ChildRun
     from ._run_context import Run
@@ -160,7 +159,7 @@ class WorkflowVersion(Generic[I, O]):
             options=self.options,
         )
         started = await client.start_run(request)
-        return RunHandle(client, started.run.id, self, info=started.run)
+        return client.handle(started.run.id, self, info=started.run)
 
     def start_as_child(self, run: Run[typing.Any], input: I = None) -> Step[ChildRun[O]]:  # type: ignore[assignment]
         """Start a run of this version as a child of ``run`` (inside a workflow handler).
@@ -180,7 +179,7 @@ class WorkflowVersion(Generic[I, O]):
 
     def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
         """A handle on an existing run of this version (no request is made)."""
-        return RunHandle(client, run_id, self)
+        return client.handle(run_id, self)
 
     async def get_handle_by_reference(self, client: Client, reference_id: str) -> RunHandle[O]:
         """The handle of the run of this version started with ``reference_id``.
@@ -191,7 +190,7 @@ class WorkflowVersion(Generic[I, O]):
         info = await client.get_run(
             GetRun(workflow=self.workflow, version=self.version, reference_id=reference_id)
         )
-        return RunHandle(client, info.id, self, info=info)
+        return client.handle(info.id, self, info=info)
 
     def spec(self) -> VersionSpec:
         """What a worker registers for this version (with the input's JSON Schema)."""

@@ -19,14 +19,9 @@ import attrs
 import trio
 
 from actors import RestartIntensity, open_supervisor
-from transport import (
-    Migration,
-    apply_migrations,
-    load_migrations,
-    open_postgres_store,
-    open_redis_streams,
-    parse_redis_url,
-)
+from transport.migrations import Migration, apply_migrations, load_migrations
+from transport.postgres import open_postgres_store
+from transport.redis_streams import open_redis_streams, parse_redis_url
 
 from ..protocol import MAX_SHARDS
 from ._guard import is_loopback
@@ -36,7 +31,7 @@ from .store import keys
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from transport import PostgresStore
+    from transport.postgres import PostgresStore
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +45,7 @@ class ServerConfig:
     Args:
         database_url: PostgreSQL (libpq URL).
         redis_url: Redis: one server (``redis://host:port/db``) or a Redis Cluster
-            (``redis+cluster://host:port,host:port``; see `transport.parse_redis_url`).
+            (``redis+cluster://host:port,host:port``; see `transport.redis_streams.parse_redis_url`).
         host: interface to listen on.
         port: TCP port; 0 picks a free one (the URL is reported when listening).
         max_body_bytes: largest accepted request body or WebSocket message.

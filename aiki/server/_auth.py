@@ -39,7 +39,7 @@ from .store import keys
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-    from transport import PostgresStore
+    from transport.postgres import PostgresStore
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -39,7 +39,7 @@ from ._committer import Commit
 from ._outages import Outage
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
 logger = logging.getLogger(__name__)
 

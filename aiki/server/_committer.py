@@ -22,7 +22,8 @@ import outcome
 import trio
 
 from actors import Address, Mailbox
-from transport import PostgresStore, StorageError, StorageUnavailableError, Transaction
+from transport import StorageError, StorageUnavailableError
+from transport.postgres import PostgresStore, Transaction
 
 T = TypeVar("T")
 

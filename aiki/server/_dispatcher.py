@@ -24,7 +24,9 @@ import attrs
 import trio
 
 from actors import Address, MailboxFullError, messages_or_ticks
-from transport import PostgresStore, RedisStreams, StorageError, StreamUnavailableError
+from transport import StorageError, StreamUnavailableError
+from transport.postgres import PostgresStore
+from transport.redis_streams import RedisStreams
 
 from ..protocol import QUEUED_RUN, QueuedRun, shard_of, stream_for
 from . import store

@@ -1,6 +1,6 @@
 """The server's HTTP side on one port: JSON operations, the WebSocket session, the rest.
 
-An ASGI app (Starlette) served by `transport.serve_asgi` (hypercorn's protocol code, one
+An ASGI app (Starlette) served by `transport.asgi.serve_asgi` (hypercorn's protocol code, one
 contained connection at a time). Every operation of
 `aiki.protocol.OPERATIONS` is reachable as ``POST /api/v1/<operation>`` (except the
 session-only ones) and over the WebSocket session at ``/api/v1/session``
@@ -30,7 +30,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from transport import ServerLimits, ServerStatistics, StorageError, serve_asgi
+from transport import StorageError
+from transport.asgi import ServerLimits, ServerStatistics, serve_asgi
 
 from ..errors import BadRequestError, PayloadTooLargeError, UnauthenticatedError
 from ..protocol import MAX_TEXT, OPERATIONS, SESSION_PATH, decode_request
@@ -220,7 +221,7 @@ class Listening:
 class Api:
     """Actor: serves the app until its mailbox closes, then drains connections.
 
-    Each connection is contained (`transport.serve_asgi`): whatever it raises closes it
+    Each connection is contained (`transport.asgi.serve_asgi`): whatever it raises closes it
     and nothing else, and connections over ``limits.max_connections`` are refused.
     """
 

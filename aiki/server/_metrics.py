@@ -14,7 +14,7 @@ import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from transport import ServerStatistics
+from transport.asgi import ServerStatistics
 
 from ..protocol import stream_for
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from actors import SupervisorStatistics
-    from transport import PostgresStore, Transaction
+    from transport.postgres import PostgresStore, Transaction
 
 TASK_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
                        300)  # fmt: skip

@@ -23,7 +23,7 @@ from ._timers import Fired
 from .store.schedules import anchor_of, schedule_info
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ..protocol import ScheduleInfo
 

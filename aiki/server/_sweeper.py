@@ -20,9 +20,10 @@ import orjson
 import trio
 
 from actors import Address, messages_or_ticks
-from transport import PostgresStore, Transaction, make_wire_converter
+from transport.postgres import PostgresStore, Transaction
 
 from ..errors import ErrorInfo
+from ..wire import make_wire_converter
 from . import store
 from ._dispatcher import Wake, poke
 from ._outages import Outage

@@ -24,10 +24,11 @@ import orjson
 import trio
 
 from actors import Address, MailboxFullError
-from transport import PostgresStore, Transaction, make_wire_converter
+from transport.postgres import PostgresStore, Transaction
 
 from ..errors import ErrorInfo
 from ..protocol import RunInfo
+from ..wire import make_wire_converter
 from . import store
 from ._dispatcher import Wake, poke
 from ._outages import Outage

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from actors import ChildSpec, Mailbox, Startable
-from transport import ServerLimits, ServerStatistics, server_tls
+from transport.asgi import ServerLimits, ServerStatistics
+from transport.tls import server_tls
 
 from ._auth import Authentication, Authenticator, lookup_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
 
     from prometheus_client import Counter
 
-    from transport import PostgresStore, RedisStreams
+    from transport.postgres import PostgresStore
+    from transport.redis_streams import RedisStreams
 
     from . import ServerConfig
     from .store.waits import Stopped

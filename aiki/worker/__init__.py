@@ -38,7 +38,8 @@ import attrs
 import trio
 
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
-from transport import RedisStreams, StreamUnavailableError, open_redis_streams, parse_redis_url
+from transport import StreamUnavailableError
+from transport.redis_streams import RedisStreams, open_redis_streams, parse_redis_url
 
 from ..client import API_KEY_ENV, CA_FILE_ENV, Servers, parse_server_urls, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for

@@ -18,7 +18,8 @@ import attrs
 import trio
 
 from actors import ActorStoppedError, Address, messages_or_ticks
-from transport import RedisStreams, StreamError
+from transport import StreamError
+from transport.redis_streams import RedisStreams
 
 from ..protocol import GROUP, QUEUED_RUN
 from ._executor import Executing

@@ -20,7 +20,8 @@ import attrs
 import trio
 
 from actors import ActorStoppedError, Address, Backoff
-from transport import RedisStreams, StreamUnavailableError
+from transport import StreamUnavailableError
+from transport.redis_streams import RedisStreams
 
 from ..errors import (
     AikiError,

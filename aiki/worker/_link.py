@@ -25,7 +25,8 @@ import attrs
 import trio
 
 from actors import Address, Backoff, ask
-from transport import WebSocketError, open_websocket
+from transport import WebSocketError
+from transport.websocket import open_websocket
 
 from ..client import Servers, SessionConnection, auth_headers, connect_error
 from ..errors import AikiError, UnavailableError

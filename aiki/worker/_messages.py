@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from transport import StreamEntry
+from transport.redis_streams import StreamEntry
 
 from ..protocol import RunClaimed
 

@@ -38,7 +38,8 @@ import attrs
 import trio
 
 from actors import ActorStoppedError, Address, Backoff, MailboxFullError, Router
-from transport import RedisStreams, StreamEntry, StreamError, StreamReader, StreamUnavailableError
+from transport import StreamError, StreamUnavailableError
+from transport.redis_streams import RedisStreams, StreamEntry, StreamReader
 
 from ..errors import AikiError
 from ..protocol import GROUP, ClaimedRuns, ClaimNext, OfferSlot, ServedQueue, TransitionRun

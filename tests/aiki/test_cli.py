@@ -13,7 +13,7 @@ import psycopg
 import redis
 
 from tests._processes import start_aiki
-from transport import LocalPostgres
+from transport.local_services import LocalPostgres
 
 AIKI = [sys.executable, "-m", "aiki"]
 

@@ -9,8 +9,8 @@ import trio
 
 from aiki.errors import UnavailableError
 from aiki.protocol import MAX_SHARDS, ClaimedRuns, OfferSlot, ServedQueue, WorkerRegistered
+from aiki.wire import CodecError, WireCodec
 from aiki.worker._link import Call
-from transport import CodecError, WireCodec
 
 OFFER = OfferSlot(worker_id="w1", queues=(ServedQueue(workflow="wf", version="1"),),
                   wait_seconds=1.0)  # fmt: skip

@@ -25,10 +25,10 @@ import trio
 
 import aiki
 from tests._processes import AikiProcess, make_keys, start_aiki
-from transport import (
+from transport.local_cluster import LocalRedisCluster
+from transport.local_services import (
     LocalPostgres,
     LocalRedis,
-    LocalRedisCluster,
     start_local_postgres,
     start_local_redis,
 )

@@ -28,7 +28,12 @@ from aiki.protocol import QUEUED_RUN, QueuedRun, RegisterWorker, stream_for
 from tests._deadline import deadline
 from tests._processes import AikiProcess, make_keys, start_aiki
 from tests._waiting import wait_until
-from transport import LocalPostgres, LocalRedis, start_local_postgres, start_local_redis
+from transport.local_services import (
+    LocalPostgres,
+    LocalRedis,
+    start_local_postgres,
+    start_local_redis,
+)
 
 from . import recovery_flows as flows
 from .conftest import Cluster, cli

@@ -13,8 +13,14 @@ import psycopg
 import pytest
 import redis
 
-from transport import LocalServiceError, services_from_env, start_local_postgres, start_local_redis
-from transport.local_services import LocalPostgres, LocalRedis
+from transport import LocalServiceError
+from transport.local_services import (
+    LocalPostgres,
+    LocalRedis,
+    services_from_env,
+    start_local_postgres,
+    start_local_redis,
+)
 
 
 @pytest.fixture

@@ -10,14 +10,9 @@ import pytest
 import trio
 
 from tests._deadline import deadline
-from transport import (
-    Migration,
-    MigrationError,
-    apply_migrations,
-    apply_migrations_sync,
-    load_migrations,
-    open_postgres_store,
-)
+from transport import MigrationError
+from transport.migrations import Migration, apply_migrations, apply_migrations_sync, load_migrations
+from transport.postgres import open_postgres_store
 
 FIRST = Migration(1, "create_runs", "CREATE TABLE runs (id text PRIMARY KEY);")
 SECOND = Migration(2, "add_status", "ALTER TABLE runs ADD COLUMN status text;")

@@ -11,15 +11,13 @@ import trio
 from tests._deadline import deadline
 from tests._waiting import wait_until
 from transport import (
-    PostgresStore,
     StorageError,
     StorageTimeoutError,
     StorageUnavailableError,
-    Transaction,
     UniqueViolationError,
-    open_postgres_store,
 )
 from transport.local_services import free_port
+from transport.postgres import PostgresStore, Transaction, open_postgres_store
 
 
 @pytest.fixture

@@ -12,19 +12,19 @@ import pytest
 import trio
 
 from aiki.protocol import GROUP, QUEUED_RUN, shard_of, streams_for
+from aiki.protocol._streams import hash_slot as stream_hash_slot
 from aiki.server._dispatcher import stream_entries
 from aiki.server.store.outbox import OutboxEntry
 from tests._deadline import deadline
-from transport import (
-    LocalRedisCluster,
+from transport import StreamError, StreamUnavailableError
+from transport.local_cluster import LocalRedisCluster
+from transport.redis_streams import (
+    MAX_BLOCK_MS,
     RedisStreams,
-    StreamError,
-    StreamUnavailableError,
     hash_slot,
     open_redis_streams,
     parse_redis_url,
 )
-from transport.redis_streams import MAX_BLOCK_MS
 
 
 @pytest.fixture
@@ -169,3 +169,21 @@ async def test_a_node_back_without_its_data_answers_again_and_groups_are_recreat
         entries = await reader.read([key], count=5, block_ms=1000)
     assert [entry.payload for entry in entries] == [b"again"]
     await streams.delete(key)
+
+
+def test_the_protocols_slot_rule_is_redis_own(redis_cluster: LocalRedisCluster) -> None:
+    """The stream names' slot maths (pure, in the protocol) gives the slot a real cluster
+    node computes, hash tags included: empty, unclosed, nested and repeated braces."""
+    import redis as redis_py  # the test asks the server itself
+
+    keys = ["", "{", "}", "{}", "{}x", "a{}b{c}", "{a}{b}", "{{a}}", "x{a", "a}b{c}d",
+            "aiki:runs:{default/orders@1.0.0#gpu}", "é{ü}", "{" + "x" * 300 + "}"]  # fmt: skip
+    keys += [f"k{{{uuid.uuid4().hex[:n]}}}:{n}" for n in range(12)]
+    keys += [uuid.uuid4().hex for _ in range(50)]
+    node = redis_cluster.nodes[0]
+    client = redis_py.Redis(host="127.0.0.1", port=node.port, decode_responses=True)
+    try:
+        for key in keys:
+            assert stream_hash_slot(key) == client.execute_command("CLUSTER KEYSLOT", key), key
+    finally:
+        client.close()

@@ -11,8 +11,8 @@ import trio
 
 from tests._deadline import deadline
 from tests._waiting import wait_until
-from transport import RedisStreams, StreamError, StreamReader, open_redis_streams
-from transport.redis_streams import MAX_BLOCK_MS
+from transport import StreamError
+from transport.redis_streams import MAX_BLOCK_MS, RedisStreams, StreamReader, open_redis_streams
 
 GROUP = "workers"
 

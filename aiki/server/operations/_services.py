@@ -18,7 +18,8 @@ import jsonschema
 import trio
 
 from actors import Address
-from transport import PostgresStore, StorageError, StorageUnavailableError
+from transport import StorageError, StorageUnavailableError
+from transport.postgres import PostgresStore
 
 from ...errors import (
     AikiError,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     import datetime as dt
     import uuid
 
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...protocol import RunInfo, RunStatus
     from .._broadcaster import Poke

@@ -30,7 +30,7 @@ from ._handlers import Handlers
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ._services import Caller, Services
 

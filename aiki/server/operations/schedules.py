@@ -10,8 +10,6 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Final
 
-from transport import make_wire_converter
-
 from ...errors import (
     BadRequestError,
     InvalidTransitionError,
@@ -41,6 +39,7 @@ from ...protocol import (
     check_spec,
     jitter_of,
 )
+from ...wire import make_wire_converter
 from .. import store
 from ._handlers import Handlers
 
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     import datetime as dt
     import uuid
 
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ._services import Caller, Services
 

@@ -37,7 +37,7 @@ from .runs import existing_start, input_hash
 from .workers import check_history, observe_tasks
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ._services import Caller, Services
 

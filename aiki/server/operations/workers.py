@@ -66,7 +66,7 @@ from ._offers import Offer
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ._services import Caller, Services
 

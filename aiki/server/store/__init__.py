@@ -1,4 +1,4 @@
-"""The server's SQL, by concept. Every function runs inside one `transport.Transaction`.
+"""The server's SQL, by concept. Every function runs inside one `transport.postgres.Transaction`.
 
 - `runs`: creating, reading, claiming and moving runs; task records;
 - `outbox`: queued runs waiting to be published to Redis;

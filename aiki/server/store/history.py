@@ -17,7 +17,7 @@ from . import runs, waits
 from .runs import as_int
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...protocol import HistoryUpdate, RunInfo
 

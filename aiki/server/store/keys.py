@@ -26,8 +26,7 @@ from .runs import as_time
 if TYPE_CHECKING:
     import datetime as dt
 
-    from transport import Transaction
-    from transport.postgres import Row
+    from transport.postgres import Row, Transaction
 
 PREFIX_CHARS: Final = 12
 SECRET_BYTES: Final = 32

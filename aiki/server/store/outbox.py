@@ -15,7 +15,7 @@ import attrs
 from .runs import as_int
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
 from .waits import Stopped, cancel_tree_below, resolve_child_waits
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...protocol import RunClaimed
 

@@ -1,4 +1,4 @@
-"""The server's SQL: each function runs inside one `transport.Transaction` (one thread hop).
+"""The server's SQL: each function runs inside one `transport.postgres.Transaction` (one thread hop).
 
 Writes that move a run are single statements built from data-modifying CTEs: the run
 row, its transition history and its outbox row change together in one round trip.
@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from transport import make_wire_converter
-
 from ...errors import ErrorInfo
 from ...protocol import (
     RecordedTask,
@@ -26,11 +24,11 @@ from ...protocol import (
     is_status,
 )
 from ...retry import RetryPolicy
+from ...wire import make_wire_converter
 from .pages import PageBudget, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
-    from transport import Transaction
-    from transport.postgres import Row
+    from transport.postgres import Row, Transaction
 
     from ...protocol import RunStatus
 

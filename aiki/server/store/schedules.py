@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import orjson
 
-from transport import make_wire_converter
-
 from ...protocol import (
     RunInfo,
     ScheduleInfo,
@@ -22,6 +20,7 @@ from ...protocol import (
     StartOptions,
     describe,
 )
+from ...wire import make_wire_converter
 from .pages import PageBudget, decode_cursor, encode_cursor
 from .runs import (
     RUN_COLUMNS,
@@ -33,8 +32,7 @@ from .runs import (
 from .waits import ACTIVE
 
 if TYPE_CHECKING:
-    from transport import Transaction
-    from transport.postgres import Row
+    from transport.postgres import Row, Transaction
 
 _CONVERT: Final = make_wire_converter()
 

@@ -17,8 +17,7 @@ from ...protocol import RunUpdate, TaskProgress
 from .runs import RUN_COLUMNS, as_int, as_time, parse_run_id, prefixed_run_columns, run_info
 
 if TYPE_CHECKING:
-    from transport import Transaction
-    from transport.postgres import Row
+    from transport.postgres import Row, Transaction
 
     from ...protocol import ReportProgress, RunInfo
 

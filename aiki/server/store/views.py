@@ -19,7 +19,7 @@ from .updates import latest_progress
 if TYPE_CHECKING:
     import uuid
 
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...errors import ErrorInfo
 

@@ -20,7 +20,7 @@ from .runs import RUN_COLUMNS, as_int, as_time, as_uuid, run_info
 if TYPE_CHECKING:
     import datetime as dt
 
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...protocol import BeginWait, RunInfo
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .runs import to_json
 
 if TYPE_CHECKING:
-    from transport import Transaction
+    from transport.postgres import Transaction
 
     from ...protocol import VersionSpec
 

@@ -24,7 +24,9 @@ from aiki.errors import ERRORS_BY_CODE
 from aiki.protocol import MAX_MESSAGE_BYTES, OPERATIONS, WORKERS, session_url
 from aiki.server import ServerConfig, migrations, serve
 from aiki.server.store import keys
-from transport import Transaction, WebSocketClient, apply_migrations_sync, open_websocket
+from transport.migrations import apply_migrations_sync
+from transport.postgres import Transaction
+from transport.websocket import WebSocketClient, open_websocket
 
 WORKER_OPERATIONS = frozenset(op.name for op in OPERATIONS if op.callers == WORKERS)
 

@@ -10,7 +10,7 @@ import trio
 import aiki
 from aiki.protocol import GROUP, QUEUED_RUN, StartRun, stream_for
 from tests._deadline import deadline
-from transport import open_redis_streams
+from transport.redis_streams import open_redis_streams
 
 from .conftest import Api, register
 

@@ -18,7 +18,8 @@ from aiki.server._auth import CACHE_SECONDS
 from aiki.server.store import keys
 from tests._deadline import deadline
 from tests._waiting import wait_until
-from transport import WebSocketClient, WebSocketError, open_websocket
+from transport import WebSocketError
+from transport.websocket import WebSocketClient, open_websocket
 
 from .conftest import Api, bearer, open_api
 

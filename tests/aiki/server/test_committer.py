@@ -10,7 +10,8 @@ import trio
 
 from aiki.server._committer import Committer, committer_mailbox, transact
 from tests._deadline import deadline
-from transport import PostgresStore, Transaction, UniqueViolationError, open_postgres_store
+from transport import UniqueViolationError
+from transport.postgres import PostgresStore, Transaction, open_postgres_store
 
 
 @pytest.fixture

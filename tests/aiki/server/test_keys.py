@@ -16,7 +16,8 @@ from aiki.server._auth import CACHE_SECONDS, Authenticator
 from aiki.server.store import keys
 from tests._deadline import deadline
 from tests._waiting import wait_until
-from transport import Transaction, apply_migrations_sync
+from transport.migrations import apply_migrations_sync
+from transport.postgres import Transaction
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from aiki.protocol import (
 )
 from tests._deadline import deadline
 from tests._waiting import wait_until
-from transport import open_websocket
+from transport.websocket import open_websocket
 
 from .conftest import ORDER_SCHEMA, Api, bearer
 

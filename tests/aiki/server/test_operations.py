@@ -68,7 +68,7 @@ from aiki.protocol import (
 )
 from aiki.server.operations import HANDLERS, Handlers
 from tests._deadline import deadline
-from transport import open_websocket
+from transport.websocket import open_websocket
 
 from .conftest import ORDER_SCHEMA, Api, bearer
 

@@ -20,7 +20,7 @@ import aiki
 from aiki.server._scheduler import fire_schedules
 from tests._deadline import deadline
 from tests._waiting import wait_until
-from transport import open_postgres_store
+from transport.postgres import open_postgres_store
 
 from .conftest import Api, open_api, register
 

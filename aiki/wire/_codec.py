@@ -28,8 +28,6 @@ import orjson
 from cattrs.preconf.orjson import OrjsonConverter, make_converter
 from cattrs.strategies import configure_tagged_union
 
-from ._errors import CodecError
-
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -37,6 +35,21 @@ if TYPE_CHECKING:
 
 M = TypeVar("M")
 T = TypeVar("T")
+
+
+@attrs.define(auto_exc=True)
+class CodecError(Exception):
+    """Bytes could not be decoded into the expected message type (or a value encoded).
+
+    ``errors`` lists each problem with its path, e.g. ``"expected int @ $.attempt"``.
+    """
+
+    message: str
+    errors: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
+
 
 TAG: Final = "type"
 """The JSON key that names a message's class."""

@@ -7,7 +7,7 @@ import datetime as dt
 import attrs
 import pytest
 
-from transport import CodecError, WireCodec
+from aiki.wire import CodecError, WireCodec
 
 
 @attrs.frozen(kw_only=True)
@@ -76,7 +76,6 @@ def test_bad_input_is_rejected_with_the_problem_and_its_path(raw: bytes, problem
     with pytest.raises(CodecError) as caught:
         WIRE.decode(raw)
     assert any(problem in error for error in caught.value.errors), caught.value.errors
-    assert not caught.value.retryable
 
 
 def test_a_nested_value_of_the_wrong_type_names_its_full_path() -> None:
