@@ -6,7 +6,7 @@ inspection and ``XAUTOCLAIM``. Blocking reads go through a `StreamReader`, which
 a dedicated connection and thread so that a long ``XREADGROUP ... BLOCK`` can never
 starve the shared pool.
 
-The URL names one Redis server or a Redis Cluster (see `transport.redis_streams.parse_redis_url`). On
+The URL names one Redis server or a Redis Cluster (see `parse_redis_url`). On
 a cluster every command names keys of one hash slot, so a reader reads the streams of
 one slot (`RedisStreams.read_groups` groups them), on a connection to the node that owns
 that slot; a pipelined publish is sent to each node its streams live on, in parallel.

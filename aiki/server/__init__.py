@@ -45,7 +45,8 @@ class ServerConfig:
     Args:
         database_url: PostgreSQL (libpq URL).
         redis_url: Redis: one server (``redis://host:port/db``) or a Redis Cluster
-            (``redis+cluster://host:port,host:port``; see `transport.redis_streams.parse_redis_url`).
+            (``redis+cluster://host:port,host:port``; see
+            `transport.redis_streams.parse_redis_url`).
         host: interface to listen on.
         port: TCP port; 0 picks a free one (the URL is reported when listening).
         max_body_bytes: largest accepted request body or WebSocket message.

@@ -1,4 +1,5 @@
-"""The server's SQL: each function runs inside one `transport.postgres.Transaction` (one thread hop).
+"""The server's SQL: each function runs inside one `transport.postgres.Transaction`
+(one thread hop).
 
 Writes that move a run are single statements built from data-modifying CTEs: the run
 row, its transition history and its outbox row change together in one round trip.
