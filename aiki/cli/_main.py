@@ -32,17 +32,17 @@ from transport.local_services import services_from_env
 
 from .. import __version__
 from ..errors import AikiError
-from ..worker import Worker
+from ..server import ServerConfig
+from ..worker import Worker, WorkerConfig
 from ._keys import keys
 from ._logs import formatter
 from ._processes import serve_processes
 from ._runs import events, runs, workers
 from ._schedules import schedules
+from ._settings import config_from, passes_settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-
-    from ..server import ServerConfig
 
 
 class _NoTracebacks(logging.Filter):
@@ -149,103 +149,7 @@ def _load_worker(target: str) -> Worker:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8470, show_default=True, help="Port (0: any free port).")
-@click.option(
-    "--database-url",
-    envvar="AIKI_DATABASE_URL",
-    required=True,
-    help="PostgreSQL URL [env AIKI_DATABASE_URL].",
-)
-@click.option(
-    "--redis-url",
-    envvar="AIKI_REDIS_URL",
-    required=True,
-    help="Redis URL: redis://host:port/db, or a Redis Cluster's "
-    "redis+cluster://host:port,host:port [env AIKI_REDIS_URL].",
-)
-@click.option(
-    "--stall-after",
-    default=300.0,
-    show_default=True,
-    help="Seconds a queued run may go untaken before it is marked stalled.",
-)
-@click.option(
-    "--timer-scan",
-    default=15.0,
-    show_default=True,
-    help="Seconds between the timers' scans of upcoming deadlines.",
-)
-@click.option(
-    "--claim-timeout",
-    default=30.0,
-    show_default=True,
-    help="Seconds without a heartbeat before a worker's runs are queued again.",
-)
-@click.option(
-    "--max-lost-executions",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Fail a run (executions_lost) once its worker died or was declared dead this many "
-    "times while running it, instead of queueing it again.",
-)
-@click.option(
-    "--redelivery-timeout",
-    default=60.0,
-    show_default=True,
-    help="Seconds a published run may stay queued before it is published again.",
-)
-@click.option(
-    "--subscriber-queue",
-    default=1024,
-    show_default=True,
-    help="Updates a live-update subscriber may fall behind by before it gets a resync marker.",
-)
-@click.option(
-    "--schedule-grace",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds late after which a schedule's occurrence counts as missed (catch-up policy).",
-)
-@click.option(
-    "--max-connections",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Open HTTP and WebSocket connections at once; more are answered 503 (retry later).",
-)
-@click.option(
-    "--allowed-origin",
-    "allowed_origins",
-    multiple=True,
-    help="A browser origin (https://ops.example.com) that may open WebSocket sessions besides "
-    "the server's own (repeatable).",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A PEM certificate (chain): serve HTTPS and WSS on the port (with --tls-key).",
-)
-@click.option(
-    "--tls-key",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="The certificate's private key (PEM).",
-)
-@click.option(
-    "--metrics-host",
-    default=None,
-    help="Also serve /metrics without a key on this address (a scraper's own network).",
-)
-@click.option("--metrics-port", default=9470, show_default=True, help="The port of --metrics-host.")
-@click.option(
-    "--insecure-no-auth",
-    is_flag=True,
-    help="Serve everyone without an API key, with every role (loopback addresses only).",
-)
+@passes_settings(ServerConfig)
 @click.option(
     "--processes",
     default=1,
@@ -254,71 +158,16 @@ def _load_worker(target: str) -> Worker:
     help="Server processes sharing the port (SO_REUSEPORT), each a whole server; one that "
     "exits is started again.",
 )
-@click.option(
-    "--stream-shards",
-    default=1,
-    show_default=True,
-    envvar="AIKI_STREAM_SHARDS",
-    type=click.IntRange(min=1, max=64),
-    help="Redis sub-streams per queue, so one hot workflow spreads over a Redis Cluster's "
-    "nodes (the same on every server) [env AIKI_STREAM_SHARDS].",
-)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
-def server(
-    host: str,
-    port: int,
-    database_url: str,
-    redis_url: str,
-    stall_after: float,
-    timer_scan: float,
-    claim_timeout: float,
-    max_lost_executions: int,
-    redelivery_timeout: float,
-    subscriber_queue: int,
-    schedule_grace: float,
-    max_connections: int,
-    allowed_origins: tuple[str, ...],
-    tls_cert: str | None,
-    tls_key: str | None,
-    metrics_host: str | None,
-    metrics_port: int,
-    insecure_no_auth: bool,
-    processes: int,
-    stream_shards: int,
-    verbose: bool,
-) -> None:
+def server(settings: dict[str, object], processes: int, verbose: bool) -> None:
     """Run the Aiki server (API, dispatcher, timers, scheduler, sweeper) until
     SIGINT/SIGTERM.
 
-    Every request needs an API key (``aiki keys``) unless --insecure-no-auth.
+    Every request needs an API key (``aiki keys``) unless --insecure-no-auth. Each
+    setting may be given as an option or by its environment variable.
     """
-    from ..server import ServerConfig
-
     _configure_logging(verbose)
-    try:
-        config = ServerConfig(
-            database_url=database_url,
-            redis_url=redis_url,
-            host=host,
-            port=port,
-            stall_after_seconds=stall_after,
-            timer_scan_seconds=timer_scan,
-            claim_timeout_seconds=claim_timeout,
-            max_lost_executions=max_lost_executions,
-            redelivery_seconds=redelivery_timeout,
-            subscriber_queue=subscriber_queue,
-            schedule_grace_seconds=schedule_grace,
-            max_connections=max_connections,
-            allowed_origins=allowed_origins,
-            insecure_no_auth=insecure_no_auth,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            metrics_host=metrics_host,
-            metrics_port=metrics_port,
-            stream_shards=stream_shards,
-        )
-    except ValueError as exc:  # e.g. --insecure-no-auth on an address that is not loopback
-        raise click.UsageError(str(exc)) from None
+    config = config_from(ServerConfig, settings)
     if processes > 1:
         serve_processes(config, processes, verbose, serve_one)
         return
@@ -349,103 +198,28 @@ def serve_one(config: ServerConfig, verbose: bool, started: Callable[[str], None
 
 @main.command()
 @click.argument("target")
-@click.option(
-    "--server-url",
-    envvar="AIKI_SERVER_URL",
-    default="http://127.0.0.1:8470",
-    show_default=True,
-    help="The server, or several comma-separated: the worker uses one at a time and moves "
-    "on to the next when it goes away [env AIKI_SERVER_URL].",
-)
-@click.option(
-    "--redis-url",
-    envvar="AIKI_REDIS_URL",
-    required=True,
-    help="Redis URL: redis://host:port/db, or a Redis Cluster's "
-    "redis+cluster://host:port,host:port [env AIKI_REDIS_URL].",
-)
+@passes_settings(WorkerConfig)
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
     help="Runs at once (default: the Worker's own setting).",
 )
-@click.option(
-    "--shutdown-grace",
-    default=30.0,
-    show_default=True,
-    help="Seconds runs in progress may take to finish on shutdown.",
-)
-@click.option(
-    "--heartbeat",
-    default=5.0,
-    show_default=True,
-    help="Seconds between heartbeats (keep well under the server's --claim-timeout).",
-)
-@click.option(
-    "--claim-idle",
-    default=60.0,
-    show_default=True,
-    help="Seconds a stream entry may stay unacknowledged before this worker takes it over.",
-)
-@click.option(
-    "--block-limit",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds an async def task may block its event loop before it fails (BlockingTaskError).",
-)
-@click.option(
-    "--start-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Give up if the server or Redis is not reachable within this many seconds "
-    "(default: wait for them, retrying with backoff).",
-)
-@click.option(
-    "--api-key",
-    envvar="AIKI_API_KEY",
-    default=None,
-    help="The worker's API key, a worker key [env AIKI_API_KEY; prefer it to this option].",
-)
-@click.option(
-    "--ca-file",
-    envvar="AIKI_CA_FILE",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="A private CA's certificate (PEM) for an https:// server [env AIKI_CA_FILE].",
-)
 @click.option("-v", "--verbose", is_flag=True, help="Log lifecycle events and tracebacks.")
 def worker(
-    target: str,
-    server_url: str,
-    redis_url: str,
-    concurrency: int | None,
-    shutdown_grace: float,
-    heartbeat: float,
-    claim_idle: float,
-    block_limit: float,
-    start_timeout: float | None,
-    api_key: str | None,
-    ca_file: str | None,
-    verbose: bool,
+    target: str, settings: dict[str, object], concurrency: int | None, verbose: bool
 ) -> None:
-    """Run a worker serving TARGET (module:attribute naming an aiki.Worker)."""
-    from ..worker import WorkerConfig, run_worker
+    """Run a worker serving TARGET (module:attribute naming an aiki.Worker).
+
+    Each setting may be given as an option or by its environment variable.
+    """
+    from ..worker import run_worker
 
     _configure_logging(verbose)
     served = _load_worker(target)
     if concurrency is not None:
         served.concurrency = concurrency
-    try:
-        config = WorkerConfig(
-            server_url=server_url, redis_url=redis_url, shutdown_grace_seconds=shutdown_grace,
-            heartbeat_seconds=heartbeat, claim_idle_seconds=claim_idle, api_key=api_key,
-            ca_file=ca_file, block_limit_seconds=block_limit,
-            start_timeout_seconds=start_timeout,
-        )  # fmt: skip
-    except ValueError as exc:  # e.g. a Redis URL that is not one
-        raise click.UsageError(str(exc)) from None
+    config = config_from(WorkerConfig, settings)
 
     async def main_fn() -> None:
         async with trio.open_nursery() as nursery:

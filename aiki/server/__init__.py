@@ -23,6 +23,7 @@ from transport.migrations import Migration, apply_migrations, load_migrations
 from transport.postgres import open_postgres_store
 from transport.redis_streams import open_redis_streams, parse_redis_url
 
+from .._settings import setting
 from ..protocol import MAX_SHARDS
 from ._guard import is_loopback
 from ._tree import server_tree
@@ -40,74 +41,92 @@ DEFAULT_PORT: Final = 8470
 
 @attrs.frozen(kw_only=True)
 class ServerConfig:
-    """How to run a server.
+    """How to run a server: each field's declaration says what it does, its default and
+    bounds, and its ``aiki server`` option and environment variable (``aiki server
+    --help``; ``docs/configuration.md``).
 
-    Args:
-        database_url: PostgreSQL (libpq URL).
-        redis_url: Redis: one server (``redis://host:port/db``) or a Redis Cluster
-            (``redis+cluster://host:port,host:port``; see
-            `transport.redis_streams.parse_redis_url`).
-        host: interface to listen on.
-        port: TCP port; 0 picks a free one (the URL is reported when listening).
-        max_body_bytes: largest accepted request body or WebSocket message.
-        max_connections: open HTTP and WebSocket connections at once; one more is answered
-            ``503`` with ``Retry-After`` (and never more than open files allow).
-        allowed_origins: browser origins (``https://ops.example.com``) that may open a
-            WebSocket session besides the server's own; bound to a loopback address, the
-            server also answers only requests addressed to a loopback name.
-        pool_size: PostgreSQL connections (and concurrent transactions).
-        stall_after_seconds: a queued run no worker takes for this long becomes ``stalled``.
-        claim_timeout_seconds: a run whose worker sent no heartbeat for this long is released
-            and queued again (the old worker is fenced off).
-        max_lost_executions: a run whose execution is lost this many times (its worker died
-            or was declared dead while running it) fails with `aiki.ExecutionsLostError`
-            instead of being queued again.
-        redelivery_seconds: a run still queued this long after it was published is
-            published again (Redis may have lost it).
-        timer_scan_seconds: how often the timers re-read upcoming deadlines from PostgreSQL.
-        subscriber_queue: updates a live-update subscriber may fall behind by before its
-            queue is dropped for a ``resync`` marker.
-        schedule_grace_seconds: a schedule's occurrence reached later than this (server
-            down or overloaded) is *missed*; its schedule's catch-up policy decides.
-        insecure_no_auth: serve every caller without an API key, with every role (for
-            ``aiki dev`` and tests on one machine). Only on a loopback address: elsewhere
-            the server refuses to start.
-        tls_cert: a PEM certificate (chain) to serve HTTPS and WSS with, on the same port.
-        tls_key: its private key (PEM); given with ``tls_cert`` or not at all.
-        metrics_host: also serve ``/metrics`` here, without a key (for a scraper on a
-            network of its own); None: only on the API's port, with a key.
-        metrics_port: the port of that listener.
-        reuse_port: listen with ``SO_REUSEPORT``, sharing the port (and the metrics port)
-            with other server processes that do the same (``aiki server --processes``).
-        stream_shards: sub-streams each queue is split into (1 to 64), so that one hot
-            workflow spreads over a Redis Cluster's nodes; workers learn it when they
-            register. Every server on one database must use the same number.
+    Raises:
+        ValueError: a value out of its bounds, a Redis URL that is not one, half of a TLS
+            pair, or ``insecure_no_auth`` on an address that is not loopback.
     """
 
-    database_url: str
-    redis_url: str
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_connections: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
-    allowed_origins: tuple[str, ...] = ()
-    pool_size: int = 10
-    stall_after_seconds: float = 300.0
-    timer_scan_seconds: float = 15.0
-    claim_timeout_seconds: float = 30.0
-    max_lost_executions: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    redelivery_seconds: float = 60.0
-    subscriber_queue: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
-    schedule_grace_seconds: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
-    insecure_no_auth: bool = False
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    metrics_host: str | None = None
-    metrics_port: int = 9470
-    reuse_port: bool = False
-    stream_shards: int = attrs.field(
-        default=1, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_SHARDS)]
+    database_url: str = setting(help="PostgreSQL (a libpq URL).")
+    redis_url: str = setting(
+        help="Redis: one server (redis://host:port/db) or a Redis Cluster's seed nodes "
+        "(redis+cluster://host:port,host:port)."
     )
+    host: str = setting("127.0.0.1", help="The interface to listen on.")
+    port: int = setting(DEFAULT_PORT, ge=0, le=65535,
+                        help="The TCP port; 0 picks a free one (the URL is reported).")  # fmt: skip
+    max_body_bytes: int = setting(
+        2 * 1024 * 1024, ge=1, help="The largest request body or WebSocket message accepted."
+    )
+    max_connections: int = setting(
+        1000, ge=1, help="Open HTTP and WebSocket connections at once; one more is answered "
+        "503 with Retry-After (and never more than open files allow).",
+    )  # fmt: skip
+    allowed_origins: tuple[str, ...] = setting(
+        (), option="--allowed-origin",
+        help="A browser origin (https://ops.example.com) that may open WebSocket sessions "
+        "besides the server's own (repeatable; the variable takes several, space-separated). "
+        "On a loopback address the server also answers only requests to a loopback name.",
+    )  # fmt: skip
+    pool_size: int = setting(10, ge=1, help="PostgreSQL connections (concurrent transactions).")
+    stall_after_seconds: float = setting(
+        300.0, gt=0, option="--stall-after",
+        help="Seconds a queued run may go untaken by any worker before it is marked stalled.",
+    )  # fmt: skip
+    timer_scan_seconds: float = setting(
+        15.0, gt=0, help="Seconds between the timers' scans of upcoming deadlines."
+    )
+    claim_timeout_seconds: float = setting(
+        30.0, gt=0, help="Seconds without a heartbeat before a worker's runs are released and "
+        "queued again (the old worker is fenced off).",
+    )  # fmt: skip
+    max_lost_executions: int = setting(
+        5, ge=1, help="Fail a run (ExecutionsLostError) once its worker died or was declared "
+        "dead this many times while running it, instead of queueing it again.",
+    )  # fmt: skip
+    redelivery_seconds: float = setting(
+        60.0, gt=0, option="--redelivery-timeout",
+        help="Seconds a published run may stay queued before it is published again (Redis "
+        "may have lost it).",
+    )  # fmt: skip
+    subscriber_queue: int = setting(
+        1024, ge=1, help="Updates a live-update subscriber may fall behind by before its "
+        "queue is dropped for a resync marker.",
+    )  # fmt: skip
+    schedule_grace_seconds: float = setting(
+        60.0, ge=0, help="Seconds late after which a schedule's occurrence counts as missed "
+        "(server down or overloaded); its catch-up policy decides.",
+    )  # fmt: skip
+    insecure_no_auth: bool = setting(
+        False, variable=False,
+        help="Serve every caller without an API key, with every role (for aiki dev and "
+        "tests on one machine); refused on an address that is not loopback, and only an "
+        "option, never a variable.",
+    )  # fmt: skip
+    tls_cert: str | None = setting(
+        None, existing_file=True,
+        help="A PEM certificate (chain): serve HTTPS and WSS on the port (with --tls-key).",
+    )  # fmt: skip
+    tls_key: str | None = setting(
+        None, existing_file=True, help="The certificate's private key (PEM)."
+    )
+    metrics_host: str | None = setting(
+        None, help="Also serve /metrics without a key on this address (a scraper's own "
+        "network); unset: only on the API's port, with a key.",
+    )  # fmt: skip
+    metrics_port: int = setting(9470, ge=0, le=65535, help="The port of --metrics-host.")
+    reuse_port: bool = setting(
+        False, cli=False, help="Listen with SO_REUSEPORT, sharing the port (and the metrics "
+        "port) with other server processes that do the same (aiki server --processes).",
+    )  # fmt: skip
+    stream_shards: int = setting(
+        1, ge=1, le=MAX_SHARDS,
+        help="Redis sub-streams per queue, so one hot workflow spreads over a Redis "
+        "Cluster's nodes; workers learn it when they register. The same on every server.",
+    )  # fmt: skip
 
     def __attrs_post_init__(self) -> None:
         parse_redis_url(self.redis_url)  # a ValueError naming what is wrong

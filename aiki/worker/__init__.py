@@ -41,6 +41,7 @@ from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervi
 from transport import StreamUnavailableError
 from transport.redis_streams import RedisStreams, open_redis_streams, parse_redis_url
 
+from .._settings import setting
 from ..client import API_KEY_ENV, CA_FILE_ENV, Servers, parse_server_urls, tls_for
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
 from ..sdk import (
@@ -119,45 +120,58 @@ class Worker:
 
 @attrs.frozen(kw_only=True)
 class WorkerConfig:
-    """Where the server and Redis are, and tuning.
+    """Where the server and Redis are, and tuning: each field's declaration says what it
+    does, its default and bounds, and its ``aiki worker`` option and environment variable
+    (``aiki worker --help``; ``docs/configuration.md``).
 
-    Args:
-        server_url: the server's base URL, or several servers' comma-separated (the
-            worker uses one at a time and moves on to the next when it goes away).
-        redis_url: the Redis the server publishes runs to (one server, or a Redis
-            Cluster's ``redis+cluster://host:port,...``).
-        worker_id: unique per process (default: host, pid and a random suffix).
-        heartbeat_seconds: interval between heartbeats (keep it well under the server's
-            claim timeout).
-        claim_idle_seconds: stream entries unacknowledged this long are taken over.
-        shutdown_grace_seconds: how long runs in progress may take to finish on shutdown.
-        call_timeout_seconds: deadline for one request to the server.
-        api_key: the worker's API key (a ``worker`` key); default: ``AIKI_API_KEY`` from
-            the environment, if set.
-        ca_file: a private CA's certificate (PEM) to trust for an ``https://`` server;
-            default: ``AIKI_CA_FILE`` from the environment, if set.
-        start_timeout_seconds: give up starting if the server or Redis is not reachable
-            within this; None (the default): wait for them however long, with backoff,
-            logging each attempt (Compose and Kubernetes start things in any order).
-        block_limit_seconds: an ``async def`` task body that blocks its event loop this
-            long fails with `aiki.BlockingTaskError` (a watchdog thread per loop notices
-            and logs any block from one second on).
+    Raises:
+        ValueError: a value out of its bounds, or a server or Redis URL that is not one.
     """
 
-    server_url: str
-    redis_url: str
-    worker_id: str = attrs.field(
-        factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    server_url: str = setting(
+        "http://127.0.0.1:8470",
+        help="The server, or several comma-separated: the worker uses one at a time and "
+        "moves on to the next when it goes away.",
+    )  # fmt: skip
+    redis_url: str = setting(
+        help="The Redis the server publishes runs to: one server (redis://host:port/db) or "
+        "a Redis Cluster's seed nodes (redis+cluster://host:port,host:port)."
     )
-    heartbeat_seconds: float = 5.0
-    claim_idle_seconds: float = 60.0
-    shutdown_grace_seconds: float = 30.0
-    call_timeout_seconds: float = 30.0
-    api_key: str | None = attrs.field(factory=lambda: os.environ.get(API_KEY_ENV) or None,
-                                      repr=False)  # fmt: skip
-    ca_file: str | None = attrs.field(factory=lambda: os.environ.get(CA_FILE_ENV) or None)
-    start_timeout_seconds: float | None = None
-    block_limit_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    worker_id: str = setting(
+        factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        help="Unique per process (default: host, process ID and a random suffix).",
+    )  # fmt: skip
+    heartbeat_seconds: float = setting(
+        5.0, gt=0, help="Seconds between heartbeats (keep well under the server's "
+        "--claim-timeout).",
+    )  # fmt: skip
+    claim_idle_seconds: float = setting(
+        60.0, gt=0, help="Seconds a stream entry may stay unacknowledged before this worker "
+        "takes it over.",
+    )  # fmt: skip
+    shutdown_grace_seconds: float = setting(
+        30.0, ge=0, help="Seconds runs in progress may take to finish on shutdown."
+    )
+    call_timeout_seconds: float = setting(
+        30.0, gt=0, help="Seconds one request to the server may take."
+    )
+    api_key: str | None = setting(
+        from_env=True, env=API_KEY_ENV, repr=False,
+        help="The worker's API key (a worker key); prefer the variable to the option.",
+    )  # fmt: skip
+    ca_file: str | None = setting(
+        from_env=True, env=CA_FILE_ENV, existing_file=True,
+        help="A private CA's certificate (PEM) to trust for an https:// server.",
+    )  # fmt: skip
+    start_timeout_seconds: float | None = setting(
+        None, gt=0, help="Give up starting if the server or Redis is not reachable within "
+        "this many seconds; unset: wait for them, retrying with backoff and logging each "
+        "attempt (Compose and Kubernetes start things in any order).",
+    )  # fmt: skip
+    block_limit_seconds: float = setting(
+        10.0, gt=0, help="Seconds an async def task may block its event loop before it fails "
+        "with BlockingTaskError (a watchdog thread logs any block from one second on).",
+    )  # fmt: skip
 
     def __attrs_post_init__(self) -> None:
         parse_server_urls(self.server_url)  # a ValueError naming what is wrong
