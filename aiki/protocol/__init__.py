@@ -4,7 +4,7 @@
   (`_views`), live updates (`_live`), API keys and identity (`_keys`), namespaces
   (`_namespaces`), schedules
   (`_schedules`, with when their occurrences fall: `_occurrences`), a run's recorded
-  steps (`_history`), run states and their transitions (`_states`), stream names
+  steps (`_history`), run states (`_states`), stream names
   (`_streams`), error replies (`_errors`);
 - `Operation` and `Request`: each operation declared once, with its reply type and the
   roles that may call it, collected in `OPERATIONS`;
@@ -156,12 +156,9 @@ from ._session import read_request as read_request
 from ._session import reply_frame as reply_frame
 from ._session import session_url as session_url
 from ._states import ALL_STATUSES as ALL_STATUSES
-from ._states import INITIAL as INITIAL
 from ._states import TERMINAL as TERMINAL
-from ._states import TRANSITIONS as TRANSITIONS
 from ._states import WAITING as WAITING
 from ._states import RunStatus as RunStatus
-from ._states import can_transition as can_transition
 from ._states import is_status as is_status
 from ._streams import GROUP as GROUP
 from ._streams import MAX_SHARDS as MAX_SHARDS
@@ -248,7 +245,6 @@ __all__ = [
     "GET_SCHEDULE",
     "GROUP",
     "HEARTBEAT",
-    "INITIAL",
     "LIST_KEYS",
     "LIST_RUNS",
     "LIST_SCHEDULES",
@@ -292,7 +288,6 @@ __all__ = [
     "SUSPEND_RUN",
     "TASK_PROGRESS",
     "TERMINAL",
-    "TRANSITIONS",
     "TRANSITION_RUN",
     "UNSUBSCRIBE",
     "UTC",
@@ -411,7 +406,6 @@ __all__ = [
     "WorkerInfo",
     "WorkerList",
     "WorkerRegistered",
-    "can_transition",
     "canonical_json",
     "check_spec",
     "declare",

@@ -29,7 +29,7 @@ from ...protocol import (
     WakeupRun,
     WokenUp,
 )
-from .. import store
+from .. import lifecycle, store
 from ._handlers import Handlers
 from ._services import run_uuid
 from .runs import get_run
@@ -67,7 +67,7 @@ async def pause_run(services: Services, request: PauseRun, caller: Caller) -> Ru
     stopped = await services.transact(lambda tx: store.waits.pause(tx, run_id, reason))
     if stopped is None:
         status = await _status(services, request.run_id, caller)
-        allowed = ", ".join(store.waits.PAUSABLE)
+        allowed = ", ".join(lifecycle.sources("pause"))
         raise InvalidTransitionError(
             f"run {request.run_id} is {status}; only {allowed} runs can be paused"
         )
@@ -108,7 +108,7 @@ async def requeue_run(services: Services, request: RequeueRun, caller: Caller) -
     moved = await services.transact(lambda tx: store.runs.requeue_run(tx, run_id, reason))
     if moved is None:
         status = await _status(services, request.run_id, caller)
-        allowed = " or ".join(store.runs.REQUEUEABLE)
+        allowed = " or ".join(lifecycle.sources("requeue"))
         raise InvalidTransitionError(
             f"run {request.run_id} is {status}; only {allowed} runs can be requeued"
         )

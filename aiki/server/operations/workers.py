@@ -56,10 +56,9 @@ from ...protocol import (
     TransitionRun,
     WorkerDeregistered,
     WorkerRegistered,
-    can_transition,
     schema_problems,
 )
-from .. import store
+from .. import lifecycle, store
 from ._access import worker_of
 from ._handlers import Handlers
 from ._offers import Offer
@@ -71,9 +70,6 @@ if TYPE_CHECKING:
     from ._services import Caller, Services
 
 logger = logging.getLogger(__name__)
-
-WORKER_TRANSITIONS: Final = frozenset({"completed", "failed", "awaiting_retry", "queued"})
-"""Where a worker may move the run it holds with `TransitionRun` (waits use `SuspendRun`)."""
 
 MAX_CLAIM_NEXT: Final = 1000
 MAX_OFFER_QUEUES: Final = 1000
@@ -271,7 +267,7 @@ async def report_progress(
 def _check_transition(request: TransitionRun) -> None:
     if request.status not in ALL_STATUSES:
         raise BadRequestError(f"unknown status {request.status!r}")
-    if request.status not in WORKER_TRANSITIONS or not can_transition("running", request.status):
+    if not lifecycle.allowed("finish", "running", request.status):
         raise InvalidTransitionError(f"a worker cannot move a run to {request.status!r}")
     delay = request.retry_delay_seconds
     if request.status == "awaiting_retry" and (delay is None or delay < 0):

@@ -18,7 +18,8 @@ import attrs
 
 from . import history
 from .outbox import OutboxEntry
-from .runs import RUN_COLUMNS, as_int, prefixed_run_columns, run_info
+from .runs import R_COLUMNS, RUN_COLUMNS, as_int, run_info
+from .transitions import move
 from .waits import Stopped, cancel_tree_below, resolve_child_waits
 
 if TYPE_CHECKING:
@@ -57,26 +58,25 @@ class LostBound:
     error_json: str
 
 
+_LOST_SETS: Final = """lost_executions = r.lost_executions + 1, error = %(error)s::jsonb,
+    stop_reason = 'executions lost', claimed_at = NULL, wake_at = NULL,"""
+
+
 def _release(where: str, reason: str, *, lost: bool) -> str:
     counted = "r.lost_executions + 1" if lost else "r.lost_executions"
     return f"""
         WITH stale AS (
-            SELECT id, worker_id FROM aiki_runs WHERE status = 'running' AND {where}
+            SELECT id, status, worker_id FROM aiki_runs WHERE status = 'running' AND {where}
             ORDER BY claimed_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
-                                   worker_id = NULL, claimed_at = NULL, updated_at = now(),
-                                   lost_executions = {counted}
-            FROM stale WHERE r.id = stale.id
-            RETURNING r.id, r.revision, stale.worker_id
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, 'running', 'queued', revision, '{reason}', worker_id FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
+        ), {
+        move(
+            "release",
+            "stale",
+            reason=f"'{reason}'",
+            sets=f"lost_executions = {counted}, claimed_at = NULL,",
         )
-        SELECT id, worker_id FROM moved
+    }
+        SELECT id, old_worker FROM moved
         """
 
 
@@ -89,23 +89,11 @@ def _fail_lost(tx: Transaction, where: str, params: dict[str, object], bound: Lo
     rows = tx.fetch_all(
         f"""
         WITH doomed AS (
-            SELECT id, worker_id FROM aiki_runs
+            SELECT id, status, worker_id FROM aiki_runs
             WHERE status = 'running' AND {where} AND lost_executions + 1 >= %(max_lost)s
             ORDER BY claimed_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'failed', revision = r.revision + 1,
-                                   lost_executions = r.lost_executions + 1,
-                                   error = %(error)s::jsonb, stop_reason = 'executions lost',
-                                   worker_id = NULL, claimed_at = NULL, wake_at = NULL,
-                                   deadline_at = NULL, updated_at = now()
-            FROM doomed WHERE r.id = doomed.id
-            RETURNING r.id, r.revision, doomed.worker_id
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, 'running', 'failed', revision, %(reason)s, worker_id FROM moved
-        )
-        SELECT id, worker_id FROM moved
+        ), {move("lose", "doomed", reason="%(reason)s", sets=_LOST_SETS)}
+        SELECT id, old_worker FROM moved
         """,
         {
             **params,
@@ -201,24 +189,23 @@ def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
             SELECT v ->> 0 AS workflow, v ->> 1 AS version
             FROM worker, jsonb_array_elements(worker.versions) v
         ), picked AS (
-            SELECT r.id FROM aiki_runs r, worker
+            SELECT r.id, r.status, r.worker_id FROM aiki_runs r, worker
             WHERE r.status = 'queued' AND r.namespace = worker.namespace
               AND (r.workflow, r.version) IN (SELECT workflow, version FROM served)
               AND ((r.pool IS NULL AND worker.pools @> '[null]'::jsonb)
                    OR worker.pools @> jsonb_build_array(r.pool))
             ORDER BY r.updated_at LIMIT %(limit)s
             FOR UPDATE OF r SKIP LOCKED
-        ), claimed AS (
-            UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
-                                   worker_id = %(worker)s, claimed_at = now(), updated_at = now()
-            FROM picked WHERE r.id = picked.id
-            RETURNING {prefixed_run_columns("r")}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, 'queued', 'running', revision, 'claimed (pull)', %(worker)s FROM claimed
-        )
-        SELECT {RUN_COLUMNS} FROM claimed
+        ), {
+            move(
+                "claim",
+                "picked",
+                reason="'claimed (pull)'",
+                worker="%(worker)s::text",
+                returning=R_COLUMNS,
+            )
+        }
+        SELECT {RUN_COLUMNS} FROM moved
         """,
         {"worker": worker_id, "limit": limit},
     )

@@ -27,6 +27,7 @@ from ...protocol import (
 from ...retry import RetryPolicy
 from ...wire import make_wire_converter
 from .pages import PageBudget, decode_cursor, encode_cursor
+from .transitions import move, record
 
 if TYPE_CHECKING:
     from transport.postgres import Row, Transaction
@@ -40,6 +41,15 @@ RUN_COLUMNS: Final = (
     "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at, "
     "schedule_id, occurrence, namespace"
 )
+
+
+def prefixed_run_columns(alias: str) -> str:
+    """`RUN_COLUMNS` qualified by a table alias (``r.id, r.workflow, ...``)."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in RUN_COLUMNS.split(","))
+
+
+R_COLUMNS: Final = prefixed_run_columns("r")
+"""`RUN_COLUMNS` of ``aiki_runs r`` (what a moved run returns)."""
 
 
 def _unexpected(value: object, expected: str) -> TypeError:
@@ -154,6 +164,17 @@ def parse_run_id(text: str) -> uuid.UUID | None:
 # -- runs ----------------------------------------------------------------------------------------
 
 
+_STARTED: Final = """
+            SELECT id, NULL, CASE WHEN %(worker)s::text IS NULL THEN status ELSE 'queued' END,
+                   1, 'started', NULL FROM run
+            UNION ALL
+            SELECT id, 'queued', 'running', 2, 'claimed at start', %(worker)s FROM run
+            WHERE %(worker)s::text IS NOT NULL"""
+"""History of a new run: started (queued, or scheduled), and claimed at once by the
+worker starting it as a child, if it is (`lifecycle.MOVES`: ``start``, ``schedule``,
+``claim``)."""
+
+
 def insert_run(
     tx: Transaction,
     *,
@@ -206,15 +227,7 @@ def insert_run(
                 WHERE reference_id IS NOT NULL
             DO NOTHING
             RETURNING {RUN_COLUMNS}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, NULL, CASE WHEN %(worker)s::text IS NULL THEN status ELSE 'queued' END,
-                   1, 'started', NULL FROM run
-            UNION ALL
-            SELECT id, 'queued', 'running', 2, 'claimed at start', %(worker)s FROM run
-            WHERE %(worker)s::text IS NOT NULL
-        ), outbox AS (
+        ), {record("history", _STARTED)}, outbox AS (
             INSERT INTO aiki_outbox (run_id, revision, leased_until)
             SELECT id, 1, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
             WHERE status = 'queued'
@@ -331,6 +344,49 @@ def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | No
 
 # -- claims and worker writes -------------------------------------------------------------------
 
+_CLAIM_RUN: Final = f"""
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(id)s AND namespace = %(namespace)s
+              AND (status = 'queued' OR (status = 'running' AND worker_id = %(worker)s))
+            FOR UPDATE
+        ), {
+    move("claim", "old", reason="'claimed'", worker="%(worker)s::text", returning=R_COLUMNS)
+}
+        SELECT {RUN_COLUMNS} FROM moved
+        """
+
+_FINISH_SETS: Final = """output = %(output)s::jsonb, error = %(error)s::jsonb,
+    wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
+                   ELSE now() + make_interval(secs => %(delay)s::float8) END,"""
+
+_TRANSITION_RUN: Final = f"""
+        WITH held AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
+              AND worker_id = %(worker)s
+            FOR UPDATE
+        ), {
+    move(
+        "finish",
+        "held",
+        reason="%(reason)s",
+        worker="%(worker)s::text",
+        target="%(status)s::text",
+        returning=R_COLUMNS,
+        sets=_FINISH_SETS,
+    )
+}
+        SELECT {RUN_COLUMNS} FROM moved
+        """
+
+_REQUEUE_RUN: Final = f"""
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs WHERE id = %(run)s FOR UPDATE
+        ), {move("requeue", "old", reason="%(reason)s", returning=R_COLUMNS)}
+        SELECT {RUN_COLUMNS} FROM moved
+        """
+
 
 def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str) -> RunInfo | None:
     """Move a queued run of ``namespace`` to running for ``worker_id``, bumping its revision.
@@ -339,25 +395,7 @@ def claim_run(tx: Transaction, namespace: str, run_id: uuid.UUID, worker_id: str
     granted again with a new revision, which fences off any earlier execution.
     """
     row = tx.fetch_one(
-        f"""
-        WITH old AS (
-            SELECT id, status, worker_id FROM aiki_runs
-            WHERE id = %(id)s AND namespace = %(namespace)s FOR UPDATE
-        ), claimed AS (
-            UPDATE aiki_runs r SET status = 'running', revision = r.revision + 1,
-                                   worker_id = %(worker)s, claimed_at = now(),
-                                   updated_at = now()
-            FROM old
-            WHERE r.id = old.id AND (old.status = 'queued'
-                                     OR (old.status = 'running' AND old.worker_id = %(worker)s))
-            RETURNING old.status AS from_status, {prefixed_run_columns("r")}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, from_status, 'running', revision, 'claimed', %(worker)s FROM claimed
-        )
-        SELECT {RUN_COLUMNS} FROM claimed
-        """,
+        _CLAIM_RUN,
         {"id": run_id, "worker": worker_id, "namespace": namespace},
     )
     return None if row is None else run_info(row)
@@ -475,28 +513,7 @@ def transition_run(
 ) -> RunInfo | None:
     """Move a running run ``worker_id`` holds at ``request.revision``; None if fenced out."""
     row = tx.fetch_one(
-        f"""
-        WITH moved AS (
-            UPDATE aiki_runs
-            SET status = %(status)s, revision = revision + 1, output = %(output)s::jsonb,
-                error = %(error)s::jsonb, worker_id = NULL, updated_at = now(),
-                deadline_at = CASE WHEN %(status)s IN ('completed', 'failed', 'cancelled')
-                                   THEN NULL ELSE deadline_at END,
-                wake_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
-                               ELSE now() + make_interval(secs => %(delay)s::float8) END
-            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
-              AND worker_id = %(worker)s
-            RETURNING {RUN_COLUMNS}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
-                                          worker_id)
-            SELECT id, 'running', status, revision, %(reason)s, %(worker)s FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision)
-            SELECT id, revision FROM moved WHERE status = 'queued'
-        )
-        SELECT {RUN_COLUMNS} FROM moved
-        """,
+        _TRANSITION_RUN,
         {
             "status": request.status,
             "output": _optional_json(request.output),
@@ -511,39 +528,31 @@ def transition_run(
     return None if row is None else run_info(row)
 
 
-REQUEUEABLE: Final = ("running", "stalled")
-
-
 def requeue_run(tx: Transaction, run_id: uuid.UUID, reason: str) -> RunInfo | None:
     """Release the claim of a running (or stalled) run and queue it again."""
     row = tx.fetch_one(
-        f"""
-        WITH old AS (
-            SELECT id, status FROM aiki_runs WHERE id = %(run)s FOR UPDATE
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
-                                   worker_id = NULL, updated_at = now()
-            FROM old WHERE r.id = old.id AND old.status = ANY(%(from)s::text[])
-            RETURNING old.status AS from_status, {prefixed_run_columns("r")}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, from_status, 'queued', revision, %(reason)s FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
-        )
-        SELECT {RUN_COLUMNS} FROM moved
-        """,
-        {"run": run_id, "from": list(REQUEUEABLE), "reason": reason},
+        _REQUEUE_RUN,
+        {"run": run_id, "reason": reason},
     )
     return None if row is None else run_info(row)
 
 
-def prefixed_run_columns(alias: str) -> str:
-    """`RUN_COLUMNS` qualified by a table alias (``r.id, r.workflow, ...``)."""
-    return ", ".join(f"{alias}.{column.strip()}" for column in RUN_COLUMNS.split(","))
-
-
 # -- timers --------------------------------------------------------------------------------------
+
+_REQUEUE_DUE_RETRIES: Final = f"""
+        WITH due AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE status = 'awaiting_retry' AND wake_at <= now()
+            ORDER BY wake_at LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ), cleared AS (
+            DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
+        ), unordered AS (
+            DELETE FROM aiki_step_order o USING due WHERE o.run_id = due.id
+        ), forgotten AS (
+            DELETE FROM aiki_waits w USING due WHERE w.run_id = due.id AND w.state = 'withdrawn'
+        ), {move("retry", "due", reason="'retry'", sets="wake_at = NULL,")}
+        SELECT count(*) FROM moved"""
 
 
 def requeue_due_retries(tx: Transaction, limit: int) -> int:
@@ -555,31 +564,7 @@ def requeue_due_retries(tx: Transaction, limit: int) -> int:
     up: the new attempt waits afresh).
     """
     row = tx.fetch_one(
-        """
-        WITH due AS (
-            SELECT id FROM aiki_runs
-            WHERE status = 'awaiting_retry' AND wake_at <= now()
-            ORDER BY wake_at LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ), cleared AS (
-            DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
-        ), unordered AS (
-            DELETE FROM aiki_step_order o USING due WHERE o.run_id = due.id
-        ), forgotten AS (
-            DELETE FROM aiki_waits w USING due WHERE w.run_id = due.id AND w.state = 'withdrawn'
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
-                                   attempt = r.attempt + 1, wake_at = NULL, updated_at = now()
-            FROM due WHERE r.id = due.id
-            RETURNING r.id, r.revision
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'awaiting_retry', 'queued', revision, 'retry' FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
-        )
-        SELECT count(*) FROM moved
-        """,
+        _REQUEUE_DUE_RETRIES,
         {"limit": limit},
     )
     return 0 if row is None else as_int(row[0])

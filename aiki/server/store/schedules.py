@@ -21,6 +21,7 @@ from ...protocol import (
     describe,
 )
 from ...wire import make_wire_converter
+from ..lifecycle import ACTIVE
 from .pages import PageBudget, decode_cursor, encode_cursor
 from .runs import (
     RUN_COLUMNS,
@@ -29,7 +30,7 @@ from .runs import (
     as_uuid,
     run_info,
 )
-from .waits import ACTIVE
+from .transitions import record
 
 if TYPE_CHECKING:
     from transport.postgres import Row, Transaction
@@ -243,6 +244,12 @@ class ScheduledStart:
     reason: str
 
 
+_STARTED: Final = (
+    "SELECT run.id, NULL, status, 1, wanted.reason, NULL FROM run JOIN wanted USING (id)"
+)
+"""History of a schedule's new runs: started queued (`lifecycle.MOVES`: ``start``)."""
+
+
 def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list[RunInfo]:
     """Create queued runs with their history and outbox rows, all in one statement (a
     firing may start hundreds). The unique index on (schedule_id, occurrence) refuses a
@@ -267,10 +274,7 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
                    w.schedule_id, w.occurrence, s.namespace
             FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id
             RETURNING {RUN_COLUMNS}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT run.id, NULL, 'queued', 1, wanted.reason FROM run JOIN wanted USING (id)
-        ), outbox AS (
+        ), {record("history", _STARTED)}, outbox AS (
             INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
         )
         SELECT {RUN_COLUMNS} FROM run

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from ...protocol import RecordedChild, RecordedWait
+from ..lifecycle import ACTIVE
 from . import runs
-from .runs import RUN_COLUMNS, as_int, as_time, as_uuid, run_info
+from .runs import R_COLUMNS, RUN_COLUMNS, as_int, as_time, as_uuid, run_info
+from .transitions import move
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -24,14 +26,22 @@ if TYPE_CHECKING:
 
     from ...protocol import BeginWait, RunInfo
 
-SUSPENDED: Final = ("sleeping", "awaiting_event", "awaiting_child_workflow")
-"""Statuses of a run suspended on waits: satisfying any of its waits queues it again."""
-
-ACTIVE: Final = ("scheduled", "queued", "running", "paused", "awaiting_retry", "stalled",
-                 *SUSPENDED)  # fmt: skip
-"""Non-terminal statuses."""
-
-PAUSABLE: Final = ("queued", "running", "awaiting_retry", *SUSPENDED)
+_SUSPEND: Final = f"""
+        WITH held AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running' FOR UPDATE
+        ), {
+    move(
+        "suspend",
+        "held",
+        reason="%(reason)s",
+        target="%(target)s::text",
+        worker="%(worker)s::text",
+        returning=R_COLUMNS,
+    )
+}
+        SELECT {RUN_COLUMNS} FROM moved
+        """
 
 
 def _requeue_suspended(source: str, reason: str) -> str:
@@ -43,22 +53,10 @@ def _requeue_suspended(source: str, reason: str) -> str:
     """
     return f"""
         locked AS (
-            SELECT id, status FROM aiki_runs
+            SELECT id, status, worker_id FROM aiki_runs
             WHERE id IN (SELECT run_id FROM {source})
             FOR UPDATE
-        ), suspended AS (
-            SELECT id, status FROM locked WHERE status = ANY('{{{",".join(SUSPENDED)}}}'::text[])
-        ), requeued AS (
-            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1,
-                                   updated_at = now()
-            FROM suspended s WHERE r.id = s.id
-            RETURNING r.id, r.revision, s.status AS from_status
-        ), requeued_history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, from_status, 'queued', revision, '{reason}' FROM requeued
-        ), requeued_outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM requeued
-        )"""
+        ), {move("wake", "locked", name="requeued", reason=f"'{reason}'")}"""
 
 
 def _wait_record(row: tuple[object, ...]) -> RecordedWait:
@@ -163,22 +161,14 @@ def suspend(
     else:
         target, reason = "sleeping", "suspended"
     row = tx.fetch_one(
-        f"""
-        WITH moved AS (
-            UPDATE aiki_runs SET status = %(target)s, revision = revision + 1, worker_id = NULL,
-                                 updated_at = now()
-            WHERE id = %(run)s AND revision = %(revision)s AND status = 'running'
-            RETURNING {RUN_COLUMNS}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'running', status, revision, %(reason)s FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision)
-            SELECT id, revision FROM moved WHERE status = 'queued'
-        )
-        SELECT {RUN_COLUMNS} FROM moved
-        """,
-        {"target": target, "run": run_id, "revision": revision, "reason": reason},
+        _SUSPEND,
+        {
+            "target": target,
+            "run": run_id,
+            "revision": revision,
+            "reason": reason,
+            "worker": worker_id,
+        },
     )
     return None if row is None else run_info(row)
 
@@ -351,7 +341,7 @@ def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped
     """Cancel the run and every non-terminal descendant (the run first in the result, if it
     was active); resolve parents' waits on them."""
     rows = tx.fetch_all(
-        """
+        f"""
         WITH RECURSIVE tree AS (
             SELECT id FROM aiki_runs WHERE id = %(run)s
             UNION ALL
@@ -360,17 +350,15 @@ def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped
             SELECT id, status, worker_id FROM aiki_runs
             WHERE id IN (SELECT id FROM tree) AND status = ANY(%(active)s::text[])
             FOR UPDATE
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'cancelled', revision = r.revision + 1,
-                                   stop_reason = %(reason)s, worker_id = NULL, wake_at = NULL,
-                                   deadline_at = NULL, updated_at = now()
-            FROM old WHERE r.id = old.id
-            RETURNING r.id, r.revision, old.status AS from_status, old.worker_id
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, from_status, 'cancelled', revision, %(reason)s FROM moved
-        )
-        SELECT id, from_status, worker_id FROM moved
+        ), {
+            move(
+                "cancel",
+                "old",
+                reason="%(reason)s",
+                sets="stop_reason = %(reason)s, wake_at = NULL,",
+            )
+        }
+        SELECT id, from_status, old_worker FROM moved
         """,
         {"run": run_id, "active": list(ACTIVE), "reason": reason},
     )
@@ -385,22 +373,13 @@ def cancel_tree(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[Stopped
 def pause(tx: Transaction, run_id: uuid.UUID, reason: str) -> Stopped | None:
     """Pause an active run; None if its status cannot be paused."""
     row = tx.fetch_one(
-        """
+        f"""
         WITH old AS (
-            SELECT id, status, worker_id FROM aiki_runs
-            WHERE id = %(run)s AND status = ANY(%(pausable)s::text[]) FOR UPDATE
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'paused', revision = r.revision + 1,
-                                   stop_reason = %(reason)s, worker_id = NULL, updated_at = now()
-            FROM old WHERE r.id = old.id
-            RETURNING r.id, r.revision, old.status AS from_status, old.worker_id
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, from_status, 'paused', revision, %(reason)s FROM moved
-        )
-        SELECT id, from_status, worker_id FROM moved
+            SELECT id, status, worker_id FROM aiki_runs WHERE id = %(run)s FOR UPDATE
+        ), {move("pause", "old", reason="%(reason)s", sets="stop_reason = %(reason)s,")}
+        SELECT id, from_status, old_worker FROM moved
         """,
-        {"run": run_id, "pausable": list(PAUSABLE), "reason": reason},
+        {"run": run_id, "reason": reason},
     )
     if row is None:
         return None
@@ -411,17 +390,18 @@ def resume(tx: Transaction, run_id: uuid.UUID, reason: str = "resumed") -> RunIn
     """Queue a paused run again; None if it is not paused."""
     row = tx.fetch_one(
         f"""
-        WITH moved AS (
-            UPDATE aiki_runs SET status = 'queued', revision = revision + 1, stop_reason = NULL,
-                                 updated_at = now()
-            WHERE id = %(run)s AND status = 'paused'
-            RETURNING {RUN_COLUMNS}
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'paused', 'queued', revision, %(reason)s FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
-        )
+        WITH old AS (
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE id = %(run)s AND status = 'paused' FOR UPDATE
+        ), {
+            move(
+                "resume",
+                "old",
+                reason="%(reason)s",
+                sets="stop_reason = NULL,",
+                returning=R_COLUMNS,
+            )
+        }
         SELECT {RUN_COLUMNS} FROM moved
         """,
         {"run": run_id, "reason": reason},
@@ -475,20 +455,12 @@ def fire_due_waits(tx: Transaction, limit: int) -> int:
 def queue_scheduled(tx: Transaction, limit: int) -> int:
     """Queue scheduled runs whose start time came."""
     row = tx.fetch_one(
-        """
+        f"""
         WITH due AS (
-            SELECT id FROM aiki_runs WHERE status = 'scheduled' AND wake_at <= now()
+            SELECT id, status, worker_id FROM aiki_runs
+            WHERE status = 'scheduled' AND wake_at <= now()
             ORDER BY wake_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'queued', revision = r.revision + 1, wake_at = NULL,
-                                   updated_at = now()
-            FROM due WHERE r.id = due.id RETURNING r.id, r.revision
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'scheduled', 'queued', revision, 'triggered' FROM moved
-        ), outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, revision FROM moved
-        )
+        ), {move("trigger", "due", reason="'triggered'", sets="wake_at = NULL,")}
         SELECT count(*) FROM moved
         """,
         {"limit": limit},
@@ -499,23 +471,20 @@ def queue_scheduled(tx: Transaction, limit: int) -> int:
 def fail_overdue(tx: Transaction, limit: int, error_json: str) -> list[Stopped]:
     """Fail runs past their deadline (and cancel their descendants); return what stopped."""
     rows = tx.fetch_all(
-        """
+        f"""
         WITH due AS (
             SELECT id, status, worker_id FROM aiki_runs
             WHERE deadline_at <= now() AND status = ANY(%(active)s::text[])
             ORDER BY deadline_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            UPDATE aiki_runs r SET status = 'failed', revision = r.revision + 1,
-                                   error = %(error)s::jsonb, stop_reason = 'timed out',
-                                   worker_id = NULL, wake_at = NULL, deadline_at = NULL,
-                                   updated_at = now()
-            FROM due WHERE r.id = due.id
-            RETURNING r.id, r.revision, due.status AS from_status, due.worker_id
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, from_status, 'failed', revision, 'run timeout' FROM moved
-        )
-        SELECT id, from_status, worker_id FROM moved
+        ), {
+            move(
+                "time_out",
+                "due",
+                reason="'run timeout'",
+                sets="error = %(error)s::jsonb, stop_reason = 'timed out', wake_at = NULL,",
+            )
+        }
+        SELECT id, from_status, old_worker FROM moved
         """,
         {"active": list(ACTIVE), "limit": limit, "error": error_json},
     )
@@ -542,16 +511,13 @@ def cancel_tree_below(tx: Transaction, run_id: uuid.UUID, reason: str) -> list[S
 def mark_stalled(tx: Transaction, after_seconds: float) -> int:
     """Queued runs no worker took for ``after_seconds`` become ``stalled``."""
     row = tx.fetch_one(
-        """
-        WITH moved AS (
-            UPDATE aiki_runs SET status = 'stalled', revision = revision + 1, updated_at = now()
+        f"""
+        WITH idle AS (
+            SELECT id, status, worker_id FROM aiki_runs
             WHERE status = 'queued'
               AND updated_at < now() - make_interval(secs => %(after)s::float8)
-            RETURNING id, revision
-        ), history AS (
-            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason)
-            SELECT id, 'queued', 'stalled', revision, 'not taken by any worker' FROM moved
-        )
+            FOR UPDATE SKIP LOCKED
+        ), {move("stall", "idle", reason="'not taken by any worker'")}
         SELECT count(*) FROM moved
         """,
         {"after": after_seconds},

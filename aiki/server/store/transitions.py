@@ -1,0 +1,115 @@
+"""The one place that changes a run's status and writes its history, in SQL generated
+from the lifecycle's table (`aiki.server.lifecycle.MOVES`).
+
+Every statement that moves runs is built from `move`: a CTE of candidate runs (locked,
+with their current status), the event, and what else the statement sets. `move` adds
+what the lifecycle decides the same way for every event: the guard (the candidate's
+status and the new one must be a pair the table allows for the event: SQL cannot move a
+run the table does not let move), the revision bump, the holding worker (set only when
+the run becomes ``running``), the attempt (a retry starts the next), the history row,
+and the outbox row of a run that becomes ``queued`` (it is dispatched exactly then). A
+new run's history goes through `record` too: the one statement that writes history.
+
+Each statement still moves its runs in one round trip: the lifecycle is compiled into
+the statement, not consulted row by row.
+"""
+
+from __future__ import annotations
+
+from ...protocol import TERMINAL
+from ..lifecycle import BY_WORKER, MOVES, Event, targets
+
+
+def record(name: str, rows: str) -> str:
+    """A CTE ``name`` writing run history: ``rows`` is a SELECT of (run ID, from status,
+    to status, revision, reason, worker) for each change."""
+    return f"""{name} AS (
+            INSERT INTO aiki_transitions (run_id, from_status, to_status, revision, reason,
+                                          worker_id)
+            {rows}
+        )"""
+
+
+def _literal(text: str) -> str:
+    assert "'" not in text, text  # statuses and events are identifiers
+    return f"'{text}'"
+
+
+def move(
+    event: Event,
+    candidates: str,
+    *,
+    reason: str,
+    name: str = "moved",
+    target: str | None = None,
+    sets: str = "",
+    worker: str | None = None,
+    returning: str = "r.id, r.status, r.revision",
+    lease: str | None = None,
+) -> str:
+    """CTEs moving the runs of the CTE ``candidates`` by ``event``.
+
+    Args:
+        candidates: a CTE with ``id``, ``status`` and ``worker_id`` of each run, locked
+            ``FOR UPDATE`` (the statuses the event does not apply to are left alone).
+        reason: SQL for the history's reason.
+        name: the CTE of the moved runs (``from_status``, ``old_worker`` and
+            ``returning``); the history and outbox CTEs are ``<name>_history`` and
+            ``<name>_outbox``.
+        target: SQL for the new status where the event allows several (a parameter the
+            caller checked with the lifecycle); None: the event's only target.
+        sets: further assignments (``error = ...,``), each followed by a comma.
+        worker: SQL naming the worker causing a claim or a worker's own change.
+        returning: columns of ``aiki_runs r`` the moved CTE returns besides ``from_status``
+            and ``old_worker``; they include ``id``, ``status`` (the new one) and
+            ``revision``, which the history and the outbox read.
+        lease: SQL for the outbox row's ``leased_until`` (the dispatcher's fast lane).
+    """
+    if target is None:
+        (only,) = targets(event)
+        target = _literal(only)
+    pairs = ", ".join(f"({_literal(source)}, {_literal(to)})"
+                      for source, choices in sorted(MOVES[event].items(), key=str)
+                      if source is not None for to in sorted(choices))  # fmt: skip
+    holder = worker if worker is not None else "NULL"
+    assignments = [
+        f"status = {target}",
+        "revision = r.revision + 1",
+        f"worker_id = CASE WHEN {target} = 'running' THEN {holder} END",
+        "updated_at = now()",
+    ]
+    if "running" in targets(event):
+        assignments.append(f"claimed_at = CASE WHEN {target} = 'running' THEN now() END")
+    if event == "retry":
+        assignments.append("attempt = r.attempt + 1")
+    ending = sorted(targets(event) & TERMINAL)
+    if ending:  # an ended run has no deadline left
+        assignments.append(
+            f"deadline_at = CASE WHEN {target} IN ({', '.join(map(_literal, ending))})"
+            " THEN NULL ELSE r.deadline_at END"
+        )
+    if event in BY_WORKER:
+        by = holder
+    elif event in ("release", "lose"):
+        by = "old_worker"  # the worker whose execution was lost
+    else:
+        by = "NULL"
+    ctes = [
+        f"""{name} AS (
+            UPDATE aiki_runs r SET {sets} {", ".join(assignments)}
+            FROM {candidates} c
+            WHERE r.id = c.id AND (c.status, {target}) IN (VALUES {pairs})
+            RETURNING c.status AS from_status, c.worker_id AS old_worker, {returning}
+        )""",
+        record(f"{name}_history",
+               f"SELECT id, from_status, status, revision, {reason}, {by} FROM {name}"),
+    ]  # fmt: skip
+    if "queued" in targets(event):
+        columns, values = ("run_id, revision", "id, revision")
+        if lease is not None:
+            columns, values = columns + ", leased_until", values + f", {lease}"
+        ctes.append(f"""{name}_outbox AS (
+            INSERT INTO aiki_outbox ({columns})
+            SELECT {values} FROM {name} WHERE status = 'queued'
+        )""")
+    return ",\n        ".join(ctes)

@@ -1,0 +1,156 @@
+"""The run lifecycle (`aiki.server.lifecycle`), driven by random event sequences."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import get_args
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from aiki.protocol import ALL_STATUSES, TERMINAL, RunStatus
+from aiki.server.lifecycle import (
+    ACTIVE,
+    EVENTS,
+    MOVES,
+    Change,
+    Event,
+    Moved,
+    Refused,
+    RunState,
+    Transition,
+    allowed,
+    every_move,
+    step,
+)
+
+WORKERS = ("w1", "w2")
+RUNS = 3
+STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+CHANGES = list(itertools.product(range(RUNS), EVENTS, (None, *STATUSES), (None, *WORKERS),
+                                 ("held", "stale", "none")))  # fmt: skip
+"""Every change a rule may ask for (drawn as one choice: a run, an event, the status asked
+for, the worker, and whether the worker's fence holds)."""
+WORK = list(itertools.product(range(RUNS), WORKERS, STATUSES))
+
+
+class Lifecycle(RuleBasedStateMachine):
+    """A few runs and two workers; every rule is one change, asked at random (most are
+    refused); what applies must keep the invariants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = [RunState() for _ in range(RUNS)]
+        self.history: list[list[Transition]] = [[] for _ in range(RUNS)]
+        self.ended: set[int] = set()
+        self.applied = 0
+
+    @rule(asked=st.lists(st.sampled_from(CHANGES), min_size=1, max_size=8))
+    def random_changes(
+        self, asked: list[tuple[int, Event, RunStatus | None, str | None, str]]
+    ) -> None:
+        for change in asked:
+            self.change(*change)
+
+    def change(self, index: int, event: Event, wanted: RunStatus | None, worker: str | None,
+               fence: str) -> None:  # fmt: skip
+        run = self.runs[index]
+        revision = {"held": run.revision, "stale": run.revision - 1, "none": None}[fence]
+        change = Change(event, f"{event} by the test", target=wanted, worker=worker,
+                        revision=revision)  # fmt: skip
+        outcome = step(run, change)
+        if isinstance(outcome, Refused):
+            assert outcome.why
+            # A change the table allows from this status is refused only for a missing
+            # or wrong target, worker or fence.
+            return
+        assert isinstance(outcome, Moved)
+        assert index not in self.ended, "an ended run moved"
+        after, moved = outcome.run, outcome.transition
+        assert after.revision == run.revision + 1
+        assert (moved.from_status, moved.to_status) == (run.status, after.status)
+        assert moved.revision == after.revision
+        assert allowed(change.event, run.status, moved.to_status)
+        assert (moved.from_status, moved.to_status) in every_move()
+        if change.event in ("finish", "suspend"):
+            assert (run.worker, run.revision) == (worker, revision), "fence ignored"
+        if change.event == "claim":
+            assert run.status == "queued" or run.worker == worker, "a second claim"
+        assert outcome.dispatch == (after.status == "queued")
+        assert outcome.ended == (after.status in TERMINAL)
+        assert after.attempt == run.attempt + (change.event == "retry")
+        if outcome.stops is not None:
+            assert outcome.stops == run.worker
+            assert after.worker != run.worker
+        history = self.history[index]
+        assert moved.from_status == (history[-1].to_status if history else None)
+        assert moved.revision == len(history) + 1
+        self.runs[index] = after
+        history.append(moved)
+        if outcome.ended:
+            self.ended.add(index)
+            for event in EVENTS:  # an ended run stays ended, whatever comes
+                for status in (None, *STATUSES):
+                    later = Change(event, "x", target=status, worker=after.worker or worker,
+                                   revision=after.revision)  # fmt: skip
+                    assert isinstance(step(after, later), Refused)
+        self.applied += 1
+
+    @precondition(lambda self: any(run.status in ("queued", "running") for run in self.runs))
+    @rule(asked=st.sampled_from(WORK))
+    def worker_at_work(self, asked: tuple[int, str, RunStatus]) -> None:
+        """Claims and a worker's own changes with a fence it holds (random changes rarely
+        hit one), so runs get deep into their lives."""
+        index, worker, wanted = asked
+        run = self.runs[index]
+        if run.status == "queued":
+            self.change(index, "claim", None, worker, "held")
+        elif run.status == "running":
+            event: Event = "suspend" if wanted in ("sleeping", "awaiting_event") else "finish"
+            self.change(index, event, wanted, run.worker, "held")
+
+    @invariant()
+    def a_run_is_held_exactly_while_running(self) -> None:
+        for run in self.runs:
+            assert (run.worker is not None) == (run.status == "running")
+
+
+Lifecycle.TestCase.settings = settings(
+    max_examples=int(os.environ.get("AIKI_EXAMPLES", "2000")), stateful_step_count=12,
+    deadline=None,
+)  # fmt: skip
+test_random_event_sequences_keep_the_lifecycles_invariants = Lifecycle.TestCase
+
+
+def test_the_table_has_no_dead_end_and_names_every_status() -> None:
+    """Every active status has a way on (and to an end); every status is reachable."""
+    reachable = {target for moves in MOVES.values() for choices in moves.values()
+                 for target in choices}  # fmt: skip
+    assert reachable == ALL_STATUSES
+    for status in ACTIVE:
+        assert any(status in moves for moves in MOVES.values()), status
+        assert any(status in MOVES[event] for event in ("cancel", "time_out"))
+    assert set(ACTIVE) | TERMINAL == ALL_STATUSES
+
+
+def test_a_worker_is_fenced_and_a_run_has_one_holder() -> None:
+    queued = RunState(status="queued", revision=1)
+    held = step(queued, Change("claim", "claimed", worker="w1"))
+    assert isinstance(held, Moved)
+    assert held.run == RunState(status="running", revision=2, worker="w1")
+    assert isinstance(step(held.run, Change("claim", "claimed", worker="w2")), Refused)
+    again = step(held.run, Change("claim", "claimed again", worker="w1"))
+    assert isinstance(again, Moved)
+    assert again.run.revision == 3
+    stale = Change("finish", "done", target="completed", worker="w1", revision=2)
+    assert isinstance(step(again.run, stale), Refused)
+    done = step(again.run, Change("finish", "done", target="completed", worker="w1", revision=3))
+    assert isinstance(done, Moved)
+    assert done.ended
+    assert done.stops is None
+    lost = step(again.run, Change("release", "worker lost"))
+    assert isinstance(lost, Moved)
+    assert lost.dispatch
+    assert lost.stops == "w1"
