@@ -17,7 +17,7 @@ the statement, not consulted row by row.
 from __future__ import annotations
 
 from ...protocol import TERMINAL
-from ..lifecycle import BY_WORKER, MOVES, Event, targets
+from ..lifecycle import BY_WORKER, MOVES, Event, sources, targets
 
 
 def record(name: str, rows: str) -> str:
@@ -65,6 +65,8 @@ def move(
             ``revision``, which the history and the outbox read.
         lease: SQL for the outbox row's ``leased_until`` (the dispatcher's fast lane).
     """
+    if not sources(event):
+        raise ValueError(f"{event} creates runs: their history is written with record()")
     if target is None:
         (only,) = targets(event)
         target = _literal(only)
