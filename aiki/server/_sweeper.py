@@ -25,8 +25,8 @@ from transport.postgres import PostgresStore, Transaction
 from ..errors import ErrorInfo
 from ..wire import make_wire_converter
 from . import store
-from ._dispatcher import Wake, poke
 from ._outages import Outage
+from .delivery import Wake, poke
 from .store.recovery import LOST, LostBound
 from .store.waits import Stopped
 

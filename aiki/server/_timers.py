@@ -30,8 +30,8 @@ from ..errors import ErrorInfo
 from ..protocol import RunInfo
 from ..wire import make_wire_converter
 from . import store
-from ._dispatcher import Wake, poke
 from ._outages import Outage
+from .delivery import Wake, poke
 from .store.waits import Stopped
 
 logger = logging.getLogger(__name__)

@@ -34,13 +34,13 @@ from transport.tls import server_tls
 from ._auth import Authentication, Authenticator, lookup_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
-from ._dispatcher import Dispatcher, Wake
 from ._guard import BrowserGuard, is_loopback
 from ._http import Api, Listening, build_app, build_metrics_app
 from ._metrics import ServerMetrics
 from ._scheduler import fire_schedules
 from ._sweeper import Sweeper
 from ._timers import Deadline, Fired, Timers
+from .delivery import Dispatcher, Wake
 from .operations import RunNotifier, Services, Wakeups
 from .store.schedules import upcoming as upcoming_schedules
 

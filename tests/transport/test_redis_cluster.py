@@ -13,7 +13,7 @@ import trio
 
 from aiki.protocol import GROUP, QUEUED_RUN, shard_of, streams_for
 from aiki.protocol._streams import hash_slot as stream_hash_slot
-from aiki.server._dispatcher import stream_entries
+from aiki.server.delivery import stream_entries
 from aiki.server.store.outbox import OutboxEntry
 from tests._deadline import deadline
 from transport import StreamError, StreamUnavailableError

@@ -44,13 +44,12 @@ from .._auth import Authenticator, Principal
 from .._broadcaster import Subscriber, Subscriptions
 from .._broadcaster import poke as poke_broadcaster
 from .._committer import Commit
-from .._dispatcher import FastLane, Wake
-from .._dispatcher import poke as poke_dispatcher
 from .._metrics import ServerMetrics
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
+from ..delivery import FastLane, Offer, Offers, Wake
+from ..delivery import poke as poke_dispatcher
 from ..store.outbox import OutboxEntry
-from ._offers import Offer, Offers
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -428,13 +427,15 @@ class Services:
                 self.sessions.push(run.worker_id, StopRun(run_id=run.run_id, reason=why))
 
     async def fenced_out(
-        self, run_id: uuid.UUID, request_id: str, revision: int, worker_id: str
+        self, run_id: uuid.UUID, request_id: str, revision: int, caller: Caller
     ) -> AikiError:
-        """Why a fenced write by ``worker_id``, carrying ``revision``, was refused."""
+        """Why a fenced write by the caller's worker, carrying ``revision``, was refused
+        (a run of a namespace the caller does not see is one that does not exist)."""
+        worker_id = caller.worker_id
         current = await self.transact(lambda tx: store.runs.holder(tx, run_id))
-        if current is None:
+        if current is None or not caller.sees(current[3]):
             return RunNotFoundError(f"no run with ID {request_id!r}")
-        status, current_revision, holder = current
+        status, current_revision, holder, _ = current
         if current_revision != revision:
             return StaleRevisionError(
                 f"run {request_id} is at revision {current_revision} ({status}); this write "

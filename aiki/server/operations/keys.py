@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Final
 
-from ...errors import NotFoundError, ValidationError
+from ...errors import ForbiddenError, NotFoundError, ValidationError
 from ...protocol import (
     CREATE_KEY,
     LIST_KEYS,
@@ -48,8 +48,13 @@ def check_key_request(role: str, namespace: str | None) -> None:
 
 
 async def create_key(services: Services, request: CreateKey, caller: Caller) -> KeyCreated:
-    """A new key, shown in the reply only."""
+    """A new key, shown in the reply only. An admin key of one namespace makes keys of
+    that namespace only (never one for every namespace)."""
     check_key_request(request.role, request.namespace)
+    bound = caller.principal.namespace
+    if bound is not None and request.namespace != bound:
+        raise ForbiddenError(f"this admin key acts in namespace {bound!r}: it makes keys of "
+                             "that namespace only @ $.namespace")  # fmt: skip
     expires_at = None
     if request.expires_in_seconds is not None:
         if request.expires_in_seconds <= 0:
@@ -63,16 +68,19 @@ async def create_key(services: Services, request: CreateKey, caller: Caller) -> 
 
 
 async def list_keys(services: Services, request: ListKeys, caller: Caller) -> KeyList:
-    """Every key's record (never a key)."""
-    found = await services.transact(
-        lambda tx: store.keys.listing(tx, include_revoked=request.include_revoked)
-    )
+    """Every key's record (never a key): of the admin key's namespace, if it has one."""
+    namespace = caller.principal.namespace
+    found = await services.transact(lambda tx: store.keys.listing(
+        tx, include_revoked=request.include_revoked, namespace=namespace))  # fmt: skip
     return KeyList(keys=tuple(found))
 
 
 async def revoke_key(services: Services, request: RevokeKey, caller: Caller) -> KeyInfo:
-    """Revoke a key: this server refuses it at once, every other within a second."""
-    revoked = await services.transact(lambda tx: store.keys.revoke(tx, request.prefix))
+    """Revoke a key: this server refuses it at once, every other within a second. An
+    admin key of one namespace revokes keys of that namespace only (another's is not
+    found)."""
+    revoked = await services.transact(lambda tx: store.keys.revoke(
+        tx, request.prefix, namespace=caller.principal.namespace))  # fmt: skip
     if revoked is None:
         raise NotFoundError(f"no API key with prefix {request.prefix!r}")
     if services.authenticator is not None:

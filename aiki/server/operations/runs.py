@@ -25,7 +25,7 @@ from ...protocol import (
     canonical_json,
 )
 from .. import store
-from .._dispatcher import FAST_LEASE_SECONDS
+from ..delivery import FAST_LEASE_SECONDS
 from ._handlers import Handlers
 from ._services import run_uuid
 

@@ -29,7 +29,7 @@ from ...protocol import (
     SuspendRun,
 )
 from .. import store
-from .._dispatcher import FAST_LEASE_SECONDS
+from ..delivery import FAST_LEASE_SECONDS
 from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
@@ -65,7 +65,7 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
     except LookupError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
     if record.state == "pending" and request.seconds is not None:
         services.wakeups.deadline(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.seconds))
@@ -90,7 +90,7 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
 
     moved = await services.transact(suspend)
     if moved is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
     services.notifier.notify(request.run_id)
     if moved.status == "queued":
@@ -171,7 +171,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
 
     started = await services.transact(start)
     if started is None:
-        raise await services.fenced_out(parent_id, request.parent_id, request.revision, worker_id)
+        raise await services.fenced_out(parent_id, request.parent_id, request.revision, caller)
     observe_tasks(services, request.history)
     if started.created:
         services.after_start(started.run, outbox[0])

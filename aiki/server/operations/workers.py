@@ -59,9 +59,9 @@ from ...protocol import (
     schema_problems,
 )
 from .. import lifecycle, store
+from ..delivery import Offer
 from ._access import worker_of
 from ._handlers import Handlers
-from ._offers import Offer
 from ._services import run_uuid
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ async def record_history(
         tx, request.history, run_id, request.revision, worker_id
     ))  # fmt: skip
     if not written:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
     return HistoryRecorded(run_id=request.run_id)
 
@@ -244,7 +244,7 @@ async def record_task(services: Services, request: RecordTask, caller: Caller) -
         lambda tx: store.runs.record_task(tx, request, run_id, worker_id)
     )
     if not written:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     _observe(services, request)
     return TaskRecorded(address=request.address, seq=request.seq)
 
@@ -259,7 +259,7 @@ async def report_progress(
         lambda tx: store.updates.report_progress(tx, request, run_id, worker_id)
     )
     if not written:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     services.notifier.changed()
     return ProgressReported(run_id=request.run_id)
 
@@ -299,7 +299,7 @@ async def transition_run(
 
     moved, parents_queued = await services.transact(move)
     if moved is None:
-        raise await services.fenced_out(run_id, request.run_id, request.revision, worker_id)
+        raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
     if moved.status == "completed":
         services.metrics.runs_completed.labels(services.metrics.workflow(moved.workflow)).inc()

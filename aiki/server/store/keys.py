@@ -125,10 +125,18 @@ def verify(tx: Transaction, key: str, *, touch: bool = False) -> KeyInfo | None:
     return _api_key(row)
 
 
-def listing(tx: Transaction, *, include_revoked: bool = True) -> list[KeyInfo]:
-    """Every key (or every key not revoked), newest first."""
-    where = "" if include_revoked else " WHERE revoked_at IS NULL"
-    rows = tx.fetch_all(f"SELECT {_COLUMNS} FROM aiki_api_keys{where} ORDER BY created_at DESC")
+def listing(
+    tx: Transaction, *, include_revoked: bool = True, namespace: str | None = None
+) -> list[KeyInfo]:
+    """Every key (or every key not revoked), newest first; with ``namespace``, only the
+    keys of that namespace."""
+    rows = tx.fetch_all(
+        f"SELECT {_COLUMNS} FROM aiki_api_keys"
+        " WHERE (%(all)s OR revoked_at IS NULL)"
+        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+        " ORDER BY created_at DESC",
+        {"all": include_revoked, "namespace": namespace},
+    )
     return [_api_key(row) for row in rows]
 
 
@@ -141,11 +149,13 @@ def admin_exists(tx: Transaction) -> bool:
     return row is not None
 
 
-def revoke(tx: Transaction, prefix: str) -> KeyInfo | None:
-    """Revoke the key named ``prefix`` (kept, for the audit trail); None if there is none."""
+def revoke(tx: Transaction, prefix: str, *, namespace: str | None = None) -> KeyInfo | None:
+    """Revoke the key named ``prefix`` (kept, for the audit trail); None if there is none
+    (in ``namespace``, when one is given)."""
     row = tx.fetch_one(
         f"UPDATE aiki_api_keys SET revoked_at = coalesce(revoked_at, now())"
-        f" WHERE prefix = %s RETURNING {_COLUMNS}",
-        (prefix,),
+        f" WHERE prefix = %(prefix)s"
+        f" AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s) RETURNING {_COLUMNS}",
+        {"prefix": prefix, "namespace": namespace},
     )
     return None if row is None else _api_key(row)

@@ -334,12 +334,15 @@ def run_status(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str]
     return None if row is None else (as_status(row[0]), as_int(row[1]), str(row[2]))
 
 
-def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | None] | None:
-    """The run's status, revision and the worker holding its claim (None: no run)."""
-    row = tx.fetch_one("SELECT status, revision, worker_id FROM aiki_runs WHERE id = %s", (run_id,))
+def holder(tx: Transaction, run_id: uuid.UUID) -> tuple[RunStatus, int, str | None, str] | None:
+    """The run's status, revision, the worker holding its claim, and its namespace (None:
+    no run)."""
+    row = tx.fetch_one(
+        "SELECT status, revision, worker_id, namespace FROM aiki_runs WHERE id = %s", (run_id,)
+    )
     if row is None:
         return None
-    return as_status(row[0]), as_int(row[1]), None if row[2] is None else str(row[2])
+    return as_status(row[0]), as_int(row[1]), None if row[2] is None else str(row[2]), str(row[3])
 
 
 # -- claims and worker writes -------------------------------------------------------------------

@@ -28,10 +28,10 @@ from transport import StorageError, StreamUnavailableError
 from transport.postgres import PostgresStore
 from transport.redis_streams import RedisStreams
 
-from ..protocol import QUEUED_RUN, QueuedRun, shard_of, stream_for
-from . import store
-from ._outages import Outage
-from .store.outbox import OutboxEntry
+from ...protocol import QUEUED_RUN, QueuedRun, shard_of, stream_for
+from .. import store
+from .._outages import Outage
+from ..store.outbox import OutboxEntry
 
 logger = logging.getLogger(__name__)
 
