@@ -97,6 +97,8 @@ may become."""
 BY_WORKER: Final[frozenset[Event]] = frozenset({"claim", "finish", "suspend"})
 """Events a worker causes: they name the worker (and the two that end an execution, the
 revision it holds)."""
+LOSING: Final[frozenset[Event]] = frozenset({"release", "lose"})
+"""Events that take a run from a worker that was lost: the history names that worker."""
 
 
 def sources(event: Event) -> tuple[RunStatus, ...]:
@@ -152,7 +154,8 @@ class Transition:
     revision: int
     reason: str
     worker: str | None
-    """The worker that caused it (claims and a worker's own changes)."""
+    """The worker that caused it (claims and a worker's own changes), or whose execution
+    was lost (``release``, ``lose``)."""
 
 
 @attrs.frozen
@@ -205,7 +208,12 @@ def step(run: RunState, change: Change) -> Moved | Refused:
     revision = run.revision + 1
     attempt = run.attempt + 1 if change.event == "retry" else run.attempt
     after = RunState(status=target, revision=revision, worker=worker, attempt=attempt)
-    by_worker = change.worker if change.event in BY_WORKER else None
+    if change.event in BY_WORKER:
+        by_worker = change.worker
+    elif change.event in LOSING:
+        by_worker = run.worker  # the worker whose execution was lost
+    else:
+        by_worker = None
     return Moved(
         run=after,
         transition=Transition(run.status, target, revision, change.reason, by_worker),

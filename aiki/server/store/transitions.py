@@ -17,7 +17,7 @@ the statement, not consulted row by row.
 from __future__ import annotations
 
 from ...protocol import TERMINAL
-from ..lifecycle import BY_WORKER, MOVES, Event, sources, targets
+from ..lifecycle import BY_WORKER, LOSING, MOVES, Event, sources, targets
 
 
 def record(name: str, rows: str) -> str:
@@ -92,7 +92,7 @@ def move(
         )
     if event in BY_WORKER:
         by = holder
-    elif event in ("release", "lose"):
+    elif event in LOSING:
         by = "old_worker"  # the worker whose execution was lost
     else:
         by = "NULL"

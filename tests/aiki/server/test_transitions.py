@@ -1,7 +1,8 @@
-"""The SQL that moves runs (`store.transitions.move`) allows exactly the lifecycle's table,
-on a real PostgreSQL: a run in every status, every event, every target asked for; the
-statement moves the run if and only if the table allows the pair, and then writes one
-history row, bumps the revision once, and queues an outbox row exactly for ``queued``."""
+"""The SQL that moves runs (`store.transitions.move`) decides as the lifecycle's `step`
+does, on a real PostgreSQL: a run in every status (held by a worker while running), every
+event, every target asked for; the statement moves the run if and only if `step` does,
+to the same status, revision and holder, with `step`'s history row, and an outbox row
+exactly when `step` dispatches."""
 
 from __future__ import annotations
 
@@ -13,7 +14,18 @@ import psycopg
 
 from aiki.protocol import RunStatus
 from aiki.server import migrations
-from aiki.server.lifecycle import EVENTS, MOVES, Event, allowed, sources, targets
+from aiki.server.lifecycle import (
+    EVENTS,
+    MOVES,
+    Change,
+    Event,
+    Moved,
+    RunState,
+    allowed,
+    sources,
+    step,
+    targets,
+)
 from aiki.server.store.transitions import move
 from transport.migrations import apply_migrations_sync
 
@@ -47,17 +59,22 @@ def test_the_statements_move_a_run_exactly_as_the_table_allows(pg_url: str) -> N
                 )
                 row = conn.execute(_statement(event), {"id": run, "target": target,
                                                         "worker": "w1"}).fetchone()  # fmt: skip
+                before = RunState(status=status, revision=5, worker=holder)
+                decided = step(before, Change(event, "test", target=target, worker="w1",
+                                              revision=5))  # fmt: skip
                 history = conn.execute(
-                    "SELECT from_status, to_status, revision FROM aiki_transitions"
+                    "SELECT from_status, to_status, revision, worker_id FROM aiki_transitions"
                     " WHERE run_id = %s", (run,)).fetchall()  # fmt: skip
                 outbox = conn.execute("SELECT revision FROM aiki_outbox WHERE run_id = %s",
                                       (run,)).fetchall()  # fmt: skip
-                if allowed(event, status, target):
+                assert isinstance(decided, Moved) == allowed(event, status, target)
+                if isinstance(decided, Moved):
                     assert row is not None, (event, status, target)
-                    assert row[:3] == (status, target, 6)
-                    assert (row[3] is not None) == (target == "running")
-                    assert history == [(status, target, 6)]
-                    assert outbox == ([(6,)] if target == "queued" else [])
+                    after, moved = decided.run, decided.transition
+                    assert row == (status, after.status, after.revision, after.worker)
+                    assert history == [(moved.from_status, moved.to_status, moved.revision,
+                                        moved.worker)]  # fmt: skip
+                    assert outbox == ([(after.revision,)] if decided.dispatch else [])
                 else:
                     assert row is None, (event, status, target)
                     assert history == []
