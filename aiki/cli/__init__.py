@@ -1,8 +1,10 @@
 """The ``aiki`` command line: `main` is the console script's entry point.
 
-- `_main`: ``aiki dev|server|worker|services`` (processes) and the command group;
+- `_main`: the command group, which imports each command's module when it is invoked;
+- `_serve`: ``aiki dev|server|worker|services`` (processes), with `_processes` for
+  ``aiki server --processes`` and `_settings` for the options made from the configs;
 - `_runs`: ``aiki runs ...``, ``aiki events send``, ``aiki workers list``;
-- `_schedules`: ``aiki schedules ...``;
+- `_schedules`: ``aiki schedules ...``; `_keys`: ``aiki keys ...``;
 - `_logs`: the processes' log formats (``AIKI_LOG_FORMAT``).
 """
 

@@ -22,7 +22,7 @@ worker's target and its concurrency (an attribute of the `aiki.Worker` served)."
 
 
 def _command(name: str) -> click.Command:
-    command = main.commands[name]
+    command = main.get_command(click.Context(main), name)
     assert isinstance(command, click.Command)
     return command
 
