@@ -31,13 +31,14 @@ from ..protocol import (
 from ..wire import make_wire_converter
 from ._children import ChildRun
 from ._event import EventDefinition, RunEvents
-from ._execution import ChildCall, Execution, TaskCall, WaitCall
+from ._gateway import ChildCall, TaskCall, WaitCall
 from ._replay import child_address, task_address
 from ._steps import Step, unawaited_error
 
 if TYPE_CHECKING:
     import datetime as dt
 
+    from ._execution import Execution
     from ._task import Task
     from ._workflow import WorkflowVersion
 

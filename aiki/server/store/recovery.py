@@ -11,6 +11,7 @@ workers pull queued runs through the server instead (`claim_next`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -62,6 +63,7 @@ _LOST_SETS: Final = """lost_executions = r.lost_executions + 1, error = %(error)
     stop_reason = 'executions lost', claimed_at = NULL, wake_at = NULL,"""
 
 
+@functools.cache
 def _release(where: str, reason: str, *, lost: bool) -> str:
     counted = "r.lost_executions + 1" if lost else "r.lost_executions"
     return f"""

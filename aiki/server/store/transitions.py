@@ -16,6 +16,8 @@ the statement, not consulted row by row.
 
 from __future__ import annotations
 
+import functools
+
 from ...protocol import TERMINAL
 from ..lifecycle import BY_WORKER, LOSING, MOVES, Event, sources, targets
 
@@ -35,6 +37,7 @@ def _literal(text: str) -> str:
     return f"'{text}'"
 
 
+@functools.cache  # the same statement text for the same arguments, built once
 def move(
     event: Event,
     candidates: str,
@@ -58,7 +61,7 @@ def move(
             ``<name>_outbox``.
         target: SQL for the new status where the event allows several (a parameter the
             caller checked with the lifecycle); None: the event's only target.
-        sets: further assignments (``error = ...,``), each followed by a comma.
+        sets: further assignments (``error = ..., wake_at = NULL``).
         worker: SQL naming the worker causing a claim or a worker's own change.
         returning: columns of ``aiki_runs r`` the moved CTE returns besides ``from_status``
             and ``old_worker``; they include ``id``, ``status`` (the new one) and
@@ -96,9 +99,12 @@ def move(
         by = "old_worker"  # the worker whose execution was lost
     else:
         by = "NULL"
+    extra = sets.strip().rstrip(",")
+    if extra:
+        assignments.insert(0, extra)
     ctes = [
         f"""{name} AS (
-            UPDATE aiki_runs r SET {sets} {", ".join(assignments)}
+            UPDATE aiki_runs r SET {", ".join(assignments)}
             FROM {candidates} c
             WHERE r.id = c.id AND (c.status, {target}) IN (VALUES {pairs})
             RETURNING c.status AS from_status, c.worker_id AS old_worker, {returning}

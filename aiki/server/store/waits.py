@@ -8,6 +8,7 @@ pause, resume, wakeup) and the timers' firing work on sets of rows in single sta
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -44,6 +45,7 @@ _SUSPEND: Final = f"""
         """
 
 
+@functools.cache
 def _requeue_suspended(source: str, reason: str) -> str:
     """CTEs that queue the suspended runs whose IDs the CTE ``source`` returns as run_id.
 
