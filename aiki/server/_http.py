@@ -194,7 +194,7 @@ def metrics_endpoint(services: Services) -> Callable[[Request], Awaitable[Respon
     async def metrics(request: Request) -> Response:
         try:
             with trio.fail_after(5):
-                body = await services.metrics.render(services.store)
+                body = await services.render_metrics()
         except (StorageError, trio.TooSlowError) as exc:
             return Response(f"# storage unavailable: {exc}\n", status_code=503)
         return Response(body, media_type=METRICS_CONTENT_TYPE)

@@ -30,8 +30,8 @@ class Handlers:
     def __init__(self, *tables: Handlers) -> None:
         self._by_type: dict[type, tuple[Operation[Any, Any], Handler]] = {}
         for table in tables:
-            for operation, handler in table._by_type.values():
-                self._bind(operation, handler)
+            for operation in table:
+                self._bind(operation, table.of_type(operation.request_type))
 
     def on(
         self,

@@ -4,6 +4,9 @@
 of the actors the operations wake (dispatcher, timers, scheduler, broadcaster) and the
 shared tables (registered schemas, worker sessions, live subscriptions); handlers get it
 as their first argument. `Caller` is the session (or HTTP request) a request came on.
+
+Handlers reach the store only through `Services.transact`, whose work gets a
+`aiki.server.store.scoped.Scoped` transaction bound to the caller's namespace and worker.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from ...errors import (
     WorkflowNotFoundError,
 )
 from ...protocol import (
-    DEFAULT_NAMESPACE,
     TERMINAL,
     RunClaimed,
     RunStarted,
@@ -50,6 +52,7 @@ from .._timers import schedule as schedule_deadline
 from ..delivery import FastLane, Offer, Offers, Wake
 from ..delivery import poke as poke_dispatcher
 from ..store.outbox import OutboxEntry
+from ..store.scoped import Scope, Scoped
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -111,14 +114,15 @@ class Caller:
         return None if self.session is None else self.session.worker_id
 
     @property
-    def home(self) -> str:
-        """The namespace what the caller creates goes to: its key's (an admin key's, or
-        any caller's without authentication: ``default``)."""
-        return self.principal.namespace or DEFAULT_NAMESPACE
+    def scope(self) -> Scope:
+        """Whom the caller's transactions act for: its key's namespace, its session's
+        worker."""
+        return Scope(self.principal.namespace, self.worker_id)
 
-    def sees(self, namespace: str) -> bool:
-        """Whether the caller may see (and act on) what belongs to ``namespace``."""
-        return self.principal.namespace is None or self.principal.namespace == namespace
+    @property
+    def home(self) -> str:
+        """The namespace what the caller creates goes to (`Scope.home`)."""
+        return self.scope.home
 
     def attributed(self, reason: str) -> str:
         """``reason`` as the run's history records it: with the key that acted
@@ -302,8 +306,8 @@ class Wakeups:
 class Services:
     """What handlers work with (see the module docstring)."""
 
-    store: PostgresStore
-    committer: Address[Commit[object]]
+    _store: PostgresStore
+    _committer: Address[Commit[object]]
     metrics: ServerMetrics
     wakeups: Wakeups
     notifier: RunNotifier
@@ -332,17 +336,23 @@ class Services:
         ))  # fmt: skip
         self.notifier.notify(run.id)
 
-    async def transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
-        """Run ``work`` in a transaction (through the committer, unless ``alone``: before the
-        committer runs), with storage errors mapped to Aiki errors.
+    async def transact(self, caller: Caller, work: Callable[[Scoped], T]) -> T:
+        """Run ``work`` in a transaction (through the committer) seen as ``caller`` sees the
+        store (`aiki.server.store.scoped`): the only transaction handlers get.
 
         Raises:
             aiki.UnavailableError: PostgreSQL is down or busy (retry later).
         """
+        scope = caller.scope
+        return await self._transact(lambda tx: work(Scoped(tx, scope)))
+
+    async def _transact(self, work: Callable[[Transaction], T], *, alone: bool = False) -> T:
+        """Run ``work`` in a transaction (through the committer, unless ``alone``: before the
+        committer runs), with storage errors mapped to Aiki errors."""
         try:
             if alone:
-                return await self.store.transact(work)
-            return await _committer.transact(self.committer, work)
+                return await self._store.transact(work)
+            return await _committer.transact(self._committer, work)
         except StorageUnavailableError as exc:
             raise UnavailableError(f"storage unavailable, retry later: {exc}") from exc
         except StorageError as exc:
@@ -350,9 +360,13 @@ class Services:
                 raise UnavailableError(f"storage busy, retry: {exc}") from exc
             raise
 
+    async def render_metrics(self) -> bytes:
+        """The Prometheus exposition (`ServerMetrics.render`)."""
+        return await self.metrics.render(self._store)
+
     async def load_schemas(self) -> None:
         """Read every registered version's schemas (at start, and when one is unknown)."""
-        versions = await self.transact(store.workers.registered_versions, alone=True)
+        versions = await self._transact(store.workers.registered_versions, alone=True)
         for (namespace, workflow, version), (schema, events) in versions.items():
             self.schemas.remember(namespace, workflow, version, schema, events)
 
@@ -364,19 +378,6 @@ class Services:
         if not self.schemas.knows(namespace, workflow, version):
             await self.load_schemas()
         self.schemas.check_input(namespace, workflow, version, input_json)
-
-    async def visible_run(self, caller: Caller, run_id: str) -> RunInfo:
-        """The run ``run_id`` names, if the caller may see it (a run of another namespace
-        is not found: its existence is not told).
-
-        Raises:
-            aiki.RunNotFoundError: no run with this ID, or not one the caller may see.
-        """
-        uid = run_uuid(run_id)
-        run = await self.transact(lambda tx: store.runs.get_run(tx, uid))
-        if run is None or not caller.sees(run.namespace):
-            raise RunNotFoundError(f"no run with ID {run_id!r}")
-        return run
 
     def after_start(self, run: RunInfo, outbox_id: int | None = None) -> None:
         """Publish a queued run at once (its outbox row ``outbox_id`` was leased for this;
@@ -410,7 +411,7 @@ class Services:
                                   reason="offered slot withdrawn")  # fmt: skip
         run_id = run_uuid(run.id)
         with trio.move_on_after(GIVE_BACK_SECONDS, shield=True), contextlib.suppress(AikiError):
-            moved = await self.transact(
+            moved = await self._transact(
                 lambda tx: store.runs.transition_run(tx, give_back, run_id, offer.worker_id)
             )
             if moved is not None:
@@ -432,10 +433,10 @@ class Services:
         """Why a fenced write by the caller's worker, carrying ``revision``, was refused
         (a run of a namespace the caller does not see is one that does not exist)."""
         worker_id = caller.worker_id
-        current = await self.transact(lambda tx: store.runs.holder(tx, run_id))
-        if current is None or not caller.sees(current[3]):
+        current = await self.transact(caller, lambda scoped: scoped.holder(run_id))
+        if current is None:
             return RunNotFoundError(f"no run with ID {request_id!r}")
-        status, current_revision, holder, _ = current
+        status, current_revision, holder = current
         if current_revision != revision:
             return StaleRevisionError(
                 f"run {request_id} is at revision {current_revision} ({status}); this write "

@@ -1,7 +1,7 @@
 """Operations that control runs: cancel, pause, resume, wake up, requeue.
 
-Each first finds the run among those the caller may see (a run of another namespace is
-not found); its namespace never changes, so the check holds for what follows.
+Each acts on a run the caller sees (`aiki.server.store.scoped`: a run of another namespace
+is not found).
 
 Control that stops a run a worker is executing (cancel, pause) commits first (the
 revision bump fences the worker), then pushes `StopRun` over that worker's WebSocket
@@ -29,7 +29,7 @@ from ...protocol import (
     WakeupRun,
     WokenUp,
 )
-from .. import lifecycle, store
+from .. import lifecycle
 from ._handlers import Handlers
 from ._services import run_uuid
 from .runs import get_run
@@ -45,10 +45,8 @@ async def _status(services: Services, run_id: str, caller: Caller) -> str:
 async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> RunsStopped:
     """Cancel a run and all its non-terminal descendants."""
     run_id = run_uuid(request.run_id)
-    await services.visible_run(caller, request.run_id)
-    stopped = await services.transact(
-        lambda tx: store.waits.cancel_tree(tx, run_id, caller.attributed(request.reason))
-    )
+    reason = caller.attributed(request.reason)
+    stopped = await services.transact(caller, lambda scoped: scoped.cancel_tree(run_id, reason))
     if not stopped or stopped[0].run_id != request.run_id:
         status = await _status(services, request.run_id, caller)
         raise InvalidTransitionError(f"run {request.run_id} is {status} already")
@@ -62,9 +60,8 @@ async def cancel_run(services: Services, request: CancelRun, caller: Caller) -> 
 async def pause_run(services: Services, request: PauseRun, caller: Caller) -> RunsStopped:
     """Pause a run; a running one is stopped and resumes later from its history."""
     run_id = run_uuid(request.run_id)
-    await services.visible_run(caller, request.run_id)
     reason = caller.attributed(request.reason)
-    stopped = await services.transact(lambda tx: store.waits.pause(tx, run_id, reason))
+    stopped = await services.transact(caller, lambda scoped: scoped.pause(run_id, reason))
     if stopped is None:
         status = await _status(services, request.run_id, caller)
         allowed = ", ".join(lifecycle.sources("pause"))
@@ -78,9 +75,8 @@ async def pause_run(services: Services, request: PauseRun, caller: Caller) -> Ru
 async def resume_run(services: Services, request: ResumeRun, caller: Caller) -> RunTransitioned:
     """Queue a paused run again."""
     run_id = run_uuid(request.run_id)
-    await services.visible_run(caller, request.run_id)
     reason = caller.attributed("resumed")
-    moved = await services.transact(lambda tx: store.waits.resume(tx, run_id, reason))
+    moved = await services.transact(caller, lambda scoped: scoped.resume(run_id, reason))
     if moved is None:
         status = await _status(services, request.run_id, caller)
         raise InvalidTransitionError(f"run {request.run_id} is {status}, not paused")
@@ -92,8 +88,7 @@ async def resume_run(services: Services, request: ResumeRun, caller: Caller) -> 
 async def wakeup_run(services: Services, request: WakeupRun, caller: Caller) -> WokenUp:
     """Cut the run's pending sleeps short."""
     run_id = run_uuid(request.run_id)
-    await services.visible_run(caller, request.run_id)
-    count = await services.transact(lambda tx: store.waits.wakeup(tx, run_id))
+    count = await services.transact(caller, lambda scoped: scoped.wakeup(run_id))
     if count:
         services.notifier.notify(request.run_id)
         services.wakeups.queued()
@@ -103,9 +98,8 @@ async def wakeup_run(services: Services, request: WakeupRun, caller: Caller) -> 
 async def requeue_run(services: Services, request: RequeueRun, caller: Caller) -> RunTransitioned:
     """Release a run's claim and queue it again (recovery)."""
     run_id = run_uuid(request.run_id)
-    await services.visible_run(caller, request.run_id)
     reason = caller.attributed(request.reason)
-    moved = await services.transact(lambda tx: store.runs.requeue_run(tx, run_id, reason))
+    moved = await services.transact(caller, lambda scoped: scoped.requeue_run(run_id, reason))
     if moved is None:
         status = await _status(services, request.run_id, caller)
         allowed = " or ".join(lifecycle.sources("requeue"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Final
 
-from ...errors import ForbiddenError, NotFoundError, ValidationError
+from ...errors import NotFoundError, ValidationError
 from ...protocol import (
     CREATE_KEY,
     LIST_KEYS,
@@ -21,7 +21,6 @@ from ...protocol import (
     WhoAmI,
     is_namespace,
 )
-from .. import store
 from ._handlers import Handlers
 
 if TYPE_CHECKING:
@@ -51,27 +50,23 @@ async def create_key(services: Services, request: CreateKey, caller: Caller) -> 
     """A new key, shown in the reply only. An admin key of one namespace makes keys of
     that namespace only (never one for every namespace)."""
     check_key_request(request.role, request.namespace)
-    bound = caller.principal.namespace
-    if bound is not None and request.namespace != bound:
-        raise ForbiddenError(f"this admin key acts in namespace {bound!r}: it makes keys of "
-                             "that namespace only @ $.namespace")  # fmt: skip
     expires_at = None
     if request.expires_in_seconds is not None:
         if request.expires_in_seconds <= 0:
             raise ValidationError("a key expires in the future @ $.expires_in_seconds",
                                   errors=("must be > 0 @ $.expires_in_seconds",))  # fmt: skip
         expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.expires_in_seconds)
-    key, info = await services.transact(lambda tx: store.keys.create(
-        tx, role=request.role, namespace=request.namespace, name=request.name,
+    key, info = await services.transact(caller, lambda scoped: scoped.create_key(
+        role=request.role, namespace=request.namespace, name=request.name,
         expires_at=expires_at))  # fmt: skip
     return KeyCreated(key=key, info=info)
 
 
 async def list_keys(services: Services, request: ListKeys, caller: Caller) -> KeyList:
     """Every key's record (never a key): of the admin key's namespace, if it has one."""
-    namespace = caller.principal.namespace
-    found = await services.transact(lambda tx: store.keys.listing(
-        tx, include_revoked=request.include_revoked, namespace=namespace))  # fmt: skip
+    found = await services.transact(
+        caller, lambda scoped: scoped.list_keys(include_revoked=request.include_revoked)
+    )
     return KeyList(keys=tuple(found))
 
 
@@ -79,8 +74,7 @@ async def revoke_key(services: Services, request: RevokeKey, caller: Caller) -> 
     """Revoke a key: this server refuses it at once, every other within a second. An
     admin key of one namespace revokes keys of that namespace only (another's is not
     found)."""
-    revoked = await services.transact(lambda tx: store.keys.revoke(
-        tx, request.prefix, namespace=caller.principal.namespace))  # fmt: skip
+    revoked = await services.transact(caller, lambda scoped: scoped.revoke_key(request.prefix))
     if revoked is None:
         raise NotFoundError(f"no API key with prefix {request.prefix!r}")
     if services.authenticator is not None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Final
 
 from ...errors import BadRequestError, NotFoundError
 from ...protocol import SUBSCRIBE, UNSUBSCRIBE, Subscribe, Subscribed, Unsubscribe, Unsubscribed
-from .. import store
 from ._handlers import Handlers
 
 if TYPE_CHECKING:
@@ -44,18 +43,17 @@ async def subscribe(services: Services, request: Subscribe, caller: Caller) -> S
     if session.subscription_count >= SESSION_SUBSCRIPTIONS:
         raise BadRequestError(f"at most {SESSION_SUBSCRIPTIONS} subscriptions per session")
     subscriptions = services.subscriptions
-    subscriber = await subscriptions.add(request, caller.principal.namespace)
+    subscriber = await subscriptions.add(request, caller.scope.namespace)
     try:
         # Read after registering: every change from here on is pushed (no gap).
-        read = await services.transact(lambda tx: store.updates.runs(tx, request.run_ids))
-        found = {run_id: run for run_id, run in read.items() if caller.sees(run.namespace)}
+        found = await services.transact(caller, lambda scoped: scoped.runs_by_id(request.run_ids))
         missing = [run_id for run_id in request.run_ids if run_id not in found]
         if missing:
             raise NotFoundError(f"no run {', '.join(missing[:5])}")
         if request.after_revision is not None:
             after = request.after_revision
             past = await services.transact(
-                lambda tx: store.updates.history(tx, request.run_ids, after)
+                caller, lambda scoped: scoped.changes_after(request.run_ids, after)
             )
             subscriber.replay([update for update in past if subscriber.matches(update)])
         else:

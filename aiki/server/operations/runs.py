@@ -24,14 +24,13 @@ from ...protocol import (
     WaitRun,
     canonical_json,
 )
-from .. import store
 from ..delivery import FAST_LEASE_SECONDS
+from ..store.scoped import new_id
 from ._handlers import Handlers
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from transport.postgres import Transaction
-
+    from ..store.scoped import Scoped
     from ._services import Caller, Services
 
 WAIT_RECHECK_SECONDS: Final = 5.0
@@ -45,19 +44,15 @@ def input_hash(input_json: object) -> str:
     return hashlib.sha256(canonical_json(input_json)).hexdigest()
 
 
-def existing_start(
-    tx: Transaction, namespace: str, request: StartRun, digest: str
-) -> RunStarted | None:
-    """The run already started with ``request``'s reference ID in ``namespace``, if any.
+def existing_start(scoped: Scoped, request: StartRun, digest: str) -> RunStarted | None:
+    """The caller's run already started with ``request``'s reference ID, if any.
 
     Raises:
         aiki.ReferenceConflictError: it has another input, and the policy is ``error``.
     """
     reference_id = request.options.reference_id
     assert reference_id is not None
-    found = store.runs.find_by_reference(
-        tx, namespace, request.workflow, request.version, reference_id
-    )
+    found = scoped.run_by_reference(request.workflow, request.version, reference_id)
     if found is None:
         return None
     run, existing_hash = found
@@ -77,7 +72,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     await services.check_input(namespace, request.workflow, request.version, request.input)
     options = request.options
     digest = input_hash(request.input)
-    run_id = store.runs.new_run_id()
+    run_id = new_id()
     # A worker's free slot, if one is offered for this queue: the run is created claimed
     # by that worker (eager dispatch, `_offers`).
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
@@ -87,11 +82,11 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
 
     outbox: list[int | None] = [None]
 
-    def start(tx: Transaction) -> RunStarted:
+    def start(scoped: Scoped) -> RunStarted:
         # Insert first: a new run takes one statement; a repeated start (the reference ID
         # exists) a second one that reads the existing run.
-        created = store.runs.insert_run(
-            tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
+        created = scoped.insert_run(
+            run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, fast_lease_seconds=FAST_LEASE_SECONDS, claimed_by=claimed_by,
         )  # fmt: skip
@@ -99,7 +94,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
             outbox[0] = created[1]
             return RunStarted(run=created[0], created=True)
         # The reference ID exists: this start repeats an earlier one (or races it).
-        existing = existing_start(tx, namespace, request, digest)
+        existing = existing_start(scoped, request, digest)
         assert existing is not None
         return existing
 
@@ -108,7 +103,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         # worker never hears of it would wait for the claim timeout); the committer
         # bounds a transaction anyway.
         with trio.CancelScope(shield=offer is not None):
-            started = await services.transact(start)
+            started = await services.transact(caller, start)
     except BaseException:
         if offer is not None:
             offer.answer(None)  # no run: the worker offers its slot again
@@ -125,15 +120,14 @@ async def get_run(services: Services, request: GetRun, caller: Caller) -> RunInf
     not found)."""
     if request.run_id is not None:
         run_id = run_uuid(request.run_id)
-        run = await services.transact(lambda tx: store.runs.get_run(tx, run_id))
-        if run is None or not caller.sees(run.namespace):
+        run = await services.transact(caller, lambda scoped: scoped.run(run_id))
+        if run is None:
             raise RunNotFoundError(f"no run with ID {request.run_id!r}")
         return run
     if request.workflow and request.version and request.reference_id:
         workflow, version, reference_id = request.workflow, request.version, request.reference_id
-        namespace = caller.home
         found = await services.transact(
-            lambda tx: store.runs.find_by_reference(tx, namespace, workflow, version, reference_id)
+            caller, lambda scoped: scoped.run_by_reference(workflow, version, reference_id)
         )
         if found is None:
             raise RunNotFoundError(
@@ -150,13 +144,9 @@ async def list_runs(services: Services, request: ListRuns, caller: Caller) -> Ru
     """A page of runs, newest first."""
     if not 1 <= request.limit <= MAX_PAGE:
         raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
-    runs, cursor = await services.transact(
-        lambda tx: store.runs.list_runs(
-            tx, namespace=caller.principal.namespace, workflow=request.workflow,
-            version=request.version, statuses=request.statuses, limit=request.limit,
-            cursor=request.cursor,
-        )
-    )  # fmt: skip
+    runs, cursor = await services.transact(caller, lambda scoped: scoped.list_runs(
+        workflow=request.workflow, version=request.version, statuses=request.statuses,
+        limit=request.limit, cursor=request.cursor))  # fmt: skip
     return RunPage(runs=tuple(runs), next_cursor=cursor)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from typing import TYPE_CHECKING, Final
 
 from ...errors import (
@@ -40,15 +41,13 @@ from ...protocol import (
     jitter_of,
 )
 from ...wire import make_wire_converter
-from .. import store
+from ..store.scoped import new_id, parse_id
 from ._handlers import Handlers
 
 if TYPE_CHECKING:
     import datetime as dt
-    import uuid
 
-    from transport.postgres import Transaction
-
+    from ..store.scoped import Scoped
     from ._services import Caller, Services
 
 _CONVERT: Final = make_wire_converter()
@@ -79,15 +78,14 @@ async def activate_schedule(
             "its start from the schedule (no reference_id or trigger)",
             errors=("@ $.options",),
         )
-    namespace = caller.home
-    await services.check_input(namespace, request.workflow, request.version, request.input)
+    await services.check_input(caller.home, request.workflow, request.version, request.input)
     digest = definition_hash(request)
     identity = f"ref:{request.reference_id}" if request.reference_id else f"def:{digest}"
-    schedule_id = store.runs.new_run_id()
+    schedule_id = new_id()
 
-    def activate(tx: Transaction) -> ScheduleActivated:
+    def activate(scoped: Scoped) -> ScheduleActivated:
         for _ in range(2):  # a racing activation of the same identity may commit first
-            found = store.schedules.find_live(tx, namespace, identity)
+            found = scoped.live_schedule(identity)
             if found is not None:
                 existing, existing_hash = found
                 if existing_hash != digest and request.conflict == "error":
@@ -97,10 +95,10 @@ async def activate_schedule(
                         "conflict='return_existing'"
                     )
                 return ScheduleActivated(schedule=existing, created=False)
-            anchor = store.schedules.now(tx)
+            anchor = scoped.now()
             first = Clock(request.spec, anchor).after(anchor)
-            created = store.schedules.insert(
-                tx, namespace=namespace, schedule_id=schedule_id, identity=identity,
+            created = scoped.insert_schedule(
+                schedule_id=schedule_id, identity=identity,
                 definition_hash=digest,
                 request=request, anchor=anchor, next_at=first,
                 due_at=first + jitter_of(str(schedule_id), first,
@@ -110,7 +108,7 @@ async def activate_schedule(
                 return ScheduleActivated(schedule=created, created=True)
         raise AssertionError("unreachable: the identity is neither live nor free")
 
-    activated = await services.transact(activate)
+    activated = await services.transact(caller, activate)
     if activated.created:
         info = activated.schedule
         logger.info("schedule %s activated for %s@%s: %s", info.id, info.workflow,
@@ -121,7 +119,7 @@ async def activate_schedule(
 
 
 def _schedule_uuid(schedule_id: str) -> uuid.UUID:
-    parsed = store.runs.parse_run_id(schedule_id)
+    parsed = parse_id(schedule_id)
     if parsed is None:
         raise ScheduleNotFoundError(f"no schedule with ID {schedule_id!r}")
     return parsed
@@ -137,28 +135,26 @@ async def get_schedule(services: Services, request: GetSchedule, caller: Caller)
                               errors=("missing @ $.schedule_id",))  # fmt: skip
     wanted = None if request.schedule_id is None else _schedule_uuid(request.schedule_id)
 
-    def read(tx: Transaction) -> ScheduleDetails | None:
+    def read(scoped: Scoped) -> ScheduleDetails | None:
         if wanted is not None:
-            row = store.schedules.get(tx, wanted)
+            found = scoped.schedule(wanted)
         else:
             assert request.reference_id is not None
-            row = store.schedules.find_by_reference(tx, caller.home, request.reference_id)
-        if row is None:
+            found = scoped.schedule_by_reference(request.reference_id)
+        if found is None:  # (or another namespace's: not found either)
             return None
-        info = store.schedules.schedule_info(row)
-        if not caller.sees(info.namespace):  # another namespace's: not found
-            return None
+        info, anchor = found
         upcoming: list[dt.datetime] = []
         moment = info.next_fire_at
-        clock = Clock(info.spec, store.schedules.anchor_of(row))
+        clock = Clock(info.spec, anchor)
         while moment is not None and len(upcoming) < request.upcoming:
             upcoming.append(moment)
             moment = clock.after(moment)
-        runs = store.schedules.recent_runs(tx, row[0], request.recent_runs)  # type: ignore[arg-type]
+        runs = scoped.recent_runs(uuid.UUID(info.id), request.recent_runs)
         return ScheduleDetails(schedule=info, upcoming=tuple(upcoming),
                                recent_runs=tuple(runs))  # fmt: skip
 
-    details = await services.transact(read)
+    details = await services.transact(caller, read)
     if details is None:
         what = (f"ID {request.schedule_id!r}" if request.schedule_id is not None
                 else f"reference ID {request.reference_id!r}")  # fmt: skip
@@ -172,9 +168,9 @@ async def list_schedules(
     """A page of schedules, newest first."""
     if not 1 <= request.limit <= MAX_PAGE:
         raise BadRequestError(f"limit must be within 1..{MAX_PAGE}", errors=("@ $.limit",))
-    found, cursor = await services.transact(lambda tx: store.schedules.list_page(
-        tx, namespace=caller.principal.namespace, workflow=request.workflow,
-        statuses=request.statuses, limit=request.limit, cursor=request.cursor))  # fmt: skip
+    found, cursor = await services.transact(caller, lambda scoped: scoped.list_schedules(
+        workflow=request.workflow, statuses=request.statuses, limit=request.limit,
+        cursor=request.cursor))  # fmt: skip
     return SchedulePage(schedules=tuple(found), next_cursor=cursor)
 
 
@@ -184,27 +180,24 @@ async def _set_status(
     """Pause, resume or deactivate; asking for the current status changes nothing."""
     wanted = _schedule_uuid(schedule_id)
 
-    def move(tx: Transaction) -> ScheduleInfo | None:
-        row = store.schedules.get(tx, wanted, lock=True)
-        if row is None:
+    def move(scoped: Scoped) -> ScheduleInfo | None:
+        found = scoped.schedule(wanted, lock=True)
+        if found is None:  # (or another namespace's: not found either)
             return None
-        info = store.schedules.schedule_info(row)
-        if not caller.sees(info.namespace):  # another namespace's: not found
-            return None
+        info, anchor = found
         if info.status == status:
             return info
         if info.status == "deactivated":
             raise InvalidTransitionError(f"schedule {schedule_id} is deactivated; activate "
                                          "its definition again for a new one")  # fmt: skip
         if status != "active":
-            return store.schedules.set_status(tx, wanted, status)
+            return scoped.set_schedule_status(wanted, status)
         # Resumed: from the next occurrence after now; those during the pause are skipped.
-        now = store.schedules.now(tx)
-        upcoming = Clock(info.spec, store.schedules.anchor_of(row)).after(now)
+        upcoming = Clock(info.spec, anchor).after(scoped.now())
         due = upcoming + jitter_of(info.id, upcoming, info.policy.jitter_seconds)
-        return store.schedules.set_status(tx, wanted, "active", upcoming, due)
+        return scoped.set_schedule_status(wanted, "active", upcoming, due)
 
-    moved = await services.transact(move)
+    moved = await services.transact(caller, move)
     if moved is None:
         raise ScheduleNotFoundError(f"no schedule with ID {schedule_id!r}")
     if moved.next_due_at is not None:

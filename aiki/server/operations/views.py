@@ -13,7 +13,6 @@ from ...protocol import (
     RunDetails,
     WorkerList,
 )
-from .. import store
 from ._handlers import Handlers
 from ._services import run_uuid
 
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
 async def describe_run(services: Services, request: DescribeRun, caller: Caller) -> RunDetails:
     """A run with its tasks, their failed attempts, and its timeline."""
     run_id = run_uuid(request.run_id)
-    details = await services.transact(lambda tx: store.views.describe_run(tx, run_id))
-    if details is None or not caller.sees(details.run.namespace):
+    details = await services.transact(caller, lambda scoped: scoped.describe_run(run_id))
+    if details is None:
         raise RunNotFoundError(f"no run with ID {request.run_id!r}")
     return details
 
@@ -33,9 +32,7 @@ async def describe_run(services: Services, request: DescribeRun, caller: Caller)
 async def list_workers(services: Services, request: ListWorkers, caller: Caller) -> WorkerList:
     """The registered workers (alive ones, unless ``include_gone``)."""
     workers = await services.transact(
-        lambda tx: store.views.list_workers(
-            tx, namespace=caller.principal.namespace, include_gone=request.include_gone
-        )
+        caller, lambda scoped: scoped.list_workers(include_gone=request.include_gone)
     )
     return WorkerList(workers=tuple(workers))
 

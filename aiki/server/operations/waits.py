@@ -28,17 +28,15 @@ from ...protocol import (
     StartRun,
     SuspendRun,
 )
-from .. import store
 from ..delivery import FAST_LEASE_SECONDS
-from ._access import worker_of
+from ..store.scoped import new_id
 from ._handlers import Handlers
 from ._services import run_uuid
 from .runs import existing_start, input_hash
 from .workers import check_history, observe_tasks
 
 if TYPE_CHECKING:
-    from transport.postgres import Transaction
-
+    from ..store.scoped import EventOutcome, Scoped
     from ._services import Caller, Services
 
 
@@ -50,18 +48,16 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
     if request.seq < 0:
         raise BadRequestError("seq starts at 0", errors=("@ $.seq",))
     check_history(request.run_id, request.revision, request.history)
-    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
 
-    def begin(tx: Transaction) -> RecordedWait | None:
-        if request.history and not store.history.record_history(
-            tx, request.history, run_id, request.revision, worker_id
-        ):
+    def begin(scoped: Scoped) -> RecordedWait | None:
+        if request.history and not scoped.record_history(request.history, run_id,
+                                                         request.revision):  # fmt: skip
             return None
-        return store.waits.begin_wait(tx, request, run_id, worker_id)
+        return scoped.begin_wait(request, run_id)
 
     try:
-        record = await services.transact(begin)
+        record = await services.transact(caller, begin)
     except LookupError as exc:
         raise BadRequestError(str(exc)) from None
     if record is None:
@@ -77,18 +73,16 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
     them was resolved or withdrawn meanwhile, or none is named (nothing could wake it).
     The history it carries (waits given up among it) is stored first."""
     check_history(request.run_id, request.revision, request.history)
-    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
     blocked = [(str(kind), key, seq) for kind, key, seq in request.blocked_on]
 
-    def suspend(tx: Transaction) -> RunInfo | None:
-        if request.history and not store.history.record_history(
-            tx, request.history, run_id, request.revision, worker_id
-        ):
+    def suspend(scoped: Scoped) -> RunInfo | None:
+        if request.history and not scoped.record_history(request.history, run_id,
+                                                         request.revision):  # fmt: skip
             return None
-        return store.waits.suspend(tx, run_id, request.revision, worker_id, blocked)
+        return scoped.suspend(run_id, request.revision, blocked)
 
-    moved = await services.transact(suspend)
+    moved = await services.transact(caller, suspend)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
@@ -104,26 +98,23 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
     as delivered before (webhooks retry); only a new event to an ended run is refused."""
     run_id = run_uuid(request.run_id)
 
-    def send(tx: Transaction) -> store.waits.EventOutcome:
-        found = store.waits.lock_run(tx, run_id)
-        if found is None or not caller.sees(found[0]):
+    def send(scoped: Scoped) -> EventOutcome:
+        found = scoped.lock_run(run_id)
+        if found is None:
             raise RunNotFoundError(f"no run with ID {request.run_id!r}")
         namespace, workflow, version, status = found
         services.schemas.check_event(namespace, workflow, version, request.name,
                                      request.payload)  # fmt: skip
         reference = request.reference_id
-        if reference is not None and (seen := store.waits.delivered(tx, run_id, request.name,
-                                                                     reference)):  # fmt: skip
+        if reference is not None and (seen := scoped.delivered(run_id, request.name, reference)):
             return seen
         if status in TERMINAL:
             raise InvalidTransitionError(
                 f"run {request.run_id} is {status}; it takes no more events"
             )
-        return store.waits.send_event(
-            tx, run_id, request.name, request.payload, request.reference_id
-        )
+        return scoped.send_event(run_id, request.name, request.payload, request.reference_id)
 
-    outcome = await services.transact(send)
+    outcome = await services.transact(caller, send)
     if outcome.requeued:
         services.notifier.notify(request.run_id)
         services.wakeups.queued()
@@ -134,42 +125,39 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
 async def start_child(services: Services, request: StartChild, caller: Caller) -> RunStarted:
     """Start (or find) the child run of a parent's step, fenced by the parent's revision;
     the child belongs to its parent's namespace (the worker's)."""
-    worker_id = worker_of(caller)
-    namespace = caller.home
-    await services.check_input(namespace, request.workflow, request.version, request.input)
+    await services.check_input(caller.home, request.workflow, request.version, request.input)
     parent_id = run_uuid(request.parent_id)
     options = request.options
     digest = input_hash(request.input)
-    run_id = store.runs.new_run_id()
+    run_id = new_id()
     as_start = StartRun(workflow=request.workflow, version=request.version,
                         input=request.input, options=request.options)  # fmt: skip
 
     outbox: list[int | None] = [None]
     check_history(request.parent_id, request.revision, request.history)
 
-    def start(tx: Transaction) -> RunStarted | None:
-        if store.waits.holds_revision(tx, parent_id, request.revision, worker_id) is None:
+    def start(scoped: Scoped) -> RunStarted | None:
+        if not scoped.holds_revision(parent_id, request.revision):
             return None
         if request.history:
-            store.history.record_history(tx, request.history, parent_id, request.revision,
-                                         worker_id)  # fmt: skip
-        existing = store.runs.child_of(tx, parent_id, request.address, request.seq)
+            scoped.record_history(request.history, parent_id, request.revision)
+        existing = scoped.child_of(parent_id, request.address, request.seq)
         if existing is not None:
             return RunStarted(run=existing, created=False)
-        created = store.runs.insert_run(
-            tx, namespace=namespace, run_id=run_id, workflow=request.workflow,
+        created = scoped.insert_run(
+            run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, parent_id=parent_id, child_address=request.address,
             child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS,
         )  # fmt: skip
         if created is None:  # the reference ID exists (an earlier or racing start)
-            found = existing_start(tx, namespace, as_start, digest)
+            found = existing_start(scoped, as_start, digest)
             assert found is not None
             return found
         outbox[0] = created[1]
         return RunStarted(run=created[0], created=True)
 
-    started = await services.transact(start)
+    started = await services.transact(caller, start)
     if started is None:
         raise await services.fenced_out(parent_id, request.parent_id, request.revision, caller)
     observe_tasks(services, request.history)

@@ -32,7 +32,6 @@ from ...protocol import (
     RECORD_TASK,
     REGISTER_WORKER,
     REPORT_PROGRESS,
-    TERMINAL,
     TRANSITION_RUN,
     ClaimedRuns,
     ClaimNext,
@@ -58,15 +57,15 @@ from ...protocol import (
     WorkerRegistered,
     schema_problems,
 )
-from .. import lifecycle, store
+from .. import lifecycle
 from ..delivery import Offer
+from ..store.scoped import WorkerElsewhere, parse_id
 from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from transport.postgres import Transaction
-
+    from ..store.scoped import Scoped
     from ._services import Caller, Services
 
 logger = logging.getLogger(__name__)
@@ -104,13 +103,11 @@ async def register_worker(
 
     namespace = caller.home
 
-    def register(tx: Transaction) -> None:
+    def register(scoped: Scoped) -> None:
         try:
-            conflicts = store.workers.register_worker(
-                tx, namespace, request.worker_id, request.versions, request.pools,
-                request.concurrency,
-            )  # fmt: skip
-        except store.workers.WorkerElsewhere:  # raised inside: rolled back
+            conflicts = scoped.register_worker(request.worker_id, request.versions,
+                                               request.pools, request.concurrency)  # fmt: skip
+        except WorkerElsewhere:  # raised inside: rolled back
             raise ForbiddenError(
                 f"worker ID {request.worker_id!r} is registered in another namespace; this "
                 f"key's workers are in {namespace!r}: choose another worker ID"
@@ -122,7 +119,7 @@ async def register_worker(
                 "immutable: register the changed code as a new version"
             )
 
-    await services.transact(register)
+    await services.transact(caller, register)
     for spec in request.versions:
         services.schemas.remember(namespace, spec.workflow, spec.version, spec.input_schema,
                                   spec.event_schemas)  # fmt: skip
@@ -139,9 +136,7 @@ async def deregister_worker(
 ) -> WorkerDeregistered:
     """A worker stops: it is gone from the list, and its runs are queued again at once."""
     worker_id = worker_of(caller, request.worker_id)
-    released = await services.transact(
-        lambda tx: store.recovery.deregister(tx, worker_id, MAX_CLAIM_NEXT)
-    )
+    released = await services.transact(caller, lambda scoped: scoped.deregister(MAX_CLAIM_NEXT))
     if released:
         services.wakeups.queued()
     logger.info("worker %s stopped; %d runs it held queued again", worker_id, released,
@@ -153,24 +148,22 @@ async def claim_run(
     services: Services, request: ClaimRun, caller: Caller
 ) -> RunClaimed | ClaimRejected:
     """Give a queued run to a worker, with the steps recorded so far."""
-    worker_id = worker_of(caller, request.worker_id)
+    worker_of(caller, request.worker_id)
     run_id = run_uuid(request.run_id)
 
-    namespace = caller.home
-
-    def claim(tx: Transaction) -> RunClaimed | ClaimRejected:
-        run = store.runs.claim_run(tx, namespace, run_id, worker_id)
+    def claim(scoped: Scoped) -> RunClaimed | ClaimRejected:
+        run = scoped.claim_run(run_id)
         if run is None:
-            current = store.runs.run_status(tx, run_id)
-            if current is None or current[2] != namespace:  # (another's: not found)
+            current = scoped.run_status(run_id)
+            if current is None:  # (or another namespace's: not found either)
                 raise RunNotFoundError(f"no run with ID {request.run_id!r}")
             return ClaimRejected(run_id=request.run_id, status=current[0],
                                  reason=f"run is {current[0]}, not queued")  # fmt: skip
         if run.revision == 2:  # the first claim: nothing can have been recorded yet
             return RunClaimed(run=run)
-        return store.history.claimed(tx, run)
+        return scoped.claimed(run)
 
-    reply = await services.transact(claim)
+    reply = await services.transact(caller, claim)
     if isinstance(reply, RunClaimed):
         services.notifier.notify(request.run_id)
     return reply
@@ -218,11 +211,10 @@ async def record_history(
 ) -> HistoryRecorded:
     """Store what an execution added to its run's history, fenced by revision."""
     check_history(request.run_id, request.revision, request.history)
-    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
-    written = await services.transact(lambda tx: store.history.record_history(
-        tx, request.history, run_id, request.revision, worker_id
-    ))  # fmt: skip
+    written = await services.transact(
+        caller, lambda scoped: scoped.record_history(request.history, run_id, request.revision)
+    )
     if not written:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
@@ -238,11 +230,8 @@ def _observe(services: Services, request: RecordTask) -> None:
 async def record_task(services: Services, request: RecordTask, caller: Caller) -> TaskRecorded:
     """Store a task outcome, fenced by the worker's revision."""
     check_task(request)
-    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
-    written = await services.transact(
-        lambda tx: store.runs.record_task(tx, request, run_id, worker_id)
-    )
+    written = await services.transact(caller, lambda scoped: scoped.record_task(request, run_id))
     if not written:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     _observe(services, request)
@@ -253,10 +242,9 @@ async def report_progress(
     services: Services, request: ReportProgress, caller: Caller
 ) -> ProgressReported:
     """Keep a running task's latest progress (pushed to subscribers that ask)."""
-    worker_id = worker_of(caller)
     run_id = run_uuid(request.run_id)
     written = await services.transact(
-        lambda tx: store.updates.report_progress(tx, request, run_id, worker_id)
+        caller, lambda scoped: scoped.report_progress(request, run_id)
     )
     if not written:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
@@ -284,20 +272,14 @@ async def transition_run(
     the history it carries is stored first, in the same transaction."""
     _check_transition(request)
     run_id = run_uuid(request.run_id)
-    worker_id = worker_of(caller)
 
-    def move(tx: Transaction) -> tuple[RunInfo | None, int]:
-        if request.history and not store.history.record_history(
-            tx, request.history, run_id, request.revision, worker_id
-        ):
+    def move(scoped: Scoped) -> tuple[RunInfo | None, int]:
+        if request.history and not scoped.record_history(request.history, run_id,
+                                                         request.revision):  # fmt: skip
             return None, 0  # fenced: nothing was written
-        moved = store.runs.transition_run(tx, request, run_id, worker_id)
-        parents = 0
-        if moved is not None and moved.parent_id is not None and moved.status in TERMINAL:
-            parents = store.waits.resolve_child_waits(tx, [run_id])
-        return moved, parents
+        return scoped.finish(request, run_id)
 
-    moved, parents_queued = await services.transact(move)
+    moved, parents_queued = await services.transact(caller, move)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, request.history)
@@ -315,9 +297,9 @@ async def transition_run(
 
 async def heartbeat(services: Services, request: Heartbeat, caller: Caller) -> HeartbeatAck:
     """The worker is alive: refresh the claims of the runs it holds."""
-    worker_id = worker_of(caller, request.worker_id)
-    run_ids = [run_id for run_id in request.run_ids if store.runs.parse_run_id(run_id)]
-    held = await services.transact(lambda tx: store.recovery.refresh_claims(tx, worker_id, run_ids))
+    worker_of(caller, request.worker_id)
+    run_ids = [run_id for run_id in request.run_ids if parse_id(run_id)]
+    held = await services.transact(caller, lambda scoped: scoped.refresh_claims(run_ids))
     if held is None:
         raise NotFoundError(f"worker {request.worker_id!r} is not registered")
     return HeartbeatAck(worker_id=request.worker_id, held=tuple(held),
@@ -329,10 +311,8 @@ async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> 
     if not 1 <= request.limit <= MAX_CLAIM_NEXT:
         raise BadRequestError(f"limit must be within 1..{MAX_CLAIM_NEXT}",
                               errors=("@ $.limit",))  # fmt: skip
-    worker_id = worker_of(caller, request.worker_id)
-    claims = await services.transact(
-        lambda tx: store.recovery.claim_next(tx, worker_id, request.limit)
-    )
+    worker_of(caller, request.worker_id)
+    claims = await services.transact(caller, lambda scoped: scoped.claim_next(request.limit))
     for claim in claims:
         services.notifier.notify(claim.run.id)
     return ClaimedRuns(claims=tuple(claims))

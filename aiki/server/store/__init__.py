@@ -10,7 +10,9 @@
 - `updates`: committed transitions for live updates, task progress;
 - `views`: a run in full and the workers, for operators;
 - `keys`: API keys (their format and hash, and the SQL that keeps them);
-- `pages`: pages of listings, bounded in items and bytes, and their cursors.
+- `pages`: pages of listings, bounded in items and bytes, and their cursors;
+- `scoped`: the store as one caller sees it (its namespace, its worker): the only way
+  operation handlers read and write.
 """
 
 from . import history as history
@@ -20,6 +22,7 @@ from . import pages as pages
 from . import recovery as recovery
 from . import runs as runs
 from . import schedules as schedules
+from . import scoped as scoped
 from . import updates as updates
 from . import views as views
 from . import waits as waits
@@ -33,6 +36,7 @@ __all__ = [
     "recovery",
     "runs",
     "schedules",
+    "scoped",
     "updates",
     "views",
     "waits",
