@@ -14,11 +14,19 @@
 Everything here is shared by the server, workers and clients; nothing here does I/O.
 """
 
+from ._bounds import MAX_CLAIM_NEXT as MAX_CLAIM_NEXT
 from ._bounds import MAX_INT as MAX_INT
 from ._bounds import MAX_ITEMS as MAX_ITEMS
+from ._bounds import MAX_OFFER_QUEUES as MAX_OFFER_QUEUES
+from ._bounds import MAX_OFFER_SECONDS as MAX_OFFER_SECONDS
+from ._bounds import MAX_PAGE as MAX_PAGE
 from ._bounds import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._bounds import MAX_SECONDS as MAX_SECONDS
 from ._bounds import MAX_TEXT as MAX_TEXT
+from ._bounds import MAX_UPCOMING as MAX_UPCOMING
+from ._bounds import RANGES as RANGES
+from ._bounds import SUBSCRIBE_RUNS as SUBSCRIBE_RUNS
+from ._bounds import WAIT_RUN_MAX_SECONDS as WAIT_RUN_MAX_SECONDS
 from ._bounds import payload_problems as payload_problems
 from ._bounds import request_problems as request_problems
 from ._errors import ERROR_BODY as ERROR_BODY
@@ -92,7 +100,6 @@ from ._runs import RESUME_RUN as RESUME_RUN
 from ._runs import SEND_EVENT as SEND_EVENT
 from ._runs import START_RUN as START_RUN
 from ._runs import WAIT_RUN as WAIT_RUN
-from ._runs import WAIT_RUN_MAX_SECONDS as WAIT_RUN_MAX_SECONDS
 from ._runs import WAKEUP_RUN as WAKEUP_RUN
 from ._runs import CancelRun as CancelRun
 from ._runs import ConflictPolicy as ConflictPolicy
@@ -185,8 +192,6 @@ from ._workers import CLAIM_NEXT as CLAIM_NEXT
 from ._workers import CLAIM_RUN as CLAIM_RUN
 from ._workers import DEREGISTER_WORKER as DEREGISTER_WORKER
 from ._workers import HEARTBEAT as HEARTBEAT
-from ._workers import MAX_DURABLE_WAIT_SECONDS as MAX_DURABLE_WAIT_SECONDS
-from ._workers import MAX_OFFER_SECONDS as MAX_OFFER_SECONDS
 from ._workers import OFFER_SLOT as OFFER_SLOT
 from ._workers import RECORD_HISTORY as RECORD_HISTORY
 from ._workers import RECORD_TASK as RECORD_TASK
@@ -249,17 +254,20 @@ __all__ = [
     "LIST_RUNS",
     "LIST_SCHEDULES",
     "LIST_WORKERS",
-    "MAX_DURABLE_WAIT_SECONDS",
+    "MAX_CLAIM_NEXT",
     "MAX_INT",
     "MAX_ITEMS",
     "MAX_MESSAGE_BYTES",
+    "MAX_OFFER_QUEUES",
     "MAX_OFFER_SECONDS",
+    "MAX_PAGE",
     "MAX_PAYLOAD_DEPTH",
     "MAX_SCHEMA_DEPTH",
     "MAX_SCHEMA_NODES",
     "MAX_SECONDS",
     "MAX_SHARDS",
     "MAX_TEXT",
+    "MAX_UPCOMING",
     "MIN_EVERY_SECONDS",
     "NAMESPACE_PATTERN",
     "OFFER_SLOT",
@@ -268,6 +276,7 @@ __all__ = [
     "PAUSE_SCHEDULE",
     "PUSH",
     "QUEUED_RUN",
+    "RANGES",
     "READERS",
     "RECORD_HISTORY",
     "RECORD_TASK",
@@ -285,6 +294,7 @@ __all__ = [
     "START_CHILD",
     "START_RUN",
     "SUBSCRIBE",
+    "SUBSCRIBE_RUNS",
     "SUSPEND_RUN",
     "TASK_PROGRESS",
     "TERMINAL",

@@ -12,7 +12,9 @@ database sees it:
 - times: between 2000 and 2100;
 - lists: at most `MAX_ITEMS` entries;
 - user payloads (inputs, outputs, event payloads): nested at most `MAX_PAYLOAD_DEPTH`
-  deep, and no NUL in any string or key.
+  deep, and no NUL in any string or key;
+- some fields a narrower range (`RANGES`): a page's size, a long-poll's timeout, the
+  run IDs one subscription names.
 
 Each problem names the field by its path (``$.options.timeout_seconds``).
 """
@@ -32,6 +34,20 @@ MAX_ITEMS: Final = 10_000
 MAX_PAYLOAD_DEPTH: Final = 64
 MAX_PROBLEMS: Final = 20
 """Problems reported at most (a hostile request may have millions)."""
+MAX_PAGE: Final = 500
+"""Items one page of a listing holds at most (runs, schedules, a schedule's recent runs)."""
+MAX_UPCOMING: Final = 100
+"""Fire times `GetSchedule` computes at most."""
+WAIT_RUN_MAX_SECONDS: Final = 60.0
+"""How long one `WaitRun` long-poll may wait (the client waits longer in slices)."""
+MAX_CLAIM_NEXT: Final = 1000
+"""Runs one `ClaimNext` (the pull path) claims at most."""
+MAX_OFFER_SECONDS: Final = 60.0
+"""How long one `OfferSlot` holds a worker's slot open at most."""
+MAX_OFFER_QUEUES: Final = 1000
+"""Queues one `OfferSlot` may name."""
+SUBSCRIBE_RUNS: Final = 1000
+"""Run IDs one `Subscribe` may name."""
 EARLIEST: Final = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST: Final = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
@@ -41,6 +57,20 @@ LONG_TEXT: Final[dict[tuple[str, str], int]] = {
     ("ScheduleInfo", "description"): 4096,
 }
 """Fields that may be longer than `MAX_TEXT`, by (class, field)."""
+
+RANGES: Final[dict[tuple[str, str], tuple[float, float]]] = {
+    ("ListRuns", "limit"): (1, MAX_PAGE),
+    ("ListSchedules", "limit"): (1, MAX_PAGE),
+    ("GetSchedule", "upcoming"): (0, MAX_UPCOMING),
+    ("GetSchedule", "recent_runs"): (0, MAX_PAGE),
+    ("WaitRun", "timeout_seconds"): (0, WAIT_RUN_MAX_SECONDS),
+    ("ClaimNext", "limit"): (1, MAX_CLAIM_NEXT),
+    ("OfferSlot", "wait_seconds"): (0.001, MAX_OFFER_SECONDS),
+    ("OfferSlot", "queues"): (1, MAX_OFFER_QUEUES),
+    ("Subscribe", "run_ids"): (0, SUBSCRIBE_RUNS),
+}
+"""Fields with a narrower range than their type's, by (class, field): a number's value,
+a list's length (inclusive)."""
 
 MULTILINE: Final = frozenset({("ErrorInfo", "message"), ("ErrorInfo", "traceback")})
 """Fields where line breaks and tabs are text, not an attack on the logs."""
@@ -70,7 +100,10 @@ def _message(message: object, path: str, problems: list[str]) -> None:
     for field in attrs.fields(type(message)):  # type: ignore[arg-type]
         value = getattr(message, field.name)
         where = f"{path}.{field.name}"
-        if field.type in (object, "object"):
+        span = RANGES.get((owner, field.name))
+        if span is not None and (problem := _outside(value, span)):
+            problems.append(f"{problem} @ {where}")
+        elif field.type in (object, "object"):
             _payload(value, where, 0, problems)
         else:
             _value(value, where, (owner, field.name), problems)
@@ -102,6 +135,18 @@ def _value(value: object, path: str, field: tuple[str, str], problems: list[str]
             _payload(item, f"{path}.{key}", 0, problems)
     elif attrs.has(type(value)):
         _message(value, path, problems)
+
+
+def _outside(value: object, span: tuple[float, float]) -> str | None:
+    """Why ``value`` is outside ``span`` (a number's value, a list's length), if it is."""
+    low, high = span
+    if isinstance(value, tuple | list):
+        return None if low <= len(value) <= high else f"must have {low:g} to {high:g} items"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if math.isfinite(value) and low <= value <= high:
+        return None
+    return f"must be within {low:g} and {high:g}"
 
 
 def _text(value: str, path: str, field: tuple[str, str], problems: list[str]) -> None:

@@ -23,9 +23,6 @@ from ._states import RunStatus
 
 ConflictPolicy = Literal["error", "return_existing"]
 
-WAIT_RUN_MAX_SECONDS: Final = 60.0
-"""Longest a single ``wait_run`` call is held open by the server."""
-
 
 @attrs.frozen(kw_only=True)
 class StartOptions:

@@ -21,9 +21,6 @@ from ._streams import MAX_SHARDS
 TaskRecordState = Literal["completed", "failed", "attempt_failed"]
 WaitKind = Literal["sleep", "event", "child"]
 
-MAX_DURABLE_WAIT_SECONDS: Final = 10 * 365 * 86400.0
-"""Longest a durable wait (a sleep, or an event or child wait's timeout) may be."""
-
 
 @attrs.frozen(kw_only=True)
 class VersionSpec:
@@ -289,10 +286,6 @@ class ServedQueue:
     workflow: str
     version: str
     pool: str | None = None
-
-
-MAX_OFFER_SECONDS: Final = 60.0
-"""Longest an `OfferSlot` is held open by the server."""
 
 
 @attrs.frozen(kw_only=True)

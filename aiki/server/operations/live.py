@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 SESSION_SUBSCRIPTIONS: Final = 64
 """Subscriptions one WebSocket session may hold at once."""
-SUBSCRIBE_RUNS: Final = 1000
-"""Run IDs one subscription may name."""
 
 
 def _check(request: Subscribe) -> None:
@@ -28,9 +26,6 @@ def _check(request: Subscribe) -> None:
                               errors=("@ $.after_revision",))  # fmt: skip
     if request.version is not None and request.workflow is None:
         raise BadRequestError("version needs workflow", errors=("@ $.version",))
-    if len(request.run_ids) > SUBSCRIBE_RUNS:
-        raise BadRequestError(f"at most {SUBSCRIBE_RUNS} run_ids per subscription",
-                              errors=("@ $.run_ids",))  # fmt: skip
 
 
 async def subscribe(services: Services, request: Subscribe, caller: Caller) -> Subscribed:

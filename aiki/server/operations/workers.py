@@ -26,7 +26,7 @@ from ...protocol import (
     CLAIM_RUN,
     DEREGISTER_WORKER,
     HEARTBEAT,
-    MAX_OFFER_SECONDS,
+    MAX_CLAIM_NEXT,
     OFFER_SLOT,
     RECORD_HISTORY,
     RECORD_TASK,
@@ -69,10 +69,6 @@ if TYPE_CHECKING:
     from ._services import Caller, Services
 
 logger = logging.getLogger(__name__)
-
-MAX_CLAIM_NEXT: Final = 1000
-MAX_OFFER_QUEUES: Final = 1000
-"""Queues one `OfferSlot` may name."""
 
 
 async def register_worker(
@@ -308,9 +304,6 @@ async def heartbeat(services: Services, request: Heartbeat, caller: Caller) -> H
 
 async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> ClaimedRuns:
     """Give the worker queued runs it serves (the pull path while Redis is down)."""
-    if not 1 <= request.limit <= MAX_CLAIM_NEXT:
-        raise BadRequestError(f"limit must be within 1..{MAX_CLAIM_NEXT}",
-                              errors=("@ $.limit",))  # fmt: skip
     worker_of(caller, request.worker_id)
     claims = await services.transact(caller, lambda scoped: scoped.claim_next(request.limit))
     for claim in claims:
@@ -321,12 +314,6 @@ async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> 
 async def offer_slot(services: Services, request: OfferSlot, caller: Caller) -> ClaimedRuns:
     """Hold one of the worker's free slots open for this server's next start of a run it
     serves (eager dispatch, `_offers`); answer with that start's claim, or with none."""
-    if not 0 < request.wait_seconds <= MAX_OFFER_SECONDS:
-        raise BadRequestError(f"wait_seconds must be within 0..{MAX_OFFER_SECONDS:g}",
-                              errors=("@ $.wait_seconds",))  # fmt: skip
-    if not 1 <= len(request.queues) <= MAX_OFFER_QUEUES:
-        raise BadRequestError(f"an offer names 1..{MAX_OFFER_QUEUES} queues",
-                              errors=("@ $.queues",))  # fmt: skip
     worker_id = worker_of(caller, request.worker_id)
     namespace = caller.home
     queues = tuple({(namespace, q.workflow, q.version, q.pool): None for q in request.queues})
