@@ -251,7 +251,8 @@ class _Connection(TCPServer):
     timer (``keep_alive_seconds``) and a WebSocket's ping task (``ping_seconds``) hold
     the connection open, and its place under the cap, for nobody (and a server that
     stops waits for them). Once the peer is gone, the application gets `CLOSE_SECONDS`
-    to finish, then the connection's tasks are cancelled.
+    to finish, then the connection's tasks are cancelled: at once if no application call
+    is running, or as soon as the last one returns.
     """
 
     def __init__(
@@ -266,10 +267,28 @@ class _Connection(TCPServer):
         super().__init__(self._draining(app), config, context, state, stream)  # type: ignore[arg-type]
         self.abandon = abandon
         """Cancelled to close the connection at once (its tasks and stream)."""
+        self._apps = 0
+        """Application calls running (a request's or a WebSocket's)."""
+        self._peer_gone = False
 
     def _draining(self, app: AppWrapper) -> AppWrapper:
         """``app``, reading the rest of a request body it did not read before the end of
         its answer (see the module docstring)."""
+
+        async def counted(
+            scope: Scope,
+            receive: Receive,
+            send: Send,
+            sync_spawn: Callable[[], object],
+            call_soon: Callable[[], object],
+        ) -> None:
+            self._apps += 1
+            try:
+                await drained(scope, receive, send, sync_spawn, call_soon)
+            finally:
+                self._apps -= 1
+                if self._apps == 0 and self._peer_gone:
+                    self._end_tasks(0.0)  # nothing left to finish: no wait for the pings
 
         async def drained(
             scope: Scope,
@@ -309,14 +328,21 @@ class _Connection(TCPServer):
 
             await app(scope, tracked, draining_send, sync_spawn, call_soon)
 
-        return drained
+        return counted
 
     async def _read_data(self) -> None:
         await super()._read_data()
         await self.idle_task.stop()
+        self._peer_gone = True
+        self._end_tasks(CLOSE_SECONDS if self._apps else 0.0)
+
+    def _end_tasks(self, after: float) -> None:
+        """Cancel the connection's tasks (a WebSocket's ping task among them, asleep for
+        ``ping_seconds``) ``after`` seconds from now, unless they are due sooner."""
         tasks = self._task_group._nursery  # hypercorn's TaskGroup wraps one nursery
         if tasks is not None:
-            tasks.cancel_scope.deadline = trio.current_time() + CLOSE_SECONDS
+            due = trio.current_time() + after
+            tasks.cancel_scope.deadline = min(tasks.cancel_scope.deadline, due)
 
 
 def connection_cap(wanted: int) -> int:
