@@ -132,12 +132,20 @@ class WorkerDeregistered:
 
 @attrs.frozen(kw_only=True)
 class RegisterWorker(Request[WorkerRegistered]):
-    """A worker announces itself and the versions (and pools) it serves."""
+    """A worker announces itself and the versions (and pools) it serves.
+
+    A worker ID belongs to the process that registered it while that worker is alive:
+    another registration of it is refused (`aiki.ConflictError`) unless it carries the
+    same ``incarnation``, a secret the worker process chose at start (the same process,
+    reconnecting on a new session). Without one, the session's own stands for it: the
+    ID can then be registered again on that session only, until the worker is gone.
+    """
 
     worker_id: str
     versions: tuple[VersionSpec, ...]
     pools: tuple[str | None, ...] = (None,)
     concurrency: int = 1
+    incarnation: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -189,12 +189,16 @@ def build_app(
 
 
 def metrics_endpoint(services: Services) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /metrics``: the Prometheus text exposition (503 while storage is down)."""
+    """``GET /metrics``: the Prometheus text exposition (503 while storage is down); a key
+    of one namespace reads that namespace's series only (the metrics listener, which
+    takes no key, and keys of every namespace read all)."""
 
     async def metrics(request: Request) -> Response:
+        principal = request.scope.get(PRINCIPAL)
+        namespace = None if principal is None else principal.namespace
         try:
             with trio.fail_after(5):
-                body = await services.render_metrics()
+                body = await services.render_metrics(namespace)
         except (StorageError, trio.TooSlowError) as exc:
             return Response(f"# storage unavailable: {exc}\n", status_code=503)
         return Response(body, media_type=METRICS_CONTENT_TYPE)

@@ -4,6 +4,11 @@ Counters move where the server commits the change they count; gauges that descri
 shared state (queue depth) are read from PostgreSQL at scrape time, so every instance
 reports the same truth. Each server has its own registry (several may share a process
 in tests).
+
+What belongs to a namespace carries a ``namespace`` label (runs started, completed and
+failed; task durations; queue depths). A key of one namespace reads those series of its
+namespace only; the server's own (connections, sessions, restarts, recoveries, all
+namespaces' totals) are for keys of every namespace and the metrics listener.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from transport.asgi import ServerStatistics
 
@@ -69,6 +74,23 @@ class _Connections(Collector):
                                   value=stats.failed)  # fmt: skip
 
 
+class _OfNamespace(Collector):
+    """The series of ``registry`` labelled with ``namespace``, and nothing else."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        self.registry = registry
+        self.namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [sample for sample in family.samples
+                       if sample.labels.get("namespace") == self.namespace]  # fmt: skip
+            if samples:
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = samples
+                yield kept
+
+
 MAX_LABEL_VALUES: Final = 256
 """Distinct values a label (a workflow's name, a task's) takes at most; later ones are
 counted under ``other``: names come from peers, and the scrape must stay small."""
@@ -102,14 +124,17 @@ class ServerMetrics:
         self.task = BoundedLabel()
         """The ``task`` label of a task's name (bounded)."""
         self.runs_started = prometheus_client.Counter(
-            "aiki_runs_started", "Runs created (children included)", ["workflow"],
+            "aiki_runs_started", "Runs created (children included)", ["namespace", "workflow"],
             registry=registry,
         )  # fmt: skip
         self.runs_completed = prometheus_client.Counter(
-            "aiki_runs_completed", "Runs that completed", ["workflow"], registry=registry
+            "aiki_runs_completed",
+            "Runs that completed",
+            ["namespace", "workflow"],
+            registry=registry,
         )
         self.runs_failed = prometheus_client.Counter(
-            "aiki_runs_failed", "Runs that failed (their last attempt)", ["workflow"],
+            "aiki_runs_failed", "Runs that failed (their last attempt)", ["namespace", "workflow"],
             registry=registry,
         )  # fmt: skip
         self.runs_cancelled = prometheus_client.Counter(
@@ -125,7 +150,7 @@ class ServerMetrics:
         )
         self.task_seconds = prometheus_client.Histogram(
             "aiki_task_duration_seconds", "Task attempt durations, as reported by workers",
-            ["task"], buckets=TASK_BUCKETS, registry=registry,
+            ["namespace", "task"], buckets=TASK_BUCKETS, registry=registry,
         )  # fmt: skip
         self.claim_recoveries = prometheus_client.Counter(
             "aiki_claim_recoveries",
@@ -137,7 +162,8 @@ class ServerMetrics:
             registry=registry,
         )  # fmt: skip
         self.queue_depth = prometheus_client.Gauge(
-            "aiki_queue_depth", "Runs queued and not yet taken, per stream", ["stream"],
+            "aiki_queue_depth", "Runs queued and not yet taken, per stream",
+            ["namespace", "stream"],
             registry=registry,
         )  # fmt: skip
         self.schedule_occurrences = prometheus_client.Counter(
@@ -156,22 +182,32 @@ class ServerMetrics:
         """Kept by the listener: open connections, and those refused or failed."""
         registry.register(_Connections(self.connections))
 
-    async def render(self, store: PostgresStore) -> bytes:
-        """Refresh the gauges read from PostgreSQL, then the text exposition format."""
+    async def render(self, store: PostgresStore, namespace: str | None = None) -> bytes:
+        """Refresh the gauges read from PostgreSQL, then the text exposition format: of
+        ``namespace``'s series only, if one is given (see the module docstring)."""
         depths = await store.transact(_queue_depths)
         self.queue_depth.clear()
-        for stream, depth in depths:
-            self.queue_depth.labels(stream).set(depth)
-        return prometheus_client.generate_latest(self.registry)
+        for of, stream, depth in depths:
+            self.queue_depth.labels(of, stream).set(depth)
+        return self.exposition(namespace)
+
+    def exposition(self, namespace: str | None = None) -> bytes:
+        """The text exposition format as the series are now: of ``namespace``'s series
+        only, if one is given."""
+        if namespace is None:
+            return prometheus_client.generate_latest(self.registry)
+        view = CollectorRegistry(auto_describe=False)
+        view.register(_OfNamespace(self.registry, namespace))
+        return prometheus_client.generate_latest(view)
 
 
-def _queue_depths(tx: Transaction) -> list[tuple[str, int]]:
+def _queue_depths(tx: Transaction) -> list[tuple[str, str, int]]:
     rows = tx.fetch_all(
         "SELECT namespace, workflow, version, pool, count(*) FROM aiki_runs"
         " WHERE status = 'queued' GROUP BY namespace, workflow, version, pool"
     )
-    return [(stream_for(str(namespace), str(workflow), str(version),
-                        None if pool is None else str(pool)), int(str(count)))
+    return [(str(namespace), stream_for(str(namespace), str(workflow), str(version),
+                                        None if pool is None else str(pool)), int(str(count)))
             for namespace, workflow, version, pool, count in rows]  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -81,6 +82,9 @@ class ServerSession:
     key: str | None
     """The key the upgrade presented (None without authentication)."""
     worker_id: str | None = None
+    incarnation: str = attrs.Factory(lambda: secrets.token_urlsafe(24))
+    """What a worker registering on this session without an incarnation of its own is
+    held by (`aiki.protocol.RegisterWorker`)."""
     _slots: trio.Semaphore = attrs.Factory(lambda: trio.Semaphore(SESSION_IN_FLIGHT))
     _forwarders: dict[str, trio.CancelScope] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None

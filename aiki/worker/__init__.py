@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import socket
 import typing
 import uuid
@@ -229,6 +230,9 @@ async def run_worker(
         versions=tuple(version.spec() for version in worker.versions.values()),
         pools=worker.pools,
         concurrency=worker.concurrency,
+        # This process's secret: it holds the worker ID while the worker lives, across
+        # reconnections; another process registering the ID is refused meanwhile.
+        incarnation=secrets.token_urlsafe(24),
     )
     executing = Executing(free=worker.concurrency)
     registered = Registered()  # (the link fills it in; the stream readers start after it)

@@ -29,7 +29,7 @@ from transport import WebSocketError
 from transport.websocket import open_websocket
 
 from ..client import Servers, SessionConnection, auth_headers, connect_error
-from ..errors import AikiError, UnavailableError
+from ..errors import AikiError, ConflictError, UnavailableError
 from ..protocol import (
     DEFAULT_NAMESPACE,
     MAX_MESSAGE_BYTES,
@@ -137,9 +137,14 @@ class Link:
         is lost (it may be restarting), the link tries again with a jittered backoff,
         logging each attempt and why the last one failed; calls wait in the mailbox.
 
+        A registration refused because another live worker holds the worker ID is tried
+        again the same way (the ID is free once that worker is gone).
+
         Raises:
             aiki.UnavailableError: the first connection did not succeed within
                 `first_connect_seconds` (if set).
+            aiki.ConflictError: the worker ID was still held by a live worker after
+                `first_connect_seconds`.
             aiki.UnauthenticatedError: the server refused the first connection's key (a
                 refusal later is logged, and the link keeps trying).
         """
@@ -167,6 +172,12 @@ class Link:
                     raise UnavailableError(
                         f"cannot reach the Aiki server at {self.servers}: {exc}"
                     ) from exc
+                lost = str(exc)
+            except ConflictError as exc:
+                # The worker ID is still held by a live worker (this process's previous
+                # run, say, not yet timed out): it is free once that one is gone.
+                if ready is not None and trio.current_time() > deadline:
+                    raise
                 lost = str(exc)
             else:
                 if lost is None:

@@ -89,6 +89,12 @@ class SessionHandle(Protocol):
         """How many subscriptions this session holds."""
         ...
 
+    @property
+    def incarnation(self) -> str:
+        """A secret of this session: what a worker registering without an incarnation of
+        its own is held by."""
+        ...
+
     def reserve(self, subscriber: Subscriber) -> None:
         """Count ``subscriber`` as one of this session's subscriptions."""
         ...
@@ -312,10 +318,11 @@ class Services:
     wakeups: Wakeups
     notifier: RunNotifier
     subscriptions: Subscriptions
+    lease_seconds: float
+    """The claim timeout, told to workers so they stop a run before it is released; a
+    worker not heard from for as long is gone (its ID may be registered again)."""
     schemas: Schemas = attrs.Factory(Schemas)
     sessions: WorkerSessions = attrs.Factory(WorkerSessions)
-    lease_seconds: float | None = None
-    """The claim timeout, told to workers so they stop a run before it is released."""
     authenticator: Authenticator | None = None
     """Checks API keys (None: the server runs without authentication)."""
     offers: Offers = attrs.Factory(Offers)
@@ -360,9 +367,10 @@ class Services:
                 raise UnavailableError(f"storage busy, retry: {exc}") from exc
             raise
 
-    async def render_metrics(self) -> bytes:
-        """The Prometheus exposition (`ServerMetrics.render`)."""
-        return await self.metrics.render(self._store)
+    async def render_metrics(self, namespace: str | None = None) -> bytes:
+        """The Prometheus exposition (`ServerMetrics.render`): of ``namespace``'s series
+        only, if one is given."""
+        return await self.metrics.render(self._store, namespace)
 
     async def load_schemas(self) -> None:
         """Read every registered version's schemas (at start, and when one is unknown)."""
@@ -383,7 +391,7 @@ class Services:
         """Publish a queued run at once (its outbox row ``outbox_id`` was leased for this;
         if the fast lane is full, the outbox publishes it once the lease ends), or wake the
         timers (scheduled start, run deadline)."""
-        self.metrics.runs_started.labels(self.metrics.workflow(run.workflow)).inc()
+        self.metrics.runs_started.labels(run.namespace, self.metrics.workflow(run.workflow)).inc()
         if run.status == "queued":
             entry = None if outbox_id is None else OutboxEntry(
                 outbox_id, run.id, run.revision, run.workflow, run.version, run.pool,

@@ -56,7 +56,7 @@ async def begin_wait(services: Services, request: BeginWait, caller: Caller) -> 
         raise BadRequestError(str(exc)) from None
     if record is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
-    observe_tasks(services, request.history)
+    observe_tasks(services, caller, request.history)
     if record.state == "pending" and request.seconds is not None:
         services.wakeups.deadline(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=request.seconds))
     return record
@@ -79,7 +79,7 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
     moved = await services.transact(caller, suspend)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
-    observe_tasks(services, request.history)
+    observe_tasks(services, caller, request.history)
     services.notifier.notify(request.run_id)
     if moved.status == "queued":
         services.wakeups.queued()
@@ -154,7 +154,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     started = await services.transact(caller, start)
     if started is None:
         raise await services.fenced_out(parent_id, request.parent_id, request.revision, caller)
-    observe_tasks(services, request.history)
+    observe_tasks(services, caller, request.history)
     if started.created:
         services.after_start(started.run, outbox[0])
     return started

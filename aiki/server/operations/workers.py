@@ -14,6 +14,7 @@ import jsonschema
 
 from ...errors import (
     BadRequestError,
+    ConflictError,
     ForbiddenError,
     InvalidTransitionError,
     NotFoundError,
@@ -59,7 +60,7 @@ from ...protocol import (
 )
 from .. import lifecycle
 from ..delivery import Offer
-from ..store.scoped import WorkerElsewhere, parse_id
+from ..store.scoped import WorkerElsewhere, WorkerTaken, parse_id
 from ._access import worker_of
 from ._handlers import Handlers
 from ._services import run_uuid
@@ -99,10 +100,23 @@ async def register_worker(
 
     namespace = caller.home
 
+    session = caller.session
+    incarnation = request.incarnation or (None if session is None else session.incarnation)
+    if incarnation is None:  # (worker operations come over a session: `authorize`)
+        raise ForbiddenError("register_worker needs a worker's WebSocket session")
+
     def register(scoped: Scoped) -> None:
         try:
-            conflicts = scoped.register_worker(request.worker_id, request.versions,
-                                               request.pools, request.concurrency)  # fmt: skip
+            conflicts = scoped.register_worker(
+                request.worker_id, request.versions, request.pools, request.concurrency,
+                incarnation=incarnation, live_seconds=services.lease_seconds,
+            )  # fmt: skip
+        except WorkerTaken:  # raised inside: rolled back
+            raise ConflictError(
+                f"worker ID {request.worker_id!r} is held by a live worker (another process); "
+                "choose another worker ID, or register again once that worker has stopped "
+                f"(or has not been heard from for {services.lease_seconds:g} s)"
+            ) from None
         except WorkerElsewhere:  # raised inside: rolled back
             raise ForbiddenError(
                 f"worker ID {request.worker_id!r} is registered in another namespace; this "
@@ -196,10 +210,11 @@ def check_history(run_id: str, revision: int, history: HistoryUpdate) -> None:
                               errors=("@ $.history.settled",))  # fmt: skip
 
 
-def observe_tasks(services: Services, history: HistoryUpdate) -> None:
-    """Count the task durations ``history`` reports (the task latency histogram)."""
+def observe_tasks(services: Services, caller: Caller, history: HistoryUpdate) -> None:
+    """Count the task durations ``history`` reports (the task latency histogram, in the
+    namespace of the caller's worker)."""
     for task in history.tasks:
-        _observe(services, task)
+        _observe(services, caller, task)
 
 
 async def record_history(
@@ -213,14 +228,15 @@ async def record_history(
     )
     if not written:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
-    observe_tasks(services, request.history)
+    observe_tasks(services, caller, request.history)
     return HistoryRecorded(run_id=request.run_id)
 
 
-def _observe(services: Services, request: RecordTask) -> None:
+def _observe(services: Services, caller: Caller, request: RecordTask) -> None:
     if request.duration_seconds is not None and request.duration_seconds >= 0:
         metrics = services.metrics
-        metrics.task_seconds.labels(metrics.task(request.name)).observe(request.duration_seconds)
+        series = metrics.task_seconds.labels(caller.home, metrics.task(request.name))
+        series.observe(request.duration_seconds)
 
 
 async def record_task(services: Services, request: RecordTask, caller: Caller) -> TaskRecorded:
@@ -230,7 +246,7 @@ async def record_task(services: Services, request: RecordTask, caller: Caller) -
     written = await services.transact(caller, lambda scoped: scoped.record_task(request, run_id))
     if not written:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
-    _observe(services, request)
+    _observe(services, caller, request)
     return TaskRecorded(address=request.address, seq=request.seq)
 
 
@@ -278,11 +294,13 @@ async def transition_run(
     moved, parents_queued = await services.transact(caller, move)
     if moved is None:
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
-    observe_tasks(services, request.history)
+    observe_tasks(services, caller, request.history)
     if moved.status == "completed":
-        services.metrics.runs_completed.labels(services.metrics.workflow(moved.workflow)).inc()
+        metrics = services.metrics
+        metrics.runs_completed.labels(moved.namespace, metrics.workflow(moved.workflow)).inc()
     elif moved.status == "failed":
-        services.metrics.runs_failed.labels(services.metrics.workflow(moved.workflow)).inc()
+        metrics = services.metrics
+        metrics.runs_failed.labels(moved.namespace, metrics.workflow(moved.workflow)).inc()
     services.moved(moved, "running", request.reason)
     if moved.status == "queued" or parents_queued:
         services.wakeups.queued()

@@ -61,6 +61,7 @@ __all__ = [
     "Scoped",
     "Stopped",
     "WorkerElsewhere",
+    "WorkerTaken",
     "new_id",
     "parse_id",
 ]
@@ -68,6 +69,7 @@ __all__ = [
 EventOutcome = waits.EventOutcome
 Stopped = waits.Stopped
 WorkerElsewhere = workers.WorkerElsewhere
+WorkerTaken = workers.WorkerTaken
 new_id = runs.new_run_id
 """A new run or schedule ID (time-ordered)."""
 parse_id = runs.parse_run_id
@@ -272,15 +274,20 @@ class Scoped:
         versions: tuple[VersionSpec, ...],
         pools: tuple[str | None, ...],
         concurrency: int,
+        *,
+        incarnation: str,
+        live_seconds: float,
     ) -> list[tuple[str, str]]:
         """`workers.register_worker` in the caller's namespace.
 
         Raises:
             WorkerElsewhere: the worker ID is registered in another namespace.
+            WorkerTaken: a live worker of another incarnation holds the ID.
         """
         return workers.register_worker(
-            self._tx, self.scope.home, worker_id, versions, pools, concurrency
-        )
+            self._tx, self.scope.home, worker_id, versions, pools, concurrency,
+            incarnation=incarnation, live_seconds=live_seconds,
+        )  # fmt: skip
 
     def claim_run(self, run_id: uuid.UUID) -> RunInfo | None:
         """`runs.claim_run` of a queued run of the caller's namespace, by its worker."""

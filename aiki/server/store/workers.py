@@ -3,6 +3,7 @@ its namespace."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 from .runs import to_json
@@ -21,6 +22,10 @@ class WorkerElsewhere(Exception):
     """The worker ID is registered in another namespace."""
 
 
+class WorkerTaken(Exception):
+    """The worker ID is held by a live worker of another incarnation."""
+
+
 def register_worker(
     tx: Transaction,
     namespace: str,
@@ -28,9 +33,15 @@ def register_worker(
     versions: tuple[VersionSpec, ...],
     pools: tuple[str | None, ...],
     concurrency: int,
+    *,
+    incarnation: str,
+    live_seconds: float,
 ) -> list[tuple[str, str]]:
     """Record a worker and the versions it serves (with their input and event schemas) in
-    ``namespace``.
+    ``namespace``, held by ``incarnation`` (the process's secret; only its hash is kept).
+
+    An ID already registered is taken over only by the same incarnation, or once its
+    worker is gone: deregistered, declared dead, or not seen for ``live_seconds``.
 
     A version registered before keeps its schemas: versions are immutable.
 
@@ -41,6 +52,7 @@ def register_worker(
     Raises:
         WorkerElsewhere: the worker ID belongs to another namespace (nothing is written:
             the caller's transaction is rolled back).
+        WorkerTaken: a live worker of another incarnation holds the ID (likewise).
     """
     tx.execute(
         "INSERT INTO aiki_workflow_versions (namespace, workflow, version, input_schema,"
@@ -61,14 +73,26 @@ def register_worker(
     if conflicts:
         return [(str(workflow), str(version)) for workflow, version in conflicts]
     registered = tx.fetch_one(
-        "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency) VALUES (%s, %s,"
-        " %s::jsonb, %s::jsonb, %s) ON CONFLICT (id) DO UPDATE SET versions = EXCLUDED.versions,"
-        " pools = EXCLUDED.pools, concurrency = EXCLUDED.concurrency, last_seen_at = now()"
-        " WHERE aiki_workers.namespace = EXCLUDED.namespace RETURNING id",
-        (worker_id, namespace, to_json([[v.workflow, v.version] for v in versions]),
-         to_json(list(pools)), concurrency),
+        "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency, incarnation)"
+        " VALUES (%(id)s, %(namespace)s, %(versions)s::jsonb, %(pools)s::jsonb,"
+        " %(concurrency)s, %(incarnation)s) ON CONFLICT (id) DO UPDATE"
+        " SET versions = EXCLUDED.versions, pools = EXCLUDED.pools,"
+        " concurrency = EXCLUDED.concurrency, incarnation = EXCLUDED.incarnation,"
+        " last_seen_at = now(), alive = true"
+        " WHERE aiki_workers.namespace = EXCLUDED.namespace"
+        " AND (aiki_workers.incarnation IS NOT DISTINCT FROM EXCLUDED.incarnation"
+        " OR NOT aiki_workers.alive"
+        " OR aiki_workers.last_seen_at < now() - make_interval(secs => %(live)s::float8))"
+        " RETURNING id",
+        {"id": worker_id, "namespace": namespace,
+         "versions": to_json([[v.workflow, v.version] for v in versions]),
+         "pools": to_json(list(pools)), "concurrency": concurrency,
+         "incarnation": hashlib.sha256(incarnation.encode()).digest(), "live": live_seconds},
     )  # fmt: skip
     if registered is None:
+        holder = tx.fetch_one("SELECT namespace FROM aiki_workers WHERE id = %s", (worker_id,))
+        if holder is not None and str(holder[0]) == namespace:
+            raise WorkerTaken(worker_id)
         raise WorkerElsewhere(worker_id)
     return []
 

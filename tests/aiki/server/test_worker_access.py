@@ -4,6 +4,7 @@ session, not another worker; and a registered version's schemas cannot be replac
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import orjson
 
@@ -152,3 +153,48 @@ async def test_a_registered_version_keeps_its_schemas(api: Api, workflow: str) -
         "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA}],
     })  # fmt: skip
     assert same["worker_id"] == "w3"
+
+
+async def _call(websocket: Any, request_id: int, operation: str, body: object) -> dict[str, Any]:
+    await websocket.send(orjson.dumps({"id": request_id, "op": operation, "body": body}).decode())
+    frame: dict[str, Any] = orjson.loads(await websocket.receive())
+    assert frame["id"] == request_id
+    return frame
+
+
+@deadline(30)
+async def test_a_live_workers_id_is_not_registered_by_another_session(
+    api: Api, workflow: str
+) -> None:
+    """w1 registered on its session (and claimed a run); a second session registering w1
+    is refused (409), and cannot write to w1's run, which w1 keeps and completes. The same
+    process reconnecting (its incarnation) takes the ID over; once w1 deregistered, any
+    session may register it."""
+    version = {"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA}
+    first = await api.session("w1")
+    registration = {"worker_id": "w1", "versions": [version], "incarnation": "process-1-secret"}
+    assert "ok" in await _call(first, 1, "register_worker", registration)
+    run = await _claimed_run(api, workflow)
+
+    second = await api.session("intruder")  # another session, with a worker key too
+    for request_id, body in enumerate([
+        {"worker_id": "w1", "versions": [version]},
+        {"worker_id": "w1", "versions": [version], "incarnation": "a-guess"},
+    ]):  # fmt: skip
+        refused = await _call(second, request_id, "register_worker", body)
+        assert refused["error"]["code"] == "conflict", refused
+        assert "live worker" in refused["error"]["message"]
+    write = await _call(second, 9, "transition_run", _body("transition_run", str(run["id"]),
+                                                               workflow))  # fmt: skip
+    assert write["error"]["code"] == "forbidden", write  # (nothing registered there)
+
+    done = await api.ok("transition_run", {"run_id": run["id"], "revision": 2,
+                                           "status": "completed", "output": 1})  # fmt: skip
+    assert (done["status"], done["revision"]) == ("completed", 3)  # w1 kept its run
+
+    # The same process, reconnected on a new session (its incarnation), takes w1 over.
+    assert "ok" in await _call(second, 10, "register_worker", registration)
+    assert "ok" in await _call(second, 11, "deregister_worker", {"worker_id": "w1"})
+    # w1 is gone: anyone of the namespace may register the ID.
+    assert "ok" in await _call(first, 12, "register_worker", {"worker_id": "w1",
+                                                               "versions": [version]})  # fmt: skip
