@@ -87,6 +87,10 @@ class ServerConfig:
         5, ge=1, help="Fail a run (ExecutionsLostError) once its worker died or was declared "
         "dead this many times while running it, instead of queueing it again.",
     )  # fmt: skip
+    max_events_per_run: int = setting(
+        10_000, ge=1, help="Events a run takes at most (duplicates aside); a new one past it "
+        "is refused (409), so no sender can grow one run's history without end.",
+    )  # fmt: skip
     redelivery_seconds: float = setting(
         60.0, gt=0, option="--redelivery-timeout",
         help="Seconds a published run may stay queued before it is published again (Redis "

@@ -51,8 +51,9 @@ CACHE_ENTRIES: Final = 10_000
 COOKIE: Final = "aiki_key"
 """The dashboard's sign-in cookie (it holds the key; HttpOnly, SameSite=Strict)."""
 PRINCIPAL: Final = "aiki.principal"
-KEY: Final = "aiki.key"
-"""Where `Authentication` leaves the caller's principal and key in the ASGI scope."""
+"""Where `Authentication` leaves the caller's principal in the ASGI scope."""
+CREDENTIAL: Final = "aiki.credential"
+"""Where it leaves what is kept of the presented key (`keys.Credential`, never the key)."""
 NO_KEY: Final = "this server needs an API key: Authorization: Bearer aiki_..."
 BAD_KEY: Final = "the API key is not valid: unknown, revoked or expired"
 OPEN_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/auth/sign-in", "/auth/sign-out"})
@@ -97,12 +98,13 @@ class Authenticator:
         now: the wall clock (expiry is a wall-clock time).
     """
 
-    lookup: Callable[[str], Awaitable[KeyInfo | None]]
+    lookup: Callable[[keys.Credential], Awaitable[KeyInfo | None]]
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
-    _cache: collections.OrderedDict[str, tuple[float, KeyInfo | None, Principal | None]] = (
+    _cache: collections.OrderedDict[bytes, tuple[float, KeyInfo | None, Principal | None]] = (
         attrs.field(factory=collections.OrderedDict, init=False)
     )
-    _looking: dict[str, trio.Event] = attrs.field(factory=dict, init=False)
+    """Lookups by the key's SHA-256 (no key is kept beyond its request: `keys.Credential`)."""
+    _looking: dict[bytes, trio.Event] = attrs.field(factory=dict, init=False)
     """Keys being looked up now: concurrent requests with one key share one lookup."""
 
     async def principal(self, key: str) -> Principal | None:
@@ -111,31 +113,44 @@ class Authenticator:
         Raises:
             aiki.UnavailableError: the key had to be looked up, and could not be.
         """
-        cached = self._cache.get(key)
+        credential = keys.Credential.of(key)
+        return None if credential is None else await self.principal_of(credential)
+
+    async def principal_of(self, credential: keys.Credential) -> Principal | None:
+        """`principal`, from what the server keeps of a key.
+
+        Raises:
+            aiki.UnavailableError: the key had to be looked up, and could not be.
+        """
+        digest = credential.digest
+        cached = self._cache.get(digest)
         while cached is None or trio.current_time() - cached[0] >= CACHE_SECONDS:
-            looking = self._looking.get(key)
+            looking = self._looking.get(digest)
             if looking is not None:  # another request is looking this key up: share it
                 await looking.wait()
-                cached = self._cache.get(key)
+                cached = self._cache.get(digest)
                 continue
-            cached = await self._look_up(key)
+            cached = await self._look_up(credential)
         found, principal = cached[1], cached[2]
         if found is None or not found.usable_at(self.now()):
             return None
         return principal
 
-    async def _look_up(self, key: str) -> tuple[float, KeyInfo | None, Principal | None]:
-        self._looking[key] = done = trio.Event()
+    async def _look_up(
+        self, credential: keys.Credential
+    ) -> tuple[float, KeyInfo | None, Principal | None]:
+        digest = credential.digest
+        self._looking[digest] = done = trio.Event()
         try:
-            found = await self.lookup(key) if keys.prefix_of(key) is not None else None
+            found = await self.lookup(credential)
         except StorageError as exc:
             raise UnavailableError(f"cannot check the API key now: {exc}") from exc
         finally:
-            del self._looking[key]
+            del self._looking[digest]
             done.set()
         cached = (trio.current_time(), found, None if found is None else Principal.of_key(found))
-        self._cache[key] = cached
-        self._cache.move_to_end(key)
+        self._cache[digest] = cached
+        self._cache.move_to_end(digest)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return cached
@@ -147,11 +162,11 @@ class Authenticator:
             del self._cache[key]
 
 
-def lookup_in(store: PostgresStore) -> Callable[[str], Awaitable[KeyInfo | None]]:
+def lookup_in(store: PostgresStore) -> Callable[[keys.Credential], Awaitable[KeyInfo | None]]:
     """Looks keys up in ``store``, recording their use (at most once a minute per key)."""
 
-    async def lookup(key: str) -> KeyInfo | None:
-        return await store.transact(lambda tx: keys.verify(tx, key, touch=True))
+    async def lookup(credential: keys.Credential) -> KeyInfo | None:
+        return await store.transact(lambda tx: keys.verify_credential(tx, credential, touch=True))
 
     return lookup
 
@@ -207,15 +222,16 @@ class Authentication:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
+        credential = None if key is None else keys.Credential.of(key)
         principal = None
-        if key is not None and not is_open(scope.get("path", "")):
+        if credential is not None and not is_open(scope.get("path", "")):
             try:
-                principal = await self.authenticator.principal(key)
+                principal = await self.authenticator.principal_of(credential)
             except UnavailableError as exc:
                 await refuse(scope, send, 503, exc.code, str(exc))
                 return
         if principal is None and not is_open(scope.get("path", "")):
             await refuse(scope, send, 401, "unauthenticated", NO_KEY if key is None else BAD_KEY)
             return
-        scope[PRINCIPAL], scope[KEY] = principal, key
+        scope[PRINCIPAL], scope[CREDENTIAL] = principal, credential
         await self.app(scope, receive, send)

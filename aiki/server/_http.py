@@ -35,7 +35,7 @@ from transport.asgi import ServerLimits, ServerStatistics, serve_asgi
 
 from ..errors import BadRequestError, PayloadTooLargeError, UnauthenticatedError
 from ..protocol import MAX_TEXT, OPERATIONS, SESSION_PATH, decode_request
-from ._auth import BAD_KEY, COOKIE, KEY, PRINCIPAL
+from ._auth import BAD_KEY, COOKIE, CREDENTIAL, PRINCIPAL
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._replies import guarded
 from ._sessions import ServerSession
@@ -123,7 +123,7 @@ def build_app(
     async def session(websocket: WebSocket) -> None:
         scope = websocket.scope
         await ServerSession(services, websocket, max_body_bytes, scope[PRINCIPAL],
-                            scope.get(KEY)).serve()  # fmt: skip
+                            scope.get(CREDENTIAL)).serve()  # fmt: skip
 
     async def sign_in(request: Request) -> Response:
         """Check a key and keep it in the dashboard's cookie (HttpOnly: out of page

@@ -41,6 +41,7 @@ from ..protocol import (
 from ._auth import BAD_KEY, CACHE_SECONDS, Authenticator, Principal
 from ._replies import guarded
 from .operations import HANDLERS, Caller, Services, admit, dispatch
+from .store.keys import Credential
 
 if TYPE_CHECKING:
     from ..protocol import Operation
@@ -79,8 +80,8 @@ class ServerSession:
     websocket: WebSocket
     max_bytes: int
     principal: Principal
-    key: str | None
-    """The key the upgrade presented (None without authentication)."""
+    credential: Credential | None
+    """What is kept of the key the upgrade presented (None without authentication)."""
     worker_id: str | None = None
     incarnation: str = attrs.Factory(lambda: secrets.token_urlsafe(24))
     """What a worker registering on this session without an incarnation of its own is
@@ -110,8 +111,9 @@ class ServerSession:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write)
-                if self.services.authenticator is not None and self.key is not None:
-                    nursery.start_soon(self._watch_key, self.services.authenticator, self.key)
+                authenticator, credential = self.services.authenticator, self.credential
+                if authenticator is not None and credential is not None:
+                    nursery.start_soon(self._watch_key, authenticator, credential)
                 while True:
                     message = await self.websocket.receive()
                     if message["type"] == "websocket.disconnect":
@@ -222,12 +224,12 @@ class ServerSession:
                 while self._sent < mark:
                     await self._progress.wait()
 
-    async def _watch_key(self, authenticator: Authenticator, key: str) -> None:
+    async def _watch_key(self, authenticator: Authenticator, credential: Credential) -> None:
         """Close the session once its key is no longer valid."""
         while True:
             await trio.sleep(CACHE_SECONDS)
             with contextlib.suppress(UnavailableError):  # (storage down: keep serving)
-                if await authenticator.principal(key) is None:
+                if await authenticator.principal_of(credential) is None:
                     self._close(f"acts with {self.principal}, which was revoked or expired",
                                 CLOSE_KEY_REVOKED)  # fmt: skip
                     return
@@ -235,9 +237,9 @@ class ServerSession:
     async def _current_principal(self) -> Principal | None:
         """The session's principal, if its key is still valid."""
         authenticator = self.services.authenticator
-        if authenticator is None or self.key is None:
+        if authenticator is None or self.credential is None:
             return self.principal
-        return await authenticator.principal(self.key)
+        return await authenticator.principal_of(self.credential)
 
     def _admit(self, operation: Operation[Any, Any]) -> None:
         admit(operation, self.principal)

@@ -102,6 +102,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         notifier=RunNotifier(broadcaster.address),
         subscriptions=subscriptions,
         lease_seconds=config.claim_timeout_seconds,
+        max_events_per_run=config.max_events_per_run,
         stream_shards=config.stream_shards,
         authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
     )

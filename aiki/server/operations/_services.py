@@ -321,6 +321,8 @@ class Services:
     lease_seconds: float
     """The claim timeout, told to workers so they stop a run before it is released; a
     worker not heard from for as long is gone (its ID may be registered again)."""
+    max_events_per_run: int
+    """Events a run takes at most (duplicates aside)."""
     schemas: Schemas = attrs.Factory(Schemas)
     sessions: WorkerSessions = attrs.Factory(WorkerSessions)
     authenticator: Authenticator | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Final
 
-from ...errors import BadRequestError, InvalidTransitionError, RunNotFoundError
+from ...errors import BadRequestError, ConflictError, InvalidTransitionError, RunNotFoundError
 from ...protocol import (
     BEGIN_WAIT,
     SEND_EVENT,
@@ -106,7 +106,15 @@ async def send_event(services: Services, request: SendEvent, caller: Caller) -> 
             raise InvalidTransitionError(
                 f"run {request.run_id} is {status}; it takes no more events"
             )
-        return scoped.send_event(run_id, request.name, request.payload, request.reference_id)
+        limit = services.max_events_per_run
+        sent = scoped.send_event(run_id, request.name, request.payload, request.reference_id,
+                                 limit=limit)  # fmt: skip
+        if sent is None:
+            raise ConflictError(
+                f"run {request.run_id} has taken {limit} events, the most a run takes "
+                "(--max-events-per-run); this one is not stored"
+            )
+        return sent
 
     outcome = await services.transact(caller, send)
     if outcome.requeued:

@@ -20,6 +20,8 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Final
 
+import attrs
+
 from ...protocol import KeyInfo, Role
 from .runs import as_time
 
@@ -55,6 +57,24 @@ def key_hash(key: str) -> bytes:
 def matches(key: str, stored_hash: bytes) -> bool:
     """Whether ``key`` is the one ``stored_hash`` was made from (in constant time)."""
     return hmac.compare_digest(key_hash(key), stored_hash)
+
+
+@attrs.frozen(repr=False)
+class Credential:
+    """What the server keeps of a presented key: its prefix and SHA-256, never the key
+    (a session checks its key again every second for as long as it lives)."""
+
+    prefix: str
+    digest: bytes
+
+    @classmethod
+    def of(cls, key: str) -> Credential | None:
+        """The credential of ``key``; None if it is not shaped like a key."""
+        prefix = prefix_of(key)
+        return None if prefix is None else cls(prefix, key_hash(key))
+
+    def __repr__(self) -> str:
+        return f"Credential({self.prefix!r})"
 
 
 _COLUMNS: Final = "prefix, role, namespace, name, created_at, expires_at, revoked_at, last_used_at"
@@ -108,13 +128,21 @@ def verify(tx: Transaction, key: str, *, touch: bool = False) -> KeyInfo | None:
         touch: record that the key is being used (at most once a minute, so a busy key
             costs one write a minute, not one per request).
     """
-    prefix = prefix_of(key)
-    if prefix is None:
-        return None
+    credential = Credential.of(key)
+    return None if credential is None else verify_credential(tx, credential, touch=touch)
+
+
+def verify_credential(
+    tx: Transaction, credential: Credential, *, touch: bool = False
+) -> KeyInfo | None:
+    """`verify`, from what the server keeps of a key (its `Credential`)."""
+    prefix = credential.prefix
     row = tx.fetch_one(
         f"SELECT {_COLUMNS}, key_hash FROM aiki_api_keys WHERE prefix = %s", (prefix,)
     )
-    if row is None or not isinstance(row[8], bytes) or not matches(key, row[8]):
+    if row is None or not isinstance(row[8], bytes):
+        return None
+    if not hmac.compare_digest(credential.digest, row[8]):
         return None
     if touch:
         tx.execute(

@@ -260,11 +260,18 @@ class Scoped:
         return waits.delivered(self._tx, run_id, name, reference_id)
 
     def send_event(
-        self, run_id: uuid.UUID, name: str, payload: object, reference_id: str | None
-    ) -> EventOutcome:
-        """`waits.send_event` to the caller's run (locked by `lock_run` first)."""
+        self,
+        run_id: uuid.UUID,
+        name: str,
+        payload: object,
+        reference_id: str | None,
+        *,
+        limit: int,
+    ) -> EventOutcome | None:
+        """`waits.send_event` to the caller's run (locked by `lock_run` first); None if
+        the run has taken ``limit`` events already."""
         self._require_run(run_id)
-        return waits.send_event(self._tx, run_id, name, payload, reference_id)
+        return waits.send_event(self._tx, run_id, name, payload, reference_id, limit=limit)
 
     # -- a worker's own runs: fenced by the worker of the caller's session ------------------
 

@@ -253,24 +253,37 @@ def delivered(
 
 
 def send_event(
-    tx: Transaction, run_id: uuid.UUID, name: str, payload: object, reference_id: str | None
-) -> EventOutcome:
+    tx: Transaction,
+    run_id: uuid.UUID,
+    name: str,
+    payload: object,
+    reference_id: str | None,
+    *,
+    limit: int,
+) -> EventOutcome | None:
     """Store an event; hand it to the oldest pending wait for it (queuing a suspended run).
+    None, and nothing stored, if the run has taken ``limit`` events already.
 
     The caller has locked the run row (``lock_run``): events and waits of one run are
     handled one at a time; it has made sure the event is not a duplicate (`delivered`).
     """
     row = tx.fetch_one(
         """
+        WITH counted AS (
+            UPDATE aiki_runs SET events_received = events_received + 1
+            WHERE id = %(run)s AND events_received < %(limit)s RETURNING id
+        )
         INSERT INTO aiki_events (run_id, name, seq, reference_id, payload)
         SELECT %(run)s, %(name)s, COALESCE(max(seq), 0) + 1, %(reference)s, %(payload)s::jsonb
         FROM aiki_events WHERE run_id = %(run)s AND name = %(name)s
+        HAVING EXISTS (SELECT FROM counted)
         RETURNING seq
         """,
         {"run": run_id, "name": name, "reference": reference_id,
-         "payload": runs.to_json(payload)},
+         "payload": runs.to_json(payload), "limit": limit},
     )  # fmt: skip
-    assert row is not None
+    if row is None:
+        return None
     requeued = route_events(tx, run_id, name)
     return EventOutcome(as_int(row[0]), duplicate=False, requeued=requeued > 0)
 

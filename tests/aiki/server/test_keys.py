@@ -85,9 +85,11 @@ class _Lookups:
         self.connection = psycopg.connect(pg_url, autocommit=True)
         self.count = 0
 
-    async def __call__(self, key: str) -> KeyInfo | None:
+    async def __call__(self, credential: keys.Credential) -> KeyInfo | None:
         self.count += 1
-        return await trio.to_thread.run_sync(keys.verify, Transaction(self.connection), key)
+        return await trio.to_thread.run_sync(
+            keys.verify_credential, Transaction(self.connection), credential
+        )
 
 
 @deadline(30)
@@ -107,6 +109,9 @@ async def test_keys_are_checked_from_a_cache_and_a_revocation_reaches_every_serv
             assert (principal.prefix, principal.role, principal.namespace) == (
                 created.prefix, "client", "a")  # fmt: skip
     assert (first.count, second.count) == (1, 1)
+    # The cache keeps what it learnt under the key's digest: no key stays in memory.
+    assert key not in repr(servers[0]._cache)
+    assert keys.key_hash(key) in servers[0]._cache
 
     unknown = keys.new_key()[0]
     for _ in range(100):
