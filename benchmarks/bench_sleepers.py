@@ -15,6 +15,7 @@ firing lateness (``resolved_at - wake_at`` of each sleep, server clock).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -27,7 +28,7 @@ import psycopg
 import trio
 
 import aiki
-from tests._processes import AikiProcess, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 from transport.local_services import services_from_env
 
 from . import flows
@@ -157,9 +158,12 @@ def main(argv: list[str]) -> None:
         server = start_aiki(["server", "--port", "0"], base / "server.log", env)
         processes.append(server)
         url = server.wait_ready(r"listening on (\S+)").group(1)
+        keys = make_keys(services.database_url, url)  # this process: the client key
+        os.environ["AIKI_API_KEY"] = keys["client"]
         for index in range(args.workers):
             worker = start_aiki(["worker", "benchmarks.flows:sleeper_worker", "--server-url", url],
-                                base / f"worker{index}.log", env)  # fmt: skip
+                                base / f"worker{index}.log",
+                                {**env, "AIKI_API_KEY": keys["worker"]})  # fmt: skip
             worker.wait_ready(r"aiki worker \S+ serving")
             processes.append(worker)
         results = trio.run(_bench, url, services.database_url, args)

@@ -28,7 +28,7 @@ import psycopg
 import trio
 
 import aiki
-from tests._processes import AikiProcess, start_aiki
+from tests._processes import AikiProcess, make_keys, start_aiki
 from transport.local_services import services_from_env
 
 from . import flows
@@ -122,11 +122,13 @@ def main(argv: list[str]) -> None:
         server = start_aiki(["server", "--port", "0"], base / "server.log", env)
         processes.append(server)
         url = server.wait_ready(r"listening on (\S+)").group(1)
+        keys = make_keys(services.database_url, url)  # this process: the client key
+        os.environ["AIKI_API_KEY"] = keys["client"]
         for index in range(args.workers):
             worker = start_aiki(
                 ["worker", "benchmarks.flows:worker", "--server-url", url],
                 base / f"worker{index}.log",
-                env,
+                {**env, "AIKI_API_KEY": keys["worker"]},
             )
             worker.wait_ready(r"aiki worker \S+ serving")
             processes.append(worker)

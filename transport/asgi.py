@@ -41,7 +41,7 @@ from hypercorn.utils import wrap_app
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Framework, Scope
     from hypercorn.typing import ASGIReceiveCallable as Receive
@@ -275,21 +275,6 @@ class _Connection(TCPServer):
         """``app``, reading the rest of a request body it did not read before the end of
         its answer (see the module docstring)."""
 
-        async def counted(
-            scope: Scope,
-            receive: Receive,
-            send: Send,
-            sync_spawn: Callable[[], object],
-            call_soon: Callable[[], object],
-        ) -> None:
-            self._apps += 1
-            try:
-                await drained(scope, receive, send, sync_spawn, call_soon)
-            finally:
-                self._apps -= 1
-                if self._apps == 0 and self._peer_gone:
-                    self._end_tasks(0.0)  # nothing left to finish: no wait for the pings
-
         async def drained(
             scope: Scope,
             receive: Receive,
@@ -298,7 +283,8 @@ class _Connection(TCPServer):
             call_soon: Callable[[], object],
         ) -> None:
             if scope["type"] != "http":
-                await app(scope, receive, send, sync_spawn, call_soon)
+                with self._running():
+                    await app(scope, receive, send, sync_spawn, call_soon)
                 return
             done = False
 
@@ -326,9 +312,22 @@ class _Connection(TCPServer):
                     await trio.lowlevel.checkpoint()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-            await app(scope, tracked, draining_send, sync_spawn, call_soon)
+            with self._running():
+                await app(scope, tracked, draining_send, sync_spawn, call_soon)
 
-        return counted
+        return drained
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Count an application call while it runs: once the peer is gone, the last one to
+        return ends the connection's tasks (nothing is left to finish)."""
+        self._apps += 1
+        try:
+            yield
+        finally:
+            self._apps -= 1
+            if self._apps == 0 and self._peer_gone:
+                self._end_tasks(0.0)
 
     async def _read_data(self) -> None:
         await super()._read_data()

@@ -139,7 +139,7 @@ async def test_a_run_started_while_workers_are_idle_is_claimed_in_its_own_start(
 
         async def offered() -> bool:
             for url in cluster.urls:
-                response = await http.get(f"{url}/metrics", headers=cluster.headers())
+                response = await http.get(f"{url}/metrics", headers=cluster.headers("admin"))
                 found = re.search(r"^aiki_offers_open (\S+)$", response.text, re.MULTILINE)
                 if found is not None and float(found.group(1)) >= 1:
                     offering.append(url)

@@ -291,7 +291,7 @@ async def test_two_servers_never_fire_an_occurrence_twice(cluster: Cluster) -> N
         fired = []
         async with httpx.AsyncClient() as http:
             for url in (*cluster.urls, other_url):
-                text = (await http.get(f"{url}/metrics", headers=cluster.headers())).text
+                text = (await http.get(f"{url}/metrics", headers=cluster.headers("admin"))).text
                 found = re.search(r'^aiki_schedule_occurrences_total\{outcome="started"\} (\S+)$',
                                   text, re.MULTILINE)  # fmt: skip
                 fired.append(int(float(found.group(1))) if found else 0)

@@ -28,7 +28,7 @@ def _healthz(cluster: Cluster) -> tuple[int, bytes]:
 
 
 def _metric(cluster: Cluster, name: str) -> float:
-    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers())
+    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers("admin"))
     with urllib.request.urlopen(scrape, timeout=10) as response:
         text = response.read().decode()
     match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.MULTILINE)
@@ -45,7 +45,7 @@ def test_a_hundred_pipelined_upgrades_leave_the_server_serving(cluster: Cluster)
     failed_before = _metric(cluster, "aiki_connections_failed")
     logged_before = cluster.server.log.stat().st_size
     host, port = address(cluster)
-    bearer = f"Authorization: Bearer {cluster.keys['viewer']}\r\n"
+    bearer = f"Authorization: Bearer {cluster.keys['admin']}\r\n"  # (as `_metric`'s)
     for _ in range(100):
         key = base64.b64encode(os.urandom(16)).decode()
         with socket.create_connection((host, port), timeout=10) as sock:

@@ -633,7 +633,7 @@ class Bystander:
 
 
 def _actor_restarts(cluster: Cluster) -> float:
-    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers())
+    scrape = urllib.request.Request(f"{cluster.url}/metrics", headers=cluster.headers("admin"))
     with urllib.request.urlopen(scrape, timeout=ANSWER_SECONDS) as response:
         text = response.read().decode()
     found = re.findall(r"^aiki_actor_restarts(?:_total)?\{[^}]*\} (\S+)$", text, re.MULTILINE)
