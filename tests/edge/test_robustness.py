@@ -117,7 +117,11 @@ WORKER = "edge-fuzz-worker"
 INPUT_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}}
 VERSION = VersionSpec(workflow=WORKFLOW, version="1", input_schema=INPUT_SCHEMA,
                       event_schemas={"go": {}})  # fmt: skip
-REGISTRATION = RegisterWorker(worker_id=WORKER, versions=(VERSION,), concurrency=4)
+REGISTRATION = RegisterWorker(
+    worker_id=WORKER, versions=(VERSION,), concurrency=4, incarnation="the fuzzing worker"
+)
+"""The fuzzing worker's registration: each session it reopens is the same process's (its
+incarnation), so the ID it holds is taken over, not refused as another live worker's."""
 
 
 # -- what the server stores ------------------------------------------------------------------
