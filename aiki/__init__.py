@@ -45,6 +45,7 @@ from .errors import NonRetryableError as NonRetryableError
 from .errors import NotFoundError as NotFoundError
 from .errors import PayloadTooLargeError as PayloadTooLargeError
 from .errors import PushUnavailableError as PushUnavailableError
+from .errors import RateLimitedError as RateLimitedError
 from .errors import ReferenceConflictError as ReferenceConflictError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import RunTimeoutError as RunTimeoutError
@@ -123,6 +124,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PushUnavailableError",
+    "RateLimitedError",
     "ReferenceConflictError",
     "Resync",
     "RetryPolicy",

@@ -171,6 +171,19 @@ class UnavailableError(AikiError):
     http_status: ClassVar[int] = 503
 
 
+@attrs.define(auto_exc=True)
+class RateLimitedError(UnavailableError):
+    """The API key made more requests than its quota allows (the server's
+    ``--key-requests-per-second``): retry after ``retry_after_seconds``. Clients and
+    workers that retry `aiki.UnavailableError` retry this too."""
+
+    retry_after_seconds: float = 1.0
+    """When a request of this key will be taken again."""
+
+    code: ClassVar[str] = "rate_limited"
+    http_status: ClassVar[int] = 429
+
+
 class PushUnavailableError(AikiError):
     """Live updates cannot be had from this client as it is used (raised by the SDK:
     under trio, a `aiki.Client` outside ``async with`` has no WebSocket session)."""
@@ -299,6 +312,7 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
         UnauthenticatedError,
         ForbiddenError,
         UnavailableError,
+        RateLimitedError,
     )
 }
 """The exception class the client raises for each server error code."""
@@ -351,10 +365,17 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def error_from_reply(
-    code: str, message: str, *, errors: tuple[str, ...] = (), run_id: str | None = None
+    code: str,
+    message: str,
+    *,
+    errors: tuple[str, ...] = (),
+    run_id: str | None = None,
+    retry_after_seconds: float | None = None,
 ) -> AikiError:
     """The exception for a server error reply, by its code (unknown codes: `AikiError`)."""
     cls = ERRORS_BY_CODE.get(code, AikiError)
+    if issubclass(cls, RateLimitedError):
+        return cls(message, retry_after_seconds=retry_after_seconds or 1.0)
     if issubclass(cls, ReferenceConflictError):
         return cls(message, run_id=run_id or "")
     if issubclass(cls, ValidationError):

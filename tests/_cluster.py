@@ -62,6 +62,9 @@ class Cluster:
     """An API key by role (namespace ``default``; the admin key: every namespace)."""
     tls: Certificates | None = None
     """The server serves HTTPS with these (and everyone trusts their CA)."""
+    client_certs: dict[str, tuple[str, str]] = attrs.Factory(dict)
+    """Mutual TLS: a client certificate and key by role (``none``: one that names no role,
+    for processes that act with a key), which every process presents."""
 
     def env(self, role: str = "worker") -> dict[str, str]:
         """The environment of a process acting with the key of ``role``."""
@@ -70,6 +73,10 @@ class Cluster:
             found["AIKI_API_KEY"] = self.keys[role]
         if self.tls is not None:
             found["AIKI_CA_FILE"] = self.tls.ca_file
+        if self.client_certs:
+            found["AIKI_CLIENT_CERT"], found["AIKI_CLIENT_KEY"] = self.client_certs.get(
+                role, self.client_certs["none"]
+            )
         return found
 
     def headers(self, role: str = "viewer") -> dict[str, str]:
@@ -84,8 +91,9 @@ class Cluster:
     def client(self, role: str = "client", **options: typing.Any) -> aiki.Client:
         """A client of the servers acting with the key of ``role``."""
         ca_file = None if self.tls is None else self.tls.ca_file
+        cert, key = self.client_certs.get(role, self.client_certs.get("none", (None, None)))
         return aiki.Client(self.server_urls, api_key=self.keys.get(role), ca_file=ca_file,
-                           **options)  # fmt: skip
+                           client_cert=cert, client_key=key, **options)  # fmt: skip
 
     def start_server(self, port: int, index: int = 0) -> None:
         """Start server ``index`` (on ``port``; 0 picks one) and wait until it listens."""
@@ -168,7 +176,8 @@ def e2e_schema(database_url: str) -> Iterator[str]:
 def cluster(request: pytest.FixtureRequest, database_url: str) -> Iterator[Cluster]:
     """Servers and two workers, in the topology of ``request.param`` (default:
     `ONE_SERVER`); a test module may set ``WORKER_TARGET``, ``SERVER_ARGS``, ``WORKER_ARGS``,
-    ``TLS`` (True: the server serves HTTPS with a test CA's certificate) and
+    ``TLS`` (True: the server serves HTTPS with a test CA's certificate), ``MTLS`` (True,
+    with ``TLS``: it asks every client for a certificate that CA signed) and
     ``KEYS_AFTER_START`` (True: no key exists when the servers start)."""
     topology = getattr(request, "param", ONE_SERVER)
     target = getattr(request.module, "WORKER_TARGET", "tests.e2e.flows:main_worker")
@@ -203,6 +212,11 @@ def _cluster(
     if getattr(request.module, "TLS", False):
         found.tls = make_certificates(logs / "tls")
         found.server_args += ["--tls-cert", found.tls.cert_file, "--tls-key", found.tls.key_file]
+        if getattr(request.module, "MTLS", False):
+            found.server_args += ["--tls-client-ca", found.tls.ca_file]
+            found.client_certs = {role: found.tls.client(f"cluster-{role}", role) for role in
+                                  ("viewer", "client", "worker", "admin")}  # fmt: skip
+            found.client_certs["none"] = found.tls.client("cluster-none")
     try:
         # The first admin key is made while the servers start, unless the module checks
         # what a server that finds none at start says (``KEYS_AFTER_START``).

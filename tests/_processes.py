@@ -124,12 +124,17 @@ def make_keys(
 ) -> dict[str, str]:
     """A key of each role, as an operator makes them: the first admin key with ``aiki keys
     create --bootstrap`` against the database, the others with it through the server's
-    API (``create_key``; ``env``: where ``AIKI_CA_FILE`` is, for an HTTPS server;
+    API (``create_key``; ``env``: where ``AIKI_CA_FILE`` is, for an HTTPS server, and
+    ``AIKI_CLIENT_CERT``, for one that asks for client certificates;
     ``admin``: a bootstrap already started with `start_bootstrap`).
     ``tests/e2e/test_cli_ops.py`` covers ``aiki keys create`` through the server."""
     made = {"admin": (admin or start_bootstrap(database_url))()}
-    ca_file = (env or {}).get("AIKI_CA_FILE")
-    verify = True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+    ca_file, cert = (env or {}).get("AIKI_CA_FILE"), (env or {}).get("AIKI_CLIENT_CERT")
+    verify: bool | ssl.SSLContext = True
+    if ca_file is not None:
+        verify = ssl.create_default_context(cafile=ca_file)
+        if cert is not None:  # (mutual TLS: a certificate for the handshake)
+            verify.load_cert_chain(cert, (env or {}).get("AIKI_CLIENT_KEY"))
     with httpx.Client(verify=verify, timeout=30,
                       headers={"authorization": f"Bearer {made['admin']}"}) as http:  # fmt: skip
         for role in ("worker", "client", "viewer"):

@@ -23,6 +23,22 @@ class Certificates:
     spki_sha256: str
     """The server key's SPKI hash, base64 (what Chromium's
     ``--ignore-certificate-errors-spki-list`` pins)."""
+    authority: trustme.CA = attrs.field(eq=False, repr=False)
+    directory: Path = attrs.field(eq=False, repr=False)
+
+    def client(
+        self, name: str, role: str | None = None, namespace: str | None = "default"
+    ) -> tuple[str, str]:
+        """A client certificate this CA signed (subject CN=name, OU=role, O=namespace;
+        no OU: it names no role) and its key, as PEM files; their paths."""
+        issued = self.authority.issue_cert(
+            f"{name}.clients.test", common_name=name, organization_unit_name=role,
+            organization_name=namespace if role is not None else None,
+        )  # fmt: skip
+        cert_file, key_file = self.directory / f"{name}.pem", self.directory / f"{name}.key"
+        cert_file.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(key_file))
+        return str(cert_file), str(key_file)
 
 
 def make_certificates(directory: Path) -> Certificates:
@@ -40,4 +56,5 @@ def make_certificates(directory: Path) -> Certificates:
     der, spki_format = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     spki = leaf.public_key().public_bytes(der, spki_format)
     return Certificates(str(ca_file), str(cert_file), str(key_file),
-                            base64.b64encode(hashlib.sha256(spki).digest()).decode())  # fmt: skip
+                        base64.b64encode(hashlib.sha256(spki).digest()).decode(),
+                        authority=ca, directory=directory)  # fmt: skip

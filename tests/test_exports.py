@@ -32,6 +32,7 @@ EXPECTED = {
         "NotFoundError",
         "PayloadTooLargeError",
         "PushUnavailableError",
+        "RateLimitedError",
         "ReferenceConflictError",
         "Resync",
         "RetryPolicy",

@@ -154,7 +154,47 @@ async def _connect_trio(
             raise WebSocketError(f"TLS with {url} failed: {exc.__cause__ or exc}",
                                  retryable=False) from exc  # fmt: skip
         stream = tls
-    return await trio_websocket.wrap_client_stream(
-        nursery, stream, parts.netloc, resource, max_message_size=max_message_bytes,
-        extra_headers=[(key.encode(), value.encode()) for key, value in headers],
-    )  # fmt: skip
+    # In TLS 1.3 the server judges the client's certificate after the client's handshake
+    # is done: a refusal comes as an alert on the first read, in trio-websocket's reader,
+    # which swallows it. `_TlsAlerts` catches it there and ends the wait for the upgrade.
+    refused = trio.CancelScope()
+    watched = _TlsAlerts(stream, refused)
+    with refused:
+        return await trio_websocket.wrap_client_stream(
+            # (any trio stream does: the type names the two it describes in its repr)
+            nursery, watched, parts.netloc, resource, max_message_size=max_message_bytes,  # type: ignore[arg-type]
+            extra_headers=[(key.encode(), value.encode()) for key, value in headers],
+        )  # fmt: skip
+    raise WebSocketError(f"TLS with {url} failed: {watched.alert}", retryable=False)
+
+
+class _TlsAlerts(trio.abc.Stream):
+    """``stream``, noting a TLS error its reads raise (``alert``) and then cancelling
+    ``refused``."""
+
+    def __init__(self, stream: trio.abc.Stream, refused: trio.CancelScope) -> None:
+        self._stream = stream
+        self._refused = refused
+        self.alert: ssl.SSLError | None = None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            return await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            if isinstance(exc.__cause__, ssl.SSLError) and self.alert is None:
+                self.alert = exc.__cause__
+                self._refused.cancel()
+            raise
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

@@ -10,6 +10,11 @@ that connection, and nothing else. It also caps open connections, answering the 
 over the cap with ``503`` and ``Retry-After`` before file descriptors run out, and
 bounds WebSocket messages and request heads as they arrive, not after buffering.
 
+Connections the application has not admitted (`ADMIT`: their request proved a key) get
+a bounded share of the cap, per peer address too, and `ServerLimits.head_seconds` to
+send a request head: one more closes the oldest idle one (`transport._admission`), so
+keyless connections, however many, never lock out a client that holds a key.
+
 With an ``ssl_context``, every connection is TLS (HTTPS and WSS on the one port): the
 handshake must complete within `TLS_HANDSHAKE_SECONDS`, and only HTTP/1.1 is offered.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import resource
 from typing import TYPE_CHECKING, Final
 
@@ -39,6 +45,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
 
+from ._admission import Admission
+from .tls import peer_certificate
+
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Awaitable, Callable, Iterator
@@ -49,6 +58,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PEER_CERTIFICATE: Final = "transport.peer_certificate"
+"""Where a connection's ASGI scopes hold the certificate its TLS peer presented and the
+handshake verified (`transport.tls.peer_certificate`; None: none)."""
+ADMIT: Final = "transport.admit"
+"""Where a connection's ASGI scopes hold its admission: a call without arguments that the
+application makes once the request proved who it is (the connection is then no longer
+closed to make room, nor after `ServerLimits.head_seconds` idle)."""
 FD_RESERVE: Final = 128
 """File descriptors kept free of client connections (see `connection_cap`)."""
 CLOSE_SECONDS: Final = 1.0
@@ -71,7 +87,13 @@ class ServerLimits:
     """What one server accepts from its peers.
 
     Args:
-        max_connections: open connections at once; one more is answered ``503`` and closed.
+        max_connections: open connections at once; one more closes the oldest idle
+            connection not admitted, or is answered ``503`` and closed if every one is.
+        max_unadmitted: connections not admitted (`ADMIT`) at once; one more closes the
+            oldest idle one of them.
+        max_unadmitted_per_address: the same, from one peer address (an IPv6 /64).
+        head_seconds: how long a connection not admitted may take to send a request head
+            (from its start, or from the end of its previous request) before it is closed.
         max_message_bytes: the largest WebSocket message (larger closes it with 1009).
         max_head_bytes: the largest request line and headers.
         keep_alive_seconds: how long an idle HTTP connection is kept.
@@ -80,6 +102,9 @@ class ServerLimits:
     """
 
     max_connections: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_unadmitted: int = attrs.field(default=250, validator=attrs.validators.ge(1))
+    max_unadmitted_per_address: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    head_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     max_message_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=attrs.validators.ge(1))
     max_head_bytes: int = 16 * 1024
     keep_alive_seconds: float = 75.0
@@ -92,8 +117,17 @@ class ServerStatistics:
     """Counters of one `serve_asgi`."""
 
     open: int = 0
+    unadmitted: int = 0
+    """Open connections not admitted yet (`ADMIT`)."""
     refused: int = 0
     """Connections refused over the cap."""
+    made_room: int = 0
+    """Connections not admitted, closed to make room for a newer one."""
+    head_timeouts: int = 0
+    """Connections not admitted, closed after `ServerLimits.head_seconds` without a head."""
+    tls_refused: int = 0
+    """Connections whose TLS handshake failed or took too long (a client certificate
+    missing or not trusted, under mutual TLS, among the reasons)."""
     failed: int = 0
     """Connections closed because their protocol code raised."""
 
@@ -163,6 +197,9 @@ async def serve_asgi(
     """
     stats = statistics if statistics is not None else ServerStatistics()
     cap = connection_cap(limits.max_connections)
+    admission: Admission[_Seat] = Admission(
+        cap, min(cap, limits.max_unadmitted), min(cap, limits.max_unadmitted_per_address)
+    )
     config = _config(limits, error_log)
     context = WorkerContext(None)
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
@@ -183,7 +220,13 @@ async def serve_asgi(
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = plain
         if ssl_context is not None:
             stream = trio.SSLStream(plain, ssl_context, server_side=True, https_compatible=True)
-        if stats.open >= cap:
+        seat = _Seat(admission, limits.head_seconds, stats)
+        arrival = admission.arrive(seat, _peer_host(plain))
+        for other in arrival.close:
+            stats.made_room += 1
+            other.abandon.cancel()
+        stats.unadmitted = admission.waiting
+        if arrival.refused:
             stats.refused += 1
             await _refuse(stream)
             return
@@ -192,8 +235,14 @@ async def serve_asgi(
             # Closing the connection from inside (`_Connection.abandon`) cancels this scope,
             # not hypercorn's task group: its exit drops the flag that says it caught the
             # cancellation, which would then end the listener (hypercorn 0.17).
-            with trio.CancelScope() as abandon:
-                await _Connection(wrapped, config, context, {}, stream, abandon).run()
+            with seat.abandon:
+                if isinstance(stream, trio.SSLStream) and not await _handshake(stream):
+                    stats.tls_refused += 1
+                    await trio.aclose_forcefully(plain)
+                    return
+                await _Connection(wrapped, config, context, {}, stream, seat).run()
+            if seat.abandon.cancelled_caught and seat.timed_out():
+                stats.head_timeouts += 1
         except* Exception as group:
             # One connection's failure (a protocol error, a race in its tasks): this
             # connection ends, the server carries on.
@@ -203,6 +252,7 @@ async def serve_asgi(
                 await stream.aclose()
         finally:
             stats.open -= 1
+            seat.leave()
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
@@ -217,6 +267,80 @@ async def serve_asgi(
             accepting.cancel_scope.cancel()
         await context.terminated.set()
         connections.cancel_scope.deadline = trio.current_time() + limits.graceful_seconds
+
+
+async def _handshake(stream: trio.SSLStream[trio.SocketStream]) -> bool:
+    """Complete the TLS handshake within `TLS_HANDSHAKE_SECONDS`; whether it did.
+
+    Done here, before hypercorn (whose own is then done already), for a refusal's sake:
+    OpenSSL writes the alert that says why (``certificate required``, ``unknown ca``) to
+    its buffer, and trio's stream, broken, never sends it. It is sent here (within
+    `CLOSE_SECONDS`), so the client learns why at its first read instead of seeing the
+    connection just end. The caller closes the stream.
+    """
+    try:
+        with trio.fail_after(TLS_HANDSHAKE_SECONDS):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        return False
+    except trio.BrokenResourceError:
+        alert = stream._outgoing.read()  # (trio 0.2x: the SSL object's outgoing BIO)
+        if alert:
+            with (
+                trio.move_on_after(CLOSE_SECONDS),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+            ):
+                await stream.transport_stream.send_all(alert)
+        return False
+    return True
+
+
+def _peer_host(stream: trio.SocketStream) -> str:
+    """The peer's address (``""`` when it is gone already)."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return ""
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class _Seat:
+    """One connection's place in the listener's `Admission`, and its way out: ``abandon``
+    (cancelled to close it at once; its deadline is the head deadline while the
+    connection is not admitted and has no request in progress)."""
+
+    def __init__(
+        self, admission: Admission[_Seat], head_seconds: float, stats: ServerStatistics
+    ) -> None:
+        self._admission = admission
+        self._head_seconds = head_seconds
+        self._stats = stats
+        self.abandon = trio.CancelScope(deadline=trio.current_time() + head_seconds)
+
+    def admit(self) -> None:
+        """The connection's request proved who it is (`ADMIT`)."""
+        self._admission.admit(self)
+        self.abandon.deadline = math.inf
+        self._counted()
+
+    def busy(self, busy: bool) -> None:
+        """A request is in progress (its head arrived), or none is any more."""
+        if self._admission.is_waiting(self):
+            self._admission.busy(self, busy)
+            self.abandon.deadline = math.inf if busy else trio.current_time() + self._head_seconds
+
+    def timed_out(self) -> bool:
+        """Whether it was closed for want of a request head in time."""
+        return (self._admission.is_waiting(self)
+                and trio.current_time() >= self.abandon.deadline)  # fmt: skip
+
+    def leave(self) -> None:
+        """The connection is closed."""
+        self._admission.leave(self)
+        self._counted()
+
+    def _counted(self) -> None:
+        self._stats.unadmitted = self._admission.waiting
 
 
 FAILURE_LOG_SECONDS: Final = 10.0
@@ -262,10 +386,11 @@ class _Connection(TCPServer):
         context: WorkerContext,
         state: dict[str, object],
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
-        abandon: trio.CancelScope,
+        seat: _Seat,
     ) -> None:
         super().__init__(self._draining(app), config, context, state, stream)  # type: ignore[arg-type]
-        self.abandon = abandon
+        self.seat = seat
+        self.abandon = seat.abandon
         """Cancelled to close the connection at once (its tasks and stream)."""
         self._apps = 0
         """Application calls running (a request's or a WebSocket's)."""
@@ -282,6 +407,8 @@ class _Connection(TCPServer):
             sync_spawn: Callable[[], object],
             call_soon: Callable[[], object],
         ) -> None:
+            scope[ADMIT] = self.seat.admit  # type: ignore[typeddict-unknown-key]
+            scope[PEER_CERTIFICATE] = peer_certificate(self.stream)  # type: ignore[typeddict-unknown-key]
             if scope["type"] != "http":
                 with self._running():
                     await app(scope, receive, send, sync_spawn, call_soon)
@@ -322,10 +449,13 @@ class _Connection(TCPServer):
         """Count an application call while it runs: once the peer is gone, the last one to
         return ends the connection's tasks (nothing is left to finish)."""
         self._apps += 1
+        self.seat.busy(True)
         try:
             yield
         finally:
             self._apps -= 1
+            if self._apps == 0:
+                self.seat.busy(False)
             if self._apps == 0 and self._peer_gone:
                 self._end_tasks(0.0)
 

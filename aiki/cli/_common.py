@@ -19,7 +19,14 @@ import click
 import orjson
 import trio
 
-from ..client import API_KEY_ENV, CA_FILE_ENV, Client, parse_server_urls
+from ..client import (
+    API_KEY_ENV,
+    CA_FILE_ENV,
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    Client,
+    parse_server_urls,
+)
 from ..errors import AikiError, NotFoundError, UnauthenticatedError, UnavailableError
 from ..wire import WireCodec
 
@@ -35,7 +42,10 @@ EXIT_UNREACHABLE: Final = 4
 EXIT_UNAUTHENTICATED: Final = 5
 _API_KEY: Final = "aiki.api_key"
 _CA_FILE: Final = "aiki.ca_file"
-"""Where `_keep` leaves ``--api-key`` and ``--ca-file`` in the click context."""
+_CLIENT_CERT: Final = "aiki.client_cert"
+_CLIENT_KEY: Final = "aiki.client_key"
+"""Where `_keep` leaves ``--api-key``, ``--ca-file``, ``--client-cert`` and ``--client-key``
+in the click context."""
 
 
 def _keep(context: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -45,6 +55,8 @@ def _keep(context: click.Context, param: click.Parameter, value: str | None) -> 
 _KEPT: Final = (
     ("--ca-file", CA_FILE_ENV, "A private CA's certificate (PEM) for an https:// server"),
     ("--api-key", API_KEY_ENV, "The API key to act with (prefer the variable to the option)"),
+    ("--client-cert", CLIENT_CERT_ENV, "A client certificate (PEM), for mutual TLS"),
+    ("--client-key", CLIENT_KEY_ENV, "The client certificate's private key (PEM)"),
 )
 """Options every command that calls the server takes, kept for `call_server`."""
 
@@ -78,8 +90,9 @@ def call_server(server_url: str, action: Callable[[Client], Awaitable[T]]) -> T:
         raise click.BadParameter(str(exc), param_hint="--server-url") from None
 
     async def main() -> T:
-        async with Client(server_url, api_key=meta.get(_API_KEY),
-                          ca_file=meta.get(_CA_FILE)) as client:  # fmt: skip
+        async with Client(server_url, api_key=meta.get(_API_KEY), ca_file=meta.get(_CA_FILE),
+                          client_cert=meta.get(_CLIENT_CERT),
+                          client_key=meta.get(_CLIENT_KEY)) as client:  # fmt: skip
             return await action(client)
 
     try:

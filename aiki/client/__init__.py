@@ -11,6 +11,8 @@
 
 from ._client import API_KEY_ENV as API_KEY_ENV
 from ._client import CA_FILE_ENV as CA_FILE_ENV
+from ._client import CLIENT_CERT_ENV as CLIENT_CERT_ENV
+from ._client import CLIENT_KEY_ENV as CLIENT_KEY_ENV
 from ._client import Client as Client
 from ._client import tls_for as tls_for
 from ._connection import PushQueue as PushQueue
@@ -28,6 +30,8 @@ from ._watch import Watch as Watch
 __all__ = [
     "API_KEY_ENV",
     "CA_FILE_ENV",
+    "CLIENT_CERT_ENV",
+    "CLIENT_KEY_ENV",
     "Client",
     "PushQueue",
     "Resync",

@@ -105,18 +105,42 @@ CA_FILE_ENV: Final = "AIKI_CA_FILE"
 """Where they find a private CA's certificate to trust for an ``https://`` server."""
 
 
-def tls_for(ca_file: str | None) -> ssl.SSLContext | None:
-    """The TLS context trusting ``ca_file`` (None: the defaults, the system's authorities).
+CLIENT_CERT_ENV: Final = "AIKI_CLIENT_CERT"
+"""Where they find a client certificate (PEM) for a server that asks for one (mutual TLS)."""
+CLIENT_KEY_ENV: Final = "AIKI_CLIENT_KEY"
+"""Where they find that certificate's private key (PEM), unless the certificate file holds it."""
+
+
+def tls_for(
+    ca_file: str | None, client_cert: str | None = None, client_key: str | None = None
+) -> ssl.SSLContext | None:
+    """The TLS context trusting ``ca_file`` and presenting ``client_cert`` (with
+    ``client_key``) to servers that ask for one; None when neither is given (the
+    defaults: the system's authorities, no certificate).
 
     Raises:
-        aiki.ValidationError: ``ca_file`` cannot be read or holds no certificate.
+        aiki.ValidationError: ``ca_file`` cannot be read or holds no certificate, or
+            ``client_cert`` and ``client_key`` are not a certificate and its key.
     """
-    if not ca_file:
+    if not ca_file and not client_cert:
         return None
     try:
-        return client_tls(ca_file)
+        return client_tls(ca_file or None, client_cert or None, client_key or None)
     except TransportError as exc:
-        raise ValidationError(str(exc), errors=("not a CA certificate file @ ca_file",)) from exc
+        field = "client_cert" if "client certificate" in str(exc) else "ca_file"
+        what = "a certificate and its key" if field == "client_cert" else "a CA certificate file"
+        raise ValidationError(str(exc), errors=(f"not {what} @ {field}",)) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """What ``exc`` says, or the first of its causes that says something (httpx's errors
+    may say nothing themselves: a TLS alert is in their cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _running_trio() -> bool:
@@ -169,6 +193,10 @@ class Client:
         ca_file: for an ``https://`` server whose certificate a private CA signed: that
             CA's certificate (PEM); default: ``AIKI_CA_FILE``, if set, else the system's
             trusted authorities.
+        client_cert: for a server that asks for client certificates (mutual TLS): this
+            client's certificate (PEM); default: ``AIKI_CLIENT_CERT``, if set.
+        client_key: that certificate's private key (PEM), unless ``client_cert`` holds
+            it; default: ``AIKI_CLIENT_KEY``, if set.
         http: an httpx client to use (e.g. with your own TLS or proxy settings).
         session: under trio, inside ``async with``, send requests over one WebSocket
             session (the default); False keeps every request on HTTP, and without
@@ -182,6 +210,8 @@ class Client:
         *,
         api_key: str | None = None,
         ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         http: httpx.AsyncClient | None = None,
         session: bool = True,
     ) -> None:
@@ -189,7 +219,11 @@ class Client:
         """The servers, and the one in use."""
         self.url = str(self.servers)
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-        self._tls = tls_for(ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV))
+        self._tls = tls_for(
+            ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV),
+            client_cert if client_cert is not None else os.environ.get(CLIENT_CERT_ENV),
+            client_key if client_key is not None else os.environ.get(CLIENT_KEY_ENV),
+        )
         self._headers = {"content-type": "application/json", **auth_headers(self._api_key)}
         self._wants_session = session
         self.requests: collections.Counter[str] = collections.Counter()
@@ -312,10 +346,12 @@ class Client:
                     f"{url}/api/v1/{operation.name}", content=body, headers=self._headers
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
-                raise UnavailableError(f"cannot reach the Aiki server at {url}: {exc}") from exc
+                raise UnavailableError(
+                    f"cannot reach the Aiki server at {url}: {_reason(exc)}"
+                ) from exc
             except httpx.TransportError as exc:  # sent: not repeated on another server
                 self.servers.failed(url)
-                raise _Sent(UnavailableError(f"request to {url} failed: {exc}")) from exc
+                raise _Sent(UnavailableError(f"request to {url} failed: {_reason(exc)}")) from exc
 
         try:
             response = await self.servers.first_reachable(post)

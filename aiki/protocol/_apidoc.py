@@ -18,11 +18,12 @@ Generated from the protocol's operation declarations (`aiki/protocol/`) by
 `python -m aiki.protocol._apidoc` (do not edit by hand).
 
 Every operation is `POST /api/v1/<operation>` with a JSON body, answered with the reply
-object as JSON (status 200), or `{"error": {"code", "message", "errors", "run_id"}}` with a
-4xx/5xx status (`code` names an `aiki.errors` class: `bad_request` 400, `forbidden` 403,
-`not_found` 404, `conflict` 409, `payload_too_large` 413, `validation_error` 422,
-`unavailable` 503, ...). Values are never coerced (`5` is not a string, `true` and `2.9`
-are not integers). Times are ISO 8601 UTC.
+object as JSON (status 200), or `{"error": {"code", "message", "errors", "run_id",
+"retry_after_seconds"}}` with a 4xx/5xx status (`code` names an `aiki.errors` class:
+`bad_request` 400, `forbidden` 403, `not_found` 404, `conflict` 409, `payload_too_large`
+413, `validation_error` 422, `rate_limited` 429 with `Retry-After`, `unavailable` 503,
+...). Values are never coerced (`5` is not a string, `true` and `2.9` are not integers).
+Times are ISO 8601 UTC.
 
 The same operations run over one WebSocket at `/api/v1/session`: send
 `{"id": N, "op": "<operation>", "body": {...}}`, receive `{"id": N, "ok": {...}}` or

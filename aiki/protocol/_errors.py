@@ -1,6 +1,7 @@
 """Error replies: how an `aiki.AikiError` travels from the server to a client and back.
 
-The body is ``{"error": {"code", "message", "errors", "run_id"}}`` on both carriers (HTTP
+The body is ``{"error": {"code", "message", "errors", "run_id", "retry_after_seconds"}}``
+on both carriers (HTTP
 with the error's status, a session reply with the request's ``id``); ``code`` names the
 `aiki.errors` class the client raises again.
 """
@@ -12,7 +13,13 @@ from typing import Final
 import attrs
 import orjson
 
-from ..errors import AikiError, ReferenceConflictError, ValidationError, error_from_reply
+from ..errors import (
+    AikiError,
+    RateLimitedError,
+    ReferenceConflictError,
+    ValidationError,
+    error_from_reply,
+)
 from ..wire import CodecError, WireCodec
 
 
@@ -24,6 +31,8 @@ class ErrorBody:
     message: str
     errors: tuple[str, ...] = ()
     run_id: str | None = None
+    retry_after_seconds: float | None = None
+    """When to try again (`aiki.RateLimitedError`)."""
 
 
 ERROR_BODY: Final = WireCodec[ErrorBody](ErrorBody)
@@ -40,6 +49,7 @@ def encode_error(exc: AikiError) -> bytes:
         message=str(exc),
         errors=exc.errors if isinstance(exc, ValidationError) else (),
         run_id=exc.run_id if isinstance(exc, ReferenceConflictError) else None,
+        retry_after_seconds=exc.retry_after_seconds if isinstance(exc, RateLimitedError) else None,
     )
     return orjson.dumps({"error": ERROR_BODY.unstructure(body)})
 
@@ -51,4 +61,5 @@ def decode_error(error: object) -> AikiError:
         body = ERROR_BODY.structure(error)
     except CodecError:
         return AikiError(f"the server answered with a malformed error: {str(error)[:200]}")
-    return error_from_reply(body.code, body.message, errors=body.errors, run_id=body.run_id)
+    return error_from_reply(body.code, body.message, errors=body.errors, run_id=body.run_id,
+                            retry_after_seconds=body.retry_after_seconds)  # fmt: skip

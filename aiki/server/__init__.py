@@ -62,13 +62,39 @@ class ServerConfig:
         2 * 1024 * 1024, ge=1, help="The largest request body or WebSocket message accepted."
     )
     max_connections: int = setting(
-        1000, ge=1, help="Open HTTP and WebSocket connections at once; one more is answered "
-        "503 with Retry-After (and never more than open files allow).",
+        1000, ge=1, help="Open HTTP and WebSocket connections at once (never more than open "
+        "files allow); one more closes the oldest idle one without a valid key, or, when "
+        "every one has presented a key, is answered 503 with Retry-After.",
+    )  # fmt: skip
+    max_unauthenticated_connections: int = setting(
+        250, ge=1, help="Connections that have not presented a valid key yet, at once (their "
+        "share of --max-connections); one more closes the oldest idle one of them, so keyless "
+        "connections never lock out clients and workers that hold keys.",
+    )  # fmt: skip
+    max_unauthenticated_per_address: int = setting(
+        100, ge=1, help="The same, from one peer address (an IPv6 peer's /64). Behind a "
+        "proxy, every connection is the proxy's.",
+    )  # fmt: skip
+    head_timeout_seconds: float = setting(
+        10.0, gt=0, option="--head-timeout",
+        help="Seconds a connection without a valid key yet may take to send a request's "
+        "head (from its start or its previous request's end) before it is closed.",
+    )  # fmt: skip
+    key_requests_per_second: float = setting(
+        2400.0, ge=0, help="Requests each API key may make a second, on average, on this "
+        "server (HTTP operations, session upgrades and each request over a session); more "
+        "get 429 with Retry-After (aiki.RateLimitedError, which clients and workers retry). "
+        "0: no quota.",
+    )  # fmt: skip
+    key_request_burst: int = setting(
+        2400, ge=1, help="Requests each API key may make at once, above its rate (the "
+        "quota's bucket).",
     )  # fmt: skip
     allowed_origins: tuple[str, ...] = setting(
         (), option="--allowed-origin",
         help="A browser origin (https://ops.example.com) that may open WebSocket sessions "
-        "besides the server's own (repeatable; the variable takes several, space-separated). "
+        "and send POST requests besides the server's own (repeatable; the variable takes "
+        "several, space-separated). "
         "On a loopback address the server also answers only requests to a loopback name.",
     )  # fmt: skip
     pool_size: int = setting(10, ge=1, help="PostgreSQL connections (concurrent transactions).")
@@ -117,6 +143,13 @@ class ServerConfig:
     tls_key: str | None = setting(
         None, existing_file=True, help="The certificate's private key (PEM)."
     )
+    tls_client_ca: str | None = setting(
+        None, existing_file=True,
+        help="Mutual TLS: a CA certificate (PEM); every client must present a certificate "
+        "it signed, or the handshake fails. A certificate whose subject names a role "
+        "(OU=viewer|client|worker|admin) and a namespace (O=<namespace>; O=* for an admin "
+        "of every namespace) acts as that role there without an API key.",
+    )  # fmt: skip
     metrics_host: str | None = setting(
         None, help="Also serve /metrics without a key on this address (a scraper's own "
         "network); unset: only on the API's port, with a key.",
@@ -136,6 +169,8 @@ class ServerConfig:
         parse_redis_url(self.redis_url)  # a ValueError naming what is wrong
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs TLS: --tls-cert and --tls-key")
         if self.insecure_no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"--insecure-no-auth serves anyone who reaches the port with every role: "

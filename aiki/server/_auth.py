@@ -2,11 +2,17 @@
 keys through a short-lived cache, before the application sees the request.
 
 `Authentication` (ASGI middleware) takes the key from ``Authorization: Bearer <key>`` or,
-for the dashboard, from the ``aiki_key`` cookie its sign-in sets (HttpOnly: page script
-never sees the key). A request without a usable key gets ``401`` (a WebSocket upgrade
-too, before any session exists), except on the open paths: ``/healthz``, ``/readyz``,
-the dashboard's static files (its sign-in page) and sign-in/sign-out themselves. What the
-key's role allows is decided per operation (`aiki.server.operations.authorize`).
+for the dashboard, the session its sign-in started from the ``aiki_session`` cookie
+(HttpOnly, holding a session token, never the key: signing out ends the session on every
+server, and revoking the key ends its sessions). A request signed in by the cookie may
+change something (``POST``) only with the session's CSRF token in ``x-aiki-csrf``. A
+request without a usable key gets ``401`` (a WebSocket upgrade too, before any session
+exists), except on the open paths: ``/healthz``, ``/readyz``, the dashboard's static
+files (its sign-in page) and sign-in/sign-out themselves. What the key's role allows is
+decided per operation (`aiki.server.operations.authorize`). A request with a valid key
+admits its connection (`transport.asgi.ADMIT`): until then the connection is among the
+few without a key that the listener keeps. A key over its request quota
+(`aiki.server._quotas`) gets ``429`` with ``Retry-After``.
 
 A key is looked up at most once per `CACHE_SECONDS` per server: requests in between are
 answered from memory (no hash and query per request). A revocation (or an expiry) is
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import hmac
 import http.cookies
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -30,11 +37,14 @@ import attrs
 import trio
 
 from transport import StorageError
+from transport.asgi import ADMIT, PEER_CERTIFICATE
 
-from ..errors import UnavailableError
-from ..protocol import ANYONE, KeyInfo, Role
+from ..errors import RateLimitedError, UnavailableError
+from ..protocol import ANYONE, KeyInfo, Role, is_namespace
 from ._guard import refuse
+from ._quotas import KeyQuotas
 from .store import keys
+from .store.keys import ROLES
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -48,8 +58,13 @@ if TYPE_CHECKING:
 
 CACHE_SECONDS: Final = 1.0
 CACHE_ENTRIES: Final = 10_000
-COOKIE: Final = "aiki_key"
-"""The dashboard's sign-in cookie (it holds the key; HttpOnly, SameSite=Strict)."""
+COOKIE: Final = "aiki_session"
+"""The dashboard's sign-in cookie: a session token (`keys.sign_in`), never the key
+(HttpOnly, SameSite=Strict)."""
+CSRF_COOKIE: Final = "aiki_csrf"
+"""The signed-in page's CSRF token (`keys.csrf_token`), which page script reads and sends
+back in `CSRF_HEADER` (not HttpOnly: it proves nothing without the session's cookie)."""
+CSRF_HEADER: Final = "x-aiki-csrf"
 PRINCIPAL: Final = "aiki.principal"
 """Where `Authentication` leaves the caller's principal in the ASGI scope."""
 CREDENTIAL: Final = "aiki.credential"
@@ -83,6 +98,31 @@ class Principal:
         if self.prefix is None:
             return "anyone (no authentication)"
         return f"key {self.prefix} ({self.name})" if self.name else f"key {self.prefix}"
+
+
+def certificate_principal(certificate: dict[str, object] | None) -> Principal | None:
+    """The principal of a client certificate the TLS handshake verified (mutual TLS):
+    its subject's OU names the role, its O the namespace (``*``: every namespace, for an
+    admin), its CN the name; None: no certificate, or one that names no role and
+    namespace (its holder then needs an API key)."""
+    if not certificate:
+        return None
+    fields: dict[str, list[str]] = {}
+    subject = certificate.get("subject", ())
+    for entry in subject if isinstance(subject, tuple) else ():
+        for name, value in entry:
+            fields.setdefault(str(name), []).append(str(value))
+    roles = [role for role in fields.get("organizationalUnitName", ()) if role in ROLES]
+    namespaces = fields.get("organizationName", ())
+    if len(roles) != 1 or len(namespaces) != 1:
+        return None
+    role, namespace = roles[0], namespaces[0]
+    if (namespace == "*" and role != "admin") or (namespace != "*" and not is_namespace(namespace)):
+        return None
+    serial = str(certificate.get("serialNumber", "")).lower()[:16]
+    return Principal(prefix=f"cert-{serial}", name=(fields.get("commonName") or [""])[0][:200],
+                     role=role, roles=frozenset({role}),
+                     namespace=None if namespace == "*" else namespace)  # fmt: skip
 
 
 NO_AUTH: Final = Principal(prefix=None, name="", role="admin", roles=ANYONE, namespace=None)
@@ -155,6 +195,10 @@ class Authenticator:
             self._cache.popitem(last=False)
         return cached
 
+    def forget_credential(self, credential: keys.Credential) -> None:
+        """Look ``credential`` up again at its next use (its session just ended)."""
+        self._cache.pop(credential.digest, None)
+
     def forget(self, prefix: str) -> None:
         """Look the key named ``prefix`` up again at its next use (it was just revoked)."""
         for key in [key for key, cached in self._cache.items()
@@ -171,28 +215,82 @@ def lookup_in(store: PostgresStore) -> Callable[[keys.Credential], Awaitable[Key
     return lookup
 
 
+@attrs.frozen
+class SignIns:
+    """The dashboard's sessions, kept in the store (`keys.sign_in`)."""
+
+    start: Callable[[str], Awaitable[str]]
+    """Start a session acting with the key of this prefix; its token."""
+    end: Callable[[keys.Credential], Awaitable[bool]]
+    """End the session of this credential on every server; whether it was one."""
+
+
+def sign_ins_in(store: PostgresStore, *, seconds: float) -> SignIns:
+    """Dashboard sessions in ``store``, each lasting at most ``seconds``."""
+
+    async def start(prefix: str) -> str:
+        return await store.transact(lambda tx: keys.sign_in(tx, prefix, seconds=seconds))
+
+    async def end(credential: keys.Credential) -> bool:
+        return await store.transact(lambda tx: keys.sign_out(tx, credential))
+
+    return SignIns(start, end)
+
+
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {bytes(name).lower(): bytes(value) for name, value in scope.get("headers", ())}
 
 
-def presented_key(scope: Scope) -> str | None:
-    """The key a request presents: ``Authorization: Bearer <key>``, else the dashboard's
-    cookie."""
+@attrs.frozen
+class Presented:
+    """What a request presents to prove who it is."""
+
+    credential: keys.Credential | None
+    """None: something that is not shaped like a key (or a session token)."""
+    csrf: str | None = None
+    """With a dashboard session's cookie: the token its page must send back on a state
+    change (`CSRF_HEADER`)."""
+
+
+def presented(scope: Scope) -> Presented | None:
+    """What a request presents: an API key (``Authorization: Bearer <key>``), else the
+    dashboard session's cookie; None: nothing."""
     headers = _headers(scope)
     authorization = headers.get(b"authorization")
     if authorization is not None:
         scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-        return credentials.strip() if scheme.lower() == "bearer" else None
+        key = credentials.strip() if scheme.lower() == "bearer" else ""
+        return Presented(keys.Credential.of(key))
+    token = _cookie(headers, COOKIE)
+    if token is None:
+        return None
+    credential = keys.Credential.of_session(token)
+    return Presented(credential, None if credential is None else keys.csrf_token(token))
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
     cookie = headers.get(b"cookie")
-    if cookie is not None:
-        jar = http.cookies.SimpleCookie()
-        try:
-            jar.load(cookie.decode("latin-1"))
-        except http.cookies.CookieError:
-            return None
-        if COOKIE in jar:
-            return jar[COOKIE].value
-    return None
+    if cookie is None:
+        return None
+    jar = http.cookies.SimpleCookie()
+    try:
+        jar.load(cookie.decode("latin-1"))
+    except http.cookies.CookieError:
+        return None
+    return jar[name].value if name in jar else None
+
+
+def csrf_refusal(scope: Scope, proof: Presented) -> str | None:
+    """Why a request signed in by the dashboard's cookie may not change anything: every
+    ``POST`` must send back the session's token in `CSRF_HEADER` (a page on another site
+    cannot read it); None: it may (or it is not signed in by the cookie)."""
+    if proof.csrf is None or scope["type"] != "http" or scope.get("method") != "POST":
+        return None
+    sent = _headers(scope).get(CSRF_HEADER.encode())
+    if sent is not None and hmac.compare_digest(sent, proof.csrf.encode()):
+        return None
+    return (f"a signed-in dashboard request must send the {CSRF_HEADER} header it was "
+            "given (the cookie alone is not enough)")  # fmt: skip
 
 
 def is_open(path: str) -> bool:
@@ -212,6 +310,8 @@ class Authentication:
 
     app: App
     authenticator: Authenticator | None
+    quotas: KeyQuotas | None = None
+    """Each key's request quota (a request over it gets 429 with Retry-After)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -219,11 +319,14 @@ class Authentication:
             return
         if self.authenticator is None:
             scope[PRINCIPAL] = NO_AUTH
+            _admit(scope)
             await self.app(scope, receive, send)
             return
-        key = presented_key(scope)
-        credential = None if key is None else keys.Credential.of(key)
+        proof = presented(scope)
+        credential = None if proof is None else proof.credential
         principal = None
+        if proof is None:  # no key: a client certificate, if one names who it is
+            principal = certificate_principal(scope.get(PEER_CERTIFICATE))
         if credential is not None and not is_open(scope.get("path", "")):
             try:
                 principal = await self.authenticator.principal_of(credential)
@@ -231,7 +334,29 @@ class Authentication:
                 await refuse(scope, send, 503, exc.code, str(exc))
                 return
         if principal is None and not is_open(scope.get("path", "")):
-            await refuse(scope, send, 401, "unauthenticated", NO_KEY if key is None else BAD_KEY)
+            await refuse(scope, send, 401, "unauthenticated", NO_KEY if proof is None else BAD_KEY)
             return
+        if principal is not None and proof is not None:
+            refusal = csrf_refusal(scope, proof)
+            if refusal is not None:
+                await refuse(scope, send, 403, "forbidden", refusal)
+                return
         scope[PRINCIPAL], scope[CREDENTIAL] = principal, credential
+        if principal is not None:
+            _admit(scope)
+            if self.quotas is not None and principal.prefix is not None:
+                try:
+                    self.quotas.check(principal.prefix, principal.namespace)
+                except RateLimitedError as exc:
+                    await refuse(scope, send, 429, exc.code, str(exc),
+                                 retry_after=exc.retry_after_seconds)  # fmt: skip
+                    return
         await self.app(scope, receive, send)
+
+
+def _admit(scope: Scope) -> None:
+    """Tell the listener that this request's connection proved who it is: it no longer
+    counts among connections without a key (`transport.asgi.ADMIT`)."""
+    admit = scope.get(ADMIT)
+    if admit is not None:
+        admit()

@@ -3,9 +3,11 @@
 - An operation (``POST /api/v1/...``) must say ``content-type: application/json``: a page
   on another site can make a browser POST ``text/plain`` (or a form) without asking the
   user, but not JSON. Otherwise: 415.
-- A WebSocket upgrade from a browser carries an ``Origin``; it must be the server's own
-  (the scheme and ``Host`` the request came to) or one of ``allowed_origins``. Otherwise
-  the upgrade is refused (403). Clients that are not browsers send no ``Origin``.
+- A WebSocket upgrade or a ``POST`` from a browser carries an ``Origin``; it must be the
+  server's own (the scheme and ``Host`` the request came to) or one of
+  ``allowed_origins``. Otherwise it is refused (403): a page on another site can neither
+  sign a browser in nor act with its cookie. Clients that are not browsers send no
+  ``Origin``.
 - A server bound to a loopback address answers only requests addressed to a loopback
   name (``localhost``, ``127.0.0.1``, ``[::1]``): a web page whose DNS name is made to
   point at 127.0.0.1 (DNS rebinding) reaches nothing. Otherwise: 421.
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -83,11 +86,12 @@ class BrowserGuard:
                     await refuse(scope, send, 415, CODES[415], "operations take "
                                  "content-type application/json")  # fmt: skip
                     return
-            if kind == "websocket":
+            if kind == "websocket" or scope.get("method") == "POST":
                 origin = _header(scope, b"origin")
                 if origin is not None and not self._origin_allowed(origin, scope, host):
+                    what = "open a session" if kind == "websocket" else "send requests"
                     await refuse(scope, send, 403, CODES[403], f"origin {origin!r} may "
-                                 "not open a session here")  # fmt: skip
+                                 f"not {what} here")  # fmt: skip
                     return
         await self.app(scope, receive, send)
 
@@ -96,12 +100,25 @@ class BrowserGuard:
         return origin in own or origin in self.allowed_origins
 
 
-async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+async def refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+) -> None:
     """Answer ``status`` with an error body before the application sees the request (a
     WebSocket upgrade gets the same HTTP answer where the server can send one, so no
-    session is opened)."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    session is opened). With ``retry_after`` (seconds), the answer says when to come
+    back: ``Retry-After`` (whole seconds, rounded up) and ``retry_after_seconds``."""
+    error: dict[str, object] = {"code": code, "message": message}
     headers = [(b"content-type", b"application/json")]
+    if retry_after is not None:
+        error["retry_after_seconds"] = retry_after
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    body = orjson.dumps({"error": error})
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="aiki"'))
     if scope["type"] == "websocket":

@@ -33,13 +33,29 @@ from starlette.staticfiles import StaticFiles
 from transport import StorageError
 from transport.asgi import ServerLimits, ServerStatistics, serve_asgi
 
-from ..errors import BadRequestError, PayloadTooLargeError, UnauthenticatedError
-from ..protocol import MAX_TEXT, OPERATIONS, SESSION_PATH, decode_request
-from ._auth import BAD_KEY, COOKIE, CREDENTIAL, PRINCIPAL
+from ..errors import (
+    BadRequestError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from ..protocol import MAX_TEXT, OPERATIONS, SESSION_PATH, decode_request, encode_error
+from ._auth import (
+    BAD_KEY,
+    COOKIE,
+    CREDENTIAL,
+    CSRF_COOKIE,
+    PRINCIPAL,
+    SignIns,
+    csrf_refusal,
+    presented,
+)
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._replies import guarded
 from ._sessions import ServerSession
 from .operations import HANDLERS, Caller, admit, dispatch
+from .store import keys
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -96,6 +112,7 @@ def build_app(
     max_body_bytes: int,
     health_checks: tuple[HealthCheck, ...] = (),
     listening: Listening | None = None,
+    sign_ins: SignIns | None = None,
 ) -> Starlette:
     """The ASGI application serving the operations with ``services``."""
 
@@ -126,30 +143,64 @@ def build_app(
                             scope.get(CREDENTIAL)).serve()  # fmt: skip
 
     async def sign_in(request: Request) -> Response:
-        """Check a key and keep it in the dashboard's cookie (HttpOnly: out of page
-        script's reach; SameSite=Strict: never sent from another site)."""
-        signed_in: list[str] = []
+        """Check a key and start a dashboard session with it: the session's token goes in
+        an HttpOnly cookie (out of page script's reach; SameSite=Strict: never sent from
+        another site), its CSRF token in one page script reads."""
+        tokens: list[str] = []
 
         async def check() -> bytes:
             key = _key_of(await _read_limited(request, SIGN_IN_BYTES))
             authenticator = services.authenticator
-            if authenticator is not None and await authenticator.principal(key) is None:
+            if authenticator is None or sign_ins is None:
+                return b"{}"  # (no authentication: every caller is signed in already)
+            principal = await authenticator.principal(key)
+            if principal is None or principal.prefix is None:
                 raise UnauthenticatedError(BAD_KEY)
-            signed_in.append(key)
+            try:
+                tokens.append(await sign_ins.start(principal.prefix))
+            except StorageError as exc:
+                raise UnavailableError(f"cannot sign in now: {exc}") from exc
             return b"{}"
 
         status, body = await guarded(check)
         response = Response(body, status_code=status, media_type="application/json")
-        if signed_in:
-            response.set_cookie(COOKIE, signed_in[0], max_age=COOKIE_SECONDS, path="/",
-                                httponly=True, samesite="strict",
-                                secure=request.url.scheme == "https")  # fmt: skip
+        secure = request.url.scheme == "https"
+        if tokens:
+            response.set_cookie(COOKIE, tokens[0], max_age=COOKIE_SECONDS, path="/",
+                                httponly=True, samesite="strict", secure=secure)  # fmt: skip
+            response.set_cookie(CSRF_COOKIE, keys.csrf_token(tokens[0]), max_age=COOKIE_SECONDS,
+                                path="/", samesite="strict", secure=secure)  # fmt: skip
         return response
 
     async def sign_out(request: Request) -> Response:
+        """End the dashboard session the cookie names, on every server (its page must
+        send its CSRF token), and drop the cookies."""
+        proof = presented(request.scope)
+        credential = None if proof is None else proof.credential
+        if proof is not None and credential is not None and credential.signed_in:
+            refusal = csrf_refusal(request.scope, proof)
+            if refusal is not None:
+                error = ForbiddenError(refusal)
+                return Response(encode_error(error), status_code=error.http_status,
+                                media_type="application/json")  # fmt: skip
+            if sign_ins is not None:
+
+                async def end() -> bytes:
+                    try:
+                        await sign_ins.end(credential)
+                    except StorageError as exc:
+                        raise UnavailableError(f"cannot sign out now: {exc}") from exc
+                    return b"{}"
+
+                status, body = await guarded(end)
+                if status != 200:
+                    return Response(body, status_code=status, media_type="application/json")
+            if services.authenticator is not None:
+                services.authenticator.forget_credential(credential)
         response = Response(b"{}", media_type="application/json")
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                               secure=request.url.scheme == "https")  # fmt: skip
+        secure = request.url.scheme == "https"
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
+        response.delete_cookie(CSRF_COOKIE, path="/", samesite="strict", secure=secure)
         return response
 
     async def healthz(request: Request) -> Response:

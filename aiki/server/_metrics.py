@@ -69,6 +69,17 @@ class _Connections(Collector):
         yield CounterMetricFamily("aiki_connections_refused",
                                   "Connections refused over --max-connections",
                                   value=stats.refused)  # fmt: skip
+        yield GaugeMetricFamily("aiki_connections_unauthenticated",
+                                "Open connections that have not presented a valid key yet",
+                                value=stats.unadmitted)  # fmt: skip
+        yield CounterMetricFamily("aiki_connections_made_room",
+                                  "Connections without a valid key closed to make room for a "
+                                  "newer one (--max-unauthenticated-connections, per address "
+                                  "--max-unauthenticated-per-address, --max-connections)",
+                                  value=stats.made_room)  # fmt: skip
+        yield CounterMetricFamily("aiki_connections_head_timeouts",
+                                  "Connections without a valid key closed after --head-timeout "
+                                  "without a request head", value=stats.head_timeouts)  # fmt: skip
         yield CounterMetricFamily("aiki_connections_failed",
                                   "Connections closed because their protocol code failed",
                                   value=stats.failed)  # fmt: skip
@@ -176,6 +187,12 @@ class ServerMetrics:
             "Free worker slots offered to this server's starts (eager dispatch), open now",
             registry=registry,
         )
+        self.requests_over_quota = prometheus_client.Counter(
+            "aiki_requests_over_quota",
+            "Requests refused because their key was over --key-requests-per-second, by the "
+            "key's namespace (* for keys of every namespace)",
+            ["namespace"], registry=registry,
+        )  # fmt: skip
         self.actor_restarts = _ActorRestarts()
         registry.register(self.actor_restarts)
         self.connections = ServerStatistics()

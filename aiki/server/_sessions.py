@@ -10,7 +10,9 @@ subscriptions and its worker's push route. A failing session ends that session o
 
 A session acts with the key its upgrade presented (`aiki.server._auth`), checked again
 at every request and every `aiki.server._auth.CACHE_SECONDS`: once the key is revoked or
-expires, the session is closed (``1008``) within about a second.
+expires, the session is closed (``1008``) within about a second. Each request counts
+against the key's quota (`aiki.server._quotas`): one over it is answered
+`aiki.RateLimitedError`, and the session carries on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import attrs
 import trio
 from starlette.websockets import WebSocket
 
-from ..errors import PayloadTooLargeError, UnauthenticatedError, UnavailableError
+from ..errors import (
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from ..protocol import (
     MAX_MESSAGE_BYTES,
     OPERATIONS,
@@ -263,6 +270,13 @@ class ServerSession:
                 self._close(f"acts with {self.principal}, which was revoked or expired",
                             CLOSE_KEY_REVOKED)  # fmt: skip
                 return
+            quotas = self.services.quotas
+            if quotas is not None and valid.prefix is not None:
+                try:
+                    quotas.check(valid.prefix, valid.namespace)
+                except RateLimitedError as exc:
+                    self._send(error_frame(incoming.frame_id, exc))
+                    return
             frame = await self._reply(incoming, caller)
             if incoming.wants_reply:
                 self._send(frame)

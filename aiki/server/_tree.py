@@ -31,12 +31,13 @@ from actors import ChildSpec, Mailbox, Startable
 from transport.asgi import ServerLimits, ServerStatistics
 from transport.tls import server_tls
 
-from ._auth import Authentication, Authenticator, lookup_in
+from ._auth import Authentication, Authenticator, lookup_in, sign_ins_in
 from ._broadcaster import Broadcaster, Poke, Subscriptions
 from ._committer import Committer, committer_mailbox
 from ._guard import BrowserGuard, is_loopback
-from ._http import Api, Listening, build_app, build_metrics_app
+from ._http import COOKIE_SECONDS, Api, Listening, build_app, build_metrics_app
 from ._metrics import ServerMetrics
+from ._quotas import KeyQuotas, Quotas
 from ._scheduler import fire_schedules
 from ._sweeper import Sweeper
 from ._timers import Deadline, Fired, Timers
@@ -94,10 +95,12 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     timers = Mailbox[Deadline]("timers", capacity=1024)
     scheduler = Mailbox[Deadline]("scheduler", capacity=1024)
     subscriptions = Subscriptions(committer.address, queue_limit=config.subscriber_queue)
+    metrics = ServerMetrics()
+    over_quota = metrics.requests_over_quota
     services = Services(
         store=store,
         committer=committer.address,
-        metrics=ServerMetrics(),
+        metrics=metrics,
         wakeups=Wakeups(dispatcher.address, timers.address, scheduler.address),
         notifier=RunNotifier(broadcaster.address),
         subscriptions=subscriptions,
@@ -105,12 +108,22 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         max_events_per_run=config.max_events_per_run,
         stream_shards=config.stream_shards,
         authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
+        quotas=KeyQuotas(
+            Quotas(config.key_requests_per_second, config.key_request_burst),
+            lambda namespace: over_quota.labels(namespace).inc(),
+        ),
     )
-    metrics = services.metrics
     metrics.offers_open.set_function(services.offers.open)
     listening = Listening()
-    tls = None if config.tls_cert is None else server_tls(config.tls_cert, str(config.tls_key))
+    tls = (
+        None
+        if config.tls_cert is None
+        else server_tls(config.tls_cert, str(config.tls_key), config.tls_client_ca)
+    )
     limits = ServerLimits(max_connections=config.max_connections,
+                          max_unadmitted=config.max_unauthenticated_connections,
+                          max_unadmitted_per_address=config.max_unauthenticated_per_address,
+                          head_seconds=config.head_timeout_seconds,
                           max_message_bytes=config.max_body_bytes)  # fmt: skip
     app = BrowserGuard(
         Authentication(
@@ -119,8 +132,12 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
                 max_body_bytes=config.max_body_bytes,
                 health_checks=(store_check(store), streams.ping),
                 listening=listening,
+                sign_ins=None
+                if config.insecure_no_auth
+                else sign_ins_in(store, seconds=COOKIE_SECONDS),
             ),
             services.authenticator,
+            services.quotas,
         ),
         loopback_only=is_loopback(config.host),
         allowed_origins=frozenset(config.allowed_origins),

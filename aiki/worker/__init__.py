@@ -43,7 +43,15 @@ from transport import StreamUnavailableError
 from transport.redis_streams import RedisStreams, open_redis_streams, parse_redis_url
 
 from .._settings import setting
-from ..client import API_KEY_ENV, CA_FILE_ENV, Servers, parse_server_urls, tls_for
+from ..client import (
+    API_KEY_ENV,
+    CA_FILE_ENV,
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    Servers,
+    parse_server_urls,
+    tls_for,
+)
 from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
 from ..sdk import (
     Workflow,
@@ -164,6 +172,15 @@ class WorkerConfig:
         from_env=True, env=CA_FILE_ENV, existing_file=True,
         help="A private CA's certificate (PEM) to trust for an https:// server.",
     )  # fmt: skip
+    client_cert: str | None = setting(
+        from_env=True, env=CLIENT_CERT_ENV, existing_file=True,
+        help="The worker's certificate (PEM) for a server that asks for one (mutual TLS); "
+        "one whose subject names the worker role and a namespace serves without a key.",
+    )  # fmt: skip
+    client_key: str | None = setting(
+        from_env=True, env=CLIENT_KEY_ENV, existing_file=True, repr=False,
+        help="That certificate's private key (PEM), unless the certificate file holds it.",
+    )  # fmt: skip
     start_timeout_seconds: float | None = setting(
         None, gt=0, help="Give up starting if the server or Redis is not reachable within "
         "this many seconds; unset: wait for them, retrying with backoff and logging each "
@@ -220,11 +237,12 @@ async def run_worker(
         aiki.UnavailableError: the server could not be reached within
             ``config.start_timeout_seconds``.
         aiki.UnauthenticatedError: the server refused the worker's key.
-        aiki.ValidationError: ``config.ca_file`` is not a CA certificate file.
+        aiki.ValidationError: ``config.ca_file`` is not a CA certificate file, or
+            ``config.client_cert`` and ``config.client_key`` not a certificate and its key.
         transport.StreamUnavailableError: Redis could not be reached within
             ``config.start_timeout_seconds``.
     """
-    tls = tls_for(config.ca_file)
+    tls = tls_for(config.ca_file, config.client_cert, config.client_key)
     registration = RegisterWorker(
         worker_id=config.worker_id,
         versions=tuple(version.spec() for version in worker.versions.values()),

@@ -108,22 +108,96 @@ def test_the_key_is_kept_out_of_page_script_and_signing_out_forgets_it(
     page: Page, cluster: Cluster
 ) -> None:
     """After signing in, the key is in no place page script can read (cookies, storage,
-    the form, the page); the cookie is HttpOnly and SameSite=Strict; signing out ends it."""
+    the form, the page), nor in the cookie, which holds an HttpOnly, SameSite=Strict
+    session token; signing out drops it."""
     _sign_in(page, cluster, role="viewer")
     key = cluster.keys["viewer"]
     readable = page.evaluate("""() => [document.cookie, JSON.stringify(localStorage),
         JSON.stringify(sessionStorage), document.querySelector("#api-key").value,
         document.documentElement.outerHTML].join(" ")""")
     assert key not in readable
-    assert "aiki_key" not in page.evaluate("document.cookie")
-    (cookie,) = [found for found in page.context.cookies() if found["name"] == "aiki_key"]
-    assert (cookie["httpOnly"], cookie["sameSite"], cookie["value"]) == (True, "Strict", key)
+    assert "aiki_session" not in page.evaluate("document.cookie")
+    (cookie,) = [found for found in page.context.cookies() if found["name"] == "aiki_session"]
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+    assert cookie["value"].startswith("aikis_")  # a session's token, not the key
     expect(page.locator("#identity")).to_contain_text("viewer")
     page.get_by_role("button", name="Sign out").click()
     expect(page.locator("#sign-in-view")).to_be_visible()
-    assert [found for found in page.context.cookies() if found["name"] == "aiki_key"] == []
+    assert [found for found in page.context.cookies() if found["name"].startswith("aiki")] == []
     page.reload()
     expect(page.locator("#sign-in-view")).to_be_visible()
+
+
+def test_signing_out_in_one_browser_ends_the_session_in_another(
+    browser: Browser, cluster: Cluster
+) -> None:
+    """The session's cookie copied into another browser (its own cookie jar) works there
+    until the first browser signs out: then the other's live session is closed, it is
+    back at its sign-in page, and the copied cookie gets nothing, even after a reload."""
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        one, other = first.new_page(), second.new_page()
+        for opened in (one, other):
+            opened.set_default_timeout(20_000)
+        _sign_in(one, cluster, role="client")
+        second.add_cookies(first.cookies())  # (as a stolen or copied cookie would be)
+        other.goto(cluster.url + "/")
+        expect(other.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(other.locator("#identity")).to_contain_text("client")
+        one.get_by_role("button", name="Sign out").click()
+        expect(one.locator("#sign-in-view")).to_be_visible()
+        expect(other.locator("#sign-in-view")).to_be_visible()  # without a reload
+        expect(other.locator("#sign-in-result")).to_contain_text("session ended")
+        status = other.evaluate("""async () => (await fetch("/api/v1/list_runs", {method:
+            "POST", headers: {"content-type": "application/json", "x-aiki-csrf":
+            document.cookie.split("aiki_csrf=")[1] || ""}, body: "{}"})).status""")
+        assert status == 401
+        other.reload()
+        expect(other.locator("#sign-in-view")).to_be_visible()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_page_on_another_site_cannot_act_with_the_cookie(
+    page: Page, browser: Browser, cluster: Cluster
+) -> None:
+    """Signed in, the browser visits a page of another site that posts to the server (a
+    form, which needs no permission, and a fetch with the cookie): the form is refused
+    (not JSON; besides, the cookie is SameSite=Strict and the Origin another's), and the
+    sleeping run it targets is not cancelled."""
+
+    async def start_sleeper(client: aiki.Client) -> str:
+        handle = await flows.sleeper.start(client, 600)
+        await handle.wait_for_status("sleeping")
+        return handle.run_id
+
+    run_id = _with_client(cluster, start_sleeper)
+    _sign_in(page, cluster)
+    port = cluster.url.rsplit(":", 1)[1]
+    target = f"http://127.0.0.1:{port}/api/v1/cancel_run"
+    evil = f"http://localhost:{port}/not-the-dashboard"  # another site (another host name)
+    page.route(evil, lambda route: route.fulfill(content_type="text/html", body=f"""
+        <form id="f" method="POST" action="{target}" enctype="text/plain">
+          <input name='{{"run_id": "{run_id}", "x": "' value='"}}'>
+        </form>
+        <script>
+          window.fetched = fetch("{target}", {{method: "POST", credentials: "include",
+            mode: "no-cors", body: JSON.stringify({{run_id: "{run_id}"}})}})
+            .then(() => "answered", (error) => `refused: ${{error}}`);
+        </script>"""))  # fmt: skip
+    page.goto(evil)
+    fetched = page.evaluate("window.fetched")  # (Chromium may block it before it is sent)
+    assert fetched == "answered" or fetched.startswith("refused"), fetched
+    with page.expect_navigation():
+        page.evaluate("document.getElementById('f').submit()")
+    answer = page.locator("pre").inner_text()  # the server's answer to the form
+    assert '"code":"unsupported_media_type"' in answer or '"code":"forbidden"' in answer, answer
+
+    async def status(client: aiki.Client) -> str:
+        return (await client.handle(run_id).refresh()).status
+
+    assert _with_client(cluster, status) == "sleeping"
 
 
 def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(

@@ -60,7 +60,7 @@ async def test_workers_clients_and_the_cli_work_over_https_and_wss(cluster: Clus
 
 def test_the_dashboard_signs_in_and_goes_live_over_https(cluster: Cluster) -> None:
     """Chromium, trusting the server's certificate (pinned by its key), signs in and gets
-    the live WSS session; the cookie is Secure."""
+    the live WSS session; the cookies are Secure."""
     assert cluster.tls is not None
     pin = f"--ignore-certificate-errors-spki-list={cluster.tls.spki_sha256}"
     with sync_playwright() as playwright:
@@ -74,7 +74,9 @@ def test_the_dashboard_signs_in_and_goes_live_over_https(cluster: Cluster) -> No
             page.get_by_role("button", name="Sign in").click()
             expect(page.locator("#connection")).to_have_attribute("data-state", "live")
             expect(page.locator("#identity")).to_contain_text("viewer")
-            (cookie,) = [found for found in page.context.cookies() if found["name"] == "aiki_key"]
-            assert (cookie["secure"], cookie["httpOnly"]) == (True, True)
+            cookies = {found["name"]: found for found in page.context.cookies()}
+            session, csrf = cookies["aiki_session"], cookies["aiki_csrf"]
+            assert (session["secure"], session["httpOnly"]) == (True, True)
+            assert (csrf["secure"], csrf["httpOnly"]) == (True, False)
         finally:
             browser.close()

@@ -1,9 +1,11 @@
 // Aiki dashboard: one WebSocket session to the server carries every request and the
 // live updates (no polling). Plain JavaScript, no build step.
 //
-// Signing in sends the API key once to /auth/sign-in, which keeps it in an HttpOnly,
-// SameSite=Strict cookie: the browser presents it (on the session's upgrade, on
-// requests), and page script never holds it after the form is sent.
+// Signing in sends the API key once to /auth/sign-in, which starts a session on the
+// server and keeps the session's token (never the key) in an HttpOnly, SameSite=Strict
+// cookie: the browser presents it (on the session's upgrade, on requests), and page
+// script never holds the key after the form is sent. Every POST sends back the session's
+// CSRF token (the aiki_csrf cookie) in x-aiki-csrf.
 "use strict";
 
 const STATUSES = ["scheduled", "queued", "running", "paused", "sleeping", "awaiting_event",
@@ -37,7 +39,7 @@ class Session {
       // Refused at the upgrade (the key expired or was revoked): back to signing in.
       if ((await whoami()) === null) {
         this.close();
-        showSignIn("signed out: the key is no longer valid");
+        showSignIn("signed out: the session ended, or its key was revoked or expired");
         return;
       }
       setTimeout(() => this.connect(), this.delay);
@@ -90,12 +92,17 @@ class Session {
 
 const $ = (selector) => document.querySelector(selector);
 
+// A POST with the headers the server asks of a signed-in page.
+function post(path, body) {
+  const csrf = document.cookie.split("; ").find((c) => c.startsWith("aiki_csrf="));
+  const headers = { "content-type": "application/json" };
+  if (csrf) headers["x-aiki-csrf"] = csrf.slice("aiki_csrf=".length);
+  return fetch(path, { method: "POST", headers, body, credentials: "same-origin" });
+}
+
 // Who the server takes this browser for: the identity, or null when it needs a key.
 async function whoami() {
-  const response = await fetch("/api/v1/whoami", {
-    method: "POST", headers: { "content-type": "application/json" }, body: "{}",
-    credentials: "same-origin",
-  });
+  const response = await post("/api/v1/whoami", "{}");
   if (response.status === 401) return null;
   if (!response.ok) throw new Error(`whoami: HTTP ${response.status}`);
   return response.json();
@@ -462,10 +469,7 @@ $("#sign-in").addEventListener("submit", async (event) => {
   const input = $("#api-key");
   const body = JSON.stringify({ key: input.value.trim() });
   input.value = "";  // the key is the cookie's now, not the page's
-  const response = await fetch("/auth/sign-in", {
-    method: "POST", headers: { "content-type": "application/json" }, body,
-    credentials: "same-origin",
-  });
+  const response = await post("/auth/sign-in", body);
   if (!response.ok) {
     const reply = await response.json().catch(() => ({}));
     $("#sign-in-result").textContent = (reply.error && reply.error.message) || `HTTP ${response.status}`;
@@ -476,10 +480,7 @@ $("#sign-in").addEventListener("submit", async (event) => {
 $("#sign-out").addEventListener("click", async () => {
   if (session) session.close();
   session = null;
-  await fetch("/auth/sign-out", {
-    method: "POST", headers: { "content-type": "application/json" }, body: "{}",
-    credentials: "same-origin",
-  });
+  await post("/auth/sign-out", "{}");
   showSignIn("signed out");
 });
 window.addEventListener("hashchange", () => { if (session) route(); });

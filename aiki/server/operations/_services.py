@@ -47,6 +47,7 @@ from .._broadcaster import Subscriber, Subscriptions
 from .._broadcaster import poke as poke_broadcaster
 from .._committer import Commit
 from .._metrics import ServerMetrics
+from .._quotas import KeyQuotas
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
 from ..delivery import FastLane, Offer, Offers, Wake
@@ -327,6 +328,8 @@ class Services:
     sessions: WorkerSessions = attrs.Factory(WorkerSessions)
     authenticator: Authenticator | None = None
     """Checks API keys (None: the server runs without authentication)."""
+    quotas: KeyQuotas | None = None
+    """Each key's request quota (None: none)."""
     offers: Offers = attrs.Factory(Offers)
     """Free slots workers offer to this server's starts (eager dispatch)."""
     stream_shards: int = 1

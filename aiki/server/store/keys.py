@@ -1,8 +1,14 @@
-"""API keys: their format, their hash, and the SQL that keeps them.
+"""API keys and the dashboard's sign-ins: their format, their hash, and the SQL that
+keeps them.
 
 A key is ``aiki_<prefix>_<secret>``: the prefix (12 lowercase base32 characters, 60 bits)
 names the key in listings and in the audit trail; the secret (43 characters, 256 random
 bits) is what proves it. Only the SHA-256 of the whole key is stored.
+
+A dashboard sign-in is a session token of the same shape, ``aikis_<id>_<secret>``, kept
+in the browser's HttpOnly cookie instead of the key: it acts with its key's principal
+while the session is neither ended (signed out) nor expired and the key is usable.
+Only its SHA-256 is stored too.
 
 A fast hash is right here, unlike for passwords: a slow one (bcrypt, argon2) makes
 guessing a *low-entropy* secret expensive, but nobody guesses 256 random bits, and a slow
@@ -33,14 +39,16 @@ if TYPE_CHECKING:
 PREFIX_CHARS: Final = 12
 SECRET_BYTES: Final = 32
 _KEY: Final = re.compile(r"aiki_([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
+_SESSION: Final = re.compile(r"aikis_([a-z2-7]{12})_([A-Za-z0-9_-]{43})")
+CSRF_CONTEXT: Final = b"aiki dashboard csrf"
 ROLES: Final[tuple[Role, ...]] = ("viewer", "client", "worker", "admin")
 
 
-def new_key() -> tuple[str, str]:
-    """A fresh key and its prefix."""
+def new_key(kind: str = "aiki") -> tuple[str, str]:
+    """A fresh key (or, with ``kind`` ``"aikis"``, session token) and its prefix."""
     prefix = base64.b32encode(secrets.token_bytes(10)).decode().lower()[:PREFIX_CHARS]
     secret = base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)).decode().rstrip("=")
-    return f"aiki_{prefix}_{secret}", prefix
+    return f"{kind}_{prefix}_{secret}", prefix
 
 
 def prefix_of(key: str) -> str | None:
@@ -61,23 +69,42 @@ def matches(key: str, stored_hash: bytes) -> bool:
 
 @attrs.frozen(repr=False)
 class Credential:
-    """What the server keeps of a presented key: its prefix and SHA-256, never the key
-    (a session checks its key again every second for as long as it lives)."""
+    """What the server keeps of a presented key or session token: its prefix (the key's,
+    or the session's ID) and SHA-256, never the secret (a session checks its credential
+    again every second for as long as it lives)."""
 
     prefix: str
     digest: bytes
+    signed_in: bool = False
+    """A dashboard sign-in's session token, not an API key."""
 
     @classmethod
     def of(cls, key: str) -> Credential | None:
-        """The credential of ``key``; None if it is not shaped like a key."""
+        """The credential of API key ``key``; None if it is not shaped like a key."""
         prefix = prefix_of(key)
         return None if prefix is None else cls(prefix, key_hash(key))
 
+    @classmethod
+    def of_session(cls, token: str) -> Credential | None:
+        """The credential of a dashboard session token; None if it is not shaped like one."""
+        found = _SESSION.fullmatch(token)
+        return None if found is None else cls(found.group(1), key_hash(token), signed_in=True)
+
     def __repr__(self) -> str:
-        return f"Credential({self.prefix!r})"
+        return f"Credential({self.prefix!r}{', signed in' if self.signed_in else ''})"
 
 
-_COLUMNS: Final = "prefix, role, namespace, name, created_at, expires_at, revoked_at, last_used_at"
+def csrf_token(session_token: str) -> str:
+    """The token a signed-in page sends back in a header with every state change: derived
+    from its session token, which a page on another site can neither read nor guess."""
+    mac = hmac.new(session_token.encode(), CSRF_CONTEXT, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+_COLUMNS: Final = (
+    "k.prefix, k.role, k.namespace, k.name, k.created_at, k.expires_at, k.revoked_at,"
+    " k.last_used_at"
+)
 
 
 def _api_key(row: Row) -> KeyInfo:
@@ -113,7 +140,7 @@ def create(
         raise ValueError(f"a {role} key needs a namespace")
     key, prefix = new_key()
     row = tx.fetch_one(
-        f"INSERT INTO aiki_api_keys (prefix, key_hash, role, namespace, name, expires_at)"
+        f"INSERT INTO aiki_api_keys AS k (prefix, key_hash, role, namespace, name, expires_at)"
         f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
         (prefix, key_hash(key), role, namespace, name, expires_at),
     )
@@ -135,22 +162,32 @@ def verify(tx: Transaction, key: str, *, touch: bool = False) -> KeyInfo | None:
 def verify_credential(
     tx: Transaction, credential: Credential, *, touch: bool = False
 ) -> KeyInfo | None:
-    """`verify`, from what the server keeps of a key (its `Credential`)."""
-    prefix = credential.prefix
-    row = tx.fetch_one(
-        f"SELECT {_COLUMNS}, key_hash FROM aiki_api_keys WHERE prefix = %s", (prefix,)
-    )
+    """`verify`, from what the server keeps of a key (its `Credential`); for a session
+    token, the record of its key while the session is neither ended nor expired."""
+    if credential.signed_in:
+        row = tx.fetch_one(
+            f"SELECT {_COLUMNS}, s.token_hash FROM aiki_dashboard_sessions s"
+            " JOIN aiki_api_keys k ON k.prefix = s.key_prefix"
+            " WHERE s.id = %s AND s.ended_at IS NULL AND s.expires_at > now()",
+            (credential.prefix,),
+        )
+    else:
+        row = tx.fetch_one(
+            f"SELECT {_COLUMNS}, k.key_hash FROM aiki_api_keys k WHERE k.prefix = %s",
+            (credential.prefix,),
+        )
     if row is None or not isinstance(row[8], bytes):
         return None
     if not hmac.compare_digest(credential.digest, row[8]):
         return None
+    found = _api_key(row)
     if touch:
         tx.execute(
             "UPDATE aiki_api_keys SET last_used_at = now() WHERE prefix = %s"
             " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-            (prefix,),
+            (found.prefix,),
         )
-    return _api_key(row)
+    return found
 
 
 def listing(
@@ -159,7 +196,7 @@ def listing(
     """Every key (or every key not revoked), newest first; with ``namespace``, only the
     keys of that namespace."""
     rows = tx.fetch_all(
-        f"SELECT {_COLUMNS} FROM aiki_api_keys"
+        f"SELECT {_COLUMNS} FROM aiki_api_keys k"
         " WHERE (%(all)s OR revoked_at IS NULL)"
         " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
         " ORDER BY created_at DESC",
@@ -181,9 +218,32 @@ def revoke(tx: Transaction, prefix: str, *, namespace: str | None = None) -> Key
     """Revoke the key named ``prefix`` (kept, for the audit trail); None if there is none
     (in ``namespace``, when one is given)."""
     row = tx.fetch_one(
-        f"UPDATE aiki_api_keys SET revoked_at = coalesce(revoked_at, now())"
+        f"UPDATE aiki_api_keys k SET revoked_at = coalesce(revoked_at, now())"
         f" WHERE prefix = %(prefix)s"
         f" AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s) RETURNING {_COLUMNS}",
         {"prefix": prefix, "namespace": namespace},
     )
     return None if row is None else _api_key(row)
+
+
+def sign_in(tx: Transaction, key_prefix: str, *, seconds: float) -> str:
+    """Start a dashboard session acting with the key named ``key_prefix``, for at most
+    ``seconds``; return its token (to set in the browser's cookie, never stored)."""
+    token, session_id = new_key("aikis")
+    tx.execute(
+        "INSERT INTO aiki_dashboard_sessions (id, token_hash, key_prefix, expires_at)"
+        " VALUES (%s, %s, %s, now() + make_interval(secs => %s))",
+        (session_id, key_hash(token), key_prefix, seconds),
+    )
+    return token
+
+
+def sign_out(tx: Transaction, credential: Credential) -> bool:
+    """End the dashboard session of ``credential`` (on every server); whether it was one
+    that had not ended."""
+    row = tx.fetch_one(
+        "UPDATE aiki_dashboard_sessions SET ended_at = now()"
+        " WHERE id = %s AND token_hash = %s AND ended_at IS NULL RETURNING id",
+        (credential.prefix, credential.digest),
+    )
+    return row is not None

@@ -27,15 +27,23 @@ ROLES = ("viewer", "client", "worker", "admin")
 ROLE_REFUSAL = "needs a key with role"
 
 
-async def _cookie(api: Api, key: str) -> str:
-    """Sign in as the dashboard does; the ``Cookie`` header the browser would send."""
+async def _signed_in(api: Api, key: str) -> dict[str, str]:
+    """Sign in as the dashboard does; the headers its page sends: the cookies the browser
+    keeps, and the CSRF token page script sends back."""
     response = await api.http.post(f"{api.url}/auth/sign-in", json={"key": key})
     assert response.status_code == 200, response.text
-    set_cookie = response.headers["set-cookie"]
-    attributes = {part.strip().lower() for part in set_cookie.split(";")}
-    assert {"httponly", "samesite=strict", "path=/"} <= attributes, set_cookie
-    assert "secure" not in attributes  # (plain HTTP here; Secure over TLS)
-    return set_cookie.split(";")[0]
+    cookies = {}
+    for set_cookie in response.headers.get_list("set-cookie"):
+        attributes = {part.strip().lower() for part in set_cookie.split(";")}
+        assert {"samesite=strict", "path=/"} <= attributes, set_cookie
+        assert "secure" not in attributes  # (plain HTTP here; Secure over TLS)
+        name, _, value = set_cookie.split(";")[0].partition("=")
+        cookies[name] = (value, "httponly" in attributes)
+    session, csrf = cookies["aiki_session"], cookies["aiki_csrf"]
+    assert (session[1], csrf[1]) == (True, False)  # page script reads the CSRF token only
+    assert session[0].startswith("aikis_")
+    assert key not in session[0] + csrf[0]
+    return {"cookie": f"aiki_session={session[0]}; aiki_csrf={csrf[0]}", "x-aiki-csrf": csrf[0]}
 
 
 async def _over_http(api: Api, headers: dict[str, str]) -> dict[str, tuple[int, dict[str, str]]]:
@@ -86,7 +94,7 @@ async def test_every_operation_refuses_no_key_and_too_low_a_role_on_every_carrie
     key = api.keys[role] if role is not None else None
     carriers = {"http": bearer(key), "session": bearer(key)}
     if key is not None:
-        cookie = {"cookie": await _cookie(api, key)}
+        cookie = await _signed_in(api, key)
         carriers |= {"dashboard http": cookie, "dashboard session": cookie}
     wrong: list[str] = []
     for carrier, headers in carriers.items():
@@ -132,7 +140,8 @@ async def test_a_key_that_is_not_valid_is_refused_like_no_key(api: Api) -> None:
     unknown = keys.new_key()[0]
     presented = ({"authorization": "Bearer nonsense"}, bearer(unknown),
                  {"authorization": f"Basic {unknown}"},
-                 {"cookie": "aiki_key=nonsense"})  # fmt: skip
+                 {"cookie": "aiki_session=nonsense"},
+                 {"cookie": f"aiki_session={unknown}"})  # fmt: skip
     for headers in presented:
         async with httpx.AsyncClient(timeout=30) as http:
             response = await http.post(f"{api.url}/api/v1/list_runs", json={}, headers=headers)
@@ -199,3 +208,75 @@ async def test_a_revoked_key_is_refused_by_another_server_within_a_second(
             with trio.fail_after(2 * CACHE_SECONDS + 0.5):
                 closed = await _until_closed(websocket)
             assert "1008" in str(closed), closed
+
+
+async def _status(url: str, headers: dict[str, str], path: str = "/api/v1/list_runs") -> int:
+    async with httpx.AsyncClient(timeout=30) as http:  # (no key of its own)
+        return (await http.post(f"{url}{path}", json={}, headers=headers)).status_code
+
+
+@deadline(30)
+async def test_a_signed_in_page_changes_nothing_without_its_csrf_token(api: Api) -> None:
+    """The dashboard's cookie alone does not make a POST: without the session's CSRF
+    token, or with another's, or from another site's page (its Origin), it is refused 403;
+    and another site's page cannot sign the browser in either."""
+    signed_in = await _signed_in(api, api.keys["client"])
+    other = await _signed_in(api, api.keys["client"])
+    assert await _status(api.url, signed_in) == 200
+    cookie_only = {"cookie": signed_in["cookie"]}
+    for headers in (cookie_only, {**cookie_only, "x-aiki-csrf": other["x-aiki-csrf"]},
+                    {**signed_in, "origin": "http://evil.example"}):  # fmt: skip
+        async with httpx.AsyncClient(timeout=30) as http:
+            refused = await http.post(f"{api.url}/api/v1/list_runs", json={}, headers=headers)
+        assert refused.status_code == 403, headers
+        assert refused.json()["error"]["code"] == "forbidden"
+    assert await _status(api.url, {**signed_in, "origin": api.url}) == 200  # its own page
+    async with httpx.AsyncClient(timeout=30) as http:
+        elsewhere = await http.post(f"{api.url}/auth/sign-in", json={"key": api.keys["client"]},
+                                    headers={"origin": "http://evil.example"})  # fmt: skip
+        assert (elsewhere.status_code, "set-cookie" in elsewhere.headers) == (403, False)
+        kept = await http.post(f"{api.url}/auth/sign-out", json={}, headers=cookie_only)
+        assert kept.status_code == 403  # (signing out takes the token too)
+    assert await _status(api.url, signed_in) == 200
+
+
+@deadline(60)
+async def test_signing_out_ends_the_session_on_every_server_and_revoking_the_key_ends_all(
+    pg_url: str, redis_url: str
+) -> None:
+    """A dashboard session used on a second server (so it is in its cache, with a
+    WebSocket open) is signed out through the first: the second refuses its cookie within
+    `CACHE_SECONDS` and closes its session. Revoking a key ends its other sessions."""
+    async with open_api(pg_url, redis_url) as first, open_api(pg_url, redis_url) as second:
+        created = await first.ok("create_key", {"role": "viewer", "namespace": "default"})
+        key, prefix = str(created["key"]), created["info"]["prefix"]  # type: ignore[index]
+        leaving, staying = await _signed_in(first, key), await _signed_in(first, key)
+        async with open_websocket(session_url(second.url), max_message_bytes=MAX_MESSAGE_BYTES,
+                                  headers=leaving) as websocket:  # fmt: skip
+            assert await _status(second.url, leaving) == 200
+            async with httpx.AsyncClient(timeout=30) as http:
+                out = await http.post(f"{first.url}/auth/sign-out", json={}, headers=leaving)
+            assert out.status_code == 200
+            assert await _status(first.url, leaving) == 401  # this server forgets it at once
+            signed_out_at = trio.current_time()
+
+            async def refused() -> bool:
+                return await _status(second.url, leaving) == 401
+
+            with trio.fail_after(CACHE_SECONDS + 0.5):
+                await wait_until(refused, interval=0.02)
+            assert trio.current_time() - signed_out_at <= CACHE_SECONDS + 0.1
+            with trio.fail_after(2 * CACHE_SECONDS + 0.5):
+                closed = await _until_closed(websocket)
+            assert "1008" in str(closed), closed
+        assert await _status(second.url, staying) == 200  # another sign-in of the key
+        await first.ok("revoke_key", {"prefix": prefix})
+
+        async def ended() -> bool:
+            return await _status(second.url, staying) == 401
+
+        with trio.fail_after(CACHE_SECONDS + 0.5):
+            await wait_until(ended, interval=0.02)
+        async with httpx.AsyncClient(timeout=30) as http:  # signing in again: no
+            again = await http.post(f"{first.url}/auth/sign-in", json={"key": key})
+        assert again.status_code == 401
