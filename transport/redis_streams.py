@@ -94,6 +94,33 @@ class AutoClaimed:
     """Pending ids whose entries were deleted from the stream (removed from the PEL)."""
 
 
+class RedisCredentials(redis.CredentialProvider):
+    """The user and password a client presents to Redis, which may change while it runs
+    (rotated credentials): every new connection authenticates with the latest; open ones
+    stay as they are."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self._current = (username, password)
+
+    def update(self, username: str, password: str) -> None:
+        """Present these from the next connection on."""
+        self._current = (username, password)
+
+    @property
+    def username(self) -> str:
+        """The user presented now."""
+        return self._current[0]
+
+    def get_credentials(self) -> tuple[str, str]:
+        """(redis-py's hook, called as each connection authenticates.)"""
+        return self._current
+
+
+USERS_KEY_PREFIX: Final = "aiki:users:"
+"""``aiki:users:<name>``: present while the user ``<name>`` (`RedisStreams.grant_user`) is
+granted; it expires with the grant."""
+
+
 @contextlib.contextmanager
 def _mapped_errors(what: str) -> Iterator[None]:
     try:
@@ -162,19 +189,33 @@ class RedisStreams:
         socket_timeout_seconds: a command that gets no reply in this time fails with
             `StreamUnavailableError` (the bound on a thread stuck on a dead server).
 
+        credentials: what to authenticate with instead of the URL's user and password
+            (and as they change: `RedisCredentials`).
+
     Raises:
         ValueError: ``url`` is not a Redis URL (the message says why).
     """
 
     def __init__(
-        self, url: str, *, max_threads: int = 8, socket_timeout_seconds: float = 5.0
+        self,
+        url: str,
+        *,
+        max_threads: int = 8,
+        socket_timeout_seconds: float = 5.0,
+        credentials: RedisCredentials | None = None,
     ) -> None:
         self.url = url
         self.target: RedisTarget = parse_redis_url(url)
+        self.credentials = credentials
         self._limiter = trio.CapacityLimiter(max_threads)
         self._client = self.target.client(
-            socket_timeout=socket_timeout_seconds, max_connections=max_threads
-        )
+            socket_timeout=socket_timeout_seconds, max_connections=max_threads,
+            **self.connection_options(),
+        )  # fmt: skip
+
+    def connection_options(self) -> dict[str, object]:
+        """What every client of this one's connections takes besides its URL."""
+        return {} if self.credentials is None else {"credential_provider": self.credentials}
 
     @property
     def cluster(self) -> bool:
@@ -377,6 +418,73 @@ class RedisStreams:
             return 0
         return await self._call("DEL", lambda: int(self._client.delete(*keys)))
 
+    # -- Redis users (ACL) -----------------------------------------------------------------
+    def _on_every_node(self, *command: str) -> list[object]:
+        """Run ``command`` on the one server, or on every node of the cluster (ACL rules
+        are each node's own); the replies (blocking)."""
+        if not self.cluster:
+            return [self._client.execute_command(*command)]  # type: ignore[no-untyped-call]
+        cluster = cast("redis.cluster.RedisCluster", self._client)
+        replies = cluster.execute_command(  # type: ignore[no-untyped-call]
+            *command, target_nodes=redis.cluster.RedisCluster.ALL_NODES
+        )
+        return list(replies.values()) if isinstance(replies, dict) else [replies]
+
+    async def user_management(self) -> str | None:
+        """Why this client cannot grant Redis users (`grant_user`), or None if it can: Redis
+        before 6 has no ACLs, and the client's own user may not be allowed ``ACL``."""
+        probe = f"aiki-probe-{trio.current_time():.0f}-{id(self)}"
+        try:
+            await self._call("ACL SETUSER", lambda: self._on_every_node("ACL", "SETUSER", probe))
+            await self._call("ACL DELUSER", lambda: self._on_every_node("ACL", "DELUSER", probe))
+        except StreamError as exc:
+            return str(exc)
+        return None
+
+    async def grant_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        key_patterns: Sequence[str],
+        commands: Sequence[str],
+        seconds: float,
+    ) -> None:
+        """Make (or remake) the Redis user ``name`` on every node: this password only, the
+        keys that match ``key_patterns`` only, ``commands`` only (``xack``,
+        ``client|id``), no channels; for ``seconds`` (`expired_users`). Connections
+        already authenticated as it stay open.
+
+        Raises:
+            StreamUnavailableError: Redis cannot be reached.
+            StreamError: it refused (no ACLs, or this client may not manage users).
+        """
+        rules = ["reset", "on", f">{password}", *(f"~{pattern}" for pattern in key_patterns),
+                 "resetchannels", "-@all", *(f"+{command}" for command in commands)]  # fmt: skip
+        expiry = max(1, int(seconds + 0.999))
+        # Its expiry first: a grant cut short by a crash still ends.
+        await self._call("SET", lambda: self._client.set(f"{USERS_KEY_PREFIX}{name}", 1, ex=expiry))
+        await self._call("ACL SETUSER", lambda: self._on_every_node("ACL", "SETUSER", name, *rules))
+
+    async def expired_users(self, prefix: str) -> list[str]:
+        """Users named ``prefix...`` on any node whose grant has expired."""
+
+        def expired() -> list[str]:
+            names: set[str] = set()
+            for reply in self._on_every_node("ACL", "USERS"):
+                names.update(_text(name) for name in cast("list[object]", reply))
+            ours = sorted(name for name in names if name.startswith(prefix))
+            return [name for name in ours if not self._client.exists(f"{USERS_KEY_PREFIX}{name}")]
+
+        return await self._call("ACL USERS", expired)
+
+    async def drop_users(self, names: Sequence[str]) -> None:
+        """Delete these users on every node (their connections are closed)."""
+        if names:
+            await self._call("ACL DELUSER", lambda: self._on_every_node("ACL", "DELUSER", *names))
+            await self._call("DEL", lambda: [self._client.delete(f"{USERS_KEY_PREFIX}{name}")
+                                             for name in names])  # fmt: skip
+
     @contextlib.asynccontextmanager
     async def open_reader(
         self, group: str, consumer: str, streams: Sequence[str] = ()
@@ -431,17 +539,20 @@ class StreamReader:
         self._client_id: int | None = None
         url = streams.url if node_url is None else node_url
         with _mapped_errors("connect"):
+            options = streams.connection_options()
             self._client = redis.Redis.from_url(
                 url,
                 socket_timeout=MAX_BLOCK_MS / 1000 + _SOCKET_SLACK_SECONDS,
                 socket_connect_timeout=5.0,
                 health_check_interval=0,
                 single_connection_client=True,
+                **options,
             )
             # Unblocks this reader's read on its node (its own pool: connected on first use).
             self._control = redis.Redis.from_url(
-                url, socket_timeout=5.0, socket_connect_timeout=5.0, max_connections=1
-            )
+                url, socket_timeout=5.0, socket_connect_timeout=5.0, max_connections=1,
+                **options,
+            )  # fmt: skip
             connection = self._client.connection
             assert connection is not None
             connection.register_connect_callback(self._remember_client_id)  # type: ignore[no-untyped-call]
@@ -534,9 +645,11 @@ class StreamReader:
 
 
 @contextlib.asynccontextmanager
-async def open_redis_streams(url: str, *, max_threads: int = 8) -> AsyncIterator[RedisStreams]:
+async def open_redis_streams(
+    url: str, *, max_threads: int = 8, credentials: RedisCredentials | None = None
+) -> AsyncIterator[RedisStreams]:
     """Open a `RedisStreams` client for the duration of the block."""
-    streams = RedisStreams(url, max_threads=max_threads)
+    streams = RedisStreams(url, max_threads=max_threads, credentials=credentials)
     try:
         yield streams
     finally:

@@ -214,6 +214,7 @@ from ._workers import OfferSlot as OfferSlot
 from ._workers import ProgressReported as ProgressReported
 from ._workers import RecordHistory as RecordHistory
 from ._workers import RecordTask as RecordTask
+from ._workers import RedisGrant as RedisGrant
 from ._workers import RegisterWorker as RegisterWorker
 from ._workers import ReportProgress as ReportProgress
 from ._workers import RunClaimed as RunClaimed
@@ -357,6 +358,7 @@ __all__ = [
     "RecordedChild",
     "RecordedTask",
     "RecordedWait",
+    "RedisGrant",
     "RegisterWorker",
     "Registry",
     "Replied",

@@ -49,11 +49,21 @@ def stream_for(
     shards: int = 1,
 ) -> str:
     """The Redis stream that carries a queue's runs (its sub-stream ``shard`` of
-    ``shards``): ``aiki:runs:{<queue>}``, or ``aiki:runs:{<queue>~<shard>[.<n>]}``."""
-    queue = queue_for(namespace, workflow, version, pool)
+    ``shards``): ``aiki:runs:{<queue>}``, or ``aiki:runs:{<queue>~<shard>[.<n>]}`` (with
+    ``%``, ``{`` and ``}`` of the queue's name percent-encoded)."""
+    queue = _in_tag(queue_for(namespace, workflow, version, pool))
     if shards == 1:
         return f"aiki:runs:{{{queue}}}"
     return f"aiki:runs:{{{_shard_tag(queue, shard, shards)}}}"
+
+
+def _in_tag(queue: str) -> str:
+    """``queue`` as it may stand in a hash tag: ``%``, ``{`` and ``}`` percent-encoded (a
+    ``}`` would end the tag early, so the sub-stream suffix after it would not move the
+    slot; names without them are unchanged)."""
+    if not any(character in queue for character in "%{}"):
+        return queue
+    return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
 def streams_for(

@@ -36,6 +36,21 @@ class VersionSpec:
 
 
 @attrs.frozen(kw_only=True)
+class RedisGrant:
+    """Redis credentials the server gave a worker: a Redis user that reaches only the
+    streams of the worker's namespace, and only with the commands a worker uses. They
+    expire ``seconds`` after they were given unless renewed (each renewal gives a new
+    password: the old one stops working for new connections)."""
+
+    url: str
+    """Where Redis is (``redis://`` or ``redis+cluster://``, with no user or password)."""
+    username: str
+    password: str = attrs.field(repr=False)
+    seconds: float
+    """How long they last without a renewal (`Heartbeat.renew_redis`)."""
+
+
+@attrs.frozen(kw_only=True)
 class WorkerRegistered:
     """Reply to `RegisterWorker`."""
 
@@ -47,6 +62,8 @@ class WorkerRegistered:
     )
     """Sub-streams per queue the server publishes to (``aiki server --stream-shards``):
     the worker reads every one (bounded: a reply naming more is refused when decoded)."""
+    redis: RedisGrant | None = None
+    """The worker's Redis credentials, when it asked for them (`RegisterWorker`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +126,8 @@ class HeartbeatAck:
     worker_id: str
     held: tuple[str, ...] = ()
     lease_seconds: float | None = None
+    redis: RedisGrant | None = None
+    """New Redis credentials, when the heartbeat asked for them (``renew_redis``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +165,9 @@ class RegisterWorker(Request[WorkerRegistered]):
     pools: tuple[str | None, ...] = (None,)
     concurrency: int = 1
     incarnation: str | None = None
+    redis_credentials: bool = False
+    """Ask for Redis credentials of the server's making (`RedisGrant`), for a worker
+    given no Redis URL of its own."""
 
 
 @attrs.frozen(kw_only=True)
@@ -315,6 +337,8 @@ class Heartbeat(Request[HeartbeatAck]):
 
     worker_id: str
     run_ids: tuple[str, ...] = ()
+    renew_redis: bool = False
+    """Renew the worker's Redis credentials (`RedisGrant`): the reply carries new ones."""
 
 
 @attrs.frozen(kw_only=True)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from transport.postgres import PostgresStore
+    from transport.redis_streams import RedisStreams
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,16 @@ class ServerConfig:
         False, cli=False, help="Listen with SO_REUSEPORT, sharing the port (and the metrics "
         "port) with other server processes that do the same (aiki server --processes).",
     )  # fmt: skip
+    worker_redis_url: str | None = setting(
+        None, help="Where workers given no Redis URL of their own find Redis, with the "
+        "credentials this server grants each one (its namespace's streams only); unset: the "
+        "server's own Redis URL without its user and password.",
+    )  # fmt: skip
+    redis_grant_seconds: float = setting(
+        600.0, ge=5, le=86_400, help="How long the Redis credentials a worker is granted "
+        "last without a renewal (workers renew them at a third of it); a worker gone that "
+        "long has its Redis user deleted and its connections closed.",
+    )  # fmt: skip
     stream_shards: int = setting(
         1, ge=1, le=MAX_SHARDS,
         help="Redis sub-streams per queue, so one hot workflow spreads over a Redis "
@@ -209,6 +220,8 @@ async def serve(
         await apply_migrations(store, migrations())
         await _say_how_secure(config, store)
         tree = server_tree(config, store, streams)
+        if tree.services.redis_grants is not None:
+            tree.services.redis_grants.unavailable = await _redis_users(streams)
         await tree.services.load_schemas()
         async with open_supervisor(
             "server", tree.children, intensity=RestartIntensity(max_restarts=5, within_seconds=30)
@@ -219,6 +232,20 @@ async def serve(
             await shutdown_trigger()
             tree.listening.ready = False
             logger.info("server shutting down")
+
+
+async def _redis_users(streams: RedisStreams) -> str | None:
+    """Whether this server can grant workers Redis users (`_redis_grants`); if not, say
+    so, and why."""
+    why = await streams.user_management()
+    if why is not None:
+        logger.warning(
+            "Redis cannot keep namespaces apart here (%s): workers need a Redis URL of their "
+            "own, and every worker reaches every namespace's queues; give the server a Redis "
+            "user allowed to manage users (ACL, Redis 6 or later) to grant each worker its "
+            "namespace's streams only", why,
+        )  # fmt: skip
+    return why
 
 
 BOOTSTRAP_HINT: Final = (

@@ -38,6 +38,7 @@ from ._guard import BrowserGuard, is_loopback
 from ._http import COOKIE_SECONDS, Api, Listening, build_app, build_metrics_app
 from ._metrics import ServerMetrics
 from ._quotas import KeyQuotas, Quotas
+from ._redis_grants import GrantSweeper, RedisGrants, without_credentials
 from ._scheduler import fire_schedules
 from ._sweeper import Sweeper
 from ._timers import Deadline, Fired, Timers
@@ -97,6 +98,12 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     subscriptions = Subscriptions(committer.address, queue_limit=config.subscriber_queue)
     metrics = ServerMetrics()
     over_quota = metrics.requests_over_quota
+    grants = RedisGrants(
+        streams,
+        config.worker_redis_url or without_credentials(config.redis_url),
+        config.redis_grant_seconds,
+        unavailable="not checked yet",
+    )
     services = Services(
         store=store,
         committer=committer.address,
@@ -108,6 +115,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         max_events_per_run=config.max_events_per_run,
         stream_shards=config.stream_shards,
         authenticator=None if config.insecure_no_auth else Authenticator(lookup_in(store)),
+        redis_grants=grants,
         quotas=KeyQuotas(
             Quotas(config.key_requests_per_second, config.key_request_burst),
             lambda namespace: over_quota.labels(namespace).inc(),
@@ -157,6 +165,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             max_lost_executions=config.max_lost_executions,
             on_failed=_stopper(services, "executions lost", metrics.runs_executions_lost),
             on_released=metrics.claim_recoveries.inc)),
+        ChildSpec(name="redis grants", factory=lambda: GrantSweeper(grants)),
         ChildSpec(name="timers", mailbox=timers, factory=lambda: Timers(
             store, dispatcher.address,
             _stopper(services, "timed out", metrics.runs_timed_out),

@@ -40,7 +40,12 @@ import trio
 
 from actors import ChildSpec, Mailbox, RestartIntensity, Startable, open_supervisor, pool
 from transport import StreamUnavailableError
-from transport.redis_streams import RedisStreams, open_redis_streams, parse_redis_url
+from transport.redis_streams import (
+    RedisCredentials,
+    RedisStreams,
+    open_redis_streams,
+    parse_redis_url,
+)
 
 from .._settings import setting
 from ..client import (
@@ -48,11 +53,13 @@ from ..client import (
     CA_FILE_ENV,
     CLIENT_CERT_ENV,
     CLIENT_KEY_ENV,
+    Client,
     Servers,
     parse_server_urls,
     tls_for,
 )
-from ..protocol import DEFAULT_NAMESPACE, RegisterWorker, ServedQueue, streams_for
+from ..errors import AikiError, UnavailableError
+from ..protocol import DEFAULT_NAMESPACE, RedisGrant, RegisterWorker, ServedQueue, streams_for
 from ..sdk import (
     Workflow,
     WorkflowVersion,
@@ -68,6 +75,7 @@ from ._messages import SubscriberMsg
 from ._subscriber import Subscriber, mailbox_capacity
 
 if typing.TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable, Iterable
 
 logger = logging.getLogger(__name__)
@@ -142,10 +150,12 @@ class WorkerConfig:
         help="The server, or several comma-separated: the worker uses one at a time and "
         "moves on to the next when it goes away.",
     )  # fmt: skip
-    redis_url: str = setting(
-        help="The Redis the server publishes runs to: one server (redis://host:port/db) or "
-        "a Redis Cluster's seed nodes (redis+cluster://host:port,host:port)."
-    )
+    redis_url: str | None = setting(
+        None, help="The Redis the server publishes runs to: one server (redis://host:port/db) "
+        "or a Redis Cluster's seed nodes (redis+cluster://host:port,host:port); unset: the "
+        "server grants the worker a Redis user of its own, which reaches its namespace's "
+        "streams only (and renews it while the worker lives).",
+    )  # fmt: skip
     worker_id: str = setting(
         factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         help="Unique per process (default: host, process ID and a random suffix).",
@@ -193,12 +203,49 @@ class WorkerConfig:
 
     def __attrs_post_init__(self) -> None:
         parse_server_urls(self.server_url)  # a ValueError naming what is wrong
-        parse_redis_url(self.redis_url)
+        if self.redis_url is not None:
+            parse_redis_url(self.redis_url)
 
 
 def _address(url: str) -> str:
     """``host:port`` of a Redis URL, or its cluster's seeds (never a password)."""
     return ",".join(f"{host}:{port}" for host, port in parse_redis_url(url).seeds)
+
+
+async def _granted_redis(
+    config: WorkerConfig, registration: RegisterWorker, tls: ssl.SSLContext | None
+) -> RedisGrant:
+    """Redis credentials of the server's making, for a worker given no Redis URL: asked
+    for by registering on a session of their own, with backoff until the server answers
+    (for at most ``config.start_timeout_seconds``). The link registers again at once
+    (the same process: allowed) and renews them from then on.
+
+    Raises:
+        aiki.UnavailableError: the server could not be reached in time.
+        aiki.AikiError: it refused (no credentials to grant, a bad key).
+    """
+    limit = config.start_timeout_seconds
+    deadline = trio.current_time() + (limit if limit is not None else math.inf)
+    delays = RECONNECT.delays(random.Random())
+    for attempt in itertools.count(1):
+        try:
+            async with Client(config.server_url, api_key=config.api_key, ca_file=config.ca_file,
+                              client_cert=config.client_cert,
+                              client_key=config.client_key) as client:  # fmt: skip
+                reply = await client.call(attrs.evolve(registration, redis_credentials=True))
+        except UnavailableError as exc:
+            if trio.current_time() > deadline:
+                raise
+            delay = next(delays)
+            logger.warning("the Aiki server is not reachable yet for Redis credentials (%s); "
+                           "attempt %d, next in %.1f s", exc, attempt, delay)  # fmt: skip
+            await trio.sleep(delay)
+            continue
+        if reply.redis is None:
+            raise AikiError("the server granted no Redis credentials; give the worker a "
+                            "Redis URL of its own (--redis-url)")  # fmt: skip
+        return reply.redis
+    raise AssertionError("unreachable")
 
 
 async def _until_redis_answers(streams: RedisStreams, config: WorkerConfig) -> None:
@@ -216,7 +263,7 @@ async def _until_redis_answers(streams: RedisStreams, config: WorkerConfig) -> N
                 raise
             delay = next(delays)
             logger.warning("Redis at %s is not reachable yet (%s); attempt %d, next in %.1f s",
-                           _address(config.redis_url), exc, attempt, delay)  # fmt: skip
+                           _address(streams.url), exc, attempt, delay)  # fmt: skip
             await trio.sleep(delay)
 
 
@@ -258,8 +305,16 @@ async def run_worker(
     def served_streams() -> tuple[str, ...]:
         return worker.streams(registered.namespace, registered.stream_shards)
 
+    credentials = None
+    redis_url = config.redis_url
+    if redis_url is None:  # the server's grant: its namespace's streams only
+        grant = await _granted_redis(config, registration, tls)
+        redis_url, credentials = grant.url, RedisCredentials(grant.username, grant.password)
+        registration = attrs.evolve(registration, redis_credentials=True)
+        registered.credentials, registered.redis_seconds = credentials, grant.seconds
+
     async with (
-        open_redis_streams(config.redis_url, max_threads=4) as streams,
+        open_redis_streams(redis_url, max_threads=4, credentials=credentials) as streams,
         open_asyncio_loop(config.block_limit_seconds) as asyncio_loop,
     ):
         await _until_redis_answers(streams, config)
@@ -297,7 +352,8 @@ async def run_worker(
             ChildSpec(
                 name="heartbeat",
                 factory=lambda: Heartbeats(
-                    config.worker_id, link_box.address, executing, config.heartbeat_seconds
+                    config.worker_id, link_box.address, executing, config.heartbeat_seconds,
+                    registered,
                 ),
             ),
             ChildSpec(

@@ -26,6 +26,7 @@ import trio
 
 from actors import Address, Backoff, ask
 from transport import WebSocketError
+from transport.redis_streams import RedisCredentials
 from transport.websocket import open_websocket
 
 from ..client import Servers, SessionConnection, auth_headers, connect_error
@@ -34,6 +35,7 @@ from ..protocol import (
     DEFAULT_NAMESPACE,
     MAX_MESSAGE_BYTES,
     DeregisterWorker,
+    RedisGrant,
     RegisterWorker,
     Request,
     StopRun,
@@ -104,6 +106,17 @@ class Registered:
     """The namespace the worker serves (its key's): the streams it reads are this one's."""
     stream_shards: int = 1
     """Sub-streams per queue the server publishes to: the worker reads each one."""
+    credentials: RedisCredentials | None = None
+    """The Redis credentials the server grants this worker (None: it has its own Redis
+    URL); each registration's new ones replace them."""
+    redis_seconds: float | None = None
+    """How long the granted credentials last without a renewal."""
+
+    def granted(self, grant: RedisGrant | None) -> None:
+        """Take new Redis credentials, if the server gave some."""
+        if grant is not None and self.credentials is not None:
+            self.credentials.update(grant.username, grant.password)
+            self.redis_seconds = grant.seconds
 
 
 @attrs.define
@@ -221,6 +234,7 @@ class Link:
                     reply = await connection.call(self.registration)
                 self.registered.namespace = reply.namespace
                 self.registered.stream_shards = reply.stream_shards
+                self.registered.granted(reply.redis)
                 registered = True
                 worker_id = self.registration.worker_id
                 logger.info("worker %s connected to %s", worker_id, url,

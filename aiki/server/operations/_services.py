@@ -48,6 +48,7 @@ from .._broadcaster import poke as poke_broadcaster
 from .._committer import Commit
 from .._metrics import ServerMetrics
 from .._quotas import KeyQuotas
+from .._redis_grants import RedisGrants
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
 from ..delivery import FastLane, Offer, Offers, Wake
@@ -330,6 +331,8 @@ class Services:
     """Checks API keys (None: the server runs without authentication)."""
     quotas: KeyQuotas | None = None
     """Each key's request quota (None: none)."""
+    redis_grants: RedisGrants | None = None
+    """Makes workers' Redis users (None: this server makes none)."""
     offers: Offers = attrs.Factory(Offers)
     """Free slots workers offer to this server's starts (eager dispatch)."""
     stream_shards: int = 1

@@ -47,6 +47,7 @@ from ...protocol import (
     ProgressReported,
     RecordHistory,
     RecordTask,
+    RedisGrant,
     RegisterWorker,
     ReportProgress,
     RunClaimed,
@@ -137,8 +138,26 @@ async def register_worker(
         caller.session.bind_worker(request.worker_id)
     logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),
                 extra={"worker_id": request.worker_id})  # fmt: skip
+    grant = await _redis_grant(services, namespace, request.worker_id, request.redis_credentials)
     return WorkerRegistered(worker_id=request.worker_id, namespace=namespace,
-                            stream_shards=services.stream_shards)  # fmt: skip
+                            stream_shards=services.stream_shards, redis=grant)  # fmt: skip
+
+
+async def _redis_grant(
+    services: Services, namespace: str, worker_id: str, wanted: bool
+) -> RedisGrant | None:
+    """The worker's new Redis credentials, if it asked for them.
+
+    Raises:
+        aiki.BadRequestError: this server grants none.
+        aiki.UnavailableError: Redis cannot be reached.
+    """
+    if not wanted:
+        return None
+    if services.redis_grants is None:
+        raise BadRequestError("this server hands out no Redis credentials: give the worker "
+                              "a Redis URL of its own (--redis-url)")  # fmt: skip
+    return await services.redis_grants.issue(namespace, worker_id)
 
 
 async def deregister_worker(
@@ -316,8 +335,9 @@ async def heartbeat(services: Services, request: Heartbeat, caller: Caller) -> H
     held = await services.transact(caller, lambda scoped: scoped.refresh_claims(run_ids))
     if held is None:
         raise NotFoundError(f"worker {request.worker_id!r} is not registered")
+    grant = await _redis_grant(services, caller.home, request.worker_id, request.renew_redis)
     return HeartbeatAck(worker_id=request.worker_id, held=tuple(held),
-                        lease_seconds=services.lease_seconds)  # fmt: skip
+                        lease_seconds=services.lease_seconds, redis=grant)  # fmt: skip
 
 
 async def claim_next(services: Services, request: ClaimNext, caller: Caller) -> ClaimedRuns:
