@@ -197,6 +197,9 @@ class Client:
             client's certificate (PEM); default: ``AIKI_CLIENT_CERT``, if set.
         client_key: that certificate's private key (PEM), unless ``client_cert`` holds
             it; default: ``AIKI_CLIENT_KEY``, if set.
+        namespace: act in this namespace: with an admin key of every namespace, what the
+            client creates goes there and it sees only that namespace's (a key of one
+            namespace may name only its own); default: the key's.
         http: an httpx client to use (e.g. with your own TLS or proxy settings).
         session: under trio, inside ``async with``, send requests over one WebSocket
             session (the default); False keeps every request on HTTP, and without
@@ -212,6 +215,7 @@ class Client:
         ca_file: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        namespace: str | None = None,
         http: httpx.AsyncClient | None = None,
         session: bool = True,
     ) -> None:
@@ -224,7 +228,8 @@ class Client:
             client_cert if client_cert is not None else os.environ.get(CLIENT_CERT_ENV),
             client_key if client_key is not None else os.environ.get(CLIENT_KEY_ENV),
         )
-        self._headers = {"content-type": "application/json", **auth_headers(self._api_key)}
+        self._auth = auth_headers(self._api_key, namespace)
+        self._headers = {"content-type": "application/json", **self._auth}
         self._wants_session = session
         self.requests: collections.Counter[str] = collections.Counter()
         """Requests sent so far, by operation name (over HTTP and the session)."""
@@ -244,7 +249,7 @@ class Client:
         if self._wants_session and _running_trio():
             self._session_stack = contextlib.AsyncExitStack()
             nursery = await self._session_stack.enter_async_context(trio.open_nursery())
-            self._session = ClientSession(self.servers, nursery, self.requests, self._api_key,
+            self._session = ClientSession(self.servers, nursery, self.requests, self._auth,
                                           self._tls)  # fmt: skip
         return self
 
@@ -320,7 +325,7 @@ class Client:
             run_ids=tuple(dict.fromkeys(ids)), workflow=workflow, version=version,
             statuses=tuple(statuses), after_revision=after_revision, progress=progress,
         )  # fmt: skip
-        return Watch(self.servers, self._session, request, self.requests, self._api_key, self._tls)
+        return Watch(self.servers, self._session, request, self.requests, self._auth, self._tls)
 
     async def aclose(self) -> None:
         """Close the HTTP connections (if this client created them)."""

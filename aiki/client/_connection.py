@@ -99,9 +99,13 @@ class PushQueue:
         return frame
 
 
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The headers that present ``api_key`` (none without one)."""
-    return {} if api_key is None else {"authorization": f"Bearer {api_key}"}
+def auth_headers(api_key: str | None, namespace: str | None = None) -> dict[str, str]:
+    """The headers that present ``api_key`` (none without one), acting in ``namespace``
+    (if given: a key of every namespace then acts in that one alone)."""
+    found = {} if api_key is None else {"authorization": f"Bearer {api_key}"}
+    if namespace is not None:
+        found["aiki-namespace"] = namespace
+    return found
 
 
 def answer_error(status: int, body: bytes) -> AikiError:

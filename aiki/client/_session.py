@@ -20,10 +20,11 @@ from transport import WebSocketError
 from transport.websocket import open_websocket
 
 from ..protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
-from ._connection import SessionConnection, auth_headers, connect_error
+from ._connection import SessionConnection, connect_error
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping
 
     from ..protocol import Request, Subscribe, Subscribed
     from ._connection import PushQueue
@@ -45,11 +46,12 @@ class ClientSession:
         servers: Servers,
         nursery: trio.Nursery,
         counter: collections.Counter[str] | None = None,
-        api_key: str | None = None,
+        auth: Mapping[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.servers = servers
-        self._api_key = api_key
+        self._auth: Mapping[str, str] = auth or {}
+        """The headers that present the caller (`auth_headers`)."""
         self._tls = tls
         self.requests = collections.Counter[str]() if counter is None else counter
         """Requests sent, by operation name."""
@@ -119,7 +121,7 @@ class ClientSession:
         async with open_websocket(
             session_url(url),
             max_message_bytes=MAX_MESSAGE_BYTES,
-            headers=auth_headers(self._api_key),
+            headers=dict(self._auth),
             ssl_context=self._tls,
             connect_seconds=CONNECT_SECONDS,
             close_seconds=CLOSE_SECONDS,

@@ -34,11 +34,12 @@ from ..protocol import (
     TaskProgress,
     session_url,
 )
-from ._connection import PushQueue, SessionConnection, auth_headers, connect_error
+from ._connection import PushQueue, SessionConnection, connect_error
 from ._session import ClientSession
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping
     from types import TracebackType
 
     from ..protocol import Published
@@ -102,14 +103,14 @@ class _SocketFeed:
 
     @classmethod
     async def open(
-        cls, servers: Servers, request: Subscribe, api_key: str | None,
+        cls, servers: Servers, request: Subscribe, auth: Mapping[str, str],
         tls: ssl.SSLContext | None,
     ) -> _SocketFeed:  # fmt: skip
-        return await servers.first_reachable(lambda url: cls._open_on(url, request, api_key, tls))
+        return await servers.first_reachable(lambda url: cls._open_on(url, request, auth, tls))
 
     @classmethod
     async def _open_on(
-        cls, url: str, request: Subscribe, api_key: str | None, tls: ssl.SSLContext | None
+        cls, url: str, request: Subscribe, auth: Mapping[str, str], tls: ssl.SSLContext | None
     ) -> _SocketFeed:
         stack = contextlib.AsyncExitStack()
         try:
@@ -117,7 +118,7 @@ class _SocketFeed:
                 open_websocket(
                     session_url(url),
                     max_message_bytes=MAX_MESSAGE_BYTES,
-                    headers=auth_headers(api_key),
+                    headers=dict(auth),
                     ssl_context=tls,
                 )
             )
@@ -175,12 +176,13 @@ class Watch:
         session: ClientSession | None,
         request: Subscribe,
         requests: collections.Counter[str],
-        api_key: str | None = None,
+        auth: Mapping[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._requests = requests
         self._servers = servers
-        self._api_key = api_key
+        self._auth: Mapping[str, str] = auth or {}
+        """The headers that present the caller (`auth_headers`)."""
         self._tls = tls
         self._session = session
         self._request = request
@@ -226,7 +228,7 @@ class Watch:
         if self._session is not None:
             return await _SessionFeed.open(self._session, request)
         self._requests["subscribe"] += 1  # (its unsubscribe is the socket's close)
-        return await _SocketFeed.open(self._servers, request, self._api_key, self._tls)
+        return await _SocketFeed.open(self._servers, request, self._auth, self._tls)
 
     async def __anext__(self) -> RunUpdate | Resync | TaskProgress:
         if self._closed:

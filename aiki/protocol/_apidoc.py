@@ -23,7 +23,9 @@ object as JSON (status 200), or `{"error": {"code", "message", "errors", "run_id
 `bad_request` 400, `forbidden` 403, `not_found` 404, `conflict` 409, `payload_too_large`
 413, `validation_error` 422, `rate_limited` 429 with `Retry-After`, `unavailable` 503,
 ...). Values are never coerced (`5` is not a string, `true` and `2.9` are not integers).
-Times are ISO 8601 UTC.
+Times are ISO 8601 UTC. A request (or a session's upgrade) may name the namespace it acts
+in with the header `aiki-namespace`: an admin key of every namespace then acts as that
+namespace's admin; a key of one namespace may name only its own (`403` otherwise).
 
 The same operations run over one WebSocket at `/api/v1/session`: send
 `{"id": N, "op": "<operation>", "body": {...}}`, receive `{"id": N, "ok": {...}}` or

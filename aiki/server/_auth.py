@@ -39,7 +39,13 @@ import trio
 from transport import StorageError
 from transport.asgi import ADMIT, PEER_CERTIFICATE
 
-from ..errors import RateLimitedError, UnavailableError
+from ..errors import (
+    AikiError,
+    BadRequestError,
+    ForbiddenError,
+    RateLimitedError,
+    UnavailableError,
+)
 from ..protocol import ANYONE, KeyInfo, Role, is_namespace
 from ._guard import refuse
 from ._quotas import KeyQuotas
@@ -65,6 +71,9 @@ CSRF_COOKIE: Final = "aiki_csrf"
 """The signed-in page's CSRF token (`keys.csrf_token`), which page script reads and sends
 back in `CSRF_HEADER` (not HttpOnly: it proves nothing without the session's cookie)."""
 CSRF_HEADER: Final = "x-aiki-csrf"
+NAMESPACE_HEADER: Final = "aiki-namespace"
+"""A request's namespace: a key of every namespace acts in that one alone (see
+`acting_in`)."""
 PRINCIPAL: Final = "aiki.principal"
 """Where `Authentication` leaves the caller's principal in the ASGI scope."""
 CREDENTIAL: Final = "aiki.credential"
@@ -280,6 +289,31 @@ def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
     return jar[name].value if name in jar else None
 
 
+def acting_in(principal: Principal, wanted: bytes | None) -> Principal:
+    """``principal``, acting in the namespace a request names (`NAMESPACE_HEADER`): a key
+    of every namespace acts in that one alone, as a key of it would; a key of one
+    namespace may name its own.
+
+    Raises:
+        aiki.BadRequestError: the name is not a namespace's.
+        aiki.ForbiddenError: the key acts in another namespace.
+    """
+    if wanted is None:
+        return principal
+    name = wanted.decode("latin-1")
+    if not is_namespace(name):
+        raise BadRequestError(
+            f"{NAMESPACE_HEADER} {name[:64]!r} is not a namespace (1-63 lowercase letters, "
+            "digits and inner hyphens)", errors=(f"not a namespace @ header {NAMESPACE_HEADER}",),
+        )  # fmt: skip
+    if principal.namespace is None:
+        return attrs.evolve(principal, namespace=name)
+    if principal.namespace != name:
+        raise ForbiddenError(f"{principal} acts in namespace {principal.namespace!r} only, "
+                             f"not {name!r}")  # fmt: skip
+    return principal
+
+
 def csrf_refusal(scope: Scope, proof: Presented) -> str | None:
     """Why a request signed in by the dashboard's cookie may not change anything: every
     ``POST`` must send back the session's token in `CSRF_HEADER` (a page on another site
@@ -336,6 +370,12 @@ class Authentication:
         if principal is None and not is_open(scope.get("path", "")):
             await refuse(scope, send, 401, "unauthenticated", NO_KEY if proof is None else BAD_KEY)
             return
+        if principal is not None:
+            try:
+                principal = acting_in(principal, _headers(scope).get(NAMESPACE_HEADER.encode()))
+            except AikiError as exc:
+                await refuse(scope, send, exc.http_status, exc.code, str(exc))
+                return
         if principal is not None and proof is not None:
             refusal = csrf_refusal(scope, proof)
             if refusal is not None:

@@ -16,6 +16,7 @@ import trio.testing
 from trio_websocket import open_websocket_url
 
 from transport.asgi import CLOSE_SECONDS, ServerLimits, ServerStatistics, serve_asgi
+from transport.websocket import open_websocket
 
 
 async def _echo(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -50,3 +51,20 @@ async def test_a_closed_websocket_ends_its_connection_without_waiting_for_pings(
     # interval, nor after the grace an application still running gets.
     assert stats.open == 0
     assert trio.current_time() - closed_at < CLOSE_SECONDS
+
+
+async def test_a_session_closed_as_the_servers_first_ping_arrives_closes_cleanly() -> None:
+    """hypercorn pings as soon as a session opens; a client closing at once met that ping
+    in a state where wsproto allows no pong, and its block raised wsproto's error. (Its
+    close still waits out the closing handshake's bound: the library's reader is gone.)"""
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(functools.partial(
+            serve_asgi, _echo, host="127.0.0.1", port=0, limits=ServerLimits(),  # type: ignore[arg-type]
+            shutdown_trigger=stop.wait))  # fmt: skip
+        url = urls[0].replace("http://", "ws://")
+        for _ in range(3):  # (each meets it, nearly always)
+            async with open_websocket(url, max_message_bytes=1024):
+                pass
+        stop.set()
