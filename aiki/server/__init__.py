@@ -91,6 +91,15 @@ class ServerConfig:
         2400, ge=1, help="Requests each API key may make at once, above its rate (the "
         "quota's bucket).",
     )  # fmt: skip
+    wrong_keys_per_second: float = setting(
+        5.0, ge=0, help="Keys that are not valid one peer address may present a second, on "
+        "average (bursts of --wrong-key-burst); past that its requests with keys get 429 with "
+        "Retry-After, unlooked-up, until it slows down (keys it holds that are valid and "
+        "recently used still pass). 0: no limit.",
+    )  # fmt: skip
+    wrong_key_burst: int = setting(
+        100, ge=1, help="Keys that are not valid one peer address may present at once.",
+    )  # fmt: skip
     allowed_origins: tuple[str, ...] = setting(
         (), option="--allowed-origin",
         help="A browser origin (https://ops.example.com) that may open WebSocket sessions "

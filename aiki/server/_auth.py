@@ -48,7 +48,7 @@ from ..errors import (
 )
 from ..protocol import ANYONE, KeyInfo, Role, is_namespace
 from ._guard import refuse
-from ._quotas import KeyQuotas
+from ._quotas import KeyQuotas, Quotas
 from .store import keys
 from .store.keys import ROLES
 
@@ -204,6 +204,12 @@ class Authenticator:
             self._cache.popitem(last=False)
         return cached
 
+    def known_valid(self, credential: keys.Credential) -> bool:
+        """Whether ``credential`` was valid when it was last looked up (however long ago:
+        it is looked up again as usual, so a revocation still counts)."""
+        cached = self._cache.get(credential.digest)
+        return cached is not None and cached[1] is not None and cached[1].usable_at(self.now())
+
     def forget_credential(self, credential: keys.Credential) -> None:
         """Look ``credential`` up again at its next use (its session just ended)."""
         self._cache.pop(credential.digest, None)
@@ -346,6 +352,18 @@ class Authentication:
     authenticator: Authenticator | None
     quotas: KeyQuotas | None = None
     """Each key's request quota (a request over it gets 429 with Retry-After)."""
+    wrong_keys: Quotas | None = None
+    """Keys that are not valid, per peer address: an address over it gets 429 before its
+    next key is looked up, unless that key was valid at its last lookup (a client behind
+    the same address as a guesser keeps working)."""
+
+    def _wrong_keys_wait(self, peer: str, credential: keys.Credential) -> float:
+        """How long ``peer`` must wait before a key of it is looked up (0.0: now); a key
+        that was valid at its last lookup is never held back."""
+        if self.wrong_keys is None or self.authenticator is None:
+            return 0.0
+        wait = self.wrong_keys.wait(peer, trio.current_time())
+        return 0.0 if wait == 0 or self.authenticator.known_valid(credential) else wait
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -361,13 +379,22 @@ class Authentication:
         principal = None
         if proof is None:  # no key: a client certificate, if one names who it is
             principal = certificate_principal(scope.get(PEER_CERTIFICATE))
+        peer = str((scope.get("client") or ("",))[0])
         if credential is not None and not is_open(scope.get("path", "")):
+            wait = self._wrong_keys_wait(peer, credential)
+            if wait > 0:
+                await refuse(scope, send, 429, "rate_limited", "too many keys that are not "
+                             f"valid from {peer}: retry in {wait:.3f} s",
+                             retry_after=round(wait, 3) or 0.001)  # fmt: skip
+                return
             try:
                 principal = await self.authenticator.principal_of(credential)
             except UnavailableError as exc:
                 await refuse(scope, send, 503, exc.code, str(exc))
                 return
         if principal is None and not is_open(scope.get("path", "")):
+            if proof is not None and self.wrong_keys is not None:
+                self.wrong_keys.take(peer, trio.current_time())
             await refuse(scope, send, 401, "unauthenticated", NO_KEY if proof is None else BAD_KEY)
             return
         if principal is not None:

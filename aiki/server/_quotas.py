@@ -8,6 +8,10 @@ uses nothing. The HTTP answer is ``429`` with ``Retry-After``; a session's is th
 request's error, `aiki.RateLimitedError`, which clients and workers retry after that
 time (it is an `aiki.UnavailableError`).
 
+The same buckets, per peer address, slow down wrong keys (`Authentication`): an address
+that presented too many keys that are not valid is answered ``429`` before its next key
+is even looked up.
+
 Quotas are kept per server process, in memory: a key spread over several servers gets
 each one's quota. At most `MAX_KEYS` keys are tracked (the least recently seen are
 forgotten first, and start again with a full bucket).
@@ -57,6 +61,15 @@ class Quotas:
             return 0.0
         self._keep(key, tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def wait(self, key: str, now: float) -> float:
+        """The seconds until a request of ``key`` at ``now`` would go ahead (0.0: it
+        would now); nothing is taken."""
+        if self.rate == 0:
+            return 0.0
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+        return 0.0 if tokens >= 1.0 - EPSILON else (1.0 - tokens) / self.rate
 
     def _keep(self, key: str, tokens: float, now: float) -> None:
         self._buckets[key] = (tokens, now)

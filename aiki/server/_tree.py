@@ -146,6 +146,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             ),
             services.authenticator,
             services.quotas,
+            Quotas(config.wrong_keys_per_second, config.wrong_key_burst),
         ),
         loopback_only=is_loopback(config.host),
         allowed_origins=frozenset(config.allowed_origins),

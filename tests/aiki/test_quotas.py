@@ -65,3 +65,15 @@ def test_one_keys_flood_leaves_another_keys_quota_whole(rate: float, burst: int)
 def test_rate_zero_is_no_quota() -> None:
     quotas = Quotas(0, 1)
     assert all(quotas.take("k", 1000.0) == 0.0 for _ in range(10_000))
+
+
+@given(gaps=gaps, rate=rates, burst=bursts)
+@settings(max_examples=200, deadline=None)
+def test_waiting_says_what_taking_would_do_and_takes_nothing(
+    gaps: list[float], rate: float, burst: int
+) -> None:
+    quotas = Quotas(rate, burst)
+    for at in _times(gaps):
+        before = quotas.wait("k", at)
+        assert quotas.wait("k", at) == before  # (nothing taken)
+        assert quotas.take("k", at) == before

@@ -5,8 +5,10 @@ they are not (issue 27: every worker held one Redis URL that reached every tenan
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 
 import redis
 import redis.exceptions
@@ -34,16 +36,18 @@ def _client(grant: RedisGrant, password: str | None = None) -> redis.Redis:
     )
 
 
-async def _grant(cluster: Cluster, key: str, worker_id: str) -> tuple[aiki.Client, RedisGrant]:
+@contextlib.asynccontextmanager
+async def _granted(
+    cluster: Cluster, key: str, worker_id: str
+) -> AsyncIterator[tuple[aiki.Client, RedisGrant]]:
     """Register ``worker_id`` (no versions) on a session of its own with ``key``, asking
-    for Redis credentials; the open client (its session) and the grant."""
-    client = aiki.Client(cluster.server_urls, api_key=key)
-    await client.__aenter__()
-    reply = await client.call(RegisterWorker(worker_id=worker_id, versions=(),
-                                             incarnation=secrets.token_urlsafe(16),
-                                             redis_credentials=True))  # fmt: skip
-    assert reply.redis is not None
-    return client, reply.redis
+    for Redis credentials; the client (its session open for the block) and the grant."""
+    async with aiki.Client(cluster.server_urls, api_key=key) as client:
+        reply = await client.call(RegisterWorker(worker_id=worker_id, versions=(),
+                                                 incarnation=secrets.token_urlsafe(16),
+                                                 redis_credentials=True))  # fmt: skip
+        assert reply.redis is not None
+        yield client, reply.redis
 
 
 async def _namespace_key(cluster: Cluster, namespace: str) -> str:
@@ -82,11 +86,11 @@ async def test_granted_credentials_reach_their_namespace_only(cluster: Cluster) 
     """With namespace A's grant: every worker command on namespace B's streams answers
     NOPERM (XREADGROUP, XACK, XDEL, XAUTOCLAIM, XADD), as do XADD and DEL on A's own;
     A's own streams can be read through the group."""
-    client, grant = await _grant(cluster, cluster.keys["worker"], f"grants-{uuid.uuid4().hex[:6]}")
-    try:
-        key_b = await _namespace_key(cluster, "grants-b")
-        other, _ = await _grant(cluster, key_b, f"grants-b-{uuid.uuid4().hex[:6]}")
-        await other.__aexit__(None, None, None)
+    key_b = await _namespace_key(cluster, "grants-b")
+    async with _granted(cluster, key_b, f"grants-b-{uuid.uuid4().hex[:6]}"):
+        pass  # (namespace B's worker: B's Redis user exists too)
+    worker_id = f"grants-{uuid.uuid4().hex[:6]}"
+    async with _granted(cluster, cluster.keys["worker"], worker_id) as (_, grant):
         own = stream_for("default", "grants-flow", "1", None)
         theirs = stream_for("grants-b", "grants-flow", "1", None)
         redis_a = _client(grant)
@@ -118,8 +122,6 @@ async def test_granted_credentials_reach_their_namespace_only(cluster: Cluster) 
             assert not read  # (nothing queued: but read, not refused)
         finally:
             redis_a.close()
-    finally:
-        await client.__aexit__(None, None, None)
 
 
 @deadline(90)
@@ -128,8 +130,7 @@ async def test_renewal_replaces_the_password_and_an_unrenewed_grant_ends(cluster
     authenticates; left unrenewed, the user is deleted within the grant's lifetime and a
     sweep, on every node."""
     worker_id = f"grants-{uuid.uuid4().hex[:6]}"
-    client, first = await _grant(cluster, cluster.keys["worker"], worker_id)
-    try:
+    async with _granted(cluster, cluster.keys["worker"], worker_id) as (client, first):
         ack = await client.call(Heartbeat(worker_id=worker_id, renew_redis=True))
         assert ack.redis is not None
         second = ack.redis
@@ -160,5 +161,3 @@ async def test_renewal_replaces_the_password_and_an_unrenewed_grant_ends(cluster
         with trio.fail_after(GRANT_SECONDS * 2 + 5):
             await wait_until(ended, interval=0.25)
         assert trio.current_time() - renewed_at >= GRANT_SECONDS - 1
-    finally:
-        await client.__aexit__(None, None, None)

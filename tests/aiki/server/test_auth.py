@@ -280,3 +280,30 @@ async def test_signing_out_ends_the_session_on_every_server_and_revoking_the_key
         async with httpx.AsyncClient(timeout=30) as http:  # signing in again: no
             again = await http.post(f"{first.url}/auth/sign-in", json={"key": key})
         assert again.status_code == 401
+
+
+@deadline(60)
+async def test_an_address_presenting_wrong_keys_is_slowed_down(pg_url: str, redis_url: str) -> None:
+    """After its burst of keys that are not valid, an address gets 429 with Retry-After
+    for its next key, which is not even looked up; a key of it that was valid at its last
+    lookup still passes (looked up again once the cache's second is over); once it
+    waited, a wrong key is a 401 again."""
+    async with open_api(pg_url, redis_url, wrong_keys_per_second=0.5, wrong_key_burst=5) as api:
+        good = bearer(api.keys["viewer"])
+        listing = f"{api.url}/api/v1/list_runs"
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert (await http.post(listing, json={}, headers=good)).status_code == 200
+            for _ in range(5):
+                wrong = bearer(keys.new_key()[0])
+                assert (await http.post(listing, json={}, headers=wrong)).status_code == 401
+            slowed = await http.post(listing, json={}, headers=bearer(keys.new_key()[0]))
+            assert slowed.status_code == 429
+            assert int(slowed.headers["retry-after"]) >= 1
+            error = slowed.json()["error"]
+            assert error["code"] == "rate_limited"
+            assert 0 < error["retry_after_seconds"] <= 2.0 + 0.01
+            await trio.sleep(CACHE_SECONDS)  # (the good key's entry is stale: looked up again)
+            assert (await http.post(listing, json={}, headers=good)).status_code == 200
+            await trio.sleep(error["retry_after_seconds"])
+            again = await http.post(listing, json={}, headers=bearer(keys.new_key()[0]))
+            assert again.status_code == 401
