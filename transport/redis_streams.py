@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
-import attrs
 import redis
 import redis.cluster
 import redis.exceptions
@@ -38,145 +36,28 @@ from ._redis_clients import SLOTS as SLOTS
 from ._redis_clients import RedisTarget as RedisTarget
 from ._redis_clients import hash_slot as hash_slot
 from ._redis_clients import parse_redis_url as parse_redis_url
+from ._redis_values import FIELD as FIELD
+from ._redis_values import USERS_KEY_PREFIX as USERS_KEY_PREFIX
+from ._redis_values import AutoClaimed as AutoClaimed
+from ._redis_values import PendingEntry as PendingEntry
+from ._redis_values import PendingSummary as PendingSummary
+from ._redis_values import RedisCredentials as RedisCredentials
+from ._redis_values import StreamEntry as StreamEntry
+from ._redis_values import entries, mapped_errors, read_reply, text
 from ._threads import run_sync_interruptible
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-FIELD: Final = b"m"
-"""The single field of each stream entry; its value is the payload."""
 
 MAX_BLOCK_MS: Final = 10_000
 """Upper bound for ``block_ms``: a blocked read always comes back within this time."""
 
 _UNBLOCK_RETRY_SECONDS: Final = 0.002
 _SOCKET_SLACK_SECONDS: Final = 5.0
-
-
-@attrs.frozen
-class StreamEntry:
-    """One entry read from a stream."""
-
-    stream: str
-    entry_id: str
-    payload: bytes
-
-
-@attrs.frozen
-class PendingSummary:
-    """``XPENDING`` summary of a consumer group on one stream."""
-
-    count: int
-    smallest_id: str | None
-    largest_id: str | None
-    consumers: Mapping[str, int]
-    """Pending entries per consumer name."""
-
-
-@attrs.frozen
-class PendingEntry:
-    """One delivered-but-unacknowledged entry."""
-
-    entry_id: str
-    consumer: str
-    idle_ms: int
-    deliveries: int
-
-
-@attrs.frozen
-class AutoClaimed:
-    """What ``XAUTOCLAIM`` took over, and where to continue scanning (``"0-0"``: done)."""
-
-    entries: tuple[StreamEntry, ...]
-    next_start: str
-    deleted_ids: tuple[str, ...]
-    """Pending ids whose entries were deleted from the stream (removed from the PEL)."""
-
-
-class RedisCredentials(redis.CredentialProvider):
-    """The user and password a client presents to Redis, which may change while it runs
-    (rotated credentials): every new connection authenticates with the latest; open ones
-    stay as they are."""
-
-    def __init__(self, username: str, password: str) -> None:
-        self._current = (username, password)
-
-    def update(self, username: str, password: str) -> None:
-        """Present these from the next connection on."""
-        self._current = (username, password)
-
-    @property
-    def username(self) -> str:
-        """The user presented now."""
-        return self._current[0]
-
-    def get_credentials(self) -> tuple[str, str]:
-        """(redis-py's hook, called as each connection authenticates.)"""
-        return self._current
-
-
-USERS_KEY_PREFIX: Final = "aiki:users:"
-"""``aiki:users:<name>``: present while the user ``<name>`` (`RedisStreams.grant_user`) is
-granted; it expires with the grant."""
-
-
-@contextlib.contextmanager
-def _mapped_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StreamUnavailableError(f"redis unavailable during {what}: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise StreamError(f"redis rejected {what}: {exc}") from exc
-
-
-_UNAVAILABLE: Final = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    # A cluster mid-failover or resharding: down, slots moving, a node unreachable.
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,  # (and MovedError)
-    redis.exceptions.RedisClusterException,
-)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entries(
-    stream: str, raw: Sequence[tuple[bytes, Mapping[bytes, bytes] | None]]
-) -> list[StreamEntry]:
-    entries = []
-    for entry_id, fields in raw:
-        if fields is None:  # deleted from the stream while pending
-            continue
-        entries.append(StreamEntry(stream, _text(entry_id), fields.get(FIELD, b"")))
-    return entries
-
-
-def _read_reply(reply: object) -> list[StreamEntry]:
-    """Normalise an ``XREADGROUP`` reply into entries.
-
-    RESP2 replies ``[[stream, [(id, fields), ...]], ...]``; RESP3 replies
-    ``{stream: [[(id, fields), ...]]}``, one level deeper.
-    """
-    if not reply:
-        return []
-    pairs = cast(
-        "Iterable[tuple[bytes, list[object]]]",
-        reply.items() if isinstance(reply, Mapping) else reply,
-    )
-    entries: list[StreamEntry] = []
-    for stream, raw in pairs:
-        flat = raw[0] if raw and isinstance(raw[0], list) else raw
-        entries.extend(
-            _entries(_text(stream), cast("list[tuple[bytes, Mapping[bytes, bytes] | None]]", flat))
-        )
-    return entries
 
 
 class RedisStreams:
@@ -234,7 +115,7 @@ class RedisStreams:
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         def call() -> T:
-            with _mapped_errors(what):
+            with mapped_errors(what):
                 return fn()
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
@@ -260,7 +141,7 @@ class RedisStreams:
         Cancellation: the entry may or may not have been added.
         """
         return await self._call(
-            "XADD", lambda: _text(self._client.xadd(stream, {FIELD: payload}, maxlen=maxlen))
+            "XADD", lambda: text(self._client.xadd(stream, {FIELD: payload}, maxlen=maxlen))
         )
 
     async def publish_many(self, entries: Sequence[tuple[str, bytes]]) -> list[str]:
@@ -278,7 +159,7 @@ class RedisStreams:
             pipe = self._client.pipeline(transaction=False)
             for stream, payload in entries:
                 pipe.xadd(stream, {FIELD: payload})
-            return [_text(entry_id) for entry_id in pipe.execute()]
+            return [text(entry_id) for entry_id in pipe.execute()]
 
         return await self._call("XADD pipeline", pipelined)
 
@@ -337,10 +218,10 @@ class RedisStreams:
             smallest, largest = raw.get("min"), raw.get("max")
             return PendingSummary(
                 count=int(raw["pending"]),
-                smallest_id=None if smallest is None else _text(smallest),
-                largest_id=None if largest is None else _text(largest),
+                smallest_id=None if smallest is None else text(smallest),
+                largest_id=None if largest is None else text(largest),
                 consumers={
-                    _text(item["name"]): int(item["pending"]) for item in raw.get("consumers") or ()
+                    text(item["name"]): int(item["pending"]) for item in raw.get("consumers") or ()
                 },
             )
 
@@ -369,8 +250,8 @@ class RedisStreams:
             )
             return [
                 PendingEntry(
-                    entry_id=_text(row["message_id"]),
-                    consumer=_text(row["consumer"]),
+                    entry_id=text(row["message_id"]),
+                    consumer=text(row["consumer"]),
                     idle_ms=int(row["time_since_delivered"]),
                     deliveries=int(row["times_delivered"]),
                 )
@@ -401,9 +282,9 @@ class RedisStreams:
             )
             deleted = raw[2] if len(raw) > 2 else ()  # Redis >= 7 reports deleted ids
             return AutoClaimed(
-                entries=tuple(_entries(stream, raw[1])),
-                next_start=_text(raw[0]),
-                deleted_ids=tuple(_text(entry_id) for entry_id in deleted),
+                entries=tuple(entries(stream, raw[1])),
+                next_start=text(raw[0]),
+                deleted_ids=tuple(text(entry_id) for entry_id in deleted),
             )
 
         return await self._call("XAUTOCLAIM", claim)
@@ -472,7 +353,7 @@ class RedisStreams:
         def expired() -> list[str]:
             names: set[str] = set()
             for reply in self._on_every_node("ACL", "USERS"):
-                names.update(_text(name) for name in cast("list[object]", reply))
+                names.update(text(name) for name in cast("list[object]", reply))
             ours = sorted(name for name in names if name.startswith(prefix))
             return [name for name in ours if not self._client.exists(f"{USERS_KEY_PREFIX}{name}")]
 
@@ -538,7 +419,7 @@ class StreamReader:
         self._stash: list[StreamEntry] = []
         self._client_id: int | None = None
         url = streams.url if node_url is None else node_url
-        with _mapped_errors("connect"):
+        with mapped_errors("connect"):
             options = streams.connection_options()
             self._client = redis.Redis.from_url(
                 url,
@@ -569,7 +450,7 @@ class StreamReader:
 
     async def _unblock(self, client_id: int) -> bool:
         def unblock() -> bool:
-            with _mapped_errors("CLIENT UNBLOCK"):
+            with mapped_errors("CLIENT UNBLOCK"):
                 return bool(self._control.client_unblock(client_id))
 
         return await trio.to_thread.run_sync(unblock)
@@ -614,7 +495,7 @@ class StreamReader:
         self, streams: Mapping[str, str], count: int, block_ms: int | None
     ) -> list[StreamEntry]:
         def xreadgroup() -> None:
-            with _mapped_errors("XREADGROUP"):
+            with mapped_errors("XREADGROUP"):
                 reply = self._client.xreadgroup(
                     self.group,
                     self.consumer,
@@ -623,7 +504,7 @@ class StreamReader:
                     block=block_ms,
                 )
             # Stashed in the thread, so a read whose caller was cancelled loses nothing.
-            self._stash.extend(_read_reply(reply))
+            self._stash.extend(read_reply(reply))
 
         await run_sync_interruptible(
             xreadgroup,
