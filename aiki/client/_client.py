@@ -82,7 +82,7 @@ from ..protocol import (
     WokenUp,
     WorkerInfo,
 )
-from ._connection import answer_error, auth_headers
+from ._connection import answer_error, auth_headers, clean_key
 from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
 from ._servers import Servers
 from ._session import CLOSE_SECONDS, ClientSession
@@ -188,8 +188,9 @@ class Client:
         url: the server's base URL, e.g. ``http://127.0.0.1:8470``; or several servers
             of one deployment, comma-separated (or a list): the client uses one at a time
             and moves on to the next when it cannot be reached or its session drops.
-        api_key: the API key to act with (``aiki_...``); default: ``AIKI_API_KEY`` from
-            the environment, if set (a server run with ``--insecure-no-auth`` needs none).
+        api_key: the API key to act with (``aiki_...``; spaces and line breaks around it
+            are dropped); default: ``AIKI_API_KEY`` from the environment, if set (a server
+            run with ``--insecure-no-auth`` needs none).
         ca_file: for an ``https://`` server whose certificate a private CA signed: that
             CA's certificate (PEM); default: ``AIKI_CA_FILE``, if set, else the system's
             trusted authorities.
@@ -205,6 +206,11 @@ class Client:
             session (the default); False keeps every request on HTTP, and without
             WebSockets `watch` is unavailable and waits long-poll. (WebSockets do not use
             ``http``'s settings.)
+
+    Raises:
+        aiki.UnauthenticatedError: ``api_key`` is not shaped like a key (the message does
+            not quote it).
+        aiki.ValidationError: ``ca_file`` or ``client_cert`` cannot be used.
     """
 
     def __init__(
@@ -222,7 +228,9 @@ class Client:
         self.servers = Servers(url)
         """The servers, and the one in use."""
         self.url = str(self.servers)
-        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self._api_key = clean_key(
+            api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        )
         self._tls = tls_for(
             ca_file if ca_file is not None else os.environ.get(CA_FILE_ENV),
             client_cert if client_cert is not None else os.environ.get(CLIENT_CERT_ENV),

@@ -25,7 +25,7 @@ import orjson
 
 from transport import WebSocketError
 
-from ..errors import AikiError, UnavailableError
+from ..errors import AikiError, UnauthenticatedError, UnavailableError
 from ..protocol import (
     OPERATIONS,
     ClientProtocol,
@@ -99,10 +99,34 @@ class PushQueue:
         return frame
 
 
+def clean_key(api_key: str | None) -> str | None:
+    """``api_key`` without the spaces and line breaks a copy-paste adds around it.
+
+    Raises:
+        aiki.UnauthenticatedError: what is left is not printable ASCII without spaces,
+            as every key is (the message never quotes it: it is a secret).
+    """
+    if api_key is None:
+        return None
+    key = api_key.strip()
+    if not key or not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise UnauthenticatedError(
+            f"the API key given ({len(api_key)} characters) is not one: a key is printable "
+            "ASCII without spaces (aiki_<prefix>_<secret>); check AIKI_API_KEY or --api-key"
+        )
+    return key
+
+
 def auth_headers(api_key: str | None, namespace: str | None = None) -> dict[str, str]:
-    """The headers that present ``api_key`` (none without one), acting in ``namespace``
-    (if given: a key of every namespace then acts in that one alone)."""
-    found = {} if api_key is None else {"authorization": f"Bearer {api_key}"}
+    """The headers that present ``api_key`` (none without one; trimmed, `clean_key`),
+    acting in ``namespace`` (if given: a key of every namespace then acts in that one
+    alone).
+
+    Raises:
+        aiki.UnauthenticatedError: ``api_key`` is not shaped like a key.
+    """
+    key = clean_key(api_key)
+    found = {} if key is None else {"authorization": f"Bearer {key}"}
     if namespace is not None:
         found["aiki-namespace"] = namespace
     return found
