@@ -8,8 +8,11 @@ scripts. Exit codes: 0 done, 1 the server refused the request, 2 bad usage, 3 no
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import sys
-from typing import Final
+import uuid
+from typing import TYPE_CHECKING, Final
 
 import click
 import orjson
@@ -18,7 +21,11 @@ from ..client import Client, Resync
 from ..protocol import (
     ALL_STATUSES,
     TERMINAL,
+    EventSent,
     RunDetails,
+    RunInfo,
+    RunPage,
+    RunsRetried,
     RunsStopped,
     RunTransitioned,
     RunUpdate,
@@ -31,6 +38,9 @@ from ..protocol import (
 )
 from ..wire import WireCodec
 from ._common import call_server, dump, json_option, server_url_option, short, table, when
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _statuses = click.option(
     "--status",
@@ -51,6 +61,8 @@ def runs() -> None:
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--version", "version_", help="Only runs of this version (with --workflow).")
 @_statuses
+@click.option("--reference-id", help="Only runs started with this reference ID.")
+@click.option("--parent", help="Only the children of this run (its ID or reference ID).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
 @click.option("--cursor", help="The next page (printed after a full page).")
 @json_option
@@ -59,22 +71,73 @@ def list_runs(
     workflow: str | None,
     version_: str | None,
     statuses: tuple[str, ...],
+    reference_id: str | None,
+    parent: str | None,
     limit: int,
     cursor: str | None,
     as_json: bool,
 ) -> None:
     """Runs, newest first."""
-    page = call_server(server_url, lambda client: client.list_runs(
-        workflow=workflow, version=version_, statuses=tuple(filter(is_status, statuses)),
-        limit=limit, cursor=cursor))  # fmt: skip
+
+    async def page_of(client: Client) -> RunPage:
+        parent_id = None if parent is None else await run_id_of(client, parent)
+        return await client.list_runs(
+            workflow=workflow, version=version_, statuses=tuple(filter(is_status, statuses)),
+            reference_id=reference_id, parent_id=parent_id, limit=limit, cursor=cursor,
+        )  # fmt: skip
+
+    page = call_server(server_url, page_of)
     if as_json:
         dump(page, type(page))
         return
-    rows = [(run.id, f"{run.workflow}@{run.version}", run.status, run.attempt,
-             when(run.created_at), when(run.updated_at)) for run in page.runs]  # fmt: skip
-    click.echo(table(("id", "workflow", "status", "attempt", "created", "updated"), rows))
+    click.echo(_runs_table(page.runs))
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
+
+
+def _runs_table(found: Sequence[RunInfo]) -> str:
+    rows = [(run.id, f"{run.workflow}@{run.version}", run.status, run.reference_id or "-",
+             run.attempt, when(run.created_at), when(run.updated_at))
+            for run in found]  # fmt: skip
+    return table(("id", "workflow", "status", "reference", "attempt", "created", "updated"),
+                 rows)  # fmt: skip
+
+
+async def run_id_of(client: Client, run: str) -> str:
+    """The ID of the run ``run`` names: a run ID as it is, else the run started with that
+    reference ID (`aiki.Client.find_run`)."""
+    try:
+        uuid.UUID(run)
+    except ValueError:
+        return (await client.find_run(run)).id
+    return run
+
+
+_RUN_HELP: Final = "RUN is a run ID, or the reference ID the run was started with."
+
+
+class _Since(click.ParamType):  # type: ignore[type-arg]
+    """A moment: a duration ago (``90s``, ``30m``, ``2h``, ``7d``) or an ISO 8601 time
+    (local time if it names no offset)."""
+
+    name = "since"
+    _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        text = str(value).strip()
+        if (match := re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)) is not None:
+            seconds = float(match[1]) * self._UNITS[match[2]]
+            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time",
+                      param, ctx)  # fmt: skip
+        return moment if moment.tzinfo else moment.astimezone()
 
 
 @runs.command("start")
@@ -128,18 +191,28 @@ def _json_argument(data: str, name: str) -> object:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
 
 
-@runs.command("show")
+@runs.command("show", epilog=_RUN_HELP)
 @server_url_option
-@click.argument("run_id")
+@click.argument("run")
 @json_option
-def show_run(server_url: str, run_id: str, as_json: bool) -> None:
-    """One run: its state, input and output, tasks with attempts, and timeline."""
-    details = call_server(server_url, lambda client: client.describe_run(run_id))
+def show_run(server_url: str, run: str, as_json: bool) -> None:
+    """One run: its state, input and output, tasks with attempts, children, timeline."""
+
+    async def describe(client: Client) -> tuple[RunDetails, RunPage]:
+        details = await client.describe_run(await run_id_of(client, run))
+        children = await client.list_runs(parent_id=details.run.id, limit=20)
+        return details, children
+
+    details, children = call_server(server_url, describe)
     if as_json:
         dump(details, RunDetails)
         return
+    _show(details, children)
+
+
+def _show(details: RunDetails, children: RunPage) -> None:
     run = details.run
-    fields = [
+    fields: list[tuple[str, object]] = [
         ("run", run.id), ("namespace", run.namespace),
         ("workflow", f"{run.workflow}@{run.version}"), ("status", run.status),
         ("revision", run.revision), ("attempt", run.attempt),
@@ -170,22 +243,26 @@ def show_run(server_url: str, run_id: str, as_json: bool) -> None:
         for report in details.progress:
             click.echo(f"  {report.task}#{report.seq}  {when(report.at)}  "
                        f"{short(report.details, 120)}")  # fmt: skip
+    if children.runs:
+        more = " (the newest 20)" if children.next_cursor else ""
+        click.echo(f"\nchildren{more}")
+        click.echo(_runs_table(children.runs))
     click.echo("\ntimeline")
     steps = [(when(step.at), step.revision, step.previous or "-", step.status,
               step.reason or "", step.worker_id or "") for step in details.timeline]  # fmt: skip
     click.echo(table(("at", "rev", "from", "to", "reason", "worker"), steps))
 
 
-@runs.command("watch")
+@runs.command("watch", epilog=_RUN_HELP)
 @server_url_option
-@click.argument("run_id", required=False)
+@click.argument("run", required=False)
 @click.option("--workflow", help="Updates of this workflow's runs.")
 @click.option("--version", "version_", help="Only this version (with --workflow).")
 @_statuses
 @json_option
 def watch_runs(
     server_url: str,
-    run_id: str | None,
+    run: str | None,
     workflow: str | None,
     version_: str | None,
     statuses: tuple[str, ...],
@@ -212,6 +289,7 @@ def watch_runs(
         sys.stdout.flush()
 
     async def watch(client: Client) -> None:
+        run_id = None if run is None else await run_id_of(client, run)
         request = client.watch(
             run_id, workflow=workflow, version=version_,
             statuses=tuple(filter(is_status, statuses)),
@@ -244,13 +322,20 @@ def _said(reply: RunsStopped | RunTransitioned | WokenUp) -> str:
 def _control(name: str, summary: str, *, reason: str | None) -> click.Command:
     """A command that applies one control action to a run."""
 
-    @click.command(name, help=summary)
+    @click.command(name, help=summary, epilog=_RUN_HELP)
     @server_url_option
-    @click.argument("run_id")
+    @click.argument("run")
     @json_option
-    def command(server_url: str, run_id: str, as_json: bool, **options: str) -> None:
+    def command(server_url: str, run: str, as_json: bool, **options: str) -> None:
         action = getattr(Client, name)
-        reply = call_server(server_url, lambda client: action(client, run_id, **options))
+
+        async def act(client: Client) -> RunsStopped | RunTransitioned | WokenUp:
+            reply: RunsStopped | RunTransitioned | WokenUp = await action(
+                client, await run_id_of(client, run), **options
+            )
+            return reply
+
+        reply = call_server(server_url, act)
         if as_json:
             dump(reply, type(reply))
         else:
@@ -270,25 +355,78 @@ runs.add_command(_control("wakeup", "Cut a run's pending sleeps short.", reason=
 runs.add_command(_control("requeue", "Queue a run again (recovery).", reason="requeued"))
 
 
+@runs.command("retry", epilog=f"{_RUN_HELP} Without RUN, --workflow retries in bulk.")
+@server_url_option
+@click.argument("run", required=False)
+@click.option("--workflow", help="Retry the failed top-level runs of this workflow (bulk).")
+@click.option("--version", "version_", help="Only runs of this version (with --workflow).")
+@click.option("--status", type=click.Choice(["failed"]), default="failed", show_default=True,
+              help="The runs to retry (only failed runs can be).")  # fmt: skip
+@click.option("--since", type=_Since(), help="Only runs that failed since then: a duration "
+              "ago (90s, 30m, 2h, 7d) or an ISO 8601 time (with --workflow).")  # fmt: skip
+@click.option("--reason", default="retried", show_default=True)
+@json_option
+def retry_runs(
+    server_url: str,
+    run: str | None,
+    workflow: str | None,
+    version_: str | None,
+    status: str,
+    since: dt.datetime | None,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Queue failed runs again, after a fix: each is a fresh first attempt of its version
+    that replays its completed tasks and runs its failed ones again (its failed children
+    are retried with it). Give RUN, or --workflow for every failed run of it."""
+    if (run is None) == (workflow is None):
+        raise click.UsageError("give RUN, or --workflow (bulk), not both")
+    if run is not None and (version_ or since):
+        raise click.UsageError("--version and --since go with --workflow")
+
+    async def retry(client: Client) -> RunsRetried:
+        if run is not None:
+            return await client.retry(await run_id_of(client, run), reason=reason)
+        assert workflow is not None
+        return await client.retry_failed(workflow, version=version_, failed_after=since,
+                                         reason=reason)  # fmt: skip
+
+    reply = call_server(server_url, retry)
+    if as_json:
+        dump(reply, RunsRetried)
+        return
+    children = len(reply.affected) - len(reply.run_ids)
+    also = f", with {children} failed child run{'s' * (children != 1)}" if children else ""
+    if run is not None:
+        click.echo(f"run {reply.run_ids[0]} is queued again{also}")
+    else:
+        count = len(reply.run_ids)
+        click.echo(f"{count} failed run{'s' * (count != 1)} of {workflow} queued again{also}")
+
+
 @click.group()
 def events() -> None:
     """Send events to runs."""
 
 
-@events.command("send")
+@events.command("send", epilog=_RUN_HELP)
 @server_url_option
-@click.argument("run_id")
+@click.argument("run")
 @click.argument("name")
 @click.argument("data", required=False, default="null")
 @click.option("--reference-id", help="Deduplicate: a repeated reference ID is ignored.")
 @json_option
 def send_event(
-    server_url: str, run_id: str, name: str, data: str, reference_id: str | None, as_json: bool
+    server_url: str, run: str, name: str, data: str, reference_id: str | None, as_json: bool
 ) -> None:
-    """Send event NAME to RUN_ID with DATA (JSON; default null)."""
+    """Send event NAME to RUN with DATA (JSON; default null)."""
     payload = _json_argument(data, "DATA")
-    sent = call_server(server_url, lambda client: client.send_event(
-        run_id, name, payload, reference_id=reference_id))  # fmt: skip
+
+    async def send(client: Client) -> EventSent:
+        return await client.send_event(await run_id_of(client, run), name, payload,
+                                       reference_id=reference_id)  # fmt: skip
+
+    sent = call_server(server_url, send)
     if as_json:
         dump(sent, type(sent))
     else:

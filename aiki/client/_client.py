@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import os
 import typing
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -37,7 +38,13 @@ import trio
 from transport import TransportError
 from transport.tls import client_tls
 
-from ..errors import PushUnavailableError, UnavailableError, ValidationError
+from ..errors import (
+    ConflictError,
+    PushUnavailableError,
+    RunNotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from ..protocol import (
     OPERATIONS,
     ActivateSchedule,
@@ -60,11 +67,14 @@ from ..protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RetryRun,
+    RetryRuns,
     RevokeKey,
     Role,
     RunDetails,
     RunInfo,
     RunPage,
+    RunsRetried,
     RunsStopped,
     RunStarted,
     RunStatus,
@@ -388,14 +398,45 @@ class Client:
         workflow: str | None = None,
         version: str | None = None,
         statuses: tuple[RunStatus, ...] = (),
+        reference_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        """A page of runs, newest first; pass ``next_cursor`` back for the next page."""
+        """A page of runs, newest first; pass ``next_cursor`` back for the next page.
+
+        ``reference_id`` finds the runs started with that reference ID; ``parent_id``
+        lists a run's children.
+        """
         request = ListRuns(
-            workflow=workflow, version=version, statuses=statuses, limit=limit, cursor=cursor
-        )
+            workflow=workflow, version=version, statuses=statuses, reference_id=reference_id,
+            parent_id=parent_id, limit=limit, cursor=cursor,
+        )  # fmt: skip
         return await self.call(request)
+
+    async def find_run(
+        self, reference_id: str, *, workflow: str | None = None, version: str | None = None
+    ) -> RunInfo:
+        """The run started with ``reference_id`` (of ``workflow`` and ``version``, if
+        given: a reference ID is unique per workflow version).
+
+        Raises:
+            aiki.RunNotFoundError: no run has it.
+            aiki.ConflictError: several runs have it (of different workflows or
+                versions): name the workflow and version, or use a run ID.
+        """
+        page = await self.list_runs(reference_id=reference_id, workflow=workflow,
+                                    version=version, limit=3)  # fmt: skip
+        if not page.runs:
+            raise RunNotFoundError(f"no run with reference ID {reference_id!r}")
+        if len(page.runs) > 1:
+            named = ", ".join(f"{run.id} ({run.workflow}@{run.version})" for run in page.runs)
+            more = " and more" if page.next_cursor else ""
+            raise ConflictError(
+                f"reference ID {reference_id!r} names several runs: {named}{more}; give "
+                "the workflow and version, or a run ID"
+            )
+        return page.runs[0]
 
     async def describe_run(self, run_id: str) -> RunDetails:
         """A run with its tasks (and their failed attempts) and its timeline of transitions.
@@ -447,6 +488,48 @@ class Client:
     async def requeue(self, run_id: str, *, reason: str = "requeued") -> RunTransitioned:
         """Release a running or stalled run and queue it again (recovery)."""
         return await self.call(RequeueRun(run_id=run_id, reason=reason))
+
+    async def retry(self, run_id: str, *, reason: str = "retried") -> RunsRetried:
+        """Queue a failed run again, after a fix: a fresh first attempt of its version that
+        replays its completed tasks and runs its failed ones again; its failed children
+        are retried with it.
+
+        Raises:
+            aiki.InvalidTransitionError: the run is not failed, or is a child run (retry
+                its top-level run).
+            aiki.RunNotFoundError: no such run.
+        """
+        return await self.call(RetryRun(run_id=run_id, reason=reason))
+
+    async def retry_failed(
+        self,
+        workflow: str,
+        *,
+        version: str | None = None,
+        failed_after: dt.datetime | None = None,
+        failed_before: dt.datetime | None = None,
+        limit: int = 100,
+        reason: str = "retried",
+    ) -> RunsRetried:
+        """`retry` every failed top-level run of ``workflow`` (and ``version``) that failed
+        in [``failed_after``, ``failed_before``), ``limit`` per request; runs that fail
+        again meanwhile are not retried twice (``failed_before`` defaults to now).
+
+        Returns:
+            Every run retried: ``run_ids`` the top-level ones, ``affected`` with their
+            children.
+        """
+        before = failed_before or dt.datetime.now(dt.UTC)
+        run_ids: list[str] = []
+        affected: list[str] = []
+        while True:
+            reply = await self.call(RetryRuns(
+                workflow=workflow, version=version, failed_after=failed_after,
+                failed_before=before, limit=limit, reason=reason))  # fmt: skip
+            run_ids.extend(reply.run_ids)
+            affected.extend(reply.affected)
+            if not reply.more:
+                return RunsRetried(run_ids=tuple(run_ids), affected=tuple(affected))
 
     async def cancel(self, run_id: str, *, reason: str = "cancelled") -> RunsStopped:
         """Cancel a run and all its unfinished descendants (a running one stops at once)."""

@@ -97,6 +97,8 @@ from ._runs import LIST_RUNS as LIST_RUNS
 from ._runs import PAUSE_RUN as PAUSE_RUN
 from ._runs import REQUEUE_RUN as REQUEUE_RUN
 from ._runs import RESUME_RUN as RESUME_RUN
+from ._runs import RETRY_RUN as RETRY_RUN
+from ._runs import RETRY_RUNS as RETRY_RUNS
 from ._runs import SEND_EVENT as SEND_EVENT
 from ._runs import START_RUN as START_RUN
 from ._runs import WAIT_RUN as WAIT_RUN
@@ -109,8 +111,11 @@ from ._runs import ListRuns as ListRuns
 from ._runs import PauseRun as PauseRun
 from ._runs import RequeueRun as RequeueRun
 from ._runs import ResumeRun as ResumeRun
+from ._runs import RetryRun as RetryRun
+from ._runs import RetryRuns as RetryRuns
 from ._runs import RunInfo as RunInfo
 from ._runs import RunPage as RunPage
+from ._runs import RunsRetried as RunsRetried
 from ._runs import RunsStopped as RunsStopped
 from ._runs import RunStarted as RunStarted
 from ._runs import RunTransitioned as RunTransitioned
@@ -142,6 +147,8 @@ from ._schemas import MAX_SCHEMA_DEPTH as MAX_SCHEMA_DEPTH
 from ._schemas import MAX_SCHEMA_NODES as MAX_SCHEMA_NODES
 from ._schemas import SCHEMA_FORMATS as SCHEMA_FORMATS
 from ._schemas import SCHEMA_KEYWORDS as SCHEMA_KEYWORDS
+from ._schemas import canonical_schema as canonical_schema
+from ._schemas import same_schemas as same_schemas
 from ._schemas import schema_problems as schema_problems
 from ._session import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from ._session import PUSH as PUSH
@@ -286,6 +293,8 @@ __all__ = [
     "REQUEUE_RUN",
     "RESUME_RUN",
     "RESUME_SCHEDULE",
+    "RETRY_RUN",
+    "RETRY_RUNS",
     "REVOKE_KEY",
     "RUN_UPDATE",
     "SCHEMA_FORMATS",
@@ -368,6 +377,8 @@ __all__ = [
     "RequeueRun",
     "ResumeRun",
     "ResumeSchedule",
+    "RetryRun",
+    "RetryRuns",
     "RevokeKey",
     "Role",
     "RunClaimed",
@@ -378,6 +389,7 @@ __all__ = [
     "RunStatus",
     "RunTransitioned",
     "RunUpdate",
+    "RunsRetried",
     "RunsStopped",
     "ScheduleActivated",
     "ScheduleDetails",
@@ -419,6 +431,7 @@ __all__ = [
     "WorkerList",
     "WorkerRegistered",
     "canonical_json",
+    "canonical_schema",
     "check_spec",
     "declare",
     "decode_error",
@@ -440,6 +453,7 @@ __all__ = [
     "reply_frame",
     "reply_type_of",
     "request_problems",
+    "same_schemas",
     "schema_problems",
     "session_url",
     "shard_of",

@@ -61,6 +61,7 @@ LONG_TEXT: Final[dict[tuple[str, str], int]] = {
 RANGES: Final[dict[tuple[str, str], tuple[float, float]]] = {
     ("ListRuns", "limit"): (1, MAX_PAGE),
     ("ListSchedules", "limit"): (1, MAX_PAGE),
+    ("RetryRuns", "limit"): (1, MAX_PAGE),
     ("GetSchedule", "upcoming"): (0, MAX_UPCOMING),
     ("GetSchedule", "recent_runs"): (0, MAX_PAGE),
     ("WaitRun", "timeout_seconds"): (0, WAIT_RUN_MAX_SECONDS),

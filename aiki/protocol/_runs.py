@@ -111,6 +111,18 @@ class RunsStopped:
 
 
 @attrs.frozen(kw_only=True)
+class RunsRetried:
+    """Reply to `RetryRun` and `RetryRuns`: the runs queued again."""
+
+    run_ids: tuple[str, ...] = ()
+    """The failed runs retried (for `RetryRun`, the one asked for)."""
+    affected: tuple[str, ...] = ()
+    """Every run queued again: those and their failed descendants."""
+    more: bool = False
+    """`RetryRuns`: more runs match; call again (the same filter) for the next ones."""
+
+
+@attrs.frozen(kw_only=True)
 class WokenUp:
     """Reply to `WakeupRun`: how many sleeps were cut short."""
 
@@ -160,6 +172,10 @@ class ListRuns(Request[RunPage]):
     workflow: str | None = None
     version: str | None = None
     statuses: tuple[RunStatus, ...] = ()
+    reference_id: str | None = None
+    """Only runs started with this reference ID (of any workflow unless one is named)."""
+    parent_id: str | None = None
+    """Only the child runs of this run."""
     limit: int = 50
     cursor: str | None = None
 
@@ -221,6 +237,36 @@ class RequeueRun(Request[RunTransitioned]):
     reason: str = "requeued"
 
 
+@attrs.frozen(kw_only=True)
+class RetryRun(Request[RunsRetried]):
+    """Queue a failed run again, after a fix: a fresh first attempt of its version that
+    replays its completed tasks, waits and children, and runs its failed tasks again.
+
+    Its failed descendants are retried with it (their parent waits on them afresh). A
+    child run is retried through its top-level run: retrying it alone would not reach
+    the parent that already took its outcome.
+    """
+
+    run_id: str
+    reason: str = "retried"
+
+
+@attrs.frozen(kw_only=True)
+class RetryRuns(Request[RunsRetried]):
+    """`RetryRun` in bulk: the failed top-level runs of ``workflow`` (and ``version``)
+    that failed at or after ``failed_after`` and before ``failed_before``, the earliest
+    failed first, at most ``limit`` (1..500) per call. Call again while ``more``: a run
+    retried and failing again is left alone by a ``failed_before`` set at the first
+    call."""
+
+    workflow: str
+    version: str | None = None
+    failed_after: dt.datetime | None = None
+    failed_before: dt.datetime | None = None
+    limit: int = 100
+    reason: str = "retried"
+
+
 START_RUN: Final = declare("start_run", StartRun, callers=CLIENTS)
 GET_RUN: Final = declare("get_run", GetRun, callers=READERS)
 LIST_RUNS: Final = declare("list_runs", ListRuns, callers=READERS)
@@ -231,9 +277,11 @@ PAUSE_RUN: Final = declare("pause_run", PauseRun, callers=CLIENTS)
 RESUME_RUN: Final = declare("resume_run", ResumeRun, callers=CLIENTS)
 WAKEUP_RUN: Final = declare("wakeup_run", WakeupRun, callers=CLIENTS)
 REQUEUE_RUN: Final = declare("requeue_run", RequeueRun, callers=CLIENTS)
+RETRY_RUN: Final = declare("retry_run", RetryRun, callers=CLIENTS)
+RETRY_RUNS: Final = declare("retry_runs", RetryRuns, callers=CLIENTS)
 
 OPERATIONS: Final = (
     START_RUN, GET_RUN, LIST_RUNS, WAIT_RUN, SEND_EVENT,
-    CANCEL_RUN, PAUSE_RUN, RESUME_RUN, WAKEUP_RUN, REQUEUE_RUN,
+    CANCEL_RUN, PAUSE_RUN, RESUME_RUN, WAKEUP_RUN, REQUEUE_RUN, RETRY_RUN, RETRY_RUNS,
 )  # fmt: skip
 """The operations on runs."""

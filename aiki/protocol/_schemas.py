@@ -71,3 +71,69 @@ def schema_problems(schema: object) -> list[str]:
 
     visit(schema, "$", 0)
     return problems
+
+
+_METADATA: Final = frozenset({"$schema", "$defs", "title"})
+"""Keywords that name or document a schema without changing what it accepts."""
+
+
+def canonical_schema(schema: object) -> object:
+    """What ``schema`` accepts, free of the names it was written with.
+
+    A workflow version's identity is the structure of its payloads: field names and
+    types. The names of definitions (the SDK writes the Python class's name), titles and
+    the order of ``required`` are not part of it, so moving an input class to another
+    module, or renaming it, keeps the version; changing a field's name or type does not.
+    Definitions are renamed ``#0``, ``#1``… in the order a walk in sorted key order first
+    refers to them, and those never referred to are dropped. Idempotent.
+
+    ``schema`` must have passed `schema_problems` (its size and depth are bounded).
+    """
+    definitions = schema.get("$defs", {}) if isinstance(schema, dict) else {}
+    names: dict[str, str] = {}
+
+    def reference(ref: object) -> object:
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            return ref
+        name = ref.removeprefix("#/$defs/")
+        if name not in definitions:
+            return ref
+        return names.setdefault(name, f"#/$defs/#{len(names)}")
+
+    def walk(node: object) -> object:
+        if not isinstance(node, dict):
+            return node
+        shape: dict[str, object] = {}
+        for keyword in sorted(node):
+            value = node[keyword]
+            if keyword in _METADATA:
+                continue
+            if keyword == "$ref":
+                shape[keyword] = reference(value)
+            elif keyword == "properties" and isinstance(value, dict):
+                shape[keyword] = {name: walk(value[name]) for name in sorted(value)}
+            elif keyword in _LIST_CHILDREN and isinstance(value, list):
+                shape[keyword] = [walk(child) for child in value]
+            elif keyword in _SCHEMA_CHILDREN:
+                shape[keyword] = walk(value)
+            elif keyword == "required" and isinstance(value, list):
+                shape[keyword] = sorted(value, key=str)
+            else:
+                shape[keyword] = value
+        return shape
+
+    root = walk(schema)
+    if not isinstance(root, dict) or not names:
+        return root
+    walked: dict[str, object] = {}
+    while len(walked) < len(names):  # definitions refer to further definitions
+        for name, renamed in list(names.items()):
+            if renamed not in walked:
+                walked[renamed] = walk(definitions[name])
+    return root | {"$defs": {name.removeprefix("#/$defs/"): shape
+                             for name, shape in sorted(walked.items())}}  # fmt: skip
+
+
+def same_schemas(stored: object, registered: object) -> bool:
+    """Whether two schemas accept the same payloads (their `canonical_schema` is equal)."""
+    return canonical_schema(stored) == canonical_schema(registered)

@@ -40,6 +40,7 @@ Event = Literal[
     "time_out",
     "stall",
     "requeue",
+    "rerun",
     "release",
     "lose",
 ]
@@ -58,6 +59,8 @@ Event = Literal[
 - ``pause``, ``resume``, ``cancel``, ``requeue``: a client's request;
 - ``time_out``: its run timeout passed;
 - ``stall``: no worker took it for the server's stall threshold;
+- ``rerun``: a client retries a failed run (after a fix): it is queued again as a fresh
+  first attempt, replaying what completed;
 - ``release``: its worker was lost (no heartbeat, dead, deregistered) and it is queued
   again;
 - ``lose``: its worker was lost once too often; it fails (``ExecutionsLostError``).
@@ -88,6 +91,7 @@ MOVES: Final[Mapping[Event, Mapping[RunStatus | None, frozenset[RunStatus]]]] = 
     "time_out": {status: frozenset({"failed"}) for status in ACTIVE},
     "stall": {"queued": frozenset({"stalled"})},
     "requeue": {"running": frozenset({"queued"}), "stalled": frozenset({"queued"})},
+    "rerun": {"failed": frozenset({"queued"})},
     "release": {"running": frozenset({"queued"})},
     "lose": {"running": frozenset({"failed"})},
 }
@@ -127,7 +131,7 @@ class RunState:
     worker: str | None = None
     """The worker holding the run (only while running)."""
     attempt: int = 1
-    """The workflow attempt (a retry starts the next)."""
+    """The workflow attempt (a retry starts the next; a rerun starts over at 1)."""
 
 
 @attrs.frozen
@@ -206,7 +210,7 @@ def step(run: RunState, change: Change) -> Moved | Refused:
         return Refused("another worker holds the run")
     worker = change.worker if target == "running" else None
     revision = run.revision + 1
-    attempt = run.attempt + 1 if change.event == "retry" else run.attempt
+    attempt = {"retry": run.attempt + 1, "rerun": 1}.get(change.event, run.attempt)
     after = RunState(status=target, revision=revision, worker=worker, attempt=attempt)
     if change.event in BY_WORKER:
         by_worker = change.worker

@@ -15,6 +15,7 @@ from aiki.protocol import (
     ListRuns,
     ListSchedules,
     OfferSlot,
+    RetryRuns,
     ServedQueue,
     Subscribe,
     WaitRun,
@@ -26,6 +27,7 @@ QUEUE = ServedQueue(workflow="a", version="1")
 SAMPLES = {
     "ListRuns": ListRuns(),
     "ListSchedules": ListSchedules(),
+    "RetryRuns": RetryRuns(workflow="orders"),
     "GetSchedule": GetSchedule(schedule_id="0190a3e4-0000-7000-8000-000000000000"),
     "WaitRun": WaitRun(run_id="0190a3e4-0000-7000-8000-000000000000", statuses=()),
     "ClaimNext": ClaimNext(worker_id="w1"),

@@ -1,4 +1,4 @@
-"""Operations that control runs: cancel, pause, resume, wake up, requeue.
+"""Operations that control runs: cancel, pause, resume, wake up, requeue, retry.
 
 Each acts on a run the caller sees (`aiki.server.store.scoped`: a run of another namespace
 is not found).
@@ -12,18 +12,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ...errors import InvalidTransitionError
+from ...errors import BadRequestError, InvalidTransitionError
 from ...protocol import (
     CANCEL_RUN,
     PAUSE_RUN,
     REQUEUE_RUN,
     RESUME_RUN,
+    RETRY_RUN,
+    RETRY_RUNS,
     WAKEUP_RUN,
     CancelRun,
     GetRun,
     PauseRun,
     RequeueRun,
     ResumeRun,
+    RetryRun,
+    RetryRuns,
+    RunsRetried,
     RunsStopped,
     RunTransitioned,
     WakeupRun,
@@ -35,6 +40,7 @@ from ._services import run_uuid
 from .runs import get_run
 
 if TYPE_CHECKING:
+    from ...protocol import RunInfo
     from ._services import Caller, Services
 
 
@@ -111,6 +117,50 @@ async def requeue_run(services: Services, request: RequeueRun, caller: Caller) -
     return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
 
 
+async def retry_run(services: Services, request: RetryRun, caller: Caller) -> RunsRetried:
+    """Queue a failed top-level run again (after a fix), with its failed descendants."""
+    run_id = run_uuid(request.run_id)
+    reason = caller.attributed(request.reason)
+    moved = await services.transact(caller, lambda scoped: scoped.retry_run(run_id, reason))
+    if not any(run.id == request.run_id for run in moved):
+        run = await get_run(services, GetRun(run_id=request.run_id), caller)
+        if run.parent_id is not None and run.status == "failed":
+            raise InvalidTransitionError(
+                f"run {request.run_id} is a child of run {run.parent_id}, which took its "
+                "outcome already: retry the top-level run; its failed children are "
+                "retried with it"
+            )
+        raise InvalidTransitionError(
+            f"run {request.run_id} is {run.status}; only failed runs can be retried"
+        )
+    _queued(services, moved)
+    return RunsRetried(run_ids=(request.run_id,), affected=tuple(run.id for run in moved))
+
+
+async def retry_runs(services: Services, request: RetryRuns, caller: Caller) -> RunsRetried:
+    """Retry failed top-level runs of a workflow in bulk, the earliest failed first."""
+    if (request.failed_after is not None and request.failed_before is not None
+            and request.failed_after >= request.failed_before):  # fmt: skip
+        raise BadRequestError(
+            "failed_after must be before failed_before",
+            errors=("must be before failed_before @ $.failed_after",),
+        )
+    reason = caller.attributed(request.reason)
+    moved, more = await services.transact(caller, lambda scoped: scoped.retry_failed(
+        workflow=request.workflow, version=request.version, after=request.failed_after,
+        before=request.failed_before, limit=request.limit, reason=reason))  # fmt: skip
+    _queued(services, moved)
+    return RunsRetried(run_ids=tuple(run.id for run in moved if run.parent_id is None),
+                       affected=tuple(run.id for run in moved), more=more)  # fmt: skip
+
+
+def _queued(services: Services, moved: list[RunInfo]) -> None:
+    for run in moved:
+        services.notifier.notify(run.id)
+    if moved:
+        services.wakeups.queued()
+
+
 HANDLERS: Final = (
     Handlers()
     .on(CANCEL_RUN, cancel_run)
@@ -118,5 +168,7 @@ HANDLERS: Final = (
     .on(RESUME_RUN, resume_run)
     .on(WAKEUP_RUN, wakeup_run)
     .on(REQUEUE_RUN, requeue_run)
+    .on(RETRY_RUN, retry_run)
+    .on(RETRY_RUNS, retry_runs)
 )
 """The handlers of the control operations."""

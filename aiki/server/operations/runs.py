@@ -24,7 +24,7 @@ from ...protocol import (
     canonical_json,
 )
 from ..delivery import FAST_LEASE_SECONDS
-from ..store.scoped import new_id
+from ..store.scoped import new_id, parse_id
 from ._handlers import Handlers
 from ._services import run_uuid
 
@@ -139,9 +139,14 @@ async def get_run(services: Services, request: GetRun, caller: Caller) -> RunInf
 
 async def list_runs(services: Services, request: ListRuns, caller: Caller) -> RunPage:
     """A page of runs, newest first (``limit`` is bounded where requests are decoded)."""
+    parent = None if request.parent_id is None else parse_id(request.parent_id)
+    if request.parent_id is not None and parent is None:
+        raise BadRequestError(f"parent_id {request.parent_id!r} is not a run ID",
+                              errors=("not a run ID @ $.parent_id",))  # fmt: skip
     runs, cursor = await services.transact(caller, lambda scoped: scoped.list_runs(
         workflow=request.workflow, version=request.version, statuses=request.statuses,
-        limit=request.limit, cursor=request.cursor))  # fmt: skip
+        reference_id=request.reference_id, parent_id=parent, limit=request.limit,
+        cursor=request.cursor))  # fmt: skip
     return RunPage(runs=tuple(runs), next_cursor=cursor)
 
 

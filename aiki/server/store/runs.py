@@ -277,6 +277,8 @@ def list_runs(
     workflow: str | None,
     version: str | None,
     statuses: tuple[str, ...],
+    reference_id: str | None = None,
+    parent_id: uuid.UUID | None = None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[RunInfo], str | None]:
@@ -300,6 +302,8 @@ def list_runs(
           AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
           AND (%(version)s::text IS NULL OR version = %(version)s)
           AND (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+          AND (%(reference)s::text IS NULL OR reference_id = %(reference)s)
+          AND (%(parent)s::uuid IS NULL OR parent_id = %(parent)s)
           AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
         ORDER BY created_at DESC, id DESC
         LIMIT %(limit)s
@@ -309,6 +313,8 @@ def list_runs(
             "workflow": workflow,
             "version": version,
             "statuses": list(statuses),
+            "reference": reference_id,
+            "parent": parent_id,
             "after_at": after_at,
             "after_id": after_id,
             "limit": limit + 1,

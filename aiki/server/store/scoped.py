@@ -27,7 +27,7 @@ import attrs
 
 from ...errors import ForbiddenError, RunNotFoundError
 from ...protocol import DEFAULT_NAMESPACE, TERMINAL
-from . import history, keys, recovery, runs, schedules, updates, views, waits, workers
+from . import history, keys, recovery, retries, runs, schedules, updates, views, waits, workers
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -189,13 +189,16 @@ class Scoped:
         workflow: str | None,
         version: str | None,
         statuses: tuple[str, ...],
+        reference_id: str | None = None,
+        parent_id: uuid.UUID | None = None,
         limit: int,
         cursor: str | None,
     ) -> tuple[list[RunInfo], str | None]:
         """`runs.list_runs` of the caller's namespace."""
         return runs.list_runs(
             self._tx, namespace=self.scope.namespace, workflow=workflow, version=version,
-            statuses=statuses, limit=limit, cursor=cursor,
+            statuses=statuses, reference_id=reference_id, parent_id=parent_id, limit=limit,
+            cursor=cursor,
         )  # fmt: skip
 
     def describe_run(self, run_id: uuid.UUID) -> RunDetails | None:
@@ -248,6 +251,29 @@ class Scoped:
         """`runs.requeue_run` of the caller's run."""
         self._require_run(run_id)
         return runs.requeue_run(self._tx, run_id, reason)
+
+    def retry_run(self, run_id: uuid.UUID, reason: str) -> list[RunInfo]:
+        """`retries.retry_runs` of the caller's run (and its failed descendants)."""
+        self._require_run(run_id)
+        return retries.retry_runs(self._tx, [run_id], reason)
+
+    def retry_failed(
+        self,
+        *,
+        workflow: str,
+        version: str | None,
+        after: dt.datetime | None,
+        before: dt.datetime | None,
+        limit: int,
+        reason: str,
+    ) -> tuple[list[RunInfo], bool]:
+        """`retries.retry_runs` of the caller's `retries.failed_roots`, and whether more
+        match."""
+        roots, more = retries.failed_roots(
+            self._tx, namespace=self.scope.namespace, workflow=workflow, version=version,
+            after=after, before=before, limit=limit,
+        )  # fmt: skip
+        return retries.retry_runs(self._tx, roots, reason), more
 
     def lock_run(self, run_id: uuid.UUID) -> tuple[str, str, str, str] | None:
         """`waits.lock_run` (namespace, workflow, version, status), if the caller sees it."""

@@ -87,6 +87,8 @@ def move(
         assignments.append(f"claimed_at = CASE WHEN {target} = 'running' THEN now() END")
     if event == "retry":
         assignments.append("attempt = r.attempt + 1")
+    elif event == "rerun":  # a client's retry of a failed run: its policy applies afresh
+        assignments.append("attempt = 1")
     ending = sorted(targets(event) & TERMINAL)
     if ending:  # an ended run has no deadline left
         assignments.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from ...protocol import same_schemas
 from .runs import to_json
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ def register_worker(
     An ID already registered is taken over only by the same incarnation, or once its
     worker is gone: deregistered, declared dead, or not seen for ``live_seconds``.
 
-    A version registered before keeps its schemas: versions are immutable.
+    A version registered before keeps its schemas: versions are immutable. Schemas are
+    compared by structure (`aiki.protocol.canonical_schema`): other names of the same
+    types are the same version.
 
     Returns:
         The versions registered before with other schemas (the caller refuses the
@@ -62,16 +65,21 @@ def register_worker(
     )
     # After the insert: a racing registration of the same new version committed first is
     # seen here too (its row's lock made the insert wait).
-    conflicts = tx.fetch_all(
-        "SELECT v.workflow, v.version FROM aiki_workflow_versions v JOIN unnest(%s::text[],"
-        " %s::text[], %s::text[]::jsonb[], %s::text[]::jsonb[]) AS n(workflow, version,"
-        " input_schema, event_schemas) ON (v.workflow, v.version) = (n.workflow, n.version)"
-        " WHERE v.namespace = %s AND (v.input_schema IS DISTINCT FROM n.input_schema"
-        " OR v.event_schemas IS DISTINCT FROM n.event_schemas)",
-        (*_columns(versions), namespace),
+    stored = tx.fetch_all(
+        "SELECT v.workflow, v.version, v.input_schema, v.event_schemas"
+        " FROM aiki_workflow_versions v JOIN unnest(%s::text[], %s::text[])"
+        " AS n(workflow, version) ON (v.workflow, v.version) = (n.workflow, n.version)"
+        " WHERE v.namespace = %s",
+        ([spec.workflow for spec in versions], [spec.version for spec in versions], namespace),
     )
+    specs = {(spec.workflow, spec.version): spec for spec in versions}
+    conflicts = [
+        (str(workflow), str(version))
+        for workflow, version, input_schema, event_schemas in stored
+        if not _same_version(specs[str(workflow), str(version)], input_schema, event_schemas)
+    ]
     if conflicts:
-        return [(str(workflow), str(version)) for workflow, version in conflicts]
+        return conflicts
     registered = tx.fetch_one(
         "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency, incarnation)"
         " VALUES (%(id)s, %(namespace)s, %(versions)s::jsonb, %(pools)s::jsonb,"
@@ -95,6 +103,17 @@ def register_worker(
             raise WorkerTaken(worker_id)
         raise WorkerElsewhere(worker_id)
     return []
+
+
+def _same_version(spec: VersionSpec, input_schema: object, event_schemas: object) -> bool:
+    """Whether ``spec`` registers the schemas stored for its version, by structure."""
+    events = event_schemas if isinstance(event_schemas, dict) else {}
+    return (
+        (input_schema is None) == (spec.input_schema is None)
+        and same_schemas(input_schema, spec.input_schema)
+        and events.keys() == spec.event_schemas.keys()
+        and all(same_schemas(events[name], spec.event_schemas[name]) for name in events)
+    )
 
 
 def _columns(

@@ -82,7 +82,9 @@ class Lifecycle(RuleBasedStateMachine):
             # or wrong target, worker or fence.
             return
         assert isinstance(outcome, Moved)
-        assert index not in self.ended, "an ended run moved"
+        if index in self.ended:  # only a client's retry of a failed run moves it again
+            assert (change.event, run.status, outcome.run.status) == ("rerun", "failed", "queued")
+            self.ended.discard(index)
         after, moved = outcome.run, outcome.transition
         assert after.revision == run.revision + 1
         assert (moved.from_status, moved.to_status) == (run.status, after.status)
@@ -95,7 +97,10 @@ class Lifecycle(RuleBasedStateMachine):
             assert run.status == "queued" or run.worker == worker, "a second claim"
         assert outcome.dispatch == (after.status == "queued")
         assert outcome.ended == (after.status in TERMINAL)
-        assert after.attempt == run.attempt + (change.event == "retry")
+        if change.event == "rerun":
+            assert after.attempt == 1, "a retried run starts over"
+        else:
+            assert after.attempt == run.attempt + (change.event == "retry")
         if outcome.stops is not None:
             assert outcome.stops == run.worker
             assert after.worker != run.worker
@@ -106,7 +111,9 @@ class Lifecycle(RuleBasedStateMachine):
         history.append(moved)
         if outcome.ended:
             self.ended.add(index)
-            for event in EVENTS:  # an ended run stays ended, whatever comes
+            for event in EVENTS:  # an ended run stays ended, but for a failed one's rerun
+                if event == "rerun" and after.status == "failed":
+                    continue
                 for status in (None, *sorted(targets(event))):
                     later = Change(event, "x", target=status, worker=after.worker or worker,
                                    revision=after.revision)  # fmt: skip

@@ -46,6 +46,8 @@ from aiki.protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RetryRun,
+    RetryRuns,
     RevokeKey,
     RunClaimed,
     ScheduleSpec,
@@ -204,7 +206,7 @@ async def test_a_key_of_one_namespace_sees_and_changes_nothing_of_another(
                         SendEvent(run_id=run_b.id, name="go", payload={"n": 1}),
                         PauseRun(run_id=run_b.id), ResumeRun(run_id=child_b.id),
                         CancelRun(run_id=run_b.id), WakeupRun(run_id=run_b.id),
-                        RequeueRun(run_id=child_b.id),
+                        RequeueRun(run_id=child_b.id), RetryRun(run_id=run_b.id),
                         GetRun(workflow=workflow, version="1.0", reference_id="ref-1"))  # fmt: skip
         for request in run_requests:
             await calls.unseen(http, request)
@@ -216,6 +218,9 @@ async def test_a_key_of_one_namespace_sees_and_changes_nothing_of_another(
                                                   reference_id="sched-1"))  # fmt: skip
         listed = await calls.answered(http, ListRuns())
         assert {run.id for run in listed.runs} & {run_b.id, child_b.id} == set()
+        for found in (ListRuns(reference_id="ref-1"), ListRuns(parent_id=run_b.id)):
+            assert (await calls.answered(http, found)).runs == ()
+        assert (await calls.answered(http, RetryRuns(workflow=workflow))).affected == ()
         workers = await calls.answered(http, ListWorkers())
         assert "wb" not in {worker.id for worker in workers.workers}
         # Schedules.

@@ -11,6 +11,7 @@ import trio
 
 import aiki
 from aiki.client import SessionConnection
+from aiki.errors import ErrorInfo
 from aiki.protocol import (
     ADMINS,
     ANYONE,
@@ -48,6 +49,8 @@ from aiki.protocol import (
     RequeueRun,
     ResumeRun,
     ResumeSchedule,
+    RetryRun,
+    RetryRuns,
     RevokeKey,
     RunClaimed,
     ScheduleSpec,
@@ -218,6 +221,14 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         other = (await call.http(StartRun(workflow=workflow, version="1.0", input=ORDER))).run
         await call.session(ClaimRun(run_id=other.id, worker_id="w1"))
         assert (await call.http(RequeueRun(run_id=other.id))).status == "queued"
+        for retry in (RetryRun(run_id=other.id), RetryRuns(workflow=workflow)):
+            claim = await call.session(ClaimRun(run_id=other.id, worker_id="w1"))
+            assert isinstance(claim, RunClaimed)
+            failed = await call.session(TransitionRun(
+                run_id=other.id, revision=claim.run.revision, status="failed",
+                error=ErrorInfo(type="Bug", message="fixed later")))  # fmt: skip
+            assert failed.status == "failed"
+            assert (await call.http(retry)).affected == (other.id,)
         watched = await call.reader(Subscribe(run_ids=(other.id,)))
         assert [found.id for found in watched.runs] == [other.id]
         await call.reader(Unsubscribe(subscription=watched.subscription))
