@@ -449,10 +449,16 @@ def list_workers(server_url: str, include_gone: bool, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps([_WORKER.unstructure(worker) for worker in found]).decode())
         return
-    rows = [(worker.id, "alive" if worker.alive else "gone",
+    rows = [(worker.id, _worker_state(worker),
              f"{worker.active_runs}/{worker.concurrency}", when(worker.last_seen_at),
              ", ".join(worker.versions)) for worker in found]  # fmt: skip
     click.echo(table(("id", "state", "runs", "last seen", "serves"), rows))
+
+
+def _worker_state(worker: WorkerInfo) -> str:
+    if not worker.alive:
+        return "gone"
+    return "alive" if worker.connected else "disconnected"
 
 
 _WORKER: Final = WireCodec[WorkerInfo](WorkerInfo)

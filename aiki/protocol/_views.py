@@ -89,6 +89,9 @@ class WorkerInfo:
     pools: tuple[str | None, ...] = (None,)
     concurrency: int
     alive: bool
+    connected: bool = True
+    """Its session is open (False from the moment it ends: the worker was stopped, killed
+    or cut off; its runs stay its own until its claims time out, unless it deregistered)."""
     active_runs: int
     registered_at: dt.datetime
     last_seen_at: dt.datetime

@@ -23,6 +23,7 @@ or after a short linger, whichever comes first.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -77,6 +78,9 @@ from ._gateway import (
 from ._loops import AsyncioLoop, Attempt
 from ._progress import CURRENT_TASK, SEND_EVERY_SECONDS, Reporter
 from ._replay import Deliver, Diverge, Idle, NewStep, Replay, Start, Suspend
+
+logger = logging.getLogger("aiki.worker.tasks")
+"""Task failures (warnings: a worker logs them at its default level)."""
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -385,9 +389,15 @@ class Execution:
             delay = (task.retry.delay_before(attempt + 1, self._rng)
                      if is_retryable(failure) else None)  # fmt: skip
             if delay is None:
+                logger.warning("run %s: task %r failed (attempt %d): %s: %s", self.run_id,
+                               task.name, attempt, info.type, info.message,
+                               extra={"run_id": self.run_id})  # fmt: skip
                 self._raised[(step.address, step.seq)] = failure
                 return self._hold(task, step, attempt, "failed", input_json, error=info,
                                   took=took)  # fmt: skip
+            logger.warning("run %s: task %r attempt %d failed (%s: %s); retrying in %.3f s",
+                           self.run_id, task.name, attempt, info.type, info.message, delay,
+                           extra={"run_id": self.run_id})  # fmt: skip
             await self._gateway.record_task(self._record(
                 task, step, attempt, "attempt_failed", input_json, error=info, took=took
             ))  # fmt: skip

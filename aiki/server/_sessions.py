@@ -90,6 +90,8 @@ class ServerSession:
     credential: Credential | None
     """What is kept of the key the upgrade presented (None without authentication)."""
     worker_id: str | None = None
+    session_id: str = attrs.Factory(lambda: secrets.token_hex(12))
+    """Names this session in the worker's row while it is the worker's (not a secret)."""
     incarnation: str = attrs.Factory(lambda: secrets.token_urlsafe(24))
     """What a worker registering on this session without an incarnation of its own is
     held by (`aiki.protocol.RegisterWorker`)."""
@@ -141,6 +143,8 @@ class ServerSession:
             gauge.dec()
             if self.worker_id is not None:
                 self.services.sessions.detach(self.worker_id, self.push)
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
+                    await self.services.session_ended(self.worker_id, self.session_id)
             for subscription in self._forwarders:
                 self.services.subscriptions.remove(subscription)
 

@@ -435,7 +435,7 @@ class RunActor:
         policy = info.retry or version.retry
         delay = policy.delay_before(info.attempt + 1) if retryable else None
         if delay is not None:
-            logger.info(
+            logger.warning(
                 "run %s attempt %d failed (%s); retrying in %.3f s",
                 info.id,
                 info.attempt,
@@ -451,7 +451,8 @@ class RunActor:
                 retry_delay_seconds=delay,
                 reason="retry",
             )
-        logger.info("run %s failed: %s", info.id, details.message, extra={"run_id": info.id})
+        logger.warning("run %s of %s@%s failed: %s: %s", info.id, info.workflow, info.version,
+                       details.type, details.message, extra={"run_id": info.id})  # fmt: skip
         return TransitionRun(
             run_id=info.id, revision=info.revision, status="failed", error=details, reason="failed"
         )

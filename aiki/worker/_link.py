@@ -237,8 +237,12 @@ class Link:
                 self.registered.granted(reply.redis)
                 registered = True
                 worker_id = self.registration.worker_id
-                logger.info("worker %s connected to %s", worker_id, url,
-                            extra={"worker_id": worker_id})  # fmt: skip
+                if task_status is not None:
+                    logger.info("worker %s connected to %s", worker_id, url,
+                                extra={"worker_id": worker_id})  # fmt: skip
+                else:  # (after a loss, which was logged as a warning: so is its end)
+                    logger.warning("worker %s reconnected to %s", worker_id, url,
+                                   extra={"worker_id": worker_id})  # fmt: skip
                 if task_status is not None:
                     task_status.started()
                 async for message in inbox:

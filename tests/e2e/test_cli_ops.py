@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 
 import orjson
+import trio
 
 from tests._deadline import deadline
+from tests._waiting import wait_until
 
 from . import waits_flows as flows
 from .conftest import Cluster, cli, ok_json
@@ -173,6 +175,28 @@ async def test_workers_list_shows_liveness_capacity_and_versions(cluster: Cluste
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "STATE", "RUNS"]
     assert sum("alive" in line for line in table.stdout.splitlines()) >= 2
+
+
+@deadline(90)
+async def test_a_killed_worker_is_shown_disconnected_at_once(cluster: Cluster) -> None:
+    """SIGKILLed, a worker's session ends and ``workers list`` says so within moments
+    (its claims still time out as before: it is not declared gone)."""
+    worker, worker_id = await trio.to_thread.run_sync(cluster.start_worker, WORKER_TARGET)
+    before = await cli(cluster, "workers", "list")
+    assert re.search(rf"^{re.escape(worker_id)} +alive ", before.stdout, re.MULTILINE)
+    worker.kill()
+
+    async def shown_disconnected() -> bool:
+        listed = await cli(cluster, "workers", "list")
+        return re.search(rf"^{re.escape(worker_id)} +disconnected ", listed.stdout,
+                         re.MULTILINE) is not None  # fmt: skip
+
+    with trio.fail_after(20):  # (the lease is 30 s: this is the session's end, not it)
+        await wait_until(shown_disconnected, interval=0.2)
+    found = ok_json(await cli(cluster, "workers", "list", "--json"))
+    assert isinstance(found, list)
+    (listed,) = [entry for entry in found if entry["id"] == worker_id]
+    assert (listed["alive"], listed["connected"]) == (True, False)
 
 
 @deadline(90)

@@ -50,6 +50,9 @@ async def test_a_failed_run_retried_after_the_fix_completes_without_redoing_its_
         failed = await handle.wait_for_status("failed")
         assert failed.status == "failed"
         assert await _counts(cluster, order.key) == {"prepare": 1, "charge": 1}
+        logs = "".join(worker.log.read_text(errors="replace") for worker in cluster.workers)
+        assert f"run {handle.run_id}: task 'charge' failed (attempt 1)" in logs
+        assert f"run {handle.run_id} of e2e-order@1 failed: " in logs
 
         refused = await cli(cluster, "runs", "retry", handle.run_id, role="viewer")
         assert refused.returncode == 1, refused.stderr

@@ -99,6 +99,13 @@ async def test_a_sleep_survives_a_server_restart(cluster: Cluster) -> None:
         result = await client.handle(handle.run_id).wait_for_status("completed")
     assert (result.success, result.output) == (True, "slept")
 
+    def reconnected() -> bool:  # (logged at a worker's default level, as the loss was)
+        logs = [worker.log.read_text(errors="replace") for worker in cluster.workers]
+        return any("session with" in log and "reconnected to" in log for log in logs)
+
+    with trio.fail_after(30):
+        await wait_until(lambda: trio.to_thread.run_sync(reconnected), interval=0.1)
+
 
 @deadline(60)
 async def test_events_before_and_after_the_wait_duplicates_and_timeout(cluster: Cluster) -> None:

@@ -92,6 +92,12 @@ class SessionHandle(Protocol):
         ...
 
     @property
+    def session_id(self) -> str:
+        """Names this session (the worker registered over it is connected while its row
+        names it)."""
+        ...
+
+    @property
     def incarnation(self) -> str:
         """A secret of this session: what a worker registering without an incarnation of
         its own is held by."""
@@ -433,6 +439,21 @@ class Services:
             if moved is not None:
                 self.moved(moved, "running", give_back.reason)
                 self.wakeups.queued()
+
+    async def session_ended(self, worker_id: str, session_id: str) -> None:
+        """The session ``session_id`` of worker ``worker_id`` ended: show the worker
+        disconnected at once (unless it registered over another session meanwhile). Its
+        runs stay its own until its claims time out: it may be back in a moment."""
+        try:
+            ended = await self._transact(
+                lambda tx: store.workers.disconnected(tx, worker_id, session_id)
+            )
+        except (UnavailableError, StorageError) as exc:
+            logger.warning("worker %s disconnected; not recorded (%s)", worker_id, exc,
+                           extra={"worker_id": worker_id})  # fmt: skip
+            return
+        if ended:
+            logger.info("worker %s disconnected", worker_id, extra={"worker_id": worker_id})
 
     def stop_all(self, stopped: list[Stopped], reason: str) -> None:
         """Wake waiters on the stopped runs and push a stop to the workers running them

@@ -111,6 +111,7 @@ async def register_worker(
             conflicts = scoped.register_worker(
                 request.worker_id, request.versions, request.pools, request.concurrency,
                 incarnation=incarnation, live_seconds=services.lease_seconds,
+                session=None if session is None else session.session_id,
             )  # fmt: skip
         except WorkerTaken:  # raised inside: rolled back
             raise ConflictError(

@@ -310,6 +310,7 @@ class Scoped:
         *,
         incarnation: str,
         live_seconds: float,
+        session: str | None = None,
     ) -> list[tuple[str, str]]:
         """`workers.register_worker` in the caller's namespace.
 
@@ -319,7 +320,7 @@ class Scoped:
         """
         return workers.register_worker(
             self._tx, self.scope.home, worker_id, versions, pools, concurrency,
-            incarnation=incarnation, live_seconds=live_seconds,
+            incarnation=incarnation, live_seconds=live_seconds, session=session,
         )  # fmt: skip
 
     def claim_run(self, run_id: uuid.UUID) -> RunInfo | None:

@@ -90,7 +90,7 @@ def list_workers(tx: Transaction, *, namespace: str | None, include_gone: bool) 
     rows = tx.fetch_all(
         """
         SELECT w.id, w.versions, w.pools, w.concurrency, w.alive, w.registered_at,
-               w.last_seen_at,
+               w.last_seen_at, w.session IS NOT NULL,
                (SELECT count(*) FROM aiki_runs r WHERE r.worker_id = w.id AND r.status = 'running'),
                w.namespace
         FROM aiki_workers w
@@ -101,7 +101,8 @@ def list_workers(tx: Transaction, *, namespace: str | None, include_gone: bool) 
         {"gone": include_gone, "namespace": namespace},
     )
     workers = []
-    for worker_id, versions, pools, concurrency, alive, registered, seen, active, where in rows:
+    for (worker_id, versions, pools, concurrency, alive, registered, seen, connected, active,
+         where) in rows:  # fmt: skip
         assert isinstance(versions, list)
         assert isinstance(pools, list)
         workers.append(
@@ -111,6 +112,7 @@ def list_workers(tx: Transaction, *, namespace: str | None, include_gone: bool) 
                 pools=tuple(None if pool is None else str(pool) for pool in pools),
                 concurrency=as_int(concurrency),
                 alive=bool(alive),
+                connected=bool(alive) and bool(connected),
                 active_runs=as_int(active),
                 registered_at=as_time(registered),
                 last_seen_at=as_time(seen),

@@ -37,6 +37,7 @@ def register_worker(
     *,
     incarnation: str,
     live_seconds: float,
+    session: str | None = None,
 ) -> list[tuple[str, str]]:
     """Record a worker and the versions it serves (with their input and event schemas) in
     ``namespace``, held by ``incarnation`` (the process's secret; only its hash is kept).
@@ -81,11 +82,12 @@ def register_worker(
     if conflicts:
         return conflicts
     registered = tx.fetch_one(
-        "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency, incarnation)"
-        " VALUES (%(id)s, %(namespace)s, %(versions)s::jsonb, %(pools)s::jsonb,"
-        " %(concurrency)s, %(incarnation)s) ON CONFLICT (id) DO UPDATE"
+        "INSERT INTO aiki_workers (id, namespace, versions, pools, concurrency, incarnation,"
+        " session) VALUES (%(id)s, %(namespace)s, %(versions)s::jsonb, %(pools)s::jsonb,"
+        " %(concurrency)s, %(incarnation)s, %(session)s) ON CONFLICT (id) DO UPDATE"
         " SET versions = EXCLUDED.versions, pools = EXCLUDED.pools,"
         " concurrency = EXCLUDED.concurrency, incarnation = EXCLUDED.incarnation,"
+        " session = EXCLUDED.session,"
         " last_seen_at = now(), alive = true"
         " WHERE aiki_workers.namespace = EXCLUDED.namespace"
         " AND (aiki_workers.incarnation IS NOT DISTINCT FROM EXCLUDED.incarnation"
@@ -95,7 +97,8 @@ def register_worker(
         {"id": worker_id, "namespace": namespace,
          "versions": to_json([[v.workflow, v.version] for v in versions]),
          "pools": to_json(list(pools)), "concurrency": concurrency,
-         "incarnation": hashlib.sha256(incarnation.encode()).digest(), "live": live_seconds},
+         "incarnation": hashlib.sha256(incarnation.encode()).digest(), "live": live_seconds,
+         "session": session},
     )  # fmt: skip
     if registered is None:
         holder = tx.fetch_one("SELECT namespace FROM aiki_workers WHERE id = %s", (worker_id,))
@@ -103,6 +106,18 @@ def register_worker(
             raise WorkerTaken(worker_id)
         raise WorkerElsewhere(worker_id)
     return []
+
+
+def disconnected(tx: Transaction, worker_id: str, session: str) -> bool:
+    """The worker's session ``session`` ended: it has none now, unless it registered over
+    another one meanwhile (False then)."""
+    return (
+        tx.fetch_one(
+            "UPDATE aiki_workers SET session = NULL WHERE id = %s AND session = %s RETURNING id",
+            (worker_id, session),
+        )
+        is not None
+    )
 
 
 def _same_version(spec: VersionSpec, input_schema: object, event_schemas: object) -> bool:
