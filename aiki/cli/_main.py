@@ -4,7 +4,7 @@
 - ``aiki server``: the server process (PostgreSQL and Redis given by URL);
 - ``aiki worker module:worker``: a worker process serving the workflows of ``worker``;
 - ``aiki services``: a local PostgreSQL and Redis, kept up until interrupted;
-- ``aiki runs|events|workers|schedules ...``: operators' commands (`_runs`, `_schedules`);
+- ``aiki runs|events|workers|versions|schedules ...``: operators' commands (`_runs`, `_schedules`);
 - ``aiki keys ...``: API keys (`_keys`).
 
 Each command's module is imported only when the command is invoked (``aiki runs list``
@@ -31,6 +31,7 @@ COMMANDS: Final = {
     "server": "._serve:server",
     "services": "._serve:services",
     "worker": "._serve:worker",
+    "versions": "._runs:versions",
     "workers": "._runs:workers",
 }
 """Each command and where it is defined (``module:attribute``, relative to this package)."""

@@ -1,4 +1,5 @@
-"""Operator commands: ``aiki runs ...``, ``aiki events send``, ``aiki workers list``.
+"""Operator commands: ``aiki runs ...``, ``aiki events send``, ``aiki workers list``,
+``aiki versions list``.
 
 Each talks to a running server (``--server-url`` or ``AIKI_SERVER_URL``), prints a table
 for people or, with ``--json``, one JSON document (``runs watch``: one per line) for
@@ -32,6 +33,7 @@ from ..protocol import (
     StartOptions,
     StartRun,
     TaskProgress,
+    VersionInfo,
     WokenUp,
     WorkerInfo,
     is_status,
@@ -226,8 +228,15 @@ def _show(details: RunDetails, children: RunPage) -> None:
         fields.append(("error", f"{run.error.type}: {run.error.message}"))
     if run.wake_at is not None:
         fields.append(("wakes", when(run.wake_at)))
+    if details.unserved is not None:
+        fields.append(("waiting", details.unserved))
     width = max(len(name) for name, _ in fields)
     click.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in fields))
+    if details.waits:
+        click.echo("\nwaits for")
+        click.echo(table(("kind", "name", "seq", "until", "since"), [
+            (wait.kind, wait.key, wait.seq, when(wait.until) if wait.until else "-",
+             when(wait.since)) for wait in details.waits]))  # fmt: skip
     click.echo("\ntasks")
     task_rows = [(task.address, task.seq, task.name, task.state, task.attempts,
                   short(task.output if task.error is None else task.error.message, 50),
@@ -290,6 +299,10 @@ def watch_runs(
 
     async def watch(client: Client) -> None:
         run_id = None if run is None else await run_id_of(client, run)
+        if run_id is not None and not as_json:
+            unserved = (await client.describe_run(run_id)).unserved
+            if unserved is not None:  # (a queued run: it would sit there without a word)
+                click.echo(f"(waiting: {unserved})")
         request = client.watch(
             run_id, workflow=workflow, version=version_,
             statuses=tuple(filter(is_status, statuses)),
@@ -462,3 +475,33 @@ def _worker_state(worker: WorkerInfo) -> str:
 
 
 _WORKER: Final = WireCodec[WorkerInfo](WorkerInfo)
+
+
+@click.group()
+def versions() -> None:
+    """Inspect workflow versions."""
+
+
+@versions.command("list")
+@server_url_option
+@click.option("--workflow", help="Only versions of this workflow.")
+@json_option
+def list_versions(server_url: str, workflow: str | None, as_json: bool) -> None:
+    """Registered versions: their open runs by status and the live workers serving each.
+
+    Runs stay on the version they started on: keep serving a version until its open runs
+    have ended (UNSERVED says since when none has).
+    """
+    found = call_server(server_url, lambda client: client.list_versions(workflow=workflow))
+    if as_json:
+        click.echo(orjson.dumps([_VERSION.unstructure(version) for version in found]).decode())
+        return
+    rows = [(f"{version.workflow}@{version.version}",
+             ", ".join(f"{status} {count}" for status, count in sorted(version.open_runs.items()))
+             or "-", ", ".join(version.workers) or "-",
+             when(version.unserved_since) if version.unserved_since else "-")
+            for version in found]  # fmt: skip
+    click.echo(table(("version", "open runs", "workers", "unserved since"), rows))
+
+
+_VERSION: Final = WireCodec[VersionInfo](VersionInfo)

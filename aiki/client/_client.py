@@ -61,6 +61,7 @@ from ..protocol import (
     ListKeys,
     ListRuns,
     ListSchedules,
+    ListVersions,
     ListWorkers,
     PauseRun,
     PauseSchedule,
@@ -86,6 +87,7 @@ from ..protocol import (
     SendEvent,
     StartRun,
     Subscribe,
+    VersionInfo,
     WaitRun,
     WakeupRun,
     WhoAmI,
@@ -451,6 +453,12 @@ class Client:
         declared dead)."""
         reply = await self.call(ListWorkers(include_gone=include_gone))
         return reply.workers
+
+    async def list_versions(self, *, workflow: str | None = None) -> tuple[VersionInfo, ...]:
+        """The registered workflow versions (of ``workflow``, if given), each with its open
+        runs by status and the live workers serving it (``unserved_since``: it has open
+        runs that no live worker serves)."""
+        return (await self.call(ListVersions(workflow=workflow))).versions
 
     async def create_key(
         self,

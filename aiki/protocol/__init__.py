@@ -183,14 +183,19 @@ from ._streams import shard_of as shard_of
 from ._streams import stream_for as stream_for
 from ._streams import streams_for as streams_for
 from ._views import DESCRIBE_RUN as DESCRIBE_RUN
+from ._views import LIST_VERSIONS as LIST_VERSIONS
 from ._views import LIST_WORKERS as LIST_WORKERS
 from ._views import DescribeRun as DescribeRun
+from ._views import ListVersions as ListVersions
 from ._views import ListWorkers as ListWorkers
+from ._views import PendingWait as PendingWait
 from ._views import RunDetails as RunDetails
 from ._views import TaskAttempt as TaskAttempt
 from ._views import TaskDetail as TaskDetail
 from ._views import TaskState as TaskState
 from ._views import Transition as Transition
+from ._views import VersionInfo as VersionInfo
+from ._views import VersionList as VersionList
 from ._views import WorkerInfo as WorkerInfo
 from ._views import WorkerList as WorkerList
 from ._views import is_task_state as is_task_state
@@ -261,6 +266,7 @@ __all__ = [
     "LIST_KEYS",
     "LIST_RUNS",
     "LIST_SCHEDULES",
+    "LIST_VERSIONS",
     "LIST_WORKERS",
     "MAX_CLAIM_NEXT",
     "MAX_INT",
@@ -350,6 +356,7 @@ __all__ = [
     "ListKeys",
     "ListRuns",
     "ListSchedules",
+    "ListVersions",
     "ListWorkers",
     "OfferSlot",
     "Operation",
@@ -357,6 +364,7 @@ __all__ = [
     "OverlapPolicy",
     "PauseRun",
     "PauseSchedule",
+    "PendingWait",
     "Plan",
     "ProgressReported",
     "Published",
@@ -420,6 +428,8 @@ __all__ = [
     "TransitionRun",
     "Unsubscribe",
     "Unsubscribed",
+    "VersionInfo",
+    "VersionList",
     "VersionSpec",
     "WaitKind",
     "WaitRun",

@@ -1,5 +1,5 @@
 """Wire types of the operators' views (CLI, dashboard): a run's details with its tasks,
-attempts, progress and timeline; the workers."""
+attempts, progress, waits and timeline; the workers; the workflow versions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ._live import TaskProgress
 from ._operation import READERS, Request, declare
 from ._runs import RunInfo
 from ._states import RunStatus
+from ._workers import WaitKind
 
 TaskState = Literal["running", "completed", "failed"]
 """A task's state: ``running`` until its final outcome is recorded."""
@@ -62,14 +63,35 @@ class Transition:
 
 
 @attrs.frozen(kw_only=True)
+class PendingWait:
+    """A wait of a run that is not resolved yet: what a suspended run waits for."""
+
+    kind: WaitKind
+    key: str
+    """The sleep's name, the event's name, or the child run's ID."""
+    seq: int
+    until: dt.datetime | None = None
+    """When the sleep ends, or when the wait times out (None: it waits as long as it
+    takes)."""
+    since: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
 class RunDetails:
     """Reply to `DescribeRun`."""
 
     run: RunInfo
+    """The run (a sleeping run's ``wake_at``: when its first pending sleep or timeout
+    ends)."""
     tasks: tuple[TaskDetail, ...] = ()
     timeline: tuple[Transition, ...] = ()
     progress: tuple[TaskProgress, ...] = ()
     """The latest progress of each task that reported any."""
+    waits: tuple[PendingWait, ...] = ()
+    """What the run waits for now (a suspended run), earliest reached first."""
+    unserved: str | None = None
+    """Why a queued run is not taken: no live worker serves its version (and pool), and
+    since when; None while one does (or the run is not queued)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -113,8 +135,42 @@ class ListWorkers(Request[WorkerList]):
     """Also workers declared dead (no heartbeat within the claim timeout)."""
 
 
+@attrs.frozen(kw_only=True)
+class VersionInfo:
+    """A registered workflow version: its open runs and who serves it."""
+
+    workflow: str
+    version: str
+    namespace: str = "default"
+    registered_at: dt.datetime
+    open_runs: dict[str, int] = attrs.Factory(dict)
+    """Runs not ended yet, by status (statuses with none are left out)."""
+    workers: tuple[str, ...] = ()
+    """The live workers serving it (registered, session open)."""
+    unserved_since: dt.datetime | None = None
+    """It has open runs and no live worker: since when (when one was last seen, or when
+    the version was registered); None otherwise."""
+
+
+@attrs.frozen(kw_only=True)
+class VersionList:
+    """Reply to `ListVersions`."""
+
+    versions: tuple[VersionInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ListVersions(Request[VersionList]):
+    """The registered workflow versions (at most 1000), by workflow and version, with
+    their open runs by status and the live workers serving each. Runs stay on the
+    version they started on: a version must be served until its open runs end."""
+
+    workflow: str | None = None
+
+
 DESCRIBE_RUN: Final = declare("describe_run", DescribeRun, callers=READERS)
 LIST_WORKERS: Final = declare("list_workers", ListWorkers, callers=READERS)
+LIST_VERSIONS: Final = declare("list_versions", ListVersions, callers=READERS)
 
-OPERATIONS: Final = (DESCRIBE_RUN, LIST_WORKERS)
+OPERATIONS: Final = (DESCRIBE_RUN, LIST_WORKERS, LIST_VERSIONS)
 """The operators' views."""

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from transport.asgi import ServerStatistics
 
 from ..protocol import stream_for
+from .store import views
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -177,6 +178,12 @@ class ServerMetrics:
             ["namespace", "stream"],
             registry=registry,
         )  # fmt: skip
+        self.unserved_runs = prometheus_client.Gauge(
+            "aiki_unserved_open_runs",
+            "Open runs of a workflow version that no live worker serves (start a worker "
+            "that registers the version: runs stay on the version they started on)",
+            ["namespace", "workflow", "version"], registry=registry,
+        )  # fmt: skip
         self.schedule_occurrences = prometheus_client.Counter(
             "aiki_schedule_occurrences",
             "Schedule occurrences handled, by outcome: started, or skipped (overlap, missed)",
@@ -202,10 +209,16 @@ class ServerMetrics:
     async def render(self, store: PostgresStore, namespace: str | None = None) -> bytes:
         """Refresh the gauges read from PostgreSQL, then the text exposition format: of
         ``namespace``'s series only, if one is given (see the module docstring)."""
-        depths = await store.transact(_queue_depths)
+        depths, unserved = await store.transact(
+            lambda tx: (_queue_depths(tx), views.unserved_versions(tx))
+        )
         self.queue_depth.clear()
         for of, stream, depth in depths:
             self.queue_depth.labels(of, stream).set(depth)
+        self.unserved_runs.clear()
+        for version in unserved:
+            self.unserved_runs.labels(version.namespace, version.workflow, version.version).set(
+                sum(version.open_runs.values()))  # fmt: skip
         return self.exposition(namespace)
 
     def exposition(self, namespace: str | None = None) -> bytes:

@@ -7,11 +7,18 @@ fences the old owner: a worker that was only frozen gets a conflict on its next 
 A run whose execution is lost ``max_lost_executions`` times (its worker keeps dying or being
 declared dead while running it: a task that crashes the process or blocks its event loop)
 fails with `aiki.ExecutionsLostError` instead of being queued again.
+
+Every `VERSIONS_EVERY_SECONDS` (or worker timeout, if shorter) it also looks for workflow
+versions with open runs that no live worker has served for longer than the worker
+timeout (runs stay on the version they started on: a version must be served until they
+end), and warns of each once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -33,6 +40,8 @@ from .store.waits import Stopped
 logger = logging.getLogger(__name__)
 
 BATCH: Final = 1000
+VERSIONS_EVERY_SECONDS: Final = 30.0
+"""How often the sweeper looks for versions no live worker serves."""
 _CONVERT: Final = make_wire_converter()
 
 
@@ -69,6 +78,8 @@ class Sweeper:
     """Told the runs failed (and their descendants cancelled) for lost executions."""
     on_released: Callable[[int], None] = lambda _count: None
     """Called with how many runs a sweep queued again (metrics)."""
+    _unserved: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    _versions_at: float = attrs.field(default=-math.inf, init=False)
 
     @property
     def interval_seconds(self) -> float:
@@ -86,6 +97,34 @@ class Sweeper:
         task_status.started()
         async for _ in messages_or_ticks(inbox, self.interval_seconds):
             await outage.guard(self.sweep)
+            every = min(VERSIONS_EVERY_SECONDS, self.worker_timeout_seconds)
+            if trio.current_time() - self._versions_at >= every:
+                self._versions_at = trio.current_time()
+                await outage.guard(self.watch_versions)
+
+    async def watch_versions(self) -> list[tuple[str, str, str]]:
+        """Warn (once each) of versions whose open runs no live worker has served for
+        longer than the worker timeout; say when one is served again. Returns those
+        unserved now, as (namespace, workflow, version)."""
+        found = await self.store.transact(store.views.unserved_versions)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.worker_timeout_seconds)
+        unserved = {(v.namespace, v.workflow, v.version): v for v in found
+                     if v.unserved_since is not None and v.unserved_since < since}  # fmt: skip
+        for key, version in unserved.items():
+            if key not in self._unserved:
+                assert version.unserved_since is not None
+                logger.warning(
+                    "%d open runs of %s@%s (namespace %s) wait: no live worker has served "
+                    "that version since %s; start a worker that registers it (runs stay on "
+                    "the version they started on)", sum(version.open_runs.values()),
+                    version.workflow, version.version, version.namespace,
+                    version.unserved_since.isoformat(timespec="seconds"),
+                )  # fmt: skip
+        for namespace, workflow, version_ in self._unserved - unserved.keys():
+            logger.info("%s@%s (namespace %s) is served again, or has no open runs", workflow,
+                        version_, namespace)  # fmt: skip
+        self._unserved = set(unserved)
+        return sorted(unserved)
 
     async def sweep(self) -> int:
         """Release stale claims and dead workers' runs; return how many runs were released."""

@@ -59,3 +59,15 @@ async def batch_flow(run: aiki.Run[str], order: Order) -> str:
 
 
 retry_worker = aiki.Worker(order_flow, batch_flow, concurrency=32)
+
+
+lonely = aiki.workflow("e2e-lonely")
+
+
+@lonely.version("1")
+async def lonely_flow(run: aiki.Run[str], key: str) -> str:
+    return await prepare.start(run, key)
+
+
+lonely_worker = aiki.Worker(lonely_flow, concurrency=1)
+"""Serves only ``e2e-lonely@1``: the test kills it, and the version is left unserved."""

@@ -178,6 +178,29 @@ async def test_workers_list_shows_liveness_capacity_and_versions(cluster: Cluste
 
 
 @deadline(90)
+async def test_runs_show_says_what_a_waiting_run_waits_for(cluster: Cluster) -> None:
+    """A sleeping run shows when it wakes; a run waiting for an event names the event."""
+    async with cluster.client() as client:
+        sleeping = await flows.sleeper.start(client, 3600.0)
+        waiting = await flows.collect.start(client, 1)
+        await sleeping.wait_for_status("sleeping")
+        await waiting.wait_for_status("awaiting_event")
+        details = await client.describe_run(sleeping.run_id)
+        assert details.run.wake_at is not None
+        assert details.run.wake_at > details.run.updated_at
+        assert [(w.kind, w.key, w.seq) for w in details.waits] == [("sleep", "nap", 0)]
+        assert details.waits[0].until == details.run.wake_at
+        shown = await cli(cluster, "runs", "show", sleeping.run_id)
+        assert re.search(r"^wakes +\d{4}-", shown.stdout, re.MULTILINE), shown.stdout
+        assert re.search(r"^waits for\nKIND +NAME +SEQ +UNTIL +SINCE\nsleep +nap +0 +\d{4}-",
+                         shown.stdout, re.MULTILINE), shown.stdout  # fmt: skip
+        shown = await cli(cluster, "runs", "show", waiting.run_id)
+        assert re.search(r"^event +item +0 +- +\d{4}-", shown.stdout, re.MULTILINE), shown.stdout
+        await sleeping.cancel()
+        await waiting.cancel()
+
+
+@deadline(90)
 async def test_a_killed_worker_is_shown_disconnected_at_once(cluster: Cluster) -> None:
     """SIGKILLed, a worker's session ends and ``workers list`` says so within moments
     (its claims still time out as before: it is not declared gone)."""

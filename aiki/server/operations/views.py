@@ -1,4 +1,5 @@
-"""Operators' views: a run in full (tasks, attempts, progress, timeline), the workers."""
+"""Operators' views: a run in full (tasks, attempts, progress, waits, timeline), the
+workers, the workflow versions."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from typing import TYPE_CHECKING, Final
 from ...errors import RunNotFoundError
 from ...protocol import (
     DESCRIBE_RUN,
+    LIST_VERSIONS,
     LIST_WORKERS,
     DescribeRun,
+    ListVersions,
     ListWorkers,
     RunDetails,
+    VersionList,
     WorkerList,
 )
 from ._handlers import Handlers
@@ -37,5 +41,18 @@ async def list_workers(services: Services, request: ListWorkers, caller: Caller)
     return WorkerList(workers=tuple(workers))
 
 
-HANDLERS: Final = Handlers().on(DESCRIBE_RUN, describe_run).on(LIST_WORKERS, list_workers)
+async def list_versions(services: Services, request: ListVersions, caller: Caller) -> VersionList:
+    """The registered workflow versions, their open runs and live workers."""
+    versions = await services.transact(
+        caller, lambda scoped: scoped.list_versions(workflow=request.workflow)
+    )
+    return VersionList(versions=tuple(versions))
+
+
+HANDLERS: Final = (
+    Handlers()
+    .on(DESCRIBE_RUN, describe_run)
+    .on(LIST_WORKERS, list_workers)
+    .on(LIST_VERSIONS, list_versions)
+)
 """The handlers of the operators' views."""

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         ScheduleStatus,
         StartOptions,
         TransitionRun,
+        VersionInfo,
         VersionSpec,
         WorkerInfo,
     )
@@ -224,6 +225,10 @@ class Scoped:
         return views.list_workers(
             self._tx, namespace=self.scope.namespace, include_gone=include_gone
         )
+
+    def list_versions(self, *, workflow: str | None) -> list[VersionInfo]:
+        """The workflow versions of the caller's namespace."""
+        return views.list_versions(self._tx, namespace=self.scope.namespace, workflow=workflow)
 
     # -- control: each raises aiki.RunNotFoundError for a run the caller does not see ----
 

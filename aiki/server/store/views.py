@@ -1,15 +1,22 @@
-"""SQL for operators' views: a run in full (tasks, attempts, timeline) and the workers."""
+"""SQL for operators' views: a run in full (tasks, attempts, waits, timeline), the workers,
+and the workflow versions with their open runs and who serves them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+import attrs
 
 from ...protocol import (
+    ALL_STATUSES,
+    TERMINAL,
+    PendingWait,
     RunDetails,
     TaskAttempt,
     TaskDetail,
     TaskState,
     Transition,
+    VersionInfo,
     WorkerInfo,
     is_task_state,
 )
@@ -81,7 +88,117 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
             )
         )  # fmt: skip
     progress = tuple(latest_progress(tx, run_id))
-    return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline), progress=progress)
+    waits = tuple(pending_waits(tx, run_id)) if run.status in _SUSPENDED else ()
+    if run.status == "sleeping" and (ends := [w.until for w in waits if w.until]):
+        run = attrs.evolve(run, wake_at=min(ends))
+    unserved = None
+    if run.status in ("queued", "stalled"):
+        unserved = unserved_run(tx, run.namespace, run.workflow, run.version, run.pool)
+    return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline), progress=progress,
+                      waits=waits, unserved=unserved)  # fmt: skip
+
+
+_SUSPENDED: Final = frozenset({"sleeping", "awaiting_event", "awaiting_child_workflow"})
+
+_SERVES: Final = (
+    "w.namespace = %(namespace)s AND w.versions @> jsonb_build_array(jsonb_build_array("
+    "%(workflow)s::text, %(version)s::text))"
+)
+"""A worker ``w`` registered the version (in its namespace)."""
+
+
+def pending_waits(tx: Transaction, run_id: uuid.UUID) -> list[PendingWait]:
+    """The run's unresolved waits, earliest reached first."""
+    return [
+        PendingWait(kind=kind, key=str(key), seq=as_int(seq),
+                    until=None if until is None else as_time(until), since=as_time(since))
+        for kind, key, seq, until, since in tx.fetch_all(
+            "SELECT kind, key, seq, wake_at, created_at FROM aiki_waits"
+            " WHERE run_id = %s AND state = 'pending' ORDER BY created_at, kind, key, seq"
+            " LIMIT 100", (run_id,),
+        )
+        if kind in ("sleep", "event", "child")
+    ]  # fmt: skip
+
+
+def unserved_run(
+    tx: Transaction, namespace: str, workflow: str, version: str, pool: str | None
+) -> str | None:
+    """Why a queued run of this version (and pool) is not taken, if no live worker serves
+    them: ``no live worker serves signup@1 since …``; None if one does."""
+    row = tx.fetch_one(
+        f"""
+        SELECT bool_or(w.alive AND w.session IS NOT NULL
+                       AND w.pools @> jsonb_build_array(%(pool)s::text)),
+               max(w.last_seen_at) FILTER (WHERE w.pools @> jsonb_build_array(%(pool)s::text)),
+               (SELECT registered_at FROM aiki_workflow_versions
+                WHERE (namespace, workflow, version) = (%(namespace)s, %(workflow)s, %(version)s))
+        FROM aiki_workers w WHERE {_SERVES}
+        """,
+        {"namespace": namespace, "workflow": workflow, "version": version, "pool": pool},
+    )  # fmt: skip
+    if row is None or row[0]:
+        return None
+    _, seen, registered = row
+    named = f"{workflow}@{version}" + ("" if pool is None else f" in pool {pool!r}")
+    since = seen if seen is not None else registered
+    if since is None:
+        return f"no live worker serves {named}"
+    return f"no live worker serves {named} since {as_time(since).isoformat(timespec='seconds')}"
+
+
+def list_versions(
+    tx: Transaction, *, namespace: str | None, workflow: str | None
+) -> list[VersionInfo]:
+    """The registered versions (of ``namespace``; None: of all; of ``workflow`` if given),
+    with their open runs by status and their live workers (at most 1000)."""
+    open_runs: dict[tuple[str, str, str], dict[str, int]] = {}
+    for where, name, version, status, count in tx.fetch_all(
+        "SELECT namespace, workflow, version, status, count(*) FROM aiki_runs"
+        " WHERE status = ANY(%(open)s::text[])"  # (by the status index: open runs only)
+        " AND (%(namespace)s::text IS NULL OR namespace = %(namespace)s)"
+        " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+        " GROUP BY namespace, workflow, version, status",
+        {"open": sorted(ALL_STATUSES - TERMINAL), "namespace": namespace, "workflow": workflow},
+    ):  # fmt: skip
+        open_runs.setdefault((str(where), str(name), str(version)), {})[str(status)] = as_int(count)
+    versions = []
+    for where, name, version, registered, live, seen in tx.fetch_all(
+        """
+        SELECT v.namespace, v.workflow, v.version, v.registered_at,
+               array(SELECT w.id FROM aiki_workers w
+                     WHERE w.namespace = v.namespace AND w.alive AND w.session IS NOT NULL
+                       AND w.versions @> jsonb_build_array(jsonb_build_array(v.workflow,
+                                                                             v.version))
+                     ORDER BY w.id LIMIT 100),
+               (SELECT max(w.last_seen_at) FROM aiki_workers w
+                WHERE w.namespace = v.namespace
+                  AND w.versions @> jsonb_build_array(jsonb_build_array(v.workflow, v.version)))
+        FROM aiki_workflow_versions v
+        WHERE (%(namespace)s::text IS NULL OR v.namespace = %(namespace)s)
+          AND (%(workflow)s::text IS NULL OR v.workflow = %(workflow)s)
+        ORDER BY v.namespace, v.workflow, v.version
+        LIMIT 1000
+        """,
+        {"namespace": namespace, "workflow": workflow},
+    ):  # fmt: skip
+        key = (str(where), str(name), str(version))
+        workers = tuple(str(worker) for worker in (live or ()))  # type: ignore[attr-defined]
+        runs = open_runs.get(key, {})
+        since = None
+        if runs and not workers:
+            since = as_time(seen if seen is not None else registered)
+        versions.append(VersionInfo(
+            workflow=key[1], version=key[2], namespace=key[0], registered_at=as_time(registered),
+            open_runs=runs, workers=workers, unserved_since=since,
+        ))  # fmt: skip
+    return versions
+
+
+def unserved_versions(tx: Transaction) -> list[VersionInfo]:
+    """The versions (of every namespace) with open runs and no live worker."""
+    return [version for version in list_versions(tx, namespace=None, workflow=None)
+            if version.unserved_since is not None]  # fmt: skip
 
 
 def list_workers(tx: Transaction, *, namespace: str | None, include_gone: bool) -> list[WorkerInfo]:

@@ -34,6 +34,7 @@ from aiki.protocol import (
     ListKeys,
     ListRuns,
     ListSchedules,
+    ListVersions,
     ListWorkers,
     OfferSlot,
     PauseRun,
@@ -223,6 +224,8 @@ async def test_a_key_of_one_namespace_sees_and_changes_nothing_of_another(
         assert (await calls.answered(http, RetryRuns(workflow=workflow))).affected == ()
         workers = await calls.answered(http, ListWorkers())
         assert "wb" not in {worker.id for worker in workers.workers}
+        versions = await calls.answered(http, ListVersions(workflow=workflow))
+        assert versions.versions == ()  # (B's version, B's runs: not A's)
         # Schedules.
         schedule_requests: tuple[Request[Any], ...] = (GetSchedule(schedule_id=schedule_b.id),
                         GetSchedule(reference_id="sched-1"),

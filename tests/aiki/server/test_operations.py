@@ -37,6 +37,7 @@ from aiki.protocol import (
     ListKeys,
     ListRuns,
     ListSchedules,
+    ListVersions,
     ListWorkers,
     OfferSlot,
     PauseRun,
@@ -199,6 +200,9 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         assert [task.name for task in described.tasks] == ["a"]
         assert [report.task for report in described.progress] == ["b"]
         assert "w1" in [worker.id for worker in (await call.http(ListWorkers())).workers]
+        (served,) = (await call.http(ListVersions(workflow=workflow))).versions
+        assert (served.workers, served.unserved_since) == (("w1",), None)
+        assert sum(served.open_runs.values()) == 2  # (the run, its child)
 
         unused = await call.session(OfferSlot(
             worker_id="w1", queues=(ServedQueue(workflow=workflow, version="1.0"),),
