@@ -28,6 +28,7 @@ from ..protocol import (
     RunPage,
     RunsRetried,
     RunsStopped,
+    RunStarted,
     RunTransitioned,
     RunUpdate,
     StartOptions,
@@ -176,7 +177,16 @@ def start_run(
                            conflict="return_existing" if conflict == "return_existing"
                            else "error")  # fmt: skip
     request = StartRun(workflow=workflow, version=version, input=payload, options=options)
-    started = call_server(server_url, lambda client: client.start_run(request))
+
+    async def start(client: Client) -> tuple[RunStarted, str | None]:
+        started = await client.start_run(request)
+        if started.run.status != "queued":
+            return started, None
+        return started, (await client.describe_run(started.run.id)).unserved
+
+    started, unserved = call_server(server_url, start)
+    if unserved is not None:  # (accepted, and it would sit there without a word)
+        click.echo(f"note: the run waits: {unserved}", err=True)
     if as_json:
         dump(started, type(started))
     elif started.created:

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Final
 
+import orjson
 import trio
 
 import aiki
@@ -57,40 +59,54 @@ def test_without_chromium_the_test_command_stops_at_once_with_the_command_to_run
     assert "collected" not in result.stdout, "stopped before running anything"
 
 
-def _readme_commands(prefix: str) -> list[list[str]]:
-    """The README's command lines that start with ``prefix`` (as argv, ``aiki`` dropped)."""
+def _readme_commands(prefixes: tuple[str, ...]) -> list[list[str]]:
+    """The README's command lines that start with one of ``prefixes`` (as argv, ``aiki``
+    dropped), in the README's order."""
     text = (ROOT / "README.md").read_text()
     return [shlex.split(line, comments=True)[1:] for line in text.splitlines()
-            if line.startswith(prefix)]  # fmt: skip
+            if line.startswith(prefixes)]  # fmt: skip
 
 
-@deadline(90)
+_OPERATORS: Final = ("aiki schedules ", "aiki runs ", "aiki workers ", "aiki versions ")
+"""The README's operator commands (those of keys need a server with authentication:
+`tests.e2e.test_cli_ops` runs them)."""
+
+
+@deadline(120)
 async def test_the_readmes_cli_commands_work_against_aiki_dev_with_the_example(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """``aiki runs start`` and ``aiki schedules activate|show|pause`` as the README writes
-    them, against ``aiki dev examples.orders:worker``: the run completes, the schedule is
-    found and paused by its reference ID."""
+    """Every ``aiki schedules|runs|workers|versions`` line of the README, in its order, and
+    its ``curl`` line, against ``aiki dev examples.orders:worker``: the run completes and is
+    found by its reference ID, the schedule is found and paused by its."""
     dev = start_aiki(["dev", "examples.orders:worker", "--port", "0", "--data-dir",
                       str(tmp_path)], tmp_path / "dev.log",
                      {"AIKI_DATABASE_URL": pg_url, "AIKI_REDIS_URL": redis_url})  # fmt: skip
     try:
         url = (await trio.to_thread.run_sync(dev.wait_ready, r"aiki dev: server (\S+),")).group(1)
         env = {"PATH": "/usr/bin:/bin", "AIKI_SERVER_URL": url}
-        outputs = []
-        for argv in [*_readme_commands("aiki runs start "),
-                     *_readme_commands("aiki schedules activate "),
-                     *_readme_commands("aiki schedules show "),
-                     *_readme_commands("aiki schedules pause ")]:  # fmt: skip
+        outputs = {}
+        for argv in _readme_commands(_OPERATORS):
             result = await trio.to_thread.run_sync(lambda argv=argv: subprocess.run(
                 [sys.executable, "-m", "aiki", *argv], cwd=ROOT, capture_output=True,
                 text=True, timeout=60, env=env))  # fmt: skip
             assert result.returncode == 0, (argv, result.stderr)
-            outputs.append(result.stdout)
-        assert len(outputs) == 4
-        assert re.match(r"started run (\S+) of order-processing@1\.0\.0", outputs[0])
-        assert re.search(r"^reference +daily-paper$", outputs[2], flags=re.M)
-        assert re.match(r"schedule \S+ is paused", outputs[3])
+            outputs[" ".join(argv[:2])] = result.stdout
+        assert len(outputs) >= 10, outputs.keys()
+        assert re.match(r"started run (\S+) of order-processing@1\.0\.0", outputs["runs start"])
+        assert re.search(r"^reference +daily-paper$", outputs["schedules show"], flags=re.M)
+        assert re.match(r"schedule \S+ is paused", outputs["schedules pause"])
+        assert re.search(r"^reference +order-7$", outputs["runs show"], flags=re.M)
+        assert "running -> completed" in outputs["runs watch"].splitlines()[-1]
+        assert re.search(r"^order-processing@1\.0\.0 +- +\S+ +-$", outputs["versions list"],
+                         flags=re.M)  # fmt: skip
+        (curl,) = [line for line in (ROOT / "README.md").read_text().splitlines()
+                   if line.startswith("curl ")]  # fmt: skip
+        fetched = await trio.to_thread.run_sync(lambda: subprocess.run(
+            ["bash", "-c", curl.replace("http://127.0.0.1:8470", url)], capture_output=True,
+            text=True, timeout=60, env={**env, "AIKI_API_KEY": ""}))  # fmt: skip
+        assert fetched.returncode == 0, fetched.stderr
+        assert orjson.loads(fetched.stdout)["reference_id"] == "order-7", fetched.stdout
         async with aiki.Client(url) as client:
             run = await client.get_run(GetRun(workflow="order-processing", version="1.0.0",
                                               reference_id="order-7"))  # fmt: skip

@@ -42,6 +42,9 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
         with trio.fail_after(20):
             await wait_until(explained, interval=0.1)
         assert (await handle.refresh()).status == "queued"
+    started = await cli(cluster, "runs", "start", "e2e-lonely", "1", '"by the CLI"')
+    assert started.returncode == 0, started.stderr
+    assert "note: the run waits: no live worker serves e2e-lonely@1 since" in started.stderr
 
     shown = await cli(cluster, "runs", "show", handle.run_id)
     assert re.search(r"^waiting +no live worker serves e2e-lonely@1 since \d{4}-\d\d-\d\dT",
@@ -50,7 +53,7 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
     table = await cli(cluster, "versions", "list")
     assert table.stdout.splitlines()[0].split()[:3] == ["VERSION", "OPEN", "RUNS"]
     (row,) = [line for line in table.stdout.splitlines() if line.startswith("e2e-lonely@1 ")]
-    assert re.match(r"e2e-lonely@1 +queued 1 +- +\d{4}-", row), row
+    assert re.match(r"e2e-lonely@1 +queued 2 +- +\d{4}-", row), row
     (order,) = [line for line in table.stdout.splitlines() if line.startswith("e2e-order@1 ")]
     assert re.match(r"e2e-order@1 +- +\S+, \S+ +-$", order), order  # (two workers, no runs)
 
@@ -63,7 +66,7 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
     async with httpx.AsyncClient(timeout=10) as http:
         metrics = await http.get(f"{cluster.url}/metrics", headers=cluster.headers("admin"))
     assert re.search(r'^aiki_unserved_open_runs\{namespace="default",version="1",'
-                     r'workflow="e2e-lonely"\} 1\.0$', metrics.text, re.MULTILINE)  # fmt: skip
+                     r'workflow="e2e-lonely"\} 2\.0$', metrics.text, re.MULTILINE)  # fmt: skip
 
     # Served again: the run is taken and completes; nothing is left unserved.
     again, _ = await trio.to_thread.run_sync(cluster.start_worker,
@@ -71,7 +74,12 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
     try:
         async with cluster.client() as client:
             assert (await client.handle(handle.run_id).wait_for_status("completed")).success
-            (version,) = await client.list_versions(workflow="e2e-lonely")
-            assert (version.open_runs, version.unserved_since) == ({}, None)
+
+            async def all_done() -> bool:
+                (version,) = await client.list_versions(workflow="e2e-lonely")
+                return (version.open_runs, version.unserved_since) == ({}, None)
+
+            with trio.fail_after(20):
+                await wait_until(all_done, interval=0.1)
     finally:
         await trio.to_thread.run_sync(again.stop)
