@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import aiki
 from tests._processes import ROOT
+from tests._waiting import wait_until
 
 from . import waits_flows as flows
 from .conftest import Cluster
@@ -244,6 +246,92 @@ def test_a_run_appears_and_completes_live_then_a_sleeping_run_is_cancelled(
         return (await client.handle(sleeping).refresh()).status
 
     assert _with_client(cluster, status) == "cancelled"
+
+
+def test_a_run_is_found_with_its_family_waits_and_attempts_and_takes_an_event(
+    page: Page, cluster: Cluster
+) -> None:
+    """The search box finds a run by its reference ID (the list shows the reference) and
+    by its ID; the run page says what it waits for and takes an event from its form; a
+    parent links to its children and a child to its parent; a task's failed attempts and
+    a run's duration show, and a failed run is retried from its page."""
+    nonce = uuid.uuid4().hex[:8]
+
+    async def start(client: aiki.Client) -> tuple[str, str, str]:
+        parent = await flows.parent_flow.start(client, [1, -1])
+        waiting = await flows.collect.with_(reference_id=f"dash-{nonce}").start(client, 1)
+        wobbly = await flows.wobbly_flow.start(client, f"dash-{nonce}")
+        await parent.wait_for_status("completed")
+        await waiting.wait_for_status("awaiting_event")
+        await wobbly.wait_for_status("failed")
+        return parent.run_id, waiting.run_id, wobbly.run_id
+
+    parent, _, wobbly = _with_client(cluster, start)
+    _sign_in(page, cluster)
+    page.locator("#filter-search").fill(f"dash-{nonce}")
+    page.get_by_role("button", name="Apply").click()
+    rows = page.locator("#runs tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".run-reference")).to_have_text(f"dash-{nonce}")
+    rows.first.locator("a").click()
+    waits = page.locator("#waits tbody tr")
+    expect(waits).to_have_count(1)
+    expect(waits.first).to_contain_text("event")
+    expect(waits.first).to_contain_text("item")
+    page.locator("#event-name").fill("item")
+    page.locator("#event-payload").fill('{"name": "from the page"}')
+    page.get_by_role("button", name="Send event").click()
+    expect(page.locator("#event-result")).to_contain_text("sent item #")
+    expect(page.locator('#run-status .status[data-status="completed"]')).to_be_visible()
+    expect(page.locator("#run-fields")).to_contain_text('"from the page"')
+    expect(page.locator("#run-fields")).to_contain_text(re.compile(r"took\s*\d"))
+
+    page.goto(cluster.url + "/#/runs")
+    page.locator("#filter-search").fill(parent)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#run-title")).to_contain_text(parent)
+    children = page.locator("#children tbody tr")
+    expect(children).to_have_count(2)
+    children.locator('.status[data-status="failed"]').locator("xpath=../..").locator(
+        "a").click()  # fmt: skip
+    expect(page.locator("#run-fields")).to_contain_text(parent)
+    expect(page.get_by_role("button", name="Retry")).to_be_disabled()  # a child: via its root
+    page.locator(f'#run-fields a[href="#/runs/{parent}"]').click()
+    expect(page.locator("#run-title")).to_contain_text(parent)
+
+    page.goto(cluster.url + f"/#/runs/{wobbly}")
+    result = page.locator("#tasks td.task-result")
+    expect(result).to_contain_text("attempt 1 failed")
+    expect(result).to_contain_text("attempt 2 failed")
+    expect(result).to_contain_text("the service answered nonsense")
+    _screenshot(page, "attempts")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("#action-result")).to_contain_text("queued again")
+    expect(page.locator("#timeline")).to_contain_text("retried")
+
+
+def test_versions_and_workers_say_who_serves_what(page: Page, cluster: Cluster) -> None:
+    """The Versions page lists each version's open runs and live workers; the Workers
+    page shows a killed worker disconnected at once."""
+    worker, worker_id = cluster.start_worker(WORKER_TARGET)
+    _sign_in(page, cluster, path="/#/versions")
+    row = page.locator('#versions tr[data-version="w-sleepy@1"]')
+    expect(row.locator(".version-workers")).to_contain_text(worker_id)
+    page.goto(cluster.url + "/#/workers")
+    state = page.locator("#workers tr", has_text=worker_id).locator(".worker-state")
+    expect(state).to_have_text("alive")
+    worker.kill()
+
+    async def disconnected(client: aiki.Client) -> None:
+        async def shown() -> bool:
+            return not any(w.id == worker_id and w.connected for w in await client.list_workers())
+
+        await wait_until(shown, interval=0.1)
+
+    _with_client(cluster, disconnected)
+    page.reload()
+    expect(state).to_have_text("disconnected")
+    _screenshot(page, "workers")
 
 
 def test_schedules_show_their_firings_live_and_can_be_paused(page: Page, cluster: Cluster) -> None:

@@ -259,10 +259,27 @@ async def adopting_flow(run: aiki.Run[bool], catch: bool) -> str:
     return "started"
 
 
+@aiki.task(retry=aiki.retry.fixed(3, delay_seconds=0.01))
+def wobbly(key: str) -> str:
+    """Fails twice (retried), then for good; every later attempt fails for good."""
+    attempt = record_effect(key, "wobbly")
+    if attempt < 3:
+        raise ConnectionError(f"attempt {attempt}: the service is down")
+    raise aiki.NonRetryableError("the service answered nonsense")
+
+
+wobbling = aiki.workflow("w-wobbling")
+
+
+@wobbling.version("1")
+async def wobbly_flow(run: aiki.Run[str], key: str) -> str:
+    return await wobbly.start(run, key)
+
+
 waits_worker = aiki.Worker(
     sleeper, quick_flow, collect, child_flow, parent_flow, nesting_flow, controlled_flow,
     timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, progress_flow,
-    adopting_flow, concurrency=8,
+    adopting_flow, wobbly_flow, concurrency=8,
 )  # fmt: skip
 slot_sleepy = aiki.workflow("w-slot-sleepy")
 slot_quick = aiki.workflow("w-slot-quick")

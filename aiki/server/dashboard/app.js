@@ -8,6 +8,8 @@
 // CSRF token (the aiki_csrf cookie) in x-aiki-csrf.
 "use strict";
 
+const VIEWS = ["runs-view", "run-view", "schedules-view", "workers-view", "versions-view"];
+const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const STATUSES = ["scheduled", "queued", "running", "paused", "sleeping", "awaiting_event",
   "awaiting_retry", "awaiting_child_workflow", "stalled", "completed", "failed", "cancelled"];
 
@@ -109,9 +111,7 @@ async function whoami() {
 }
 
 function showSignIn(message = "") {
-  for (const id of ["runs-view", "run-view", "schedules-view", "workers-view"]) {
-    $(`#${id}`).hidden = true;
-  }
+  for (const id of VIEWS) $(`#${id}`).hidden = true;
   $("header nav").hidden = true;
   $("#identity").hidden = $("#sign-out").hidden = true;
   setConnection("down", "signed out");
@@ -178,14 +178,26 @@ function shortAddress(address, seq) {
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const ACTIONS = {
-  // Which run actions make sense in which status (the server decides; these only spare
-  // a click that would be refused).
-  cancel_run: (status) => !TERMINAL.has(status),
-  pause_run: (status) => !TERMINAL.has(status) && status !== "paused",
-  resume_run: (status) => status === "paused",
-  wakeup_run: (status) => status === "sleeping",
-  requeue_run: (status) => status === "running" || status === "stalled",
+  // Which run actions make sense for which run (the server decides; these only spare a
+  // click that would be refused).
+  cancel_run: (run) => !TERMINAL.has(run.status),
+  pause_run: (run) => !TERMINAL.has(run.status) && run.status !== "paused",
+  resume_run: (run) => run.status === "paused",
+  wakeup_run: (run) => run.status === "sleeping",
+  requeue_run: (run) => run.status === "running" || run.status === "stalled",
+  retry_run: (run) => run.status === "failed" && !run.parent_id,  // a child: via its root
 };
+
+function took(from, to) {
+  // How long between two ISO times, for people: 850 ms, 12.3 s, 4 min 10 s, 2 h 5 min.
+  if (!from || !to) return "-";
+  const ms = new Date(to) - new Date(from);
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 60) return `${minutes} min ${Math.round((ms % 60_000) / 1000)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
 
 function cell(row, content, className) {
   const td = row.insertCell();
@@ -229,7 +241,11 @@ function debounce(fn, ms) {
 function filters() {
   const workflow = $("#filter-workflow").value.trim();
   const status = $("#filter-status").value;
-  return { workflow: workflow || null, statuses: status ? [status] : [] };
+  const search = $("#filter-search").value.trim();
+  return {
+    workflow: workflow || null, statuses: status ? [status] : [],
+    reference_id: search && !RUN_ID.test(search) ? search : null,
+  };
 }
 
 function runRow(tbody, run, atTop) {
@@ -238,6 +254,7 @@ function runRow(tbody, run, atTop) {
   cell(row, runLink(run.id));
   cell(row, `${run.workflow}@${run.version}`);
   cell(row, statusBadge(run.status), "run-status");
+  cell(row, run.reference_id, "run-reference");
   cell(row, run.attempt);
   cell(row, when(run.created_at));
   cell(row, when(run.updated_at), "run-updated");
@@ -267,7 +284,8 @@ async function showRuns(more = false) {
 
 function applyToList(tbody, update, wanted) {
   const row = tbody.querySelector(`tr[data-run-id="${update.run_id}"]`);
-  const matches = !wanted.statuses.length || wanted.statuses.includes(update.status);
+  const matches = (!wanted.statuses.length || wanted.statuses.includes(update.status)) &&
+    !wanted.reference_id;  // (an update names no reference ID: the list is read again)
   if (row) {
     row.querySelector(".run-status").replaceChildren(statusBadge(update.status));
     row.querySelector(".run-updated").textContent = when(update.at);
@@ -275,6 +293,7 @@ function applyToList(tbody, update, wanted) {
     runRow(tbody, {
       id: update.run_id, workflow: update.workflow, version: update.version,
       status: update.status, attempt: 1, created_at: update.at, updated_at: update.at,
+      reference_id: null,
     }, true);
   }
 }
@@ -288,8 +307,10 @@ async function showRun(runId) {
   const rows = [
     ["status", statusBadge(run.status)], ["namespace", run.namespace],
     ["revision", run.revision], ["attempt", run.attempt],
-    ["reference", run.reference_id], ["parent", run.parent_id], ["created", when(run.created_at)],
-    ["updated", when(run.updated_at)], ["input", json(run.input)],
+    ["reference", run.reference_id], ["parent", run.parent_id ? runLink(run.parent_id) : null],
+    ["created", when(run.created_at)], ["updated", when(run.updated_at)],
+    ["took", TERMINAL.has(run.status) ? took(run.created_at, run.updated_at) : null],
+    ["input", json(run.input)],
   ];
   if (run.status === "completed") rows.push(["output", json(run.output)]);
   if (run.error) rows.push(["error", `${run.error.type}: ${run.error.message}`]);
@@ -303,6 +324,20 @@ async function showRun(runId) {
     if (name === "status") dd.id = "run-status";
     fields.append(dt, dd);
   }
+  $("#run-unserved").hidden = !details.unserved;
+  $("#run-unserved").textContent = details.unserved ? `Waiting: ${details.unserved}.` : "";
+  const waits = $("#waits tbody");
+  waits.replaceChildren();
+  $("#waits").hidden = $("#waits-title").hidden = details.waits.length === 0;
+  for (const wait of details.waits) {
+    const row = waits.insertRow();
+    cell(row, wait.kind);
+    cell(row, wait.kind === "child" ? runLink(wait.key) : wait.key);
+    cell(row, wait.seq);
+    cell(row, when(wait.until));
+    cell(row, when(wait.since));
+  }
+  $("#send-event").hidden = TERMINAL.has(run.status);
   const tasks = $("#tasks tbody");
   tasks.replaceChildren();
   for (const task of details.tasks) {
@@ -311,12 +346,27 @@ async function showRun(runId) {
     cell(row, shortAddress(task.address, task.seq));
     cell(row, statusBadge(task.state));
     cell(row, task.attempts);
-    cell(row, task.error ? task.error.message : json(task.output));
+    const result = document.createElement("div");
+    result.textContent = task.error ? task.error.message : json(task.output);
+    for (const failed of task.failed_attempts) {
+      const line = document.createElement("div");
+      line.className = "failure";
+      line.textContent = `attempt ${failed.attempt} failed ${when(failed.at)}: ` +
+        (failed.error ? `${failed.error.type}: ${failed.error.message}` : "?");
+      result.append(line);
+    }
+    cell(row, result, "task-result");
+    cell(row, task.state === "running" ? "-" : took(task.created_at, task.updated_at));
     cell(row, when(task.updated_at));
   }
   for (const button of document.querySelectorAll("#run-view .actions button")) {
-    button.disabled = !ACTIONS[button.dataset.action](run.status);
+    button.disabled = !ACTIONS[button.dataset.action](run);
   }
+  const children = await session.request("list_runs", { parent_id: run.id, limit: 100 });
+  const childRows = $("#children tbody");
+  childRows.replaceChildren();
+  $("#children").hidden = $("#children-title").hidden = children.runs.length === 0;
+  for (const child of children.runs) runRow(childRows, child, false);
   const progress = $("#progress tbody");
   progress.replaceChildren();
   $("#progress").hidden = $("#progress-title").hidden = details.progress.length === 0;
@@ -347,10 +397,27 @@ async function showWorkers() {
   for (const worker of reply.workers) {
     const row = tbody.insertRow();
     cell(row, worker.id);
-    cell(row, worker.alive ? "alive" : "gone");
+    cell(row, !worker.alive ? "gone" : worker.connected ? "alive" : "disconnected", "worker-state");
     cell(row, `${worker.active_runs}/${worker.concurrency}`);
     cell(row, when(worker.last_seen_at));
     cell(row, worker.versions.join(", "));
+  }
+}
+
+async function showVersions() {
+  const reply = await session.request("list_versions", {});
+  const tbody = $("#versions tbody");
+  tbody.replaceChildren();
+  for (const version of reply.versions) {
+    const row = tbody.insertRow();
+    row.dataset.version = `${version.workflow}@${version.version}`;
+    row.classList.toggle("unserved", Boolean(version.unserved_since));
+    cell(row, `${version.workflow}@${version.version}`);
+    const open = Object.entries(version.open_runs).sort()
+      .map(([status, count]) => `${status} ${count}`).join(", ");
+    cell(row, open || "-", "version-open");
+    cell(row, version.workers.join(", ") || "-", "version-workers");
+    cell(row, version.unserved_since ? when(version.unserved_since) : "-", "version-unserved");
   }
 }
 
@@ -403,16 +470,15 @@ async function route() {
   showError(null);
   const hash = location.hash || "#/runs";
   const match = hash.match(/^#\/runs\/(.+)$/);
-  for (const id of ["runs-view", "run-view", "schedules-view", "workers-view"]) {
-    $(`#${id}`).hidden = true;
-  }
+  for (const id of VIEWS) $(`#${id}`).hidden = true;
   $("#nav-runs").classList.toggle("active", hash.startsWith("#/runs"));
   $("#nav-schedules").classList.toggle("active", hash === "#/schedules");
   $("#nav-workers").classList.toggle("active", hash === "#/workers");
+  $("#nav-versions").classList.toggle("active", hash === "#/versions");
   try {
     if (match) {
       state.runId = decodeURIComponent(match[1]);
-      $("#action-result").textContent = "";
+      $("#action-result").textContent = $("#event-result").textContent = "";
       $("#run-view").hidden = false;
       await showRun(state.runId);
       const refresh = debounce(() => showRun(state.runId).catch(showError), 50);
@@ -424,6 +490,11 @@ async function route() {
       await showSchedules();
       // A firing starts runs: their updates refresh the counts (no polling).
       const refresh = debounce(() => showSchedules().catch(showError), 200);
+      state.subscription = await session.subscribe({}, refresh);
+    } else if (hash === "#/versions") {
+      $("#versions-view").hidden = false;
+      await showVersions();
+      const refresh = debounce(() => showVersions().catch(showError), 200);
       state.subscription = await session.subscribe({}, refresh);
     } else if (hash === "#/workers") {
       $("#workers-view").hidden = false;
@@ -446,7 +517,29 @@ for (const status of STATUSES) {
 }
 $("#filters").addEventListener("submit", (event) => {
   event.preventDefault();
-  route();
+  const search = $("#filter-search").value.trim();
+  if (RUN_ID.test(search)) location.hash = `#/runs/${search}`;  // a run ID: that run
+  else route();  // a reference ID (or none): the runs started with it
+});
+$("#send-event").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const result = $("#event-result");
+  let payload;
+  try {
+    payload = JSON.parse($("#event-payload").value || "null");
+  } catch (error) {
+    result.textContent = `the payload is not JSON: ${error.message}`;
+    return;
+  }
+  const body = { run_id: state.runId, name: $("#event-name").value.trim(), payload };
+  const reference = $("#event-reference").value.trim();
+  if (reference) body.reference_id = reference;
+  try {
+    const sent = await session.request("send_event", body);
+    result.textContent = `sent ${sent.name} #${sent.seq}${sent.duplicate ? " (duplicate: ignored)" : ""}`;
+  } catch (error) {
+    result.textContent = `refused: ${error.message}`;
+  }
 });
 $("#more").addEventListener("click", () => showRuns(true).catch(showError));
 for (const button of document.querySelectorAll("#run-view .actions button")) {
@@ -456,9 +549,14 @@ for (const button of document.querySelectorAll("#run-view .actions button")) {
     if (op === "cancel_run" || op === "pause_run") body.reason = "from the dashboard";
     try {
       const reply = await session.request(op, body);
-      $("#action-result").textContent = reply.sleeps === undefined
-        ? `${button.textContent}: the run is ${reply.status} now`
-        : `${button.textContent}: ${reply.sleeps} sleep(s) cut short`;
+      let said = `${button.textContent}: the run is ${reply.status} now`;
+      if (reply.sleeps !== undefined) said = `${button.textContent}: ${reply.sleeps} sleep(s) cut short`;
+      if (reply.affected !== undefined && op === "retry_run") {
+        const children = reply.affected.length - 1;
+        said = `${button.textContent}: the run is queued again` +
+          (children ? `, with ${children} failed child run(s)` : "");
+      }
+      $("#action-result").textContent = said;
     } catch (error) {
       $("#action-result").textContent = `${button.textContent} refused: ${error.message}`;
     }
