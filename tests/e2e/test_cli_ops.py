@@ -3,12 +3,17 @@ tables for people, ``--json`` for scripts, clear errors and exit codes."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 
 import orjson
 import trio
 
 from tests._deadline import deadline
+from tests._processes import ROOT
 from tests._waiting import wait_until
 
 from . import waits_flows as flows
@@ -220,6 +225,34 @@ async def test_a_killed_worker_is_shown_disconnected_at_once(cluster: Cluster) -
     assert isinstance(found, list)
     (listed,) = [entry for entry in found if entry["id"] == worker_id]
     assert (listed["alive"], listed["connected"]) == (True, False)
+
+
+@deadline(90)
+async def test_the_readmes_key_commands_work_as_written(cluster: Cluster) -> None:
+    """Every ``aiki keys`` line of the README, in its order, with its environment: the
+    bootstrap's key acts for the rest, and ``PREFIX`` is the prefix of the key made just
+    before the revocation."""
+    text = (ROOT / "README.md").read_text()
+    lines = [shlex.split(line, comments=True)[1:] for line in text.splitlines()
+             if line.startswith("aiki keys ")]  # fmt: skip
+    assert [argv[:2] for argv in lines] == [["keys", "create"]] * 3 + [
+        ["keys", "list"], ["keys", "revoke"], ["keys", "whoami"]]  # fmt: skip
+    base = {key: value for key, value in os.environ.items() if not key.startswith("AIKI_")}
+    env = {**base, "AIKI_DATABASE_URL": cluster.database_url,
+           "AIKI_SERVER_URL": cluster.server_urls}  # fmt: skip
+    made = ""
+    for argv in lines:
+        argv = [made.split("_")[1] if arg == "PREFIX" else arg for arg in argv]
+        result = await trio.to_thread.run_sync(lambda argv=argv: subprocess.run(
+            [sys.executable, "-m", "aiki", *argv], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, env=env))  # fmt: skip
+        assert result.returncode == 0, (argv, result.stderr)
+        if argv[1] == "create":
+            made = result.stdout.strip().splitlines()[-1]
+            assert made.startswith("aiki_"), result.stdout
+            env.setdefault("AIKI_API_KEY", made)  # (the bootstrap's: `export AIKI_API_KEY=`)
+        if argv[1] == "whoami":
+            assert "admin in every namespace" in result.stdout
 
 
 @deadline(90)

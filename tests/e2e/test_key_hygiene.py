@@ -90,7 +90,8 @@ async def test_no_error_path_prints_a_key(cluster: Cluster) -> None:
                     code = await trio.to_thread.run_sync(process.process.wait)
                 assert code != 0
         finally:
-            await trio.to_thread.run_sync(process.stop)
+            with trio.CancelScope(shield=True), trio.move_on_after(40):
+                await trio.to_thread.run_sync(process.stop)
         out = process.process.stdout.read() if process.process.stdout else ""
         printed.append((f"worker {key[:18]}", out + process.log.read_text(errors="replace")))
         if not serves:

@@ -8,8 +8,10 @@ import re
 import uuid
 
 import psycopg
+import pytest
 import trio
 
+import aiki
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -87,6 +89,18 @@ async def test_a_failed_run_retried_after_the_fix_completes_without_redoing_its_
         again = await cli(cluster, "runs", "retry", handle.run_id)
         assert again.returncode == 1
         assert "only failed runs can be retried" in again.stderr
+
+        # The SDK finds it too; a reference ID two workflows use names neither alone.
+        assert (await client.find_run(f"order-{nonce}")).id == handle.run_id
+        other = await flows.batch_flow.with_(reference_id=f"order-{nonce}").start(client, order)
+        with pytest.raises(aiki.ConflictError, match="names several runs"):
+            await client.find_run(f"order-{nonce}")
+        found = await client.find_run(f"order-{nonce}", workflow="e2e-batch", version="1")
+        assert found.id == other.run_id
+        ambiguous = await cli(cluster, "runs", "show", f"order-{nonce}")
+        assert ambiguous.returncode == 1
+        assert "give the workflow and version, or a run ID" in ambiguous.stderr
+        await other.wait_for_status("completed")
 
 
 @deadline(90)

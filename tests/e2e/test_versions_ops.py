@@ -5,12 +5,16 @@ their logs, and ``/metrics`` counts its open runs."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import httpx
 import trio
 
+from aiki.protocol import StartRun
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -68,9 +72,25 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
     assert re.search(r'^aiki_unserved_open_runs\{namespace="default",version="1",'
                      r'workflow="e2e-lonely"\} 2\.0$', metrics.text, re.MULTILINE)  # fmt: skip
 
-    # Served again: the run is taken and completes; nothing is left unserved.
-    again, _ = await trio.to_thread.run_sync(cluster.start_worker,
-                                             "tests.e2e.retry_flows:lonely_worker")  # fmt: skip
+    # Watched, the run says why it waits, then (served again) how it completes.
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.server_urls,
+           "AIKI_API_KEY": cluster.keys["viewer"]}  # fmt: skip
+    watch = await trio.to_thread.run_sync(lambda: subprocess.Popen(
+        [sys.executable, "-m", "aiki", "runs", "watch", handle.run_id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
+    try:
+        assert watch.stdout is not None
+        first = await trio.to_thread.run_sync(watch.stdout.readline)
+        assert first.startswith("(waiting: no live worker serves e2e-lonely@1 since "), first
+        again, _ = await trio.to_thread.run_sync(cluster.start_worker,
+                                                 "tests.e2e.retry_flows:lonely_worker")  # fmt: skip
+        with trio.fail_after(30):
+            rest, _ = await trio.to_thread.run_sync(watch.communicate)
+        assert watch.returncode == 0
+        assert "queued -> running" in rest
+        assert "running -> completed" in rest.splitlines()[-1]
+    finally:
+        watch.kill()
     try:
         async with cluster.client() as client:
             assert (await client.handle(handle.run_id).wait_for_status("completed")).success
@@ -82,4 +102,41 @@ async def test_a_version_nobody_serves_is_seen_everywhere(cluster: Cluster) -> N
             with trio.fail_after(20):
                 await wait_until(all_done, interval=0.1)
     finally:
-        await trio.to_thread.run_sync(again.stop)
+        with trio.CancelScope(shield=True), trio.move_on_after(40):
+            await trio.to_thread.run_sync(again.stop)
+
+
+@deadline(120)
+async def test_a_moved_input_class_serves_the_same_version_a_changed_field_does_not(
+    cluster: Cluster,
+) -> None:
+    """``e2e-moving@1`` is served by a worker; restarted with its input class moved to
+    another module and renamed, the worker registers the same version and serves its
+    runs; one whose input has a field of another type is refused at start."""
+    async with cluster.client() as client:
+        outputs = []
+        for variant in ("v1", "moved"):
+            target = f"tests.e2e.moving_{variant}:worker"
+            worker, _ = await trio.to_thread.run_sync(cluster.start_worker, target)
+            try:
+                started = await client.start_run(
+                    StartRun(
+                        workflow="e2e-moving", version="1", input={"key": variant, "weight": 3}
+                    )
+                )
+                done = await client.handle(started.run.id).wait_for_status("completed")
+                outputs.append(done.output)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(40):
+                    await trio.to_thread.run_sync(worker.stop)
+        assert outputs == ["v1: 3", "moved: 3"]
+
+    changed = cluster.spawn_worker("tests.e2e.moving_changed:worker", cluster.server_urls)
+    try:
+        with trio.fail_after(60):
+            code = await trio.to_thread.run_sync(changed.process.wait)
+    finally:
+        changed.kill()
+    assert code != 0
+    log = changed.log.read_text(errors="replace")
+    assert "e2e-moving@1 is registered with another input or event schema" in log, log
