@@ -1,9 +1,8 @@
 """SQL for retrying failed runs after a fix (the lifecycle's ``rerun``).
 
 A retried run is queued again as a fresh first attempt of its version, like a workflow
-retry: its failed tasks are deleted so they run again, its completed tasks stay recorded
-and are replayed by address, the order its steps settled in is forgotten, and so are the
-waits it gave up. Its failed descendants are retried in the same statement, and the
+retry (`runs.fresh_attempt`): its failed tasks run again, its completed tasks are
+replayed. Its failed descendants are retried in the same statement, and the
 waits of their parents on them are pending again: the parent replays up to the child's
 wait and waits for the child's new outcome.
 """
@@ -13,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Final
 
-from .runs import R_COLUMNS, RUN_COLUMNS, run_info
+from .runs import R_COLUMNS, RUN_COLUMNS, fresh_attempt, run_info
 from .transitions import move
 
 if TYPE_CHECKING:
@@ -33,13 +32,7 @@ _RETRY: Final = f"""
             SELECT id, status, worker_id FROM aiki_runs
             WHERE id IN (SELECT id FROM tree) AND status = 'failed'
             ORDER BY id FOR UPDATE
-        ), cleared AS (
-            DELETE FROM aiki_tasks t USING old WHERE t.run_id = old.id AND t.state = 'failed'
-        ), unordered AS (
-            DELETE FROM aiki_step_order o USING old WHERE o.run_id = old.id
-        ), forgotten AS (
-            DELETE FROM aiki_waits w USING old WHERE w.run_id = old.id AND w.state = 'withdrawn'
-        ), reopened AS (
+        ), {fresh_attempt("old")}, reopened AS (
             UPDATE aiki_waits w SET state = 'pending', result = NULL, resolved_at = NULL
             FROM old parent, old child
             WHERE w.run_id = parent.id AND w.kind = 'child' AND w.key = child.id::text

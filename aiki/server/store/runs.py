@@ -548,30 +548,37 @@ def requeue_run(tx: Transaction, run_id: uuid.UUID, reason: str) -> RunInfo | No
 
 # -- timers --------------------------------------------------------------------------------------
 
+
+def fresh_attempt(runs: str) -> str:
+    """CTEs preparing the runs of the CTE ``runs`` for a new attempt that replays what
+    completed: their failed tasks are deleted (they run again), the order their steps
+    settled in is forgotten (the new attempt replays by address, in the order it reaches
+    them), and so are the waits they gave up (it waits afresh). For a workflow retry and
+    a client's retry of a failed run alike."""
+    return f"""cleared AS (
+            DELETE FROM aiki_tasks t USING {runs} WHERE t.run_id = {runs}.id
+              AND t.state = 'failed'
+        ), unordered AS (
+            DELETE FROM aiki_step_order o USING {runs} WHERE o.run_id = {runs}.id
+        ), forgotten AS (
+            DELETE FROM aiki_waits w USING {runs} WHERE w.run_id = {runs}.id
+              AND w.state = 'withdrawn'
+        )"""
+
+
 _REQUEUE_DUE_RETRIES: Final = f"""
         WITH due AS (
             SELECT id, status, worker_id FROM aiki_runs
             WHERE status = 'awaiting_retry' AND wake_at <= now()
             ORDER BY wake_at LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
-        ), cleared AS (
-            DELETE FROM aiki_tasks t USING due WHERE t.run_id = due.id AND t.state = 'failed'
-        ), unordered AS (
-            DELETE FROM aiki_step_order o USING due WHERE o.run_id = due.id
-        ), forgotten AS (
-            DELETE FROM aiki_waits w USING due WHERE w.run_id = due.id AND w.state = 'withdrawn'
-        ), {move("retry", "due", reason="'retry'", sets="wake_at = NULL,")}
+        ), {fresh_attempt("due")}, {move("retry", "due", reason="'retry'", sets="wake_at = NULL,")}
         SELECT count(*) FROM moved"""
 
 
 def requeue_due_retries(tx: Transaction, limit: int) -> int:
-    """Queue runs whose retry delay has passed, as a new attempt; return how many.
-
-    Failed tasks of the previous attempt are deleted so they run again; completed tasks
-    stay recorded and are replayed, by address, in the order the new attempt reaches them
-    (the order steps settled in is forgotten, and so are waits the previous attempt gave
-    up: the new attempt waits afresh).
-    """
+    """Queue runs whose retry delay has passed, as a new attempt (`fresh_attempt`);
+    return how many."""
     row = tx.fetch_one(
         _REQUEUE_DUE_RETRIES,
         {"limit": limit},
