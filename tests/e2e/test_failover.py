@@ -21,7 +21,7 @@ answer lost with it) is released by another server's claim sweeper."""
 WORKER_ARGS = ["--heartbeat", "0.3", "-v"]
 """Verbose: the workers log which server each session is with."""
 
-_CONNECTED = re.compile(r"worker (\S+) connected to (\S+)")
+_CONNECTED = re.compile(r"worker (\S+) (?:re)?connected to (\S+)")
 
 
 def _sessions(cluster: Cluster) -> list[list[str]]:
