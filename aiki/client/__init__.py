@@ -14,11 +14,11 @@ from ._client import CA_FILE_ENV as CA_FILE_ENV
 from ._client import CLIENT_CERT_ENV as CLIENT_CERT_ENV
 from ._client import CLIENT_KEY_ENV as CLIENT_KEY_ENV
 from ._client import Client as Client
-from ._client import tls_for as tls_for
 from ._connection import PushQueue as PushQueue
 from ._connection import SessionConnection as SessionConnection
 from ._connection import auth_headers as auth_headers
 from ._connection import connect_error as connect_error
+from ._connection import tls_for as tls_for
 from ._handles import RunHandle as RunHandle
 from ._handles import RunResult as RunResult
 from ._handles import ScheduleHandle as ScheduleHandle

@@ -35,15 +35,11 @@ import httpx
 import sniffio
 import trio
 
-from transport import TransportError
-from transport.tls import client_tls
-
 from ..errors import (
     ConflictError,
     PushUnavailableError,
     RunNotFoundError,
     UnavailableError,
-    ValidationError,
 )
 from ..protocol import (
     OPERATIONS,
@@ -94,14 +90,13 @@ from ..protocol import (
     WokenUp,
     WorkerInfo,
 )
-from ._connection import answer_error, auth_headers, clean_key
+from ._connection import answer_error, auth_headers, clean_key, reason_of, tls_for
 from ._handles import WAIT_SLICE_SECONDS, RunHandle, ScheduleHandle
 from ._servers import Servers
-from ._session import CLOSE_SECONDS, ClientSession
+from ._session import CLOSE_SECONDS, ClientSession, exit_without_group
 from ._watch import Watch
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import Iterable, Sequence
     from types import TracebackType
 
@@ -123,66 +118,11 @@ CLIENT_KEY_ENV: Final = "AIKI_CLIENT_KEY"
 """Where they find that certificate's private key (PEM), unless the certificate file holds it."""
 
 
-def tls_for(
-    ca_file: str | None, client_cert: str | None = None, client_key: str | None = None
-) -> ssl.SSLContext | None:
-    """The TLS context trusting ``ca_file`` and presenting ``client_cert`` (with
-    ``client_key``) to servers that ask for one; None when neither is given (the
-    defaults: the system's authorities, no certificate).
-
-    Raises:
-        aiki.ValidationError: ``ca_file`` cannot be read or holds no certificate, or
-            ``client_cert`` and ``client_key`` are not a certificate and its key.
-    """
-    if not ca_file and not client_cert:
-        return None
-    try:
-        return client_tls(ca_file or None, client_cert or None, client_key or None)
-    except TransportError as exc:
-        field = "client_cert" if "client certificate" in str(exc) else "ca_file"
-        what = "a certificate and its key" if field == "client_cert" else "a CA certificate file"
-        raise ValidationError(str(exc), errors=(f"not {what} @ {field}",)) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """What ``exc`` says, or the first of its causes that says something (httpx's errors
-    may say nothing themselves: a TLS alert is in their cause)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if str(seen):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return type(exc).__name__
-
-
 def _running_trio() -> bool:
     try:
         return sniffio.current_async_library() == "trio"
     except sniffio.AsyncLibraryNotFoundError:
         return False
-
-
-async def _without_group(
-    stack: contextlib.AsyncExitStack,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    traceback: TracebackType | None,
-) -> None:
-    """Exit the session's nursery; what the ``async with`` block raised comes out as it was
-    raised, not wrapped in the nursery's exception group (so ``except aiki.ValidationError``
-    matches under trio as under asyncio)."""
-    try:
-        await stack.__aexit__(exc_type, exc, traceback)
-    except BaseExceptionGroup as group:
-        if exc is None or group.exceptions != (exc,):
-            raise
-        # Raise the block's own exception, with the cause and context it had.
-        context, cause, suppress = exc.__context__, exc.__cause__, exc.__suppress_context__
-        try:
-            raise exc
-        finally:
-            exc.__context__, exc.__cause__ = context, cause
-            exc.__suppress_context__ = suppress
 
 
 class _Sent(Exception):
@@ -289,7 +229,7 @@ class Client:
                 finally:
                     # The nursery of the session's reader, which ends with its connection
                     # (a scope opened after the nursery cannot hold its exit).
-                    await _without_group(stack, exc_type, exc, traceback)  # noqa: ASYNC102
+                    await exit_without_group(stack, exc_type, exc, traceback)  # noqa: ASYNC102
         finally:
             with anyio.move_on_after(CLOSE_SECONDS, shield=True):
                 await self.aclose()
@@ -372,11 +312,11 @@ class Client:
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
                 raise UnavailableError(
-                    f"cannot reach the Aiki server at {url}: {_reason(exc)}"
+                    f"cannot reach the Aiki server at {url}: {reason_of(exc)}"
                 ) from exc
             except httpx.TransportError as exc:  # sent: not repeated on another server
                 self.servers.failed(url)
-                raise _Sent(UnavailableError(f"request to {url} failed: {_reason(exc)}")) from exc
+                raise _Sent(UnavailableError(f"request to {url} failed: {reason_of(exc)}")) from exc
 
         try:
             response = await self.servers.first_reachable(post)

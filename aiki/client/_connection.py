@@ -23,9 +23,10 @@ import anyio
 import attrs
 import orjson
 
-from transport import WebSocketError
+from transport import TransportError, WebSocketError
+from transport.tls import client_tls
 
-from ..errors import AikiError, UnauthenticatedError, UnavailableError
+from ..errors import AikiError, UnauthenticatedError, UnavailableError, ValidationError
 from ..protocol import (
     OPERATIONS,
     ClientProtocol,
@@ -41,6 +42,8 @@ from ..protocol import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from transport.websocket import WebSocketClient
 
     from ..protocol import Request
@@ -367,3 +370,35 @@ class SessionConnection:
         """Close the connection (the reader, if any, then ends)."""
         self._end(f"session with {self.url} closed")
         await self._websocket.aclose()
+
+
+def tls_for(
+    ca_file: str | None, client_cert: str | None = None, client_key: str | None = None
+) -> ssl.SSLContext | None:
+    """The TLS context trusting ``ca_file`` and presenting ``client_cert`` (with
+    ``client_key``) to servers that ask for one; None when neither is given (the
+    defaults: the system's authorities, no certificate).
+
+    Raises:
+        aiki.ValidationError: ``ca_file`` cannot be read or holds no certificate, or
+            ``client_cert`` and ``client_key`` are not a certificate and its key.
+    """
+    if not ca_file and not client_cert:
+        return None
+    try:
+        return client_tls(ca_file or None, client_cert or None, client_key or None)
+    except TransportError as exc:
+        field = "client_cert" if "client certificate" in str(exc) else "ca_file"
+        what = "a certificate and its key" if field == "client_cert" else "a CA certificate file"
+        raise ValidationError(str(exc), errors=(f"not {what} @ {field}",)) from exc
+
+
+def reason_of(exc: BaseException) -> str:
+    """What ``exc`` says, or the first of its causes that says something (httpx's errors
+    may say nothing themselves: a TLS alert is in their cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__

@@ -23,8 +23,10 @@ from ..protocol import MAX_MESSAGE_BYTES, OPERATIONS, session_url
 from ._connection import SessionConnection, connect_error
 
 if TYPE_CHECKING:
+    import contextlib
     import ssl
     from collections.abc import Mapping
+    from types import TracebackType
 
     from ..protocol import Request, Subscribe, Subscribed
     from ._connection import PushQueue
@@ -137,3 +139,26 @@ class ClientSession:
         if self._connection is not None:
             with trio.move_on_after(CLOSE_SECONDS):
                 await self._connection.aclose()
+
+
+async def exit_without_group(
+    stack: contextlib.AsyncExitStack,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """Exit the session's nursery; what the ``async with`` block raised comes out as it was
+    raised, not wrapped in the nursery's exception group (so ``except aiki.ValidationError``
+    matches under trio as under asyncio)."""
+    try:
+        await stack.__aexit__(exc_type, exc, traceback)
+    except BaseExceptionGroup as group:
+        if exc is None or group.exceptions != (exc,):
+            raise
+        # Raise the block's own exception, with the cause and context it had.
+        context, cause, suppress = exc.__context__, exc.__cause__, exc.__suppress_context__
+        try:
+            raise exc
+        finally:
+            exc.__context__, exc.__cause__ = context, cause
+            exc.__suppress_context__ = suppress
