@@ -100,11 +100,16 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
 
 _SUSPENDED: Final = frozenset({"sleeping", "awaiting_event", "awaiting_child_workflow"})
 
-_SERVES: Final = (
-    "w.namespace = %(namespace)s AND w.versions @> jsonb_build_array(jsonb_build_array("
-    "%(workflow)s::text, %(version)s::text))"
-)
-"""A worker ``w`` registered the version (in its namespace)."""
+
+def _serves(namespace: str, workflow: str, version: str) -> str:
+    """SQL: the worker ``w`` registered the version named by these SQL expressions, in
+    its namespace."""
+    return (f"w.namespace = {namespace} AND w.versions @> jsonb_build_array("
+            f"jsonb_build_array({workflow}, {version}))")  # fmt: skip
+
+
+_SERVES_NAMED: Final = _serves("%(namespace)s", "%(workflow)s::text", "%(version)s::text")
+_SERVES_ROW: Final = _serves("v.namespace", "v.workflow", "v.version")
 
 
 def pending_waits(tx: Transaction, run_id: uuid.UUID) -> list[PendingWait]:
@@ -133,7 +138,7 @@ def unserved_run(
                max(w.last_seen_at) FILTER (WHERE w.pools @> jsonb_build_array(%(pool)s::text)),
                (SELECT registered_at FROM aiki_workflow_versions
                 WHERE (namespace, workflow, version) = (%(namespace)s, %(workflow)s, %(version)s))
-        FROM aiki_workers w WHERE {_SERVES}
+        FROM aiki_workers w WHERE {_SERVES_NAMED}
         """,
         {"namespace": namespace, "workflow": workflow, "version": version, "pool": pool},
     )  # fmt: skip
@@ -164,16 +169,12 @@ def list_versions(
         open_runs.setdefault((str(where), str(name), str(version)), {})[str(status)] = as_int(count)
     versions = []
     for where, name, version, registered, live, seen in tx.fetch_all(
-        """
+        f"""
         SELECT v.namespace, v.workflow, v.version, v.registered_at,
                array(SELECT w.id FROM aiki_workers w
-                     WHERE w.namespace = v.namespace AND w.alive AND w.session IS NOT NULL
-                       AND w.versions @> jsonb_build_array(jsonb_build_array(v.workflow,
-                                                                             v.version))
+                     WHERE {_SERVES_ROW} AND w.alive AND w.session IS NOT NULL
                      ORDER BY w.id LIMIT 100),
-               (SELECT max(w.last_seen_at) FROM aiki_workers w
-                WHERE w.namespace = v.namespace
-                  AND w.versions @> jsonb_build_array(jsonb_build_array(v.workflow, v.version)))
+               (SELECT max(w.last_seen_at) FROM aiki_workers w WHERE {_SERVES_ROW})
         FROM aiki_workflow_versions v
         WHERE (%(namespace)s::text IS NULL OR v.namespace = %(namespace)s)
           AND (%(workflow)s::text IS NULL OR v.workflow = %(workflow)s)
