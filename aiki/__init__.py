@@ -61,6 +61,7 @@ from .errors import UnawaitedStepError as UnawaitedStepError
 from .errors import ValidationError as ValidationError
 from .errors import VersionConflictError as VersionConflictError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
+from .protocol import ConcurrencyLimit as ConcurrencyLimit
 from .protocol import RunInfo as RunInfo
 from .protocol import RunPage as RunPage
 from .protocol import RunStatus as RunStatus
@@ -113,6 +114,7 @@ __all__ = [
     "ChildResult",
     "ChildRun",
     "Client",
+    "ConcurrencyLimit",
     "ConflictError",
     "ErrorInfo",
     "EventDefinition",

@@ -21,6 +21,7 @@ EXPECTED = {
         "BlockingTaskError",
         "ChildResult",
         "ChildRun",
+        "ConcurrencyLimit",
         "Client",
         "ConflictError",
         "ErrorInfo",

@@ -53,6 +53,16 @@ from ._keys import KeyList as KeyList
 from ._keys import ListKeys as ListKeys
 from ._keys import RevokeKey as RevokeKey
 from ._keys import WhoAmI as WhoAmI
+from ._limits import MAX_KEY_DEPTH as MAX_KEY_DEPTH
+from ._limits import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from ._limits import ConcurrencyLimit as ConcurrencyLimit
+from ._limits import Holds as Holds
+from ._limits import LimitKeyError as LimitKeyError
+from ._limits import OnLimit as OnLimit
+from ._limits import key_path_problem as key_path_problem
+from ._limits import limit_key as limit_key
+from ._limits import limit_name_problem as limit_name_problem
+from ._limits import limits_problems as limits_problems
 from ._live import RUN_UPDATE as RUN_UPDATE
 from ._live import SUBSCRIBE as SUBSCRIBE
 from ._live import TASK_PROGRESS as TASK_PROGRESS
@@ -92,6 +102,7 @@ from ._operation import declare as declare
 from ._operation import reply_type_of as reply_type_of
 from ._registry import OPERATIONS as OPERATIONS
 from ._runs import CANCEL_RUN as CANCEL_RUN
+from ._runs import DEFAULT_PRIORITY as DEFAULT_PRIORITY
 from ._runs import GET_RUN as GET_RUN
 from ._runs import LIST_RUNS as LIST_RUNS
 from ._runs import PAUSE_RUN as PAUSE_RUN
@@ -256,6 +267,7 @@ __all__ = [
     "CREATE_KEY",
     "DEACTIVATE_SCHEDULE",
     "DEFAULT_NAMESPACE",
+    "DEFAULT_PRIORITY",
     "DEREGISTER_WORKER",
     "DESCRIBE_RUN",
     "ERROR_BODY",
@@ -271,6 +283,8 @@ __all__ = [
     "MAX_CLAIM_NEXT",
     "MAX_INT",
     "MAX_ITEMS",
+    "MAX_KEY_DEPTH",
+    "MAX_KEY_LENGTH",
     "MAX_MESSAGE_BYTES",
     "MAX_OFFER_QUEUES",
     "MAX_OFFER_SECONDS",
@@ -333,6 +347,7 @@ __all__ = [
     "ClaimedRuns",
     "ClientProtocol",
     "Clock",
+    "ConcurrencyLimit",
     "ConflictPolicy",
     "CreateKey",
     "DeactivateSchedule",
@@ -347,18 +362,21 @@ __all__ = [
     "HeartbeatAck",
     "HistoryRecorded",
     "HistoryUpdate",
+    "Holds",
     "Identity",
     "Incoming",
     "InternalError",
     "KeyCreated",
     "KeyInfo",
     "KeyList",
+    "LimitKeyError",
     "ListKeys",
     "ListRuns",
     "ListSchedules",
     "ListVersions",
     "ListWorkers",
     "OfferSlot",
+    "OnLimit",
     "Operation",
     "Outgoing",
     "OverlapPolicy",
@@ -454,6 +472,10 @@ __all__ = [
     "is_status",
     "is_task_state",
     "jitter_of",
+    "key_path_problem",
+    "limit_key",
+    "limit_name_problem",
+    "limits_problems",
     "payload_problems",
     "plan",
     "publication_frames",

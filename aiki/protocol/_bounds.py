@@ -48,6 +48,10 @@ MAX_OFFER_QUEUES: Final = 1000
 """Queues one `OfferSlot` may name."""
 SUBSCRIBE_RUNS: Final = 1000
 """Run IDs one `Subscribe` may name."""
+MAX_LIMITS: Final = 8
+"""Concurrency limits one workflow version may name."""
+MAX_SLOTS: Final = 1_000_000
+"""A concurrency limit's bound, at most."""
 EARLIEST: Final = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST: Final = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
@@ -69,6 +73,11 @@ RANGES: Final[dict[tuple[str, str], tuple[float, float]]] = {
     ("OfferSlot", "wait_seconds"): (0.001, MAX_OFFER_SECONDS),
     ("OfferSlot", "queues"): (1, MAX_OFFER_QUEUES),
     ("Subscribe", "run_ids"): (0, SUBSCRIBE_RUNS),
+    ("StartOptions", "priority"): (0, 4),
+    ("StartOptions", "fairness_weight"): (1, 1000),
+    ("VersionSpec", "limits"): (0, MAX_LIMITS),
+    ("ConcurrencyLimit", "per_key"): (1, MAX_SLOTS),
+    ("ConcurrencyLimit", "total"): (1, MAX_SLOTS),
 }
 """Fields with a narrower range than their type's, by (class, field): a number's value,
 a list's length (inclusive)."""

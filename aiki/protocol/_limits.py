@@ -11,9 +11,12 @@ plain HTTP, a parent, a schedule, a retry), so every run is limited the same way
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 OnLimit = Literal["wait", "refuse", "cancel_running"]
 """What a start over the limit does: wait for a slot (first come, first served within a
@@ -29,6 +32,7 @@ MAX_KEY_DEPTH: Final = 8
 MAX_KEY_LENGTH: Final = 256
 """Characters a key may have (a longer value is refused at start)."""
 _PART: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}|\d{1,6}")
+_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @attrs.frozen(kw_only=True)
@@ -36,7 +40,8 @@ class ConcurrencyLimit:
     """A concurrency limit a workflow version's runs take a slot of."""
 
     name: str
-    """Shared by every version that names it (their ``per_key`` and ``total`` must agree)."""
+    """Shared by every version that names it, in the namespace. Its numbers are those of
+    the latest registration that declared other numbers (or an operator's change since)."""
     key: str | None = None
     """A path into the input, parts joined by dots (``customer_id``, ``items.0.sku``);
     None: one key for every run."""
@@ -46,6 +51,14 @@ class ConcurrencyLimit:
     """Runs holding a slot at once over all keys, at most (None: no bound)."""
     on_limit: OnLimit = "wait"
     holds: Holds = "executing"
+
+
+def limit_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a limit's name (None: nothing)."""
+    if not _NAME.fullmatch(name):
+        return ("a limit's name is 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a "
+                "letter or digit")  # fmt: skip
+    return None
 
 
 def key_path_problem(path: str) -> str | None:
@@ -61,6 +74,11 @@ def key_path_problem(path: str) -> str | None:
 
 class LimitKeyError(ValueError):
     """The run's input has no usable key for a limit: the start is refused."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+        """Where in the input the key was looked for (``$.customer.id``)."""
 
 
 def limit_key(limit: ConcurrencyLimit, payload: object) -> str:
@@ -84,15 +102,42 @@ def limit_key(limit: ConcurrencyLimit, payload: object) -> str:
             node = node[int(part)]
         else:
             raise LimitKeyError(f"limit {limit.name!r} takes its key from {walked}, which the "
-                            "input does not have")  # fmt: skip
+                                "input does not have", walked)  # fmt: skip
     if isinstance(node, bool):
         text = "true" if node else "false"
     elif isinstance(node, (int, str)):
         text = str(node)
     else:
         raise LimitKeyError(f"limit {limit.name!r} takes its key from {walked}: a string, an "
-                        f"integer or a boolean, not {type(node).__name__}")  # fmt: skip
+                            f"integer or a boolean, not {type(node).__name__}", walked)  # fmt: skip
     if len(text) > MAX_KEY_LENGTH:
         raise LimitKeyError(f"limit {limit.name!r}: the key at {walked} is longer than "
-                        f"{MAX_KEY_LENGTH} characters")  # fmt: skip
+                            f"{MAX_KEY_LENGTH} characters", walked)  # fmt: skip
     return text
+
+
+def limits_problems(versions: Sequence[tuple[str, Sequence[ConcurrencyLimit]]]) -> list[str]:
+    """What is wrong with the limits some versions declare, as ``problem @ path``: a
+    name or key path not allowed, a name twice in one version, a limit declared with
+    other numbers by another of the versions. ``versions`` gives each version's path
+    (``$.versions[0]``) and limits."""
+    problems: list[str] = []
+    numbers: dict[str, tuple[int, int | None]] = {}
+    for where, limits in versions:
+        seen: set[str] = set()
+        for index, limit in enumerate(limits):
+            path = f"{where}.limits[{index}]"
+            if problem := limit_name_problem(limit.name):
+                problems.append(f"{problem} @ {path}.name")
+            if limit.key is not None and (problem := key_path_problem(limit.key)):
+                problems.append(f"{problem} @ {path}.key")
+            if limit.name in seen:
+                problems.append(f"limit {limit.name!r} is named twice @ {path}.name")
+            seen.add(limit.name)
+            if limit.total is not None and limit.total < limit.per_key:
+                problems.append(f"total is below per_key @ {path}.total")
+            declared = numbers.setdefault(limit.name, (limit.per_key, limit.total))
+            if declared != (limit.per_key, limit.total):
+                problems.append(f"limit {limit.name!r} is declared with other numbers by "
+                                f"another version @ {path}")  # fmt: skip
+    return problems

@@ -41,6 +41,19 @@ class StartOptions:
     """Start ``scheduled``; queue the run at this time."""
     timeout_seconds: float | None = None
     """Fail the run (``run_timeout``) unless it ends within this many seconds of its start."""
+    priority: int | None = None
+    """0 (lowest) to 4 (highest): a run waiting at the gate goes before every waiting run
+    of a lower level. None: the parent's (for a child), else `DEFAULT_PRIORITY`."""
+    fairness_key: str | None = None
+    """Who the run is for (a tenant): within a priority level, waiting runs are sent
+    across fairness keys in proportion to their weights. None: the parent's (for a
+    child), else one key shared by every run that names none."""
+    fairness_weight: int | None = None
+    """The fairness key's share (1..1000; default 1, or the parent's for a child)."""
+
+
+DEFAULT_PRIORITY: Final = 2
+"""The priority of a run that names none (and has no parent)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +84,14 @@ class RunInfo:
     """The occurrence (its nominal time) of ``schedule_id`` the run was started for."""
     namespace: str = "default"
     """The namespace the run belongs to (its starter's; a child's, its parent's)."""
+    priority: int = DEFAULT_PRIORITY
+    """0 (lowest) to 4 (highest); see `StartOptions.priority`."""
+    fairness_key: str | None = None
+    """The tenant it runs for (None: the key shared by runs that name none)."""
+    fairness_weight: int = 1
+    gated_at: dt.datetime | None = None
+    """Since when the run waits at the gate for a slot of its concurrency limits (None:
+    it does not)."""
 
 
 # -- replies ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import attrs
 
 from ..errors import ErrorInfo
 from ._history import RecordedChild, RecordedTask, RecordedWait, Settled
+from ._limits import ConcurrencyLimit
 from ._operation import WORKERS, Request, declare
 from ._runs import RunInfo, RunStarted, RunTransitioned, StartOptions
 from ._states import RunStatus
@@ -30,6 +31,9 @@ class VersionSpec:
     version: str
     input_schema: object = None
     event_schemas: dict[str, object] = attrs.Factory(dict)
+    limits: tuple[ConcurrencyLimit, ...] = ()
+    """The concurrency limits its runs take a slot of (part of the version: a version
+    registered again must name the same ones, with the same keys)."""
 
 
 # -- replies and pushes ---------------------------------------------------------------------------

@@ -24,14 +24,22 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ..protocol import ConflictPolicy, GetRun, StartOptions, StartRun, VersionSpec
+from ..protocol import (
+    ConcurrencyLimit,
+    ConflictPolicy,
+    GetRun,
+    StartOptions,
+    StartRun,
+    VersionSpec,
+    limits_problems,
+)
 from ..retry import NEVER, RetryPolicy
 from ._event import EventDefinition, bind_events
 from ._payload import PayloadType, declared_output
 from ._steps import Step
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from ..client import Client, RunHandle
     from ..trigger import Trigger
@@ -77,11 +85,15 @@ class WorkflowVersion(Generic[I, O]):
         events: Mapping[str, EventDefinition[typing.Any]] | None = None,
         timeout_seconds: float | None = None,
         options: StartOptions | None = None,
+        limits: Sequence[ConcurrencyLimit] = (),
     ) -> None:
         self.workflow = workflow
         self.version = version
         self.handler = handler
         self.retry = retry
+        self.limits = tuple(limits)
+        if problems := limits_problems([(f"{workflow}@{version}", self.limits)]):
+            raise ValueError(f"concurrency limits of {workflow}@{version}: {problems[0]}")
         self.events = bind_events(events or {}, f"{workflow}@{version}")
         self.options = options or StartOptions(timeout_seconds=timeout_seconds)
         self.takes_input = len(inspect.signature(handler).parameters) == 2
@@ -103,6 +115,9 @@ class WorkflowVersion(Generic[I, O]):
         retry: RetryPolicy | None = _UNSET,
         trigger: Trigger | None = _UNSET,
         timeout_seconds: float | None = _UNSET,
+        priority: int | None = _UNSET,
+        fairness_key: str | None = _UNSET,
+        fairness_weight: int | None = _UNSET,
     ) -> WorkflowVersion[I, O]:
         """A copy whose starts use these options.
 
@@ -116,6 +131,11 @@ class WorkflowVersion(Generic[I, O]):
             retry: override this version's retry policy for the run.
             trigger: start ``scheduled`` and queue later (`aiki.trigger.after` / ``at``).
             timeout_seconds: fail the run if it has not ended this long after its start.
+            priority: 0 (lowest) to 4 (highest; default 2, or a parent's): a run waiting
+                at the gate goes before every waiting run of a lower level.
+            fairness_key: who the run is for (a tenant): runs waiting at the gate are
+                let through across fairness keys in proportion to their weights.
+            fairness_weight: the fairness key's share (1 to 1000; default 1).
         """
         current = self.options
         options = StartOptions(
@@ -133,6 +153,11 @@ class WorkflowVersion(Generic[I, O]):
             start_at=(current.start_at if trigger is _UNSET else trigger.at if trigger else None),
             timeout_seconds=(
                 current.timeout_seconds if timeout_seconds is _UNSET else timeout_seconds
+            ),
+            priority=current.priority if priority is _UNSET else priority,
+            fairness_key=current.fairness_key if fairness_key is _UNSET else fairness_key,
+            fairness_weight=(
+                current.fairness_weight if fairness_weight is _UNSET else fairness_weight
             ),
         )
         # A shallow copy: the handler's types were derived once, at declaration (deriving
@@ -199,6 +224,7 @@ class WorkflowVersion(Generic[I, O]):
             version=self.version,
             input_schema=self.input_type.schema(),
             event_schemas={name: ev.payload.schema() for name, ev in self.events.items()},
+            limits=self.limits,
         )
 
 
@@ -218,6 +244,7 @@ class Workflow:
         retry: RetryPolicy = NEVER,
         events: Mapping[str, EventDefinition[typing.Any]] | None = None,
         timeout_seconds: float | None = None,
+        limits: Sequence[ConcurrencyLimit] = (),
     ) -> Callable[[Callable[..., Awaitable[O]]], WorkflowVersion[typing.Any, O]]:
         """Decorate ``async def handler(run, input) -> output`` as version ``version``.
 
@@ -226,9 +253,13 @@ class Workflow:
             events: the events runs of this version can wait for, by name:
                 ``{"payment_received": aiki.event(Payment)}``.
             timeout_seconds: fail runs that have not ended this long after they start.
+            limits: the concurrency limits its runs take a slot of
+                (`aiki.ConcurrencyLimit`): a run over a limit waits at the server's gate,
+                holding no worker, until a slot frees.
 
         Raises:
-            ValueError: the version exists already or the name is invalid.
+            ValueError: the version exists already, the name is invalid, or a limit is
+                not allowed (its name, its key path, its numbers).
             TypeError: the handler's signature or annotations are not usable.
         """
         if not version or any(character in version for character in "@#\n"):
@@ -239,7 +270,7 @@ class Workflow:
         def decorate(handler: Callable[..., Awaitable[O]]) -> WorkflowVersion[typing.Any, O]:
             defined = WorkflowVersion[typing.Any, O](
                 self.name, version, handler, retry=retry, events=events,
-                timeout_seconds=timeout_seconds,
+                timeout_seconds=timeout_seconds, limits=limits,
             )  # fmt: skip
             self.versions[version] = defined
             return defined

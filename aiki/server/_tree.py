@@ -42,7 +42,7 @@ from ._redis_grants import GrantSweeper, RedisGrants, without_credentials
 from ._scheduler import fire_schedules
 from ._sweeper import Sweeper
 from ._timers import Deadline, Fired, Timers
-from .delivery import Dispatcher, Wake
+from .delivery import Dispatcher, Gate, Open, Wake
 from .operations import RunNotifier, Services, Wakeups
 from .store.schedules import upcoming as upcoming_schedules
 
@@ -93,6 +93,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
     committer = committer_mailbox()
     broadcaster = Mailbox[Poke]("broadcaster", capacity=1)
     dispatcher = Mailbox[Wake]("dispatcher", capacity=1)
+    gate = Mailbox[Open]("gate", capacity=1)
     timers = Mailbox[Deadline]("timers", capacity=1024)
     scheduler = Mailbox[Deadline]("scheduler", capacity=1024)
     subscriptions = Subscriptions(committer.address, queue_limit=config.subscriber_queue)
@@ -108,7 +109,7 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         store=store,
         committer=committer.address,
         metrics=metrics,
-        wakeups=Wakeups(dispatcher.address, timers.address, scheduler.address),
+        wakeups=Wakeups(dispatcher.address, timers.address, scheduler.address, gate.address),
         notifier=RunNotifier(broadcaster.address),
         subscriptions=subscriptions,
         lease_seconds=config.claim_timeout_seconds,
@@ -159,6 +160,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
         ChildSpec(name="dispatcher", mailbox=dispatcher, factory=lambda: Dispatcher(
             store, streams, redelivery_seconds=config.redelivery_seconds,
             lane=services.wakeups.lane, shards=config.stream_shards)),
+        ChildSpec(name="gate", mailbox=gate, factory=lambda: Gate(
+            store, services.wakeups.lane, dispatcher.address)),
         ChildSpec(name="sweeper", factory=lambda: Sweeper(
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,

@@ -29,6 +29,7 @@ Event = Literal[
     "start",
     "schedule",
     "trigger",
+    "admit",
     "claim",
     "finish",
     "suspend",
@@ -48,6 +49,8 @@ Event = Literal[
 
 - ``start``, ``schedule``: it is created, queued or to start later;
 - ``trigger``: its start time came;
+- ``admit``: the gate gives a queued run waiting for its concurrency limits its slots
+  (it stays queued, and is dispatched now);
 - ``claim``: a worker takes it (or the worker holding it takes it again, fencing off its
   earlier execution);
 - ``finish``: its worker ends the execution (completed, failed, awaiting a retry, or
@@ -80,6 +83,7 @@ MOVES: Final[Mapping[Event, Mapping[RunStatus | None, frozenset[RunStatus]]]] = 
     "start": {None: frozenset({"queued"})},
     "schedule": {None: frozenset({"scheduled"})},
     "trigger": {"scheduled": frozenset({"queued"})},
+    "admit": {"queued": frozenset({"queued"})},
     "claim": {"queued": frozenset({"running"}), "running": frozenset({"running"})},
     "finish": {"running": frozenset({"completed", "failed", "awaiting_retry", "queued"})},
     "suspend": {"running": frozenset({*SUSPENDED, "queued"})},

@@ -35,11 +35,14 @@ from ...errors import (
 )
 from ...protocol import (
     TERMINAL,
+    ConcurrencyLimit,
+    LimitKeyError,
     RunClaimed,
     RunStarted,
     RunUpdate,
     StopRun,
     TransitionRun,
+    limit_key,
 )
 from .. import _committer, store
 from .._auth import Authenticator, Principal
@@ -51,7 +54,7 @@ from .._quotas import KeyQuotas
 from .._redis_grants import RedisGrants
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
-from ..delivery import FastLane, Offer, Offers, Wake
+from ..delivery import FastLane, Offer, Offers, Open, Wake, open_gate
 from ..delivery import poke as poke_dispatcher
 from ..store.outbox import OutboxEntry
 from ..store.scoped import Scope, Scoped
@@ -232,6 +235,7 @@ class Schemas:
     def __init__(self) -> None:
         self._inputs: dict[Version, jsonschema.protocols.Validator | None] = {}
         self._events: dict[Version, dict[str, jsonschema.protocols.Validator | None]] = {}
+        self._limits: dict[Version, tuple[ConcurrencyLimit, ...]] = {}
 
     def knows(self, namespace: str, workflow: str, version: str) -> bool:
         """Whether ``workflow@version`` has been registered in ``namespace`` (as far as this
@@ -239,9 +243,17 @@ class Schemas:
         return (namespace, workflow, version) in self._inputs
 
     def remember(
-        self, namespace: str, workflow: str, version: str, schema: object, events: object
+        self,
+        namespace: str,
+        workflow: str,
+        version: str,
+        schema: object,
+        events: object,
+        limits: tuple[ConcurrencyLimit, ...] = (),
     ) -> None:
-        """Keep the schemas of one registered version."""
+        """Keep the schemas of one registered version, and the concurrency limits its runs
+        take a slot of (their key paths; the numbers live in the store)."""
+        self._limits[(namespace, workflow, version)] = limits
         self._inputs[(namespace, workflow, version)] = _validator(schema)
         event_schemas = events if isinstance(events, dict) else {}
         self._events[(namespace, workflow, version)] = {
@@ -267,6 +279,16 @@ class Schemas:
                 f"input of {workflow}@{version} does not match its type: " + "; ".join(errors),
                 errors=errors,
             )
+        for limit in self._limits.get((namespace, workflow, version), ()):
+            try:
+                limit_key(limit, input_json)
+            except LimitKeyError as exc:
+                where = "$.input" + exc.path[1:]
+                raise ValidationError(str(exc), errors=(f"{exc} @ {where}",)) from None
+
+    def gated(self, namespace: str, workflow: str, version: str) -> bool:
+        """Whether runs of the version take concurrency-limit slots (they pass the gate)."""
+        return bool(self._limits.get((namespace, workflow, version)))
 
     def check_event(
         self, namespace: str, workflow: str, version: str, name: str, payload: object
@@ -293,6 +315,13 @@ class Schemas:
             )
 
 
+def _registry(
+    tx: Transaction,
+) -> tuple[dict[Version, tuple[object, object]], dict[Version, tuple[ConcurrencyLimit, ...]]]:
+    """Every registered version's schemas and concurrency limits."""
+    return store.workers.registered_versions(tx), store.limits.version_limits(tx)
+
+
 @attrs.frozen
 class Wakeups:
     """The actors operations wake after they commit, by address."""
@@ -300,8 +329,13 @@ class Wakeups:
     dispatcher: Address[Wake]
     timers: Address[Deadline]
     scheduler: Address[Deadline]
+    gate: Address[Open]
     lane: FastLane = attrs.Factory(FastLane)
     """Runs this server just queued, published by the dispatcher at once."""
+
+    def gated(self) -> None:
+        """A run waits at the gate for its concurrency limits: a pass now."""
+        open_gate(self.gate)
 
     def queued(self) -> None:
         """Runs were queued: the dispatcher publishes them."""
@@ -388,9 +422,10 @@ class Services:
 
     async def load_schemas(self) -> None:
         """Read every registered version's schemas (at start, and when one is unknown)."""
-        versions = await self._transact(store.workers.registered_versions, alone=True)
+        versions, limits = await self._transact(_registry, alone=True)
         for (namespace, workflow, version), (schema, events) in versions.items():
-            self.schemas.remember(namespace, workflow, version, schema, events)
+            self.schemas.remember(namespace, workflow, version, schema, events,
+                                  limits.get((namespace, workflow, version), ()))  # fmt: skip
 
     async def check_input(
         self, namespace: str, workflow: str, version: str, input_json: object
@@ -406,7 +441,9 @@ class Services:
         if the fast lane is full, the outbox publishes it once the lease ends), or wake the
         timers (scheduled start, run deadline)."""
         self.metrics.runs_started.labels(run.namespace, self.metrics.workflow(run.workflow)).inc()
-        if run.status == "queued":
+        if run.gated_at is not None:
+            self.wakeups.gated()
+        elif run.status == "queued":
             entry = None if outbox_id is None else OutboxEntry(
                 outbox_id, run.id, run.revision, run.workflow, run.version, run.pool,
                 run.namespace)  # fmt: skip

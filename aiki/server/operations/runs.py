@@ -72,8 +72,10 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     run_id = new_id()
     # A worker's free slot, if one is offered for this queue: the run is created claimed
     # by that worker (eager dispatch, `_offers`).
+    # Not for a run with concurrency limits: it waits at the gate for its slots first.
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
-    offer = None if scheduled else services.offers.take(
+    gated = services.schemas.gated(namespace, request.workflow, request.version)
+    offer = None if scheduled or gated else services.offers.take(
         (namespace, request.workflow, request.version, options.pool))  # fmt: skip
     claimed_by = None if offer is None else offer.worker_id
 

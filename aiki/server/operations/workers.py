@@ -57,6 +57,7 @@ from ...protocol import (
     TransitionRun,
     WorkerDeregistered,
     WorkerRegistered,
+    limits_problems,
     schema_problems,
 )
 from .. import lifecycle
@@ -99,6 +100,12 @@ async def register_worker(
                     errors=(f"{exc.message} @ {where}",),
                 ) from None
 
+    if problems := limits_problems([(f"$.versions[{index}]", spec.limits)
+                                    for index, spec in enumerate(request.versions)]):  # fmt: skip
+        raise BadRequestError(
+            f"concurrency limits not allowed: {problems[0].rpartition(' @ ')[0]}",
+            errors=tuple(problems),
+        )
     namespace = caller.home
 
     session = caller.session
@@ -127,14 +134,15 @@ async def register_worker(
         if conflicts:  # raised inside: the transaction is rolled back
             named = ", ".join(f"{workflow}@{version}" for workflow, version in conflicts)
             raise VersionConflictError(
-                f"{named} is registered with another input or event schema; versions are "
-                "immutable: register the changed code as a new version"
+                f"{named} is registered with another input or event schema, or other "
+                "concurrency limits; versions are immutable: register the changed code as a "
+                "new version"
             )
 
     await services.transact(caller, register)
     for spec in request.versions:
         services.schemas.remember(namespace, spec.workflow, spec.version, spec.input_schema,
-                                  spec.event_schemas)  # fmt: skip
+                                  spec.event_schemas, spec.limits)  # fmt: skip
     if caller.session is not None:
         caller.session.bind_worker(request.worker_id)
     logger.info("worker %s registered %d versions", request.worker_id, len(request.versions),

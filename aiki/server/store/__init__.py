@@ -15,14 +15,17 @@
   operation handlers read and write.
 """
 
+from . import gate as gate
 from . import history as history
 from . import keys as keys
+from . import limits as limits
 from . import outbox as outbox
 from . import pages as pages
 from . import recovery as recovery
 from . import runs as runs
 from . import schedules as schedules
 from . import scoped as scoped
+from . import slots as slots
 from . import updates as updates
 from . import views as views
 from . import waits as waits

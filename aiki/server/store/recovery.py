@@ -165,7 +165,7 @@ def redeliverable(tx: Transaction, redelivery_seconds: float, limit: int) -> lis
         """
         WITH stale AS (
             SELECT id FROM aiki_runs
-            WHERE status = 'queued'
+            WHERE status = 'queued' AND gated_at IS NULL
               AND published_at < now() - make_interval(secs => %(timeout)s::float8)
             ORDER BY published_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
         )
@@ -192,7 +192,7 @@ def claim_next(tx: Transaction, worker_id: str, limit: int) -> list[RunClaimed]:
             FROM worker, jsonb_array_elements(worker.versions) v
         ), picked AS (
             SELECT r.id, r.status, r.worker_id FROM aiki_runs r, worker
-            WHERE r.status = 'queued' AND r.namespace = worker.namespace
+            WHERE r.status = 'queued' AND r.gated_at IS NULL AND r.namespace = worker.namespace
               AND (r.workflow, r.version) IN (SELECT workflow, version FROM served)
               AND ((r.pool IS NULL AND worker.pools @> '[null]'::jsonb)
                    OR worker.pools @> jsonb_build_array(r.pool))

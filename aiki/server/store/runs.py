@@ -27,6 +27,7 @@ from ...protocol import (
 from ...retry import RetryPolicy
 from ...wire import make_wire_converter
 from .pages import PageBudget, decode_cursor, encode_cursor
+from .slots import GATE_COLUMNS, gate_parameters, gate_sources, gate_values, insert_slots
 from .transitions import move, record
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ _CONVERT: Final = make_wire_converter()
 RUN_COLUMNS: Final = (
     "id, workflow, version, status, revision, input, output, error, reference_id, pool, "
     "attempt, retry, parent_id, deadline_at, wake_at, stop_reason, created_at, updated_at, "
-    "schedule_id, occurrence, namespace"
+    "schedule_id, occurrence, namespace, priority, fairness_key, fairness_weight, gated_at"
 )
 
 
@@ -138,6 +139,10 @@ def run_info(row: Row) -> RunInfo:
         schedule_id=text("schedule_id"),
         occurrence=values["occurrence"],  # type: ignore[arg-type]
         namespace=str(values["namespace"]),
+        priority=as_int(values["priority"]),
+        fairness_key=text("fairness_key") or None,
+        fairness_weight=as_int(values["fairness_weight"]),
+        gated_at=values["gated_at"],  # type: ignore[arg-type]
     )
 
 
@@ -210,7 +215,7 @@ def insert_run(
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
                                    reference_id, pool, retry, wake_at, deadline_at, parent_id,
                                    child_address, child_seq, namespace, published_at,
-                                   worker_id, claimed_at)
+                                   worker_id, claimed_at, {GATE_COLUMNS})
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s,
                    CASE WHEN %(worker)s::text IS NULL THEN 1 ELSE 2 END,
                    %(input)s::jsonb, %(hash)s,
@@ -218,19 +223,21 @@ def insert_run(
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
                    %(parent)s, %(child_address)s, %(child_seq)s, %(namespace)s,
                    CASE WHEN %(status)s = 'queued' THEN now() END,
-                   %(worker)s, CASE WHEN %(worker)s::text IS NOT NULL THEN now() END
+                   %(worker)s, CASE WHEN %(worker)s::text IS NOT NULL THEN now() END,
+                   {gate_values("%(status)s")}
             FROM (SELECT CASE WHEN %(start_at)s::timestamptz IS NOT NULL THEN %(start_at)s
                               WHEN %(delay)s::float8 IS NOT NULL
                               THEN now() + make_interval(secs => %(delay)s::float8)
-                         END AS at) planned
+                         END AS at) planned,
+                 {gate_sources("%(namespace)s", "%(workflow)s", "%(version)s", "%(parent)s")}
             ON CONFLICT (namespace, workflow, version, reference_id)
                 WHERE reference_id IS NOT NULL
             DO NOTHING
             RETURNING {RUN_COLUMNS}
-        ), {record("history", _STARTED)}, outbox AS (
+        ), {record("history", _STARTED)}, {insert_slots("slots", "run")}, outbox AS (
             INSERT INTO aiki_outbox (run_id, revision, leased_until)
             SELECT id, 1, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
-            WHERE status = 'queued'
+            WHERE status = 'queued' AND gated_at IS NULL
             RETURNING id
         )
         SELECT {RUN_COLUMNS}, (SELECT id FROM outbox) FROM run
@@ -244,6 +251,7 @@ def insert_run(
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
             "namespace": namespace, "fast_lease": fast_lease_seconds,
+            **gate_parameters(options),
         },
     )  # fmt: skip
     if row is None:
@@ -357,7 +365,8 @@ _CLAIM_RUN: Final = f"""
         WITH old AS (
             SELECT id, status, worker_id FROM aiki_runs
             WHERE id = %(id)s AND namespace = %(namespace)s
-              AND (status = 'queued' OR (status = 'running' AND worker_id = %(worker)s))
+              AND ((status = 'queued' AND gated_at IS NULL)
+                   OR (status = 'running' AND worker_id = %(worker)s))
             FOR UPDATE
         ), {
     move("claim", "old", reason="'claimed'", worker="%(worker)s::text", returning=R_COLUMNS)

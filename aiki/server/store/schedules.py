@@ -30,6 +30,7 @@ from .runs import (
     as_uuid,
     run_info,
 )
+from .slots import GATE_COLUMNS, gate_sources, gate_values, insert_slots
 from .transitions import record
 
 if TYPE_CHECKING:
@@ -263,19 +264,24 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
                                  %(inputs)s::text[], %(hashes)s::text[], %(pools)s::text[],
                                  %(retries)s::text[], %(timeouts)s::float8[],
                                  %(schedules)s::uuid[], %(occurrences)s::timestamptz[],
-                                 %(reasons)s::text[])
+                                 %(reasons)s::text[], %(priorities)s::smallint[],
+                                 %(fairness_keys)s::text[], %(weights)s::integer[])
                 AS w(id, workflow, version, input, input_hash, pool, retry, timeout,
-                     schedule_id, occurrence, reason)
+                     schedule_id, occurrence, reason, priority, fairness_key, weight)
         ), run AS (
             INSERT INTO aiki_runs (id, workflow, version, status, revision, input, input_hash,
-                                   pool, retry, deadline_at, schedule_id, occurrence, namespace)
+                                   pool, retry, deadline_at, schedule_id, occurrence, namespace,
+                                   {GATE_COLUMNS})
             SELECT w.id, w.workflow, w.version, 'queued', 1, w.input::jsonb, w.input_hash,
                    w.pool, w.retry::jsonb, now() + make_interval(secs => w.timeout),
-                   w.schedule_id, w.occurrence, s.namespace
-            FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id
+                   w.schedule_id, w.occurrence, s.namespace,
+                   {gate_values("'queued'", "w.priority", "w.fairness_key", "w.weight")}
+            FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id,
+                 LATERAL {gate_sources("s.namespace", "w.workflow", "w.version", "NULL::uuid")}
             RETURNING {RUN_COLUMNS}
-        ), {record("history", _STARTED)}, outbox AS (
-            INSERT INTO aiki_outbox (run_id, revision) SELECT id, 1 FROM run
+        ), {record("history", _STARTED)}, {insert_slots("slots", "run")}, outbox AS (
+            INSERT INTO aiki_outbox (run_id, revision)
+            SELECT id, 1 FROM run WHERE gated_at IS NULL
         )
         SELECT {RUN_COLUMNS} FROM run
         """,
@@ -293,6 +299,9 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
             "schedules": [start.schedule_id for start in starts],
             "occurrences": [start.occurrence for start in starts],
             "reasons": [start.reason for start in starts],
+            "priorities": [start.options.priority for start in starts],
+            "fairness_keys": [start.options.fairness_key for start in starts],
+            "weights": [start.options.fairness_weight for start in starts],
         },
     )  # fmt: skip
     return [run_info(row) for row in rows]

@@ -7,8 +7,10 @@ what the lifecycle decides the same way for every event: the guard (the candidat
 status and the new one must be a pair the table allows for the event: SQL cannot move a
 run the table does not let move), the revision bump, the holding worker (set only when
 the run becomes ``running``), the attempt (a retry starts the next), the history row,
-and the outbox row of a run that becomes ``queued`` (it is dispatched exactly then). A
-new run's history goes through `record` too: the one statement that writes history.
+the concurrency-limit slots the run holds (`_gate_assignments`), and the outbox row of a
+run that becomes ``queued`` (it is dispatched exactly then, unless it must first wait at
+the gate for its slots). A new run's history goes through `record` too: the one
+statement that writes history.
 
 Each statement still moves its runs in one round trip: the lifecycle is compiled into
 the statement, not consulted row by row.
@@ -17,9 +19,13 @@ the statement, not consulted row by row.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from ...protocol import TERMINAL
 from ..lifecycle import BY_WORKER, LOSING, MOVES, Event, sources, targets
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def record(name: str, rows: str) -> str:
@@ -101,6 +107,7 @@ def move(
         by = "old_worker"  # the worker whose execution was lost
     else:
         by = "NULL"
+    assignments += _gate_assignments(event, target, ending)
     extra = sets.strip().rstrip(",")
     if extra:
         assignments.insert(0, extra)
@@ -109,7 +116,8 @@ def move(
             UPDATE aiki_runs r SET {", ".join(assignments)}
             FROM {candidates} c
             WHERE r.id = c.id AND (c.status, {target}) IN (VALUES {pairs})
-            RETURNING c.status AS from_status, c.worker_id AS old_worker, {returning}
+            RETURNING c.status AS from_status, c.worker_id AS old_worker,
+                      r.gated_at IS NOT NULL AS gated, {returning}
         )""",
         record(f"{name}_history",
                f"SELECT id, from_status, status, revision, {reason}, {by} FROM {name}"),
@@ -120,6 +128,38 @@ def move(
             columns, values = columns + ", leased_until", values + f", {lease}"
         ctes.append(f"""{name}_outbox AS (
             INSERT INTO aiki_outbox ({columns})
-            SELECT {values} FROM {name} WHERE status = 'queued'
+            SELECT {values} FROM {name} WHERE status = 'queued' AND NOT gated
+            RETURNING id, run_id
         )""")
     return ",\n        ".join(ctes)
+
+
+def _gate_assignments(event: Event, target: str, ending: Sequence[str]) -> list[str]:
+    """What a move does to the run's concurrency-limit slots (runs without any have
+    ``slots_held`` NULL and keep it).
+
+    Which slots a run holds is a column of its own row (``slots_held``: ``none``, ``all``,
+    or ``open``: only those held for the run's whole open life), so it changes in the
+    very update that moves the run, under the run's row lock, and a crash or a race
+    cannot leave a slot held by a run that moved on. A run holds all its slots while
+    queued after the gate let it through, or running; a run leaving for any other
+    status keeps only its ``open`` slots, and an ending run none. A run becoming
+    ``queued`` without all its slots waits at the gate (``gated_at``) and gets no outbox
+    row; the gate ``admit``s it: it takes all its slots, and its outbox row (`store.gate`).
+    """
+    if event == "admit":
+        return ["slots_held = 'all'", "gated_at = NULL"]
+    keeps_all = "(r.slots_held = 'all' OR (r.slots_held = 'open' AND r.slots_kind = 'open'))"
+    ends = f"{target} IN ({', '.join(map(_literal, ending))})" if ending else "false"
+    return [
+        f"""slots_held = CASE
+            WHEN r.slots_held IS NULL THEN NULL
+            WHEN {ends} THEN 'none'
+            WHEN {target} IN ('queued', 'running') THEN
+                CASE WHEN {keeps_all} THEN 'all' ELSE r.slots_held END
+            WHEN r.slots_held IN ('all', 'open') AND r.slots_kind <> 'executing' THEN 'open'
+            ELSE 'none' END""",
+        f"""gated_at = CASE
+            WHEN r.slots_held IS NOT NULL AND {target} = 'queued' AND NOT {keeps_all}
+            THEN COALESCE(r.gated_at, now()) END""",
+    ]

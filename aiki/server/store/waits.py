@@ -529,7 +529,7 @@ def mark_stalled(tx: Transaction, after_seconds: float) -> int:
         f"""
         WITH idle AS (
             SELECT id, status, worker_id FROM aiki_runs
-            WHERE status = 'queued'
+            WHERE status = 'queued' AND gated_at IS NULL
               AND updated_at < now() - make_interval(secs => %(after)s::float8)
             FOR UPDATE SKIP LOCKED
         ), {move("stall", "idle", reason="'not taken by any worker'")}

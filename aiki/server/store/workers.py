@@ -7,6 +7,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from ...protocol import same_schemas
+from . import limits
 from .runs import to_json
 
 if TYPE_CHECKING:
@@ -58,12 +59,14 @@ def register_worker(
             the caller's transaction is rolled back).
         WorkerTaken: a live worker of another incarnation holds the ID (likewise).
     """
-    tx.execute(
+    created = tx.fetch_all(
         "INSERT INTO aiki_workflow_versions (namespace, workflow, version, input_schema,"
         " event_schemas) SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[]::jsonb[],"
-        " %s::text[]::jsonb[]) ON CONFLICT (namespace, workflow, version) DO NOTHING",
+        " %s::text[]::jsonb[]) ON CONFLICT (namespace, workflow, version) DO NOTHING"
+        " RETURNING workflow, version",
         (namespace, *_columns(versions)),
     )
+    new = {(str(workflow), str(version)) for workflow, version in created}
     # After the insert: a racing registration of the same new version committed first is
     # seen here too (its row's lock made the insert wait).
     stored = tx.fetch_all(
@@ -78,6 +81,11 @@ def register_worker(
         (str(workflow), str(version))
         for workflow, version, input_schema, event_schemas in stored
         if not _same_version(specs[str(workflow), str(version)], input_schema, event_schemas)
+    ]
+    conflicts += [
+        version
+        for version in sorted(limits.declare(tx, namespace, versions, new))
+        if version not in conflicts
     ]
     if conflicts:
         return conflicts

@@ -1,0 +1,175 @@
+"""Concurrency limits at the server: declared by a registration, taken at start from the
+input, enforced by the gate (runs over the limit wait queued, unclaimable, until a slot
+frees), with clear errors for what cannot be a limit or a key."""
+
+from __future__ import annotations
+
+import orjson
+import psycopg
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiki.protocol import ConcurrencyLimit, LimitKeyError, limit_key
+from tests._deadline import deadline
+from tests._waiting import wait_until
+
+from .conftest import ORDER_SCHEMA, Api, store_keys
+
+LIMITED = [
+    {"name": "per-order", "key": "id", "per_key": 2},
+    {"name": "warehouse", "per_key": 3, "holds": "executing"},
+]
+
+
+async def _register(api: Api, workflow: str, limits: object, worker_id: str = "w1") -> None:
+    await api.ok("register_worker", {
+        "worker_id": worker_id, "concurrency": 8,
+        "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA,
+                      "limits": limits}],
+    })  # fmt: skip
+
+
+async def _start(api: Api, workflow: str, order: str) -> str:
+    body = {"workflow": workflow, "version": "1.0", "input": {"id": order, "quantity": 1}}
+    run = (await api.ok("start_run", body))["run"]
+    assert run["status"] == "queued"
+    return str(run["id"])
+
+
+async def _admitted(api: Api, run_ids: list[str]) -> set[str]:
+    found = set()
+    for run_id in run_ids:
+        run = await api.ok("get_run", {"run_id": run_id})
+        if run["status"] != "queued" or run["gated_at"] is None:
+            found.add(run_id)
+    return found
+
+
+@deadline(40)
+async def test_runs_over_a_limit_wait_at_the_gate_until_a_slot_frees(
+    api: Api, workflow: str
+) -> None:
+    """Per order at most 2, over all orders at most 3: of 4 runs of order A and 2 of B,
+    3 go (2 of A, the first; then 1 of B); the others wait queued, and a worker cannot
+    claim them. Each run that completes lets exactly the next one through."""
+    await _register(api, workflow, LIMITED)
+    a = [await _start(api, workflow, "A") for _ in range(4)]
+    b = [await _start(api, workflow, "B") for _ in range(2)]
+
+    async def admitted(count: int) -> bool:
+        return len(await _admitted(api, a + b)) == count
+
+    with trio.fail_after(10):
+        await wait_until(lambda: admitted(3))
+    through = await _admitted(api, a + b)
+    assert through == {a[0], a[1], b[0]}
+    for waiting in [a[2], a[3], b[1]]:
+        refused = await api.ok("claim_run", {"run_id": waiting, "worker_id": "w1"})
+        assert refused["type"] == "ClaimRejected"
+        run = await api.ok("get_run", {"run_id": waiting})
+        assert run["gated_at"] is not None
+
+    claimed = await api.ok("claim_run", {"run_id": a[0], "worker_id": "w1"})
+    revision = claimed["run"]["revision"]
+    await api.ok("transition_run", {"run_id": a[0], "revision": revision, "status": "completed"})
+    with trio.fail_after(10):
+        await wait_until(lambda: admitted(4))
+    assert await _admitted(api, a + b) == {a[0], a[1], a[2], b[0]}  # A's next, in order
+
+
+@deadline(30)
+async def test_what_cannot_be_a_limit_or_a_key_is_refused_naming_the_field(
+    api: Api, workflow: str
+) -> None:
+    status, body = await api.call("register_worker", {
+        "worker_id": "w1", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0",
+                      "limits": [{"name": "x", "key": "a..b", "per_key": 1}]}],
+    })  # fmt: skip
+    assert status == 400, body
+    assert any("$.versions[0].limits[0].key" in error for error in body["error"]["errors"])
+    status, body = await api.call("register_worker", {
+        "worker_id": "w1", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0",
+                      "limits": [{"name": "x", "per_key": 0}]}],
+    })  # fmt: skip
+    assert status == 400, body
+    assert any("$.versions[0].limits[0].per_key" in error for error in body["error"]["errors"])
+
+    await _register(api, workflow, [{"name": "per-quantity", "key": "quantity", "per_key": 1}])
+    status, body = await api.call(
+        "start_run", {"workflow": workflow, "version": "1.0", "input": {"id": "x"}}
+    )
+    assert (status, body["error"]["code"]) == (422, "validation_error"), body
+    # A version registered again must name the same limits.
+    status, body = await api.call("register_worker", {
+        "worker_id": "w2", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA,
+                      "limits": []}],
+    })  # fmt: skip
+    assert (status, body["error"]["code"]) == (409, "version_conflict"), body
+
+
+@deadline(30)
+async def test_a_key_the_input_lacks_is_refused_at_start(api: Api, workflow: str) -> None:
+    await api.ok("register_worker", {
+        "worker_id": "w1", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0",
+                      "limits": [{"name": "per-customer", "key": "customer.id",
+                                  "per_key": 1}]}],
+    })  # fmt: skip
+    status, body = await api.call(
+        "start_run", {"workflow": workflow, "version": "1.0", "input": {"customer": {}}}
+    )
+    assert (status, body["error"]["code"]) == (422, "validation_error"), body
+    assert "$.customer.id" in body["error"]["message"]
+    assert body["error"]["errors"][0].endswith("@ $.input.customer.id")
+    ok = await api.ok(
+        "start_run", {"workflow": workflow, "version": "1.0", "input": {"customer": {"id": 7}}}
+    )
+    assert ok["run"]["status"] == "queued"
+
+
+_SCALARS = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+            max_size=20),
+    st.integers(-(10**12), 10**12), st.booleans(), st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)  # fmt: skip
+_DOCS = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["a", "b", "0", "1"]), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+_PATHS = st.lists(st.sampled_from(["a", "b", "0", "1"]), min_size=1, max_size=4).map(".".join)
+
+
+def test_the_servers_key_in_sql_is_the_key_the_start_checked(pg_url: str) -> None:
+    """Wherever `limit_key` (which checks every start, child start and schedule) finds
+    a key, ``aiki_limit_key`` (which makes the slots of the runs) finds the same one;
+    where it refuses, no run is made, and where the path leads nowhere both agree."""
+    store_keys(pg_url)  # (the migrations)
+    with psycopg.connect(pg_url, autocommit=True) as connection:
+
+        @settings(max_examples=300, deadline=None)
+        @given(_DOCS, _PATHS)
+        def agree(doc: object, path: str) -> None:
+            try:
+                expected: str | None = limit_key(
+                    ConcurrencyLimit(name="x", key=path, per_key=1), doc
+                )
+            except LimitKeyError as refused:
+                expected = None
+                missing = "does not have" in str(refused)
+            row = connection.execute(
+                "SELECT aiki_limit_key(%s::jsonb, %s)", (orjson.dumps(doc).decode(), path)
+            ).fetchone()
+            assert row is not None
+            if expected is not None or missing:
+                assert row[0] == expected
+
+        agree()
