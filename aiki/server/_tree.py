@@ -161,7 +161,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             store, streams, redelivery_seconds=config.redelivery_seconds,
             lane=services.wakeups.lane, shards=config.stream_shards)),
         ChildSpec(name="gate", mailbox=gate, factory=lambda: Gate(
-            store, services.wakeups.lane, dispatcher.address)),
+            store, services.wakeups.lane, dispatcher.address, services.wakeups.room,
+            live_seconds=config.claim_timeout_seconds)),
         ChildSpec(name="sweeper", factory=lambda: Sweeper(
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,

@@ -19,8 +19,10 @@ already claimed. From there it reaches a worker by one of these paths (the table
 5. **Pull** (``claim_next``): while Redis is unreachable, the worker asks the server for
    queued runs it serves and claims them in one transaction.
 6. **The gate** (`Gate`): a run whose version names concurrency limits and that lacks
-   its slots waits in PostgreSQL instead; a pass of the gate lets it through when its
-   limits admit it, with its outbox row, handed to the fast lane.
+   its slots, or a start for a queue whose workers are saturated, waits in PostgreSQL
+   instead; a pass of the gate lets it through when its queue has room and its limits
+   admit it (by priority, then fair share, then age), with its outbox row, handed to
+   the fast lane.
 7. **Take-over and redelivery**: a worker's claimer takes over stream entries another
    consumer read and never acknowledged (``XAUTOCLAIM``); runs still queued long after
    they were published are published again through the outbox (Redis lost them).
@@ -37,6 +39,7 @@ from ._dispatcher import poke as poke
 from ._dispatcher import stream_entries as stream_entries
 from ._gate import Gate as Gate
 from ._gate import Open as Open
+from ._gate import Room as Room
 from ._gate import open_gate as open_gate
 from ._offers import Offer as Offer
 from ._offers import Offers as Offers
@@ -49,6 +52,7 @@ __all__ = [
     "Offer",
     "Offers",
     "Open",
+    "Room",
     "Wake",
     "open_gate",
     "poke",

@@ -5,9 +5,15 @@ A run whose version names concurrency limits, when it becomes ``queued`` without
 slots, waits in PostgreSQL (`aiki.server.store.gate`), holding no worker and no stream
 entry. The gate runs passes (`store.gate.gate_pass`: one transaction, under a lock every
 server shares, deciding with the pure `aiki.server.gate.release`) when woken (a start of
-such a run on this server) and on a tick: often while runs wait, rarely otherwise (a
-slot freed by a run ending, or a run waiting that another server queued). The runs it
+such a run on this server, or a run ending on it while runs wait) and on a tick: often
+while runs wait, rarely otherwise (a run waiting that another server queued). The runs it
 lets through go to the fast lane, published at once.
+
+The gate also keeps queues shallow: a pass counts, per queue, the free slots of the live
+workers serving it less the runs sent and not yet claimed (`Room`); a start for a queue
+without room waits at the gate too (it takes no slot of any limit), so that when workers
+are saturated, runs wait in PostgreSQL and go in order of priority, then fair share,
+then age, as slots free up.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from transport.postgres import PostgresStore
 
 from .. import store
 from .._outages import Outage
+from ..store.gate import Queue
 from ._dispatcher import FAST_LEASE_SECONDS, FastLane, Wake, poke
 
 logger = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ IDLE_SECONDS: Final = 1.0
 
 @attrs.frozen
 class Open:
-    """A run waiting at the gate was queued: run a pass now."""
+    """A run waiting at the gate was queued, or a slot freed while runs wait: a pass now."""
 
 
 def open_gate(address: Address[Open]) -> None:
@@ -51,12 +58,50 @@ def open_gate(address: Address[Open]) -> None:
 
 
 @attrs.define
+class Room:
+    """What this server's last gate pass saw of each queue: how many more runs its live
+    workers can take, and whether runs wait at the gate for it. A start consults it (no
+    I/O): it goes straight to its queue while there is room and nothing waits there, and
+    waits at the gate otherwise, so that waiting runs go in order of priority and fair
+    share, not in the order they reach a stream."""
+
+    _room: dict[Queue, int] = attrs.Factory(dict)
+    _backlog: frozenset[Queue] = frozenset()
+
+    def update(self, room: Mapping[Queue, int], backlog: frozenset[Queue]) -> None:
+        """What a pass saw."""
+        self._room = dict(room)
+        self._backlog = backlog
+
+    def take(self, queue: Queue) -> bool:
+        """Whether a start for ``queue`` may go straight to it (and take one of its room),
+        rather than wait at the gate. A queue no pass has seen served goes straight."""
+        if queue in self._backlog:
+            return False
+        left = self._room.get(queue)
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        self._room[queue] = left - 1
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        """Runs wait at the gate (as of the last pass): a slot freeing is worth a pass."""
+        return bool(self._backlog)
+
+
+@attrs.define
 class Gate:
     """Actor: passes of the gate, on every wake and tick (see the module)."""
 
     store: PostgresStore
     lane: FastLane
     dispatcher: Address[Wake]
+    room: Room
+    live_seconds: float
+    """Workers not seen for this long have no room."""
     busy_seconds: float = BUSY_SECONDS
     idle_seconds: float = IDLE_SECONDS
     _passes: Mapping[str, Fraction] = attrs.Factory(dict)
@@ -84,8 +129,10 @@ class Gate:
         """One pass; returns how many runs were found waiting (0: none)."""
         done = await self.store.transact(
             functools.partial(store.gate.gate_pass, batch=GATE_BATCH,
-                              lease_seconds=FAST_LEASE_SECONDS, passes=self._passes)
+                              lease_seconds=FAST_LEASE_SECONDS, live_seconds=self.live_seconds,
+                              passes=self._passes)
         )  # fmt: skip
+        self.room.update(done.room, done.backlog)
         # Passes of keys with nothing waiting are dropped: a key that waits again starts
         # at the lowest pass of those waiting then (no credit for its idle time).
         self._passes = {key: value for key, value in done.passes.items() if done.waiting}

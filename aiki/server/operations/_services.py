@@ -54,7 +54,7 @@ from .._quotas import KeyQuotas
 from .._redis_grants import RedisGrants
 from .._timers import Deadline
 from .._timers import schedule as schedule_deadline
-from ..delivery import FastLane, Offer, Offers, Open, Wake, open_gate
+from ..delivery import FastLane, Offer, Offers, Open, Room, Wake, open_gate
 from ..delivery import poke as poke_dispatcher
 from ..store.outbox import OutboxEntry
 from ..store.scoped import Scope, Scoped
@@ -332,10 +332,17 @@ class Wakeups:
     gate: Address[Open]
     lane: FastLane = attrs.Factory(FastLane)
     """Runs this server just queued, published by the dispatcher at once."""
+    room: Room = attrs.Factory(Room)
+    """Which queues a start may go straight to (the gate's last pass)."""
 
     def gated(self) -> None:
-        """A run waits at the gate for its concurrency limits: a pass now."""
+        """A run waits at the gate: a pass now."""
         open_gate(self.gate)
+
+    def freed(self) -> None:
+        """A run left a worker (it ended or suspended): if runs wait at the gate, a pass."""
+        if self.room.waiting:
+            open_gate(self.gate)
 
     def queued(self) -> None:
         """Runs were queued: the dispatcher publishes them."""

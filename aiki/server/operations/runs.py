@@ -72,11 +72,13 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     run_id = new_id()
     # A worker's free slot, if one is offered for this queue: the run is created claimed
     # by that worker (eager dispatch, `_offers`).
-    # Not for a run with concurrency limits: it waits at the gate for its slots first.
+    # Not for a run that waits at the gate: one with concurrency limits (for its slots),
+    # or one for a queue without room (its workers are saturated, or runs wait for it).
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
-    gated = services.schemas.gated(namespace, request.workflow, request.version)
-    offer = None if scheduled or gated else services.offers.take(
-        (namespace, request.workflow, request.version, options.pool))  # fmt: skip
+    queue = (namespace, request.workflow, request.version, options.pool)
+    wait = not scheduled and not services.wakeups.room.take(queue)
+    gated = wait or services.schemas.gated(namespace, request.workflow, request.version)
+    offer = None if scheduled or gated else services.offers.take(queue)
     claimed_by = None if offer is None else offer.worker_id
 
     outbox: list[int | None] = [None]
@@ -88,6 +90,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
             run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, fast_lease_seconds=FAST_LEASE_SECONDS, claimed_by=claimed_by,
+            wait=wait,
         )  # fmt: skip
         if created is not None:
             outbox[0] = created[1]

@@ -81,6 +81,7 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, caller, request.history)
     services.notifier.notify(request.run_id)
+    services.wakeups.freed()
     if moved.status == "queued":
         services.wakeups.queued()
     return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)
@@ -137,6 +138,9 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
 
     outbox: list[int | None] = [None]
     check_history(request.parent_id, request.revision, request.history)
+    scheduled = options.start_delay_seconds is not None or options.start_at is not None
+    queue = (caller.home, request.workflow, request.version, options.pool)
+    wait = not scheduled and not services.wakeups.room.take(queue)
 
     def start(scoped: Scoped) -> RunStarted | None:
         if not scoped.holds_revision(parent_id, request.revision):
@@ -150,7 +154,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
             run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, parent_id=parent_id, child_address=request.address,
-            child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS,
+            child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS, wait=wait,
         )  # fmt: skip
         if created is None:  # the reference ID exists (an earlier or racing start)
             found = existing_start(scoped, as_start, digest)

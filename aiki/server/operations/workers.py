@@ -330,6 +330,7 @@ async def transition_run(
         metrics = services.metrics
         metrics.runs_failed.labels(moved.namespace, metrics.workflow(moved.workflow)).inc()
     services.moved(moved, "running", request.reason)
+    services.wakeups.freed()
     if moved.status == "queued" or parents_queued:
         services.wakeups.queued()
     if moved.status == "awaiting_retry" and moved.wake_at is not None:

@@ -39,9 +39,15 @@ SEPARATOR: Final = "\x1f"
 hold it)."""
 
 
+Queue = tuple[str, str, str, str | None]
+"""Runs of one queue: namespace, workflow, version, pool."""
+
 _WAITING: Final = """
         WITH waiting AS (
-            SELECT id, namespace, priority, fairness_key, fairness_weight, gated_at, slots_held
+            SELECT id, namespace, workflow, version, pool, priority, fairness_key,
+                   fairness_weight, gated_at, slots_held,
+                   row_number() OVER (PARTITION BY namespace, workflow, version, pool
+                                      ORDER BY priority DESC, gated_at, id) AS in_queue
             FROM aiki_runs WHERE gated_at IS NOT NULL AND status = 'queued'
         ), wanted AS (
             SELECT s.run_id, s.namespace, s.name, s.key,
@@ -50,17 +56,20 @@ _WAITING: Final = """
             FROM waiting w JOIN aiki_run_slots s ON s.run_id = w.id
             WHERE w.slots_held = 'none' OR s.holds = 'executing'
         )
-        SELECT w.id, w.namespace, w.priority, w.fairness_key, w.fairness_weight,
-               array_remove(array_agg(s.name), NULL), array_remove(array_agg(s.key), NULL)
+        SELECT w.id, w.namespace, w.workflow, w.version, w.pool, w.priority, w.fairness_key,
+               w.fairness_weight, array_remove(array_agg(s.name), NULL),
+               array_remove(array_agg(s.key), NULL)
         FROM waiting w LEFT JOIN wanted s ON s.run_id = w.id
         LEFT JOIN aiki_limits l ON (l.namespace, l.name) = (s.namespace, s.name)
-        GROUP BY w.id, w.namespace, w.priority, w.fairness_key, w.fairness_weight, w.gated_at
+        WHERE w.in_queue <= %(per_queue)s OR s.run_id IS NOT NULL
+        GROUP BY w.id, w.namespace, w.workflow, w.version, w.pool, w.priority, w.fairness_key,
+                 w.fairness_weight, w.gated_at, w.in_queue
         HAVING bool_and(s.place IS NULL OR l.per_key IS NULL OR s.place <= l.per_key)
         ORDER BY w.priority DESC, w.gated_at, w.id
-        LIMIT %(limit)s
         """
-"""The waiting runs that may go now, in order: of each key, only as many as its limit
-could let through in one pass (a key with 20,000 runs waiting is read as two)."""
+"""The waiting runs that may go now, in order: of each queue without limits, the first
+``per_queue`` (more could not go in one pass), and of each limit's key only as many as
+its limit could let through in one pass (a key with 20,000 runs waiting is read as two)."""
 
 _HELD: Final = """
         SELECT s.namespace, s.name, s.key, count(*)
@@ -69,6 +78,36 @@ _HELD: Final = """
         GROUP BY s.namespace, s.name, s.key
         """
 """Slots held now, by limit and key."""
+
+_ROOM: Final = """
+        WITH live AS (
+            SELECT w.id, w.namespace, w.concurrency, w.versions, w.pools
+            FROM aiki_workers w
+            WHERE w.alive AND w.last_seen_at > now() - make_interval(secs => %(live)s::float8)
+        ), busy AS (
+            SELECT worker_id, count(*) AS running FROM aiki_runs
+            WHERE status = 'running' AND worker_id IN (SELECT id FROM live)
+            GROUP BY worker_id
+        ), free AS (
+            SELECT l.namespace, v ->> 0 AS workflow, v ->> 1 AS version, p #>> '{}' AS pool,
+                   sum(greatest(l.concurrency - COALESCE(b.running, 0), 0))::bigint AS slots
+            FROM live l LEFT JOIN busy b ON b.worker_id = l.id,
+                 jsonb_array_elements(l.versions) v, jsonb_array_elements(l.pools) p
+            GROUP BY 1, 2, 3, 4
+        ), sent AS (
+            SELECT namespace, workflow, version, pool, count(*) AS runs FROM aiki_runs
+            WHERE status = 'queued' AND gated_at IS NULL
+            GROUP BY namespace, workflow, version, pool
+        )
+        SELECT f.namespace, f.workflow, f.version, f.pool, f.slots - COALESCE(s.runs, 0)
+        FROM free f LEFT JOIN sent s
+          ON (s.namespace, s.workflow, s.version) = (f.namespace, f.workflow, f.version)
+         AND s.pool IS NOT DISTINCT FROM f.pool
+        """
+"""Per queue some live worker serves: its workers' free slots (their concurrency less
+the runs they hold; a worker serving several queues counts for each) less the runs sent
+to it and not yet claimed. A queue no live worker serves has no entry: its runs go to
+its stream as they come (and wait there for a worker, or stall)."""
 
 _ADMIT: Final = f"""
         WITH picked AS (
@@ -92,40 +131,51 @@ _ADMIT: Final = f"""
 
 @attrs.frozen
 class GatePass:
-    """What one pass of the gate did."""
+    """What one pass of the gate did, and what it saw."""
 
     admitted: list[OutboxEntry]
     """The runs let through, with their outbox rows (leased for the caller to publish)."""
     waiting: int
-    """Runs it read as waiting (0: the gate has nothing to do)."""
+    """Runs waiting at the gate before the pass (0: it has nothing to do)."""
     passes: Mapping[str, Fraction]
     """The fairness keys' passes afterwards, for the next pass."""
+    room: Mapping[Queue, int]
+    """Per queue a live worker serves, how many more runs it can take now (after those
+    admitted): a start may go straight to a queue with room and nothing waiting."""
+    backlog: frozenset[Queue]
+    """Queues with runs still waiting at the gate after the pass."""
 
 
 def gate_pass(
     tx: Transaction,
     batch: int,
     lease_seconds: float,
+    live_seconds: float,
     passes: Mapping[str, Fraction] | None = None,
 ) -> GatePass:
-    """Let through up to ``batch`` waiting runs that their limits admit (`release`),
-    one pass at a time across the cluster. Their outbox rows are leased for
-    ``lease_seconds`` (the caller publishes them at once; the outbox does otherwise)."""
+    """Let through up to ``batch`` waiting runs that their queues have room for and
+    their limits admit (`release`), one pass at a time across the cluster. Their outbox
+    rows are leased for ``lease_seconds`` (the caller publishes them at once; the outbox
+    does otherwise). Workers not seen for ``live_seconds`` count for nothing."""
     tx.execute("SELECT pg_advisory_xact_lock(%s)", (GATE_LOCK,))
-    rows = tx.fetch_all(_WAITING, {"limit": batch * 4})
+    room: dict[Queue, int] = {
+        (str(ns), str(wf), str(ver), None if pool is None else str(pool)): as_int(free)
+        for ns, wf, ver, pool, free in tx.fetch_all(_ROOM, {"live": live_seconds})
+    }  # fmt: skip
+    rows = tx.fetch_all(_WAITING, {"per_queue": batch})
     if not rows:
-        return GatePass(admitted=[], waiting=0, passes=dict(passes or {}))
-    waiting = [
-        Waiting(
+        return GatePass(admitted=[], waiting=0, passes=dict(passes or {}), room=room,
+                        backlog=frozenset())  # fmt: skip
+    queues: dict[Queue, list[Waiting]] = {}
+    for seq, (run_id, namespace, workflow, version, pool, priority, fairness_key, weight,
+              names, keys) in enumerate(rows):  # fmt: skip
+        queue = (str(namespace), str(workflow), str(version), None if pool is None else str(pool))
+        queues.setdefault(queue, []).append(Waiting(
             run_id=str(run_id), seq=seq, priority=as_int(priority),
-            fairness_key=f"{namespace}{SEPARATOR}{fairness_key}",
-            weight=as_int(weight),
+            fairness_key=SEPARATOR.join(map(str, (*queue, fairness_key))), weight=as_int(weight),
             slots=tuple((f"{namespace}{SEPARATOR}{name}", str(key))
                         for name, key in zip(names, keys, strict=True)),  # type: ignore[call-overload]
-        )
-        for seq, (run_id, namespace, priority, fairness_key, weight, names, keys)
-        in enumerate(rows)
-    ]  # fmt: skip
+        ))  # fmt: skip
     per_key: dict[tuple[str, str], int] = {}
     total: dict[str, int] = {}
     for namespace, name, key, count in tx.fetch_all(_HELD):
@@ -139,17 +189,30 @@ def gate_pass(
         for namespace, name, bound, whole in tx.fetch_all(
             "SELECT namespace, name, per_key, total FROM aiki_limits")
     }  # fmt: skip
-    decided = release(waiting, limits, Held(per_key=per_key, total=total), batch, passes)
+    held = Held(per_key=per_key, total=total)
+    kept = dict(passes or {})
+    chosen: list[str] = []
+    backlog: set[Queue] = set()
+    for queue, waiting in queues.items():
+        capacity = min(batch - len(chosen), max(0, room.get(queue, batch)))
+        decided = release(waiting, limits, held, capacity, kept)
+        held, kept = decided.held, dict(decided.passes)
+        chosen += decided.run_ids
+        if queue in room:
+            room[queue] -= len(decided.run_ids)
+        if len(decided.run_ids) < len(waiting):
+            backlog.add(queue)
     admitted: list[OutboxEntry] = []
-    if decided.run_ids:
-        ids = [uuid.UUID(run_id) for run_id in decided.run_ids]
+    if chosen:
+        ids = [uuid.UUID(run_id) for run_id in chosen]
         for oid, run_id, revision, workflow, version, pool, namespace in tx.fetch_all(
             _ADMIT, {"ids": ids, "lease": lease_seconds}
         ):
             admitted.append(OutboxEntry(
                 as_int(oid), str(run_id), as_int(revision), str(workflow), str(version),
                 None if pool is None else str(pool), str(namespace)))  # fmt: skip
-    return GatePass(admitted=admitted, waiting=len(rows), passes=decided.passes)
+    return GatePass(admitted=admitted, waiting=len(rows), passes=kept, room=room,
+                    backlog=frozenset(backlog))  # fmt: skip
 
 
 # -- why a run waits ----------------------------------------------------------------------------

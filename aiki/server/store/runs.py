@@ -195,6 +195,7 @@ def insert_run(
     child_seq: int | None = None,
     fast_lease_seconds: float = 0.0,
     claimed_by: str | None = None,
+    wait: bool = False,
 ) -> tuple[RunInfo, int | None] | None:
     """Create a run (queued, or scheduled with a trigger) with its history and outbox row.
 
@@ -203,8 +204,10 @@ def insert_run(
     published. With ``claimed_by`` (a worker's ID; not for a scheduled start) the run is
     created already claimed by that worker, as its first claim would leave it (running,
     revision 2, history ``started`` then ``claimed at start``), with no outbox row.
-    Returns the run and its outbox row's id (None if not queued), or None if the
-    reference ID exists already.
+    A queued run waits at the gate instead of taking an outbox row if its version names
+    concurrency limits, or ``wait`` says so (its queue has no room).
+    Returns the run and its outbox row's id (None if not queued or waiting), or None if
+    the reference ID exists already.
     """
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
     assert claimed_by is None or not scheduled, "a scheduled start cannot be claimed"
@@ -251,7 +254,7 @@ def insert_run(
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
             "namespace": namespace, "fast_lease": fast_lease_seconds,
-            **gate_parameters(options),
+            **gate_parameters(options), "wait": wait,
         },
     )  # fmt: skip
     if row is None:

@@ -275,7 +275,7 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
             SELECT w.id, w.workflow, w.version, 'queued', 1, w.input::jsonb, w.input_hash,
                    w.pool, w.retry::jsonb, now() + make_interval(secs => w.timeout),
                    w.schedule_id, w.occurrence, s.namespace,
-                   {gate_values("'queued'", "w.priority", "w.fairness_key", "w.weight")}
+                   {gate_values("'queued'", "w.priority", "w.fairness_key", "w.weight", "false")}
             FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id,
                  LATERAL {gate_sources("s.namespace", "w.workflow", "w.version", "NULL::uuid")}
             RETURNING {RUN_COLUMNS}

@@ -150,13 +150,14 @@ class Scoped:
         child_seq: int | None = None,
         fast_lease_seconds: float = 0.0,
         claimed_by: str | None = None,
+        wait: bool = False,
     ) -> tuple[RunInfo, int | None] | None:
         """`runs.insert_run` in the caller's namespace."""
         return runs.insert_run(
             self._tx, namespace=self.scope.home, run_id=run_id, workflow=workflow,
             version=version, input_json=input_json, input_hash=input_hash, options=options,
             parent_id=parent_id, child_address=child_address, child_seq=child_seq,
-            fast_lease_seconds=fast_lease_seconds, claimed_by=claimed_by,
+            fast_lease_seconds=fast_lease_seconds, claimed_by=claimed_by, wait=wait,
         )  # fmt: skip
 
     def run_by_reference(

@@ -30,15 +30,18 @@ def gate_values(
     priority: str = "%(priority)s",
     fairness_key: str = "%(fairness_key)s",
     weight: str = "%(fairness_weight)s",
+    wait: str = "%(wait)s",
 ) -> str:
     """SQL values for `GATE_COLUMNS` of a new run in ``status``: priority and fairness as
     started, else the parent's, else the defaults; slots none held yet, and a queued run
-    with slots waits at the gate."""
+    with slots waits at the gate, as does one for which ``wait`` (SQL) is true (its
+    queue has no room)."""
     return f"""COALESCE({priority}::smallint, gate_parent.priority, {DEFAULT_PRIORITY}),
                    COALESCE({fairness_key}::text, gate_parent.fairness_key, ''),
                    COALESCE({weight}::integer, gate_parent.fairness_weight, 1),
                    gate_kind.kind, CASE WHEN gate_kind.kind IS NOT NULL THEN 'none' END,
-                   CASE WHEN gate_kind.kind IS NOT NULL AND {status} = 'queued' THEN now() END"""
+                   CASE WHEN (gate_kind.kind IS NOT NULL OR {wait}::boolean) AND {status} = 'queued'
+                        THEN now() END"""
 
 
 def gate_parameters(options: StartOptions) -> dict[str, object]:

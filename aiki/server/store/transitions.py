@@ -148,7 +148,10 @@ def _gate_assignments(event: Event, target: str, ending: Sequence[str]) -> list[
     row; the gate ``admit``s it: it takes all its slots, and its outbox row (`store.gate`).
     """
     if event == "admit":
-        return ["slots_held = 'all'", "gated_at = NULL"]
+        return [
+            "slots_held = CASE WHEN r.slots_held IS NULL THEN NULL ELSE 'all' END",
+            "gated_at = NULL",
+        ]
     keeps_all = "(r.slots_held = 'all' OR (r.slots_held = 'open' AND r.slots_kind = 'open'))"
     ends = f"{target} IN ({', '.join(map(_literal, ending))})" if ending else "false"
     return [

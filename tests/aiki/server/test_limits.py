@@ -173,3 +173,81 @@ def test_the_servers_key_in_sql_is_the_key_the_start_checked(pg_url: str) -> Non
                 assert row[0] == expected
 
         agree()
+
+
+async def _start_with(api: Api, workflow: str, **options: object) -> dict[str, object]:
+    body = {"workflow": workflow, "version": "1.0", "input": {"id": "o", "quantity": 1},
+            "options": options}  # fmt: skip
+    return (await api.ok("start_run", body))["run"]  # type: ignore[no-any-return]
+
+
+async def _complete(api: Api, run_id: str) -> None:
+    claimed = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
+    assert claimed["type"] == "RunClaimed", claimed
+    revision = claimed["run"]["revision"]
+    await api.ok("transition_run", {"run_id": run_id, "revision": revision, "status": "completed"})
+
+
+@deadline(60)
+async def test_when_workers_are_saturated_runs_wait_and_go_by_priority_then_age(
+    api: Api, workflow: str
+) -> None:
+    """One worker with one slot: once it is busy, starts wait at the gate (no limits
+    involved), and each slot that frees goes to the waiting run of the highest priority,
+    the earliest first within a level."""
+    await api.ok("register_worker", {
+        "worker_id": "w1", "concurrency": 1,
+        "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA}],
+    })  # fmt: skip
+    first = await _start_with(api, workflow)
+    await _complete_when_sent(api, str(first["id"]), complete=False)
+    # Until the gate has seen the worker busy, starts may still go straight to the queue:
+    # probes (the lowest priority) until one waits; the ones that went are run through.
+    straight: list[str] = []
+
+    async def probe_waits() -> bool:
+        run = await _start_with(api, workflow, priority=0)
+        if run["gated_at"] is None:
+            straight.append(str(run["id"]))
+            return False
+        return True
+
+    with trio.fail_after(10):
+        await wait_until(probe_waits)
+    early = await _start_with(api, workflow)
+    late = await _start_with(api, workflow)
+    urgent = await _start_with(api, workflow, priority=4)
+    assert (early["priority"], urgent["priority"]) == (2, 4)
+    assert all(run["gated_at"] is not None for run in (early, late, urgent))
+    run_ids = [str(run["id"]) for run in (early, late, urgent)]
+
+    # The busy run ends, and the probes that went straight: a slot is free.
+    revision = (await api.ok("get_run", {"run_id": first["id"]}))["revision"]
+    await api.ok("transition_run",
+                 {"run_id": first["id"], "revision": revision, "status": "completed"})  # fmt: skip
+    for run_id in straight:
+        await _complete(api, run_id)
+    for expected in (urgent, early, late):
+        with trio.fail_after(10):
+            await wait_until(lambda: _one_admitted(api, run_ids, str(expected["id"])))
+        await _complete(api, str(expected["id"]))
+        run_ids.remove(str(expected["id"]))
+
+
+async def _one_admitted(api: Api, run_ids: list[str], expected: str) -> bool:
+    admitted = await _admitted(api, run_ids)
+    assert admitted <= {expected}, f"admitted {admitted}, expected {expected} alone"
+    return admitted == {expected}
+
+
+async def _complete_when_sent(api: Api, run_id: str, *, complete: bool = True) -> None:
+    async def claimed() -> bool:
+        reply = await api.ok("claim_run", {"run_id": run_id, "worker_id": "w1"})
+        return reply["type"] == "RunClaimed"
+
+    with trio.fail_after(10):
+        await wait_until(claimed)
+    if complete:
+        revision = (await api.ok("get_run", {"run_id": run_id}))["revision"]
+        await api.ok("transition_run",
+                     {"run_id": run_id, "revision": revision, "status": "completed"})  # fmt: skip
