@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import (
+    bench_flow,
     bench_foundations,
     bench_live,
     bench_path,
@@ -26,6 +27,7 @@ SUITES = {
     "path": bench_path.main,
     "scaling": bench_scaling.main,
     "schedules": bench_schedules.main,
+    "flow": bench_flow.main,
 }
 
 

@@ -112,3 +112,22 @@ async def event_round_trip(run: aiki.Run[float], x: int) -> float:
 suite_worker = aiki.Worker(
     one_task, one_trio_task, five_tasks, leaf_flow, fan_out, event_round_trip, concurrency=32
 )
+
+
+@attrs.frozen
+class Keyed:
+    key: int
+    x: int
+
+
+PER_KEY = aiki.ConcurrencyLimit(name="bench-per-key", key="key", per_key=2)
+w1_limited = aiki.workflow("bench-w1-limited")
+
+
+@w1_limited.version("1", limits=[PER_KEY])
+async def one_task_limited(run: aiki.Run[int], job: Keyed) -> int:
+    """W1 under a concurrency limit per key (at most 2 runs of one key at once)."""
+    return await work.start(run, job.x)
+
+
+flow_worker = aiki.Worker(one_task, one_task_limited, concurrency=32)

@@ -114,7 +114,8 @@ async def test_no_limit_is_exceeded_under_load_with_a_worker_and_a_server_killed
         with trio.fail_after(60):
             await some_started.wait()
         cluster.workers[0].kill()  # its claims lapse; its runs keep their slots, then go on
-        await trio.to_thread.run_sync(cluster.start_worker, WORKER_TARGET)
+        replacement, _ = await trio.to_thread.run_sync(cluster.start_worker, WORKER_TARGET)
+        cluster.workers.append(replacement)  # (stopped with the cluster)
         cluster.servers[1].kill()
     assert len(customers) == RUNS
     async with cluster.client() as client:

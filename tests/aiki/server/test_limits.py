@@ -4,6 +4,8 @@ frees), with clear errors for what cannot be a limit or a key."""
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 import psycopg
 import trio
@@ -229,7 +231,7 @@ async def test_when_workers_are_saturated_runs_wait_and_go_by_priority_then_age(
         await _complete(api, run_id)
     for expected in (urgent, early, late):
         with trio.fail_after(10):
-            await wait_until(lambda: _one_admitted(api, run_ids, str(expected["id"])))
+            await wait_until(functools.partial(_one_admitted, api, run_ids, str(expected["id"])))
         await _complete(api, str(expected["id"]))
         run_ids.remove(str(expected["id"]))
 
