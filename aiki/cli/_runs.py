@@ -21,6 +21,7 @@ import orjson
 from ..client import Client, Resync
 from ..protocol import (
     ALL_STATUSES,
+    DEFAULT_PRIORITY,
     TERMINAL,
     EventSent,
     RunDetails,
@@ -159,6 +160,13 @@ class _Since(click.ParamType):  # type: ignore[type-arg]
 @click.option("--pool", help="The worker pool to run it on (default: the default pool).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
               help="Fail the run if it has not ended within this many seconds.")  # fmt: skip
+@click.option("--priority", type=click.IntRange(0, 4),
+              help="0 (lowest) to 4 (highest; default 2): a waiting run goes before every "
+                   "waiting run of a lower level.")  # fmt: skip
+@click.option("--fairness-key", help="Who the run is for (a tenant): waiting runs go across "
+              "fairness keys in proportion to their weights.")  # fmt: skip
+@click.option("--fairness-weight", type=click.IntRange(1, 1000),
+              help="The fairness key's share (default 1).")  # fmt: skip
 @json_option
 def start_run(
     server_url: str,
@@ -169,13 +177,17 @@ def start_run(
     conflict: str,
     pool: str | None,
     timeout: float | None,
+    priority: int | None,
+    fairness_key: str | None,
+    fairness_weight: int | None,
     as_json: bool,
 ) -> None:
     """Start a run of WORKFLOW at VERSION with input DATA (JSON; default null)."""
     payload = _json_argument(data, "DATA")
     options = StartOptions(reference_id=reference_id, pool=pool, timeout_seconds=timeout,
                            conflict="return_existing" if conflict == "return_existing"
-                           else "error")  # fmt: skip
+                           else "error", priority=priority, fairness_key=fairness_key,
+                           fairness_weight=fairness_weight)  # fmt: skip
     request = StartRun(workflow=workflow, version=version, input=payload, options=options)
 
     async def start(client: Client) -> tuple[RunStarted, str | None]:
@@ -240,6 +252,12 @@ def _show(details: RunDetails, children: RunPage) -> None:
         fields.append(("wakes", when(run.wake_at)))
     if details.unserved is not None:
         fields.append(("waiting", details.unserved))
+    if run.priority != DEFAULT_PRIORITY or run.fairness_key is not None:
+        fair = f", fairness key {run.fairness_key} (weight {run.fairness_weight})" if (
+            run.fairness_key is not None) else ""  # fmt: skip
+        fields.append(("priority", f"{run.priority}{fair}"))
+    if details.gate is not None:
+        fields.append(("gate", f"{details.gate.summary} (since {when(details.gate.since)})"))
     width = max(len(name) for name, _ in fields)
     click.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in fields))
     if details.waits:

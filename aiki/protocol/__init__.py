@@ -53,12 +53,19 @@ from ._keys import KeyList as KeyList
 from ._keys import ListKeys as ListKeys
 from ._keys import RevokeKey as RevokeKey
 from ._keys import WhoAmI as WhoAmI
+from ._limits import LIST_LIMITS as LIST_LIMITS
 from ._limits import MAX_KEY_DEPTH as MAX_KEY_DEPTH
 from ._limits import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from ._limits import SET_LIMIT as SET_LIMIT
 from ._limits import ConcurrencyLimit as ConcurrencyLimit
 from ._limits import Holds as Holds
+from ._limits import LimitChange as LimitChange
+from ._limits import LimitInfo as LimitInfo
 from ._limits import LimitKeyError as LimitKeyError
+from ._limits import LimitList as LimitList
+from ._limits import ListLimits as ListLimits
 from ._limits import OnLimit as OnLimit
+from ._limits import SetLimit as SetLimit
 from ._limits import key_path_problem as key_path_problem
 from ._limits import limit_key as limit_key
 from ._limits import limit_name_problem as limit_name_problem
@@ -197,6 +204,8 @@ from ._views import DESCRIBE_RUN as DESCRIBE_RUN
 from ._views import LIST_VERSIONS as LIST_VERSIONS
 from ._views import LIST_WORKERS as LIST_WORKERS
 from ._views import DescribeRun as DescribeRun
+from ._views import GateWait as GateWait
+from ._views import LimitWait as LimitWait
 from ._views import ListVersions as ListVersions
 from ._views import ListWorkers as ListWorkers
 from ._views import PendingWait as PendingWait
@@ -276,6 +285,7 @@ __all__ = [
     "GROUP",
     "HEARTBEAT",
     "LIST_KEYS",
+    "LIST_LIMITS",
     "LIST_RUNS",
     "LIST_SCHEDULES",
     "LIST_VERSIONS",
@@ -321,6 +331,7 @@ __all__ = [
     "SCHEMA_KEYWORDS",
     "SEND_EVENT",
     "SESSION_PATH",
+    "SET_LIMIT",
     "START_CHILD",
     "START_RUN",
     "SUBSCRIBE",
@@ -356,6 +367,7 @@ __all__ = [
     "ErrorBody",
     "EventSent",
     "FrameError",
+    "GateWait",
     "GetRun",
     "GetSchedule",
     "Heartbeat",
@@ -369,8 +381,13 @@ __all__ = [
     "KeyCreated",
     "KeyInfo",
     "KeyList",
+    "LimitChange",
+    "LimitInfo",
     "LimitKeyError",
+    "LimitList",
+    "LimitWait",
     "ListKeys",
+    "ListLimits",
     "ListRuns",
     "ListSchedules",
     "ListVersions",
@@ -427,6 +444,7 @@ __all__ = [
     "SendEvent",
     "ServedQueue",
     "SessionEvent",
+    "SetLimit",
     "Settled",
     "StartChild",
     "StartOptions",

@@ -78,6 +78,8 @@ RANGES: Final[dict[tuple[str, str], tuple[float, float]]] = {
     ("VersionSpec", "limits"): (0, MAX_LIMITS),
     ("ConcurrencyLimit", "per_key"): (1, MAX_SLOTS),
     ("ConcurrencyLimit", "total"): (1, MAX_SLOTS),
+    ("SetLimit", "per_key"): (1, MAX_SLOTS),
+    ("SetLimit", "total"): (1, MAX_SLOTS),
 }
 """Fields with a narrower range than their type's, by (class, field): a number's value,
 a list's length (inclusive)."""

@@ -10,10 +10,13 @@ plain HTTP, a parent, a schedule, a retry), so every run is limited the same way
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
+
+from ._operation import ADMINS, READERS, Request, declare
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -141,3 +144,69 @@ def limits_problems(versions: Sequence[tuple[str, Sequence[ConcurrencyLimit]]]) 
                 problems.append(f"limit {limit.name!r} is declared with other numbers by "
                                 f"another version @ {path}")  # fmt: skip
     return problems
+
+
+# -- operations: reading and changing limits -----------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class LimitChange:
+    """One change of a limit's numbers."""
+
+    per_key: int
+    total: int | None = None
+    changed_by: str
+    """The key's name that changed it, or ``registration`` (a worker declared new ones)."""
+    at: dt.datetime
+
+
+@attrs.frozen(kw_only=True)
+class LimitInfo:
+    """A concurrency limit of the namespace: its numbers in force, as declared, and how
+    many runs hold and wait for its slots now."""
+
+    name: str
+    per_key: int
+    total: int | None = None
+    declared_per_key: int
+    """As the latest registration that changed them declared (an operator's change holds
+    until a registration declares other numbers)."""
+    declared_total: int | None = None
+    holding: int = 0
+    """Runs holding a slot now, over all keys."""
+    waiting: int = 0
+    """Runs waiting at the gate for a slot of it now."""
+    changes: tuple[LimitChange, ...] = ()
+    """Its latest changes, newest first (`ListLimits` naming it; `SetLimit`)."""
+
+
+@attrs.frozen(kw_only=True)
+class LimitList:
+    """Reply to `ListLimits`."""
+
+    limits: tuple[LimitInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ListLimits(Request[LimitList]):
+    """The namespace's concurrency limits, by name; with ``name``, that one alone, with
+    its latest changes."""
+
+    name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SetLimit(Request[LimitInfo]):
+    """Change a limit's numbers now (kept in its changes, with who changed them). They hold
+    until a registration declares other numbers than those last declared."""
+
+    name: str
+    per_key: int
+    total: int | None = None
+
+
+LIST_LIMITS: Final = declare("list_limits", ListLimits, callers=READERS)
+SET_LIMIT: Final = declare("set_limit", SetLimit, callers=ADMINS)
+
+OPERATIONS: Final = (LIST_LIMITS, SET_LIMIT)
+"""Reading and changing concurrency limits."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import _keys, _live, _runs, _schedules, _views, _workers
+from . import _keys, _limits, _live, _runs, _schedules, _views, _workers
 from ._operation import Registry
 
 OPERATIONS: Final = Registry(
@@ -18,5 +18,6 @@ OPERATIONS: Final = Registry(
     _live.OPERATIONS,
     _schedules.OPERATIONS,
     _keys.OPERATIONS,
+    _limits.OPERATIONS,
 )
 """Every operation, by name (as used in URLs and session frames) and by request type."""

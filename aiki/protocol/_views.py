@@ -77,6 +77,40 @@ class PendingWait:
 
 
 @attrs.frozen(kw_only=True)
+class LimitWait:
+    """A concurrency-limit slot a run waits for, and how full its limit is."""
+
+    limit: str
+    key: str
+    """The run's key of the limit ("" for a limit with one key for all runs)."""
+    holding: int
+    """Runs of that key holding a slot now."""
+    per_key: int | None
+    """The limit per key (None: the limit is no longer declared: it bounds nothing)."""
+    total_holding: int
+    """Runs holding a slot of the limit now, over all keys."""
+    total: int | None = None
+    """The limit over all keys (None: none)."""
+
+
+@attrs.frozen(kw_only=True)
+class GateWait:
+    """Why a queued run waits at the gate (not yet sent to any worker)."""
+
+    since: dt.datetime
+    limits: tuple[LimitWait, ...] = ()
+    """The limits whose slots it waits for, each as full as it is now (empty: it waits
+    only for its turn, its workers being busy)."""
+    ahead: int = 0
+    """Runs waiting at the gate before it in its namespace: of a higher priority, or of
+    its priority and waiting since earlier."""
+    ahead_higher: int = 0
+    """Of those, the runs of a higher priority."""
+    summary: str = ""
+    """All that, in a sentence (what the CLI and the dashboard show)."""
+
+
+@attrs.frozen(kw_only=True)
 class RunDetails:
     """Reply to `DescribeRun`."""
 
@@ -92,6 +126,8 @@ class RunDetails:
     unserved: str | None = None
     """Why a queued run is not taken: no live worker serves its version (and pool), and
     since when; None while one does (or the run is not queued)."""
+    gate: GateWait | None = None
+    """Why a queued run waits at the gate (concurrency limits, its turn), or None."""
 
 
 @attrs.frozen(kw_only=True)

@@ -132,6 +132,11 @@ class ServerConfig:
         help="Seconds a published run may stay queued before it is published again (Redis "
         "may have lost it).",
     )  # fmt: skip
+    dispatch_ahead: int = setting(
+        4, ge=0, help="Runs sent to a queue ahead of its live workers' free slots, per worker "
+        "(the rest wait at the gate, where priority and fair shares order them): more keeps "
+        "workers busier, fewer lets a run of a higher priority overtake sooner.",
+    )  # fmt: skip
     subscriber_queue: int = setting(
         1024, ge=1, help="Updates a live-update subscriber may fall behind by before its "
         "queue is dropped for a resync marker.",

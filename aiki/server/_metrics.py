@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from transport.asgi import ServerStatistics
 
 from ..protocol import stream_for
-from .store import views
+from .store import gate, limits, views
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -184,6 +184,23 @@ class ServerMetrics:
             "that registers the version: runs stay on the version they started on)",
             ["namespace", "workflow", "version"], registry=registry,
         )  # fmt: skip
+        self.limit_holding = prometheus_client.Gauge(
+            "aiki_limit_holding",
+            "Runs holding a slot of a concurrency limit now, over all its keys (by limit "
+            "name: keys are not labels)",
+            ["namespace", "limit"], registry=registry,
+        )  # fmt: skip
+        self.limit_waiting = prometheus_client.Gauge(
+            "aiki_limit_waiting",
+            "Runs waiting at the gate for a slot of a concurrency limit now",
+            ["namespace", "limit"], registry=registry,
+        )  # fmt: skip
+        self.gate_waiting = prometheus_client.Gauge(
+            "aiki_gate_waiting",
+            "Queued runs waiting at the gate now (for limits, or for their turn while their "
+            "workers are saturated), by priority",
+            ["namespace", "priority"], registry=registry,
+        )  # fmt: skip
         self.schedule_occurrences = prometheus_client.Counter(
             "aiki_schedule_occurrences",
             "Schedule occurrences handled, by outcome: started, or skipped (overlap, missed)",
@@ -209,9 +226,17 @@ class ServerMetrics:
     async def render(self, store: PostgresStore, namespace: str | None = None) -> bytes:
         """Refresh the gauges read from PostgreSQL, then the text exposition format: of
         ``namespace``'s series only, if one is given (see the module docstring)."""
-        depths, unserved = await store.transact(
-            lambda tx: (_queue_depths(tx), views.unserved_versions(tx))
-        )
+        depths, unserved, counts, waiting = await store.transact(
+            lambda tx: (_queue_depths(tx), views.unserved_versions(tx), limits.limit_counts(tx),
+                        gate.waiting_by_priority(tx))
+        )  # fmt: skip
+        for gauge in (self.limit_holding, self.limit_waiting, self.gate_waiting):
+            gauge.clear()
+        for of, name, holding, waits in counts:
+            self.limit_holding.labels(of, name).set(holding)
+            self.limit_waiting.labels(of, name).set(waits)
+        for of, priority, count in waiting:
+            self.gate_waiting.labels(of, str(priority)).set(count)
         self.queue_depth.clear()
         for of, stream, depth in depths:
             self.queue_depth.labels(of, stream).set(depth)

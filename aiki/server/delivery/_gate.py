@@ -102,6 +102,8 @@ class Gate:
     room: Room
     live_seconds: float
     """Workers not seen for this long have no room."""
+    ahead: int = 4
+    """Runs sent ahead of a queue's free slots, per live worker."""
     busy_seconds: float = BUSY_SECONDS
     idle_seconds: float = IDLE_SECONDS
     _passes: Mapping[str, Fraction] = attrs.Factory(dict)
@@ -130,7 +132,7 @@ class Gate:
         done = await self.store.transact(
             functools.partial(store.gate.gate_pass, batch=GATE_BATCH,
                               lease_seconds=FAST_LEASE_SECONDS, live_seconds=self.live_seconds,
-                              passes=self._passes)
+                              ahead=self.ahead, passes=self._passes)
         )  # fmt: skip
         self.room.update(done.room, done.backlog)
         # Passes of keys with nothing waiting are dropped: a key that waits again starts

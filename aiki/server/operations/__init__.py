@@ -16,7 +16,7 @@ caller)``. A test checks that every declared operation has exactly one handler.
 
 from typing import Final
 
-from . import control, keys, live, runs, schedules, views, waits, workers
+from . import control, keys, limits, live, runs, schedules, views, waits, workers
 from ._access import admit as admit
 from ._access import authorize as authorize
 from ._access import dispatch as dispatch
@@ -40,6 +40,7 @@ HANDLERS: Final = Handlers(
     live.HANDLERS,
     schedules.HANDLERS,
     keys.HANDLERS,
+    limits.HANDLERS,
 )
 """Every operation's handler, by request type."""
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from ...protocol import GateWait, LimitWait
 from ..gate import Held, Limit, Waiting, release
 from .outbox import OutboxEntry
 from .runs import as_int
@@ -31,6 +32,8 @@ from .transitions import move
 
 if TYPE_CHECKING:
     from transport.postgres import Transaction
+
+    from ...protocol import RunInfo
 
 
 GATE_LOCK: Final = 0x61696B6967617465  # "aikigate": one gate pass at a time, cluster-wide
@@ -90,7 +93,8 @@ _ROOM: Final = """
             GROUP BY worker_id
         ), free AS (
             SELECT l.namespace, v ->> 0 AS workflow, v ->> 1 AS version, p #>> '{}' AS pool,
-                   sum(greatest(l.concurrency - COALESCE(b.running, 0), 0))::bigint AS slots
+                   sum(greatest(l.concurrency - COALESCE(b.running, 0), 0)
+                       + %(ahead)s)::bigint AS slots
             FROM live l LEFT JOIN busy b ON b.worker_id = l.id,
                  jsonb_array_elements(l.versions) v, jsonb_array_elements(l.pools) p
             GROUP BY 1, 2, 3, 4
@@ -105,9 +109,10 @@ _ROOM: Final = """
          AND s.pool IS NOT DISTINCT FROM f.pool
         """
 """Per queue some live worker serves: its workers' free slots (their concurrency less
-the runs they hold; a worker serving several queues counts for each) less the runs sent
-to it and not yet claimed. A queue no live worker serves has no entry: its runs go to
-its stream as they come (and wait there for a worker, or stall)."""
+the runs they hold; a worker serving several queues counts for each), plus ``ahead`` per
+worker, less the runs sent to it and not yet claimed. A queue no live worker serves has
+no entry: its runs go to its stream as they come (and wait there for a worker, or
+stall)."""
 
 _ADMIT: Final = f"""
         WITH picked AS (
@@ -151,16 +156,19 @@ def gate_pass(
     batch: int,
     lease_seconds: float,
     live_seconds: float,
+    ahead: int = 0,
     passes: Mapping[str, Fraction] | None = None,
 ) -> GatePass:
     """Let through up to ``batch`` waiting runs that their queues have room for and
     their limits admit (`release`), one pass at a time across the cluster. Their outbox
     rows are leased for ``lease_seconds`` (the caller publishes them at once; the outbox
-    does otherwise). Workers not seen for ``live_seconds`` count for nothing."""
+    does otherwise). Workers not seen for ``live_seconds`` count for nothing; each live
+    one has room for ``ahead`` runs more than its free slots (kept busy between passes)."""
     tx.execute("SELECT pg_advisory_xact_lock(%s)", (GATE_LOCK,))
     room: dict[Queue, int] = {
         (str(ns), str(wf), str(ver), None if pool is None else str(pool)): as_int(free)
-        for ns, wf, ver, pool, free in tx.fetch_all(_ROOM, {"live": live_seconds})
+        for ns, wf, ver, pool, free in tx.fetch_all(
+            _ROOM, {"live": live_seconds, "ahead": ahead})
     }  # fmt: skip
     rows = tx.fetch_all(_WAITING, {"per_queue": batch})
     if not rows:
@@ -218,25 +226,48 @@ def gate_pass(
 # -- why a run waits ----------------------------------------------------------------------------
 
 
-@attrs.frozen
-class SlotState:
-    """One slot a run waiting at the gate needs, and how full its limit is."""
+def gate_wait(tx: Transaction, run_id: uuid.UUID, run: RunInfo) -> GateWait | None:
+    """Why the run waits at the gate: the limits whose slots it lacks, each as full as
+    it is, and the runs waiting ahead of it; None if it does not wait."""
+    if run.gated_at is None:
+        return None
+    limits = tuple(
+        LimitWait(limit=str(name), key=str(key), holding=as_int(held),
+                  per_key=None if bound is None else as_int(bound),
+                  total_holding=as_int(all_held), total=None if whole is None else as_int(whole))
+        for name, key, bound, whole, held, all_held in tx.fetch_all(_SLOTS_WANTED, (run_id,))
+    )  # fmt: skip
+    row = tx.fetch_one(_AHEAD, (run_id,))
+    higher, same = (0, 0) if row is None else (as_int(row[0] or 0), as_int(row[1] or 0))
+    return GateWait(since=run.gated_at, limits=limits, ahead=higher + same, ahead_higher=higher,
+                    summary=summary(limits, higher, same, run.priority))  # fmt: skip
 
-    limit: str
-    key: str
-    holding: int
-    """Runs of this key holding a slot now."""
-    per_key: int | None
-    """The limit's bound per key (None: the limit is not declared any more)."""
-    total_holding: int
-    total: int | None
+
+def summary(limits: tuple[LimitWait, ...], higher: int, same: int, priority: int) -> str:
+    """Why a run waits at the gate, in a sentence."""
+    full = [limit for limit in limits if limit.per_key is not None and (
+        limit.holding >= limit.per_key
+        or (limit.total is not None and limit.total_holding >= limit.total))]  # fmt: skip
+    parts = []
+    for limit in full:
+        assert limit.per_key is not None
+        if limit.holding >= limit.per_key:
+            of = f"key {limit.key}: " if limit.key else ""
+            parts.append(f"waiting for limit {limit.limit!r} ({of}{limit.holding} of "
+                         f"{limit.per_key} running)")  # fmt: skip
+        else:
+            parts.append(f"waiting for limit {limit.limit!r} ({limit.total_holding} of "
+                         f"{limit.total} running over all keys)")  # fmt: skip
+    if higher:
+        parts.append(f"behind {higher} waiting runs of a higher priority than {priority}")
+    if same:
+        parts.append(f"behind {same} waiting runs of priority {priority}")
+    if not parts:
+        parts.append("its turn is next (a worker slot of its queue is to free up)")
+    return "; ".join(parts)
 
 
-def waiting_slots(tx: Transaction, run_id: uuid.UUID) -> list[SlotState]:
-    """The slots the run still needs, each with its limit's counts (empty: the run does
-    not wait at the gate)."""
-    rows = tx.fetch_all(
-        """
+_SLOTS_WANTED: Final = """
         SELECT s.name, s.key, l.per_key, l.total,
                (SELECT count(*) FROM aiki_run_slots h JOIN aiki_runs hr ON hr.id = h.run_id
                 WHERE (h.namespace, h.name, h.key) = (s.namespace, s.name, s.key)
@@ -249,27 +280,29 @@ def waiting_slots(tx: Transaction, run_id: uuid.UUID) -> list[SlotState]:
         WHERE r.id = %s AND r.gated_at IS NOT NULL
           AND (r.slots_held = 'none' OR s.holds = 'executing')
         ORDER BY s.name
-        """,
-        (run_id,),
-    )
-    return [
-        SlotState(str(name), str(key), as_int(held), None if bound is None else as_int(bound),
-                  as_int(all_held), None if whole is None else as_int(whole))
-        for name, key, bound, whole, held, all_held in rows
-    ]  # fmt: skip
-
-
-def waiting_ahead(tx: Transaction, run_id: uuid.UUID) -> tuple[int, int]:
-    """Runs waiting at the gate ahead of this one: of a higher priority, and of its own
-    priority that started waiting before it."""
-    row = tx.fetch_one(
         """
+"""The slots a waiting run lacks, with its limits' counts."""
+
+_AHEAD: Final = """
         SELECT count(*) FILTER (WHERE o.priority > r.priority),
                count(*) FILTER (WHERE o.priority = r.priority
                                 AND (o.gated_at, o.id) < (r.gated_at, r.id))
-        FROM aiki_runs r JOIN aiki_runs o ON o.gated_at IS NOT NULL AND o.namespace = r.namespace
+        FROM aiki_runs r JOIN aiki_runs o
+          ON o.gated_at IS NOT NULL AND o.status = 'queued' AND o.namespace = r.namespace
+         AND (o.workflow, o.version) = (r.workflow, r.version)
+         AND o.pool IS NOT DISTINCT FROM r.pool
         WHERE r.id = %s AND r.gated_at IS NOT NULL
-        """,
-        (run_id,),
-    )
-    return (0, 0) if row is None else (as_int(row[0] or 0), as_int(row[1] or 0))
+        """
+"""Runs waiting at the gate ahead of one in its queue: of a higher priority, and of its
+priority waiting since earlier."""
+
+
+def waiting_by_priority(tx: Transaction) -> list[tuple[str, int, int]]:
+    """Runs waiting at the gate, by namespace and priority."""
+    return [
+        (str(namespace), as_int(priority), as_int(count))
+        for namespace, priority, count in tx.fetch_all(
+            "SELECT namespace, priority, count(*) FROM aiki_runs"
+            " WHERE gated_at IS NOT NULL AND status = 'queued' GROUP BY namespace, priority"
+        )
+    ]

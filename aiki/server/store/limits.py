@@ -4,10 +4,10 @@ by registrations, changed by operators, every change kept in ``aiki_limit_change
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from ...protocol import ConcurrencyLimit
-from .runs import as_int
+from ...protocol import ConcurrencyLimit, LimitChange, LimitInfo
+from .runs import as_int, as_time
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -133,3 +133,76 @@ def version_limits(tx: Transaction) -> dict[tuple[str, str, str], tuple[Concurre
             )
         )  # fmt: skip
     return {version: tuple(limits) for version, limits in found.items()}
+
+
+_LIMITS: Final = """
+        SELECT l.name, l.per_key, l.total, l.declared_per_key, l.declared_total,
+               (SELECT count(*) FROM aiki_run_slots h JOIN aiki_runs hr ON hr.id = h.run_id
+                WHERE (h.namespace, h.name) = (l.namespace, l.name)
+                  AND (hr.slots_held = 'all' OR (hr.slots_held = 'open' AND h.holds = 'open'))),
+               (SELECT count(*) FROM aiki_run_slots h JOIN aiki_runs hr ON hr.id = h.run_id
+                WHERE (h.namespace, h.name) = (l.namespace, l.name) AND hr.gated_at IS NOT NULL
+                  AND (hr.slots_held = 'none' OR h.holds = 'executing'))
+        FROM aiki_limits l
+        WHERE l.namespace = %(namespace)s AND (%(name)s::text IS NULL OR l.name = %(name)s)
+        ORDER BY l.name
+        """
+
+
+def list_limits(tx: Transaction, namespace: str, name: str | None = None) -> list[LimitInfo]:
+    """The namespace's limits (or the one named, with its latest changes)."""
+    found = []
+    for row in tx.fetch_all(_LIMITS, {"namespace": namespace, "name": name}):
+        limit_name, per_key, total, declared, declared_total, holding, waiting = row
+        changes: tuple[LimitChange, ...] = ()
+        if name is not None:
+            changes = tuple(
+                LimitChange(per_key=as_int(bound), total=None if whole is None else as_int(whole),
+                            changed_by=str(by), at=as_time(at))
+                for bound, whole, by, at in tx.fetch_all(
+                    "SELECT per_key, total, changed_by, changed_at FROM aiki_limit_changes"
+                    " WHERE namespace = %s AND name = %s ORDER BY id DESC LIMIT 50",
+                    (namespace, name))
+            )  # fmt: skip
+        found.append(LimitInfo(
+            name=str(limit_name), per_key=as_int(per_key),
+            total=None if total is None else as_int(total), declared_per_key=as_int(declared),
+            declared_total=None if declared_total is None else as_int(declared_total),
+            holding=as_int(holding), waiting=as_int(waiting), changes=changes))  # fmt: skip
+    return found
+
+
+def set_limit(
+    tx: Transaction, namespace: str, name: str, per_key: int, total: int | None, by: str
+) -> LimitInfo | None:
+    """Change a limit's numbers (kept in its changes); None if the namespace has no such
+    limit."""
+    changed = tx.fetch_one(
+        "UPDATE aiki_limits SET per_key = %s, total = %s, changed_by = %s, changed_at = now()"
+        " WHERE namespace = %s AND name = %s RETURNING name",
+        (per_key, total, by, namespace, name),
+    )
+    if changed is None:
+        return None
+    note_change(tx, namespace, name, per_key, total, by)
+    (found,) = list_limits(tx, namespace, name)
+    return found
+
+
+def limit_counts(tx: Transaction) -> list[tuple[str, str, int, int]]:
+    """Per limit (namespace, name): runs holding its slots, and waiting for them."""
+    return [
+        (str(namespace), str(name), as_int(holding), as_int(waiting))
+        for namespace, name, holding, waiting in tx.fetch_all(
+            """
+            SELECT s.namespace, s.name,
+                   count(*) FILTER (WHERE r.slots_held = 'all'
+                                    OR (r.slots_held = 'open' AND s.holds = 'open')),
+                   count(*) FILTER (WHERE r.gated_at IS NOT NULL
+                                    AND (r.slots_held = 'none' OR s.holds = 'executing'))
+            FROM aiki_runs r JOIN aiki_run_slots s ON s.run_id = r.id
+            WHERE r.slots_held IN ('all', 'open') OR r.gated_at IS NOT NULL
+            GROUP BY s.namespace, s.name
+            """
+        )
+    ]

@@ -27,7 +27,19 @@ import attrs
 
 from ...errors import ForbiddenError, RunNotFoundError
 from ...protocol import DEFAULT_NAMESPACE, TERMINAL
-from . import history, keys, recovery, retries, runs, schedules, updates, views, waits, workers
+from . import (
+    history,
+    keys,
+    limits,
+    recovery,
+    retries,
+    runs,
+    schedules,
+    updates,
+    views,
+    waits,
+    workers,
+)
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -38,6 +50,7 @@ if TYPE_CHECKING:
         BeginWait,
         HistoryUpdate,
         KeyInfo,
+        LimitInfo,
         RecordedWait,
         RecordTask,
         ReportProgress,
@@ -482,6 +495,16 @@ class Scoped:
             self._tx, namespace=self.scope.namespace, workflow=workflow, statuses=statuses,
             limit=limit, cursor=cursor,
         )  # fmt: skip
+
+    # -- concurrency limits ------------------------------------------------------------------
+
+    def list_limits(self, name: str | None) -> list[LimitInfo]:
+        """`limits.list_limits` of the caller's namespace."""
+        return limits.list_limits(self._tx, self.scope.home, name)
+
+    def set_limit(self, name: str, per_key: int, total: int | None, by: str) -> LimitInfo | None:
+        """`limits.set_limit` in the caller's namespace."""
+        return limits.set_limit(self._tx, self.scope.home, name, per_key, total, by)
 
     # -- API keys ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ...protocol import (
     WorkerInfo,
     is_task_state,
 )
+from . import gate
 from .runs import as_int, as_status, as_time, error_of, get_run
 from .updates import latest_progress
 
@@ -94,8 +95,9 @@ def describe_run(tx: Transaction, run_id: uuid.UUID) -> RunDetails | None:
     unserved = None
     if run.status in ("queued", "stalled"):
         unserved = unserved_run(tx, run.namespace, run.workflow, run.version, run.pool)
+    gate_wait = None if run.gated_at is None else gate.gate_wait(tx, run_id, run)
     return RunDetails(run=run, tasks=tuple(tasks), timeline=tuple(timeline), progress=progress,
-                      waits=waits, unserved=unserved)  # fmt: skip
+                      waits=waits, unserved=unserved, gate=gate_wait)  # fmt: skip
 
 
 _SUSPENDED: Final = frozenset({"sleeping", "awaiting_event", "awaiting_child_workflow"})

@@ -16,7 +16,7 @@ from aiki.protocol import ConcurrencyLimit, LimitKeyError, limit_key
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
-from .conftest import ORDER_SCHEMA, Api, store_keys
+from .conftest import ORDER_SCHEMA, Api, open_api, store_keys
 
 LIMITED = [
     {"name": "per-order", "key": "id", "per_key": 2},
@@ -192,11 +192,16 @@ async def _complete(api: Api, run_id: str) -> None:
 
 @deadline(60)
 async def test_when_workers_are_saturated_runs_wait_and_go_by_priority_then_age(
-    api: Api, workflow: str
+    pg_url: str, redis_url: str, workflow: str
 ) -> None:
-    """One worker with one slot: once it is busy, starts wait at the gate (no limits
-    involved), and each slot that frees goes to the waiting run of the highest priority,
-    the earliest first within a level."""
+    """One worker with one slot, and no run sent ahead of free slots: once it is busy,
+    starts wait at the gate (no limits involved), and each slot that frees goes to the
+    waiting run of the highest priority, the earliest first within a level."""
+    async with open_api(pg_url, redis_url, dispatch_ahead=0) as api:
+        await _saturated(api, workflow)
+
+
+async def _saturated(api: Api, workflow: str) -> None:
     await api.ok("register_worker", {
         "worker_id": "w1", "concurrency": 1,
         "versions": [{"workflow": workflow, "version": "1.0", "input_schema": ORDER_SCHEMA}],

@@ -23,6 +23,7 @@ from aiki.protocol import (
     CancelRun,
     ClaimNext,
     ClaimRun,
+    ConcurrencyLimit,
     CreateKey,
     DeactivateSchedule,
     DeregisterWorker,
@@ -32,6 +33,7 @@ from aiki.protocol import (
     Heartbeat,
     HistoryUpdate,
     ListKeys,
+    ListLimits,
     ListRuns,
     ListSchedules,
     ListVersions,
@@ -54,6 +56,7 @@ from aiki.protocol import (
     ScheduleSpec,
     SendEvent,
     ServedQueue,
+    SetLimit,
     Settled,
     StartChild,
     StartOptions,
@@ -172,7 +175,10 @@ async def test_a_key_of_one_namespace_sees_and_changes_nothing_of_another(
         _, updates_b = await viewer_b.subscribe(following)
 
         # Namespace B: a worker, a run suspended on an event with a child, a schedule.
-        await worker_b.call(RegisterWorker(worker_id="wb", versions=(version,), concurrency=4))
+        limited = VersionSpec(workflow=workflow, version="2.0",
+                              limits=(ConcurrencyLimit(name="b-api", per_key=2),))  # fmt: skip
+        await worker_b.call(RegisterWorker(worker_id="wb", versions=(version, limited),
+                                           concurrency=4))  # fmt: skip
         start_b = StartRun(workflow=workflow, version="1.0", input=ORDER,
                            options=StartOptions(reference_id="ref-1"))  # fmt: skip
         run_b = (await client_b.call(start_b)).run
@@ -235,6 +241,10 @@ async def test_a_key_of_one_namespace_sees_and_changes_nothing_of_another(
         for request in schedule_requests:
             await calls.unseen(http, request)
         assert (await calls.answered(http, ListSchedules())).schedules == ()
+        # Concurrency limits: B's are not A's to see or change.
+        assert (await calls.answered(http, ListLimits())).limits == ()
+        await calls.unseen(http, ListLimits(name="b-api"))
+        await calls.unseen(admin, SetLimit(name="b-api", per_key=100))
         # Keys: A's admin lists A's keys only, and cannot touch or make B's.
         listed_keys = await calls.answered(admin, ListKeys())
         assert {key.namespace for key in listed_keys.keys} == {A}
