@@ -70,4 +70,36 @@ async def process_order(run: aiki.Run[Order], order: Order) -> Receipt:
     return Receipt(order.id, reservation, charge_id, tracking)
 
 
-worker = aiki.Worker(process_order, concurrency=8)
+@attrs.frozen
+class CustomerSync:
+    """Bring one customer's records over from the CRM."""
+
+    customer_id: str
+    since: str
+
+
+@aiki.task
+async def fetch_records(sync: CustomerSync) -> int:
+    """Call the CRM's API (pretend): how many records changed."""
+    return len(sync.customer_id) + len(sync.since)
+
+
+syncs = aiki.workflow("customer-sync")
+
+
+@syncs.version(
+    "1.0.0",
+    limits=[
+        # One sync per customer at a time, for its whole life (a mutex: a second waits).
+        aiki.ConcurrencyLimit(name="sync-per-customer", key="customer_id", per_key=1,
+                              holds="open"),
+        # The CRM takes 10 calls at once from us, whichever workflow makes them.
+        aiki.ConcurrencyLimit(name="crm-api", per_key=10),
+    ],
+)  # fmt: skip
+async def sync_customer(run: aiki.Run[int], sync: CustomerSync) -> int:
+    """Fetch a customer's changed records; the limits say how many run at once."""
+    return await fetch_records.start(run, sync)
+
+
+worker = aiki.Worker(process_order, sync_customer, concurrency=8)

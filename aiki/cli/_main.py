@@ -4,6 +4,7 @@
 - ``aiki server``: the server process (PostgreSQL and Redis given by URL);
 - ``aiki worker module:worker``: a worker process serving the workflows of ``worker``;
 - ``aiki services``: a local PostgreSQL and Redis, kept up until interrupted;
+- ``aiki limits ...``: concurrency limits (`_limits`);
 - ``aiki runs|events|workers|versions|schedules ...``: operators' commands (`_runs`, `_schedules`);
 - ``aiki keys ...``: API keys (`_keys`).
 
@@ -26,6 +27,7 @@ COMMANDS: Final = {
     "dev": "._serve:dev",
     "events": "._runs:events",
     "keys": "._keys:keys",
+    "limits": "._limits:limits",
     "runs": "._runs:runs",
     "schedules": "._schedules:schedules",
     "server": "._serve:server",

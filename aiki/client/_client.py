@@ -54,7 +54,9 @@ from ..protocol import (
     Identity,
     KeyCreated,
     KeyInfo,
+    LimitInfo,
     ListKeys,
+    ListLimits,
     ListRuns,
     ListSchedules,
     ListVersions,
@@ -81,6 +83,7 @@ from ..protocol import (
     SchedulePage,
     ScheduleStatus,
     SendEvent,
+    SetLimit,
     StartRun,
     Subscribe,
     VersionInfo,
@@ -399,6 +402,27 @@ class Client:
         runs by status and the live workers serving it (``unserved_since``: it has open
         runs that no live worker serves)."""
         return (await self.call(ListVersions(workflow=workflow))).versions
+
+    async def list_limits(self, name: str | None = None) -> tuple[LimitInfo, ...]:
+        """The namespace's concurrency limits: their numbers in force and as declared,
+        with the runs holding and waiting for their slots now; with ``name``, that one
+        alone with its latest changes.
+
+        Raises:
+            aiki.NotFoundError: ``name`` is not a limit of the namespace.
+        """
+        return (await self.call(ListLimits(name=name))).limits
+
+    async def set_limit(self, name: str, *, per_key: int, total: int | None = None) -> LimitInfo:
+        """Change a concurrency limit's numbers now (admin keys only; kept in the limit's
+        changes with the key's name). They hold until a worker registers a declaration of
+        other numbers than those last declared.
+
+        Raises:
+            aiki.NotFoundError: no worker declared a limit of that name in the namespace.
+            aiki.ForbiddenError: the key is not an admin's.
+        """
+        return await self.call(SetLimit(name=name, per_key=per_key, total=total))
 
     async def create_key(
         self,

@@ -19,6 +19,7 @@ from aiki.protocol import (
     RegisterWorker,
     RetryRuns,
     ServedQueue,
+    SetLimit,
     StartOptions,
     StartRun,
     Subscribe,
@@ -41,6 +42,7 @@ SAMPLES = {
     "StartOptions": StartOptions(),
     "VersionSpec": VersionSpec(workflow="a", version="1"),
     "ConcurrencyLimit": ConcurrencyLimit(name="x", per_key=1),
+    "SetLimit": SetLimit(name="x", per_key=1),
 }
 """A valid request (or part of one) of each type with a ranged field."""
 

@@ -67,7 +67,8 @@ def _readme_commands(prefixes: tuple[str, ...]) -> list[list[str]]:
             if line.startswith(prefixes)]  # fmt: skip
 
 
-_OPERATORS: Final = ("aiki schedules ", "aiki runs ", "aiki workers ", "aiki versions ")
+_OPERATORS: Final = ("aiki schedules ", "aiki runs ", "aiki workers ", "aiki versions ",
+                     "aiki limits ")  # fmt: skip
 """The README's operator commands (those of keys need a server with authentication:
 `tests.e2e.test_cli_ops` runs them)."""
 
@@ -76,7 +77,7 @@ _OPERATORS: Final = ("aiki schedules ", "aiki runs ", "aiki workers ", "aiki ver
 async def test_the_readmes_cli_commands_work_against_aiki_dev_with_the_example(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """Every ``aiki schedules|runs|workers|versions`` line of the README, in its order, and
+    """Every ``aiki schedules|runs|workers|versions|limits`` line of the README, in its order, and
     its ``curl`` line, against ``aiki dev examples.orders:worker``: the run completes and is
     found by its reference ID, the schedule is found and paused by its."""
     dev = start_aiki(["dev", "examples.orders:worker", "--port", "0", "--data-dir",
@@ -92,7 +93,12 @@ async def test_the_readmes_cli_commands_work_against_aiki_dev_with_the_example(
                 text=True, timeout=60, env=env))  # fmt: skip
             assert result.returncode == 0, (argv, result.stderr)
             outputs[" ".join(argv[:2])] = result.stdout
-        assert len(outputs) >= 10, outputs.keys()
+        assert len(outputs) >= 13, outputs.keys()
+        assert re.search(r"^crm-api +10 +- +10/- ", outputs["limits list"], flags=re.M)
+        assert re.search(r"^sync-per-customer +1 ", outputs["limits list"], flags=re.M)
+        assert re.search(r"^per key +20$", outputs["limits set"], flags=re.M)
+        assert re.search(r"^declared +per key 10, total -$", outputs["limits show"], flags=re.M)
+        assert re.search(r" 20 +- +no authentication$", outputs["limits show"], flags=re.M)
         assert re.match(r"started run (\S+) of order-processing@1\.0\.0", outputs["runs start"])
         assert re.search(r"^reference +daily-paper$", outputs["schedules show"], flags=re.M)
         assert re.match(r"schedule \S+ is paused", outputs["schedules pause"])

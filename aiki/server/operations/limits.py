@@ -33,7 +33,7 @@ async def set_limit(services: Services, request: SetLimit, caller: Caller) -> Li
     if request.total is not None and request.total < request.per_key:
         raise BadRequestError("total is below per_key",
                               errors=("total is below per_key @ $.total",))  # fmt: skip
-    by = caller.principal.name
+    by = caller.principal.name or caller.principal.prefix or "no authentication"
     changed = await services.transact(caller, lambda scoped: scoped.set_limit(
         request.name, request.per_key, request.total, by))  # fmt: skip
     if changed is None:
