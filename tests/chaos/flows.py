@@ -8,6 +8,7 @@ because it was in flight at a crash (at-least-once, expected).
 from __future__ import annotations
 
 import os
+import typing
 
 import attrs
 import psycopg
@@ -72,6 +73,27 @@ chaos = aiki.workflow("chaos")
 
 @chaos.version("1", events={"go": aiki.event(Go)})
 async def chaos_flow(run: aiki.Run[str], key: str) -> int:
+    return await _body(run, key)
+
+
+@attrs.frozen
+class Grouped:
+    key: str
+    group: int
+
+
+PER_GROUP = aiki.ConcurrencyLimit(name="chaos-per-group", key="group", per_key=2)
+SHARED = aiki.ConcurrencyLimit(name="chaos-shared", per_key=6)
+limited = aiki.workflow("chaos-limited")
+
+
+@limited.version("1", events={"go": aiki.event(Go)}, limits=[PER_GROUP, SHARED])
+async def limited_flow(run: aiki.Run[Grouped], job: Grouped) -> int:
+    """The same steps under two limits: 2 runs of a group at once, 6 over all."""
+    return await _body(run, job.key)
+
+
+async def _body(run: aiki.Run[typing.Any], key: str) -> int:
     kind = key.split("-")[0]
     value = await step.start(run, Step(key, "a", 0))
     if kind == "retry":
@@ -89,4 +111,4 @@ async def chaos_flow(run: aiki.Run[str], key: str) -> int:
 EXPECTED = {"tasks": 2, "retry": 12, "sleep": 2, "event": 7, "slow": 3}
 """The output of each kind (the event is sent by "chaos": +5)."""
 
-worker = aiki.Worker(chaos_flow, concurrency=8)
+worker = aiki.Worker(chaos_flow, limited_flow, concurrency=8)

@@ -24,6 +24,7 @@ import psycopg
 import trio
 
 import aiki
+from tests._holding import most_holding
 from tests._processes import AikiProcess, make_keys, start_aiki
 from transport.local_cluster import LocalRedisCluster
 from transport.local_services import (
@@ -61,6 +62,11 @@ class Report:
     reexecuted_recorded_tasks: int
     inflight_reexecutions: int
     reexecuted_examples: list[str] = attrs.Factory(list)
+    over_limit: int = 0
+    """Limited runs holding a slot past a limit at once, at the worst moment (over all
+    keys of both limits; 0: never)."""
+    limited: int = 0
+    """Runs started under limits (and priorities)."""
 
     def lines(self) -> list[str]:
         """The summary the chaos suite prints."""
@@ -74,6 +80,7 @@ class Report:
             f"re-executed recorded tasks: {self.reexecuted_recorded_tasks}"
             + (f" ({', '.join(self.reexecuted_examples)})" if self.reexecuted_examples else ""),
             f"in-flight re-executions: {self.inflight_reexecutions}",
+            f"runs under limits and priorities: {self.limited}, over-limit: {self.over_limit}",
             f"not as expected: {len(self.not_as_expected)}",
             *(f"  {key}: {status} ({detail})" for key, status, detail in self.not_as_expected[:10]),
         ]
@@ -86,6 +93,7 @@ class Report:
             or self.not_as_expected
             or self.duplicated_completions
             or self.reexecuted_recorded_tasks
+            or self.over_limit
         )
 
 
@@ -104,6 +112,8 @@ class Chaos:
     api_keys: dict[str, str] = attrs.Factory(dict)
     """A key of each role: the workers act with the worker key, the load with the client's."""
     rng: random.Random = attrs.Factory(lambda: random.Random(7))
+    limited: bool = False
+    """Every other run is started under limits, with a priority (0..4 in turn)."""
 
     @property
     def url(self) -> str:
@@ -112,10 +122,12 @@ class Chaos:
 
     @classmethod
     def start(
-        cls, workers: int = 3, seed: int = 7, *, servers: int = 1, redis_cluster: bool = False
-    ) -> Chaos:
+        cls, workers: int = 3, seed: int = 7, *, servers: int = 1, redis_cluster: bool = False,
+        limited: bool = False,
+    ) -> Chaos:  # fmt: skip
         """Start PostgreSQL, Redis (a 3-master cluster if ``redis_cluster``), ``servers``
-        servers and the workers (``seed`` picks victims)."""
+        servers and the workers (``seed`` picks victims); with ``limited``, every other
+        run of the load goes under limits, with a priority."""
         base = Path(tempfile.mkdtemp(prefix="aiki-chaos-"))
         postgres = start_local_postgres(base / "postgres", fsync=True)
         redis: LocalRedis | LocalRedisCluster = (
@@ -129,7 +141,7 @@ class Chaos:
                 " at timestamptz NOT NULL DEFAULT clock_timestamp())"
             )
             conn.execute("CREATE INDEX ON chaos_effects (key, label)")
-        chaos = cls(base, postgres, redis, rng=random.Random(seed))
+        chaos = cls(base, postgres, redis, rng=random.Random(seed), limited=limited)
         for index in range(servers):
             chaos._start_server(port=0, index=index)
         chaos.api_keys = make_keys(postgres.url, chaos.url)
@@ -252,15 +264,24 @@ class Chaos:
             for index in range(count):
                 key = f"{KINDS[index % len(KINDS)]}-{index}"
                 self.keys.append(key)
-                nursery.start_soon(self._start_one, client, key, limit)
+                nursery.start_soon(self._start_one, client, key, limit,
+                                   self.limited and index % 2 == 0)  # fmt: skip
                 await trio.sleep(1 / per_second)
 
-    async def _start_one(self, client: aiki.Client, key: str, limit: trio.Semaphore) -> None:
+    async def _start_one(
+        self, client: aiki.Client, key: str, limit: trio.Semaphore, limited: bool
+    ) -> None:
+        index = int(key.rsplit("-", 1)[1])
         async with limit:
             # Servers restart on their ports, so one client serves throughout.
-            handle = await _retry(
-                lambda: flows.chaos_flow.with_(reference_id=key).start(client, key)
-            )
+            if limited:
+                job = flows.Grouped(key=key, group=index % 7)
+                version = flows.limited_flow.with_(reference_id=key, priority=index % 5)
+                handle = await _retry(lambda: version.start(client, job))
+            else:
+                handle = await _retry(
+                    lambda: flows.chaos_flow.with_(reference_id=key).start(client, key)
+                )
             if key.startswith("event"):
                 await _retry(lambda: handle.events.go.send(flows.Go("chaos"), reference_id=key))
 
@@ -330,7 +351,10 @@ class Chaos:
             JOIN aiki_tasks t ON t.run_id = r.id AND t.input ->> 'label' = effects.label""",
             (),
         )
+        over_limit, limited = self._over_limit()
         return Report(
+            over_limit=over_limit,
+            limited=limited,
             runs=len(runs),
             faults=list(self.faults),
             lost=lost,
@@ -340,6 +364,32 @@ class Chaos:
             reexecuted_examples=[f"{key}/{label}" for key, label in reexecuted[:10]],
             inflight_reexecutions=int(inflight[0][0]),
         )
+
+    def _over_limit(self) -> tuple[int, int]:
+        """How far past its limits the limited load went at its worst (from the history),
+        and how many limited runs there were."""
+        groups = {
+            str(run_id): str(group)
+            for run_id, group in self._query(
+                "SELECT run_id::text, key FROM aiki_run_slots WHERE name = %s",
+                (flows.PER_GROUP.name,),
+            )
+        }
+        if not groups:
+            return 0, 0
+        history = [
+            (str(run_id), str(to_status), str(reason))
+            for run_id, to_status, reason in self._query(
+                "SELECT t.run_id::text, t.to_status, t.reason FROM aiki_transitions t"
+                " JOIN aiki_run_slots s ON s.run_id = t.run_id AND s.name = %s ORDER BY t.id",
+                (flows.PER_GROUP.name,),
+            )
+        ]
+        per_group, total = most_holding(history, groups)
+        over = max(0, total - flows.SHARED.per_key) + sum(
+            max(0, most - flows.PER_GROUP.per_key) for most in per_group.values()
+        )
+        return over, len(groups)
 
 
 async def _retry(call: object) -> object:

@@ -50,9 +50,10 @@ async def test_every_run_survives_the_faults_on_three_servers_and_a_redis_cluste
 ) -> None:
     """The same invariants with three servers (clients and workers given all three) on a
     Redis Cluster: servers killed under the workers connected to them, Redis nodes back
-    without their data."""
+    without their data; half the runs under concurrency limits (per group and over all)
+    with priorities, which no run may exceed at any moment."""
     chaos = await trio.to_thread.run_sync(
-        lambda: Chaos.start(seed=11, servers=3, redis_cluster=True)
+        lambda: Chaos.start(seed=11, servers=3, redis_cluster=True, limited=True)
     )
     await _survive(chaos, 500, capsys, lambda: [
         chaos.restart_server,
@@ -84,6 +85,7 @@ async def _survive(
         assert still_open == 0, f"{still_open} runs still open after {SETTLE_SECONDS:g} s"
         assert report.runs == runs
         assert len(report.faults) == len(schedule)
+        assert report.limited == (runs + 1) // 2 if chaos.limited else report.limited == 0
         assert report.clean, report
     finally:
         with trio.move_on_after(60, shield=True):

@@ -4,7 +4,6 @@ exceeded (computed from the transition history), and every run completes once.""
 
 from __future__ import annotations
 
-import collections
 import itertools
 import random
 import uuid
@@ -14,6 +13,7 @@ import trio
 
 import aiki
 from tests._deadline import deadline
+from tests._holding import most_holding
 
 from . import limit_flows as flows
 from ._load import RETRY, completions
@@ -26,48 +26,17 @@ WORKER_ARGS = ["--heartbeat", "0.3"]
 
 CUSTOMERS = 6
 RUNS = 120
-HOLDS = frozenset({"queued", "running"})
-"""A run admitted by the gate holds its slots while in one of these (slots held while
-executing)."""
 
 
-def _history(cluster: Cluster, run_ids: list[str]) -> list[tuple[str, str, str, str | None]]:
-    """Every transition of the runs, in the order the database made them (the IDs come
-    from one sequence, taken as each row is written: a slot freed and committed before
-    the gate counted is ordered before the run the gate admitted with it)."""
+def _history(cluster: Cluster, run_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Every transition of the runs, in the order the database wrote them."""
     with psycopg.connect(cluster.database_url) as conn:
         rows = conn.execute(
-            "SELECT run_id::text, to_status, reason, from_status FROM aiki_transitions"
+            "SELECT run_id::text, to_status, reason FROM aiki_transitions"
             " WHERE run_id = ANY(%s::uuid[]) ORDER BY id",
             (run_ids,),
         ).fetchall()
-    return [(str(run), str(to), str(reason), None if source is None else str(source))
-            for run, to, reason, source in rows]  # fmt: skip
-
-
-def most_holding(
-    history: list[tuple[str, str, str, str | None]], customers: dict[str, int]
-) -> tuple[dict[int, int], int]:
-    """The most runs holding a slot at once, per customer and over all: a run holds its
-    slots from its admission by the gate until it moves to a status other than queued
-    or running."""
-    holding: set[str] = set()
-    per: collections.Counter[int] = collections.Counter()
-    most: dict[int, int] = collections.defaultdict(int)
-    most_total = 0
-    for run_id, to_status, reason, _source in history:
-        if reason == "admitted by the gate":
-            assert run_id not in holding, f"run {run_id} admitted twice"
-            holding.add(run_id)
-            per[customers[run_id]] += 1
-        elif run_id in holding and to_status not in HOLDS:
-            holding.discard(run_id)
-            per[customers[run_id]] -= 1
-        customer = customers[run_id]
-        most[customer] = max(most[customer], per[customer])
-        most_total = max(most_total, len(holding))
-    assert not holding, f"runs still holding slots at the end: {holding}"
-    return dict(most), most_total
+    return [(str(run), str(to), str(reason)) for run, to, reason in rows]
 
 
 async def _load(cluster: Cluster, clients: int, some_started: trio.Event) -> dict[str, int]:
@@ -127,6 +96,6 @@ async def test_no_limit_is_exceeded_under_load_with_a_worker_and_a_server_killed
     counts = await trio.to_thread.run_sync(completions, cluster, run_ids)
     assert counts == dict.fromkeys(run_ids, 1)
     history = await trio.to_thread.run_sync(_history, cluster, run_ids)
-    per_customer, total = most_holding(history, customers)
-    assert per_customer == dict.fromkeys(range(CUSTOMERS), flows.PER_CUSTOMER.per_key)
+    per_customer, total = most_holding(history, {run: str(c) for run, c in customers.items()})
+    assert per_customer == {str(c): flows.PER_CUSTOMER.per_key for c in range(CUSTOMERS)}
     assert total == flows.DOWNSTREAM.per_key
