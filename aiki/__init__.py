@@ -40,6 +40,7 @@ from .errors import ErrorInfo as ErrorInfo
 from .errors import ExecutionsLostError as ExecutionsLostError
 from .errors import ForbiddenError as ForbiddenError
 from .errors import InvalidTransitionError as InvalidTransitionError
+from .errors import LimitReachedError as LimitReachedError
 from .errors import NonDeterminismError as NonDeterminismError
 from .errors import NonRetryableError as NonRetryableError
 from .errors import NotFoundError as NotFoundError
@@ -121,6 +122,7 @@ __all__ = [
     "ExecutionsLostError",
     "ForbiddenError",
     "InvalidTransitionError",
+    "LimitReachedError",
     "NonDeterminismError",
     "NonRetryableError",
     "NotFoundError",

@@ -116,6 +116,19 @@ class ReferenceConflictError(ConflictError):
 
 
 @attrs.define(auto_exc=True)
+class LimitReachedError(ConflictError):
+    """A start was refused: a concurrency limit declared with ``on_limit="refuse"`` has as
+    many runs of the start's key as it allows (nothing was stored).
+
+    ``run_id`` is the run of that key that holds (or waits for) the slot longest.
+    """
+
+    run_id: str = ""
+
+    code: ClassVar[str] = "limit_reached"
+
+
+@attrs.define(auto_exc=True)
 class ScheduleConflictError(ConflictError):
     """A live schedule with this reference ID has a different definition (conflict policy
     ``error``). Deactivate it first to replace it: definitions are immutable."""
@@ -305,6 +318,7 @@ ERRORS_BY_CODE: dict[str, type[AikiError]] = {
         ScheduleNotFoundError,
         ConflictError,
         ReferenceConflictError,
+        LimitReachedError,
         ScheduleConflictError,
         StaleRevisionError,
         InvalidTransitionError,
@@ -376,7 +390,7 @@ def error_from_reply(
     cls = ERRORS_BY_CODE.get(code, AikiError)
     if issubclass(cls, RateLimitedError):
         return cls(message, retry_after_seconds=retry_after_seconds or 1.0)
-    if issubclass(cls, ReferenceConflictError):
+    if issubclass(cls, (ReferenceConflictError, LimitReachedError)):
         return cls(message, run_id=run_id or "")
     if issubclass(cls, ValidationError):
         return cls(message, errors=errors)

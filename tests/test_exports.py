@@ -28,6 +28,7 @@ EXPECTED = {
         "EventDefinition",
         "ForbiddenError",
         "InvalidTransitionError",
+        "LimitReachedError",
         "NonDeterminismError",
         "NonRetryableError",
         "NotFoundError",

@@ -15,6 +15,7 @@ import orjson
 
 from ..errors import (
     AikiError,
+    LimitReachedError,
     RateLimitedError,
     ReferenceConflictError,
     ValidationError,
@@ -48,7 +49,7 @@ def encode_error(exc: AikiError) -> bytes:
         code=exc.code,
         message=str(exc),
         errors=exc.errors if isinstance(exc, ValidationError) else (),
-        run_id=exc.run_id if isinstance(exc, ReferenceConflictError) else None,
+        run_id=exc.run_id if isinstance(exc, (ReferenceConflictError, LimitReachedError)) else None,
         retry_after_seconds=exc.retry_after_seconds if isinstance(exc, RateLimitedError) else None,
     )
     return orjson.dumps({"error": ERROR_BODY.unstructure(body)})

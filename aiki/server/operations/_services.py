@@ -286,6 +286,15 @@ class Schemas:
                 where = "$.input" + exc.path[1:]
                 raise ValidationError(str(exc), errors=(f"{exc} @ {where}",)) from None
 
+    def acting_limits(
+        self, namespace: str, workflow: str, version: str, input_json: object
+    ) -> list[tuple[ConcurrencyLimit, str]]:
+        """The version's limits that refuse or cancel when full, each with the key of
+        ``input_json`` (checked by `check_input` already)."""
+        return [(limit, limit_key(limit, input_json))
+                for limit in self._limits.get((namespace, workflow, version), ())
+                if limit.on_limit != "wait"]  # fmt: skip
+
     def gated(self, namespace: str, workflow: str, version: str) -> bool:
         """Whether runs of the version take concurrency-limit slots (they pass the gate)."""
         return bool(self._limits.get((namespace, workflow, version)))

@@ -29,7 +29,7 @@ from ._handlers import Handlers
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from ..store.scoped import Scoped
+    from ..store.scoped import Scoped, Stopped
     from ._services import Caller, Services
 
 WAIT_RECHECK_SECONDS: Final = 5.0
@@ -82,8 +82,17 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     claimed_by = None if offer is None else offer.worker_id
 
     outbox: list[int | None] = [None]
+    acting = services.schemas.acting_limits(namespace, request.workflow, request.version,
+                                            request.input)  # fmt: skip
+    stopped: list[Stopped] = []
 
     def start(scoped: Scoped) -> RunStarted:
+        if acting:  # limits that refuse or cancel when full: decided under the gate's lock
+            if options.reference_id is not None and (
+                    existing := existing_start(scoped, request, digest)):  # fmt: skip
+                return existing
+            stopped[:] = scoped.make_room(acting, f"cancelled for run {run_id} (a newer run "
+                                          "of the key, on a concurrency limit)")  # fmt: skip
         # Insert first: a new run takes one statement; a repeated start (the reference ID
         # exists) a second one that reads the existing run.
         created = scoped.insert_run(
@@ -112,6 +121,10 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         raise
     if started.created:
         services.after_start(started.run, outbox[0])
+    if stopped:
+        services.metrics.runs_cancelled.inc(len(stopped))
+        services.stop_all(stopped, "cancelled")
+        services.wakeups.queued()  # parents waiting on these runs may have been queued
     if offer is not None:
         await services.hand_over(offer, started)
     return started

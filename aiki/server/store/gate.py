@@ -176,6 +176,12 @@ class GatePass:
     """Queues with runs still waiting at the gate after the pass."""
 
 
+def lock(tx: Transaction) -> None:
+    """Hold the gate's lock until the transaction ends: no pass, on any server, admits
+    a run meanwhile (a start that refuses or cancels for a limit decides under it)."""
+    tx.execute("SELECT pg_advisory_xact_lock(%s)", (GATE_LOCK,))
+
+
 def gate_pass(
     tx: Transaction,
     batch: int,
@@ -189,7 +195,7 @@ def gate_pass(
     rows are leased for ``lease_seconds`` (the caller publishes them at once; the outbox
     does otherwise). Workers not seen for ``live_seconds`` count for nothing; each live
     one has room for ``ahead`` runs more than its free slots (kept busy between passes)."""
-    tx.execute("SELECT pg_advisory_xact_lock(%s)", (GATE_LOCK,))
+    lock(tx)
     # Small queries the planner overestimates (JSON arrays): compiling them cost more than
     # running them (90 ms against 3).
     tx.execute("SET LOCAL jit = off")

@@ -206,3 +206,26 @@ def limit_counts(tx: Transaction) -> list[tuple[str, str, int, int]]:
             """
         )
     ]
+
+
+_TAKEN: Final = """
+        SELECT r.id FROM aiki_run_slots s JOIN aiki_runs r ON r.id = s.run_id
+        WHERE (s.namespace, s.name, s.key) = (%(namespace)s, %(name)s, %(key)s)
+          AND (r.slots_held = 'all' OR (r.slots_held = 'open' AND s.holds = 'open')
+               OR r.gated_at IS NOT NULL)
+        ORDER BY r.gated_at NULLS FIRST, r.created_at, r.id
+        """
+"""The runs of one key of a limit that hold its slot or wait at the gate for it, those
+holding (and then the longest waiting) first."""
+
+
+def taken(tx: Transaction, namespace: str, name: str, key: str) -> tuple[int, list[str]]:
+    """A limit's bound per key (0: not declared), and the runs of ``key`` that hold or wait
+    for its slots, oldest first. Call under the gate's lock (`gate.lock`): no pass admits
+    meanwhile."""
+    bound = tx.fetch_one(
+        "SELECT per_key FROM aiki_limits WHERE namespace = %s AND name = %s", (namespace, name)
+    )
+    runs = [str(row[0]) for row in tx.fetch_all(
+        _TAKEN, {"namespace": namespace, "name": name, "key": key})]  # fmt: skip
+    return (0 if bound is None else as_int(bound[0])), runs

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ...errors import ForbiddenError, RunNotFoundError
+from ...errors import ForbiddenError, LimitReachedError, RunNotFoundError
 from ...protocol import DEFAULT_NAMESPACE, TERMINAL
 from . import (
+    gate,
     history,
     keys,
     limits,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
     from ...protocol import (
         BeginWait,
+        ConcurrencyLimit,
         HistoryUpdate,
         KeyInfo,
         LimitInfo,
@@ -501,6 +503,31 @@ class Scoped:
     def list_limits(self, name: str | None) -> list[LimitInfo]:
         """`limits.list_limits` of the caller's namespace."""
         return limits.list_limits(self._tx, self.scope.home, name)
+
+    def make_room(self, slots: list[tuple[ConcurrencyLimit, str]], reason: str) -> list[Stopped]:
+        """Before a start of a version whose limits refuse or cancel (under the gate's
+        lock): for each such limit whose key is full, refuse the start, or cancel the
+        oldest runs of the key (with their descendants) to make room for it.
+
+        Raises:
+            aiki.LimitReachedError: a ``refuse`` limit is full (the caller's transaction
+                is rolled back: nothing is stored).
+        """
+        gate.lock(self._tx)
+        stopped: list[Stopped] = []
+        namespace = self.scope.home
+        for limit, key in slots:
+            bound, runs = limits.taken(self._tx, namespace, limit.name, key)
+            if bound == 0 or len(runs) < bound:
+                continue
+            if limit.on_limit == "refuse":
+                of = f" (key {key})" if limit.key is not None else ""
+                raise LimitReachedError(
+                    f"limit {limit.name!r}{of} has {len(runs)} of {bound} runs; run {runs[0]} "
+                    "holds a slot longest (the limit refuses more)", run_id=runs[0])  # fmt: skip
+            for run_id in runs[: len(runs) - bound + 1]:
+                stopped += waits.cancel_tree(self._tx, uuid.UUID(run_id), reason)
+        return stopped
 
     def set_limit(self, name: str, per_key: int, total: int | None, by: str) -> LimitInfo | None:
         """`limits.set_limit` in the caller's namespace."""

@@ -8,11 +8,13 @@ import functools
 
 import orjson
 import psycopg
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiki.protocol import ConcurrencyLimit, LimitKeyError, limit_key
+import aiki
+from aiki.protocol import ConcurrencyLimit, LimitKeyError, StartRun, limit_key
 from tests._deadline import deadline
 from tests._waiting import wait_until
 
@@ -258,3 +260,55 @@ async def _complete_when_sent(api: Api, run_id: str, *, complete: bool = True) -
         revision = (await api.ok("get_run", {"run_id": run_id}))["revision"]
         await api.ok("transition_run",
                      {"run_id": run_id, "revision": revision, "status": "completed"})  # fmt: skip
+
+
+async def _wait_admitted(api: Api, run_id: str) -> None:
+    async def admitted() -> bool:
+        return bool(await _admitted(api, [run_id]))
+
+    with trio.fail_after(10):
+        await wait_until(admitted)
+
+
+@deadline(40)
+async def test_a_full_limit_that_refuses_refuses_the_start_naming_the_run_and_stores_nothing(
+    api: Api, workflow: str
+) -> None:
+    await _register(api, workflow, [{"name": "one-export", "key": "id", "per_key": 1,
+                                     "on_limit": "refuse"}])  # fmt: skip
+    first = await _start(api, workflow, "x")
+    await _wait_admitted(api, first)
+    body = {"workflow": workflow, "version": "1.0", "input": {"id": "x", "quantity": 2}}
+    status, refused = await api.call("start_run", body)
+    assert (status, refused["error"]["code"]) == (409, "limit_reached"), refused
+    assert refused["error"]["run_id"] == first
+    assert "limit 'one-export' (key x) has 1 of 1 runs" in refused["error"]["message"]
+    listed = await api.ok("list_runs", {"workflow": workflow})
+    assert [run["id"] for run in listed["runs"]] == [first]  # nothing stored
+    other = await _start(api, workflow, "y")  # another key
+    await _wait_admitted(api, other)
+    async with aiki.Client(api.url, api_key=api.keys["client"], session=False) as client:
+        with pytest.raises(aiki.LimitReachedError) as caught:
+            await client.start_run(StartRun(workflow=workflow, version="1.0",
+                                            input={"id": "x", "quantity": 3}))  # fmt: skip
+        assert caught.value.run_id == first
+    await _complete(api, first)
+    again = await _start(api, workflow, "x")  # the slot is free again
+    await _wait_admitted(api, again)
+
+
+@deadline(40)
+async def test_a_full_limit_that_cancels_cancels_the_oldest_run_of_the_key_for_the_new_one(
+    api: Api, workflow: str
+) -> None:
+    await _register(api, workflow, [{"name": "latest-sync", "key": "id", "per_key": 1,
+                                     "on_limit": "cancel_running"}])  # fmt: skip
+    first = await _start(api, workflow, "x")
+    await _wait_admitted(api, first)
+    claimed = await api.ok("claim_run", {"run_id": first, "worker_id": "w1"})
+    assert claimed["type"] == "RunClaimed"
+    latest = await _start(api, workflow, "x")
+    cancelled = await api.ok("get_run", {"run_id": first})
+    assert cancelled["status"] == "cancelled"
+    assert f"cancelled for run {latest}" in str(cancelled["stop_reason"])
+    await _wait_admitted(api, latest)  # the slot the cancelled run held is its
