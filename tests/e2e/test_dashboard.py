@@ -334,6 +334,41 @@ def test_versions_and_workers_say_who_serves_what(page: Page, cluster: Cluster) 
     _screenshot(page, "workers")
 
 
+def test_a_run_waiting_for_a_limit_says_so_and_the_limits_page_counts_it(
+    page: Page, cluster: Cluster
+) -> None:
+    """Two runs of one account under a mutex (one open run per account): the second's
+    page says it waits at the gate for the limit, the Limits page counts one holding and
+    one waiting, and once the first ends the second goes on, live."""
+    account = f"acct-{uuid.uuid4().hex[:6]}"
+
+    async def start(client: aiki.Client) -> tuple[str, str]:
+        first = await flows.exclusive_flow.start(client, flows.Nap(account, 3600.0))
+        await first.wait_for_status("sleeping")
+        second = await flows.exclusive_flow.start(client, flows.Nap(account, 0.0))
+        return first.run_id, second.run_id
+
+    first, second = _with_client(cluster, start)
+    _sign_in(page, cluster, path=f"/#/runs/{second}")
+    expect(page.locator("#run-gate")).to_contain_text(
+        f"waiting for limit 'w-one-per-account' (key {account}: 1 of 1 running)"
+    )
+    page.goto(cluster.url + "/#/limits")
+    row = page.locator('#limits tr[data-limit="w-one-per-account"]')
+    expect(row.locator(".limit-holding")).to_have_text("1")
+    expect(row.locator(".limit-waiting")).to_have_text("1")
+    _screenshot(page, "limits")
+    page.goto(cluster.url + f"/#/runs/{second}")
+    expect(page.locator("#run-gate")).to_be_visible()
+
+    async def wake(client: aiki.Client) -> None:
+        await client.handle(first).wakeup()
+
+    _with_client(cluster, wake)
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#run-gate")).to_be_hidden()
+
+
 def test_schedules_show_their_firings_live_and_can_be_paused(page: Page, cluster: Cluster) -> None:
     """A schedule activated through the SDK appears under Schedules; its fired count rises
     as runs start, with no reload; Pause pauses it."""

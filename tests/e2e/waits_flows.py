@@ -276,10 +276,29 @@ async def wobbly_flow(run: aiki.Run[str], key: str) -> str:
     return await wobbly.start(run, key)
 
 
+@attrs.frozen
+class Nap:
+    account: str
+    seconds: float
+
+
+exclusive = aiki.workflow("w-exclusive")
+
+
+@exclusive.version(
+    "1", limits=[aiki.ConcurrencyLimit(name="w-one-per-account", key="account", per_key=1,
+                                       holds="open")],
+)  # fmt: skip
+async def exclusive_flow(run: aiki.Run[str], nap: Nap) -> str:
+    """One open run per account: a second one waits at the gate while the first sleeps."""
+    cut_short = await run.sleep("nap", seconds=nap.seconds)
+    return "cut short" if cut_short else "slept"
+
+
 waits_worker = aiki.Worker(
     sleeper, quick_flow, collect, child_flow, parent_flow, nesting_flow, controlled_flow,
     timing_out_flow, task_timeout_flow, concurrent_flow, wide_flow, leaf_flow, progress_flow,
-    adopting_flow, wobbly_flow, concurrency=8,
+    adopting_flow, wobbly_flow, exclusive_flow, concurrency=8,
 )  # fmt: skip
 slot_sleepy = aiki.workflow("w-slot-sleepy")
 slot_quick = aiki.workflow("w-slot-quick")

@@ -8,7 +8,7 @@
 // CSRF token (the aiki_csrf cookie) in x-aiki-csrf.
 "use strict";
 
-const VIEWS = ["runs-view", "run-view", "schedules-view", "workers-view", "versions-view"];
+const VIEWS = ["runs-view", "run-view", "schedules-view", "workers-view", "versions-view", "limits-view"];
 const RUN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const STATUSES = ["scheduled", "queued", "running", "paused", "sleeping", "awaiting_event",
   "awaiting_retry", "awaiting_child_workflow", "stalled", "completed", "failed", "cancelled"];
@@ -315,6 +315,10 @@ async function showRun(runId) {
   if (run.status === "completed") rows.push(["output", json(run.output)]);
   if (run.error) rows.push(["error", `${run.error.type}: ${run.error.message}`]);
   if (run.wake_at) rows.push(["wakes", when(run.wake_at)]);
+  if (run.priority !== 2 || run.fairness_key) {
+    const fair = run.fairness_key ? `, fairness key ${run.fairness_key} (weight ${run.fairness_weight})` : "";
+    rows.push(["priority", `${run.priority}${fair}`]);
+  }
   for (const [name, value] of rows) {
     const dt = document.createElement("dt");
     dt.textContent = name;
@@ -326,6 +330,9 @@ async function showRun(runId) {
   }
   $("#run-unserved").hidden = !details.unserved;
   $("#run-unserved").textContent = details.unserved ? `Waiting: ${details.unserved}.` : "";
+  $("#run-gate").hidden = !details.gate;
+  $("#run-gate").textContent = details.gate
+    ? `Waiting at the gate since ${when(details.gate.since)}: ${details.gate.summary}.` : "";
   const waits = $("#waits tbody");
   waits.replaceChildren();
   $("#waits").hidden = $("#waits-title").hidden = details.waits.length === 0;
@@ -404,6 +411,23 @@ async function showWorkers() {
   }
 }
 
+async function showLimits() {
+  const reply = await session.request("list_limits", {});
+  const tbody = $("#limits tbody");
+  tbody.replaceChildren();
+  const bound = (value) => (value === null || value === undefined ? "-" : String(value));
+  for (const limit of reply.limits) {
+    const row = tbody.insertRow();
+    row.dataset.limit = limit.name;
+    cell(row, limit.name);
+    cell(row, limit.per_key, "limit-per-key");
+    cell(row, bound(limit.total));
+    cell(row, `${limit.declared_per_key} / ${bound(limit.declared_total)}`);
+    cell(row, limit.holding, "limit-holding");
+    cell(row, limit.waiting, "limit-waiting");
+  }
+}
+
 async function showVersions() {
   const reply = await session.request("list_versions", {});
   const tbody = $("#versions tbody");
@@ -475,6 +499,7 @@ async function route() {
   $("#nav-schedules").classList.toggle("active", hash === "#/schedules");
   $("#nav-workers").classList.toggle("active", hash === "#/workers");
   $("#nav-versions").classList.toggle("active", hash === "#/versions");
+  $("#nav-limits").classList.toggle("active", hash === "#/limits");
   try {
     if (match) {
       state.runId = decodeURIComponent(match[1]);
@@ -495,6 +520,11 @@ async function route() {
       $("#versions-view").hidden = false;
       await showVersions();
       const refresh = debounce(() => showVersions().catch(showError), 200);
+      state.subscription = await session.subscribe({}, refresh);
+    } else if (hash === "#/limits") {
+      $("#limits-view").hidden = false;
+      await showLimits();
+      const refresh = debounce(() => showLimits().catch(showError), 200);
       state.subscription = await session.subscribe({}, refresh);
     } else if (hash === "#/workers") {
       $("#workers-view").hidden = false;
