@@ -22,6 +22,9 @@ from transport.local_services import Services, services_from_env
 
 from ._meters import Meters
 
+PASSED = ("AIKI_STREAM_SHARDS", "AIKI_DISPATCH_AHEAD")
+"""Server settings this process's environment passes on to the cluster (for A/B runs)."""
+
 
 @attrs.define
 class AikiCluster:
@@ -65,11 +68,11 @@ class AikiCluster:
 
     def env(self) -> dict[str, str]:
         """The environment of the cluster's processes."""
-        shards = os.environ.get("AIKI_STREAM_SHARDS")
+        passed = {name: os.environ[name] for name in PASSED if os.environ.get(name)}
         return {
             "AIKI_DATABASE_URL": self.services.database_url,
             "AIKI_REDIS_URL": self.services.redis_url,
-            **({"AIKI_STREAM_SHARDS": shards} if shards else {}),
+            **passed,
         }
 
     def scale(self, count: int) -> None:

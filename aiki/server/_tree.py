@@ -162,7 +162,8 @@ def server_tree(config: ServerConfig, store: PostgresStore, streams: RedisStream
             lane=services.wakeups.lane, shards=config.stream_shards)),
         ChildSpec(name="gate", mailbox=gate, factory=lambda: Gate(
             store, services.wakeups.lane, dispatcher.address, services.wakeups.room,
-            live_seconds=config.claim_timeout_seconds, ahead=config.dispatch_ahead)),
+            services.offers, live_seconds=config.claim_timeout_seconds,
+            ahead=config.dispatch_ahead)),
         ChildSpec(name="sweeper", factory=lambda: Sweeper(
             store, dispatcher.address,
             claim_timeout_seconds=config.claim_timeout_seconds,

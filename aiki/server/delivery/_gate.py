@@ -35,6 +35,7 @@ from .. import store
 from .._outages import Outage
 from ..store.gate import Queue
 from ._dispatcher import FAST_LEASE_SECONDS, FastLane, Wake, poke
+from ._offers import Offers
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class Gate:
     lane: FastLane
     dispatcher: Address[Wake]
     room: Room
+    offers: Offers
+    """This server's open offers: the slots they hold are not free for the streams."""
     live_seconds: float
     """Workers not seen for this long have no room."""
     ahead: int = 4
@@ -132,7 +135,8 @@ class Gate:
         done = await self.store.transact(
             functools.partial(store.gate.gate_pass, batch=GATE_BATCH,
                               lease_seconds=FAST_LEASE_SECONDS, live_seconds=self.live_seconds,
-                              ahead=self.ahead, passes=self._passes)
+                              ahead=self.ahead, offered=self.offers.by_queue(),
+                              passes=self._passes)
         )  # fmt: skip
         self.room.update(done.room, done.backlog)
         # Passes of keys with nothing waiting are dropped: a key that waits again starts

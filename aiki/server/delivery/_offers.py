@@ -97,6 +97,10 @@ class Offers:
                 self._drop(offer)
         return offer.claim
 
+    def by_queue(self) -> dict[Queue, int]:
+        """Open offers per queue they name (an offer for several queues counts in each)."""
+        return {queue: len(offers) for queue, offers in self._waiting.items()}
+
     def open(self) -> int:
         """Offers open now (an offer for several queues counts once)."""
         return len({id(offer) for offers in self._waiting.values() for offer in offers})

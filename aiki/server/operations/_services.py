@@ -286,6 +286,14 @@ class Schemas:
                 where = "$.input" + exc.path[1:]
                 raise ValidationError(str(exc), errors=(f"{exc} @ {where}",)) from None
 
+    def slots(
+        self, namespace: str, workflow: str, version: str, input_json: object
+    ) -> list[tuple[str, str]]:
+        """The (limit name, key) slots a run of the version with ``input_json`` takes
+        (checked by `check_input` already)."""
+        return [(limit.name, limit_key(limit, input_json))
+                for limit in self._limits.get((namespace, workflow, version), ())]  # fmt: skip
+
     def acting_limits(
         self, namespace: str, workflow: str, version: str, input_json: object
     ) -> list[tuple[ConcurrencyLimit, str]]:

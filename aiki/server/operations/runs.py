@@ -84,6 +84,8 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     outbox: list[int | None] = [None]
     acting = services.schemas.acting_limits(namespace, request.workflow, request.version,
                                             request.input)  # fmt: skip
+    slots = [] if wait or scheduled else services.schemas.slots(
+        namespace, request.workflow, request.version, request.input)  # fmt: skip
     stopped: list[Stopped] = []
 
     def start(scoped: Scoped) -> RunStarted:
@@ -93,13 +95,15 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
                 return existing
             stopped[:] = scoped.make_room(acting, f"cancelled for run {run_id} (a newer run "
                                           "of the key, on a concurrency limit)")  # fmt: skip
+        # Its queue has room and its slots are free: it takes them now, no gate pass.
+        admit = bool(slots) and scoped.may_admit(slots)
         # Insert first: a new run takes one statement; a repeated start (the reference ID
         # exists) a second one that reads the existing run.
         created = scoped.insert_run(
             run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, fast_lease_seconds=FAST_LEASE_SECONDS, claimed_by=claimed_by,
-            wait=wait,
+            wait=wait, admit=admit,
         )  # fmt: skip
         if created is not None:
             outbox[0] = created[1]

@@ -144,6 +144,8 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     acting = services.schemas.acting_limits(caller.home, request.workflow, request.version,
                                             request.input)  # fmt: skip
     stopped: list[Stopped] = []
+    slots = [] if wait or scheduled else services.schemas.slots(
+        caller.home, request.workflow, request.version, request.input)  # fmt: skip
 
     def start(scoped: Scoped) -> RunStarted | None:
         if not scoped.holds_revision(parent_id, request.revision):
@@ -159,11 +161,14 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
                 return found
             stopped[:] = scoped.make_room(acting, f"cancelled for run {run_id} (a newer run "
                                           "of the key, on a concurrency limit)")  # fmt: skip
+        # Its queue has room and its slots are free: it takes them now, no gate pass.
+        admit = bool(slots) and scoped.may_admit(slots)
         created = scoped.insert_run(
             run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
             options=options, parent_id=parent_id, child_address=request.address,
             child_seq=request.seq, fast_lease_seconds=FAST_LEASE_SECONDS, wait=wait,
+            admit=admit,
         )  # fmt: skip
         if created is None:  # the reference ID exists (an earlier or racing start)
             found = existing_start(scoped, as_start, digest)

@@ -28,6 +28,7 @@ from ...protocol import GateWait, LimitWait
 from ..gate import Held, Limit, Waiting, release
 from .outbox import OutboxEntry
 from .runs import as_int
+from .slots import ADMITTED
 from .transitions import move
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ _ADMIT: Final = f"""
     move(
         "admit",
         "picked",
-        reason="'admitted by the gate'",
+        reason=f"'{ADMITTED}'",
         sets="published_at = now()",
         returning="r.id, r.status, r.revision, r.workflow, r.version, r.pool, r.namespace",
         lease="now() + make_interval(secs => %(lease)s::float8)",
@@ -182,19 +183,59 @@ def lock(tx: Transaction) -> None:
     tx.execute("SELECT pg_advisory_xact_lock(%s)", (GATE_LOCK,))
 
 
+_FREE_SLOT: Final = """
+        SELECT l.per_key, l.total,
+               (SELECT count(*) FROM aiki_run_slots h JOIN aiki_runs r ON r.id = h.run_id
+                WHERE (h.namespace, h.name, h.key) = (l.namespace, l.name, %(key)s)
+                  AND (r.slots_held = 'all' OR (r.slots_held = 'open' AND h.holds = 'open'))),
+               EXISTS (SELECT FROM aiki_run_slots h JOIN aiki_runs r ON r.id = h.run_id
+                       WHERE (h.namespace, h.name, h.key) = (l.namespace, l.name, %(key)s)
+                         AND r.gated_at IS NOT NULL),
+               CASE WHEN l.total IS NULL THEN 0 ELSE (
+                   SELECT count(*) FROM aiki_run_slots h JOIN aiki_runs r ON r.id = h.run_id
+                   WHERE (h.namespace, h.name) = (l.namespace, l.name)
+                     AND (r.slots_held = 'all' OR (r.slots_held = 'open' AND h.holds = 'open')))
+               END
+        FROM aiki_limits l WHERE (l.namespace, l.name) = (%(namespace)s, %(name)s)
+        """
+"""A limit's bounds, the runs of one key holding its slot, whether any run waits at the
+gate for that key, and the runs holding its slots over all keys (counted only if it
+has a total)."""
+
+
+def may_admit(tx: Transaction, namespace: str, slots: list[tuple[str, str]]) -> bool:
+    """Whether a new run needing ``slots`` ((limit name, key) pairs) may take them at
+    once: each key has a slot free and no run waits for it (first come, first served),
+    and each limit's total has room. Takes the gate's lock (until the transaction
+    ends): no pass admits meanwhile, so the answer holds until the run is inserted."""
+    lock(tx)
+    for name, key in slots:
+        row = tx.fetch_one(_FREE_SLOT, {"namespace": namespace, "name": name, "key": key})
+        if row is None:
+            continue  # not declared any more: it bounds nothing
+        per_key, total, holding, queued, all_holding = row
+        if queued or as_int(holding) >= as_int(per_key):
+            return False
+        if total is not None and as_int(all_holding) >= as_int(total):
+            return False
+    return True
+
+
 def gate_pass(
     tx: Transaction,
     batch: int,
     lease_seconds: float,
     live_seconds: float,
     ahead: int = 0,
+    offered: Mapping[Queue, int] | None = None,
     passes: Mapping[str, Fraction] | None = None,
 ) -> GatePass:
     """Let through up to ``batch`` waiting runs that their queues have room for and
     their limits admit (`release`), one pass at a time across the cluster. Their outbox
     rows are leased for ``lease_seconds`` (the caller publishes them at once; the outbox
     does otherwise). Workers not seen for ``live_seconds`` count for nothing; each live
-    one has room for ``ahead`` runs more than its free slots (kept busy between passes)."""
+    one has room for ``ahead`` runs more than its free slots (kept busy between passes),
+    and none for the slots ``offered`` to starts (a worker reads no stream for those)."""
     lock(tx)
     # Small queries the planner overestimates (JSON arrays): compiling them cost more than
     # running them (90 ms against 3).
@@ -204,6 +245,9 @@ def gate_pass(
         for ns, wf, ver, pool, free in tx.fetch_all(
             _ROOM, {"live": live_seconds, "ahead": ahead})
     }  # fmt: skip
+    for queue, slots in (offered or {}).items():
+        if queue in room:
+            room[queue] -= slots
     rows = sorted(
         [*tx.fetch_all(_WAITING_FREE, {"batch": batch}), *tx.fetch_all(_WAITING_LIMITED)],
         key=lambda row: (-as_int(row[5]), row[10], str(row[0])),

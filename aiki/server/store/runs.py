@@ -27,7 +27,7 @@ from ...protocol import (
 from ...retry import RetryPolicy
 from ...wire import make_wire_converter
 from .pages import PageBudget, decode_cursor, encode_cursor
-from .slots import GATE_COLUMNS, gate_parameters, gate_sources, gate_values, insert_slots
+from .slots import ADMITTED, GATE_COLUMNS, gate_parameters, gate_sources, gate_values, insert_slots
 from .transitions import move, record
 
 if TYPE_CHECKING:
@@ -169,15 +169,18 @@ def parse_run_id(text: str) -> uuid.UUID | None:
 # -- runs ----------------------------------------------------------------------------------------
 
 
-_STARTED: Final = """
+_STARTED: Final = f"""
             SELECT id, NULL, CASE WHEN %(worker)s::text IS NULL THEN status ELSE 'queued' END,
                    1, 'started', NULL FROM run
             UNION ALL
             SELECT id, 'queued', 'running', 2, 'claimed at start', %(worker)s FROM run
-            WHERE %(worker)s::text IS NOT NULL"""
+            WHERE %(worker)s::text IS NOT NULL
+            UNION ALL
+            SELECT id, 'queued', 'queued', 2, '{ADMITTED}', NULL FROM run
+            WHERE %(admit)s::boolean AND status = 'queued'"""
 """History of a new run: started (queued, or scheduled), and claimed at once by the
-worker starting it as a child, if it is (`lifecycle.MOVES`: ``start``, ``schedule``,
-``claim``)."""
+worker starting it as a child, or admitted at once by the gate, if it is
+(`lifecycle.MOVES`: ``start``, ``schedule``, ``claim``, ``admit``)."""
 
 
 def insert_run(
@@ -196,6 +199,7 @@ def insert_run(
     fast_lease_seconds: float = 0.0,
     claimed_by: str | None = None,
     wait: bool = False,
+    admit: bool = False,
 ) -> tuple[RunInfo, int | None] | None:
     """Create a run (queued, or scheduled with a trigger) with its history and outbox row.
 
@@ -205,7 +209,10 @@ def insert_run(
     created already claimed by that worker, as its first claim would leave it (running,
     revision 2, history ``started`` then ``claimed at start``), with no outbox row.
     A queued run waits at the gate instead of taking an outbox row if its version names
-    concurrency limits, or ``wait`` says so (its queue has no room).
+    concurrency limits, or ``wait`` says so (its queue has no room), unless ``admit``
+    says its slots are free (the caller holds the gate's lock and checked,
+    `gate.may_admit`): it takes them at once (revision 2, history ``admitted by the
+    gate``).
     Returns the run and its outbox row's id (None if not queued or waiting), or None if
     the reference ID exists already.
     """
@@ -220,7 +227,7 @@ def insert_run(
                                    child_address, child_seq, namespace, published_at,
                                    worker_id, claimed_at, {GATE_COLUMNS})
             SELECT %(id)s, %(workflow)s, %(version)s, %(status)s,
-                   CASE WHEN %(worker)s::text IS NULL THEN 1 ELSE 2 END,
+                   CASE WHEN %(worker)s::text IS NULL AND NOT %(admit)s::boolean THEN 1 ELSE 2 END,
                    %(input)s::jsonb, %(hash)s,
                    %(reference)s, %(pool)s, %(retry)s::jsonb, planned.at,
                    COALESCE(planned.at, now()) + make_interval(secs => %(timeout)s::float8),
@@ -239,7 +246,7 @@ def insert_run(
             RETURNING {RUN_COLUMNS}
         ), {record("history", _STARTED)}, {insert_slots("slots", "run")}, outbox AS (
             INSERT INTO aiki_outbox (run_id, revision, leased_until)
-            SELECT id, 1, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
+            SELECT id, revision, now() + make_interval(secs => %(fast_lease)s::float8) FROM run
             WHERE status = 'queued' AND gated_at IS NULL
             RETURNING id
         )
@@ -254,7 +261,7 @@ def insert_run(
             "delay": options.start_delay_seconds, "timeout": options.timeout_seconds,
             "parent": parent_id, "child_address": child_address, "child_seq": child_seq,
             "namespace": namespace, "fast_lease": fast_lease_seconds,
-            **gate_parameters(options), "wait": wait,
+            **gate_parameters(options), "wait": wait, "admit": admit,
         },
     )  # fmt: skip
     if row is None:

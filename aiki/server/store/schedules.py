@@ -251,6 +251,13 @@ _STARTED: Final = (
 """History of a schedule's new runs: started queued (`lifecycle.MOVES`: ``start``)."""
 
 
+_GATE_VALUES: Final = gate_values(
+    "'queued'", "w.priority", "w.fairness_key", "w.weight", wait="false", admit="false"
+)
+"""A scheduled run's priority and fairness key (as its schedule's options say), and its
+slots: it waits at the gate if its version names limits."""
+
+
 def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list[RunInfo]:
     """Create queued runs with their history and outbox rows, all in one statement (a
     firing may start hundreds). The unique index on (schedule_id, occurrence) refuses a
@@ -275,7 +282,7 @@ def insert_scheduled_runs(tx: Transaction, starts: list[ScheduledStart]) -> list
             SELECT w.id, w.workflow, w.version, 'queued', 1, w.input::jsonb, w.input_hash,
                    w.pool, w.retry::jsonb, now() + make_interval(secs => w.timeout),
                    w.schedule_id, w.occurrence, s.namespace,
-                   {gate_values("'queued'", "w.priority", "w.fairness_key", "w.weight", "false")}
+                   {_GATE_VALUES}
             FROM wanted w JOIN aiki_schedules s ON s.id = w.schedule_id,
                  LATERAL {gate_sources("s.namespace", "w.workflow", "w.version", "NULL::uuid")}
             RETURNING {RUN_COLUMNS}

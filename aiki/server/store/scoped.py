@@ -166,6 +166,7 @@ class Scoped:
         fast_lease_seconds: float = 0.0,
         claimed_by: str | None = None,
         wait: bool = False,
+        admit: bool = False,
     ) -> tuple[RunInfo, int | None] | None:
         """`runs.insert_run` in the caller's namespace."""
         return runs.insert_run(
@@ -173,6 +174,7 @@ class Scoped:
             version=version, input_json=input_json, input_hash=input_hash, options=options,
             parent_id=parent_id, child_address=child_address, child_seq=child_seq,
             fast_lease_seconds=fast_lease_seconds, claimed_by=claimed_by, wait=wait,
+            admit=admit,
         )  # fmt: skip
 
     def run_by_reference(
@@ -503,6 +505,10 @@ class Scoped:
     def list_limits(self, name: str | None) -> list[LimitInfo]:
         """`limits.list_limits` of the caller's namespace."""
         return limits.list_limits(self._tx, self.scope.home, name)
+
+    def may_admit(self, slots: list[tuple[str, str]]) -> bool:
+        """`gate.may_admit` in the caller's namespace (the gate's lock held from now on)."""
+        return gate.may_admit(self._tx, self.scope.home, slots)
 
     def make_room(self, slots: list[tuple[ConcurrencyLimit, str]], reason: str) -> list[Stopped]:
         """Before a start of a version whose limits refuse or cancel (under the gate's

@@ -12,6 +12,8 @@ from ...protocol import DEFAULT_PRIORITY
 if TYPE_CHECKING:
     from ...protocol import StartOptions
 
+ADMITTED: Final = "admitted by the gate"
+"""The reason in a run's history when it takes its slots (or its turn)."""
 GATE_COLUMNS: Final = "priority, fairness_key, fairness_weight, slots_kind, slots_held, gated_at"
 """The columns of ``aiki_runs`` a new run's insert sets with `gate_values`."""
 
@@ -31,16 +33,21 @@ def gate_values(
     fairness_key: str = "%(fairness_key)s",
     weight: str = "%(fairness_weight)s",
     wait: str = "%(wait)s",
+    admit: str = "%(admit)s",
 ) -> str:
     """SQL values for `GATE_COLUMNS` of a new run in ``status``: priority and fairness as
     started, else the parent's, else the defaults; slots none held yet, and a queued run
     with slots waits at the gate, as does one for which ``wait`` (SQL) is true (its
-    queue has no room)."""
+    queue has no room), unless ``admit`` (SQL) is true: the start found its slots free
+    under the gate's lock, and the run takes them at once."""
     return f"""COALESCE({priority}::smallint, gate_parent.priority, {DEFAULT_PRIORITY}),
                    COALESCE({fairness_key}::text, gate_parent.fairness_key, ''),
                    COALESCE({weight}::integer, gate_parent.fairness_weight, 1),
-                   gate_kind.kind, CASE WHEN gate_kind.kind IS NOT NULL THEN 'none' END,
-                   CASE WHEN (gate_kind.kind IS NOT NULL OR {wait}::boolean) AND {status} = 'queued'
+                   gate_kind.kind,
+                   CASE WHEN gate_kind.kind IS NULL THEN NULL
+                        WHEN {admit}::boolean THEN 'all' ELSE 'none' END,
+                   CASE WHEN {status} = 'queued' AND NOT {admit}::boolean
+                             AND (gate_kind.kind IS NOT NULL OR {wait}::boolean)
                         THEN now() END"""
 
 
