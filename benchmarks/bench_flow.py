@@ -10,9 +10,9 @@ rounds, medians:
 - **fairness**: tenant A starts ``--backlog`` runs, tenant B starts 200 a second later;
   B's start→completed p99 against B's alone. Then, with weights 1:3, the share of runs
   the gate let through for each tenant while both waited (from the history);
-- **priority**: behind ``--backlog`` / 2 waiting runs of the default level, runs of the
-  highest level, started one at a time: how long each waits at the gate after a slot
-  frees (its admission less the first run to leave a worker after its start).
+- **priority**: once ``--backlog`` / 2 runs of the default level are started (and wait),
+  runs of the highest level, started one at a time: how long each waits after a slot
+  frees (its claim less the first run to leave a worker after its start).
 """
 
 from __future__ import annotations
@@ -147,33 +147,30 @@ async def _priority(
 ) -> list[float]:
     """Milliseconds each highest-priority run waited after a slot freed."""
     tag = uuid.uuid4().hex[:8]
-    waits: list[float] = []
-    async with trio.open_nursery() as nursery:
-        behind = [flows.one_task.with_(reference_id=f"{tag}-{x}") for x in range(backlog)]
-        nursery.start_soon(_start_all, client, behind, list(range(backlog)), 64)
-        await trio.sleep(3.0)  # the backlog builds up
-        urgent = flows.one_task.with_(priority=4)
-        for x in range(samples):
-            handle = await urgent.with_(reference_id=f"{tag}-u{x}").start(client, x)
-            await handle.wait_for_status("completed")
-            progress(x + 1, samples, "priority")
-        print(file=sys.stderr)
-        rows = await trio.to_thread.run_sync(
-            _query, database_url,
-            """
-            SELECT extract(epoch FROM (
-                SELECT min(t.at) FROM aiki_transitions t
-                WHERE t.run_id = u.id AND t.to_status = 'running')
-              - greatest(u.created_at, (
-                SELECT min(f.at) FROM aiki_transitions f JOIN aiki_runs o ON o.id = f.run_id
-                WHERE f.from_status = 'running' AND f.at >= u.created_at
-                  AND o.reference_id LIKE %s)))
-            FROM aiki_runs u WHERE u.reference_id LIKE %s
-            """,
-            (f"{tag}-%", f"{tag}-u%"),
-        )  # fmt: skip
-        waits = sorted(max(0.0, float(str(row[0])) * 1000) for row in rows if row[0] is not None)
-        await _wait_done(database_url, tag, backlog + samples, "priority backlog")
+    behind = [flows.one_task.with_(reference_id=f"{tag}-{x}") for x in range(backlog)]
+    await _start_all(client, behind, list(range(backlog)), 64)  # all started: they wait
+    urgent = flows.one_task.with_(priority=4)
+    for x in range(samples):
+        handle = await urgent.with_(reference_id=f"{tag}-u{x}").start(client, x)
+        await handle.wait_for_status("completed")
+        progress(x + 1, samples, "priority")
+    print(file=sys.stderr)
+    rows = await trio.to_thread.run_sync(
+        _query, database_url,
+        """
+        SELECT extract(epoch FROM (
+            SELECT min(t.at) FROM aiki_transitions t
+            WHERE t.run_id = u.id AND t.to_status = 'running')
+          - greatest(u.created_at, (
+            SELECT min(f.at) FROM aiki_transitions f JOIN aiki_runs o ON o.id = f.run_id
+            WHERE f.from_status = 'running' AND f.at >= u.created_at
+              AND o.reference_id LIKE %s)))
+        FROM aiki_runs u WHERE u.reference_id LIKE %s
+        """,
+        (f"{tag}-%", f"{tag}-u%"),
+    )  # fmt: skip
+    waits = sorted(max(0.0, float(str(row[0])) * 1000) for row in rows if row[0] is not None)
+    await _wait_done(database_url, tag, backlog + samples, "priority backlog")
     return waits
 
 

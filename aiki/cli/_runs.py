@@ -328,9 +328,11 @@ def watch_runs(
     async def watch(client: Client) -> None:
         run_id = None if run is None else await run_id_of(client, run)
         if run_id is not None and not as_json:
-            unserved = (await client.describe_run(run_id)).unserved
-            if unserved is not None:  # (a queued run: it would sit there without a word)
-                click.echo(f"(waiting: {unserved})")
+            details = await client.describe_run(run_id)
+            if details.unserved is not None:  # (a queued run: it would sit there silently)
+                click.echo(f"(waiting: {details.unserved})")
+            if details.gate is not None:  # (its update says when the gate lets it through)
+                click.echo(f"(waiting at the gate: {details.gate.summary})")
         request = client.watch(
             run_id, workflow=workflow, version=version_,
             statuses=tuple(filter(is_status, statuses)),

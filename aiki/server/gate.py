@@ -153,3 +153,21 @@ def release(
                 active.discard(key)
     return Released(run_ids=tuple(picked), held=Held(per_key=per_key, total=total),
                     passes=kept, blocked=blocked)  # fmt: skip
+
+
+def room_of(*, free: int, workers: int, sent: int, ahead: int) -> int:
+    """How many more runs a queue's stream may take now.
+
+    ``free``: its live workers' free slots (less those held by offers); ``workers``: how
+    many serve it; ``sent``: its runs sent and not yet claimed; ``ahead``: runs kept sent
+    per worker beyond what its free slots take at once.
+
+    The runs in flight to the workers (sent, not claimed) stay within the free slots (at
+    most ``ahead`` per worker of them, one at least) plus ``ahead`` per worker: while
+    workers are busy, a few runs wait in the stream so that a freed slot takes one at
+    once, and no more, so that a run of a higher priority let through next is at most
+    that many runs behind (a stream is first in, first out). Workers slower than their
+    slots (CPU-bound) do not pile runs up in the stream either.
+    """
+    window = ahead * workers
+    return min(max(free, 0), max(window, workers)) + window - sent

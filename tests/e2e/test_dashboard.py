@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -75,6 +77,16 @@ def _sign_in(page: Page, cluster: Cluster, path: str = "/", role: str = "client"
     page.locator("#api-key").fill(cluster.keys[role])
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+
+def _cli(cluster: Cluster, *args: str) -> str:
+    """``python -m aiki <args>`` against the cluster with its client key: its output."""
+    env = {**os.environ, "AIKI_SERVER_URL": cluster.server_urls,
+           "AIKI_API_KEY": cluster.keys["client"]}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "aiki", *args], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _screenshot(page: Page, name: str) -> None:
@@ -358,6 +370,11 @@ def test_a_run_waiting_for_a_limit_says_so_and_the_limits_page_counts_it(
     expect(row.locator(".limit-holding")).to_have_text("1")
     expect(row.locator(".limit-waiting")).to_have_text("1")
     _screenshot(page, "limits")
+    shown = _cli(cluster, "runs", "show", second)
+    assert re.search(rf"^gate +waiting for limit 'w-one-per-account' \(key {account}: 1 of 1 "
+                     r"running\) \(since ", shown, flags=re.M), shown  # fmt: skip
+    listed = _cli(cluster, "limits", "list")
+    assert re.search(r"^w-one-per-account +1 +- +1/- +1 +1$", listed, flags=re.M), listed
     page.goto(cluster.url + f"/#/runs/{second}")
     expect(page.locator("#run-gate")).to_be_visible()
 

@@ -356,8 +356,9 @@ class Wakeups:
         """A run waits at the gate: a pass now."""
         open_gate(self.gate)
 
-    def freed(self) -> None:
-        """A run left a worker (it ended or suspended): if runs wait at the gate, a pass."""
+    def room_changed(self) -> None:
+        """A run was claimed (one fewer in flight) or left a worker (a slot freed): if runs
+        wait at the gate, a pass."""
         if self.room.waiting:
             open_gate(self.gate)
 

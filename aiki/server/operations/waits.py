@@ -81,7 +81,7 @@ async def suspend_run(services: Services, request: SuspendRun, caller: Caller) -
         raise await services.fenced_out(run_id, request.run_id, request.revision, caller)
     observe_tasks(services, caller, request.history)
     services.notifier.notify(request.run_id)
-    services.wakeups.freed()
+    services.wakeups.room_changed()
     if moved.status == "queued":
         services.wakeups.queued()
     return RunTransitioned(run_id=moved.id, status=moved.status, revision=moved.revision)

@@ -204,6 +204,7 @@ async def claim_run(
     reply = await services.transact(caller, claim)
     if isinstance(reply, RunClaimed):
         services.notifier.notify(request.run_id)
+        services.wakeups.room_changed()  # one run fewer in flight to its queue's workers
     return reply
 
 
@@ -330,7 +331,7 @@ async def transition_run(
         metrics = services.metrics
         metrics.runs_failed.labels(moved.namespace, metrics.workflow(moved.workflow)).inc()
     services.moved(moved, "running", request.reason)
-    services.wakeups.freed()
+    services.wakeups.room_changed()
     if moved.status == "queued" or parents_queued:
         services.wakeups.queued()
     if moved.status == "awaiting_retry" and moved.wake_at is not None:

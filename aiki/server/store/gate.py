@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from ...protocol import GateWait, LimitWait
-from ..gate import Held, Limit, Waiting, release
+from ..gate import Held, Limit, Waiting, release, room_of
 from .outbox import OutboxEntry
 from .runs import as_int
 from .slots import ADMITTED
@@ -119,8 +119,8 @@ _ROOM: Final = """
             GROUP BY worker_id
         ), free AS (
             SELECT l.namespace, v ->> 0 AS workflow, v ->> 1 AS version, p #>> '{}' AS pool,
-                   sum(greatest(l.concurrency - COALESCE(b.running, 0), 0)
-                       + %(ahead)s)::bigint AS slots
+                   sum(greatest(l.concurrency - COALESCE(b.running, 0), 0))::bigint AS slots,
+                   count(*) AS workers
             FROM live l LEFT JOIN busy b ON b.worker_id = l.id,
                  jsonb_array_elements(l.versions) v, jsonb_array_elements(l.pools) p
             GROUP BY 1, 2, 3, 4
@@ -129,16 +129,17 @@ _ROOM: Final = """
             WHERE status = 'queued' AND gated_at IS NULL
             GROUP BY namespace, workflow, version, pool
         )
-        SELECT f.namespace, f.workflow, f.version, f.pool, f.slots - COALESCE(s.runs, 0)
+        SELECT f.namespace, f.workflow, f.version, f.pool, f.slots, f.workers,
+               COALESCE(s.runs, 0)
         FROM free f LEFT JOIN sent s
           ON (s.namespace, s.workflow, s.version) = (f.namespace, f.workflow, f.version)
          AND s.pool IS NOT DISTINCT FROM f.pool
         """
 """Per queue some live worker serves: its workers' free slots (their concurrency less
-the runs they hold; a worker serving several queues counts for each), plus ``ahead`` per
-worker, less the runs sent to it and not yet claimed. A queue no live worker serves has
-no entry: its runs go to its stream as they come (and wait there for a worker, or
-stall)."""
+the runs they hold; a worker serving several queues counts for each), how many they are,
+and the runs sent to it and not yet claimed (`aiki.server.gate.room` makes the room of
+them). A queue no live worker serves has no entry: its runs go to its stream as they come
+(and wait there for a worker, or stall)."""
 
 _ADMIT: Final = f"""
         WITH picked AS (
@@ -240,14 +241,12 @@ def gate_pass(
     # Small queries the planner overestimates (JSON arrays): compiling them cost more than
     # running them (90 ms against 3).
     tx.execute("SET LOCAL jit = off")
-    room: dict[Queue, int] = {
-        (str(ns), str(wf), str(ver), None if pool is None else str(pool)): as_int(free)
-        for ns, wf, ver, pool, free in tx.fetch_all(
-            _ROOM, {"live": live_seconds, "ahead": ahead})
-    }  # fmt: skip
-    for queue, slots in (offered or {}).items():
-        if queue in room:
-            room[queue] -= slots
+    offers = offered or {}
+    room: dict[Queue, int] = {}
+    for ns, wf, ver, pool, free, workers, sent in tx.fetch_all(_ROOM, {"live": live_seconds}):
+        queue = (str(ns), str(wf), str(ver), None if pool is None else str(pool))
+        room[queue] = room_of(free=as_int(free) - offers.get(queue, 0),
+                              workers=as_int(workers), sent=as_int(sent), ahead=ahead)  # fmt: skip
     rows = sorted(
         [*tx.fetch_all(_WAITING_FREE, {"batch": batch}), *tx.fetch_all(_WAITING_LIMITED)],
         key=lambda row: (-as_int(row[5]), row[10], str(row[0])),

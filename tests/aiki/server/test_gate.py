@@ -10,7 +10,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiki.server.gate import Held, Limit, Waiting, release
+from aiki.server.gate import Held, Limit, Waiting, release, room_of
 
 LIMITS = {"api": Limit("api", per_key=2, total=5), "mutex": Limit("mutex", per_key=1)}
 
@@ -148,3 +148,24 @@ def test_a_limited_run_waits_and_the_runs_behind_it_that_need_other_slots_go() -
                      for n in range(8)], LIMITS, Held(), 10)  # fmt: skip
     assert len(total.run_ids) == 5  # (api: 5 over all keys)
     assert set(total.blocked.values()) == {"api/*"}
+
+
+@given(
+    free=st.integers(-5, 200), workers=st.integers(1, 10), sent=st.integers(0, 300),
+    ahead=st.integers(0, 16),
+)  # fmt: skip
+def test_a_queues_room_keeps_what_is_in_flight_small_and_never_starves_idle_workers(
+    free: int, workers: int, sent: int, ahead: int
+) -> None:
+    """What may be sent to a queue: in flight (sent, not claimed) it stays within the free
+    slots plus ``ahead`` per worker, and within two windows of ``ahead`` per worker (one
+    run per worker at least), so a run let through next is never far behind; and idle
+    workers with nothing sent to them always get some."""
+    room = room_of(free=free, workers=workers, sent=sent, ahead=ahead)
+    in_flight = sent + max(room, 0)
+    window = ahead * workers
+    if room > 0:
+        assert in_flight <= max(free, 0) + window
+        assert in_flight <= max(window, workers) + window
+    if sent == 0 and free > 0:
+        assert room > 0
