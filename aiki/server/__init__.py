@@ -133,9 +133,11 @@ class ServerConfig:
         "may have lost it).",
     )  # fmt: skip
     dispatch_ahead: int = setting(
-        4, ge=0, help="Runs sent to a queue ahead of its live workers' free slots, per worker "
-        "(the rest wait at the gate, where priority and fair shares order them): more keeps "
-        "workers busier, fewer lets a run of a higher priority overtake sooner.",
+        4, ge=0, help="Runs kept in flight to a queue's workers, per live worker, beyond what "
+        "their free slots take at once (and at most as many for the free slots): the rest "
+        "wait at the gate, where priority and fair shares order them. More keeps workers "
+        "busier between the gate's passes; fewer lets a run of a higher priority overtake "
+        "sooner.",
     )  # fmt: skip
     subscriber_queue: int = setting(
         1024, ge=1, help="Updates a live-update subscriber may fall behind by before its "

@@ -312,3 +312,29 @@ async def test_a_full_limit_that_cancels_cancels_the_oldest_run_of_the_key_for_t
     assert cancelled["status"] == "cancelled"
     assert f"cancelled for run {latest}" in str(cancelled["stop_reason"])
     await _wait_admitted(api, latest)  # the slot the cancelled run held is its
+
+
+@deadline(30)
+async def test_a_child_takes_its_parents_priority_and_fairness_key_unless_it_names_its_own(
+    api: Api, workflow: str
+) -> None:
+    await _register(api, workflow, [])
+    parent = await _start_with(api, workflow, priority=4, fairness_key="acme",
+                               fairness_weight=3)  # fmt: skip
+    await _wait_admitted(api, str(parent["id"]))
+    claimed = await api.ok("claim_run", {"run_id": parent["id"], "worker_id": "w1"})
+    revision = claimed["run"]["revision"]
+    child_input = {"id": "c", "quantity": 1}
+
+    async def child(seq: int, options: dict[str, object]) -> dict[str, object]:
+        started = await api.ok("start_child", {
+            "parent_id": parent["id"], "revision": revision, "address": "child:c", "seq": seq,
+            "workflow": workflow, "version": "1.0", "input": child_input, "options": options,
+        })  # fmt: skip
+        return started["run"]  # type: ignore[no-any-return]
+
+    inherited = await child(0, {})
+    assert (inherited["priority"], inherited["fairness_key"], inherited["fairness_weight"]) == (
+        4, "acme", 3)  # fmt: skip
+    own = await child(1, {"priority": 0, "fairness_key": "other"})
+    assert (own["priority"], own["fairness_key"], own["fairness_weight"]) == (0, "other", 3)
