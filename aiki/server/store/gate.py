@@ -51,14 +51,15 @@ _GROUP: Final = "namespace, workflow, version, COALESCE(pool, ''), fairness_key,
 priority (the order of ``aiki_runs_gate_groups``)."""
 
 _WAITING_FREE: Final = f"""
-        WITH RECURSIVE groups AS (
+        WITH RECURSIVE groups (ns, wf, ver, pl, fk, pr) AS (
             (SELECT {_GROUP} FROM aiki_runs
              WHERE gated_at IS NOT NULL AND slots_held IS NULL
              ORDER BY {_GROUP} LIMIT 1)
             UNION ALL
             SELECT n.* FROM groups g CROSS JOIN LATERAL (
                 SELECT {_GROUP} FROM aiki_runs
-                WHERE gated_at IS NOT NULL AND slots_held IS NULL AND ({_GROUP}) > (g.*)
+                WHERE gated_at IS NOT NULL AND slots_held IS NULL
+                  AND ({_GROUP}) > (g.ns, g.wf, g.ver, g.pl, g.fk, g.pr)
                 ORDER BY {_GROUP} LIMIT 1
             ) n
         )
@@ -66,15 +67,18 @@ _WAITING_FREE: Final = f"""
                r.fairness_weight, '{{}}'::text[], '{{}}'::text[], r.gated_at
         FROM groups g CROSS JOIN LATERAL (
             SELECT * FROM aiki_runs
-            WHERE gated_at IS NOT NULL AND slots_held IS NULL AND ({_GROUP}) = (g.*)
+            WHERE gated_at IS NOT NULL AND slots_held IS NULL
+              AND namespace = g.ns AND workflow = g.wf AND version = g.ver
+              AND COALESCE(pool, '') = g.pl AND fairness_key = g.fk AND priority = g.pr
             ORDER BY gated_at, id
-            LIMIT GREATEST(8, %(batch)s / (SELECT count(*) FROM groups))
+            LIMIT %(per_group)s
         ) r
         """
 """The waiting runs without limits that may go now: of each group (queue, fairness key,
-priority), the oldest few. The groups are found by skipping through the index one group
-at a time, and each group's runs read from it in order, so a pass reads a few runs per
-group however many wait (20,000 runs of one tenant are read as a handful)."""
+priority), the oldest ``per_group`` (as many as the roomiest queue could take now). The
+groups are found by skipping through the index one group at a time, and each group's runs
+read from it in order, so a pass reads a few runs per group however many wait (20,000
+runs of one tenant are read as a handful)."""
 
 _WAITING_LIMITED: Final = """
         WITH waiting AS (
@@ -247,8 +251,11 @@ def gate_pass(
         queue = (str(ns), str(wf), str(ver), None if pool is None else str(pool))
         room[queue] = room_of(free=as_int(free) - offers.get(queue, 0),
                               workers=as_int(workers), sent=as_int(sent), ahead=ahead)  # fmt: skip
+    # As many per group as the roomiest queue can take (a queue no live worker serves
+    # takes a batch: it has no room to count).
+    per_group = max(1, min(batch, max(room.values()) if room else batch))
     rows = sorted(
-        [*tx.fetch_all(_WAITING_FREE, {"batch": batch}), *tx.fetch_all(_WAITING_LIMITED)],
+        tx.fetch_all(_WAITING_FREE, {"per_group": per_group}) + tx.fetch_all(_WAITING_LIMITED),
         key=lambda row: (-as_int(row[5]), row[10], str(row[0])),
     )
     if not rows:
