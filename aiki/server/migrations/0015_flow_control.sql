@@ -89,6 +89,6 @@ CREATE INDEX aiki_runs_gated ON aiki_runs (priority DESC, gated_at, id) WHERE ga
 CREATE INDEX aiki_runs_gate_groups ON aiki_runs
     (namespace, workflow, version, (COALESCE(pool, '')), fairness_key, priority, gated_at, id)
     WHERE gated_at IS NOT NULL AND slots_held IS NULL;
-CREATE INDEX aiki_runs_gated_limited ON aiki_runs (id)
+CREATE INDEX aiki_runs_gated_limited ON aiki_runs (priority DESC, gated_at, id)
     WHERE gated_at IS NOT NULL AND slots_held IS NOT NULL;
 CREATE INDEX aiki_runs_holding ON aiki_runs (id) WHERE slots_held IN ('all', 'open');

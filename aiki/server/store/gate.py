@@ -84,7 +84,16 @@ _WAITING_LIMITED: Final = """
         WITH waiting AS (
             SELECT id, namespace, workflow, version, pool, priority, fairness_key,
                    fairness_weight, gated_at, slots_held
-            FROM aiki_runs WHERE gated_at IS NOT NULL AND slots_held IS NOT NULL
+            FROM aiki_runs r
+            WHERE gated_at IS NOT NULL AND slots_held IS NOT NULL
+              AND NOT EXISTS (
+                  SELECT FROM aiki_run_slots s
+                  WHERE s.run_id = r.id AND (r.slots_held = 'none' OR s.holds = 'executing')
+                    AND (s.namespace, s.name, s.key) IN (
+                        SELECT * FROM unnest(%(full_namespaces)s::text[], %(full_names)s::text[],
+                                             %(full_keys)s::text[])))
+            ORDER BY priority DESC, gated_at, id
+            LIMIT %(limit)s
         ), wanted AS (
             SELECT s.run_id, s.namespace, s.name, s.key,
                    row_number() OVER (PARTITION BY s.namespace, s.name, s.key
@@ -101,8 +110,10 @@ _WAITING_LIMITED: Final = """
                  w.fairness_weight, w.gated_at
         HAVING bool_and(s.place IS NULL OR l.per_key IS NULL OR s.place <= l.per_key)
         """
-"""The waiting runs with limits that may go now: of each limit's key only as many as its
-limit could let through in one pass (a key with 20,000 runs waiting is read as two)."""
+"""The waiting runs with limits that may go now: the first ``limit`` in order whose keys
+have a free slot (the full keys are given: runs of a key with 20,000 waiting and none
+free are skipped, not read into the pass), and of each key only as many as its limit
+could let through."""
 
 _HELD: Final = """
         SELECT s.namespace, s.name, s.key, count(*)
@@ -251,26 +262,6 @@ def gate_pass(
         queue = (str(ns), str(wf), str(ver), None if pool is None else str(pool))
         room[queue] = room_of(free=as_int(free) - offers.get(queue, 0),
                               workers=as_int(workers), sent=as_int(sent), ahead=ahead)  # fmt: skip
-    # As many per group as the roomiest queue can take (a queue no live worker serves
-    # takes a batch: it has no room to count).
-    per_group = max(1, min(batch, max(room.values()) if room else batch))
-    rows = sorted(
-        tx.fetch_all(_WAITING_FREE, {"per_group": per_group}) + tx.fetch_all(_WAITING_LIMITED),
-        key=lambda row: (-as_int(row[5]), row[10], str(row[0])),
-    )
-    if not rows:
-        return GatePass(admitted=[], waiting=0, passes=dict(passes or {}), room=room,
-                        backlog=frozenset())  # fmt: skip
-    queues: dict[Queue, list[Waiting]] = {}
-    for seq, (run_id, namespace, workflow, version, pool, priority, fairness_key, weight,
-              names, keys, _) in enumerate(rows):  # fmt: skip
-        queue = (str(namespace), str(workflow), str(version), None if pool is None else str(pool))
-        queues.setdefault(queue, []).append(Waiting(
-            run_id=str(run_id), seq=seq, priority=as_int(priority),
-            fairness_key=SEPARATOR.join(map(str, (*queue, fairness_key))), weight=as_int(weight),
-            slots=tuple((f"{namespace}{SEPARATOR}{name}", str(key))
-                        for name, key in zip(names, keys, strict=True)),  # type: ignore[call-overload]
-        ))  # fmt: skip
     per_key: dict[tuple[str, str], int] = {}
     total: dict[str, int] = {}
     for namespace, name, key, count in tx.fetch_all(_HELD):
@@ -284,6 +275,32 @@ def gate_pass(
         for namespace, name, bound, whole in tx.fetch_all(
             "SELECT namespace, name, per_key, total FROM aiki_limits")
     }  # fmt: skip
+    full = [(*limit.split(SEPARATOR, 1), key) for (limit, key), count in per_key.items()
+            if limit in limits and count >= limits[limit].per_key]  # fmt: skip
+    # As many per group as the roomiest queue can take (a queue no live worker serves
+    # takes a batch: it has no room to count).
+    per_group = max(1, min(batch, max(room.values()) if room else batch))
+    rows = sorted(
+        tx.fetch_all(_WAITING_FREE, {"per_group": per_group})
+        + tx.fetch_all(_WAITING_LIMITED, {
+            "limit": batch, "full_namespaces": [ns for ns, _, _ in full],
+            "full_names": [name for _, name, _ in full], "full_keys": [key for _, _, key in full],
+        }),
+        key=lambda row: (-as_int(row[5]), row[10], str(row[0])),
+    )  # fmt: skip
+    if not rows:
+        return GatePass(admitted=[], waiting=0, passes=dict(passes or {}), room=room,
+                        backlog=frozenset())  # fmt: skip
+    queues: dict[Queue, list[Waiting]] = {}
+    for seq, (run_id, namespace, workflow, version, pool, priority, fairness_key, weight,
+              names, keys, _) in enumerate(rows):  # fmt: skip
+        queue = (str(namespace), str(workflow), str(version), None if pool is None else str(pool))
+        queues.setdefault(queue, []).append(Waiting(
+            run_id=str(run_id), seq=seq, priority=as_int(priority),
+            fairness_key=SEPARATOR.join(map(str, (*queue, fairness_key))), weight=as_int(weight),
+            slots=tuple((f"{namespace}{SEPARATOR}{name}", str(key))
+                        for name, key in zip(names, keys, strict=True)),  # type: ignore[call-overload]
+        ))  # fmt: skip
     held = Held(per_key=per_key, total=total)
     kept = dict(passes or {})
     chosen: list[str] = []
