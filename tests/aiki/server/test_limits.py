@@ -73,6 +73,13 @@ async def test_runs_over_a_limit_wait_at_the_gate_until_a_slot_frees(
         assert refused["type"] == "ClaimRejected"
         run = await api.ok("get_run", {"run_id": waiting})
         assert run["gated_at"] is not None
+    why = (await api.ok("describe_run", {"run_id": a[2]}))["gate"]
+    assert "waiting for limit 'per-order' (key A: 2 of 2 running)" in why["summary"], why
+    assert "waiting for limit 'warehouse' (3 of 3 running)" in why["summary"]
+    exposition = (await api.http.get(f"{api.url}/metrics")).text
+    assert 'aiki_limit_holding{limit="per-order",namespace="default"} 3.0' in exposition
+    assert 'aiki_limit_waiting{limit="warehouse",namespace="default"} 3.0' in exposition
+    assert 'aiki_gate_waiting{namespace="default",priority="2"} 3.0' in exposition
 
     claimed = await api.ok("claim_run", {"run_id": a[0], "worker_id": "w1"})
     revision = claimed["run"]["revision"]
