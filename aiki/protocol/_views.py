@@ -9,6 +9,7 @@ from typing import Final, Literal, TypeGuard, get_args
 import attrs
 
 from ..errors import ErrorInfo
+from ._limits import ConcurrencyLimit
 from ._live import TaskProgress
 from ._operation import READERS, Request, declare
 from ._runs import RunInfo
@@ -186,6 +187,8 @@ class VersionInfo:
     unserved_since: dt.datetime | None = None
     """It has open runs and no live worker: since when (when one was last seen, or when
     the version was registered); None otherwise."""
+    limits: tuple[ConcurrencyLimit, ...] = ()
+    """The concurrency limits its runs take a slot of, with their numbers in force."""
 
 
 @attrs.frozen(kw_only=True)

@@ -20,7 +20,7 @@ from ...protocol import (
     WorkerInfo,
     is_task_state,
 )
-from . import gate
+from . import gate, limits
 from .runs import as_int, as_status, as_time, error_of, get_run
 from .updates import latest_progress
 
@@ -169,6 +169,7 @@ def list_versions(
         {"open": sorted(ALL_STATUSES - TERMINAL), "namespace": namespace, "workflow": workflow},
     ):  # fmt: skip
         open_runs.setdefault((str(where), str(name), str(version)), {})[str(status)] = as_int(count)
+    declared = limits.version_limits(tx)
     versions = []
     for where, name, version, registered, live, seen in tx.fetch_all(
         f"""
@@ -194,6 +195,7 @@ def list_versions(
         versions.append(VersionInfo(
             workflow=key[1], version=key[2], namespace=key[0], registered_at=as_time(registered),
             open_runs=runs, workers=workers, unserved_since=since,
+            limits=declared.get(key, ()),
         ))  # fmt: skip
     return versions
 

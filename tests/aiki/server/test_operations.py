@@ -6,6 +6,7 @@ from __future__ import annotations
 import typing
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 import trio
 
@@ -211,8 +212,10 @@ async def test_every_operation_answers_through_a_carrier(api: Api, workflow: str
         assert [task.name for task in described.tasks] == ["a"]
         assert [report.task for report in described.progress] == ["b"]
         assert "w1" in [worker.id for worker in (await call.http(ListWorkers())).workers]
-        (served,) = [found for found in (await call.http(ListVersions(workflow=workflow))).versions
-                     if found.version == "1.0"]  # fmt: skip
+        listed_versions = (await call.http(ListVersions(workflow=workflow))).versions
+        (served,) = [found for found in listed_versions if found.version == "1.0"]
+        (with_limits,) = [found for found in listed_versions if found.version == "2.0"]
+        assert with_limits.limits == (attrs.evolve(limit, per_key=5),)  # (as set since)
         assert (served.workers, served.unserved_since) == (("w1",), None)
         assert sum(served.open_runs.values()) == 2  # (the run, its child)
 
