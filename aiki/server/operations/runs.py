@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import trio
 
 from ...errors import BadRequestError, ReferenceConflictError, RunNotFoundError
@@ -14,6 +16,7 @@ from ...protocol import (
     START_RUN,
     TERMINAL,
     WAIT_RUN,
+    ConcurrencyLimit,
     GetRun,
     ListRuns,
     RunInfo,
@@ -24,12 +27,12 @@ from ...protocol import (
     canonical_json,
 )
 from ..delivery import FAST_LEASE_SECONDS
-from ..store.scoped import new_id, parse_id
+from ..store.scoped import Stopped, new_id, parse_id
 from ._handlers import Handlers
 from ._services import run_uuid
 
 if TYPE_CHECKING:
-    from ..store.scoped import Scoped, Stopped
+    from ..store.scoped import Scoped
     from ._services import Caller, Services
 
 WAIT_RECHECK_SECONDS: Final = 5.0
@@ -62,6 +65,49 @@ def existing_start(scoped: Scoped, request: StartRun, digest: str) -> RunStarted
     return RunStarted(run=run, created=False)
 
 
+@attrs.define
+class LimitsAtStart:
+    """What a start does about its version's concurrency limits, in its transaction and
+    after it (one implementation for client and child starts)."""
+
+    run_id: uuid.UUID
+    acting: list[tuple[ConcurrencyLimit, str]]
+    """Its limits that refuse or cancel when full, with its keys."""
+    slots: list[tuple[str, str]]
+    """Every (limit, key) it takes, if it may take them at once (its queue has room)."""
+    stopped: list[Stopped] = attrs.Factory(list)
+
+    @classmethod
+    def of(
+        cls, services: Services, namespace: str, request: StartRun, run_id: uuid.UUID,
+        *, straight: bool,
+    ) -> LimitsAtStart:  # fmt: skip
+        """Those of ``request`` (``straight``: its queue has room, it is not scheduled)."""
+        found = services.schemas
+        return cls(
+            run_id,
+            found.acting_limits(namespace, request.workflow, request.version, request.input),
+            found.slots(namespace, request.workflow, request.version, request.input)
+            if straight else [],
+        )  # fmt: skip
+
+    def before_insert(self, scoped: Scoped) -> bool:
+        """Under the gate's lock: refuse or make room (`Scoped.make_room`); return whether
+        the run takes its slots at once (they are free: no gate pass)."""
+        if self.acting:
+            self.stopped[:] = scoped.make_room(self.acting, f"cancelled for run {self.run_id} "
+                                               "(a newer run of the key, on a concurrency "
+                                               "limit)")  # fmt: skip
+        return bool(self.slots) and scoped.may_admit(self.slots)
+
+    def after_commit(self, services: Services) -> None:
+        """Stop the runs cancelled for this one on their workers."""
+        if self.stopped:
+            services.metrics.runs_cancelled.inc(len(self.stopped))
+            services.stop_all(self.stopped, "cancelled")
+            services.wakeups.queued()  # parents waiting on these runs may have been queued
+
+
 async def start_run(services: Services, request: StartRun, caller: Caller) -> RunStarted:
     """Validate the input against the version's schema and create the run (idempotently)
     in the caller's namespace."""
@@ -82,21 +128,14 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
     claimed_by = None if offer is None else offer.worker_id
 
     outbox: list[int | None] = [None]
-    acting = services.schemas.acting_limits(namespace, request.workflow, request.version,
-                                            request.input)  # fmt: skip
-    slots = [] if wait or scheduled else services.schemas.slots(
-        namespace, request.workflow, request.version, request.input)  # fmt: skip
-    stopped: list[Stopped] = []
+    limits = LimitsAtStart.of(services, namespace, request, run_id,
+                              straight=not (wait or scheduled))  # fmt: skip
 
     def start(scoped: Scoped) -> RunStarted:
-        if acting:  # limits that refuse or cancel when full: decided under the gate's lock
-            if options.reference_id is not None and (
-                    existing := existing_start(scoped, request, digest)):  # fmt: skip
-                return existing
-            stopped[:] = scoped.make_room(acting, f"cancelled for run {run_id} (a newer run "
-                                          "of the key, on a concurrency limit)")  # fmt: skip
-        # Its queue has room and its slots are free: it takes them now, no gate pass.
-        admit = bool(slots) and scoped.may_admit(slots)
+        if limits.acting and options.reference_id is not None and (
+                existing := existing_start(scoped, request, digest)):  # fmt: skip
+            return existing  # (before a refusal: a repeated start finds its run)
+        admit = limits.before_insert(scoped)
         # Insert first: a new run takes one statement; a repeated start (the reference ID
         # exists) a second one that reads the existing run.
         created = scoped.insert_run(
@@ -125,10 +164,7 @@ async def start_run(services: Services, request: StartRun, caller: Caller) -> Ru
         raise
     if started.created:
         services.after_start(started.run, outbox[0])
-    if stopped:
-        services.metrics.runs_cancelled.inc(len(stopped))
-        services.stop_all(stopped, "cancelled")
-        services.wakeups.queued()  # parents waiting on these runs may have been queued
+    limits.after_commit(services)
     if offer is not None:
         await services.hand_over(offer, started)
     return started

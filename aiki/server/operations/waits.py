@@ -31,11 +31,11 @@ from ..delivery import FAST_LEASE_SECONDS
 from ..store.scoped import new_id
 from ._handlers import Handlers
 from ._services import run_uuid
-from .runs import existing_start, input_hash
+from .runs import LimitsAtStart, existing_start, input_hash
 from .workers import check_history, observe_tasks
 
 if TYPE_CHECKING:
-    from ..store.scoped import EventOutcome, Scoped, Stopped
+    from ..store.scoped import EventOutcome, Scoped
     from ._services import Caller, Services
 
 
@@ -141,11 +141,8 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     scheduled = options.start_delay_seconds is not None or options.start_at is not None
     queue = (caller.home, request.workflow, request.version, options.pool)
     wait = not scheduled and not services.wakeups.room.take(queue)
-    acting = services.schemas.acting_limits(caller.home, request.workflow, request.version,
-                                            request.input)  # fmt: skip
-    stopped: list[Stopped] = []
-    slots = [] if wait or scheduled else services.schemas.slots(
-        caller.home, request.workflow, request.version, request.input)  # fmt: skip
+    limits = LimitsAtStart.of(services, caller.home, as_start, run_id,
+                              straight=not (wait or scheduled))  # fmt: skip
 
     def start(scoped: Scoped) -> RunStarted | None:
         if not scoped.holds_revision(parent_id, request.revision):
@@ -155,14 +152,10 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
         existing = scoped.child_of(parent_id, request.address, request.seq)
         if existing is not None:
             return RunStarted(run=existing, created=False)
-        if acting:  # limits that refuse or cancel when full: decided under the gate's lock
-            if options.reference_id is not None and (
-                    found := existing_start(scoped, as_start, digest)):  # fmt: skip
-                return found
-            stopped[:] = scoped.make_room(acting, f"cancelled for run {run_id} (a newer run "
-                                          "of the key, on a concurrency limit)")  # fmt: skip
-        # Its queue has room and its slots are free: it takes them now, no gate pass.
-        admit = bool(slots) and scoped.may_admit(slots)
+        if limits.acting and options.reference_id is not None and (
+                found := existing_start(scoped, as_start, digest)):  # fmt: skip
+            return found  # (before a refusal: a repeated start finds its run)
+        admit = limits.before_insert(scoped)
         created = scoped.insert_run(
             run_id=run_id, workflow=request.workflow,
             version=request.version, input_json=request.input, input_hash=digest,
@@ -183,10 +176,7 @@ async def start_child(services: Services, request: StartChild, caller: Caller) -
     observe_tasks(services, caller, request.history)
     if started.created:
         services.after_start(started.run, outbox[0])
-    if stopped:
-        services.metrics.runs_cancelled.inc(len(stopped))
-        services.stop_all(stopped, "cancelled")
-        services.wakeups.queued()  # parents waiting on these runs may have been queued
+    limits.after_commit(services)
     return started
 
 
