@@ -117,6 +117,9 @@ IDLE_CONNECTIONS = 300
 ANSWER_SECONDS = 10.0
 """A request not answered within this counts as a failure to answer."""
 
+SERVER_ARGS = ["--dispatch-ahead", "1000"]
+"""The fuzzing sessions act as a worker that claims the runs it names, not what a stream
+brings: no start waits at the gate for its queue's room (it would be unclaimable)."""
 WORKFLOW = "edge-fuzz"
 WORKER = "edge-fuzz-worker"
 INPUT_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}}

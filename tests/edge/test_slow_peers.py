@@ -18,6 +18,9 @@ from ._raw import RawSession
 from .conftest import Cluster
 
 WORKER_TARGET = "tests.e2e.waits_flows:waits_worker"
+SERVER_ARGS = ["--dispatch-ahead", "1000"]
+"""The test's raw sessions act as workers that claim the runs they name, not what a stream
+brings: no start waits at the gate for its queue's room (it would be unclaimable)."""
 
 REGISTER = OPERATIONS.by_name["register_worker"]
 
